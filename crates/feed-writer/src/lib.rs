@@ -1,0 +1,27 @@
+//! Writes change files to the S3 change feed, for every producer.
+//!
+//! Both producers (the DynamoDB-stream `change-handler` and the `s3-event-handler`) end a batch the
+//! same way, so the rules of design notes section 1 live here once:
+//!
+//! 1. read the UTC time just before the PutObject and build the key from it
+//!    ([`change_protocol::ChangeKey`]); never from the records' time;
+//! 2. await the PUT in the handler with a budget of `W - 5 s` on a monotonic clock (the SDK's
+//!    operation timeout is set to the same budget, covering all its retry attempts); a success
+//!    that arrives later is reported as a failure, so a file never becomes visible more than W
+//!    after its key time except as a copy of a batch that is retried under a newer key;
+//! 3. overwrite the pointer object `<prefix>_head` with the new key (cheap polling for
+//!    consumers) and, if configured, the legacy fixed marker of the original design;
+//! 4. count the batch as written only when every one of those writes succeeded.
+//!
+//! The S3 client sits behind [`ObjectStore`] so the logic runs against fakes in unit tests and
+//! against the real SDK (and the local emulator) in integration tests.
+
+mod clock;
+mod config;
+mod store;
+mod writer;
+
+pub use clock::{Clock, SystemClock};
+pub use config::{optional_var, required_var, ConfigError, FeedConfig};
+pub use store::{s3_client, sdk_config, ObjectStore, S3Store, StoreError};
+pub use writer::{FeedWriter, WriteError, Written};
