@@ -1,1 +1,15 @@
+//! Test support: the local AWS emulator, SDK clients for it, fakes and AWS-shaped events.
+//!
+//! Integration tests talk to a real AWS-API emulator (moto's server mode) on loopback through
+//! the real AWS SDK. The README's test command starts one emulator for the whole run and sets
+//! `AWS_ENDPOINT_URL`; when it is not set (a plain `cargo test`), [`emulator`] starts a private
+//! one for the test binary, which stops when the binary exits. Each test makes its own
+//! uniquely named buckets and tables, so tests share one emulator safely.
 
+mod emulator;
+mod memory_store;
+mod streams;
+
+pub use emulator::{emulator, sdk_config, unique_name, Emulator};
+pub use memory_store::MemoryStore;
+pub use streams::{lambda_event_from_stream_records, read_stream_records};

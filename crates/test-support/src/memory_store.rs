@@ -1,0 +1,83 @@
+//! An in-memory [`ObjectStore`] with failure and delay injection.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use feed_writer::{ObjectStore, StoreError};
+
+/// Objects kept in a map; `fail_next` and `delay_next` script the next puts.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    objects: Mutex<BTreeMap<(String, String), Vec<u8>>>,
+    script: Mutex<Vec<Step>>,
+    puts: Mutex<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    Fail,
+    Delay(Duration),
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> MemoryStore {
+        MemoryStore::default()
+    }
+
+    /// The next `n` puts fail.
+    pub fn fail_next(&self, n: usize) {
+        let mut s = self.script.lock().unwrap_or_else(|e| e.into_inner());
+        s.extend(std::iter::repeat_n(Step::Fail, n));
+    }
+
+    /// The next put takes `d` (on tokio's clock) before it succeeds.
+    pub fn delay_next(&self, d: Duration) {
+        let mut s = self.script.lock().unwrap_or_else(|e| e.into_inner());
+        s.push(Step::Delay(d));
+    }
+
+    /// Keys of every successful put, in order.
+    pub fn put_keys(&self) -> Vec<String> {
+        self.puts.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The object at `bucket/key`.
+    pub fn get(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
+        self.objects
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(bucket.to_owned(), key.to_owned()))
+            .cloned()
+    }
+}
+
+impl ObjectStore for MemoryStore {
+    async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), StoreError> {
+        let step = {
+            let mut s = self.script.lock().unwrap_or_else(|e| e.into_inner());
+            (!s.is_empty()).then(|| s.remove(0))
+        };
+        match step {
+            Some(Step::Fail) => {
+                return Err(StoreError {
+                    bucket: bucket.to_owned(),
+                    key: key.to_owned(),
+                    message: "injected failure: ServiceUnavailable".to_owned(),
+                })
+            }
+            Some(Step::Delay(d)) => tokio::time::sleep(d).await,
+            None => {}
+        }
+        self.objects
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((bucket.to_owned(), key.to_owned()), body);
+        self.puts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(key.to_owned());
+        Ok(())
+    }
+}
