@@ -1,0 +1,303 @@
+//! The change-handler against the local emulator: real table, real stream records, real S3.
+//!
+//! Each test creates a table with a stream, changes items through the DynamoDB API, reads the
+//! stream records through the DynamoDB Streams API, hands them to the handler as the Lambda
+//! event an event source mapping would build, and reads the change file back from S3.
+
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, KeySchemaElement, KeyType, ScalarAttributeType,
+    StreamSpecification, StreamViewType,
+};
+use change_handler::{ChangeHandler, PRODUCER};
+use change_protocol::{ChangeFile, ChangeKey, EventName, HeadPointer};
+use feed_writer::{s3_client, FeedConfig, FeedWriter, S3Store, SystemClock};
+use test_support::{
+    lambda_event_from_stream_records, read_stream_records, sdk_config, unique_name,
+};
+
+struct Setup {
+    ddb: aws_sdk_dynamodb::Client,
+    streams: aws_sdk_dynamodbstreams::Client,
+    s3: aws_sdk_s3::Client,
+    table: String,
+    stream_arn: String,
+    bucket: String,
+}
+
+async fn setup(view: StreamViewType) -> Setup {
+    let sdk = sdk_config().await;
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+    let s3 = s3_client(&sdk);
+    let table = unique_name("ProductPriority");
+    let created = ddb
+        .create_table()
+        .table_name(&table)
+        .attribute_definitions(attr("item", ScalarAttributeType::S))
+        .attribute_definitions(attr("price", ScalarAttributeType::N))
+        .key_schema(key("item", KeyType::Hash))
+        .key_schema(key("price", KeyType::Range))
+        .billing_mode(aws_sdk_dynamodb::types::BillingMode::PayPerRequest)
+        .stream_specification(
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(view)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let stream_arn = created
+        .table_description()
+        .and_then(|d| d.latest_stream_arn())
+        .expect("table has a stream")
+        .to_owned();
+    let bucket = unique_name("feed");
+    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    Setup {
+        streams: aws_sdk_dynamodbstreams::Client::new(&sdk),
+        ddb,
+        s3,
+        table,
+        stream_arn,
+        bucket,
+    }
+}
+
+fn attr(name: &str, t: ScalarAttributeType) -> AttributeDefinition {
+    AttributeDefinition::builder()
+        .attribute_name(name)
+        .attribute_type(t)
+        .build()
+        .unwrap()
+}
+
+fn key(name: &str, t: KeyType) -> KeySchemaElement {
+    KeySchemaElement::builder()
+        .attribute_name(name)
+        .key_type(t)
+        .build()
+        .unwrap()
+}
+
+fn s(v: &str) -> AttributeValue {
+    AttributeValue::S(v.to_owned())
+}
+
+fn n(v: &str) -> AttributeValue {
+    AttributeValue::N(v.to_owned())
+}
+
+impl Setup {
+    async fn put(&self, item: &str, priority: &str) {
+        self.ddb
+            .put_item()
+            .table_name(&self.table)
+            .item("item", s(item))
+            .item("price", n("100"))
+            .item("priority", s(priority))
+            .send()
+            .await
+            .unwrap();
+    }
+
+    async fn set_priority(&self, item: &str, priority: &str) {
+        // The original walkthrough's update-item.
+        self.ddb
+            .update_item()
+            .table_name(&self.table)
+            .key("item", s(item))
+            .key("price", n("100"))
+            .update_expression("SET priority = :s")
+            .expression_attribute_values(":s", s(priority))
+            .send()
+            .await
+            .unwrap();
+    }
+
+    async fn delete(&self, item: &str) {
+        self.ddb
+            .delete_item()
+            .table_name(&self.table)
+            .key("item", s(item))
+            .key("price", n("100"))
+            .send()
+            .await
+            .unwrap();
+    }
+
+    fn handler(&self, bucket: &str) -> ChangeHandler<S3Store, SystemClock> {
+        let config = FeedConfig {
+            bucket: bucket.to_owned(),
+            prefix: "change_flags/".into(),
+            legacy_flag_key: None,
+            write_window: Duration::from_secs(20),
+        };
+        ChangeHandler::new(FeedWriter::new(
+            config,
+            S3Store::new(self.s3.clone()),
+            SystemClock,
+            PRODUCER,
+        ))
+    }
+
+    async fn event(&self) -> serde_json::Value {
+        let records = read_stream_records(&self.streams, &self.stream_arn).await;
+        lambda_event_from_stream_records(&self.stream_arn, &records)
+    }
+
+    async fn change_files(&self) -> Vec<(String, ChangeFile)> {
+        let listed = self
+            .s3
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix("change_flags/")
+            .send()
+            .await
+            .unwrap();
+        let mut files = Vec::new();
+        for object in listed.contents() {
+            let key = object.key().unwrap().to_owned();
+            if ChangeKey::parse("change_flags/", &key).is_err() {
+                continue;
+            }
+            let body = self
+                .s3
+                .get_object()
+                .bucket(&self.bucket)
+                .key(&key)
+                .send()
+                .await
+                .unwrap()
+                .body
+                .collect()
+                .await
+                .unwrap()
+                .into_bytes();
+            files.push((key, ChangeFile::from_slice(&body).unwrap()));
+        }
+        files
+    }
+}
+
+#[tokio::test]
+async fn stream_records_of_put_update_delete_become_one_change_file() {
+    let t = setup(StreamViewType::NewAndOldImages).await;
+    t.put("burger", "medium").await;
+    t.set_priority("burger", "high").await;
+    t.delete("burger").await;
+    let event = t.event().await;
+    assert_eq!(event["Records"].as_array().unwrap().len(), 3);
+
+    let response = t.handler(&t.bucket).handle(&event, "req").await.unwrap();
+    assert!(response.batch_item_failures.is_empty());
+
+    let files = t.change_files().await;
+    assert_eq!(files.len(), 1);
+    let (key, file) = &files[0];
+    let names: Vec<EventName> = file.changes.iter().map(|c| c.event_name).collect();
+    assert_eq!(
+        names,
+        [EventName::Insert, EventName::Modify, EventName::Remove]
+    );
+    let modify = &file.changes[1];
+    assert_eq!(
+        modify.new_image.as_ref().unwrap()["priority"],
+        change_protocol::AttributeValue::S("high".into())
+    );
+    assert_eq!(
+        modify.old_image.as_ref().unwrap()["priority"],
+        change_protocol::AttributeValue::S("medium".into())
+    );
+    assert!(file
+        .changes
+        .windows(2)
+        .all(|w| w[0].sequence_number < w[1].sequence_number));
+    assert_eq!(
+        file.source.stream_arn.as_deref(),
+        Some(t.stream_arn.as_str())
+    );
+    assert_eq!(file.source.table.as_deref(), Some(t.table.as_str()));
+    assert!(file.opaque.is_empty());
+
+    let head =
+        t.s3.get_object()
+            .bucket(&t.bucket)
+            .key("change_flags/_head")
+            .send()
+            .await
+            .unwrap()
+            .body
+            .collect()
+            .await
+            .unwrap()
+            .into_bytes();
+    let head: HeadPointer = serde_json::from_slice(&head).unwrap();
+    assert_eq!(&head.latest, key);
+}
+
+#[tokio::test]
+async fn keys_only_stream_gives_changes_without_images() {
+    let t = setup(StreamViewType::KeysOnly).await;
+    t.put("pizza", "low").await;
+    t.set_priority("pizza", "high").await;
+    let response = t
+        .handler(&t.bucket)
+        .handle(&t.event().await, "req")
+        .await
+        .unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    let files = t.change_files().await;
+    let file = &files[0].1;
+    assert_eq!(file.changes.len(), 2);
+    for c in &file.changes {
+        assert!(c.new_image.is_none() && c.old_image.is_none());
+        assert_eq!(
+            c.keys["item"],
+            change_protocol::AttributeValue::S("pizza".into())
+        );
+        assert_eq!(c.stream_view_type.as_deref(), Some("KEYS_ONLY"));
+    }
+}
+
+#[tokio::test]
+async fn a_missing_bucket_is_a_reported_failure_not_a_success() {
+    let t = setup(StreamViewType::NewAndOldImages).await;
+    t.put("salad", "high").await;
+    let event = t.event().await;
+    let first = event["Records"][0]["dynamodb"]["SequenceNumber"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let missing = unique_name("no-such-bucket");
+    let response = t.handler(&missing).handle(&event, "req").await.unwrap();
+    let reported: Vec<_> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone().unwrap())
+        .collect();
+    assert_eq!(reported, [first]);
+}
+
+#[tokio::test]
+async fn later_batches_sort_after_earlier_ones() {
+    let t = setup(StreamViewType::NewAndOldImages).await;
+    let h = t.handler(&t.bucket);
+    t.put("pasta", "very high").await;
+    let first_event = t.event().await;
+    t.set_priority("pasta", "high").await;
+    let both = t.event().await;
+    // The second invocation gets the newer record only, as an event source mapping would.
+    let second_event = serde_json::json!({"Records": [both["Records"][1].clone()]});
+    h.handle(&second_event, "req-2").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    // A retried, older batch written later must sort later: keys follow write time.
+    h.handle(&first_event, "req-1").await.unwrap();
+    let files = t.change_files().await;
+    assert_eq!(files.len(), 2);
+    assert!(files[0].0 < files[1].0);
+    assert_eq!(files[0].1.changes[0].event_name, EventName::Modify);
+    assert_eq!(files[1].1.changes[0].event_name, EventName::Insert);
+}
