@@ -13,9 +13,7 @@ use aws_sdk_dynamodb::types::{
 use change_handler::{ChangeHandler, PRODUCER};
 use change_protocol::{ChangeFile, ChangeKey, EventName, HeadPointer};
 use feed_writer::{s3_client, FeedConfig, FeedWriter, S3Store, SystemClock};
-use test_support::{
-    lambda_event_from_stream_records, read_stream_records, sdk_config, unique_name,
-};
+use test_support::{dynamodb_stream_event, read_stream_records, sdk_config, unique_name};
 
 struct Setup {
     ddb: aws_sdk_dynamodb::Client,
@@ -145,7 +143,7 @@ impl Setup {
 
     async fn event(&self) -> serde_json::Value {
         let records = read_stream_records(&self.streams, &self.stream_arn).await;
-        lambda_event_from_stream_records(&self.stream_arn, &records)
+        dynamodb_stream_event(&self.stream_arn, &records)
     }
 
     async fn change_files(&self) -> Vec<(String, ChangeFile)> {

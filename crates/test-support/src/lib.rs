@@ -1,4 +1,4 @@
-//! Test support: the local AWS emulator, SDK clients for it, fakes and AWS-shaped events.
+//! Test support: the shared local emulator, SDK clients for it, fakes and stream readers.
 //!
 //! Integration tests talk to a real AWS-API emulator (moto's server mode) on loopback through
 //! the real AWS SDK. The README's test command starts one emulator for the whole run and sets
@@ -10,6 +10,7 @@ mod emulator;
 mod memory_store;
 mod streams;
 
-pub use emulator::{emulator, sdk_config, unique_name, Emulator};
+pub use emulator::{emulator, sdk_config, unique_name};
+pub use esm_emulation::dynamodb_stream_event;
 pub use memory_store::MemoryStore;
-pub use streams::{lambda_event_from_stream_records, read_stream_records};
+pub use streams::read_stream_records;

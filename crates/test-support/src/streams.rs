@@ -1,9 +1,6 @@
-//! Reading DynamoDB stream records from the emulator and shaping them as Lambda delivers them.
+//! Reading all of a DynamoDB stream, for tests.
 
-use std::collections::HashMap;
-
-use aws_sdk_dynamodbstreams::types::{AttributeValue, Record, ShardIteratorType};
-use serde_json::{json, Map, Value};
+use aws_sdk_dynamodbstreams::types::{Record, ShardIteratorType};
 
 /// Every record currently in the stream, from the start of each shard, in shard order.
 pub async fn read_stream_records(
@@ -50,59 +47,4 @@ pub async fn read_stream_records(
         }
     }
     records
-}
-
-fn attributes(map: Option<&HashMap<String, AttributeValue>>) -> Option<Value> {
-    let map = map?;
-    let item: serde_dynamo::Item = map
-        .iter()
-        .map(|(k, v)| (k.clone(), serde_dynamo::AttributeValue::from(v.clone())))
-        .collect::<HashMap<_, _>>()
-        .into();
-    serde_json::to_value(item).ok()
-}
-
-/// The Lambda event that a DynamoDB Streams event source mapping builds from `records`: the
-/// Streams API's record shape plus `eventSourceARN`, timestamps as epoch seconds.
-pub fn lambda_event_from_stream_records(stream_arn: &str, records: &[Record]) -> Value {
-    let records: Vec<Value> = records
-        .iter()
-        .map(|r| {
-            let mut dynamodb = Map::new();
-            if let Some(s) = r.dynamodb() {
-                if let Some(t) = s.approximate_creation_date_time() {
-                    dynamodb.insert(
-                        "ApproximateCreationDateTime".into(),
-                        json!(t.as_secs_f64().floor()),
-                    );
-                }
-                for (name, value) in [
-                    ("Keys", attributes(s.keys())),
-                    ("NewImage", attributes(s.new_image())),
-                    ("OldImage", attributes(s.old_image())),
-                ] {
-                    if let Some(v) = value {
-                        dynamodb.insert(name.into(), v);
-                    }
-                }
-                if let Some(seq) = s.sequence_number() {
-                    dynamodb.insert("SequenceNumber".into(), json!(seq));
-                }
-                dynamodb.insert("SizeBytes".into(), json!(s.size_bytes().unwrap_or(0)));
-                if let Some(v) = s.stream_view_type() {
-                    dynamodb.insert("StreamViewType".into(), json!(v.as_str()));
-                }
-            }
-            json!({
-                "eventID": r.event_id(),
-                "eventName": r.event_name().map(|n| n.as_str()),
-                "eventVersion": r.event_version(),
-                "eventSource": r.event_source().unwrap_or("aws:dynamodb"),
-                "awsRegion": r.aws_region(),
-                "dynamodb": dynamodb,
-                "eventSourceARN": stream_arn,
-            })
-        })
-        .collect();
-    json!({ "Records": records })
 }
