@@ -1,7 +1,17 @@
-//! Event source mapping emulation: Lambda events built from SDK records exactly as AWS builds
-//! them, so functions can be invoked in-process by the local pipeline and by tests with the
-//! payloads they receive in production.
+//! Event source mapping emulation for the local pipeline and tests.
+//!
+//! On AWS, Lambda's event source mappings poll the streams, build the events, invoke the
+//! functions and retry what failed. Locally this crate does the same, through the real SDK
+//! against the emulator, so the functions run in-process with the payloads they receive in
+//! production:
+//! - [`dynamodb_stream_event`]: Streams API records to the Lambda event (`eventSourceARN` added,
+//!   timestamps in epoch seconds);
+//! - [`DynamoDbStreamMapping`]: polls every shard of a stream at Lambda's rate (4 times a
+//!   second), invokes a handler, and on a reported failure retries from the first failed
+//!   record (`ReportBatchItemFailures` semantics), or the whole batch on an invocation error.
 
 mod dynamodb;
+mod mapping;
 
 pub use dynamodb::dynamodb_stream_event;
+pub use mapping::{DynamoDbStreamMapping, Invocation, MappingConfig, MappingError, MappingStats};
