@@ -1,0 +1,215 @@
+//! Following the change feed: which keys to list, which files are new.
+//!
+//! The listing looks back from the start of the previous complete listing, never from the last
+//! applied key or from "now": `StartAfter = key(L − W − margin)`, where `L` is when the previous
+//! complete listing started (initially the feed position taken before the full load) and `W` the
+//! largest write window seen. Files already applied within that window are skipped by key.
+//! Between listings, a conditional GET of the `_head` pointer (one cheap request) tells whether
+//! anything was written; a full listing still runs at least once a minute as a safety net.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use change_protocol::{format_key_time, head_key, ChangeFile, ChangeKey, DecodeError};
+use chrono::{DateTime, Utc};
+use tokio::time::Instant;
+use tracing::debug;
+
+use crate::metrics::Metrics;
+use crate::sources::{FeedSource, HeadState, SourceError};
+
+/// How the feed is followed.
+#[derive(Clone, Debug)]
+pub struct FeedSettings {
+    /// The feed's key prefix (`change_flags/`).
+    pub prefix: String,
+    /// This consumer's write window W (default 20 s); the larger of it and any W seen in a file
+    /// is used.
+    pub write_window: Duration,
+    /// Clock margin: producers' clock lag plus this consumer's clock lead (5 s on AWS).
+    pub clock_margin: Duration,
+    /// Poll at most this often per [`crate::Enricher::refresh`] (flags poll regardless).
+    pub poll_interval: Duration,
+    /// List with look-back at least this often even if the pointer did not change.
+    pub safety_listing: Duration,
+    /// Use the `_head` pointer's conditional GET to skip listings when nothing changed.
+    pub use_head_pointer: bool,
+}
+
+impl Default for FeedSettings {
+    fn default() -> Self {
+        FeedSettings {
+            prefix: "change_flags/".into(),
+            write_window: Duration::from_millis(change_protocol::DEFAULT_WRITE_WINDOW_MS),
+            clock_margin: Duration::from_secs(5),
+            poll_interval: Duration::from_secs(1),
+            safety_listing: Duration::from_secs(60),
+            use_head_pointer: true,
+        }
+    }
+}
+
+/// A change file found by a poll.
+#[derive(Debug)]
+pub(crate) struct Fetched {
+    pub(crate) key: String,
+    pub(crate) time: DateTime<Utc>,
+    pub(crate) content: Result<ChangeFile, DecodeError>,
+}
+
+/// What one poll found; applied, then committed with [`FeedFollower::commit`].
+#[derive(Debug, Default)]
+pub(crate) struct Polled {
+    pub(crate) files: Vec<Fetched>,
+    listing_started: Option<DateTime<Utc>>,
+    etag: Option<String>,
+}
+
+impl Polled {
+    pub(crate) fn listed(&self) -> bool {
+        self.listing_started.is_some()
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct FeedFollower {
+    settings: FeedSettings,
+    max_window: Duration,
+    listing_start: Option<DateTime<Utc>>,
+    applied: BTreeMap<String, DateTime<Utc>>,
+    ignored: HashSet<String>,
+    head_etag: Option<String>,
+    last_listing: Option<Instant>,
+    last_poll: Option<Instant>,
+}
+
+impl FeedFollower {
+    pub(crate) fn new(settings: FeedSettings) -> Self {
+        FeedFollower {
+            max_window: settings.write_window,
+            settings,
+            listing_start: None,
+            applied: BTreeMap::new(),
+            ignored: HashSet::new(),
+            head_etag: None,
+            last_listing: None,
+            last_poll: None,
+        }
+    }
+
+    /// Sets the feed position (taken before a full load).
+    pub(crate) fn set_position(&mut self, at: DateTime<Utc>) {
+        self.listing_start = Some(at);
+    }
+
+    /// The look-back: the largest W seen plus the clock margin.
+    fn look_back(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.max_window + self.settings.clock_margin)
+            .unwrap_or(chrono::Duration::MAX)
+    }
+
+    /// Lists (or checks the pointer) and fetches new change files. Nothing is marked applied
+    /// here: a failed poll is simply repeated from the same position.
+    pub(crate) async fn poll<F: FeedSource>(
+        &mut self,
+        source: &F,
+        now: DateTime<Utc>,
+        force: bool,
+        metrics: &Metrics,
+    ) -> Result<Option<Polled>, SourceError> {
+        let mono = Instant::now();
+        if !force
+            && self
+                .last_poll
+                .is_some_and(|t| mono.duration_since(t) < self.settings.poll_interval)
+        {
+            return Ok(None);
+        }
+        let mut polled = Polled::default();
+        let safety_due = self
+            .last_listing
+            .is_none_or(|t| mono.duration_since(t) >= self.settings.safety_listing);
+        if self.settings.use_head_pointer {
+            Metrics::add(&metrics.head_polls, 1);
+            match source
+                .head_state(&head_key(&self.settings.prefix), self.head_etag.as_deref())
+                .await?
+            {
+                HeadState::NotModified if !safety_due => {
+                    Metrics::add(&metrics.head_not_modified, 1);
+                    self.last_poll = Some(mono);
+                    return Ok(Some(polled));
+                }
+                HeadState::NotModified => Metrics::add(&metrics.head_not_modified, 1),
+                HeadState::Changed(etag) => polled.etag = Some(etag),
+                HeadState::Missing => {}
+            }
+        }
+
+        let position = self.listing_start.unwrap_or(now);
+        let start_after = format!(
+            "{}{}",
+            self.settings.prefix,
+            format_key_time(position - self.look_back())
+        );
+        let mut token = None;
+        let mut keys = Vec::new();
+        loop {
+            Metrics::add(&metrics.feed_lists, 1);
+            let page = source
+                .list(&self.settings.prefix, &start_after, token.take())
+                .await?;
+            keys.extend(page.keys);
+            match page.next {
+                Some(t) => token = Some(t),
+                None => break,
+            }
+        }
+        for key in keys {
+            if self.applied.contains_key(&key) || self.ignored.contains(&key) {
+                continue;
+            }
+            let Ok(parsed) = ChangeKey::parse(&self.settings.prefix, &key) else {
+                debug!(key, "not a change file; skipped");
+                Metrics::add(&metrics.ignored_keys, 1);
+                self.ignored.insert(key);
+                continue;
+            };
+            Metrics::add(&metrics.feed_gets, 1);
+            let bytes = source.get(&key).await?;
+            let content = ChangeFile::from_slice(&bytes);
+            if let Ok(file) = &content {
+                self.max_window = self
+                    .max_window
+                    .max(Duration::from_millis(file.write_window_ms));
+            }
+            polled.files.push(Fetched {
+                key,
+                time: parsed.time,
+                content,
+            });
+        }
+        Metrics::add(&metrics.change_files_read, polled.files.len() as u64);
+        polled.listing_started = Some(now);
+        Ok(Some(polled))
+    }
+
+    /// Marks what a poll found as applied and moves the position forward.
+    pub(crate) fn commit(&mut self, polled: &Polled) {
+        let mono = Instant::now();
+        self.last_poll = Some(mono);
+        for f in &polled.files {
+            self.applied.insert(f.key.clone(), f.time);
+        }
+        if let Some(started) = polled.listing_started {
+            self.listing_start = Some(started);
+            self.last_listing = Some(mono);
+            if polled.etag.is_some() {
+                self.head_etag.clone_from(&polled.etag);
+            }
+            // Keys older than the next look-back will not be listed again.
+            let horizon = started - self.look_back() - chrono::Duration::seconds(1);
+            self.applied.retain(|_, t| *t >= horizon);
+        }
+    }
+}

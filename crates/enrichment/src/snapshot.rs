@@ -1,0 +1,255 @@
+//! The immutable reference-data snapshot readers see.
+//!
+//! Items are kept by primary key and indexed by the user's lookup key. Both maps are persistent
+//! (`imbl`): building the next snapshot from the current one shares structure, so a delta of one
+//! change costs O(log n), not a copy of the table, and the old snapshot stays valid for readers
+//! that still hold it.
+
+use std::hash::Hash;
+use std::sync::Arc;
+
+use crate::key::ItemKey;
+
+/// What to do when several items share one lookup key (the original joins orders on
+/// `dish == item` while the table's key is `(item, price)`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Ambiguity {
+    /// Use the item with the lowest primary key (attribute by attribute, values compared as
+    /// text). Deterministic; the default.
+    #[default]
+    LowestKey,
+    /// Treat the lookup as unmatched, with the reason that it is ambiguous.
+    Reject,
+}
+
+/// The result of a lookup.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Lookup<'a, T> {
+    /// The item for the key.
+    Found(&'a Arc<T>),
+    /// No item has that lookup key.
+    Missing,
+    /// Several items have it and the policy is [`Ambiguity::Reject`]; how many.
+    Ambiguous(usize),
+}
+
+#[derive(Debug)]
+enum Resolved<T> {
+    One(Arc<T>),
+    Ambiguous(usize),
+}
+
+impl<T> Clone for Resolved<T> {
+    fn clone(&self) -> Self {
+        match self {
+            Resolved::One(t) => Resolved::One(Arc::clone(t)),
+            Resolved::Ambiguous(n) => Resolved::Ambiguous(*n),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Entry<T, K> {
+    value: Arc<T>,
+    lookup: Option<K>,
+}
+
+impl<T, K: Clone> Clone for Entry<T, K> {
+    fn clone(&self) -> Self {
+        Entry {
+            value: Arc::clone(&self.value),
+            lookup: self.lookup.clone(),
+        }
+    }
+}
+
+/// One version of the reference data. Cheap to clone; never changes once published.
+#[derive(Debug)]
+pub struct Snapshot<T, K: Hash + Eq + Clone> {
+    items: imbl::HashMap<ItemKey, Entry<T, K>>,
+    by_lookup: imbl::HashMap<K, Resolved<T>>,
+    candidates: imbl::HashMap<K, imbl::OrdSet<ItemKey>>,
+    ambiguity: Ambiguity,
+    version: u64,
+}
+
+impl<T, K: Hash + Eq + Clone> Clone for Snapshot<T, K> {
+    fn clone(&self) -> Self {
+        Snapshot {
+            items: self.items.clone(),
+            by_lookup: self.by_lookup.clone(),
+            candidates: self.candidates.clone(),
+            ambiguity: self.ambiguity,
+            version: self.version,
+        }
+    }
+}
+
+impl<T, K: Hash + Eq + Clone> Snapshot<T, K> {
+    /// An empty snapshot (version 0: nothing loaded yet).
+    pub fn empty(ambiguity: Ambiguity) -> Self {
+        Snapshot {
+            items: imbl::HashMap::new(),
+            by_lookup: imbl::HashMap::new(),
+            candidates: imbl::HashMap::new(),
+            ambiguity,
+            version: 0,
+        }
+    }
+
+    /// The item for a lookup key. Synchronous and lock-free: the hot path.
+    pub fn lookup<Q>(&self, key: &Q) -> Lookup<'_, T>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        match self.by_lookup.get(key) {
+            Some(Resolved::One(t)) => Lookup::Found(t),
+            Some(Resolved::Ambiguous(n)) => Lookup::Ambiguous(*n),
+            None => Lookup::Missing,
+        }
+    }
+
+    /// The item with a primary key.
+    pub fn get(&self, key: &ItemKey) -> Option<&Arc<T>> {
+        self.items.get(key).map(|e| &e.value)
+    }
+
+    /// Number of items.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether there are no items.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Increases with every published change; 0 before the first load.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Every primary key (unordered).
+    pub fn keys(&self) -> impl Iterator<Item = &ItemKey> {
+        self.items.keys()
+    }
+
+    pub(crate) fn set_version(&mut self, version: u64) {
+        self.version = version;
+    }
+
+    /// Inserts or replaces the item at `key`.
+    pub(crate) fn upsert(&mut self, key: ItemKey, value: T, lookup: Option<K>) {
+        let old = self.items.insert(
+            key.clone(),
+            Entry {
+                value: Arc::new(value),
+                lookup: lookup.clone(),
+            },
+        );
+        if let Some(old_lookup) = old.and_then(|e| e.lookup) {
+            if Some(&old_lookup) != lookup.as_ref() {
+                self.unindex(&old_lookup, &key);
+            }
+        }
+        if let Some(lookup) = lookup {
+            let mut set = self.candidates.get(&lookup).cloned().unwrap_or_default();
+            set.insert(key);
+            self.candidates.insert(lookup.clone(), set);
+            self.resolve(&lookup);
+        }
+    }
+
+    /// Removes the item at `key`, if any.
+    pub(crate) fn remove(&mut self, key: &ItemKey) {
+        if let Some(lookup) = self.items.remove(key).and_then(|e| e.lookup) {
+            self.unindex(&lookup, key);
+        }
+    }
+
+    fn unindex(&mut self, lookup: &K, key: &ItemKey) {
+        if let Some(mut set) = self.candidates.get(lookup).cloned() {
+            set.remove(key);
+            if set.is_empty() {
+                self.candidates.remove(lookup);
+            } else {
+                self.candidates.insert(lookup.clone(), set);
+            }
+        }
+        self.resolve(lookup);
+    }
+
+    fn resolve(&mut self, lookup: &K) {
+        let resolved = self.candidates.get(lookup).and_then(|set| {
+            let n = set.len();
+            let first = set.get_min()?;
+            match (n, self.ambiguity) {
+                (1, _) | (_, Ambiguity::LowestKey) => {
+                    self.items.get(first).map(|e| Resolved::One(Arc::clone(&e.value)))
+                }
+                (_, Ambiguity::Reject) => Some(Resolved::Ambiguous(n)),
+            }
+        });
+        match resolved {
+            Some(r) => {
+                self.by_lookup.insert(lookup.clone(), r);
+            }
+            None => {
+                self.by_lookup.remove(lookup);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::KeyValue;
+
+    fn key(item: &str, price: &str) -> ItemKey {
+        ItemKey(vec![KeyValue::S(item.into()), KeyValue::N(price.into())])
+    }
+
+    #[test]
+    fn upsert_remove_and_lookup() {
+        let mut s: Snapshot<String, String> = Snapshot::empty(Ambiguity::LowestKey);
+        s.upsert(key("burger", "100"), "medium".into(), Some("burger".into()));
+        assert_eq!(s.lookup("burger"), Lookup::Found(&Arc::new("medium".to_owned())));
+        let before = s.clone();
+        s.upsert(key("burger", "100"), "high".into(), Some("burger".into()));
+        assert_eq!(s.lookup("burger"), Lookup::Found(&Arc::new("high".to_owned())));
+        // The old version is untouched: readers holding it keep their view.
+        assert_eq!(before.lookup("burger"), Lookup::Found(&Arc::new("medium".to_owned())));
+        s.remove(&key("burger", "100"));
+        assert_eq!(s.lookup("burger"), Lookup::Missing);
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn several_items_per_lookup_key() {
+        let mut s: Snapshot<String, String> = Snapshot::empty(Ambiguity::LowestKey);
+        s.upsert(key("burger", "200"), "b".into(), Some("burger".into()));
+        s.upsert(key("burger", "100"), "a".into(), Some("burger".into()));
+        assert_eq!(s.lookup("burger"), Lookup::Found(&Arc::new("a".to_owned())));
+        s.remove(&key("burger", "100"));
+        assert_eq!(s.lookup("burger"), Lookup::Found(&Arc::new("b".to_owned())));
+
+        let mut r: Snapshot<String, String> = Snapshot::empty(Ambiguity::Reject);
+        r.upsert(key("burger", "200"), "b".into(), Some("burger".into()));
+        r.upsert(key("burger", "100"), "a".into(), Some("burger".into()));
+        assert_eq!(r.lookup("burger"), Lookup::Ambiguous(2));
+    }
+
+    #[test]
+    fn changing_the_lookup_key_moves_the_item() {
+        let mut s: Snapshot<String, String> = Snapshot::empty(Ambiguity::LowestKey);
+        s.upsert(key("x", "1"), "v".into(), Some("old".into()));
+        s.upsert(key("x", "1"), "v".into(), Some("new".into()));
+        assert_eq!(s.lookup("old"), Lookup::Missing);
+        assert!(matches!(s.lookup("new"), Lookup::Found(_)));
+        s.upsert(key("x", "1"), "v".into(), None);
+        assert_eq!(s.lookup("new"), Lookup::Missing);
+        assert_eq!(s.len(), 1);
+    }
+}
