@@ -145,6 +145,11 @@ impl BatchReport {
     /// Whether every record is accounted for.
     pub fn reconciles(&self) -> bool {
         self.records
-            == self.enriched + self.passed + self.rejected + self.dropped + self.flags + self.invalid
+            == self.enriched
+                + self.passed
+                + self.rejected
+                + self.dropped
+                + self.flags
+                + self.invalid
     }
 }

@@ -7,9 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use change_protocol::{
-    ChangeFile, ChangeKind, EventName, Item, SequenceNumber, StreamChange,
-};
+use change_protocol::{ChangeFile, ChangeKind, EventName, Item, SequenceNumber, StreamChange};
 use chrono::{DateTime, Utc};
 use futures_util::future::try_join_all;
 use tokio::time::Instant;
@@ -484,13 +482,23 @@ where
                 None => stream_arn = Some(arn),
                 Some(known) if *known == arn => {}
                 Some(known) => {
-                    need_full = Some(format!("new stream {arn} for table {}", self.config.table_name));
+                    need_full = Some(format!(
+                        "new stream {arn} for table {}",
+                        self.config.table_name
+                    ));
                     retire.push(known.clone());
                     stream_arn = Some(arn);
                     continue;
                 }
             }
-            self.apply_file(file, &mut next, &mut staged, &mut rereads, &mut need_full, report);
+            self.apply_file(
+                file,
+                &mut next,
+                &mut staged,
+                &mut rereads,
+                &mut need_full,
+                report,
+            );
         }
 
         self.stream_arn = stream_arn;
@@ -549,7 +557,10 @@ where
                     .as_ref()
                     .is_none_or(|(s, _)| change.sequence_number > *s);
                 if newer {
-                    *entry = Some((change.sequence_number.clone(), change.approximate_creation_ms));
+                    *entry = Some((
+                        change.sequence_number.clone(),
+                        change.approximate_creation_ms,
+                    ));
                 }
                 continue;
             }

@@ -90,3 +90,6 @@ pub use key::{ItemKey, KeyError, KeyValue};
 pub use metrics::{Metrics, MetricsSnapshot};
 pub use snapshot::{Ambiguity, Lookup, Snapshot};
 pub use sources::{DynamoDbTable, FeedSource, S3Feed, SourceError, TableSource};
+
+#[cfg(test)]
+mod tests;

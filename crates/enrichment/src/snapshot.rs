@@ -185,9 +185,10 @@ impl<T, K: Hash + Eq + Clone> Snapshot<T, K> {
             let n = set.len();
             let first = set.get_min()?;
             match (n, self.ambiguity) {
-                (1, _) | (_, Ambiguity::LowestKey) => {
-                    self.items.get(first).map(|e| Resolved::One(Arc::clone(&e.value)))
-                }
+                (1, _) | (_, Ambiguity::LowestKey) => self
+                    .items
+                    .get(first)
+                    .map(|e| Resolved::One(Arc::clone(&e.value))),
                 (_, Ambiguity::Reject) => Some(Resolved::Ambiguous(n)),
             }
         });
@@ -215,12 +216,21 @@ mod tests {
     fn upsert_remove_and_lookup() {
         let mut s: Snapshot<String, String> = Snapshot::empty(Ambiguity::LowestKey);
         s.upsert(key("burger", "100"), "medium".into(), Some("burger".into()));
-        assert_eq!(s.lookup("burger"), Lookup::Found(&Arc::new("medium".to_owned())));
+        assert_eq!(
+            s.lookup("burger"),
+            Lookup::Found(&Arc::new("medium".to_owned()))
+        );
         let before = s.clone();
         s.upsert(key("burger", "100"), "high".into(), Some("burger".into()));
-        assert_eq!(s.lookup("burger"), Lookup::Found(&Arc::new("high".to_owned())));
+        assert_eq!(
+            s.lookup("burger"),
+            Lookup::Found(&Arc::new("high".to_owned()))
+        );
         // The old version is untouched: readers holding it keep their view.
-        assert_eq!(before.lookup("burger"), Lookup::Found(&Arc::new("medium".to_owned())));
+        assert_eq!(
+            before.lookup("burger"),
+            Lookup::Found(&Arc::new("medium".to_owned()))
+        );
         s.remove(&key("burger", "100"));
         assert_eq!(s.lookup("burger"), Lookup::Missing);
         assert!(s.is_empty());

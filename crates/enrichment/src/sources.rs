@@ -60,8 +60,10 @@ pub trait TableSource: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<ScanPage, SourceError>> + Send;
 
     /// A consistent BatchGetItem of at most 100 keys.
-    fn batch_get(&self, keys: Vec<Item>)
-        -> impl Future<Output = Result<BatchGet, SourceError>> + Send;
+    fn batch_get(
+        &self,
+        keys: Vec<Item>,
+    ) -> impl Future<Output = Result<BatchGet, SourceError>> + Send;
 }
 
 /// One page of a listing.
@@ -164,8 +166,16 @@ impl TableSource for DynamoDbTable {
             .await
             .map_err(|e| SourceError::sdk("Scan", e))?;
         Ok(ScanPage {
-            next: out.last_evaluated_key.filter(|k| !k.is_empty()).map(from_sdk),
-            items: out.items.unwrap_or_default().into_iter().map(from_sdk).collect(),
+            next: out
+                .last_evaluated_key
+                .filter(|k| !k.is_empty())
+                .map(from_sdk),
+            items: out
+                .items
+                .unwrap_or_default()
+                .into_iter()
+                .map(from_sdk)
+                .collect(),
         })
     }
 
@@ -286,6 +296,180 @@ impl FeedSource for S3Feed {
                     _ => Err(SourceError::sdk("GetObject", e)),
                 }
             }
+        }
+    }
+}
+
+/// In-memory sources for unit tests.
+#[cfg(test)]
+pub(crate) mod fakes {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    fn fail(operation: &'static str) -> SourceError {
+        SourceError {
+            operation,
+            message: "injected: connection refused".into(),
+        }
+    }
+
+    /// A table keyed by the `item` and `price` attributes.
+    #[derive(Clone, Default)]
+    pub(crate) struct FakeTable {
+        pub(crate) items: Arc<Mutex<BTreeMap<(String, String), Item>>>,
+        pub(crate) down: Arc<AtomicBool>,
+        pub(crate) scans: Arc<AtomicU64>,
+        pub(crate) gets: Arc<AtomicU64>,
+    }
+
+    fn key_of(item: &Item) -> (String, String) {
+        let s = |name: &str| match item.get(name) {
+            Some(change_protocol::AttributeValue::S(s) | change_protocol::AttributeValue::N(s)) => {
+                s.clone()
+            }
+            _ => String::new(),
+        };
+        (s("item"), s("price"))
+    }
+
+    impl FakeTable {
+        pub(crate) fn put(&self, item: Item) {
+            self.items.lock().unwrap().insert(key_of(&item), item);
+        }
+        pub(crate) fn delete(&self, item: &str) {
+            self.items
+                .lock()
+                .unwrap()
+                .remove(&(item.to_owned(), "100".to_owned()));
+        }
+    }
+
+    impl TableSource for FakeTable {
+        async fn scan_page(
+            &self,
+            segment: i32,
+            total: i32,
+            _start: Option<Item>,
+        ) -> Result<ScanPage, SourceError> {
+            if self.down.load(Ordering::SeqCst) {
+                return Err(fail("Scan"));
+            }
+            self.scans.fetch_add(1, Ordering::SeqCst);
+            let items = self
+                .items
+                .lock()
+                .unwrap()
+                .values()
+                .enumerate()
+                .filter(|(i, _)| (*i as i32) % total == segment)
+                .map(|(_, v)| v.clone())
+                .collect();
+            Ok(ScanPage { items, next: None })
+        }
+
+        async fn batch_get(&self, keys: Vec<Item>) -> Result<BatchGet, SourceError> {
+            if self.down.load(Ordering::SeqCst) {
+                return Err(fail("BatchGetItem"));
+            }
+            self.gets.fetch_add(1, Ordering::SeqCst);
+            let items = self.items.lock().unwrap();
+            Ok(BatchGet {
+                items: keys
+                    .iter()
+                    .filter_map(|k| items.get(&key_of(k)).cloned())
+                    .collect(),
+                unprocessed: vec![],
+            })
+        }
+    }
+
+    /// A bucket: objects in key order, ETags that change with content, pages of `page_size`.
+    #[derive(Clone)]
+    pub(crate) struct FakeFeed {
+        pub(crate) objects: Arc<Mutex<BTreeMap<String, Vec<u8>>>>,
+        pub(crate) down: Arc<AtomicBool>,
+        pub(crate) lists: Arc<AtomicU64>,
+        pub(crate) page_size: usize,
+    }
+
+    impl Default for FakeFeed {
+        fn default() -> Self {
+            FakeFeed {
+                objects: Arc::default(),
+                down: Arc::default(),
+                lists: Arc::default(),
+                page_size: 1000,
+            }
+        }
+    }
+
+    impl FakeFeed {
+        pub(crate) fn put(&self, key: &str, body: Vec<u8>) {
+            self.objects.lock().unwrap().insert(key.to_owned(), body);
+        }
+    }
+
+    impl FeedSource for FakeFeed {
+        async fn list(
+            &self,
+            prefix: &str,
+            start_after: &str,
+            token: Option<String>,
+        ) -> Result<ListPage, SourceError> {
+            if self.down.load(Ordering::SeqCst) {
+                return Err(fail("ListObjectsV2"));
+            }
+            self.lists.fetch_add(1, Ordering::SeqCst);
+            let after = token.unwrap_or_else(|| start_after.to_owned());
+            let objects = self.objects.lock().unwrap();
+            let keys: Vec<String> = objects
+                .keys()
+                .filter(|k| k.starts_with(prefix) && k.as_str() > after.as_str())
+                .take(self.page_size + 1)
+                .cloned()
+                .collect();
+            let truncated = keys.len() > self.page_size;
+            let keys: Vec<String> = keys.into_iter().take(self.page_size).collect();
+            let next = truncated.then(|| keys.last().cloned()).flatten();
+            Ok(ListPage { keys, next })
+        }
+
+        async fn get(&self, key: &str) -> Result<Vec<u8>, SourceError> {
+            if self.down.load(Ordering::SeqCst) {
+                return Err(fail("GetObject"));
+            }
+            self.objects
+                .lock()
+                .unwrap()
+                .get(key)
+                .cloned()
+                .ok_or_else(|| fail("GetObject"))
+        }
+
+        async fn head_state(
+            &self,
+            key: &str,
+            etag: Option<&str>,
+        ) -> Result<HeadState, SourceError> {
+            if self.down.load(Ordering::SeqCst) {
+                return Err(fail("GetObject"));
+            }
+            let objects = self.objects.lock().unwrap();
+            let Some(body) = objects.get(key) else {
+                return Ok(HeadState::Missing);
+            };
+            let tag = format!(
+                "{:x}",
+                body.iter()
+                    .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(*b)))
+            );
+            Ok(if etag == Some(tag.as_str()) {
+                HeadState::NotModified
+            } else {
+                HeadState::Changed(tag)
+            })
         }
     }
 }

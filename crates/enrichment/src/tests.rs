@@ -1,0 +1,677 @@
+//! Unit tests of the enricher's rules with in-memory sources.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use change_protocol::{
+    head_key, source_label, AttributeValue, ChangeFile, ChangeKey, ChangeKind, EventName,
+    HeadPointer, Item, OpaqueRecord, SequenceNumber, SequenceRange, Source, StreamChange,
+};
+use chrono::{DateTime, Utc};
+
+use crate::sources::fakes::{FakeFeed, FakeTable};
+use crate::*;
+
+const ARN: &str = "arn:aws:dynamodb:us-east-1:123456789012:table/ProductPriority/stream/1";
+const PREFIX: &str = "change_flags/";
+
+#[derive(Debug, serde::Deserialize, PartialEq)]
+struct Product {
+    item: String,
+    price: u32,
+    priority: String,
+}
+
+#[derive(Clone)]
+struct ManualClock(Arc<Mutex<DateTime<Utc>>>);
+impl ManualClock {
+    fn advance(&self, ms: i64) {
+        let mut t = self.0.lock().unwrap();
+        *t += chrono::Duration::milliseconds(ms);
+    }
+    fn ms(&self) -> i64 {
+        self.0.lock().unwrap().timestamp_millis()
+    }
+}
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().unwrap()
+    }
+}
+
+fn product(item: &str, priority: &str) -> Item {
+    let mut m = HashMap::new();
+    m.insert("item".to_owned(), AttributeValue::S(item.into()));
+    m.insert("price".to_owned(), AttributeValue::N("100".into()));
+    m.insert("priority".to_owned(), AttributeValue::S(priority.into()));
+    Item::from(m)
+}
+
+fn keys(item: &str) -> Item {
+    let mut m = HashMap::new();
+    m.insert("item".to_owned(), AttributeValue::S(item.into()));
+    m.insert("price".to_owned(), AttributeValue::N("100".into()));
+    Item::from(m)
+}
+
+struct Rig {
+    table: FakeTable,
+    feed: FakeFeed,
+    clock: ManualClock,
+    enricher: Enricher<Product, String, FakeTable, FakeFeed, ManualClock>,
+}
+
+fn rig_with(
+    config: impl FnOnce(EnricherConfig<Product, String>) -> EnricherConfig<Product, String>,
+) -> Rig {
+    let table = FakeTable::default();
+    for (item, priority) in [("salad", "high"), ("pizza", "low"), ("burger", "medium")] {
+        table.put(product(item, priority));
+    }
+    let feed = FakeFeed::default();
+    let clock = ManualClock(Arc::new(Mutex::new(
+        DateTime::from_timestamp_millis(1_795_650_000_000).unwrap(),
+    )));
+    let settings = FeedSettings {
+        poll_interval: Duration::ZERO,
+        ..FeedSettings::default()
+    };
+    let cfg = config(
+        EnricherConfig::new("ProductPriority", &["item", "price"], |p: &Product| {
+            Some(p.item.clone())
+        })
+        .with_feed(settings),
+    );
+    let enricher = Enricher::new(cfg, table.clone(), Some(feed.clone()), clock.clone());
+    Rig {
+        table,
+        feed,
+        clock,
+        enricher,
+    }
+}
+
+fn rig() -> Rig {
+    rig_with(|c| c)
+}
+
+/// One change of the change feed, as a test describes it.
+struct Change<'a> {
+    seq: u64,
+    event: EventName,
+    item: &'a str,
+    priority: Option<&'a str>,
+    /// Creation time relative to the rig clock's start.
+    created_ms: i64,
+}
+
+fn change(seq: u64, event: EventName, item: &str, priority: Option<&str>) -> StreamChange {
+    StreamChange {
+        index: 0,
+        event_id: format!("e{seq}"),
+        event_name: event,
+        sequence_number: SequenceNumber::parse(&seq.to_string()).unwrap(),
+        approximate_creation_ms: 0,
+        stream_view_type: Some("NEW_AND_OLD_IMAGES".into()),
+        keys: keys(item),
+        new_image: priority.map(|p| product(item, p)),
+        old_image: None,
+        user_identity: None,
+    }
+}
+
+impl Rig {
+    /// Writes a change file at the clock's time, then the pointer, as the producer does.
+    fn write(&self, changes: &[Change<'_>]) -> String {
+        self.write_file(changes, ARN, vec![])
+    }
+
+    fn write_file(&self, changes: &[Change<'_>], arn: &str, opaque: Vec<OpaqueRecord>) -> String {
+        let base = 1_795_650_000_000;
+        let list: Vec<StreamChange> = changes
+            .iter()
+            .map(|c| {
+                let mut sc = change(c.seq, c.event, c.item, c.priority);
+                sc.approximate_creation_ms = base + c.created_ms;
+                sc
+            })
+            .collect();
+        let seqs = list.first().map(|f| SequenceRange {
+            first: f.sequence_number.clone(),
+            last: list.last().unwrap().sequence_number.clone(),
+        });
+        let key = ChangeKey {
+            time: self.clock.now(),
+            label: source_label(arn),
+            unique: seqs.is_none().then(|| format!("u{}", self.clock.ms())),
+            sequences: seqs,
+        }
+        .to_key(PREFIX);
+        let file = ChangeFile {
+            schema_version: 1,
+            kind: ChangeKind::Dynamodb,
+            written_at: String::new(),
+            write_window_ms: 20_000,
+            producer: "test".into(),
+            source: Source {
+                label: source_label(arn),
+                table: Some("ProductPriority".into()),
+                stream_arn: Some(arn.into()),
+                region: None,
+                bucket: None,
+            },
+            changes: list,
+            opaque,
+        };
+        self.feed.put(&key, file.to_vec());
+        self.point_head_at(&key);
+        key
+    }
+
+    fn point_head_at(&self, key: &str) {
+        let pointer = HeadPointer {
+            latest: key.into(),
+            written_at: String::new(),
+        };
+        self.feed
+            .put(&head_key(PREFIX), serde_json::to_vec(&pointer).unwrap());
+    }
+
+    fn priority(&self, item: &str) -> Option<String> {
+        self.enricher
+            .reader()
+            .lookup(item)
+            .map(|p| p.priority.clone())
+    }
+
+    /// A refresh after the clock moved past the producer's write (and the full load's margin).
+    async fn refresh_later(&mut self) -> RefreshReport {
+        self.clock.advance(100);
+        self.enricher.refresh().await
+    }
+}
+
+fn modify<'a>(seq: u64, item: &'a str, priority: &'a str, created_ms: i64) -> Change<'a> {
+    Change {
+        seq,
+        event: EventName::Modify,
+        item,
+        priority: Some(priority),
+        created_ms,
+    }
+}
+
+/// The rig's start plus the 5 s margin: changes created after this apply from their image.
+const AFTER_LOAD: i64 = 6_000;
+
+#[tokio::test]
+async fn first_refresh_is_a_full_load() {
+    let mut r = rig();
+    let report = r.enricher.refresh().await;
+    assert_eq!(report.full_reload.as_deref(), Some("first load"));
+    assert_eq!(r.priority("burger").as_deref(), Some("medium"));
+    let m = r.enricher.metrics();
+    assert_eq!(m.items_read, 3);
+    assert_eq!(m.full_refreshes, 1);
+    assert_eq!(
+        r.table.scans.load(Ordering::SeqCst),
+        4,
+        "4 parallel segments"
+    );
+}
+
+#[tokio::test]
+async fn a_change_with_its_new_image_costs_no_table_read() {
+    let mut r = rig();
+    r.enricher.refresh().await;
+    r.clock.advance(AFTER_LOAD);
+    r.write(&[modify(10, "burger", "high", AFTER_LOAD)]);
+    let report = r.refresh_later().await;
+    assert_eq!((report.files, report.applied, report.reread), (1, 1, 0));
+    assert_eq!(r.priority("burger").as_deref(), Some("high"));
+    let m = r.enricher.metrics();
+    assert_eq!(m.items_read, 3, "only the first load read the table");
+    assert_eq!(r.table.gets.load(Ordering::SeqCst), 0);
+    assert_eq!(m.delta_refreshes, 1);
+}
+
+#[tokio::test]
+async fn nothing_changed_costs_one_conditional_get() {
+    let mut r = rig();
+    r.enricher.refresh().await;
+    r.write(&[modify(10, "burger", "high", AFTER_LOAD)]);
+    r.refresh_later().await;
+    let lists = r.feed.lists.load(Ordering::SeqCst);
+    for _ in 0..5 {
+        let report = r.refresh_later().await;
+        assert!(!report.did_work());
+    }
+    assert_eq!(
+        r.feed.lists.load(Ordering::SeqCst),
+        lists,
+        "no listing while _head is unchanged"
+    );
+    assert_eq!(r.enricher.metrics().head_not_modified, 5);
+}
+
+#[tokio::test]
+async fn a_safety_listing_runs_at_least_once_a_minute() {
+    let mut r = rig();
+    r.enricher.refresh().await;
+    r.refresh_later().await;
+    let lists = r.feed.lists.load(Ordering::SeqCst);
+    tokio::time::pause();
+    tokio::time::advance(Duration::from_secs(61)).await;
+    r.refresh_later().await;
+    assert_eq!(r.feed.lists.load(Ordering::SeqCst), lists + 1);
+}
+
+#[tokio::test]
+async fn a_change_written_twice_by_a_retry_is_applied_once() {
+    let mut r = rig();
+    r.enricher.refresh().await;
+    r.clock.advance(AFTER_LOAD);
+    r.write(&[modify(10, "burger", "high", AFTER_LOAD)]);
+    r.clock.advance(30);
+    r.write(&[modify(10, "burger", "high", AFTER_LOAD)]);
+    let report = r.refresh_later().await;
+    assert_eq!((report.files, report.applied), (2, 1));
+    assert_eq!(r.enricher.metrics().changes_skipped, 1);
+}
+
+#[tokio::test]
+async fn an_older_change_written_later_never_rolls_an_item_back() {
+    let mut r = rig();
+    r.enricher.refresh().await;
+    r.clock.advance(AFTER_LOAD);
+    r.write(&[modify(20, "burger", "high", AFTER_LOAD + 2000)]);
+    r.refresh_later().await;
+    // A backlogged batch with the older change arrives afterwards (another shard, a retry).
+    r.write(&[modify(10, "burger", "low", AFTER_LOAD + 1000)]);
+    r.refresh_later().await;
+    assert_eq!(r.priority("burger").as_deref(), Some("high"));
+}
+
+#[tokio::test]
+async fn a_late_older_modify_after_a_remove_does_not_resurrect_the_item() {
+    let mut r = rig();
+    r.enricher.refresh().await;
+    r.clock.advance(AFTER_LOAD);
+    r.table.delete("pizza");
+    r.write(&[Change {
+        seq: 30,
+        event: EventName::Remove,
+        item: "pizza",
+        priority: None,
+        created_ms: AFTER_LOAD + 3000,
+    }]);
+    r.refresh_later().await;
+    assert_eq!(r.priority("pizza"), None);
+    r.write(&[modify(25, "pizza", "high", AFTER_LOAD + 2000)]);
+    r.refresh_later().await;
+    assert_eq!(r.priority("pizza"), None, "the tombstone keeps it removed");
+}
+
+#[tokio::test]
+async fn creation_time_disagreeing_with_sequence_order_rereads_the_item() {
+    let mut r = rig();
+    r.enricher.refresh().await;
+    r.clock.advance(AFTER_LOAD);
+    r.write(&[modify(20, "burger", "high", AFTER_LOAD + 5000)]);
+    r.refresh_later().await;
+    // A larger sequence number from another shard, stamped seconds earlier: re-read the truth.
+    r.table.put(product("burger", "very high"));
+    r.write(&[modify(30, "burger", "low", AFTER_LOAD + 1000)]);
+    let report = r.refresh_later().await;
+    assert_eq!(report.reread, 1);
+    assert_eq!(r.priority("burger").as_deref(), Some("very high"));
+}
+
+#[tokio::test]
+async fn keys_only_changes_reread_just_those_items() {
+    let mut r = rig();
+    r.enricher.refresh().await;
+    r.clock.advance(AFTER_LOAD);
+    r.table.put(product("salad", "low"));
+    r.write(&[Change {
+        seq: 11,
+        event: EventName::Modify,
+        item: "salad",
+        priority: None,
+        created_ms: AFTER_LOAD,
+    }]);
+    let report = r.refresh_later().await;
+    assert_eq!((report.applied, report.reread), (0, 1));
+    assert_eq!(r.priority("salad").as_deref(), Some("low"));
+    assert_eq!(r.table.gets.load(Ordering::SeqCst), 1);
+    assert_eq!(r.enricher.metrics().items_read, 3 + 1);
+}
+
+#[tokio::test]
+async fn changes_stamped_during_the_full_load_are_reread() {
+    let mut r = rig();
+    r.enricher.refresh().await;
+    // Stamped before the load's end plus the margin: the Scan may or may not have seen it.
+    r.table.put(product("burger", "high"));
+    r.write(&[modify(10, "burger", "stale-image", 1000)]);
+    let report = r.refresh_later().await;
+    assert_eq!(report.reread, 1);
+    assert_eq!(r.priority("burger").as_deref(), Some("high"));
+}
+
+#[tokio::test]
+async fn opaque_entries_reread_their_keys_or_force_a_full_reload() {
+    let mut r = rig();
+    r.enricher.refresh().await;
+    r.clock.advance(AFTER_LOAD);
+    r.table.put(product("pizza", "medium"));
+    let with_keys = OpaqueRecord {
+        index: 0,
+        reason: "unknown attribute type".into(),
+        sequence_number: Some("12".into()),
+        keys: Some(serde_json::to_value(keys("pizza")).unwrap()),
+        raw: serde_json::json!({}),
+    };
+    r.write_file(&[], ARN, vec![with_keys]);
+    let report = r.refresh_later().await;
+    assert_eq!((report.reread, report.full_reload.clone()), (1, None));
+    assert_eq!(r.priority("pizza").as_deref(), Some("medium"));
+
+    let without_keys = OpaqueRecord {
+        index: 0,
+        reason: "no dynamodb object".into(),
+        sequence_number: None,
+        keys: None,
+        raw: serde_json::json!({}),
+    };
+    r.write_file(&[], ARN, vec![without_keys]);
+    let report = r.refresh_later().await;
+    assert!(report.full_reload.unwrap().contains("opaque"));
+}
+
+#[tokio::test]
+async fn an_unreadable_change_file_forces_a_reported_full_reload() {
+    let mut r = rig();
+    r.enricher.refresh().await;
+    r.clock.advance(AFTER_LOAD);
+    r.table.put(product("burger", "high"));
+    let key = r.write(&[modify(10, "burger", "high", AFTER_LOAD)]);
+    r.feed
+        .put(&key, b"{\"schema_version\": 1, \"kind\": \"dyn".to_vec());
+    let report = r.refresh_later().await;
+    let reason = report.full_reload.unwrap();
+    assert!(
+        reason.contains("unreadable change file") && reason.contains(&key),
+        "{reason}"
+    );
+    assert_eq!(r.priority("burger").as_deref(), Some("high"));
+    // It is not read again and again.
+    r.write(&[modify(11, "pizza", "high", AFTER_LOAD + 500)]);
+    let report = r.refresh_later().await;
+    assert_eq!(report.full_reload, None);
+    assert_eq!(r.enricher.metrics().full_refreshes, 2);
+}
+
+#[tokio::test]
+async fn an_unknown_schema_version_forces_a_full_reload() {
+    let mut r = rig();
+    r.enricher.refresh().await;
+    r.clock.advance(AFTER_LOAD);
+    let key = r.write(&[modify(10, "burger", "high", AFTER_LOAD)]);
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&r.feed.objects.lock().unwrap()[&key]).unwrap();
+    json["schema_version"] = 99.into();
+    r.feed.put(&key, json.to_string().into_bytes());
+    let report = r.refresh_later().await;
+    assert!(report.full_reload.unwrap().contains("schema version 99"));
+}
+
+#[tokio::test]
+async fn a_new_stream_arn_forces_a_full_reload_and_old_stream_files_are_ignored() {
+    let mut r = rig();
+    r.enricher.refresh().await;
+    r.clock.advance(AFTER_LOAD);
+    r.write(&[modify(10, "burger", "high", AFTER_LOAD)]);
+    r.refresh_later().await;
+    let new_arn = "arn:aws:dynamodb:us-east-1:123456789012:table/ProductPriority/stream/2";
+    r.table.put(product("salad", "very high"));
+    r.write_file(
+        &[modify(1, "salad", "low", AFTER_LOAD + 100)],
+        new_arn,
+        vec![],
+    );
+    let report = r.refresh_later().await;
+    assert!(report.full_reload.unwrap().contains("new stream"));
+    assert_eq!(r.priority("salad").as_deref(), Some("very high"));
+    r.write(&[modify(99, "salad", "old stream", AFTER_LOAD + 200)]);
+    r.refresh_later().await;
+    assert_eq!(r.priority("salad").as_deref(), Some("very high"));
+    assert_eq!(r.enricher.metrics().ignored_files, 1);
+}
+
+#[tokio::test]
+async fn listing_pages_are_all_read() {
+    let mut r = rig();
+    r.feed.page_size = 2;
+    let mut e = Enricher::new(
+        EnricherConfig::new("ProductPriority", &["item", "price"], |p: &Product| {
+            Some(p.item.clone())
+        })
+        .with_feed(FeedSettings {
+            poll_interval: Duration::ZERO,
+            ..FeedSettings::default()
+        }),
+        r.table.clone(),
+        Some(r.feed.clone()),
+        r.clock.clone(),
+    );
+    e.refresh().await;
+    r.clock.advance(AFTER_LOAD);
+    for (i, p) in ["a", "b", "c", "d", "high"].iter().enumerate() {
+        r.clock.advance(1);
+        r.write(&[modify(10 + i as u64, "burger", p, AFTER_LOAD + i as i64)]);
+    }
+    r.clock.advance(100);
+    let report = e.refresh().await;
+    assert_eq!(report.files, 5);
+    assert_eq!(e.reader().lookup("burger").unwrap().priority, "high");
+    r.enricher = e;
+}
+
+#[tokio::test]
+async fn a_file_that_becomes_visible_late_is_still_found() {
+    let mut r = rig();
+    r.enricher.refresh().await;
+    r.clock.advance(AFTER_LOAD);
+    r.refresh_later().await;
+    // The producer read its key time, then the PUT took 12 s (inside W - 5 s).
+    let key_time = r.clock.now();
+    r.clock.advance(12_000);
+    r.refresh_later().await; // a listing happens while the file is not yet visible
+    let saved = r.clock.now();
+    *r.clock.0.lock().unwrap() = key_time;
+    r.write(&[modify(10, "burger", "high", AFTER_LOAD)]);
+    *r.clock.0.lock().unwrap() = saved;
+    r.refresh_later().await;
+    assert_eq!(r.priority("burger").as_deref(), Some("high"));
+}
+
+#[tokio::test]
+async fn an_idle_consumer_still_finds_a_late_file_after_its_last_listing() {
+    let mut r = rig();
+    r.enricher.refresh().await;
+    r.clock.advance(AFTER_LOAD);
+    r.refresh_later().await;
+    let listed_at = r.clock.now();
+    // No batch for five minutes; meanwhile a file whose key time is just after the last
+    // listing became visible late.
+    r.clock.advance(300_000);
+    let saved = r.clock.now();
+    *r.clock.0.lock().unwrap() = listed_at + chrono::Duration::milliseconds(10);
+    r.write(&[modify(10, "burger", "high", AFTER_LOAD)]);
+    *r.clock.0.lock().unwrap() = saved;
+    r.refresh_later().await;
+    assert_eq!(r.priority("burger").as_deref(), Some("high"));
+}
+
+#[tokio::test]
+async fn a_flag_in_the_middle_of_a_batch_splits_old_and_new_data_at_its_position() {
+    let mut r = rig();
+    r.enricher.refresh().await;
+    r.clock.advance(AFTER_LOAD);
+    r.refresh_later().await;
+    r.write(&[modify(10, "burger", "high", AFTER_LOAD)]);
+    r.clock.advance(100);
+    let records = vec!["burger", "burger", "FLAG", "burger", "burger"];
+    let (outcomes, report) = r
+        .enricher
+        .enrich(records, |r| {
+            if *r == "FLAG" {
+                Classified::Flag
+            } else {
+                Classified::Data((*r).to_owned())
+            }
+        })
+        .await;
+    let seen: Vec<String> = outcomes
+        .iter()
+        .map(|o| match o {
+            Outcome::Enriched { item, .. } => item.priority.clone(),
+            Outcome::Flag => "FLAG".into(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(seen, ["medium", "medium", "FLAG", "high", "high"]);
+    assert_eq!(report.flags, 1);
+    assert!(report.reconciles());
+}
+
+#[tokio::test]
+async fn without_a_feed_a_flag_reloads_the_table_like_the_original() {
+    let table = FakeTable::default();
+    table.put(product("burger", "medium"));
+    let cfg = EnricherConfig::new("ProductPriority", &["item", "price"], |p: &Product| {
+        Some(p.item.clone())
+    });
+    let mut e: Enricher<Product, String, FakeTable, FakeFeed, SystemClock> =
+        Enricher::new(cfg, table.clone(), None, SystemClock);
+    e.refresh().await;
+    table.put(product("burger", "high"));
+    let (outcomes, _) = e
+        .enrich(vec!["burger", "F", "burger"], |r| {
+            if *r == "F" {
+                Classified::Flag
+            } else {
+                Classified::Data((*r).to_owned())
+            }
+        })
+        .await;
+    let priorities: Vec<_> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            Outcome::Enriched { item, .. } => Some(item.priority.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(priorities, ["medium", "high"]);
+    assert_eq!(e.metrics().full_refreshes, 2);
+}
+
+#[tokio::test]
+async fn unmatched_records_follow_the_policy_and_are_counted() {
+    for (policy, expect) in [
+        (Unmatched::Reject, (0, 1, 0)),
+        (Unmatched::Pass, (1, 0, 0)),
+        (Unmatched::Drop, (0, 0, 1)),
+    ] {
+        let mut r = rig_with(|c| c.with_unmatched(policy));
+        let (outcomes, report) = r
+            .enricher
+            .process_batch(vec!["burger", "donut", "not json"], |r| match *r {
+                "not json" => Classified::Invalid("expected value at line 1".into()),
+                d => Classified::Data(d.to_owned()),
+            })
+            .await;
+        assert_eq!(
+            (report.passed, report.rejected, report.dropped),
+            expect,
+            "{policy:?}"
+        );
+        assert_eq!((report.enriched, report.invalid), (1, 1));
+        assert!(report.reconciles());
+        assert_eq!(outcomes.len(), 3);
+        assert_eq!(r.enricher.metrics().misses, 1);
+    }
+}
+
+#[tokio::test]
+async fn a_failing_source_keeps_the_last_snapshot_serving_and_recovers() {
+    let mut r = rig();
+    r.enricher.refresh().await;
+    r.clock.advance(AFTER_LOAD);
+    r.feed.down.store(true, Ordering::SeqCst);
+    r.write(&[modify(10, "burger", "high", AFTER_LOAD)]);
+    let report = r.refresh_later().await;
+    assert!(report.error.unwrap().contains("connection refused"));
+    assert_eq!(
+        r.priority("burger").as_deref(),
+        Some("medium"),
+        "last good snapshot"
+    );
+    assert!(r.enricher.last_error().is_some());
+    assert_eq!(r.enricher.metrics().refresh_errors, 1);
+    r.feed.down.store(false, Ordering::SeqCst);
+    let report = r.refresh_later().await;
+    assert_eq!(report.error, None);
+    assert_eq!(r.priority("burger").as_deref(), Some("high"));
+    assert!(r.enricher.last_error().is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn past_the_staleness_limit_records_are_rejected_as_stale() {
+    let mut r = rig_with(|c| c.with_max_staleness(Some(Duration::from_secs(60))));
+    r.enricher.refresh().await;
+    r.feed.down.store(true, Ordering::SeqCst);
+    tokio::time::advance(Duration::from_secs(30)).await;
+    let (_, report) = r
+        .enricher
+        .process_batch(vec!["burger"], |r| Classified::Data((*r).to_owned()))
+        .await;
+    assert_eq!(report.enriched, 1, "within the limit the old data serves");
+    tokio::time::advance(Duration::from_secs(31)).await;
+    let (outcomes, report) = r
+        .enricher
+        .process_batch(vec!["burger"], |r| Classified::Data((*r).to_owned()))
+        .await;
+    assert_eq!(report.rejected, 1);
+    let Outcome::Rejected { reason, .. } = &outcomes[0] else {
+        panic!("{outcomes:?}")
+    };
+    assert!(reason.to_string().contains("stale"), "{reason}");
+    assert!(r.enricher.metrics().staleness.unwrap() > Duration::from_secs(60));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_maximum_age_forces_a_full_reload_without_a_change() {
+    let mut r = rig_with(|c| c.with_max_age(Some(Duration::from_secs(600))));
+    r.enricher.refresh().await;
+    tokio::time::advance(Duration::from_secs(601)).await;
+    let report = r.enricher.refresh().await;
+    assert_eq!(report.full_reload.as_deref(), Some("maximum age reached"));
+}
+
+#[tokio::test]
+async fn ambiguous_lookup_keys_follow_the_policy() {
+    let mut r = rig_with(|c| c.with_ambiguity(Ambiguity::Reject));
+    let mut second = product("burger", "low");
+    second.insert("price".into(), AttributeValue::N("200".into()));
+    r.table.put(second);
+    let (_, report) = r
+        .enricher
+        .process_batch(vec!["burger"], |r| Classified::Data((*r).to_owned()))
+        .await;
+    assert_eq!(report.rejected, 1);
+    assert_eq!(r.enricher.metrics().ambiguous, 1);
+}
