@@ -7,10 +7,14 @@
 //! uniquely named buckets and tables, so tests share one emulator safely.
 
 mod emulator;
+mod fault_proxy;
 mod memory_store;
+mod reference;
 mod streams;
 
 pub use emulator::{emulator, sdk_config, unique_name};
 pub use esm_emulation::dynamodb_stream_event;
+pub use fault_proxy::FaultProxy;
 pub use memory_store::MemoryStore;
-pub use streams::read_stream_records;
+pub use reference::{ReferenceTable, ORIGINAL_ITEMS};
+pub use streams::{read_stream_records, StreamPump};

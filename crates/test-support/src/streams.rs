@@ -48,3 +48,64 @@ pub async fn read_stream_records(
     }
     records
 }
+
+/// Reads a stream's new records on demand, as an event source mapping would between polls.
+#[derive(Debug)]
+pub struct StreamPump {
+    client: aws_sdk_dynamodbstreams::Client,
+    stream_arn: String,
+    iterators: Vec<Option<String>>,
+}
+
+impl StreamPump {
+    /// Starts at the oldest record of every shard.
+    pub async fn new(client: aws_sdk_dynamodbstreams::Client, stream_arn: &str) -> StreamPump {
+        let described = client
+            .describe_stream()
+            .stream_arn(stream_arn)
+            .send()
+            .await
+            .expect("DescribeStream");
+        let mut iterators = Vec::new();
+        for shard in described
+            .stream_description()
+            .map(|d| d.shards().to_vec())
+            .unwrap_or_default()
+        {
+            let it = client
+                .get_shard_iterator()
+                .stream_arn(stream_arn)
+                .shard_id(shard.shard_id().unwrap_or_default())
+                .shard_iterator_type(ShardIteratorType::TrimHorizon)
+                .send()
+                .await
+                .expect("GetShardIterator")
+                .shard_iterator;
+            iterators.push(it);
+        }
+        StreamPump {
+            client,
+            stream_arn: stream_arn.to_owned(),
+            iterators,
+        }
+    }
+
+    /// The Lambda event for the records written since the last call, or `None` if there are none.
+    pub async fn next_event(&mut self) -> Option<serde_json::Value> {
+        let mut records = Vec::new();
+        for slot in &mut self.iterators {
+            let Some(it) = slot.clone() else { continue };
+            let out = self
+                .client
+                .get_records()
+                .shard_iterator(it)
+                .send()
+                .await
+                .expect("GetRecords");
+            records.extend(out.records().iter().cloned());
+            *slot = out.next_shard_iterator;
+        }
+        (!records.is_empty())
+            .then(|| esm_emulation::dynamodb_stream_event(&self.stream_arn, &records))
+    }
+}
