@@ -301,7 +301,7 @@ async fn a_corrupted_change_file_triggers_a_full_reload() {
 #[tokio::test]
 async fn the_emulator_going_away_keeps_the_last_snapshot_serving_and_recovery_follows() {
     let mut p = Producer::new(StreamViewType::NewAndOldImages).await;
-    let proxy = FaultProxy::start(&test_support::emulator().endpoint().to_owned()).await;
+    let proxy = FaultProxy::start(test_support::emulator().endpoint()).await;
     let mut c = p.consumer_via(&proxy).await;
     c.refresh().await;
     next_second().await;
