@@ -6,126 +6,36 @@
 
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, KeySchemaElement, KeyType, ScalarAttributeType,
-    StreamSpecification, StreamViewType,
-};
+use aws_sdk_dynamodb::types::StreamViewType;
 use change_handler::{ChangeHandler, PRODUCER};
 use change_protocol::{ChangeFile, ChangeKey, EventName, HeadPointer};
 use feed_writer::{s3_client, FeedConfig, FeedWriter, S3Store, SystemClock};
-use test_support::{dynamodb_stream_event, read_stream_records, sdk_config, unique_name};
+use test_support::{
+    dynamodb_stream_event, read_stream_records, sdk_config, unique_name, ReferenceTable,
+};
 
 struct Setup {
-    ddb: aws_sdk_dynamodb::Client,
+    table: ReferenceTable,
     streams: aws_sdk_dynamodbstreams::Client,
     s3: aws_sdk_s3::Client,
-    table: String,
-    stream_arn: String,
     bucket: String,
 }
 
 async fn setup(view: StreamViewType) -> Setup {
     let sdk = sdk_config().await;
-    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
     let s3 = s3_client(&sdk);
-    let table = unique_name("ProductPriority");
-    let created = ddb
-        .create_table()
-        .table_name(&table)
-        .attribute_definitions(attr("item", ScalarAttributeType::S))
-        .attribute_definitions(attr("price", ScalarAttributeType::N))
-        .key_schema(key("item", KeyType::Hash))
-        .key_schema(key("price", KeyType::Range))
-        .billing_mode(aws_sdk_dynamodb::types::BillingMode::PayPerRequest)
-        .stream_specification(
-            StreamSpecification::builder()
-                .stream_enabled(true)
-                .stream_view_type(view)
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap();
-    let stream_arn = created
-        .table_description()
-        .and_then(|d| d.latest_stream_arn())
-        .expect("table has a stream")
-        .to_owned();
+    let table = ReferenceTable::create(&aws_sdk_dynamodb::Client::new(&sdk), view).await;
     let bucket = unique_name("feed");
     s3.create_bucket().bucket(&bucket).send().await.unwrap();
     Setup {
         streams: aws_sdk_dynamodbstreams::Client::new(&sdk),
-        ddb,
-        s3,
         table,
-        stream_arn,
+        s3,
         bucket,
     }
 }
 
-fn attr(name: &str, t: ScalarAttributeType) -> AttributeDefinition {
-    AttributeDefinition::builder()
-        .attribute_name(name)
-        .attribute_type(t)
-        .build()
-        .unwrap()
-}
-
-fn key(name: &str, t: KeyType) -> KeySchemaElement {
-    KeySchemaElement::builder()
-        .attribute_name(name)
-        .key_type(t)
-        .build()
-        .unwrap()
-}
-
-fn s(v: &str) -> AttributeValue {
-    AttributeValue::S(v.to_owned())
-}
-
-fn n(v: &str) -> AttributeValue {
-    AttributeValue::N(v.to_owned())
-}
-
 impl Setup {
-    async fn put(&self, item: &str, priority: &str) {
-        self.ddb
-            .put_item()
-            .table_name(&self.table)
-            .item("item", s(item))
-            .item("price", n("100"))
-            .item("priority", s(priority))
-            .send()
-            .await
-            .unwrap();
-    }
-
-    async fn set_priority(&self, item: &str, priority: &str) {
-        // The original walkthrough's update-item.
-        self.ddb
-            .update_item()
-            .table_name(&self.table)
-            .key("item", s(item))
-            .key("price", n("100"))
-            .update_expression("SET priority = :s")
-            .expression_attribute_values(":s", s(priority))
-            .send()
-            .await
-            .unwrap();
-    }
-
-    async fn delete(&self, item: &str) {
-        self.ddb
-            .delete_item()
-            .table_name(&self.table)
-            .key("item", s(item))
-            .key("price", n("100"))
-            .send()
-            .await
-            .unwrap();
-    }
-
     fn handler(&self, bucket: &str) -> ChangeHandler<S3Store, SystemClock> {
         let config = FeedConfig {
             bucket: bucket.to_owned(),
@@ -142,8 +52,8 @@ impl Setup {
     }
 
     async fn event(&self) -> serde_json::Value {
-        let records = read_stream_records(&self.streams, &self.stream_arn).await;
-        dynamodb_stream_event(&self.stream_arn, &records)
+        let records = read_stream_records(&self.streams, &self.table.stream_arn).await;
+        dynamodb_stream_event(&self.table.stream_arn, &records)
     }
 
     async fn change_files(&self) -> Vec<(String, ChangeFile)> {
@@ -183,9 +93,9 @@ impl Setup {
 #[tokio::test]
 async fn stream_records_of_put_update_delete_become_one_change_file() {
     let t = setup(StreamViewType::NewAndOldImages).await;
-    t.put("burger", "medium").await;
-    t.set_priority("burger", "high").await;
-    t.delete("burger").await;
+    t.table.put("burger", "medium").await;
+    t.table.set_priority("burger", "high").await;
+    t.table.delete("burger").await;
     let event = t.event().await;
     assert_eq!(event["Records"].as_array().unwrap().len(), 3);
 
@@ -215,9 +125,9 @@ async fn stream_records_of_put_update_delete_become_one_change_file() {
         .all(|w| w[0].sequence_number < w[1].sequence_number));
     assert_eq!(
         file.source.stream_arn.as_deref(),
-        Some(t.stream_arn.as_str())
+        Some(t.table.stream_arn.as_str())
     );
-    assert_eq!(file.source.table.as_deref(), Some(t.table.as_str()));
+    assert_eq!(file.source.table.as_deref(), Some(t.table.name.as_str()));
     assert!(file.opaque.is_empty());
 
     let head =
@@ -239,8 +149,8 @@ async fn stream_records_of_put_update_delete_become_one_change_file() {
 #[tokio::test]
 async fn keys_only_stream_gives_changes_without_images() {
     let t = setup(StreamViewType::KeysOnly).await;
-    t.put("pizza", "low").await;
-    t.set_priority("pizza", "high").await;
+    t.table.put("pizza", "low").await;
+    t.table.set_priority("pizza", "high").await;
     let response = t
         .handler(&t.bucket)
         .handle(&t.event().await, "req")
@@ -263,7 +173,7 @@ async fn keys_only_stream_gives_changes_without_images() {
 #[tokio::test]
 async fn a_missing_bucket_is_a_reported_failure_not_a_success() {
     let t = setup(StreamViewType::NewAndOldImages).await;
-    t.put("salad", "high").await;
+    t.table.put("salad", "high").await;
     let event = t.event().await;
     let first = event["Records"][0]["dynamodb"]["SequenceNumber"]
         .as_str()
@@ -283,9 +193,9 @@ async fn a_missing_bucket_is_a_reported_failure_not_a_success() {
 async fn later_batches_sort_after_earlier_ones() {
     let t = setup(StreamViewType::NewAndOldImages).await;
     let h = t.handler(&t.bucket);
-    t.put("pasta", "very high").await;
+    t.table.put("pasta", "very high").await;
     let first_event = t.event().await;
-    t.set_priority("pasta", "high").await;
+    t.table.set_priority("pasta", "high").await;
     let both = t.event().await;
     // The second invocation gets the newer record only, as an event source mapping would.
     let second_event = serde_json::json!({"Records": [both["Records"][1].clone()]});

@@ -94,6 +94,19 @@ impl<T: serde::de::DeserializeOwned, K> EnricherConfig<T, K> {
     }
 }
 
+impl<K> EnricherConfig<Item, K> {
+    /// A configuration that keeps items as raw attribute maps (no user type), indexed by
+    /// `lookup_key`; other defaults as [`EnricherConfig::new`].
+    pub fn raw(
+        table_name: impl Into<String>,
+        key_attributes: &[&str],
+        lookup_key: impl Fn(&Item) -> Option<K> + Send + Sync + 'static,
+    ) -> Self {
+        EnricherConfig::new(table_name, key_attributes, lookup_key)
+            .with_decoder(Arc::new(|item: &Item| Ok(item.clone())))
+    }
+}
+
 impl<T, K> EnricherConfig<T, K> {
     /// Sets the policy for several items per lookup key.
     pub fn with_ambiguity(mut self, a: Ambiguity) -> Self {

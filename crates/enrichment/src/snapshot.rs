@@ -97,6 +97,19 @@ impl<T, K: Hash + Eq + Clone> Snapshot<T, K> {
         }
     }
 
+    /// A snapshot of the given items (for static reference data, tests and benchmarks).
+    pub fn from_entries(
+        ambiguity: Ambiguity,
+        entries: impl IntoIterator<Item = (ItemKey, T, Option<K>)>,
+    ) -> Self {
+        let mut s = Snapshot::empty(ambiguity);
+        for (key, value, lookup) in entries {
+            s.upsert(key, value, lookup);
+        }
+        s.version = 1;
+        s
+    }
+
     /// The item for a lookup key. Synchronous and lock-free: the hot path.
     pub fn lookup<Q>(&self, key: &Q) -> Lookup<'_, T>
     where

@@ -675,3 +675,35 @@ async fn ambiguous_lookup_keys_follow_the_policy() {
     assert_eq!(report.rejected, 1);
     assert_eq!(r.enricher.metrics().ambiguous, 1);
 }
+
+#[tokio::test]
+async fn raw_mode_keeps_attribute_maps() {
+    let table = FakeTable::default();
+    table.put(product("burger", "medium"));
+    let cfg = EnricherConfig::raw("ProductPriority", &["item", "price"], |i: &Item| {
+        match i.get("item") {
+            Some(AttributeValue::S(s)) => Some(s.clone()),
+            _ => None,
+        }
+    });
+    let mut e: Enricher<Item, String, FakeTable, FakeFeed, SystemClock> =
+        Enricher::new(cfg, table, None, SystemClock);
+    e.refresh().await;
+    let item = e.reader().lookup("burger").unwrap();
+    assert_eq!(
+        item.get("priority"),
+        Some(&AttributeValue::S("medium".into()))
+    );
+    assert_eq!(item.get("price"), Some(&AttributeValue::N("100".into())));
+}
+
+#[tokio::test]
+async fn items_that_do_not_decode_are_counted_and_left_out() {
+    let mut r = rig();
+    let mut bad = product("odd", "x");
+    bad.insert("price".into(), AttributeValue::S("not a number".into()));
+    r.table.put(bad);
+    r.enricher.refresh().await;
+    assert_eq!(r.enricher.metrics().undecodable_items, 1);
+    assert_eq!(r.enricher.snapshot().len(), 3);
+}
