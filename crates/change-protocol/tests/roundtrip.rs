@@ -164,4 +164,6 @@ fn the_documented_example_parses() {
     assert_eq!(f.changes.len(), 1);
     assert_eq!(f.opaque.len(), 1);
     assert_eq!(f.write_window_ms, 20_000);
+    let arn = f.source.stream_arn.as_deref().unwrap();
+    assert_eq!(f.source.label, change_protocol::source_label(arn));
 }
