@@ -79,6 +79,7 @@ impl Batch {
             source: self.source.clone(),
             changes: self.changes.clone(),
             opaque: self.opaque.clone(),
+            objects: Vec::new(),
         }
     }
 

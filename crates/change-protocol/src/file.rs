@@ -168,6 +168,9 @@ pub struct ChangeFile {
     /// Records the producer could not type, in stream order.
     #[serde(default)]
     pub opaque: Vec<OpaqueRecord>,
+    /// S3 object changes (S3 kind), in notification order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub objects: Vec<crate::ObjectChange>,
 }
 
 /// Why bytes are not a change file this crate can apply.

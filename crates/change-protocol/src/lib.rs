@@ -42,6 +42,7 @@
 //! ```
 
 mod file;
+mod flag;
 mod key;
 mod seq;
 
@@ -49,6 +50,7 @@ pub use file::{
     head_key, ChangeFile, ChangeKind, DecodeError, EventName, HeadPointer, OpaqueRecord, Source,
     StreamChange, UserIdentity, DEFAULT_WRITE_WINDOW_MS, SCHEMA_VERSION, WRITE_MARGIN_MS,
 };
+pub use flag::{compare_sequencers, ChangeFlag, ObjectChange, FLAG_MARKER};
 pub use key::{
     format_key_time, parse_key_time, sanitize_unique_id, source_label, ChangeKey, KeyError,
     SequenceRange, EXTENSION, LABEL_WIDTH, TIME_WIDTH,

@@ -84,6 +84,7 @@ fn file(changes: Vec<StreamChange>) -> ChangeFile {
             keys: Some(serde_json::json!({"item": {"S": "x"}})),
             raw: serde_json::json!({"odd": {"X": 1}}),
         }],
+        objects: vec![],
     }
 }
 

@@ -164,6 +164,7 @@ impl Rig {
             },
             changes: list,
             opaque,
+            objects: vec![],
         };
         self.feed.put(&key, file.to_vec());
         self.point_head_at(&key);

@@ -217,6 +217,7 @@ mod tests {
             },
             changes: vec![],
             opaque: vec![],
+            objects: vec![],
         }
     }
 
