@@ -1,0 +1,270 @@
+//! S3 notifications as the handler receives them: direct, wrapped in SQS messages, or the
+//! `s3:TestEvent` that S3 sends when notifications are configured. Pure: no I/O.
+//!
+//! The payload is parsed generically first and then dispatched on its shape, so each SQS
+//! message is judged on its own (one bad message is reported, the others go through).
+
+use aws_lambda_events::event::s3::S3EventRecord;
+use change_protocol::ObjectChange;
+use serde::Deserialize;
+use serde_json::Value;
+
+/// Why a payload cannot be handled at all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventError {
+    /// Neither an S3 event, an SQS event nor an S3 test event.
+    #[error("payload is not an S3 notification, an SQS event or an s3:TestEvent: {0}")]
+    Unrecognised(String),
+    /// A direct S3 event whose record does not parse.
+    #[error("S3 notification Records[{index}] is invalid: {reason}")]
+    BadRecord {
+        /// The record's position.
+        index: usize,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+/// An object key in a notification that is not validly encoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("object key {raw:?} is not a valid URL-encoded key: {reason}")]
+pub struct KeyDecodeError {
+    /// The key as the notification had it.
+    pub raw: String,
+    /// What was wrong.
+    pub reason: &'static str,
+}
+
+/// Decodes an object key from a notification: `+` is a space, then strict percent-decoding
+/// (`%2B` is a literal plus; an invalid escape such as `%zz` or bytes that are not UTF-8 are an
+/// error, never a guessed key).
+pub fn decode_key(raw: &str) -> Result<String, KeyDecodeError> {
+    let err = |reason| KeyDecodeError {
+        raw: raw.to_owned(),
+        reason,
+    };
+    let spaced = raw.replace('+', " ");
+    let bytes = spaced.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let ok = bytes.len() > i + 2
+                && bytes[i + 1].is_ascii_hexdigit()
+                && bytes[i + 2].is_ascii_hexdigit();
+            if !ok {
+                return Err(err("a '%' is not followed by two hex digits"));
+            }
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8()
+        .map(|k| k.into_owned())
+        .map_err(|_| err("the decoded bytes are not UTF-8"))
+}
+
+/// What a notification record says happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChangeType {
+    /// `ObjectCreated:*`: GET the current object.
+    Changed,
+    /// `ObjectRemoved:*` or `LifecycleExpiration:*`: its rows go.
+    Removed,
+    /// Any other event (restore, replication, tagging …): not a content change.
+    Other,
+}
+
+/// Classifies an S3 event name.
+pub fn change_type(event_name: &str) -> ChangeType {
+    let name = event_name.strip_prefix("s3:").unwrap_or(event_name);
+    if name.starts_with("ObjectCreated:") {
+        ChangeType::Changed
+    } else if name.starts_with("ObjectRemoved:") || name.starts_with("LifecycleExpiration:") {
+        ChangeType::Removed
+    } else {
+        ChangeType::Other
+    }
+}
+
+/// One notification record, parsed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notification {
+    /// The object change, with the key decoded.
+    pub change: ObjectChange,
+    /// Created, removed or other.
+    pub change_type: ChangeType,
+}
+
+/// One SQS message of a batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// The SQS message id (what `batchItemFailures` reports).
+    pub message_id: String,
+    /// Its notifications, or why its body could not be understood.
+    pub content: Result<Body, String>,
+}
+
+/// What a notification body holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Body {
+    /// Notification records.
+    Records(Vec<Notification>),
+    /// `s3:TestEvent`: nothing to do.
+    TestEvent,
+}
+
+/// A whole invocation payload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// S3 invoked the function directly.
+    Direct(Body),
+    /// An SQS event source mapping delivered messages.
+    Sqs(Vec<Message>),
+}
+
+/// Parses an invocation payload.
+pub fn parse_payload(payload: &Value) -> Result<Delivery, EventError> {
+    if is_test_event(payload) {
+        return Ok(Delivery::Direct(Body::TestEvent));
+    }
+    let records = payload
+        .get("Records")
+        .and_then(Value::as_array)
+        .ok_or_else(|| EventError::Unrecognised("no \"Records\" array".into()))?;
+    let source = |r: &Value| {
+        r.get("eventSource")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    match records.first().map(source) {
+        None => Ok(Delivery::Direct(Body::Records(vec![]))),
+        Some(Some(s)) if s == "aws:sqs" => records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| parse_sqs_message(i, r))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Delivery::Sqs),
+        Some(Some(s)) if s == "aws:s3" => parse_records(records)
+            .map(|n| Delivery::Direct(Body::Records(n)))
+            .map_err(|(index, reason)| EventError::BadRecord { index, reason }),
+        Some(other) => Err(EventError::Unrecognised(format!(
+            "Records[0] has eventSource {other:?}"
+        ))),
+    }
+}
+
+fn is_test_event(v: &Value) -> bool {
+    v.get("Event").and_then(Value::as_str) == Some("s3:TestEvent")
+}
+
+fn parse_sqs_message(index: usize, raw: &Value) -> Result<Message, EventError> {
+    if raw.get("eventSource").and_then(Value::as_str) != Some("aws:sqs") {
+        return Err(EventError::Unrecognised(format!(
+            "Records[{index}] is not an SQS message"
+        )));
+    }
+    let message_id = raw
+        .get("messageId")
+        .and_then(Value::as_str)
+        .ok_or_else(|| EventError::Unrecognised(format!("Records[{index}] has no messageId")))?
+        .to_owned();
+    let content = match raw.get("body").and_then(Value::as_str) {
+        None => Err("message has no body".to_owned()),
+        Some(body) => match serde_json::from_str::<Value>(body) {
+            Err(e) => Err(format!("message body is not JSON: {e}")),
+            Ok(v) if is_test_event(&v) => Ok(Body::TestEvent),
+            Ok(v) => match v.get("Records").and_then(Value::as_array) {
+                None => Err("message body is not an S3 notification (no Records)".to_owned()),
+                Some(records) => parse_records(records)
+                    .map(Body::Records)
+                    .map_err(|(i, reason)| format!("Records[{i}]: {reason}")),
+            },
+        },
+    };
+    Ok(Message {
+        message_id,
+        content,
+    })
+}
+
+fn parse_records(records: &[Value]) -> Result<Vec<Notification>, (usize, String)> {
+    records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| parse_record(r).map_err(|e| (i, e)))
+        .collect()
+}
+
+fn parse_record(raw: &Value) -> Result<Notification, String> {
+    let record =
+        S3EventRecord::deserialize(raw).map_err(|e| format!("not an S3 event record: {e}"))?;
+    if record.event_source.as_deref() != Some("aws:s3") {
+        return Err(format!(
+            "eventSource is {:?}, not aws:s3",
+            record.event_source
+        ));
+    }
+    let event_name = record.event_name.ok_or("no eventName")?;
+    let bucket = record.s3.bucket.name.ok_or("no s3.bucket.name")?;
+    let raw_key = record.s3.object.key.ok_or("no s3.object.key")?;
+    let key = decode_key(&raw_key).map_err(|e| e.to_string())?;
+    let change_type = change_type(&event_name);
+    Ok(Notification {
+        change: ObjectChange {
+            bucket,
+            key,
+            removed: change_type == ChangeType::Removed,
+            event_name,
+            event_time: record
+                .event_time
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            version_id: record.s3.object.version_id.filter(|v| !v.is_empty()),
+            etag: record.s3.object.e_tag.filter(|v| !v.is_empty()),
+            sequencer: record.s3.object.sequencer.filter(|v| !v.is_empty()),
+        },
+        change_type,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_decode_plus_first_then_strictly() {
+        assert_eq!(decode_key("menu+2026.csv").unwrap(), "menu 2026.csv");
+        assert_eq!(decode_key("a%2Bb").unwrap(), "a+b");
+        assert_eq!(decode_key("caf%C3%A9+menu.csv").unwrap(), "café menu.csv");
+        assert_eq!(
+            decode_key("reference/prices.csv").unwrap(),
+            "reference/prices.csv"
+        );
+        assert!(decode_key("bad%zz")
+            .unwrap_err()
+            .to_string()
+            .contains("%zz"));
+        assert!(decode_key("trailing%4").is_err());
+        assert!(decode_key("not-utf8%FF").is_err());
+    }
+
+    #[test]
+    fn event_names() {
+        assert_eq!(change_type("ObjectCreated:Put"), ChangeType::Changed);
+        assert_eq!(
+            change_type("ObjectCreated:CompleteMultipartUpload"),
+            ChangeType::Changed
+        );
+        assert_eq!(change_type("ObjectRemoved:Delete"), ChangeType::Removed);
+        assert_eq!(
+            change_type("ObjectRemoved:DeleteMarkerCreated"),
+            ChangeType::Removed
+        );
+        assert_eq!(
+            change_type("LifecycleExpiration:Delete"),
+            ChangeType::Removed
+        );
+        assert_eq!(change_type("s3:ObjectRestore:Completed"), ChangeType::Other);
+    }
+}

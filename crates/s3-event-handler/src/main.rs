@@ -1,0 +1,25 @@
+//! The s3-event-handler binary: configuration, clients, runtime. The logic is in the library.
+
+use feed_writer::{s3_client, sdk_config, S3Store, SystemClock};
+use lambda_runtime::{service_fn, Error, LambdaEvent};
+use s3_event_handler::{Config, KinesisStream, S3EventHandler};
+use serde_json::Value;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let config = Config::from_env()?;
+    let sdk = sdk_config(Some(config.feed.write_budget())).await;
+    let stream = KinesisStream::new(
+        aws_sdk_kinesis::Client::new(&sdk),
+        config.flag_stream.clone(),
+    );
+    let handler = S3EventHandler::new(config, S3Store::new(s3_client(&sdk)), stream, SystemClock);
+    let handler = &handler;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        handler
+            .handle(&event.payload, &event.context.request_id)
+            .await
+    }))
+    .await
+}
