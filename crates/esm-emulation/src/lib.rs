@@ -8,10 +8,14 @@
 //!   timestamps in epoch seconds);
 //! - [`DynamoDbStreamMapping`]: polls every shard of a stream at Lambda's rate (4 times a
 //!   second), invokes a handler, and on a reported failure retries from the first failed
-//!   record (`ReportBatchItemFailures` semantics), or the whole batch on an invocation error.
+//!   record (`ReportBatchItemFailures` semantics), or the whole batch on an invocation error;
+//! - [`normalize_s3_notification`], [`sqs_event`]: S3 notifications through SQS, with the
+//!   fields the emulator leaves out filled in as AWS documents them.
 
 mod dynamodb;
 mod mapping;
+mod s3;
 
 pub use dynamodb::dynamodb_stream_event;
 pub use mapping::{DynamoDbStreamMapping, Invocation, MappingConfig, MappingError, MappingStats};
+pub use s3::{normalize_s3_notification, sqs_event};

@@ -8,13 +8,15 @@
 
 mod emulator;
 mod fault_proxy;
+mod kinesis;
 mod memory_store;
 mod reference;
 mod streams;
 
 pub use emulator::{emulator, sdk_config, unique_name};
-pub use esm_emulation::dynamodb_stream_event;
+pub use esm_emulation::{dynamodb_stream_event, sqs_event};
 pub use fault_proxy::FaultProxy;
+pub use kinesis::{create_stream, records_per_shard};
 pub use memory_store::MemoryStore;
 pub use reference::{ReferenceTable, ORIGINAL_ITEMS};
 pub use streams::{read_stream_records, StreamPump};

@@ -1,0 +1,57 @@
+//! Kinesis streams in the emulator, for tests.
+
+use aws_sdk_kinesis::types::ShardIteratorType;
+
+/// Creates a provisioned stream with `shards` shards and returns its name.
+pub async fn create_stream(client: &aws_sdk_kinesis::Client, shards: i32) -> String {
+    let name = crate::unique_name("SourceKinesisStream");
+    client
+        .create_stream()
+        .stream_name(&name)
+        .shard_count(shards)
+        .send()
+        .await
+        .expect("CreateStream");
+    name
+}
+
+/// Every record of every shard, from the start: `(shard id, record data)` per shard.
+pub async fn records_per_shard(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+) -> Vec<(String, Vec<Vec<u8>>)> {
+    let shards = client
+        .list_shards()
+        .stream_name(stream)
+        .send()
+        .await
+        .expect("ListShards");
+    let mut out = Vec::new();
+    for shard in shards.shards() {
+        let mut iterator = client
+            .get_shard_iterator()
+            .stream_name(stream)
+            .shard_id(shard.shard_id())
+            .shard_iterator_type(ShardIteratorType::TrimHorizon)
+            .send()
+            .await
+            .expect("GetShardIterator")
+            .shard_iterator;
+        let mut records = Vec::new();
+        while let Some(it) = iterator.take() {
+            let page = client
+                .get_records()
+                .shard_iterator(it)
+                .send()
+                .await
+                .expect("GetRecords");
+            if page.records().is_empty() {
+                break;
+            }
+            records.extend(page.records().iter().map(|r| r.data().as_ref().to_vec()));
+            iterator = page.next_shard_iterator;
+        }
+        out.push((shard.shard_id().to_owned(), records));
+    }
+    out
+}
