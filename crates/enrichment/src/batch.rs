@@ -4,6 +4,13 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::future::Future;
+
+use change_protocol::ChangeFlag;
+use tracing::warn;
+
+use crate::metrics::Metrics;
+use crate::snapshot::{Lookup, Snapshot};
 use crate::RefreshReport;
 
 /// What the caller says a record is.
@@ -11,8 +18,12 @@ use crate::RefreshReport;
 pub enum Classified<K> {
     /// A data record to enrich, with its lookup key.
     Data(K),
-    /// An in-stream change flag: refresh here; not passed on as data.
+    /// An in-stream change flag of the original kind (e.g. `dish == "CHANGE_FLAG"`): refresh
+    /// here; not passed on as data.
     Flag,
+    /// A [`ChangeFlag`] of the protocol (an S3 object changed): apply that change here if it
+    /// is not applied yet; not passed on as data.
+    ChangeFlag(ChangeFlag),
     /// A record that cannot be processed (not parseable); reported, never dropped.
     Invalid(String),
 }
@@ -152,4 +163,102 @@ impl BatchReport {
                 + self.flags
                 + self.invalid
     }
+}
+
+/// What the shared batch walk needs from an enricher.
+pub(crate) trait BatchCore<T, K: std::hash::Hash + Eq + Clone> {
+    fn current(&self) -> Arc<Snapshot<T, K>>;
+    fn too_stale(&self) -> bool;
+    fn stale_reason(&self) -> UnmatchedReason;
+    fn unmatched_policy(&self) -> Unmatched;
+    fn counters(&self) -> &Metrics;
+    fn refresh_at_flag(&mut self, flag: Option<&ChangeFlag>)
+        -> impl Future<Output = RefreshReport>;
+}
+
+/// Walks a batch in order: lookups against one snapshot, a refresh at each flag.
+pub(crate) async fn walk<R, T, K, E>(
+    core: &mut E,
+    records: Vec<R>,
+    classify: impl Fn(&R) -> Classified<K>,
+) -> (Vec<Outcome<R, T>>, BatchReport)
+where
+    K: std::hash::Hash + Eq + Clone + fmt::Debug,
+    E: BatchCore<T, K>,
+{
+    let mut report = BatchReport {
+        records: records.len(),
+        ..BatchReport::default()
+    };
+    let mut outcomes = Vec::with_capacity(records.len());
+    let mut snapshot = core.current();
+    let mut stale = core.too_stale();
+    for record in records {
+        let key = match classify(&record) {
+            flag @ (Classified::Flag | Classified::ChangeFlag(_)) => {
+                report.flags += 1;
+                Metrics::add(&core.counters().flags, 1);
+                let change = match &flag {
+                    Classified::ChangeFlag(f) => Some(f),
+                    _ => None,
+                };
+                let r = core.refresh_at_flag(change).await;
+                report.refreshes.push(r);
+                snapshot = core.current();
+                stale = core.too_stale();
+                outcomes.push(Outcome::Flag);
+                continue;
+            }
+            Classified::Invalid(reason) => {
+                report.invalid += 1;
+                outcomes.push(Outcome::Invalid { record, reason });
+                continue;
+            }
+            Classified::Data(key) => key,
+        };
+        let reason = if stale {
+            core.stale_reason()
+        } else {
+            match snapshot.lookup(&key) {
+                Lookup::Found(item) => {
+                    report.enriched += 1;
+                    Metrics::add(&core.counters().hits, 1);
+                    outcomes.push(Outcome::Enriched {
+                        record,
+                        item: Arc::clone(item),
+                    });
+                    continue;
+                }
+                Lookup::Missing => {
+                    Metrics::add(&core.counters().misses, 1);
+                    UnmatchedReason::NoItem
+                }
+                Lookup::Ambiguous(n) => {
+                    Metrics::add(&core.counters().ambiguous, 1);
+                    UnmatchedReason::Ambiguous(n)
+                }
+            }
+        };
+        let policy = if matches!(reason, UnmatchedReason::Stale { .. }) {
+            Unmatched::Reject
+        } else {
+            core.unmatched_policy()
+        };
+        match policy {
+            Unmatched::Reject => {
+                report.rejected += 1;
+                outcomes.push(Outcome::Rejected { record, reason });
+            }
+            Unmatched::Pass => {
+                report.passed += 1;
+                outcomes.push(Outcome::Passed { record, reason });
+            }
+            Unmatched::Drop => {
+                report.dropped += 1;
+                warn!(?key, %reason, "unmatched record dropped (UNMATCHED=drop)");
+                outcomes.push(Outcome::Dropped { reason });
+            }
+        }
+    }
+    (outcomes, report)
 }

@@ -7,13 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use change_protocol::{ChangeFile, ChangeKind, EventName, Item, SequenceNumber, StreamChange};
+use change_protocol::{
+    ChangeFile, ChangeFlag, ChangeKind, EventName, Item, SequenceNumber, StreamChange,
+};
 use chrono::{DateTime, Utc};
 use futures_util::future::try_join_all;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::batch::{BatchReport, Classified, Outcome, Unmatched, UnmatchedReason};
+use crate::batch::{walk, BatchCore, BatchReport, Classified, Outcome, Unmatched, UnmatchedReason};
 use crate::clock::Clock;
 use crate::feed::{FeedFollower, FeedSettings, Polled};
 use crate::key::ItemKey;
@@ -683,80 +685,7 @@ where
         records: Vec<R>,
         classify: impl Fn(&R) -> Classified<K>,
     ) -> (Vec<Outcome<R, T>>, BatchReport) {
-        let mut report = BatchReport {
-            records: records.len(),
-            ..BatchReport::default()
-        };
-        let mut outcomes = Vec::with_capacity(records.len());
-        let mut snapshot = self.current.load_full();
-        let mut stale = self.is_too_stale();
-        for record in records {
-            match classify(&record) {
-                Classified::Flag => {
-                    report.flags += 1;
-                    Metrics::add(&self.metrics.flags, 1);
-                    let r = self.refresh_with(true).await;
-                    report.refreshes.push(r);
-                    snapshot = self.current.load_full();
-                    stale = self.is_too_stale();
-                    outcomes.push(Outcome::Flag);
-                }
-                Classified::Invalid(reason) => {
-                    report.invalid += 1;
-                    outcomes.push(Outcome::Invalid { record, reason });
-                }
-                Classified::Data(key) => {
-                    let reason = if stale {
-                        Some(UnmatchedReason::Stale {
-                            staleness: self.staleness(),
-                            error: self.last_error.clone(),
-                        })
-                    } else {
-                        match snapshot.lookup(&key) {
-                            Lookup::Found(item) => {
-                                report.enriched += 1;
-                                Metrics::add(&self.metrics.hits, 1);
-                                outcomes.push(Outcome::Enriched {
-                                    record,
-                                    item: Arc::clone(item),
-                                });
-                                continue;
-                            }
-                            Lookup::Missing => {
-                                Metrics::add(&self.metrics.misses, 1);
-                                Some(UnmatchedReason::NoItem)
-                            }
-                            Lookup::Ambiguous(n) => {
-                                Metrics::add(&self.metrics.ambiguous, 1);
-                                Some(UnmatchedReason::Ambiguous(n))
-                            }
-                        }
-                    };
-                    let reason = reason.unwrap_or(UnmatchedReason::NoItem);
-                    let policy = if matches!(reason, UnmatchedReason::Stale { .. }) {
-                        Unmatched::Reject
-                    } else {
-                        self.config.unmatched
-                    };
-                    match policy {
-                        Unmatched::Reject => {
-                            report.rejected += 1;
-                            outcomes.push(Outcome::Rejected { record, reason });
-                        }
-                        Unmatched::Pass => {
-                            report.passed += 1;
-                            outcomes.push(Outcome::Passed { record, reason });
-                        }
-                        Unmatched::Drop => {
-                            report.dropped += 1;
-                            warn!(?key, %reason, "unmatched record dropped (UNMATCHED=drop)");
-                            outcomes.push(Outcome::Dropped { reason });
-                        }
-                    }
-                }
-            }
-        }
-        (outcomes, report)
+        walk(self, records, classify).await
     }
 
     /// [`Enricher::refresh`], then [`Enricher::enrich`]: the one call per micro-batch.
@@ -769,6 +698,37 @@ where
         let (outcomes, mut report) = self.enrich(records, classify).await;
         report.refreshes.insert(0, refresh);
         (outcomes, report)
+    }
+}
+
+impl<T, K, Tb, Fd, C> BatchCore<T, K> for Enricher<T, K, Tb, Fd, C>
+where
+    T: Send + Sync + 'static,
+    K: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
+    Tb: TableSource,
+    Fd: FeedSource,
+    C: Clock,
+{
+    fn current(&self) -> Arc<Snapshot<T, K>> {
+        self.current.load_full()
+    }
+    fn too_stale(&self) -> bool {
+        self.is_too_stale()
+    }
+    fn stale_reason(&self) -> UnmatchedReason {
+        UnmatchedReason::Stale {
+            staleness: self.staleness(),
+            error: self.last_error.clone(),
+        }
+    }
+    fn unmatched_policy(&self) -> Unmatched {
+        self.config.unmatched
+    }
+    fn counters(&self) -> &Metrics {
+        &self.metrics
+    }
+    async fn refresh_at_flag(&mut self, _flag: Option<&ChangeFlag>) -> RefreshReport {
+        self.refresh_with(true).await
     }
 }
 
