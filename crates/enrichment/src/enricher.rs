@@ -160,12 +160,18 @@ pub struct RefreshReport {
     pub reread: usize,
     /// The refresh failed; the last good snapshot keeps serving.
     pub error: Option<String>,
+    /// Reference data that was rejected (bad rows or objects, with key and line).
+    pub problems: Vec<String>,
 }
 
 impl RefreshReport {
     /// Whether the snapshot changed or was checked with any request.
     pub fn did_work(&self) -> bool {
-        self.full_reload.is_some() || self.files > 0 || self.error.is_some()
+        self.full_reload.is_some()
+            || self.files > 0
+            || self.reread > 0
+            || self.error.is_some()
+            || !self.problems.is_empty()
     }
 }
 
@@ -200,6 +206,10 @@ impl<T, K: Hash + Eq + Clone> Clone for Reader<T, K> {
 }
 
 impl<T, K: Hash + Eq + Clone> Reader<T, K> {
+    pub(crate) fn new(current: Arc<ArcSwap<Snapshot<T, K>>>) -> Self {
+        Reader { current }
+    }
+
     /// The current snapshot; hold it for a run of lookups to see one consistent version.
     pub fn snapshot(&self) -> Arc<Snapshot<T, K>> {
         self.current.load_full()

@@ -77,6 +77,8 @@ mod enricher;
 mod feed;
 mod key;
 mod metrics;
+mod objects;
+mod rows;
 mod snapshot;
 pub mod sources;
 
@@ -88,8 +90,13 @@ pub use enricher::{
 pub use feed::FeedSettings;
 pub use key::{ItemKey, KeyError, KeyValue};
 pub use metrics::{Metrics, MetricsSnapshot};
+pub use objects::{BadRows, ObjectBody, ObjectConfig, ObjectEnricher, ObjectSource, S3Objects};
+pub use rows::{format_of, parse_rows, Format, ObjectError, RowError, Rows};
 pub use snapshot::{Ambiguity, Lookup, Snapshot};
-pub use sources::{DynamoDbTable, FeedSource, S3Feed, SourceError, TableSource};
+pub use sources::{DynamoDbTable, FeedSource, ListPage, S3Feed, SourceError, TableSource};
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod objects_tests;

@@ -72,6 +72,12 @@ counters! {
     refresh_errors,
     /// Reference items that could not be decoded into the user's type (left out, logged).
     undecodable_items,
+    /// Reference objects read from S3 (object sources).
+    objects_read,
+    /// Rows of reference objects that did not parse (reported with object key and line).
+    bad_rows,
+    /// Reference objects rejected as a whole (their previous rows kept).
+    bad_objects,
     /// Duration of the last refresh that did any work, in microseconds.
     last_refresh_micros,
 }

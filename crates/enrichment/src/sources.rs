@@ -473,3 +473,55 @@ pub(crate) mod fakes {
         }
     }
 }
+
+/// In-memory objects for unit tests of the object enricher.
+#[cfg(test)]
+pub(crate) mod fake_objects {
+    use super::*;
+    use crate::objects::{ObjectBody, ObjectSource};
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    pub(crate) struct FakeObjects {
+        pub(crate) objects: Arc<Mutex<BTreeMap<String, Vec<u8>>>>,
+        pub(crate) gets: Arc<AtomicU64>,
+    }
+
+    pub(crate) fn etag(body: &[u8]) -> String {
+        format!(
+            "\"{:x}\"",
+            body.iter()
+                .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(*b)))
+        )
+    }
+
+    impl ObjectSource for FakeObjects {
+        async fn list(
+            &self,
+            prefix: &str,
+            _token: Option<String>,
+        ) -> Result<ListPage, SourceError> {
+            Ok(ListPage {
+                keys: self
+                    .objects
+                    .lock()
+                    .unwrap()
+                    .keys()
+                    .filter(|k| k.starts_with(prefix))
+                    .cloned()
+                    .collect(),
+                next: None,
+            })
+        }
+        async fn get(&self, key: &str) -> Result<Option<ObjectBody>, SourceError> {
+            self.gets.fetch_add(1, Ordering::SeqCst);
+            Ok(self.objects.lock().unwrap().get(key).map(|b| ObjectBody {
+                etag: Some(etag(b)),
+                bytes: b.clone(),
+                content_encoding: None,
+            }))
+        }
+    }
+}

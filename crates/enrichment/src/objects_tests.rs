@@ -1,0 +1,213 @@
+//! Unit tests of the object enricher with in-memory objects.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use change_protocol::{ChangeFlag, ObjectChange};
+
+use crate::sources::fake_objects::{etag, FakeObjects};
+use crate::sources::fakes::FakeFeed;
+use crate::*;
+
+#[derive(Debug, serde::Deserialize)]
+struct Row {
+    item: String,
+    priority: String,
+}
+
+type E = ObjectEnricher<Row, String, FakeObjects, FakeFeed, SystemClock>;
+
+fn enricher(objects: &FakeObjects, bad_rows: BadRows) -> E {
+    let config = ObjectConfig::new("ref-bucket", "reference/", |r: &Row| Some(r.item.clone()))
+        .with_bad_rows(bad_rows)
+        .with_feed(FeedSettings {
+            poll_interval: Duration::ZERO,
+            ..FeedSettings::default()
+        });
+    ObjectEnricher::new(config, objects.clone(), None, SystemClock)
+}
+
+fn put(objects: &FakeObjects, key: &str, body: &[u8]) {
+    objects
+        .objects
+        .lock()
+        .unwrap()
+        .insert(key.into(), body.to_vec());
+}
+
+fn flag(objects: &FakeObjects, key: &str, removed: bool) -> ChangeFlag {
+    let etag = objects
+        .objects
+        .lock()
+        .unwrap()
+        .get(key)
+        .map(|b| etag(b).trim_matches('"').to_owned());
+    ChangeFlag::new(
+        ObjectChange {
+            bucket: "ref-bucket".into(),
+            key: key.into(),
+            event_name: if removed {
+                "ObjectRemoved:Delete"
+            } else {
+                "ObjectCreated:Put"
+            }
+            .into(),
+            removed,
+            event_time: "2026-11-26T01:00:00.000Z".into(),
+            version_id: None,
+            etag,
+            sequencer: None,
+        },
+        None,
+    )
+}
+
+fn priority(e: &E, item: &str) -> Option<String> {
+    e.reader().lookup(item).map(|r| r.priority.clone())
+}
+
+fn seeded() -> FakeObjects {
+    let objects = FakeObjects::default();
+    put(&objects, "reference/a.jsonl", b"{\"item\":\"burger\",\"priority\":\"medium\"}\n{\"item\":\"pizza\",\"priority\":\"low\"}\n");
+    put(&objects, "reference/b.csv", b"item,priority\nsalad,high\n");
+    put(&objects, "other/c.csv", b"item,priority\ndonut,high\n");
+    objects
+}
+
+#[tokio::test]
+async fn loads_every_object_under_the_prefix() {
+    let objects = seeded();
+    let mut e = enricher(&objects, BadRows::RejectObject);
+    let report = e.refresh().await;
+    assert_eq!(report.full_reload.as_deref(), Some("first load"));
+    assert_eq!(priority(&e, "burger").as_deref(), Some("medium"));
+    assert_eq!(priority(&e, "salad").as_deref(), Some("high"));
+    assert_eq!(priority(&e, "donut"), None, "outside the prefix");
+    assert_eq!(e.metrics().objects_read, 2);
+}
+
+#[tokio::test]
+async fn a_flag_reloads_only_its_object_at_its_position() {
+    let objects = seeded();
+    let mut e = enricher(&objects, BadRows::RejectObject);
+    e.refresh().await;
+    put(
+        &objects,
+        "reference/a.jsonl",
+        b"{\"item\":\"burger\",\"priority\":\"high\"}\n",
+    );
+    let f = flag(&objects, "reference/a.jsonl", false);
+    let gets = objects.gets.load(Ordering::SeqCst);
+    let (outcomes, report) = e
+        .enrich(
+            vec!["burger", "FLAG", "burger", "pizza", "salad"],
+            |r| match *r {
+                "FLAG" => Classified::ChangeFlag(f.clone()),
+                d => Classified::Data(d.to_owned()),
+            },
+        )
+        .await;
+    let seen: Vec<String> = outcomes
+        .iter()
+        .map(|o| match o {
+            Outcome::Enriched { item, .. } => item.priority.clone(),
+            Outcome::Flag => "flag".into(),
+            Outcome::Rejected { reason, .. } => reason.to_string(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        ["medium", "flag", "high", "no reference item", "high"]
+    );
+    assert_eq!(
+        objects.gets.load(Ordering::SeqCst),
+        gets + 1,
+        "one object read, not the prefix"
+    );
+    assert!(report.reconciles());
+
+    // The same notification again (S3 delivers at least once): nothing to do.
+    e.enrich(vec!["FLAG"], |_| Classified::ChangeFlag(f.clone()))
+        .await;
+    assert_eq!(objects.gets.load(Ordering::SeqCst), gets + 1);
+}
+
+#[tokio::test]
+async fn a_removal_drops_the_objects_rows() {
+    let objects = seeded();
+    let mut e = enricher(&objects, BadRows::RejectObject);
+    e.refresh().await;
+    objects.objects.lock().unwrap().remove("reference/b.csv");
+    let f = flag(&objects, "reference/b.csv", true);
+    e.enrich(vec![()], |_| Classified::ChangeFlag(f.clone()))
+        .await;
+    assert_eq!(priority(&e, "salad"), None);
+    assert_eq!(priority(&e, "burger").as_deref(), Some("medium"));
+}
+
+#[tokio::test]
+async fn a_bad_row_rejects_the_object_and_keeps_its_previous_rows() {
+    let objects = seeded();
+    let mut e = enricher(&objects, BadRows::RejectObject);
+    e.refresh().await;
+    put(
+        &objects,
+        "reference/b.csv",
+        b"item,priority\nsalad,low\nsalad,low,extra\n",
+    );
+    let f = flag(&objects, "reference/b.csv", false);
+    let (_, report) = e
+        .enrich(vec![()], |_| Classified::ChangeFlag(f.clone()))
+        .await;
+    let problems = &report.refreshes[0].problems;
+    assert!(
+        problems[0].contains("reference/b.csv") && problems[0].contains("line 3"),
+        "{problems:?}"
+    );
+    assert_eq!(
+        priority(&e, "salad").as_deref(),
+        Some("high"),
+        "previous data kept"
+    );
+    let m = e.metrics();
+    assert_eq!((m.bad_rows, m.bad_objects), (1, 1));
+}
+
+#[tokio::test]
+async fn skip_row_keeps_the_good_rows_and_counts_the_bad_one() {
+    let objects = seeded();
+    let mut e = enricher(&objects, BadRows::SkipRow);
+    e.refresh().await;
+    put(
+        &objects,
+        "reference/a.jsonl",
+        b"{\"item\":\"burger\",\"priority\":\"high\"}\nnot json\n",
+    );
+    let f = flag(&objects, "reference/a.jsonl", false);
+    e.enrich(vec![()], |_| Classified::ChangeFlag(f.clone()))
+        .await;
+    assert_eq!(priority(&e, "burger").as_deref(), Some("high"));
+    assert_eq!(
+        priority(&e, "pizza"),
+        None,
+        "pizza is no longer in the object"
+    );
+    assert_eq!(e.metrics().bad_rows, 1);
+}
+
+#[tokio::test]
+async fn flags_for_other_buckets_or_prefixes_change_nothing() {
+    let objects = seeded();
+    let mut e = enricher(&objects, BadRows::RejectObject);
+    e.refresh().await;
+    let gets = objects.gets.load(Ordering::SeqCst);
+    let mut f = flag(&objects, "other/c.csv", false);
+    e.enrich(vec![()], |_| Classified::ChangeFlag(f.clone()))
+        .await;
+    f.change.bucket = "another-bucket".into();
+    f.change.key = "reference/a.jsonl".into();
+    e.enrich(vec![()], |_| Classified::ChangeFlag(f.clone()))
+        .await;
+    assert_eq!(objects.gets.load(Ordering::SeqCst), gets);
+}

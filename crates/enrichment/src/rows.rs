@@ -1,0 +1,187 @@
+//! Reference objects in S3 to rows: JSON Lines or CSV with a header, optionally gzip.
+
+use std::io::Read;
+
+use serde::de::DeserializeOwned;
+
+/// A row that did not parse: which object, which line, why.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{key} line {line}: {reason}")]
+pub struct RowError {
+    /// The object key.
+    pub key: String,
+    /// 1-based line number in the (decompressed) object.
+    pub line: u64,
+    /// What was wrong.
+    pub reason: String,
+}
+
+/// An object that cannot be read as rows at all.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {reason}")]
+pub struct ObjectError {
+    /// The object key.
+    pub key: String,
+    /// What was wrong.
+    pub reason: String,
+}
+
+/// The row format, from the key's extension (after an optional `.gz`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// `.jsonl`, `.ndjson`, `.json`: one JSON object per line.
+    JsonLines,
+    /// `.csv`: a header line, then rows.
+    Csv,
+}
+
+/// The format of `key` and whether it is gzip-compressed (by extension or `Content-Encoding`).
+pub fn format_of(key: &str, content_encoding: Option<&str>) -> Result<(Format, bool), ObjectError> {
+    let lower = key.to_ascii_lowercase();
+    let (base, gz) = match lower.strip_suffix(".gz") {
+        Some(b) => (b.to_owned(), true),
+        None => (
+            lower,
+            content_encoding.is_some_and(|e| e.eq_ignore_ascii_case("gzip")),
+        ),
+    };
+    let format = if base.ends_with(".jsonl") || base.ends_with(".ndjson") || base.ends_with(".json")
+    {
+        Format::JsonLines
+    } else if base.ends_with(".csv") {
+        Format::Csv
+    } else {
+        return Err(ObjectError {
+            key: key.to_owned(),
+            reason: "unknown format: expected .jsonl, .ndjson, .json or .csv (optionally .gz)"
+                .into(),
+        });
+    };
+    Ok((format, gz))
+}
+
+/// Rows of an object: (line number, the value or the error of that line).
+pub type Rows<T> = Vec<(u64, Result<T, RowError>)>;
+
+/// Parses an object's bytes into rows; each row is a value or the error of that line.
+pub fn parse_rows<T: DeserializeOwned>(
+    key: &str,
+    bytes: &[u8],
+    content_encoding: Option<&str>,
+) -> Result<Rows<T>, ObjectError> {
+    let (format, gz) = format_of(key, content_encoding)?;
+    let object_error = |reason: String| ObjectError {
+        key: key.to_owned(),
+        reason,
+    };
+    let mut decompressed = Vec::new();
+    let bytes = if gz {
+        flate2::read::GzDecoder::new(bytes)
+            .read_to_end(&mut decompressed)
+            .map_err(|e| object_error(format!("not valid gzip: {e}")))?;
+        &decompressed[..]
+    } else {
+        bytes
+    };
+    let row_error = |line: u64, reason: String| RowError {
+        key: key.to_owned(),
+        line,
+        reason,
+    };
+    match format {
+        Format::JsonLines => Ok(bytes
+            .split(|b| *b == b'\n')
+            .enumerate()
+            .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
+            .map(|(i, line)| {
+                let n = i as u64 + 1;
+                (
+                    n,
+                    serde_json::from_slice(line).map_err(|e| row_error(n, e.to_string())),
+                )
+            })
+            .collect()),
+        Format::Csv => {
+            let mut reader = csv::ReaderBuilder::new()
+                .has_headers(true)
+                .from_reader(bytes);
+            reader
+                .headers()
+                .map_err(|e| object_error(format!("bad CSV header: {e}")))?;
+            Ok(reader
+                .deserialize::<T>()
+                .enumerate()
+                .map(|(i, row)| match row {
+                    Ok(v) => (i as u64 + 2, Ok(v)),
+                    Err(e) => {
+                        let n = e.position().map_or(i as u64 + 2, |p| p.line());
+                        (n, Err(row_error(n, e.to_string())))
+                    }
+                })
+                .collect())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[derive(Debug, serde::Deserialize, PartialEq)]
+    struct P {
+        item: String,
+        price: u32,
+    }
+
+    #[test]
+    fn json_lines_with_a_bad_row_name_its_line() {
+        let body = b"{\"item\":\"a\",\"price\":1}\n\n{\"item\":\"b\",\"price\":\"x\"}\n{\"item\":\"c\",\"price\":3}\n";
+        let rows = parse_rows::<P>("ref/p.jsonl", body, None).unwrap();
+        assert_eq!(rows.len(), 3);
+        assert!(rows[0].1.is_ok());
+        let err = rows[1].1.as_ref().unwrap_err();
+        assert_eq!((err.line, err.key.as_str()), (3, "ref/p.jsonl"));
+        assert!(err.to_string().starts_with("ref/p.jsonl line 3:"), "{err}");
+    }
+
+    #[test]
+    fn csv_with_header_and_a_bad_row() {
+        let body = b"item,price\nburger,100\npizza,cheap\n";
+        let rows = parse_rows::<P>("ref/p.csv", body, None).unwrap();
+        assert_eq!(
+            rows[0].1.as_ref().unwrap(),
+            &P {
+                item: "burger".into(),
+                price: 100
+            }
+        );
+        assert_eq!(rows[1].1.as_ref().unwrap_err().line, 3);
+    }
+
+    #[test]
+    fn gzip_by_extension_or_content_encoding() {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(b"item,price\nsalad,5\n").unwrap();
+        let bytes = gz.finish().unwrap();
+        assert_eq!(
+            parse_rows::<P>("ref/p.csv.gz", &bytes, None).unwrap().len(),
+            1
+        );
+        assert_eq!(
+            parse_rows::<P>("ref/p.csv", &bytes, Some("gzip"))
+                .unwrap()
+                .len(),
+            1
+        );
+        let err = parse_rows::<P>("ref/p.csv.gz", b"plain", None).unwrap_err();
+        assert!(err.to_string().contains("gzip"), "{err}");
+    }
+
+    #[test]
+    fn wrong_encoding_and_unknown_formats_are_errors() {
+        assert!(parse_rows::<P>("ref/p.parquet", b"", None).is_err());
+        let rows = parse_rows::<P>("ref/p.jsonl", b"\xff\xfe{\"item\":1}\n", None).unwrap();
+        assert!(rows[0].1.is_err());
+    }
+}
