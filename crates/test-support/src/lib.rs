@@ -10,6 +10,7 @@ mod emulator;
 mod fault_proxy;
 mod kinesis;
 mod memory_store;
+mod notified_bucket;
 mod reference;
 mod streams;
 
@@ -18,5 +19,6 @@ pub use esm_emulation::{dynamodb_stream_event, sqs_event};
 pub use fault_proxy::FaultProxy;
 pub use kinesis::{create_stream, records_per_shard};
 pub use memory_store::MemoryStore;
+pub use notified_bucket::NotifiedBucket;
 pub use reference::{ReferenceTable, ORIGINAL_ITEMS};
 pub use streams::{read_stream_records, StreamPump};

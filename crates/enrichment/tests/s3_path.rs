@@ -1,0 +1,174 @@
+//! The S3 path end to end on the emulator: a reference object changes, S3 notifies an SQS
+//! queue, the s3-event-handler writes a change file and puts a flag on each of 4 shards, and a
+//! consumer that reads one shard reloads that object exactly at the flag's position.
+
+use std::time::Duration;
+
+use aws_sdk_kinesis::primitives::Blob;
+use change_protocol::ChangeFlag;
+use enrichment::{
+    Classified, FeedSettings, ObjectConfig, ObjectEnricher, Outcome, S3Feed, S3Objects, SystemClock,
+};
+use feed_writer::{s3_client, FeedConfig, S3Store};
+use s3_event_handler::{Config, KinesisStream, S3EventHandler};
+use test_support::{create_stream, sdk_config, unique_name, NotifiedBucket};
+
+#[derive(Debug, serde::Deserialize)]
+struct Row {
+    item: String,
+    priority: String,
+}
+
+#[tokio::test]
+async fn a_consumer_of_one_shard_reloads_the_object_at_the_flag() {
+    let sdk = sdk_config().await;
+    let s3 = s3_client(&sdk);
+    let kinesis = aws_sdk_kinesis::Client::new(&sdk);
+    let reference = NotifiedBucket::create(&sdk).await;
+    let feed_bucket = unique_name("feed");
+    s3.create_bucket()
+        .bucket(&feed_bucket)
+        .send()
+        .await
+        .unwrap();
+    let stream = create_stream(&kinesis, 4).await;
+    let handler = S3EventHandler::new(
+        Config {
+            feed: FeedConfig {
+                bucket: feed_bucket.clone(),
+                prefix: "change_flags/".into(),
+                legacy_flag_key: None,
+                write_window: Duration::from_secs(20),
+            },
+            flag_stream: stream.clone(),
+            reference_prefix: "reference/".into(),
+            reference_bucket: Some(reference.bucket.clone()),
+            legacy_flag_payload: None,
+        },
+        S3Store::new(s3.clone()),
+        KinesisStream::new(kinesis.clone(), stream.clone()),
+        feed_writer::SystemClock,
+    );
+
+    // GIVEN reference rows in S3 and a consumer that loaded them
+    let key = "reference/priorities.csv";
+    reference
+        .put(key, b"item,priority\nburger,medium\npizza,low\n")
+        .await;
+    let mut consumer = ObjectEnricher::new(
+        ObjectConfig::new(reference.bucket.clone(), "reference/", |r: &Row| {
+            Some(r.item.clone())
+        })
+        .with_feed(FeedSettings {
+            poll_interval: Duration::from_secs(3600),
+            ..FeedSettings::default()
+        }),
+        S3Objects::new(s3.clone(), reference.bucket.clone()),
+        Some(S3Feed::new(s3.clone(), feed_bucket.clone())),
+        SystemClock,
+    );
+    consumer.refresh().await;
+    while let Some((event, receipts)) = reference.receive().await {
+        handler.handle(&event, "req").await.unwrap();
+        reference.ack(&receipts).await;
+    }
+
+    // The consumer reads shard 2 of 4 only.
+    let shards = kinesis
+        .list_shards()
+        .stream_name(&stream)
+        .send()
+        .await
+        .unwrap();
+    let shard = shards.shards()[2].clone();
+    let hash_key = shard
+        .hash_key_range()
+        .unwrap()
+        .starting_hash_key()
+        .to_owned();
+    let order = |dish: &str| {
+        kinesis
+            .put_record()
+            .stream_name(&stream)
+            .partition_key("orders")
+            .explicit_hash_key(&hash_key)
+            .data(Blob::new(format!(
+                r#"{{"dish":"{dish}","cost":12,"customer_id":7}}"#
+            )))
+            .send()
+    };
+    let iterator = kinesis
+        .get_shard_iterator()
+        .stream_name(&stream)
+        .shard_id(shard.shard_id())
+        .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::Latest)
+        .send()
+        .await
+        .unwrap()
+        .shard_iterator
+        .unwrap();
+
+    // WHEN orders arrive, the object changes (notification -> SQS -> handler), more orders arrive
+    order("burger").await.unwrap();
+    order("burger").await.unwrap();
+    reference
+        .put(key, b"item,priority\nburger,high\npizza,low\n")
+        .await;
+    let mut notifications = 0;
+    while let Some((event, receipts)) = reference.receive().await {
+        let response = handler.handle(&event, "req").await.unwrap();
+        assert!(response.batch_item_failures.is_empty());
+        reference.ack(&receipts).await;
+        notifications += 1;
+    }
+    assert_eq!(notifications, 1);
+    order("burger").await.unwrap();
+    order("pizza").await.unwrap();
+
+    // THEN the consumer of shard 2 sees the flag between the orders and switches exactly there
+    let records = kinesis
+        .get_records()
+        .shard_iterator(iterator)
+        .send()
+        .await
+        .unwrap()
+        .records()
+        .iter()
+        .map(|r| r.data().as_ref().to_vec())
+        .collect::<Vec<_>>();
+    assert_eq!(records.len(), 5, "4 orders and 1 flag on this shard");
+    let reads_before = consumer.metrics().objects_read;
+    let (outcomes, report) = consumer
+        .enrich(records, |bytes| match ChangeFlag::parse(bytes) {
+            Some(flag) => Classified::ChangeFlag(flag),
+            None => match serde_json::from_slice::<serde_json::Value>(bytes) {
+                Ok(v) => Classified::Data(v["dish"].as_str().unwrap_or_default().to_owned()),
+                Err(e) => Classified::Invalid(e.to_string()),
+            },
+        })
+        .await;
+    let seen: Vec<String> = outcomes
+        .iter()
+        .map(|o| match o {
+            Outcome::Enriched { item, .. } => format!("{}={}", item.item, item.priority),
+            Outcome::Flag => "flag".into(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            "burger=medium",
+            "burger=medium",
+            "flag",
+            "burger=high",
+            "pizza=low"
+        ]
+    );
+    assert_eq!(report.flags, 1);
+    assert_eq!(
+        consumer.metrics().objects_read,
+        reads_before + 1,
+        "only the changed object was read"
+    );
+}
