@@ -13,9 +13,11 @@
 //!   fields the emulator leaves out filled in as AWS documents them.
 
 mod dynamodb;
+mod kinesis;
 mod mapping;
 mod s3;
 
 pub use dynamodb::dynamodb_stream_event;
+pub use kinesis::kinesis_event;
 pub use mapping::{DynamoDbStreamMapping, Invocation, MappingConfig, MappingError, MappingStats};
 pub use s3::{normalize_s3_notification, sqs_event};

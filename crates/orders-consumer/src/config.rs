@@ -1,0 +1,150 @@
+//! Configuration from the environment.
+
+use std::time::Duration;
+
+use enrichment::Unmatched;
+use feed_writer::{optional_var, required_var, ConfigError};
+
+/// The orders consumer's settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// `REFERENCE_TABLE`: the reference table (`ProductPriority`).
+    pub reference_table: String,
+    /// `REFERENCE_KEY_ATTRIBUTES`: its key attributes, hash key first (default `item,price`).
+    pub key_attributes: Vec<String>,
+    /// `CHANGE_BUCKET`: bucket of the change feed.
+    pub change_bucket: String,
+    /// `CHANGE_PREFIX`: prefix of the change feed (default `change_flags/`).
+    pub change_prefix: String,
+    /// `OUTPUT_BUCKET`: where enriched orders go.
+    pub output_bucket: String,
+    /// `OUTPUT_PREFIX`: their prefix (default `enriched/`).
+    pub output_prefix: String,
+    /// `DEAD_LETTER_PREFIX`: records that cannot be processed or matched (default `dead-letter/`).
+    pub dead_letter_prefix: String,
+    /// `UNMATCHED`: `dead-letter` (default), `pass` or `drop`.
+    pub unmatched: Unmatched,
+    /// `LEGACY_FLAG_DISH`: the original design's flag record (default `CHANGE_FLAG`).
+    pub legacy_flag_dish: String,
+    /// `WRITE_WINDOW_SECS`: the producers' write window W (default 20).
+    pub write_window: Duration,
+    /// `MAX_STALENESS_SECS`: past this without a confirmed refresh, orders are dead-lettered as
+    /// stale (default 900).
+    pub max_staleness: Duration,
+}
+
+impl Config {
+    /// Reads the settings from the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_lookup(&|k: &str| std::env::var(k).ok())
+    }
+
+    /// Reads the settings through `get`.
+    pub fn from_lookup(get: &impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let or =
+            |var: &str, default: &str| optional_var(get, var).unwrap_or_else(|| default.to_owned());
+        let unmatched_text = or("UNMATCHED", "dead-letter");
+        let unmatched = unmatched_text
+            .parse()
+            .map_err(|reason| ConfigError::Invalid {
+                var: "UNMATCHED",
+                value: unmatched_text.clone(),
+                reason,
+            })?;
+        let secs = |var: &'static str, default: u64| -> Result<Duration, ConfigError> {
+            match optional_var(get, var) {
+                None => Ok(Duration::from_secs(default)),
+                Some(v) => v
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|s| *s > 0)
+                    .map(Duration::from_secs)
+                    .ok_or(ConfigError::Invalid {
+                        var,
+                        value: v,
+                        reason: "not a positive whole number of seconds".into(),
+                    }),
+            }
+        };
+        let key_attributes: Vec<String> = or("REFERENCE_KEY_ATTRIBUTES", "item,price")
+            .split(',')
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if key_attributes.is_empty() || key_attributes.len() > 2 {
+            return Err(ConfigError::Invalid {
+                var: "REFERENCE_KEY_ATTRIBUTES",
+                value: key_attributes.join(","),
+                reason: "one or two attribute names (hash key, range key)".into(),
+            });
+        }
+        Ok(Config {
+            reference_table: required_var(get, "REFERENCE_TABLE")?,
+            key_attributes,
+            change_bucket: required_var(get, "CHANGE_BUCKET")?,
+            change_prefix: or("CHANGE_PREFIX", "change_flags/"),
+            output_bucket: required_var(get, "OUTPUT_BUCKET")?,
+            output_prefix: or("OUTPUT_PREFIX", "enriched/"),
+            dead_letter_prefix: or("DEAD_LETTER_PREFIX", "dead-letter/"),
+            unmatched,
+            legacy_flag_dish: or("LEGACY_FLAG_DISH", "CHANGE_FLAG"),
+            write_window: secs("WRITE_WINDOW_SECS", 20)?,
+            max_staleness: secs("MAX_STALENESS_SECS", 900)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let mut map: HashMap<String, String> = [
+            ("REFERENCE_TABLE", "ProductPriority"),
+            ("CHANGE_BUCKET", "demo-bucket"),
+            ("OUTPUT_BUCKET", "demo-bucket"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        for (k, v) in pairs {
+            map.insert(k.to_string(), v.to_string());
+        }
+        Config::from_lookup(&move |k: &str| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.unmatched, Unmatched::Reject);
+        assert_eq!(c.output_prefix, "enriched/");
+        assert_eq!(c.dead_letter_prefix, "dead-letter/");
+        assert_eq!(c.key_attributes, ["item", "price"]);
+        assert_eq!(c.legacy_flag_dish, "CHANGE_FLAG");
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        for (var, value) in [
+            ("UNMATCHED", "ignore"),
+            ("MAX_STALENESS_SECS", "soon"),
+            ("WRITE_WINDOW_SECS", "0"),
+            ("REFERENCE_KEY_ATTRIBUTES", "a,b,c"),
+        ] {
+            let err = config(&[(var, value)]).unwrap_err();
+            assert!(err.to_string().contains(var), "{err}");
+        }
+        let err = config(&[("OUTPUT_BUCKET", "")]).unwrap_err();
+        assert!(err.to_string().contains("OUTPUT_BUCKET"), "{err}");
+        assert_eq!(
+            config(&[("UNMATCHED", "pass")]).unwrap().unmatched,
+            Unmatched::Pass
+        );
+        assert_eq!(
+            config(&[("UNMATCHED", "drop")]).unwrap().unmatched,
+            Unmatched::Drop
+        );
+    }
+}

@@ -1,0 +1,209 @@
+//! The Lambda handler: a Kinesis batch in, enriched orders and dead letters out.
+
+use aws_lambda_events::event::kinesis::KinesisEvent;
+use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};
+use enrichment::{
+    Classified, Enricher, EnricherConfig, FeedSettings, FeedSource, MetricsSnapshot, SystemClock,
+    TableSource,
+};
+use feed_writer::{ObjectStore, StoreError};
+use lambda_runtime::Diagnostic;
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::sync::Mutex;
+use tracing::{error, info};
+
+use crate::config::Config;
+use crate::orders::{classify, Product, Record};
+use crate::output::{build, BatchOutput, Input, Naming};
+
+/// Why an invocation fails as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// Not a Kinesis event.
+    #[error("payload is not a Kinesis event: {0}")]
+    InvalidEvent(String),
+}
+
+impl From<HandlerError> for Diagnostic {
+    fn from(e: HandlerError) -> Diagnostic {
+        Diagnostic {
+            error_type: "InvalidEvent".into(),
+            error_message: e.to_string(),
+        }
+    }
+}
+
+/// What one batch did, for logs, metrics and the local pipeline's summary.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BatchSummary {
+    /// Records in the batch.
+    pub records: usize,
+    /// What was written (and counted).
+    pub output: BatchOutput,
+    /// Why the batch was reported for retry, if it was.
+    pub failed: Option<String>,
+}
+
+/// The orders consumer: an enricher kept warm across invocations, and the output store.
+pub struct OrdersConsumer<Tb: TableSource, Fd: FeedSource, S> {
+    config: Config,
+    enricher: Mutex<Enricher<Product, String, Tb, Fd, SystemClock>>,
+    store: S,
+}
+
+impl<Tb: TableSource, Fd: FeedSource, S: ObjectStore> OrdersConsumer<Tb, Fd, S> {
+    /// A consumer reading the reference table through `table`, the change feed through `feed`,
+    /// and writing through `store`. Nothing is loaded until the first batch.
+    pub fn new(config: Config, table: Tb, feed: Fd, store: S) -> Self {
+        let keys: Vec<&str> = config.key_attributes.iter().map(String::as_str).collect();
+        let enricher_config =
+            EnricherConfig::new(config.reference_table.clone(), &keys, |p: &Product| {
+                Some(p.item.clone())
+            })
+            .with_unmatched(config.unmatched)
+            .with_max_staleness(Some(config.max_staleness))
+            .with_feed(FeedSettings {
+                prefix: config.change_prefix.clone(),
+                write_window: config.write_window,
+                ..FeedSettings::default()
+            });
+        OrdersConsumer {
+            enricher: Mutex::new(Enricher::new(
+                enricher_config,
+                table,
+                Some(feed),
+                SystemClock,
+            )),
+            config,
+            store,
+        }
+    }
+
+    /// The enricher's counters (requests, refreshes, staleness).
+    pub async fn metrics(&self) -> MetricsSnapshot {
+        self.enricher.lock().await.metrics()
+    }
+
+    /// Handles one invocation: the Lambda response.
+    pub async fn handle(&self, payload: &Value) -> Result<KinesisEventResponse, HandlerError> {
+        let (response, _) = self.handle_batch(payload).await?;
+        Ok(response)
+    }
+
+    /// Handles one invocation and says what it did. If any output object cannot be written, or
+    /// the reference data was never loaded, the batch's **first** record is reported, so the
+    /// whole batch is retried from it and rewrites the same object names. Bad records never
+    /// fail the invocation: they are dead-lettered.
+    pub async fn handle_batch(
+        &self,
+        payload: &Value,
+    ) -> Result<(KinesisEventResponse, BatchSummary), HandlerError> {
+        let event = KinesisEvent::deserialize(payload)
+            .map_err(|e| HandlerError::InvalidEvent(e.to_string()))?;
+        if let Some(other) = event
+            .records
+            .iter()
+            .filter_map(|r| r.event_source.as_deref())
+            .find(|s| *s != "aws:kinesis")
+        {
+            return Err(HandlerError::InvalidEvent(format!(
+                "a record has eventSource {other:?}"
+            )));
+        }
+        let Some(first) = event.records.first() else {
+            return Ok((KinesisEventResponse::default(), BatchSummary::default()));
+        };
+        let first_sequence = first.kinesis.sequence_number.clone();
+        let shard = first
+            .event_id
+            .as_deref()
+            .and_then(|id| id.split(':').next())
+            .unwrap_or("unknown-shard")
+            .to_owned();
+        let inputs: Vec<Input> = event
+            .records
+            .into_iter()
+            .map(|r| {
+                let data = r.kinesis.data.0;
+                Input {
+                    record: classify(&data, &self.config.legacy_flag_dish),
+                    sequence_number: r.kinesis.sequence_number,
+                    data,
+                }
+            })
+            .collect();
+        let records = inputs.len();
+
+        let mut enricher = self.enricher.lock().await;
+        let (outcomes, report) = enricher
+            .process_batch(inputs, |i| match &i.record {
+                Record::Order(o) => Classified::Data(o.dish.clone()),
+                Record::Flag(f) => Classified::ChangeFlag(f.clone()),
+                Record::LegacyFlag => Classified::Flag,
+                Record::Invalid(reason) => Classified::Invalid(reason.clone()),
+            })
+            .await;
+        let never_loaded = enricher.snapshot().version() == 0;
+        drop(enricher);
+        let mut summary = BatchSummary {
+            records,
+            ..BatchSummary::default()
+        };
+        if never_loaded {
+            let reason = report
+                .refreshes
+                .iter()
+                .find_map(|r| r.error.clone())
+                .unwrap_or_else(|| "reference data not loaded".into());
+            error!(%shard, first_sequence, %reason, "reference data could not be loaded; reporting the batch for retry");
+            summary.failed = Some(reason);
+            return Ok((failure(&first_sequence), summary));
+        }
+
+        let naming = Naming {
+            shard: &shard,
+            first_sequence: &first_sequence,
+            output_prefix: &self.config.output_prefix,
+            dead_letter_prefix: &self.config.dead_letter_prefix,
+        };
+        let output = build(&naming, outcomes);
+        if let Err(e) = self.write(&output).await {
+            error!(%shard, first_sequence, error = %e, "output not written; reporting the batch for retry");
+            summary.failed = Some(e.to_string());
+            summary.output = output;
+            return Ok((failure(&first_sequence), summary));
+        }
+        info!(
+            %shard,
+            records,
+            enriched = output.enriched,
+            passed = output.passed,
+            unmatched_dead_lettered = output.unmatched_dead_lettered,
+            dropped = output.dropped,
+            invalid = output.invalid,
+            flags = output.flags,
+            objects = output.objects.len(),
+            "batch written"
+        );
+        summary.output = output;
+        Ok((KinesisEventResponse::default(), summary))
+    }
+
+    async fn write(&self, output: &BatchOutput) -> Result<(), StoreError> {
+        for (key, body) in &output.objects {
+            self.store
+                .put(&self.config.output_bucket, key, body.clone())
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+fn failure(sequence: &str) -> KinesisEventResponse {
+    let mut f = KinesisBatchItemFailure::default();
+    f.item_identifier = Some(sequence.to_owned());
+    let mut r = KinesisEventResponse::default();
+    r.batch_item_failures.push(f);
+    r
+}

@@ -1,0 +1,28 @@
+//! The reference consumer: the Rust counterpart of the original Glue streaming job.
+//!
+//! A Kinesis-triggered Lambda (the event source mapping does sharding, checkpoints and
+//! scale-out) that decodes orders `{dish, cost, customer_id}`, enriches them with
+//! `ProductPriority` through the `enrichment` crate (kept warm across invocations; flags are
+//! handled at their position), and writes them to S3 as **JSON Lines** under
+//! `OUTPUT_PREFIX/item=<item>/priority=<priority>/`, the original's partitioning.
+//!
+//! - Object names are deterministic per batch (partition, shard, first sequence number): a
+//!   retried batch overwrites its own objects. Each line carries shard and sequence number.
+//! - Records that are not orders, and orders without a reference item (with the default
+//!   `UNMATCHED=dead-letter`), go to `DEAD_LETTER_PREFIX` with the reason. Nothing is dropped
+//!   silently: `records = enriched + passed + dead-lettered + dropped + invalid + flags`.
+//! - If an output object cannot be written, the batch's first record is reported in
+//!   `batchItemFailures` (run the mapping without bisect-on-error).
+//!
+//! JSON Lines keeps each batch one streaming write with no schema to agree on; Parquet would
+//! need a columnar writer (the `parquet`/`arrow` crates), a schema, and batching many records
+//! per file to be worth it (small Parquet files per micro-batch are worse than JSON Lines).
+
+pub mod config;
+pub mod handler;
+pub mod orders;
+pub mod output;
+pub mod partition;
+
+pub use config::Config;
+pub use handler::{BatchSummary, HandlerError, OrdersConsumer};

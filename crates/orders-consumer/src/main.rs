@@ -1,0 +1,27 @@
+//! The orders-consumer binary: configuration, clients, runtime. The logic is in the library.
+#![recursion_limit = "256"]
+
+use enrichment::{DynamoDbTable, S3Feed};
+use feed_writer::{s3_client, sdk_config, S3Store};
+use lambda_runtime::{service_fn, Error, LambdaEvent};
+use orders_consumer::{Config, OrdersConsumer};
+use serde_json::Value;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let config = Config::from_env()?;
+    let sdk = sdk_config(None).await;
+    let s3 = s3_client(&sdk);
+    let table = DynamoDbTable::new(
+        aws_sdk_dynamodb::Client::new(&sdk),
+        config.reference_table.clone(),
+    );
+    let feed = S3Feed::new(s3.clone(), config.change_bucket.clone());
+    let consumer = OrdersConsumer::new(config, table, feed, S3Store::new(s3));
+    let consumer = &consumer;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        consumer.handle(&event.payload).await
+    }))
+    .await
+}

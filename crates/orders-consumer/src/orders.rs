@@ -1,0 +1,103 @@
+//! Order records and what a stream record can be. Pure.
+
+use change_protocol::ChangeFlag;
+use serde::{Deserialize, Serialize};
+
+/// An order as the original's data generator writes it.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Order {
+    /// The dish, joined with the reference table's `item`.
+    pub dish: String,
+    /// The order's cost (a decimal in the original's catalog; kept as the JSON number it was).
+    pub cost: serde_json::Number,
+    /// The customer (absent in the original generator's template).
+    #[serde(default)]
+    pub customer_id: Option<i64>,
+}
+
+/// A reference item of `ProductPriority`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+pub struct Product {
+    /// Hash key.
+    pub item: String,
+    /// Range key.
+    pub price: serde_json::Number,
+    /// What the walkthrough changes.
+    pub priority: String,
+}
+
+/// What a stream record is.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Record {
+    /// An order.
+    Order(Order),
+    /// A protocol change flag (from the s3-event-handler).
+    Flag(ChangeFlag),
+    /// The original design's flag record (`dish == LEGACY_FLAG_DISH`).
+    LegacyFlag,
+    /// Not an order: why.
+    Invalid(String),
+}
+
+/// Classifies a record's data. `legacy_flag_dish` is the original's flag dish (`CHANGE_FLAG`).
+pub fn classify(data: &[u8], legacy_flag_dish: &str) -> Record {
+    if let Some(flag) = ChangeFlag::parse(data) {
+        return Record::Flag(flag);
+    }
+    let order: Order = match serde_json::from_slice(data) {
+        Ok(o) => o,
+        Err(e) => return Record::Invalid(format!("not an order: {e}")),
+    };
+    if order.dish == legacy_flag_dish {
+        return Record::LegacyFlag;
+    }
+    if order.dish.is_empty() {
+        return Record::Invalid("not an order: empty dish".into());
+    }
+    Record::Order(order)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn orders_flags_and_bad_records() {
+        let o = classify(
+            br#"{"dish":"burger","cost":12.5,"customer_id":7}"#,
+            "CHANGE_FLAG",
+        );
+        let Record::Order(o) = o else { panic!("{o:?}") };
+        assert_eq!(
+            (o.dish.as_str(), o.cost.to_string().as_str(), o.customer_id),
+            ("burger", "12.5", Some(7))
+        );
+        assert!(matches!(
+            classify(br#"{"dish":"pizza","cost":10}"#, "CHANGE_FLAG"),
+            Record::Order(_)
+        ));
+        assert_eq!(
+            classify(
+                br#"{"dish":"CHANGE_FLAG","cost":0,"customer_id":0}"#,
+                "CHANGE_FLAG"
+            ),
+            Record::LegacyFlag
+        );
+        for (bad, says) in [
+            (&b"not json"[..], "expected"),
+            (br#"{"cost":12}"#, "missing field `dish`"),
+            (br#"{"dish":"burger","cost":"12"}"#, "invalid type"),
+            (br#"{"dish":"","cost":1}"#, "empty dish"),
+            (
+                br#"{"dish":"burger","cost":1,"extra":true}"#,
+                "unknown field",
+            ),
+        ] {
+            let Record::Invalid(reason) = classify(bad, "CHANGE_FLAG") else {
+                panic!()
+            };
+            assert!(reason.contains(says), "{reason}");
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! Enriched orders and dead letters as S3 objects with deterministic names. Pure.
+//!
+//! Names are the partition path, then the batch's shard and first record's sequence number, so
+//! a batch retried from its first record overwrites its own objects instead of duplicating them.
+//! Every line carries its source shard and sequence number, so downstream can de-duplicate when
+//! a reference change between two attempts moved a record to another partition.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use base64::Engine;
+use enrichment::{Outcome, UnmatchedReason};
+use serde::Serialize;
+
+use crate::orders::{Order, Product, Record};
+use crate::partition::escape_partition_value;
+
+/// The priority partition of orders written un-enriched (`UNMATCHED=pass`).
+pub const UNMATCHED_PARTITION: &str = "__unmatched__";
+
+/// One input record of a batch.
+#[derive(Clone, Debug)]
+pub struct Input {
+    /// Its sequence number.
+    pub sequence_number: String,
+    /// Its data.
+    pub data: Vec<u8>,
+    /// What it is.
+    pub record: Record,
+}
+
+/// Where the batch came from and where its output goes.
+#[derive(Clone, Debug)]
+pub struct Naming<'a> {
+    /// The batch's shard id.
+    pub shard: &'a str,
+    /// Its first record's sequence number.
+    pub first_sequence: &'a str,
+    /// Output prefix.
+    pub output_prefix: &'a str,
+    /// Dead-letter prefix.
+    pub dead_letter_prefix: &'a str,
+}
+
+#[derive(Serialize)]
+struct EnrichedLine<'a> {
+    item: &'a str,
+    priority: Option<&'a str>,
+    price: Option<&'a serde_json::Number>,
+    cost: &'a serde_json::Number,
+    customer_id: Option<i64>,
+    shard: &'a str,
+    sequence_number: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unmatched: Option<String>,
+}
+
+#[derive(Serialize)]
+struct DeadLetter<'a> {
+    reason: String,
+    shard: &'a str,
+    sequence_number: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_base64: Option<String>,
+}
+
+/// What a batch produced.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BatchOutput {
+    /// Objects to write: key and JSON Lines body.
+    pub objects: Vec<(String, Vec<u8>)>,
+    /// Orders per `item=…/priority=…` partition path.
+    pub partitions: BTreeMap<String, usize>,
+    /// Orders enriched.
+    pub enriched: usize,
+    /// Orders without a reference item written un-enriched (`pass`).
+    pub passed: usize,
+    /// Orders without a reference item or stale, dead-lettered.
+    pub unmatched_dead_lettered: usize,
+    /// Orders without a reference item dropped (`drop`).
+    pub dropped: usize,
+    /// Records that are not orders, dead-lettered.
+    pub invalid: usize,
+    /// Change flags (not written).
+    pub flags: usize,
+}
+
+impl BatchOutput {
+    /// Records accounted for; equals the batch's record count.
+    pub fn accounted(&self) -> usize {
+        self.enriched
+            + self.passed
+            + self.unmatched_dead_lettered
+            + self.dropped
+            + self.invalid
+            + self.flags
+    }
+}
+
+fn order_of(input: &Input) -> Option<&Order> {
+    match &input.record {
+        Record::Order(o) => Some(o),
+        _ => None,
+    }
+}
+
+/// Builds the output objects of one batch from its outcomes, in input order.
+pub fn build(naming: &Naming<'_>, outcomes: Vec<Outcome<Input, Product>>) -> BatchOutput {
+    let mut out = BatchOutput::default();
+    let mut partitions: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut dead = Vec::new();
+    let dead_letter = |dead: &mut Vec<u8>, input: &Input, reason: String| {
+        let text = std::str::from_utf8(&input.data).ok();
+        let line = DeadLetter {
+            reason,
+            shard: naming.shard,
+            sequence_number: &input.sequence_number,
+            data: text,
+            data_base64: text
+                .is_none()
+                .then(|| base64::engine::general_purpose::STANDARD.encode(&input.data)),
+        };
+        serde_json::to_writer(&mut *dead, &line).unwrap_or_default();
+        dead.push(b'\n');
+    };
+    for outcome in outcomes {
+        match outcome {
+            Outcome::Enriched { record, item } => {
+                let Some(order) = order_of(&record) else {
+                    continue;
+                };
+                out.enriched += 1;
+                write_line(&mut partitions, naming, order, &record, Some(&item), None);
+            }
+            Outcome::Passed { record, reason } => {
+                let Some(order) = order_of(&record) else {
+                    continue;
+                };
+                out.passed += 1;
+                write_line(
+                    &mut partitions,
+                    naming,
+                    order,
+                    &record,
+                    None,
+                    Some(reason.to_string()),
+                );
+            }
+            Outcome::Rejected { record, reason } => {
+                out.unmatched_dead_lettered += 1;
+                let text = match (&reason, order_of(&record)) {
+                    (UnmatchedReason::NoItem, Some(o)) => {
+                        format!("no reference item for dish {:?}", o.dish)
+                    }
+                    (UnmatchedReason::Ambiguous(n), Some(o)) => {
+                        format!("{n} reference items for dish {:?}", o.dish)
+                    }
+                    (r, _) => r.to_string(),
+                };
+                dead_letter(&mut dead, &record, text);
+            }
+            Outcome::Dropped { .. } => out.dropped += 1,
+            Outcome::Flag => out.flags += 1,
+            Outcome::Invalid { record, reason } => {
+                out.invalid += 1;
+                dead_letter(&mut dead, &record, reason);
+            }
+        }
+    }
+    let name = format!("{}-{}.jsonl", naming.shard, naming.first_sequence);
+    for (path, body) in partitions {
+        let lines = body.iter().filter(|b| **b == b'\n').count();
+        out.partitions.insert(path.clone(), lines);
+        out.objects
+            .push((format!("{}{path}{name}", naming.output_prefix), body));
+    }
+    if !dead.is_empty() {
+        out.objects
+            .push((format!("{}{name}", naming.dead_letter_prefix), dead));
+    }
+    out
+}
+
+fn write_line(
+    partitions: &mut BTreeMap<String, Vec<u8>>,
+    naming: &Naming<'_>,
+    order: &Order,
+    input: &Input,
+    item: Option<&Arc<Product>>,
+    unmatched: Option<String>,
+) {
+    let priority = item.map(|p| p.priority.as_str());
+    let path = format!(
+        "item={}/priority={}/",
+        escape_partition_value(item.map_or(order.dish.as_str(), |p| p.item.as_str())),
+        escape_partition_value(priority.unwrap_or(UNMATCHED_PARTITION)),
+    );
+    let line = EnrichedLine {
+        item: item.map_or(order.dish.as_str(), |p| p.item.as_str()),
+        priority,
+        price: item.map(|p| &p.price),
+        cost: &order.cost,
+        customer_id: order.customer_id,
+        shard: naming.shard,
+        sequence_number: &input.sequence_number,
+        unmatched,
+    };
+    let body = partitions.entry(path).or_default();
+    serde_json::to_writer(&mut *body, &line).unwrap_or_default();
+    body.push(b'\n');
+}

@@ -1,0 +1,286 @@
+//! The orders consumer against the emulator: a real reference table and change feed, the real
+//! change-handler, the sample Kinesis event; output to an in-memory store (failure injection)
+//! or to S3.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::StreamViewType;
+use change_handler::{ChangeHandler, PRODUCER};
+use enrichment::{DynamoDbTable, S3Feed, Unmatched};
+use feed_writer::{s3_client, FeedConfig, FeedWriter, ObjectStore, S3Store, StoreError};
+use orders_consumer::{Config, OrdersConsumer};
+use serde_json::Value;
+use test_support::{sdk_config, unique_name, MemoryStore, ReferenceTable, StreamPump};
+
+#[derive(Clone)]
+struct Shared(Arc<MemoryStore>);
+impl ObjectStore for Shared {
+    async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), StoreError> {
+        self.0.put(bucket, key, body).await
+    }
+}
+
+fn sample() -> Value {
+    let path = format!(
+        "{}/../../events/example-kinesis-orders.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+struct Rig {
+    table: ReferenceTable,
+    bucket: String,
+    pump: StreamPump,
+    handler: ChangeHandler<S3Store, feed_writer::SystemClock>,
+    sdk: aws_config::SdkConfig,
+}
+
+async fn rig() -> Rig {
+    let sdk = sdk_config().await;
+    let s3 = s3_client(&sdk);
+    let table = ReferenceTable::create(
+        &aws_sdk_dynamodb::Client::new(&sdk),
+        StreamViewType::NewAndOldImages,
+    )
+    .await;
+    table.seed().await;
+    let bucket = unique_name("demo-bucket");
+    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    let handler = ChangeHandler::new(FeedWriter::new(
+        FeedConfig {
+            bucket: bucket.clone(),
+            prefix: "change_flags/".into(),
+            legacy_flag_key: None,
+            write_window: Duration::from_secs(20),
+        },
+        S3Store::new(s3),
+        feed_writer::SystemClock,
+        PRODUCER,
+    ));
+    let pump = StreamPump::new(
+        aws_sdk_dynamodbstreams::Client::new(&sdk),
+        &table.stream_arn,
+    )
+    .await;
+    let mut r = Rig {
+        table,
+        bucket,
+        pump,
+        handler,
+        sdk,
+    };
+    r.deliver().await;
+    r
+}
+
+impl Rig {
+    async fn deliver(&mut self) {
+        if let Some(event) = self.pump.next_event().await {
+            self.handler.handle(&event, "req").await.unwrap();
+        }
+    }
+
+    fn config(&self, unmatched: Unmatched) -> Config {
+        Config {
+            reference_table: self.table.name.clone(),
+            key_attributes: vec!["item".into(), "price".into()],
+            change_bucket: self.bucket.clone(),
+            change_prefix: "change_flags/".into(),
+            output_bucket: "out".into(),
+            output_prefix: "enriched/".into(),
+            dead_letter_prefix: "dead-letter/".into(),
+            unmatched,
+            legacy_flag_dish: "CHANGE_FLAG".into(),
+            write_window: Duration::from_secs(20),
+            max_staleness: Duration::from_secs(900),
+        }
+    }
+
+    fn consumer(
+        &self,
+        config: Config,
+        store: Arc<MemoryStore>,
+    ) -> OrdersConsumer<DynamoDbTable, S3Feed, Shared> {
+        let table = DynamoDbTable::new(
+            aws_sdk_dynamodb::Client::new(&self.sdk),
+            config.reference_table.clone(),
+        );
+        let feed = S3Feed::new(s3_client(&self.sdk), self.bucket.clone());
+        OrdersConsumer::new(config, table, feed, Shared(store))
+    }
+}
+
+fn lines(store: &MemoryStore, key: &str) -> Vec<Value> {
+    let body = store
+        .get("out", key)
+        .unwrap_or_else(|| panic!("no object {key}"));
+    body.split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect()
+}
+
+const NAME: &str =
+    "shardId-000000000002-49590338271490256608559692538361571095921575989136588898.jsonl";
+
+#[tokio::test]
+async fn orders_are_enriched_into_partitions_and_nothing_is_lost() {
+    let r = rig().await;
+    let store = Arc::new(MemoryStore::new());
+    let consumer = r.consumer(r.config(Unmatched::Reject), store.clone());
+    let (response, summary) = consumer.handle_batch(&sample()).await.unwrap();
+    assert!(response.batch_item_failures.is_empty());
+
+    let out = &summary.output;
+    assert_eq!(
+        (
+            out.enriched,
+            out.unmatched_dead_lettered,
+            out.invalid,
+            out.flags
+        ),
+        (3, 1, 2, 1)
+    );
+    assert_eq!(out.accounted(), summary.records, "in = out + rejected");
+    let burger = lines(
+        &store,
+        &format!("enriched/item=burger/priority=medium/{NAME}"),
+    );
+    assert_eq!(burger.len(), 1);
+    assert_eq!(burger[0]["priority"], "medium");
+    assert_eq!(burger[0]["price"], 100);
+    assert_eq!(burger[0]["cost"], 42);
+    assert_eq!(burger[0]["customer_id"], 1001);
+    assert_eq!(burger[0]["shard"], "shardId-000000000002");
+    assert!(store
+        .get(
+            "out",
+            &format!("enriched/item=ice-cream/priority=very very high/{NAME}")
+        )
+        .is_some());
+
+    let dead = lines(&store, &format!("dead-letter/{NAME}"));
+    let reasons: Vec<&str> = dead.iter().map(|d| d["reason"].as_str().unwrap()).collect();
+    assert_eq!(reasons.len(), 3);
+    assert!(
+        reasons[0].contains("no reference item for dish \"donut\""),
+        "{reasons:?}"
+    );
+    assert!(reasons[1].contains("invalid type"), "{reasons:?}");
+    assert!(reasons[2].contains("not an order"), "{reasons:?}");
+    assert_eq!(dead[2]["data"], "this is not json");
+}
+
+#[tokio::test]
+async fn a_retried_batch_overwrites_its_own_objects() {
+    let r = rig().await;
+    let store = Arc::new(MemoryStore::new());
+    let consumer = r.consumer(r.config(Unmatched::Reject), store.clone());
+    consumer.handle_batch(&sample()).await.unwrap();
+    let first: Vec<String> = store.put_keys();
+    consumer.handle_batch(&sample()).await.unwrap();
+    let all = store.put_keys();
+    let mut distinct = all.clone();
+    distinct.sort();
+    distinct.dedup();
+    let mut first_sorted = first.clone();
+    first_sorted.sort();
+    assert_eq!(distinct, first_sorted, "the retry wrote the same names");
+}
+
+#[tokio::test]
+async fn an_output_failure_reports_the_first_record() {
+    let r = rig().await;
+    let store = Arc::new(MemoryStore::new());
+    let consumer = r.consumer(r.config(Unmatched::Reject), store.clone());
+    store.fail_next(1);
+    let (response, summary) = consumer.handle_batch(&sample()).await.unwrap();
+    let ids: Vec<_> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        ["49590338271490256608559692538361571095921575989136588898"]
+    );
+    assert!(summary.failed.unwrap().contains("injected"));
+}
+
+#[tokio::test]
+async fn unmatched_pass_writes_an_unmatched_partition() {
+    let r = rig().await;
+    let store = Arc::new(MemoryStore::new());
+    let consumer = r.consumer(r.config(Unmatched::Pass), store.clone());
+    let (_, summary) = consumer.handle_batch(&sample()).await.unwrap();
+    assert_eq!(summary.output.passed, 1);
+    let donut = lines(
+        &store,
+        &format!("enriched/item=donut/priority=__unmatched__/{NAME}"),
+    );
+    assert_eq!(donut[0]["priority"], Value::Null);
+    assert!(donut[0]["unmatched"]
+        .as_str()
+        .unwrap()
+        .contains("no reference item"));
+}
+
+#[tokio::test]
+async fn after_the_walkthrough_update_burger_orders_land_in_priority_high() {
+    let mut r = rig().await;
+    let store = Arc::new(MemoryStore::new());
+    let consumer = r.consumer(r.config(Unmatched::Reject), store.clone());
+    consumer.handle_batch(&sample()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    r.table.set_priority("burger", "high").await;
+    r.deliver().await;
+    let mut later = sample();
+    for rec in later["Records"].as_array_mut().unwrap() {
+        let seq = rec["kinesis"]["sequenceNumber"]
+            .as_str()
+            .unwrap()
+            .replace("4959", "4960");
+        rec["eventID"] = format!("shardId-000000000002:{seq}").into();
+        rec["kinesis"]["sequenceNumber"] = seq.into();
+    }
+    let (_, summary) = consumer.handle_batch(&later).await.unwrap();
+    let partitions: Vec<&String> = summary.output.partitions.keys().collect();
+    assert!(
+        partitions.contains(&&"item=burger/priority=high/".to_owned()),
+        "{partitions:?}"
+    );
+    assert!(!partitions.contains(&&"item=burger/priority=medium/".to_owned()));
+}
+
+#[tokio::test]
+async fn reference_data_that_cannot_be_loaded_fails_the_batch_not_the_init() {
+    let r = rig().await;
+    let store = Arc::new(MemoryStore::new());
+    let mut config = r.config(Unmatched::Reject);
+    config.reference_table = "NoSuchTable".into();
+    let consumer = r.consumer(config, store.clone());
+    let (response, summary) = consumer.handle_batch(&sample()).await.unwrap();
+    assert_eq!(response.batch_item_failures.len(), 1);
+    assert!(summary.failed.unwrap().contains("Scan"));
+    assert!(store.put_keys().is_empty());
+}
+
+#[tokio::test]
+async fn other_payloads_are_invocation_errors() {
+    let r = rig().await;
+    let consumer = r.consumer(r.config(Unmatched::Reject), Arc::new(MemoryStore::new()));
+    let path = format!(
+        "{}/../../events/example-dynamodb-insert.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let ddb: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    assert!(consumer.handle(&ddb).await.is_err());
+    assert!(consumer.handle(&serde_json::json!("x")).await.is_err());
+    let empty = consumer
+        .handle(&serde_json::json!({"Records": []}))
+        .await
+        .unwrap();
+    assert!(empty.batch_item_failures.is_empty());
+}
