@@ -16,8 +16,10 @@ mod dynamodb;
 mod kinesis;
 mod mapping;
 mod s3;
+mod streams;
 
 pub use dynamodb::dynamodb_stream_event;
 pub use kinesis::kinesis_event;
 pub use mapping::{DynamoDbStreamMapping, Invocation, MappingConfig, MappingError, MappingStats};
 pub use s3::{normalize_s3_notification, sqs_event};
+pub use streams::{KinesisShardMapping, SqsMapping};

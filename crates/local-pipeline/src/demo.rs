@@ -1,129 +1,452 @@
-//! The main job: the walkthrough on the local pipeline, with a summary at the end.
+//! The main job: the original walkthrough on the local pipeline, with a summary at the end.
+//!
+//! Orders stream into the 4-shard stream; one orders consumer per shard (as Lambda runs one
+//! invocation per shard at a time) enriches them and writes `item=…/priority=…` partitions.
+//! Midway the walkthrough's update (burger: medium → high) goes through the table's stream, the
+//! change-handler and the change feed; later a reference object in S3 changes, and the
+//! s3-event-handler puts a flag on every shard. At the end the output is read back from S3.
 
-use std::time::{Duration, Instant};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use change_handler::{ChangeHandler, PRODUCER};
-use change_protocol::{AttributeValue, ChangeFile, ChangeKey, EventName};
-use esm_emulation::{DynamoDbStreamMapping, Invocation, MappingConfig, MappingStats};
-use feed_writer::{s3_client, FeedConfig, FeedWriter, S3Store, SystemClock};
+use change_handler::ChangeHandler;
+use enrichment::{DynamoDbTable, MetricsSnapshot, S3Feed};
+use esm_emulation::{
+    DynamoDbStreamMapping, Invocation, KinesisShardMapping, MappingConfig, MappingStats, SqsMapping,
+};
+use feed_writer::{FeedConfig, FeedWriter, S3Store, SystemClock};
+use futures_util::future::join_all;
+use orders_consumer::OrdersConsumer;
+use s3_event_handler::{KinesisStream, S3EventHandler};
+use serde_json::Value;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
-use crate::provision::{provision, set_priority, Names};
+use crate::generator::{generate, SentOrder};
+use crate::provision::{provision, set_priority, Clients, Names, REFERENCE_OBJECT};
+
+/// How the demo runs.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// How long orders are generated.
+    pub duration: Duration,
+    /// Orders a second.
+    pub rate: u32,
+    /// When the walkthrough's update happens.
+    pub update_at: Duration,
+    /// When the S3 reference object changes.
+    pub s3_change_at: Duration,
+    /// How long to wait for the consumers to drain the stream at the end.
+    pub drain_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            duration: Duration::from_secs(40),
+            rate: 40,
+            update_at: Duration::from_secs(15),
+            s3_change_at: Duration::from_secs(25),
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Live counts, for the progress line.
+#[derive(Clone, Debug, Default)]
+pub struct Progress {
+    /// Time since start.
+    pub elapsed: Duration,
+    /// Orders put into the stream.
+    pub sent: usize,
+    /// Records the consumers processed (orders and flags).
+    pub consumed: usize,
+    /// Orders enriched.
+    pub enriched: usize,
+    /// Orders without a reference item (dead-lettered by the default policy).
+    pub unmatched: usize,
+    /// Records that are not orders.
+    pub rejected: usize,
+    /// Change flags the consumers met.
+    pub flags: usize,
+    /// Burger orders written to priority=medium / priority=high.
+    pub burger_medium: usize,
+    /// See `burger_medium`.
+    pub burger_high: usize,
+}
+
+/// One line of the output, read back from S3.
+#[derive(Clone, Debug)]
+pub struct OutputLine {
+    /// The partition path.
+    pub partition: String,
+    /// Source shard.
+    pub shard: String,
+    /// Source sequence number.
+    pub sequence_number: String,
+    /// The line's item.
+    pub item: String,
+    /// Its priority, if enriched.
+    pub priority: Option<String>,
+}
 
 /// What the demo measured.
 #[derive(Debug, Default)]
 pub struct Summary {
-    /// Change files in the feed at the end.
+    /// Final counts.
+    pub progress: Progress,
+    /// Orders that were put, with shard, sequence number and time.
+    pub sent: Vec<SentOrder>,
+    /// Every enriched line in S3.
+    pub output: Vec<OutputLine>,
+    /// Lines in the dead-letter prefix.
+    pub dead_letters: usize,
+    /// Lines per partition, from S3.
+    pub partitions: BTreeMap<String, usize>,
+    /// When the update was made.
+    pub update_at: Option<Duration>,
+    /// When the first burger order was written to priority=high.
+    pub first_high_burger_at: Option<Duration>,
+    /// When the S3 reference object was changed.
+    pub s3_change_at: Option<Duration>,
+    /// The consumers' counters, summed.
+    pub consumer_requests: MetricsSnapshot,
+    /// Change files in the feed.
     pub change_files: usize,
-    /// Changes in them, by event name.
-    pub inserts: usize,
-    /// MODIFY changes.
-    pub modifies: usize,
-    /// REMOVE changes.
-    pub removes: usize,
-    /// From the table write to the change file with burger=high being listed.
-    pub propagation: Option<Duration>,
-    /// What the change-handler's event source mapping did.
-    pub mapping: MappingStats,
+    /// Each mapping's counts: change-handler, s3-event-handler, then one per shard.
+    pub mappings: Vec<(String, MappingStats)>,
 }
 
-/// Runs the DynamoDB path end to end against `sdk` (the emulator or an account).
-pub async fn run(sdk: &aws_config::SdkConfig, names: &Names, timeout: Duration) -> Result<Summary> {
-    let ddb = aws_sdk_dynamodb::Client::new(sdk);
-    let s3 = s3_client(sdk);
-    println!(
-        "provisioning table {} (stream NEW_AND_OLD_IMAGES, 5 items) and bucket {}",
-        names.table, names.bucket
-    );
-    let stream_arn = provision(&ddb, &s3, names).await?;
+impl Summary {
+    /// Table write to the first enriched burger=high record.
+    pub fn propagation(&self) -> Option<Duration> {
+        Some(self.first_high_burger_at?.saturating_sub(self.update_at?))
+    }
+}
 
-    let feed = FeedConfig {
+fn add(total: &mut MetricsSnapshot, m: &MetricsSnapshot) {
+    total.feed_lists += m.feed_lists;
+    total.feed_gets += m.feed_gets;
+    total.head_polls += m.head_polls;
+    total.head_not_modified += m.head_not_modified;
+    total.items_read += m.items_read;
+    total.items_reread += m.items_reread;
+    total.full_refreshes += m.full_refreshes;
+    total.delta_refreshes += m.delta_refreshes;
+    total.change_files_read += m.change_files_read;
+    total.flags += m.flags;
+}
+
+fn invocation<E: std::fmt::Display>(result: Result<Vec<String>, E>) -> Invocation {
+    match result {
+        Ok(ids) => Invocation::PartialFailure(ids),
+        Err(e) => Invocation::Error(e.to_string()),
+    }
+}
+
+/// Runs the walkthrough against `sdk`; `on_progress` is called about twice a second.
+pub async fn run(
+    sdk: &aws_config::SdkConfig,
+    names: &Names,
+    options: &Options,
+    on_progress: impl Fn(&Progress),
+) -> Result<Summary> {
+    let c = Clients::new(sdk);
+    let p = provision(&c, names).await?;
+    let reference_key = format!("{}{REFERENCE_OBJECT}", names.reference_prefix);
+
+    let feed = |prefix: &str| FeedConfig {
         bucket: names.bucket.clone(),
-        prefix: names.change_prefix.clone(),
+        prefix: prefix.to_owned(),
         legacy_flag_key: None,
         write_window: Duration::from_secs(20),
     };
-    let handler = ChangeHandler::new(FeedWriter::new(
-        feed,
-        S3Store::new(s3.clone()),
+    let change_handler = ChangeHandler::new(FeedWriter::new(
+        feed(&names.change_prefix),
+        S3Store::new(c.s3.clone()),
         SystemClock,
-        PRODUCER,
+        change_handler::PRODUCER,
     ));
-    let mapping = DynamoDbStreamMapping::new(
-        aws_sdk_dynamodbstreams::Client::new(sdk),
-        stream_arn.clone(),
+    let s3_handler = S3EventHandler::new(
+        s3_event_handler::Config {
+            feed: feed(&names.change_prefix),
+            flag_stream: names.stream.clone(),
+            reference_prefix: names.reference_prefix.clone(),
+            reference_bucket: Some(names.bucket.clone()),
+            legacy_flag_payload: None,
+        },
+        S3Store::new(c.s3.clone()),
+        KinesisStream::new(c.kinesis.clone(), names.stream.clone()),
+        SystemClock,
+    );
+    let consumer_config = orders_consumer::Config {
+        reference_table: names.table.clone(),
+        key_attributes: vec!["item".into(), "price".into()],
+        change_bucket: names.bucket.clone(),
+        change_prefix: names.change_prefix.clone(),
+        output_bucket: names.bucket.clone(),
+        output_prefix: names.output_prefix.clone(),
+        dead_letter_prefix: names.dead_letter_prefix.clone(),
+        unmatched: enrichment::Unmatched::Reject,
+        legacy_flag_dish: "CHANGE_FLAG".into(),
+        write_window: Duration::from_secs(20),
+        max_staleness: Duration::from_secs(900),
+    };
+    // One consumer per shard: each shard's batches run in their own Lambda environment.
+    let consumers: Vec<_> = p
+        .shards
+        .iter()
+        .map(|_| {
+            OrdersConsumer::new(
+                consumer_config.clone(),
+                DynamoDbTable::new(c.ddb.clone(), names.table.clone()),
+                S3Feed::new(c.s3.clone(), names.bucket.clone()),
+                S3Store::new(c.s3.clone()),
+            )
+        })
+        .collect();
+
+    let started = Instant::now();
+    let progress = Arc::new(Mutex::new(Progress::default()));
+    let first_high = Arc::new(Mutex::new(None::<Duration>));
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let table_mapping = DynamoDbStreamMapping::new(
+        c.streams.clone(),
+        p.table_stream_arn.clone(),
         MappingConfig::default(),
     );
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mapping_task = async {
-        let mut request = 0u64;
-        mapping
-            .run(
-                |event| {
-                    request += 1;
-                    let id = format!("local-{request}");
-                    let handler = &handler;
-                    async move {
-                        match handler.handle(&event, &id).await {
-                            Ok(r) => Invocation::PartialFailure(
+    let queue_mapping = SqsMapping::new(
+        c.sqs.clone(),
+        p.queue_url.clone(),
+        p.queue_arn.clone(),
+        MappingConfig::default(),
+    );
+    let shard_config = MappingConfig {
+        batch_size: 100,
+        poll_interval: Duration::from_secs(1),
+        trim_horizon: true,
+    };
+    let shard_mappings: Vec<_> = p
+        .shards
+        .iter()
+        .map(|s| {
+            KinesisShardMapping::new(
+                c.kinesis.clone(),
+                names.stream.clone(),
+                p.stream_arn.clone(),
+                s.clone(),
+                shard_config.clone(),
+            )
+        })
+        .collect();
+
+    let mut request = 0u64;
+    let table_task = table_mapping.run(
+        |event: Value| {
+            request += 1;
+            let id = format!("local-{request}");
+            let h = &change_handler;
+            async move {
+                invocation(h.handle(&event, &id).await.map(|r| {
+                    r.batch_item_failures
+                        .into_iter()
+                        .filter_map(|f| f.item_identifier)
+                        .collect()
+                }))
+            }
+        },
+        stop_rx.clone(),
+    );
+    let queue_task = queue_mapping.run(
+        |event: Value| {
+            let h = &s3_handler;
+            async move {
+                invocation(h.handle(&event, "local").await.map(|r| {
+                    r.batch_item_failures
+                        .into_iter()
+                        .map(|f| f.item_identifier)
+                        .collect()
+                }))
+            }
+        },
+        stop_rx.clone(),
+    );
+    let shard_tasks = join_all(
+        shard_mappings
+            .iter()
+            .zip(&consumers)
+            .map(|(mapping, consumer)| {
+                let progress = progress.clone();
+                let first_high = first_high.clone();
+                mapping.run(
+                    move |event: Value| {
+                        let progress = progress.clone();
+                        let first_high = first_high.clone();
+                        async move {
+                            let result = consumer.handle_batch(&event).await;
+                            if let Ok((_, summary)) = &result {
+                                if summary.failed.is_none() {
+                                    let o = &summary.output;
+                                    let mut p = progress.lock().unwrap_or_else(|e| e.into_inner());
+                                    p.consumed += summary.records;
+                                    p.enriched += o.enriched;
+                                    p.unmatched += o.unmatched_dead_lettered + o.passed + o.dropped;
+                                    p.rejected += o.invalid;
+                                    p.flags += o.flags;
+                                    p.burger_medium += o
+                                        .partitions
+                                        .get("item=burger/priority=medium/")
+                                        .copied()
+                                        .unwrap_or(0);
+                                    let high = o
+                                        .partitions
+                                        .get("item=burger/priority=high/")
+                                        .copied()
+                                        .unwrap_or(0);
+                                    p.burger_high += high;
+                                    if high > 0 {
+                                        first_high
+                                            .lock()
+                                            .unwrap_or_else(|e| e.into_inner())
+                                            .get_or_insert(started.elapsed());
+                                    }
+                                }
+                            }
+                            invocation(result.map(|(r, _)| {
                                 r.batch_item_failures
                                     .into_iter()
                                     .filter_map(|f| f.item_identifier)
-                                    .collect(),
-                            ),
-                            Err(e) => Invocation::Error(e.to_string()),
+                                    .collect()
+                            }))
                         }
-                    }
-                },
-                stop_rx,
-            )
-            .await
-    };
-    let walkthrough = async {
-        let result = walkthrough(&ddb, &s3, names, timeout).await;
+                    },
+                    stop_rx.clone(),
+                )
+            }),
+    );
+
+    let sent_count = Arc::new(Mutex::new(0usize));
+    let shard_count = p.shards.len();
+    let script = async {
+        let generator = generate(
+            &c.kinesis,
+            &names.stream,
+            options.rate,
+            options.duration,
+            started,
+            |_| {
+                *sent_count.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+            },
+        );
+        let events = async {
+            tokio::time::sleep_until(started + options.update_at).await;
+            let update_at = started.elapsed();
+            set_priority(&c.ddb, &names.table, "burger", "high").await?;
+            tokio::time::sleep_until(started + options.s3_change_at).await;
+            let s3_at = started.elapsed();
+            c.s3.put_object()
+                .bucket(&names.bucket)
+                .key(&reference_key)
+                .body(
+                    b"item,category\nburger,mains\npizza,mains\nsalad,salads\n"
+                        .to_vec()
+                        .into(),
+                )
+                .send()
+                .await
+                .context("changing the reference object")?;
+            anyhow::Ok((update_at, s3_at))
+        };
+        let (sent, times) = tokio::join!(generator, events);
+        let sent = sent?;
+        let times = times?;
+        // Drain: every order consumed, and the S3 change's flag seen on every shard.
+        let expected = sent.len() + shard_count;
+        let deadline = Instant::now() + options.drain_timeout;
+        loop {
+            let consumed = progress.lock().unwrap_or_else(|e| e.into_inner()).consumed;
+            if consumed >= expected {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = stop_tx.send(true);
+                bail!(
+                    "the consumers processed {consumed} of {expected} records within {:?}",
+                    options.drain_timeout
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         let _ = stop_tx.send(true);
-        result
+        anyhow::Ok((sent, times))
     };
-    let (stats, propagation) = tokio::join!(mapping_task, walkthrough);
-    let mut summary = summarize(&s3, names).await?;
-    summary.mapping = stats?;
-    summary.propagation = Some(propagation?);
+    let ticker = async {
+        let mut stop = stop_rx.clone();
+        loop {
+            {
+                let mut p = progress.lock().unwrap_or_else(|e| e.into_inner());
+                p.elapsed = started.elapsed();
+                p.sent = *sent_count.lock().unwrap_or_else(|e| e.into_inner());
+                on_progress(&p);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    };
+    let (table_stats, queue_stats, shard_stats, script, ()) =
+        tokio::join!(table_task, queue_task, shard_tasks, script, ticker);
+    let (sent, (update_at, s3_at)) = script?;
+
+    let mut summary = Summary {
+        progress: progress.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        sent,
+        update_at: Some(update_at),
+        s3_change_at: Some(s3_at),
+        first_high_burger_at: *first_high.lock().unwrap_or_else(|e| e.into_inner()),
+        ..Summary::default()
+    };
+    summary.progress.elapsed = started.elapsed();
+    summary
+        .mappings
+        .push(("change-handler (DynamoDB stream)".into(), table_stats?));
+    summary
+        .mappings
+        .push(("s3-event-handler (SQS)".into(), queue_stats?));
+    for (shard, stats) in p.shards.iter().zip(shard_stats) {
+        summary
+            .mappings
+            .push((format!("orders-consumer ({shard})"), stats?));
+    }
+    for consumer in &consumers {
+        add(&mut summary.consumer_requests, &consumer.metrics().await);
+    }
+    read_back(&c.s3, names, &mut summary).await?;
     Ok(summary)
 }
 
-async fn walkthrough(
-    ddb: &aws_sdk_dynamodb::Client,
-    s3: &aws_sdk_s3::Client,
-    names: &Names,
-    timeout: Duration,
-) -> Result<Duration> {
-    // Let the mapping pick up the seed inserts first.
-    wait_for(s3, names, timeout, |c| c.event_name == EventName::Insert).await?;
-    println!("seed items are in the change feed; updating burger: medium -> high");
-    let written = Instant::now();
-    set_priority(ddb, &names.table, "burger", "high").await?;
-    wait_for(s3, names, timeout, |c| {
-        c.event_name == EventName::Modify
-            && c.new_image.as_ref().and_then(|i| i.get("priority"))
-                == Some(&AttributeValue::S("high".into()))
-    })
-    .await?;
-    Ok(written.elapsed())
-}
-
-async fn change_files(s3: &aws_sdk_s3::Client, names: &Names) -> Result<Vec<ChangeFile>> {
-    let mut files = Vec::new();
+/// Reads the output and dead letters back from S3: what a downstream reader would see.
+async fn read_back(s3: &aws_sdk_s3::Client, names: &Names, summary: &mut Summary) -> Result<()> {
     let mut pages = s3
         .list_objects_v2()
         .bucket(&names.bucket)
-        .prefix(&names.change_prefix)
         .into_paginator()
         .send();
     while let Some(page) = pages.next().await {
-        for object in page.context("listing the change feed")?.contents() {
+        for object in page?.contents() {
             let Some(key) = object.key() else { continue };
-            if ChangeKey::parse(&names.change_prefix, key).is_err() {
+            if key.starts_with(&names.change_prefix) {
+                if change_protocol::ChangeKey::parse(&names.change_prefix, key).is_ok() {
+                    summary.change_files += 1;
+                }
+                continue;
+            }
+            let is_output = key.starts_with(&names.output_prefix);
+            if !is_output && !key.starts_with(&names.dead_letter_prefix) {
                 continue;
             }
             let body = s3
@@ -134,51 +457,28 @@ async fn change_files(s3: &aws_sdk_s3::Client, names: &Names) -> Result<Vec<Chan
                 .await?
                 .body
                 .collect()
-                .await?;
-            files.push(
-                ChangeFile::from_slice(&body.into_bytes())
-                    .with_context(|| format!("reading {key}"))?,
-            );
+                .await?
+                .into_bytes();
+            for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                if !is_output {
+                    summary.dead_letters += 1;
+                    continue;
+                }
+                let v: Value =
+                    serde_json::from_slice(line).with_context(|| format!("a line of {key}"))?;
+                let rest = &key[names.output_prefix.len()..];
+                let partition = rest.rsplit_once('/').map_or(rest, |(p, _)| p).to_owned() + "/";
+                *summary.partitions.entry(partition.clone()).or_default() += 1;
+                let s = |f: &str| v[f].as_str().unwrap_or_default().to_owned();
+                summary.output.push(OutputLine {
+                    partition,
+                    shard: s("shard"),
+                    sequence_number: s("sequence_number"),
+                    item: s("item"),
+                    priority: v["priority"].as_str().map(str::to_owned),
+                });
+            }
         }
     }
-    Ok(files)
-}
-
-async fn wait_for(
-    s3: &aws_sdk_s3::Client,
-    names: &Names,
-    timeout: Duration,
-    found: impl Fn(&change_protocol::StreamChange) -> bool,
-) -> Result<()> {
-    let started = Instant::now();
-    loop {
-        if change_files(s3, names)
-            .await?
-            .iter()
-            .flat_map(|f| &f.changes)
-            .any(&found)
-        {
-            return Ok(());
-        }
-        if started.elapsed() > timeout {
-            bail!("the change did not reach the change feed within {timeout:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn summarize(s3: &aws_sdk_s3::Client, names: &Names) -> Result<Summary> {
-    let files = change_files(s3, names).await?;
-    let mut summary = Summary {
-        change_files: files.len(),
-        ..Summary::default()
-    };
-    for c in files.iter().flat_map(|f| &f.changes) {
-        match c.event_name {
-            EventName::Insert => summary.inserts += 1,
-            EventName::Modify => summary.modifies += 1,
-            EventName::Remove => summary.removes += 1,
-        }
-    }
-    Ok(summary)
+    Ok(())
 }

@@ -1,12 +1,14 @@
 //! The local pipeline: the deployed stack's behaviour on one machine.
 //!
 //! It starts the emulator (or uses `AWS_ENDPOINT_URL`), provisions the resources that infra/
-//! declares, and runs the event source mappings that invoke the functions in-process with
-//! events shaped exactly as AWS builds them. Nothing depends on this crate, and no function
-//! behaves differently because it exists.
-//!
-//! Today it runs the DynamoDB path: the reference table's stream → change-handler → change
-//! files in S3, and the original walkthrough's update (burger: medium → high).
+//! declares, and runs event source mappings that invoke the three functions in-process with
+//! events shaped exactly as AWS builds them: the reference table's stream → change-handler
+//! (4 polls a second), the reference prefix's S3 notifications via SQS → s3-event-handler, and
+//! each shard of the 4-shard orders stream → its own orders consumer (1 poll a second), with
+//! `ReportBatchItemFailures` retries and per-shard checkpoints. A generator writes orders like
+//! the original's Kinesis Data Generator. Nothing depends on this crate, and no function behaves
+//! differently because it exists.
 
 pub mod demo;
+pub mod generator;
 pub mod provision;

@@ -1,32 +1,62 @@
 //! `local-pipeline`: runs the walkthrough on the embedded emulator and prints a summary.
 
+use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{ensure, Result};
 use clap::Parser;
 use local_emulator::LocalEmulator;
-use local_pipeline::{demo, provision::Names};
+use local_pipeline::demo::{self, Options, Progress};
+use local_pipeline::provision::Names;
 
-/// Runs the stream-refdata walkthrough on one machine.
+/// Runs the stream-refdata walkthrough on one machine: orders stream in, the reference data
+/// changes (DynamoDB and S3), and the enriched output follows the change.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// How long to wait for each step before giving up, in seconds.
-    #[arg(long, default_value_t = 30)]
-    timeout_secs: u64,
+    /// Seconds of order generation.
+    #[arg(long, default_value_t = 40)]
+    duration_secs: u64,
+    /// Orders per second.
+    #[arg(long, default_value_t = 40)]
+    rate: u32,
+    /// Second at which burger's priority changes from medium to high.
+    #[arg(long, default_value_t = 15)]
+    update_at_secs: u64,
+    /// Second at which the S3 reference object changes.
+    #[arg(long, default_value_t = 25)]
+    s3_change_at_secs: u64,
+}
+
+fn show(p: &Progress, tty: bool) {
+    let line = format!(
+        "[{:>5.1}s] sent {:>5} | consumed {:>5} | enriched {:>5} | unmatched {:>4} | rejected {:>3} | flags {} | burger: medium {:>4}, high {:>4}",
+        p.elapsed.as_secs_f64(), p.sent, p.consumed, p.enriched, p.unmatched, p.rejected, p.flags, p.burger_medium, p.burger_high
+    );
+    if tty {
+        eprint!("\r{line}");
+        let _ = std::io::stderr().flush();
+    } else if p.elapsed.as_millis() % 5000 < 500 {
+        eprintln!("{line}");
+    }
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "error".into()),
         )
         .init();
     let args = Args::parse();
+    ensure!(
+        args.update_at_secs < args.duration_secs && args.s3_change_at_secs < args.duration_secs,
+        "the changes must happen while orders flow"
+    );
     let emulator = LocalEmulator::connect_or_start()?;
     println!(
-        "emulator: {} ({})",
+        "stream-refdata walkthrough on the local pipeline — emulator {} ({})",
         emulator.endpoint(),
         if emulator.is_owned() {
             "started for this run"
@@ -34,29 +64,100 @@ async fn main() -> Result<()> {
             "AWS_ENDPOINT_URL"
         }
     );
-    let sdk = emulator.sdk_config().await;
-    let summary = demo::run(
-        &sdk,
-        &Names::default(),
-        Duration::from_secs(args.timeout_secs),
-    )
-    .await?;
-    println!();
-    println!("summary");
-    println!("  change files in the feed : {}", summary.change_files);
     println!(
-        "  changes                  : {} INSERT, {} MODIFY, {} REMOVE",
-        summary.inserts, summary.modifies, summary.removes
+        "{} orders/s for {} s over 4 shards; burger medium -> high at {} s; S3 reference object changes at {} s",
+        args.rate, args.duration_secs, args.update_at_secs, args.s3_change_at_secs
     );
-    if let Some(p) = summary.propagation {
-        println!("  table write -> change file listed: {} ms", p.as_millis());
+    let sdk = emulator.sdk_config().await;
+    let names = Names::default();
+    let options = Options {
+        duration: Duration::from_secs(args.duration_secs),
+        rate: args.rate,
+        update_at: Duration::from_secs(args.update_at_secs),
+        s3_change_at: Duration::from_secs(args.s3_change_at_secs),
+        drain_timeout: Duration::from_secs(60),
+    };
+    let tty = std::io::stderr().is_terminal();
+    let s = demo::run(&sdk, &names, &options, |p| show(p, tty)).await?;
+    if tty {
+        eprintln!();
+    }
+
+    let p = &s.progress;
+    let orders = s.sent.len();
+    let accounted = p.enriched + p.unmatched + p.rejected;
+    println!("\nsummary ({:.1} s)", p.elapsed.as_secs_f64());
+    println!(
+        "  orders in                : {orders} (plus {} change flags in the stream)",
+        p.flags
+    );
+    println!(
+        "  enriched / unmatched / rejected : {} / {} / {}   in = out + unmatched + rejected: {}",
+        p.enriched,
+        p.unmatched,
+        p.rejected,
+        if accounted == orders { "yes" } else { "NO" }
+    );
+    println!(
+        "  lines read back from s3://{}/{}:",
+        names.bucket, names.output_prefix
+    );
+    for (partition, n) in &s.partitions {
+        println!("    {partition:<40} {n:>6}");
     }
     println!(
-        "  stream mapping           : {} invocations, {} records, {} retries, {} polls",
-        summary.mapping.invocations,
-        summary.mapping.records_delivered,
-        summary.mapping.retries,
-        summary.mapping.polls
+        "  dead letters (s3://{}/{}) : {}",
+        names.bucket, names.dead_letter_prefix, s.dead_letters
+    );
+    if let (Some(update), Some(first_high)) = (s.update_at, s.first_high_burger_at) {
+        println!(
+            "  burger switched to priority=high: update-item at {:.2} s, first burger written to priority=high at {:.2} s",
+            update.as_secs_f64(),
+            first_high.as_secs_f64()
+        );
+    }
+    if let Some(prop) = s.propagation() {
+        println!(
+            "  propagation (table write -> first enriched record with the new value): {} ms",
+            prop.as_millis()
+        );
+    }
+    if let Some(at) = s.s3_change_at {
+        println!(
+            "  S3 reference object changed at {:.2} s: {} flags reached the consumers (one per shard)",
+            at.as_secs_f64(),
+            p.flags
+        );
+    }
+    let m = &s.consumer_requests;
+    println!("  AWS requests by the 4 consumers:");
+    println!(
+        "    full loads (Scan)                 : {} ({} DynamoDB items read in all, {} re-read)",
+        m.full_refreshes, m.items_read, m.items_reread
+    );
+    println!(
+        "    change-feed pointer polls (GET)   : {} ({} answered 304 Not Modified)",
+        m.head_polls, m.head_not_modified
+    );
+    println!("    change-feed lists                 : {}", m.feed_lists);
+    println!(
+        "    change files read                 : {} ({} files in the feed, each read by each consumer)",
+        m.feed_gets, s.change_files
+    );
+    println!(
+        "    delta refreshes                   : {}",
+        m.delta_refreshes
+    );
+    println!("  event source mappings:");
+    for (name, st) in &s.mappings {
+        println!(
+            "    {name:<40} {:>5} invocations, {:>6} records, {} retries",
+            st.invocations, st.records_delivered, st.retries
+        );
+    }
+    ensure!(
+        accounted == orders,
+        "orders were lost: {orders} in, {accounted} accounted for"
     );
     Ok(())
 }
