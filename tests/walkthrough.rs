@@ -1,0 +1,128 @@
+//! The walkthrough end to end on the local pipeline, as `scripts/demo` runs it (shorter): orders
+//! stream into 4 shards, burger's priority changes midway, an S3 reference object changes, and
+//! the output read back from S3 must follow the change without losing or duplicating an order.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use local_pipeline::demo::{run, Options, Summary};
+use local_pipeline::provision::Names;
+use test_support::{sdk_config, unique_name};
+
+fn names() -> Names {
+    Names {
+        table: unique_name("ProductPriority"),
+        bucket: unique_name("demo-bucket"),
+        stream: unique_name("SourceKinesisStream"),
+        queue: unique_name("reference-data-changes"),
+        ..Names::default()
+    }
+}
+
+async fn walkthrough() -> Summary {
+    let options = Options {
+        duration: Duration::from_secs(10),
+        rate: 40,
+        update_at: Duration::from_secs(3),
+        s3_change_at: Duration::from_secs(6),
+        drain_timeout: Duration::from_secs(60),
+    };
+    run(&sdk_config().await, &names(), &options, |_| {})
+        .await
+        .expect("the walkthrough runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn burger_orders_follow_the_update_and_nothing_is_lost() {
+    let s = walkthrough().await;
+    let p = &s.progress;
+    let sent: HashMap<(String, String), &local_pipeline::generator::SentOrder> = s
+        .sent
+        .iter()
+        .map(|o| ((o.shard.clone(), o.sequence_number.clone()), o))
+        .collect();
+    assert!(s.sent.len() >= 300, "{} orders", s.sent.len());
+
+    // GIVEN every order is accounted for: in = enriched + unmatched + rejected
+    assert_eq!(p.enriched + p.unmatched + p.rejected, s.sent.len());
+    assert_eq!(s.output.len(), p.enriched, "every enriched order is in S3");
+    let donuts = s.sent.iter().filter(|o| o.dish == "donut").count();
+    assert_eq!(
+        p.unmatched, donuts,
+        "the donuts (not in the table) are the unmatched orders"
+    );
+    assert_eq!(
+        s.dead_letters, donuts,
+        "the default policy dead-letters them"
+    );
+
+    // AND no order is written twice
+    let unique: HashSet<(&str, &str)> = s
+        .output
+        .iter()
+        .map(|l| (l.shard.as_str(), l.sequence_number.as_str()))
+        .collect();
+    assert_eq!(unique.len(), s.output.len());
+
+    // THEN burger orders enriched before the update are medium and those enriched after the
+    // consumer applied it are high: on each shard the switch happens once, in stream order.
+    // From the send times: an order sent 2 s before the update was consumed (1 poll a second)
+    // before it happened; one sent 2 s after it reached a consumer that had applied it. Orders
+    // in between may see either value (design notes, section 3: "no later than").
+    let update = s.update_at.unwrap();
+    let mut by_shard: BTreeMap<&str, Vec<(u128, &str)>> = BTreeMap::new();
+    for line in s.output.iter().filter(|l| l.item == "burger") {
+        let order = sent[&(line.shard.clone(), line.sequence_number.clone())];
+        let priority = line.priority.as_deref().unwrap();
+        assert_eq!(line.partition, format!("item=burger/priority={priority}/"));
+        if order.at + Duration::from_secs(2) < update {
+            assert_eq!(
+                priority, "medium",
+                "sent at {:?}, 2 s before the update at {update:?}",
+                order.at
+            );
+        }
+        if order.at > update + Duration::from_secs(2) {
+            assert_eq!(
+                priority, "high",
+                "sent at {:?}, 2 s after the update at {update:?}",
+                order.at
+            );
+        }
+        by_shard
+            .entry(line.shard.as_str())
+            .or_default()
+            .push((line.sequence_number.parse().unwrap(), priority));
+    }
+    for (shard, mut burgers) in by_shard.clone() {
+        burgers.sort();
+        let switched = burgers.windows(2).filter(|w| w[0].1 != w[1].1).count();
+        assert!(switched <= 1, "{shard}: {burgers:?}");
+        assert!(
+            burgers
+                .iter()
+                .skip_while(|b| b.1 == "medium")
+                .all(|b| b.1 == "high"),
+            "{shard}"
+        );
+    }
+    // AND consumers of different shards all followed it
+    let shards_with_high = by_shard
+        .values()
+        .filter(|b| b.iter().any(|x| x.1 == "high"))
+        .count();
+    assert!(shards_with_high >= 2, "{by_shard:?}");
+    assert!(
+        s.propagation().unwrap() < Duration::from_secs(5),
+        "{:?}",
+        s.propagation()
+    );
+
+    // AND the S3 change put one flag on each of the 4 shards, handled as flags, not orders
+    assert_eq!(p.flags, 4);
+    assert_eq!(p.rejected, 0);
+    assert_eq!(
+        s.consumer_requests.full_refreshes, 4,
+        "one full load per consumer, then deltas"
+    );
+}
