@@ -50,6 +50,7 @@ pub struct OrdersConsumer<Tb: TableSource, Fd: FeedSource, S> {
     config: Config,
     enricher: Mutex<Enricher<Product, String, Tb, Fd, SystemClock>>,
     store: S,
+    emf: bool,
 }
 
 impl<Tb: TableSource, Fd: FeedSource, S: ObjectStore> OrdersConsumer<Tb, Fd, S> {
@@ -77,7 +78,16 @@ impl<Tb: TableSource, Fd: FeedSource, S: ObjectStore> OrdersConsumer<Tb, Fd, S> 
             )),
             config,
             store,
+            emf: false,
         }
+    }
+
+    /// Also print each batch's metrics to stdout in CloudWatch embedded metric format
+    /// (namespace `StreamRefdata`, dimension `Function=orders-consumer`): in Lambda, CloudWatch
+    /// turns those log lines into metrics, such as `ReferenceStalenessSeconds` for the alarm.
+    pub fn with_embedded_metrics(mut self, on: bool) -> Self {
+        self.emf = on;
+        self
     }
 
     /// The enricher's counters (requests, refreshes, staleness).
@@ -186,6 +196,10 @@ impl<Tb: TableSource, Fd: FeedSource, S: ObjectStore> OrdersConsumer<Tb, Fd, S> 
             objects = output.objects.len(),
             "batch written"
         );
+        if self.emf {
+            let metrics = self.enricher.lock().await.metrics();
+            println!("{}", embedded_metrics(&output, &metrics));
+        }
         summary.output = output;
         Ok((KinesisEventResponse::default(), summary))
     }
@@ -198,6 +212,40 @@ impl<Tb: TableSource, Fd: FeedSource, S: ObjectStore> OrdersConsumer<Tb, Fd, S> 
         }
         Ok(())
     }
+}
+
+/// One CloudWatch embedded-metric-format log line for a batch.
+pub fn embedded_metrics(output: &BatchOutput, m: &MetricsSnapshot) -> Value {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let metric = |name: &str, unit: &str| serde_json::json!({"Name": name, "Unit": unit});
+    serde_json::json!({
+        "_aws": {
+            "Timestamp": now,
+            "CloudWatchMetrics": [{
+                "Namespace": "StreamRefdata",
+                "Dimensions": [["Function"]],
+                "Metrics": [
+                    metric("ReferenceStalenessSeconds", "Seconds"),
+                    metric("EnrichedOrders", "Count"),
+                    metric("UnmatchedOrders", "Count"),
+                    metric("InvalidRecords", "Count"),
+                    metric("ChangeFlags", "Count"),
+                ],
+            }],
+        },
+        "Function": "orders-consumer",
+        "ReferenceStalenessSeconds": m.staleness.map_or(f64::MAX, |s| s.as_secs_f64()),
+        "EnrichedOrders": output.enriched,
+        "UnmatchedOrders": output.unmatched_dead_lettered + output.passed + output.dropped,
+        "InvalidRecords": output.invalid,
+        "ChangeFlags": output.flags,
+        "RefreshErrors": m.refresh_errors,
+        "FullRefreshes": m.full_refreshes,
+        "DynamoDbItemsRead": m.items_read,
+    })
 }
 
 fn failure(sequence: &str) -> KinesisEventResponse {

@@ -18,7 +18,8 @@ async fn main() -> Result<(), Error> {
         config.reference_table.clone(),
     );
     let feed = S3Feed::new(s3.clone(), config.change_bucket.clone());
-    let consumer = OrdersConsumer::new(config, table, feed, S3Store::new(s3));
+    let consumer =
+        OrdersConsumer::new(config, table, feed, S3Store::new(s3)).with_embedded_metrics(true);
     let consumer = &consumer;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         consumer.handle(&event.payload).await

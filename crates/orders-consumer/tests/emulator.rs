@@ -284,3 +284,36 @@ async fn other_payloads_are_invocation_errors() {
         .unwrap();
     assert!(empty.batch_item_failures.is_empty());
 }
+
+#[test]
+fn embedded_metrics_name_the_staleness_metric_the_alarm_watches() {
+    let output = orders_consumer::output::BatchOutput {
+        enriched: 3,
+        flags: 1,
+        ..Default::default()
+    };
+    let metrics = enrichment::MetricsSnapshot {
+        staleness: Some(Duration::from_millis(1500)),
+        ..Default::default()
+    };
+    let line = orders_consumer::handler::embedded_metrics(&output, &metrics);
+    let declared = &line["_aws"]["CloudWatchMetrics"][0];
+    assert_eq!(declared["Namespace"], "StreamRefdata");
+    assert!(declared["Metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["Name"] == "ReferenceStalenessSeconds"));
+    assert_eq!(line["Function"], "orders-consumer");
+    assert_eq!(line["ReferenceStalenessSeconds"], 1.5);
+    assert_eq!(line["EnrichedOrders"], 3);
+    let template = std::fs::read_to_string(format!(
+        "{}/../../infra/template.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    assert!(
+        template.contains("MetricName: ReferenceStalenessSeconds")
+            && template.contains("Namespace: StreamRefdata")
+    );
+}
