@@ -110,6 +110,13 @@ impl<T, K: Hash + Eq + Clone> Snapshot<T, K> {
         s
     }
 
+    /// This snapshot with `value` at `key` (inserted or replaced): the delta step, without a
+    /// copy of the table (the maps are persistent).
+    pub fn with_upsert(mut self, key: ItemKey, value: T, lookup: Option<K>) -> Self {
+        self.upsert(key, value, lookup);
+        self
+    }
+
     /// The item for a lookup key. Synchronous and lock-free: the hot path.
     pub fn lookup<Q>(&self, key: &Q) -> Lookup<'_, T>
     where

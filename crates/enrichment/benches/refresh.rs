@@ -1,0 +1,99 @@
+//! Refresh costs on a 100k-item table: the full reload's decode-and-index step (DynamoDB
+//! items to the snapshot), and a delta (the next snapshot from the current one with 1 or 1,000
+//! changed items: persistent maps share structure, so this is not a copy of the table).
+//!
+//! `cargo bench -p enrichment --bench refresh`
+
+use std::collections::HashMap;
+use std::hint::black_box;
+
+use change_protocol::{AttributeValue, Item};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use enrichment::{Ambiguity, ItemKey, KeyValue, Snapshot};
+
+#[derive(Debug, serde::Deserialize)]
+struct Product {
+    item: String,
+    #[allow(dead_code)]
+    price: u32,
+    #[allow(dead_code)]
+    priority: String,
+}
+
+const N: usize = 100_000;
+
+fn item(i: usize, priority: &str) -> Item {
+    let mut m = HashMap::new();
+    m.insert("item".to_owned(), AttributeValue::S(format!("dish-{i}")));
+    m.insert("price".to_owned(), AttributeValue::N("100".into()));
+    m.insert("priority".to_owned(), AttributeValue::S(priority.into()));
+    Item::from(m)
+}
+
+fn key(i: usize) -> ItemKey {
+    ItemKey(vec![
+        KeyValue::S(format!("dish-{i}")),
+        KeyValue::N("100".into()),
+    ])
+}
+
+fn decode(items: &[Item]) -> Snapshot<Product, String> {
+    let names = ["item".to_owned(), "price".to_owned()];
+    Snapshot::from_entries(
+        Ambiguity::LowestKey,
+        items.iter().map(|i| {
+            let p: Product = serde_dynamo::from_item(i.clone()).unwrap();
+            let lookup = Some(p.item.clone());
+            (ItemKey::from_item(&names, i).unwrap(), p, lookup)
+        }),
+    )
+}
+
+fn bench(c: &mut Criterion) {
+    let items: Vec<Item> = (0..N).map(|i| item(i, "low")).collect();
+    let mut full = c.benchmark_group("full reload");
+    full.sample_size(10);
+    full.throughput(Throughput::Elements(N as u64));
+    full.bench_function("decode + index 100k items", |b| {
+        b.iter(|| decode(black_box(&items)))
+    });
+    full.finish();
+
+    let base = decode(&items);
+    let changed: Vec<Product> = (0..1000)
+        .map(|i| Product {
+            item: format!("dish-{}", i * 97),
+            price: 100,
+            priority: "high".into(),
+        })
+        .collect();
+    let mut delta = c.benchmark_group("delta on 100k items");
+    for n in [1usize, 1000] {
+        delta.throughput(Throughput::Elements(n as u64));
+        delta.bench_function(format!("{n} changes"), |b| {
+            b.iter_batched(
+                || base.clone(),
+                |mut next| {
+                    for p in &changed[..n] {
+                        let k = key(p.item[5..].parse().unwrap());
+                        next = next.with_upsert(
+                            k,
+                            Product {
+                                item: p.item.clone(),
+                                price: 100,
+                                priority: p.priority.clone(),
+                            },
+                            Some(p.item.clone()),
+                        );
+                    }
+                    next
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    delta.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
