@@ -114,7 +114,7 @@ async fn three_consumers_converge_to_the_table_after_1000_concurrent_random_writ
             let r = handler.handle(&event, "req").await.unwrap();
             assert!(r.batch_item_failures.is_empty());
             // Every third batch is written twice, as a retried invocation would.
-            if batches.fetch_add(1, Ordering::SeqCst) % 3 == 0 {
+            if batches.fetch_add(1, Ordering::SeqCst).is_multiple_of(3) {
                 handler.handle(&event, "req-retry").await.unwrap();
             }
         }
