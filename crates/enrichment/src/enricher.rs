@@ -415,12 +415,15 @@ where
         let scans = (0..total).map(|segment| scan_segment(self.table.clone(), segment, total));
         let pages = try_join_all(scans).await?;
         let end = self.clock.now();
-        let mut next = Snapshot::empty(self.config.ambiguity);
         let mut read = 0u64;
+        let mut entries = Vec::new();
         for item in pages.into_iter().flatten() {
             read += 1;
-            self.insert_item(&mut next, &item);
+            if let Some(entry) = self.decode_entry(&item) {
+                entries.push(entry);
+            }
         }
+        let mut next = Snapshot::from_entries(self.config.ambiguity, entries);
         Metrics::add(&self.metrics.items_read, read);
         Metrics::add(&self.metrics.full_refreshes, 1);
         next.set_version(self.current.load().version() + 1);
@@ -433,6 +436,30 @@ where
         report.full_reload = Some(reason.to_owned());
         info!(reason, items = read, "full reload");
         Ok(())
+    }
+
+    /// Key, value and lookup key of an item, or `None` (counted and logged) when it has no usable
+    /// key or does not decode.
+    fn decode_entry(&self, item: &Item) -> Option<(ItemKey, T, Option<K>)> {
+        let key = match ItemKey::from_item(&self.config.key_attributes, item) {
+            Ok(k) => k,
+            Err(e) => {
+                Metrics::add(&self.metrics.undecodable_items, 1);
+                warn!(error = %e, "reference item without a usable key; left out");
+                return None;
+            }
+        };
+        match (self.config.decode)(item) {
+            Ok(value) => {
+                let lookup = (self.config.lookup_key)(&value);
+                Some((key, value, lookup))
+            }
+            Err(e) => {
+                Metrics::add(&self.metrics.undecodable_items, 1);
+                warn!(key = %key, error = %e, "reference item does not decode; left out");
+                None
+            }
+        }
     }
 
     fn insert_item(&self, snapshot: &mut Snapshot<T, K>, item: &Item) {

@@ -97,17 +97,54 @@ impl<T, K: Hash + Eq + Clone> Snapshot<T, K> {
         }
     }
 
-    /// A snapshot of the given items (for static reference data, tests and benchmarks).
+    /// A snapshot of the given items, built in bulk (the full load's path; also for static
+    /// reference data, tests and benchmarks). A key given twice keeps its last value.
     pub fn from_entries(
         ambiguity: Ambiguity,
         entries: impl IntoIterator<Item = (ItemKey, T, Option<K>)>,
     ) -> Self {
-        let mut s = Snapshot::empty(ambiguity);
+        let mut unique: std::collections::HashMap<ItemKey, Entry<T, K>> =
+            std::collections::HashMap::new();
         for (key, value, lookup) in entries {
-            s.upsert(key, value, lookup);
+            unique.insert(
+                key,
+                Entry {
+                    value: Arc::new(value),
+                    lookup,
+                },
+            );
         }
-        s.version = 1;
-        s
+        let mut groups: std::collections::HashMap<K, Vec<ItemKey>> =
+            std::collections::HashMap::new();
+        for (key, entry) in &unique {
+            if let Some(lookup) = &entry.lookup {
+                groups.entry(lookup.clone()).or_default().push(key.clone());
+            }
+        }
+        let mut by_lookup = imbl::HashMap::new();
+        let mut candidates = imbl::HashMap::new();
+        for (lookup, keys) in groups {
+            let set: imbl::OrdSet<ItemKey> = keys.into_iter().collect();
+            let n = set.len();
+            let resolved = match (n, ambiguity) {
+                (1, _) | (_, Ambiguity::LowestKey) => set
+                    .get_min()
+                    .and_then(|k| unique.get(k))
+                    .map(|e| Resolved::One(Arc::clone(&e.value))),
+                (_, Ambiguity::Reject) => Some(Resolved::Ambiguous(n)),
+            };
+            if let Some(r) = resolved {
+                by_lookup.insert(lookup.clone(), r);
+            }
+            candidates.insert(lookup, set);
+        }
+        Snapshot {
+            items: unique.into_iter().collect(),
+            by_lookup,
+            candidates,
+            ambiguity,
+            version: 1,
+        }
     }
 
     /// This snapshot with `value` at `key` (inserted or replaced): the delta step, without a
