@@ -8,6 +8,7 @@
 
 mod emulator;
 mod fault_proxy;
+mod http_fault_proxy;
 mod kinesis;
 mod memory_store;
 mod notified_bucket;
@@ -17,6 +18,7 @@ mod streams;
 pub use emulator::{emulator, sdk_config, unique_name};
 pub use esm_emulation::{dynamodb_stream_event, sqs_event};
 pub use fault_proxy::FaultProxy;
+pub use http_fault_proxy::{Fault, HttpFaultProxy, Rule};
 pub use kinesis::{create_stream, records_per_shard};
 pub use memory_store::MemoryStore;
 pub use notified_bucket::NotifiedBucket;

@@ -1,0 +1,236 @@
+//! The change-handler with 20% of its S3 writes failing (500s, `SlowDown`, connection resets)
+//! behind an HTTP fault proxy, driven by an event source mapping with unbounded retries: every
+//! stream record ends up in at least one change file, a file written twice by a retry holds the
+//! same changes, and a consumer applies each change once and equals a fresh Scan.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::StreamViewType;
+use change_handler::{ChangeHandler, PRODUCER};
+use change_protocol::{ChangeFile, ChangeKey, StreamChange};
+use enrichment::{DynamoDbTable, Enricher, EnricherConfig, FeedSettings, S3Feed, SystemClock};
+use esm_emulation::{DynamoDbStreamMapping, Invocation, MappingConfig};
+use feed_writer::{s3_client, FeedConfig, FeedWriter, S3Store};
+use test_support::{
+    emulator, read_stream_records, sdk_config, unique_name, Fault, HttpFaultProxy, ReferenceTable,
+    Rule,
+};
+use tokio::sync::watch;
+
+#[derive(Debug, serde::Deserialize)]
+struct Product {
+    item: String,
+    priority: String,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_percent_s3_faults_lose_no_change() {
+    let sdk = sdk_config().await;
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+    let s3 = s3_client(&sdk);
+    let table = ReferenceTable::create(&ddb, StreamViewType::NewAndOldImages).await;
+    let bucket = unique_name("feed");
+    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    let mut rng = fastrand::Rng::with_seed(7);
+    for n in 0..200 {
+        let item = format!("item-{:02}", rng.usize(..15));
+        if rng.u8(..10) == 0 {
+            table.delete(&item).await;
+        } else {
+            table.put(&item, &format!("p{n}")).await;
+        }
+    }
+    let streams = aws_sdk_dynamodbstreams::Client::new(&sdk);
+    let records = read_stream_records(&streams, &table.stream_arn).await;
+    let total = records.len();
+
+    // The change-handler writes through the proxy: 20% of its PutObject calls fail.
+    let proxy = HttpFaultProxy::start(emulator().endpoint(), 42).await;
+    proxy.set_rules(vec![
+        Rule {
+            service: "s3",
+            operation: "PutObject",
+            fault: Fault::ServerError,
+            rate: 0.07,
+        },
+        Rule {
+            service: "s3",
+            operation: "PutObject",
+            fault: Fault::Throttle,
+            rate: 0.07,
+        },
+        Rule {
+            service: "s3",
+            operation: "PutObject",
+            fault: Fault::Reset,
+            rate: 0.07,
+        },
+    ]);
+    // No SDK retries: every fault reaches the handler, so the mapping's retries are exercised.
+    let faulty = sdk
+        .clone()
+        .into_builder()
+        .endpoint_url(proxy.endpoint())
+        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(1))
+        .build();
+    let handler = ChangeHandler::new(FeedWriter::new(
+        FeedConfig {
+            bucket: bucket.clone(),
+            prefix: "change_flags/".into(),
+            legacy_flag_key: None,
+            write_window: Duration::from_secs(20),
+        },
+        S3Store::new(s3_client(&faulty)),
+        feed_writer::SystemClock,
+        PRODUCER,
+    ));
+    let mapping = DynamoDbStreamMapping::new(
+        streams.clone(),
+        table.stream_arn.clone(),
+        MappingConfig {
+            batch_size: 10,
+            poll_interval: Duration::from_millis(20),
+            trim_horizon: true,
+        },
+    );
+    let acked = AtomicUsize::new(0);
+    let reported = AtomicUsize::new(0);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let run = mapping.run(
+        |event| {
+            let (h, acked, reported, stop) = (&handler, &acked, &reported, &stop_tx);
+            async move {
+                let n = event["Records"].as_array().map_or(0, Vec::len);
+                match h.handle(&event, "req").await {
+                    Ok(r) if r.batch_item_failures.is_empty() => {
+                        if acked.fetch_add(n, Ordering::SeqCst) + n >= total {
+                            let _ = stop.send(true);
+                        }
+                        Invocation::Success
+                    }
+                    Ok(r) => {
+                        reported.fetch_add(1, Ordering::SeqCst);
+                        Invocation::PartialFailure(
+                            r.batch_item_failures
+                                .into_iter()
+                                .filter_map(|f| f.item_identifier)
+                                .collect(),
+                        )
+                    }
+                    Err(e) => Invocation::Error(e.to_string()),
+                }
+            }
+        },
+        stop_rx,
+    );
+    let stats = tokio::time::timeout(Duration::from_secs(240), run)
+        .await
+        .expect("the mapping finishes")
+        .unwrap();
+
+    // Every stream record is in at least one change file; duplicates are identical.
+    let listed = s3
+        .list_objects_v2()
+        .bucket(&bucket)
+        .prefix("change_flags/")
+        .send()
+        .await
+        .unwrap();
+    let mut seen: HashMap<String, StreamChange> = HashMap::new();
+    let mut files = 0;
+    let mut duplicates = 0;
+    for key in listed.contents().iter().filter_map(|o| o.key()) {
+        if ChangeKey::parse("change_flags/", key).is_err() {
+            continue;
+        }
+        files += 1;
+        let body = s3
+            .get_object()
+            .bucket(&bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap()
+            .body
+            .collect()
+            .await
+            .unwrap()
+            .into_bytes();
+        for change in ChangeFile::from_slice(&body).unwrap().changes {
+            let seq = change.sequence_number.to_string();
+            if let Some(earlier) = seen.get(&seq) {
+                duplicates += 1;
+                assert_eq!(
+                    (earlier.event_id.as_str(), &earlier.keys, &earlier.new_image),
+                    (change.event_id.as_str(), &change.keys, &change.new_image),
+                    "a retried write holds the same change"
+                );
+            }
+            seen.insert(seq, change);
+        }
+    }
+    let missing: Vec<&str> = records
+        .iter()
+        .filter_map(|r| r.dynamodb().and_then(|d| d.sequence_number()))
+        .filter(|s| !seen.contains_key(*s))
+        .collect();
+    println!(
+        "{total} stream records; faults injected {}; {} invocations ({} retries, {} reported failures); {files} change files; {duplicates} changes written twice; {} lost",
+        proxy.injected(),
+        stats.invocations,
+        stats.retries,
+        reported.load(Ordering::SeqCst),
+        missing.len()
+    );
+    println!("proxy: {:?}", proxy.counts());
+    assert!(proxy.injected() > 0, "faults were injected");
+    assert!(stats.retries > 0, "the mapping retried reported batches");
+    assert!(missing.is_empty(), "lost: {missing:?}");
+
+    // A consumer applies each change once and ends equal to the table.
+    let mut consumer: Enricher<Product, String, DynamoDbTable, S3Feed, SystemClock> = Enricher::new(
+        EnricherConfig::new(table.name.clone(), &["item", "price"], |p: &Product| {
+            Some(p.item.clone())
+        })
+        .with_feed(FeedSettings {
+            poll_interval: Duration::ZERO,
+            clock_margin: Duration::ZERO,
+            ..FeedSettings::default()
+        }),
+        DynamoDbTable::new(ddb.clone(), table.name.clone()),
+        Some(S3Feed::new(s3.clone(), bucket.clone())),
+        SystemClock,
+    );
+    consumer.refresh().await;
+    consumer.refresh().await;
+    let snapshot = consumer.snapshot();
+    let view: BTreeMap<String, String> = (0..15)
+        .filter_map(|k| match snapshot.lookup(format!("item-{k:02}").as_str()) {
+            enrichment::Lookup::Found(p) => Some((p.item.clone(), p.priority.clone())),
+            _ => None,
+        })
+        .collect();
+    let scan = ddb
+        .scan()
+        .table_name(&table.name)
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap();
+    let truth: BTreeMap<String, String> = scan
+        .items()
+        .iter()
+        .map(|i| {
+            let s = |k: &str| {
+                i.get(k)
+                    .and_then(|v| v.as_s().ok())
+                    .cloned()
+                    .unwrap_or_default()
+            };
+            (s("item"), s("priority"))
+        })
+        .collect();
+    assert_eq!(view, truth);
+}
