@@ -7,6 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use serde_json::Value;
+
 use aws_sdk_dynamodb::types::StreamViewType;
 use change_handler::{ChangeHandler, PRODUCER};
 use change_protocol::{ChangeFile, ChangeKey, StreamChange};
@@ -233,4 +235,285 @@ async fn twenty_percent_s3_faults_lose_no_change() {
         })
         .collect();
     assert_eq!(view, truth);
+}
+
+/// The s3-event-handler with a third of its Kinesis calls throttled: messages that could not put
+/// every flag are reported and redelivered, until every shard has the flag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kinesis_throttling_still_gets_every_flag_to_every_shard() {
+    use s3_event_handler::{Config, KinesisStream, S3EventHandler};
+    use test_support::{create_stream, records_per_shard, NotifiedBucket};
+
+    let sdk = sdk_config().await;
+    let s3 = s3_client(&sdk);
+    let kinesis = aws_sdk_kinesis::Client::new(&sdk);
+    let reference = NotifiedBucket::create(&sdk).await;
+    let feed_bucket = unique_name("feed");
+    s3.create_bucket()
+        .bucket(&feed_bucket)
+        .send()
+        .await
+        .unwrap();
+    let stream = create_stream(&kinesis, 4).await;
+    let proxy = HttpFaultProxy::start(emulator().endpoint(), 9).await;
+    proxy.set_rules(vec![Rule {
+        service: "kinesis",
+        operation: "PutRecords",
+        fault: Fault::Throttle,
+        rate: 0.34,
+    }]);
+    let throttled = sdk
+        .clone()
+        .into_builder()
+        .endpoint_url(proxy.endpoint())
+        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(1))
+        .build();
+    let handler = S3EventHandler::new(
+        Config {
+            feed: FeedConfig {
+                bucket: feed_bucket.clone(),
+                prefix: "change_flags/".into(),
+                legacy_flag_key: None,
+                write_window: Duration::from_secs(20),
+            },
+            flag_stream: stream.clone(),
+            reference_prefix: "reference/".into(),
+            reference_bucket: Some(reference.bucket.clone()),
+            legacy_flag_payload: None,
+        },
+        S3Store::new(s3.clone()),
+        KinesisStream::new(aws_sdk_kinesis::Client::new(&throttled), stream.clone()),
+        feed_writer::SystemClock,
+    );
+    let objects = 12;
+    for i in 0..objects {
+        reference
+            .put(
+                &format!("reference/part-{i:02}.csv"),
+                b"item,priority\nburger,high\n",
+            )
+            .await;
+    }
+    let (mut deliveries, mut reported) = (0, 0);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while let Some((event, receipts)) = reference.receive().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "messages keep failing"
+        );
+        deliveries += 1;
+        let response = handler.handle(&event, "req").await.unwrap();
+        let failed: Vec<String> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.clone())
+            .collect();
+        reported += failed.len();
+        // Acknowledge what succeeded; the queue redelivers the rest (after the visibility timeout,
+        // here: made visible again at once).
+        let messages: Vec<Value> = event["Records"].as_array().unwrap().clone();
+        for (m, receipt) in messages.iter().zip(&receipts) {
+            let id = m["messageId"].as_str().unwrap();
+            if failed.iter().any(|f| f == id) {
+                reference
+                    .sqs
+                    .change_message_visibility()
+                    .queue_url(&reference.queue_url)
+                    .receipt_handle(receipt)
+                    .visibility_timeout(0)
+                    .send()
+                    .await
+                    .unwrap();
+            } else {
+                reference.ack(std::slice::from_ref(receipt)).await;
+            }
+        }
+    }
+    let shards = records_per_shard(&kinesis, &stream).await;
+    println!(
+        "{objects} objects changed; {} PutRecords throttled; {deliveries} deliveries, {reported} messages reported and redelivered",
+        proxy.injected()
+    );
+    assert!(
+        proxy.injected() > 0 && reported > 0,
+        "throttling happened and was reported"
+    );
+    for (shard, records) in shards {
+        let keys: std::collections::BTreeSet<String> = records
+            .iter()
+            .filter_map(|r| change_protocol::ChangeFlag::parse(r))
+            .map(|f| f.change.key)
+            .collect();
+        assert_eq!(
+            keys.len(),
+            objects,
+            "{shard} has flags for {} of {objects} objects",
+            keys.len()
+        );
+    }
+}
+
+/// A consumer whose S3 and DynamoDB calls fail half the time (throttling, 500s, resets) keeps
+/// enriching with its last good snapshot and reports its staleness; once the faults stop it
+/// converges to the table's true state at its next micro-batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_under_faults_serves_the_last_snapshot_and_converges_when_they_stop() {
+    use test_support::StreamPump;
+
+    let sdk = sdk_config().await;
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+    let s3 = s3_client(&sdk);
+    let table = ReferenceTable::create(&ddb, StreamViewType::NewAndOldImages).await;
+    table.seed().await;
+    let bucket = unique_name("feed");
+    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    let handler = ChangeHandler::new(FeedWriter::new(
+        FeedConfig {
+            bucket: bucket.clone(),
+            prefix: "change_flags/".into(),
+            legacy_flag_key: None,
+            write_window: Duration::from_secs(20),
+        },
+        S3Store::new(s3.clone()),
+        feed_writer::SystemClock,
+        PRODUCER,
+    ));
+    let mut pump = StreamPump::new(
+        aws_sdk_dynamodbstreams::Client::new(&sdk),
+        &table.stream_arn,
+    )
+    .await;
+    let deliver = |event: Option<Value>| {
+        let h = &handler;
+        async move {
+            if let Some(e) = event {
+                h.handle(&e, "req").await.unwrap();
+            }
+        }
+    };
+    deliver(pump.next_event().await).await;
+
+    let proxy = HttpFaultProxy::start(emulator().endpoint(), 5).await;
+    let via_proxy = sdk
+        .clone()
+        .into_builder()
+        .endpoint_url(proxy.endpoint())
+        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(1))
+        .build();
+    let mut consumer: Enricher<Product, String, DynamoDbTable, S3Feed, SystemClock> = Enricher::new(
+        EnricherConfig::new(table.name.clone(), &["item", "price"], |p: &Product| {
+            Some(p.item.clone())
+        })
+        .with_feed(FeedSettings {
+            poll_interval: Duration::ZERO,
+            clock_margin: Duration::ZERO,
+            ..FeedSettings::default()
+        }),
+        DynamoDbTable::new(
+            aws_sdk_dynamodb::Client::new(&via_proxy),
+            table.name.clone(),
+        ),
+        Some(S3Feed::new(s3_client(&via_proxy), bucket.clone())),
+        SystemClock,
+    );
+    consumer.refresh().await;
+    consumer.refresh().await;
+    assert_eq!(consumer.snapshot().len(), 5);
+
+    proxy.set_rules(vec![
+        Rule {
+            service: "s3",
+            operation: "*",
+            fault: Fault::Throttle,
+            rate: 0.2,
+        },
+        Rule {
+            service: "s3",
+            operation: "*",
+            fault: Fault::Reset,
+            rate: 0.2,
+        },
+        Rule {
+            service: "s3",
+            operation: "*",
+            fault: Fault::ServerError,
+            rate: 0.2,
+        },
+        Rule {
+            service: "dynamodb",
+            operation: "*",
+            fault: Fault::Throttle,
+            rate: 0.5,
+        },
+    ]);
+    let mut rng = fastrand::Rng::with_seed(3);
+    let (mut failed, mut served) = (0, 0);
+    for n in 0..30 {
+        let item = ["salad", "pizza", "burger", "pasta", "ice-cream", "tacos"][rng.usize(..6)];
+        if rng.u8(..6) == 0 {
+            table.delete(item).await;
+        } else {
+            table.put(item, &format!("p{n}")).await;
+        }
+        deliver(pump.next_event().await).await;
+        let (_, report) = consumer
+            .process_batch(vec!["burger", "pizza"], |d| {
+                enrichment::Classified::Data((*d).to_owned())
+            })
+            .await;
+        failed += usize::from(report.refreshes[0].error.is_some());
+        served += report.enriched + report.rejected;
+    }
+    let during = consumer.metrics();
+    println!(
+        "faults injected {}; {failed} of 30 micro-batches saw a failed refresh; refresh errors {}; every record answered ({served} of 60)",
+        proxy.injected(),
+        during.refresh_errors
+    );
+    assert!(
+        failed > 0 && during.refresh_errors > 0,
+        "faults reached the consumer"
+    );
+    assert_eq!(
+        served, 60,
+        "the consumer kept answering with its last good snapshot"
+    );
+    assert!(during.staleness.is_some());
+
+    proxy.set_rules(vec![]);
+    consumer.refresh().await; // one micro-batch after the faults stop
+    let snapshot = consumer.snapshot();
+    let view: BTreeMap<String, String> =
+        ["salad", "pizza", "burger", "pasta", "ice-cream", "tacos"]
+            .iter()
+            .filter_map(|k| match snapshot.lookup(*k) {
+                enrichment::Lookup::Found(p) => Some((p.item.clone(), p.priority.clone())),
+                _ => None,
+            })
+            .collect();
+    let scan = ddb
+        .scan()
+        .table_name(&table.name)
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap();
+    let truth: BTreeMap<String, String> = scan
+        .items()
+        .iter()
+        .map(|i| {
+            let s = |k: &str| {
+                i.get(k)
+                    .and_then(|v| v.as_s().ok())
+                    .cloned()
+                    .unwrap_or_default()
+            };
+            (s("item"), s("priority"))
+        })
+        .collect();
+    assert_eq!(
+        view, truth,
+        "converged one micro-batch after the faults stopped"
+    );
+    assert!(consumer.last_error().is_none());
 }
