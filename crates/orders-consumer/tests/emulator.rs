@@ -317,3 +317,45 @@ fn embedded_metrics_name_the_staleness_metric_the_alarm_watches() {
             && template.contains("Namespace: StreamRefdata")
     );
 }
+
+#[tokio::test]
+async fn a_crash_after_part_of_the_output_is_retried_without_duplicates() {
+    let r = rig().await;
+    let store = Arc::new(MemoryStore::new());
+    let consumer = r.consumer(r.config(Unmatched::Reject), store.clone());
+    // The first object is written, then the function "crashes" (the next write fails): the
+    // batch is reported and the event source mapping retries it from its first record.
+    store.delay_next(Duration::ZERO);
+    store.fail_next(1);
+    let (response, _) = consumer.handle_batch(&sample()).await.unwrap();
+    assert_eq!(response.batch_item_failures.len(), 1);
+    let partial = store.put_keys();
+    assert_eq!(partial.len(), 1);
+    let (response, summary) = consumer.handle_batch(&sample()).await.unwrap();
+    assert!(response.batch_item_failures.is_empty());
+
+    // No object written under two names: the retry rewrote the partial one.
+    let keys = store.put_keys();
+    let distinct: std::collections::BTreeSet<&String> = keys.iter().collect();
+    assert_eq!(distinct.len(), summary.output.objects.len());
+    assert!(distinct.contains(&partial[0]));
+    // De-duplicated by (shard, sequence number), every record that is written appears once.
+    let mut seen = std::collections::BTreeMap::new();
+    for key in distinct {
+        for line in lines(&store, key) {
+            *seen
+                .entry((
+                    line["shard"].as_str().unwrap().to_owned(),
+                    line["sequence_number"].as_str().unwrap().to_owned(),
+                ))
+                .or_insert(0) += 1;
+        }
+    }
+    let records = sample()["Records"].as_array().unwrap().len();
+    assert_eq!(
+        seen.len(),
+        records - 1,
+        "every record but the flag is in the output once"
+    );
+    assert!(seen.values().all(|n| *n == 1));
+}
