@@ -80,6 +80,7 @@ impl Batch {
             changes: self.changes.clone(),
             opaque: self.opaque.clone(),
             objects: Vec::new(),
+            reason: None,
         }
     }
 

@@ -171,6 +171,9 @@ pub struct ChangeFile {
     /// S3 object changes (S3 kind), in notification order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub objects: Vec<crate::ObjectChange>,
+    /// Why the file was written, for `gap` files (e.g. which discarded batch it announces).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// Why bytes are not a change file this crate can apply.

@@ -85,6 +85,7 @@ fn file(changes: Vec<StreamChange>) -> ChangeFile {
             raw: serde_json::json!({"odd": {"X": 1}}),
         }],
         objects: vec![],
+        reason: None,
     }
 }
 

@@ -366,11 +366,14 @@ where
             .max_age
             .zip(self.last_full_load)
             .is_some_and(|(max, t)| t.elapsed() > max);
-        if first || too_old || (at_flag && self.feed.is_none()) {
+        let expired = self.feed.is_some() && self.follower.beyond_retention();
+        if first || too_old || expired || (at_flag && self.feed.is_none()) {
             let reason = if first {
                 "first load"
             } else if too_old {
                 "maximum age reached"
+            } else if expired {
+                "last listing older than the change files' retention minus a day"
             } else {
                 "change flag (no change feed configured)"
             };

@@ -34,6 +34,9 @@ pub struct FeedSettings {
     pub safety_listing: Duration,
     /// Use the `_head` pointer's conditional GET to skip listings when nothing changed.
     pub use_head_pointer: bool,
+    /// How long change files live (the bucket's lifecycle rule). A consumer whose last complete
+    /// listing is older than this minus a day may have missed expired files: it reloads fully.
+    pub retention: Duration,
 }
 
 impl Default for FeedSettings {
@@ -45,6 +48,7 @@ impl Default for FeedSettings {
             poll_interval: Duration::from_secs(1),
             safety_listing: Duration::from_secs(60),
             use_head_pointer: true,
+            retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -97,9 +101,20 @@ impl FeedFollower {
         }
     }
 
+    /// Whether the last complete listing (or full load) is so old that change files it did not
+    /// see may have expired since.
+    pub(crate) fn beyond_retention(&self) -> bool {
+        let limit = self
+            .settings
+            .retention
+            .saturating_sub(Duration::from_secs(24 * 3600));
+        self.last_listing.is_some_and(|t| t.elapsed() > limit)
+    }
+
     /// Sets the feed position (taken before a full load).
     pub(crate) fn set_position(&mut self, at: DateTime<Utc>) {
         self.listing_start = Some(at);
+        self.last_listing = Some(Instant::now());
     }
 
     /// The look-back: the largest W seen plus the clock margin.

@@ -165,6 +165,7 @@ impl Rig {
             changes: list,
             opaque,
             objects: vec![],
+            reason: None,
         };
         self.feed.put(&key, file.to_vec());
         self.point_head_at(&key);
@@ -707,4 +708,55 @@ async fn items_that_do_not_decode_are_counted_and_left_out() {
     r.enricher.refresh().await;
     assert_eq!(r.enricher.metrics().undecodable_items, 1);
     assert_eq!(r.enricher.snapshot().len(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_consumer_idle_beyond_the_feed_retention_reloads_fully_and_says_so() {
+    let mut r = rig_with(|c| {
+        c.with_max_age(None).with_feed(FeedSettings {
+            poll_interval: Duration::ZERO,
+            retention: Duration::from_secs(3 * 24 * 3600),
+            ..FeedSettings::default()
+        })
+    });
+    r.enricher.refresh().await;
+    tokio::time::advance(Duration::from_secs(24 * 3600)).await;
+    assert_eq!(r.enricher.refresh().await.full_reload, None);
+    tokio::time::advance(Duration::from_secs(2 * 24 * 3600 + 60)).await;
+    let report = r.enricher.refresh().await;
+    assert!(report.full_reload.unwrap().contains("retention"));
+}
+
+#[tokio::test]
+async fn a_gap_file_makes_every_consumer_reload_fully() {
+    let mut r = rig();
+    r.enricher.refresh().await;
+    r.table.put(product("burger", "high"));
+    let key = ChangeKey {
+        time: r.clock.now(),
+        label: source_label("redrive"),
+        sequences: None,
+        unique: Some("gap-1".into()),
+    }
+    .to_key(PREFIX);
+    let gap = ChangeFile {
+        schema_version: 1,
+        kind: ChangeKind::Gap,
+        written_at: String::new(),
+        write_window_ms: 20_000,
+        producer: "write-gap".into(),
+        source: Source {
+            label: source_label("redrive"),
+            ..Source::default()
+        },
+        changes: vec![],
+        opaque: vec![],
+        objects: vec![],
+        reason: None,
+    };
+    r.feed.put(&key, gap.to_vec());
+    r.point_head_at(&key);
+    let report = r.refresh_later().await;
+    assert!(report.full_reload.unwrap().contains("gap"));
+    assert_eq!(r.priority("burger").as_deref(), Some("high"));
 }

@@ -218,6 +218,7 @@ mod tests {
             changes: vec![],
             opaque: vec![],
             objects: vec![],
+            reason: None,
         }
     }
 

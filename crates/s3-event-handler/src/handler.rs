@@ -177,6 +177,7 @@ impl<S: ObjectStore, F: FlagStream, C: Clock> S3EventHandler<S, F, C> {
             changes: vec![],
             opaque: vec![],
             objects: relevant.iter().map(|n| n.change.clone()).collect(),
+            reason: None,
         };
         let written = self.writer.write(file, None, Some(unique)).await?;
         let mut payloads: Vec<Vec<u8>> = relevant
