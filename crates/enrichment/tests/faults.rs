@@ -445,6 +445,12 @@ async fn a_consumer_under_faults_serves_the_last_snapshot_and_converges_when_the
             fault: Fault::Throttle,
             rate: 0.5,
         },
+        Rule {
+            service: "*",
+            operation: "*",
+            fault: Fault::Latency(Duration::from_millis(150)),
+            rate: 0.2,
+        },
     ]);
     let mut rng = fastrand::Rng::with_seed(3);
     let (mut failed, mut served) = (0, 0);
