@@ -1,0 +1,64 @@
+//! Memory per reference item: growth of resident memory per item while the snapshot is built
+//! (an approximation: the allocator keeps some memory), against the item's size as DynamoDB JSON.
+//! Prints one table; not a criterion benchmark.
+//!
+//! `cargo bench -p enrichment --bench memory`
+
+use std::collections::HashMap;
+
+use change_protocol::{AttributeValue, Item};
+use enrichment::{Ambiguity, ItemKey, Snapshot};
+
+/// Resident memory of this process in bytes (Linux `/proc/self/status`, `VmRSS`).
+fn rss() -> usize {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<usize>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[allow(dead_code)]
+struct Product {
+    item: String,
+    price: u32,
+    priority: String,
+}
+
+fn main() {
+    const N: usize = 100_000;
+    let names = ["item".to_owned(), "price".to_owned()];
+    let items: Vec<Item> = (0..N)
+        .map(|i| {
+            let mut m = HashMap::new();
+            m.insert("item".to_owned(), AttributeValue::S(format!("dish-{i:06}")));
+            m.insert("price".to_owned(), AttributeValue::N("100".into()));
+            m.insert("priority".to_owned(), AttributeValue::S("very high".into()));
+            Item::from(m)
+        })
+        .collect();
+    let json_bytes: usize = items.iter().map(|i| serde_json::to_vec(i).unwrap().len()).sum();
+    let entries: Vec<(ItemKey, Product, Option<String>)> = items
+        .iter()
+        .map(|i| {
+            let p: Product = serde_dynamo::from_item(i.clone()).unwrap();
+            let lookup = Some(p.item.clone());
+            (ItemKey::from_item(&names, i).unwrap(), p, lookup)
+        })
+        .collect();
+    drop(items);
+    let before = rss() as isize;
+    let snapshot = Snapshot::from_entries(Ambiguity::LowestKey, entries);
+    let after = rss() as isize;
+    let per_item = (after - before) as f64 / N as f64;
+    let json = json_bytes as f64 / N as f64;
+    println!("items                         : {}", snapshot.len());
+    println!("item as DynamoDB JSON (bytes) : {json:.0}");
+    println!("snapshot bytes per item       : {per_item:.0}");
+    println!("ratio snapshot / JSON         : {:.2}", per_item / json);
+}
