@@ -42,7 +42,10 @@ fn main() {
             Item::from(m)
         })
         .collect();
-    let json_bytes: usize = items.iter().map(|i| serde_json::to_vec(i).unwrap().len()).sum();
+    let json_bytes: usize = items
+        .iter()
+        .map(|i| serde_json::to_vec(i).unwrap().len())
+        .sum();
     let entries: Vec<(ItemKey, Product, Option<String>)> = items
         .iter()
         .map(|i| {

@@ -27,6 +27,44 @@ struct Product {
     priority: String,
 }
 
+/// What a consumer's snapshot says for `items`: item -> priority.
+fn consumer_view(
+    consumer: &Enricher<Product, String, DynamoDbTable, S3Feed, SystemClock>,
+    items: impl IntoIterator<Item = String>,
+) -> BTreeMap<String, String> {
+    let snapshot = consumer.snapshot();
+    items
+        .into_iter()
+        .filter_map(|k| match snapshot.lookup(k.as_str()) {
+            enrichment::Lookup::Found(p) => Some((p.item.clone(), p.priority.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// What a fresh consistent Scan of the table says: item -> priority.
+async fn table_view(ddb: &aws_sdk_dynamodb::Client, table: &str) -> BTreeMap<String, String> {
+    let scan = ddb
+        .scan()
+        .table_name(table)
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap();
+    scan.items()
+        .iter()
+        .map(|i| {
+            let s = |k: &str| {
+                i.get(k)
+                    .and_then(|v| v.as_s().ok())
+                    .cloned()
+                    .unwrap_or_default()
+            };
+            (s("item"), s("priority"))
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_percent_s3_faults_lose_no_change() {
     let sdk = sdk_config().await;
@@ -207,34 +245,11 @@ async fn twenty_percent_s3_faults_lose_no_change() {
     );
     consumer.refresh().await;
     consumer.refresh().await;
-    let snapshot = consumer.snapshot();
-    let view: BTreeMap<String, String> = (0..15)
-        .filter_map(|k| match snapshot.lookup(format!("item-{k:02}").as_str()) {
-            enrichment::Lookup::Found(p) => Some((p.item.clone(), p.priority.clone())),
-            _ => None,
-        })
-        .collect();
-    let scan = ddb
-        .scan()
-        .table_name(&table.name)
-        .consistent_read(true)
-        .send()
-        .await
-        .unwrap();
-    let truth: BTreeMap<String, String> = scan
-        .items()
-        .iter()
-        .map(|i| {
-            let s = |k: &str| {
-                i.get(k)
-                    .and_then(|v| v.as_s().ok())
-                    .cloned()
-                    .unwrap_or_default()
-            };
-            (s("item"), s("priority"))
-        })
-        .collect();
-    assert_eq!(view, truth);
+    let items = (0..15).map(|k| format!("item-{k:02}"));
+    assert_eq!(
+        consumer_view(&consumer, items),
+        table_view(&ddb, &table.name).await
+    );
 }
 
 /// The s3-event-handler with a third of its Kinesis calls throttled: messages that could not put
@@ -488,37 +503,10 @@ async fn a_consumer_under_faults_serves_the_last_snapshot_and_converges_when_the
 
     proxy.set_rules(vec![]);
     consumer.refresh().await; // one micro-batch after the faults stop
-    let snapshot = consumer.snapshot();
-    let view: BTreeMap<String, String> =
-        ["salad", "pizza", "burger", "pasta", "ice-cream", "tacos"]
-            .iter()
-            .filter_map(|k| match snapshot.lookup(*k) {
-                enrichment::Lookup::Found(p) => Some((p.item.clone(), p.priority.clone())),
-                _ => None,
-            })
-            .collect();
-    let scan = ddb
-        .scan()
-        .table_name(&table.name)
-        .consistent_read(true)
-        .send()
-        .await
-        .unwrap();
-    let truth: BTreeMap<String, String> = scan
-        .items()
-        .iter()
-        .map(|i| {
-            let s = |k: &str| {
-                i.get(k)
-                    .and_then(|v| v.as_s().ok())
-                    .cloned()
-                    .unwrap_or_default()
-            };
-            (s("item"), s("priority"))
-        })
-        .collect();
+    let items = ["salad", "pizza", "burger", "pasta", "ice-cream", "tacos"].map(String::from);
     assert_eq!(
-        view, truth,
+        consumer_view(&consumer, items),
+        table_view(&ddb, &table.name).await,
         "converged one micro-batch after the faults stopped"
     );
     assert!(consumer.last_error().is_none());
