@@ -48,6 +48,55 @@ impl<T> Clone for Resolved<T> {
     }
 }
 
+/// The items that share one lookup key. Most keys have one item: it is kept without a set.
+#[derive(Clone, Debug)]
+enum Group {
+    One(ItemKey),
+    Many(imbl::OrdSet<ItemKey>),
+}
+
+impl Group {
+    fn len(&self) -> usize {
+        match self {
+            Group::One(_) => 1,
+            Group::Many(set) => set.len(),
+        }
+    }
+
+    fn lowest(&self) -> Option<&ItemKey> {
+        match self {
+            Group::One(k) => Some(k),
+            Group::Many(set) => set.get_min(),
+        }
+    }
+
+    fn with(self, key: ItemKey) -> Group {
+        match self {
+            Group::One(k) if k == key => Group::One(k),
+            Group::One(k) => Group::Many([k, key].into_iter().collect()),
+            Group::Many(mut set) => {
+                set.insert(key);
+                Group::Many(set)
+            }
+        }
+    }
+
+    fn without(self, key: &ItemKey) -> Option<Group> {
+        match self {
+            Group::One(k) if &k == key => None,
+            Group::One(k) => Some(Group::One(k)),
+            Group::Many(mut set) => {
+                set.remove(key);
+                match set.len() {
+                    0 => None,
+                    1 => set.get_min().cloned().map(Group::One),
+                    _ => Some(Group::Many(set)),
+                }
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Entry<T, K> {
     value: Arc<T>,
@@ -68,7 +117,7 @@ impl<T, K: Clone> Clone for Entry<T, K> {
 pub struct Snapshot<T, K: Hash + Eq + Clone> {
     items: imbl::HashMap<ItemKey, Entry<T, K>>,
     by_lookup: imbl::HashMap<K, Resolved<T>>,
-    candidates: imbl::HashMap<K, imbl::OrdSet<ItemKey>>,
+    candidates: imbl::HashMap<K, Group>,
     ambiguity: Ambiguity,
     version: u64,
 }
@@ -124,11 +173,15 @@ impl<T, K: Hash + Eq + Clone> Snapshot<T, K> {
         let mut by_lookup = imbl::HashMap::new();
         let mut candidates = imbl::HashMap::new();
         for (lookup, keys) in groups {
-            let set: imbl::OrdSet<ItemKey> = keys.into_iter().collect();
-            let n = set.len();
+            let group = if keys.len() == 1 {
+                Group::One(keys[0].clone())
+            } else {
+                Group::Many(keys.into_iter().collect())
+            };
+            let n = group.len();
             let resolved = match (n, ambiguity) {
-                (1, _) | (_, Ambiguity::LowestKey) => set
-                    .get_min()
+                (1, _) | (_, Ambiguity::LowestKey) => group
+                    .lowest()
                     .and_then(|k| unique.get(k))
                     .map(|e| Resolved::One(Arc::clone(&e.value))),
                 (_, Ambiguity::Reject) => Some(Resolved::Ambiguous(n)),
@@ -136,7 +189,7 @@ impl<T, K: Hash + Eq + Clone> Snapshot<T, K> {
             if let Some(r) = resolved {
                 by_lookup.insert(lookup.clone(), r);
             }
-            candidates.insert(lookup, set);
+            candidates.insert(lookup, group);
         }
         Snapshot {
             items: unique.into_iter().collect(),
@@ -211,9 +264,11 @@ impl<T, K: Hash + Eq + Clone> Snapshot<T, K> {
             }
         }
         if let Some(lookup) = lookup {
-            let mut set = self.candidates.get(&lookup).cloned().unwrap_or_default();
-            set.insert(key);
-            self.candidates.insert(lookup.clone(), set);
+            let group = match self.candidates.get(&lookup).cloned() {
+                Some(g) => g.with(key),
+                None => Group::One(key),
+            };
+            self.candidates.insert(lookup.clone(), group);
             self.resolve(&lookup);
         }
     }
@@ -226,21 +281,23 @@ impl<T, K: Hash + Eq + Clone> Snapshot<T, K> {
     }
 
     fn unindex(&mut self, lookup: &K, key: &ItemKey) {
-        if let Some(mut set) = self.candidates.get(lookup).cloned() {
-            set.remove(key);
-            if set.is_empty() {
-                self.candidates.remove(lookup);
-            } else {
-                self.candidates.insert(lookup.clone(), set);
+        if let Some(group) = self.candidates.get(lookup).cloned() {
+            match group.without(key) {
+                None => {
+                    self.candidates.remove(lookup);
+                }
+                Some(g) => {
+                    self.candidates.insert(lookup.clone(), g);
+                }
             }
         }
         self.resolve(lookup);
     }
 
     fn resolve(&mut self, lookup: &K) {
-        let resolved = self.candidates.get(lookup).and_then(|set| {
-            let n = set.len();
-            let first = set.get_min()?;
+        let resolved = self.candidates.get(lookup).and_then(|group| {
+            let n = group.len();
+            let first = group.lowest()?;
             match (n, self.ambiguity) {
                 (1, _) | (_, Ambiguity::LowestKey) => self
                     .items
@@ -318,5 +375,36 @@ mod tests {
         s.upsert(key("x", "1"), "v".into(), None);
         assert_eq!(s.lookup("new"), Lookup::Missing);
         assert_eq!(s.len(), 1);
+    }
+
+    proptest::proptest! {
+        /// Any sequence of upserts and removals resolves every lookup key like a plain model:
+        /// the item with the lowest primary key among those sharing it.
+        #[test]
+        fn lookups_match_a_simple_model(ops in proptest::collection::vec((0u8..8, 0u8..3, proptest::bool::ANY), 0..60)) {
+            let mut s: Snapshot<String, String> = Snapshot::empty(Ambiguity::LowestKey);
+            let mut model: std::collections::BTreeMap<ItemKey, (String, String)> = Default::default();
+            for (i, (k, l, insert)) in ops.into_iter().enumerate() {
+                let item = key(&format!("i{k}"), "1");
+                let lookup = format!("l{l}");
+                if insert {
+                    s.upsert(item.clone(), format!("v{i}"), Some(lookup.clone()));
+                    model.insert(item, (format!("v{i}"), lookup));
+                } else {
+                    s.remove(&item);
+                    model.remove(&item);
+                }
+                for l in 0..3 {
+                    let lookup = format!("l{l}");
+                    let expected = model.iter().find(|(_, (_, lk))| *lk == lookup).map(|(_, (v, _))| v.clone());
+                    let got = match s.lookup(lookup.as_str()) {
+                        Lookup::Found(v) => Some((**v).clone()),
+                        _ => None,
+                    };
+                    proptest::prop_assert_eq!(got, expected);
+                }
+                proptest::prop_assert_eq!(s.len(), model.len());
+            }
+        }
     }
 }
