@@ -27,6 +27,15 @@ struct Product {
     priority: String,
 }
 
+/// `sdk` pointed at `proxy`, without SDK retries: every injected fault reaches the code under test.
+fn through(sdk: &aws_config::SdkConfig, proxy: &HttpFaultProxy) -> aws_config::SdkConfig {
+    sdk.clone()
+        .into_builder()
+        .endpoint_url(proxy.endpoint())
+        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(1))
+        .build()
+}
+
 /// What a consumer's snapshot says for `items`: item -> priority.
 fn consumer_view(
     consumer: &Enricher<Product, String, DynamoDbTable, S3Feed, SystemClock>,
@@ -109,12 +118,7 @@ async fn twenty_percent_s3_faults_lose_no_change() {
         },
     ]);
     // No SDK retries: every fault reaches the handler, so the mapping's retries are exercised.
-    let faulty = sdk
-        .clone()
-        .into_builder()
-        .endpoint_url(proxy.endpoint())
-        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(1))
-        .build();
+    let faulty = through(&sdk, &proxy);
     let handler = ChangeHandler::new(FeedWriter::new(
         FeedConfig {
             bucket: bucket.clone(),
@@ -277,12 +281,7 @@ async fn kinesis_throttling_still_gets_every_flag_to_every_shard() {
         fault: Fault::Throttle,
         rate: 0.34,
     }]);
-    let throttled = sdk
-        .clone()
-        .into_builder()
-        .endpoint_url(proxy.endpoint())
-        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(1))
-        .build();
+    let throttled = through(&sdk, &proxy);
     let handler = S3EventHandler::new(
         Config {
             feed: FeedConfig {
@@ -409,12 +408,7 @@ async fn a_consumer_under_faults_serves_the_last_snapshot_and_converges_when_the
     deliver(pump.next_event().await).await;
 
     let proxy = HttpFaultProxy::start(emulator().endpoint(), 5).await;
-    let via_proxy = sdk
-        .clone()
-        .into_builder()
-        .endpoint_url(proxy.endpoint())
-        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(1))
-        .build();
+    let via_proxy = through(&sdk, &proxy);
     let mut consumer: Enricher<Product, String, DynamoDbTable, S3Feed, SystemClock> = Enricher::new(
         EnricherConfig::new(table.name.clone(), &["item", "price"], |p: &Product| {
             Some(p.item.clone())
