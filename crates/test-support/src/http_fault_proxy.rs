@@ -53,6 +53,7 @@ struct State {
     rules: Mutex<Vec<Rule>>,
     rng: Mutex<fastrand::Rng>,
     counts: Mutex<BTreeMap<String, u64>>,
+    items_read: Mutex<BTreeMap<String, u64>>,
     client: Client<HttpConnector, Incoming>,
 }
 
@@ -154,6 +155,7 @@ impl HttpFaultProxy {
             rules: Mutex::new(Vec::new()),
             rng: Mutex::new(fastrand::Rng::with_seed(seed)),
             counts: Mutex::new(BTreeMap::new()),
+            items_read: Mutex::new(BTreeMap::new()),
             client: Client::builder(TokioExecutor::new()).build_http(),
         });
         let accept_state = state.clone();
@@ -188,6 +190,16 @@ impl HttpFaultProxy {
     pub fn counts(&self) -> BTreeMap<String, u64> {
         self.state
             .counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// DynamoDB items returned to the client, by read operation (`Scan`, `Query`, `GetItem`,
+    /// `BatchGetItem`), counted in the forwarded responses.
+    pub fn items_read(&self) -> BTreeMap<String, u64> {
+        self.state
+            .items_read
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
@@ -255,5 +267,51 @@ async fn handle(
         .request(Request::from_parts(parts, body))
         .await
         .map_err(std::io::Error::other)?;
+    if service == "dynamodb" && READS.contains(&operation.as_str()) {
+        let (parts, body) = response.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map_err(std::io::Error::other)?
+            .to_bytes();
+        let items = items_in(&operation, &body);
+        *state
+            .items_read
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(operation)
+            .or_default() += items;
+        return Ok(Response::from_parts(
+            parts,
+            Full::new(body).map_err(|never| match never {}).boxed(),
+        ));
+    }
     Ok(response.map(|b| b.boxed()))
+}
+
+const READS: [&str; 4] = ["Scan", "Query", "GetItem", "BatchGetItem"];
+
+/// Items in a DynamoDB read response (0 for an error response).
+fn items_in(operation: &str, body: &[u8]) -> u64 {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return 0;
+    };
+    match operation {
+        "GetItem" => u64::from(v.get("Item").is_some()),
+        "BatchGetItem" => v
+            .get("Responses")
+            .and_then(|r| r.as_object())
+            .map(|tables| {
+                tables
+                    .values()
+                    .filter_map(|items| items.as_array())
+                    .map(|items| items.len() as u64)
+                    .sum()
+            })
+            .unwrap_or(0),
+        _ => v
+            .get("Items")
+            .and_then(|i| i.as_array())
+            .map_or(0, |i| i.len() as u64),
+    }
 }

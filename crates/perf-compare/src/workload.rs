@@ -1,0 +1,146 @@
+//! Orders like the original's generator, as Kinesis records and Lambda events, and the stream
+//! of the table's changes read from its tail.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use aws_sdk_dynamodbstreams::types::ShardIteratorType;
+use aws_sdk_kinesis::primitives::{Blob, DateTime};
+use aws_sdk_kinesis::types::Record;
+use serde_json::Value;
+
+use crate::world::synthetic_item;
+
+/// The generator's dishes: `donut` is not in the table.
+pub const DISHES: [&str; 5] = ["pizza", "burger", "salad", "donut", "ice-cream"];
+
+/// One order's JSON: a dish, a cost of 10..150 and a customer id.
+pub fn order(dish: &str, cost: u32, customer_id: u32) -> Vec<u8> {
+    format!(r#"{{"dish":"{dish}","cost":{cost},"customer_id":{customer_id}}}"#).into_bytes()
+}
+
+/// Deterministic orders: four in five from the generator's dishes (one of those five is the
+/// unmatched `donut`), one in five for a synthetic item of the table, so the lookups range
+/// over a table of `items` items.
+#[derive(Debug)]
+pub struct Orders {
+    rng: fastrand::Rng,
+    synthetic: usize,
+}
+
+impl Orders {
+    /// Orders over a table of `items` items.
+    pub fn new(seed: u64, items: usize) -> Orders {
+        Orders {
+            rng: fastrand::Rng::with_seed(seed),
+            synthetic: items.saturating_sub(5),
+        }
+    }
+
+    /// The next order's dish.
+    pub fn dish(&mut self) -> String {
+        if self.synthetic > 0 && self.rng.u8(..5) == 0 {
+            synthetic_item(self.rng.usize(..self.synthetic))
+        } else {
+            DISHES[self.rng.usize(..DISHES.len())].to_owned()
+        }
+    }
+
+    /// The next order.
+    pub fn next_order(&mut self) -> Vec<u8> {
+        let dish = self.dish();
+        order(&dish, self.rng.u32(10..=150), self.rng.u32(1000..10_000))
+    }
+}
+
+/// A Kinesis Lambda event of `orders` from one shard, sequence numbers from `first_seq` on,
+/// as the event source mapping delivers it.
+pub fn kinesis_batch(stream_arn: &str, shard: &str, first_seq: u128, orders: &[Vec<u8>]) -> Value {
+    let now = DateTime::from_secs(1_764_115_200);
+    let records: Vec<Record> = orders
+        .iter()
+        .enumerate()
+        .map(|(i, data)| {
+            Record::builder()
+                .sequence_number(format!("{:056}", first_seq + i as u128))
+                .partition_key(format!("{i}"))
+                .data(Blob::new(data.clone()))
+                .approximate_arrival_timestamp(now)
+                .build()
+                .expect("kinesis record")
+        })
+        .collect();
+    esm_emulation::kinesis_event(stream_arn, shard, "us-east-1", &records)
+}
+
+/// Reads a table's stream from its tail: the records written after [`StreamTail::open`].
+#[derive(Debug)]
+pub struct StreamTail {
+    client: aws_sdk_dynamodbstreams::Client,
+    stream_arn: String,
+    iterators: Vec<Option<String>>,
+}
+
+impl StreamTail {
+    /// Iterators at `LATEST` on every shard.
+    pub async fn open(client: &aws_sdk_dynamodbstreams::Client, stream_arn: &str) -> Result<Self> {
+        let described = client
+            .describe_stream()
+            .stream_arn(stream_arn)
+            .send()
+            .await
+            .context("DescribeStream")?;
+        let mut iterators = Vec::new();
+        for shard in described
+            .stream_description()
+            .map(|d| d.shards())
+            .unwrap_or_default()
+        {
+            let it = client
+                .get_shard_iterator()
+                .stream_arn(stream_arn)
+                .shard_id(shard.shard_id().unwrap_or_default())
+                .shard_iterator_type(ShardIteratorType::Latest)
+                .send()
+                .await
+                .context("GetShardIterator")?
+                .shard_iterator;
+            iterators.push(it);
+        }
+        Ok(StreamTail {
+            client: client.clone(),
+            stream_arn: stream_arn.to_owned(),
+            iterators,
+        })
+    }
+
+    /// The Lambda event of the next records (up to `limit`), waiting up to 10 s for them.
+    pub async fn next_event(&mut self, limit: i32) -> Result<Value> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            for it in &mut self.iterators {
+                let Some(current) = it.clone() else { continue };
+                let out = self
+                    .client
+                    .get_records()
+                    .shard_iterator(current)
+                    .limit(limit)
+                    .send()
+                    .await
+                    .context("GetRecords")?;
+                *it = out.next_shard_iterator().map(str::to_owned);
+                if !out.records().is_empty() {
+                    return Ok(esm_emulation::dynamodb_stream_event(
+                        &self.stream_arn,
+                        out.records(),
+                    ));
+                }
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "no stream record within 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
