@@ -193,6 +193,7 @@ pub async fn run(
         legacy_flag_dish: "CHANGE_FLAG".into(),
         write_window: Duration::from_secs(20),
         max_staleness: Duration::from_secs(900),
+        feed_poll_interval: Duration::from_secs(1),
     };
     // One consumer per shard: each shard's batches run in their own Lambda environment.
     let consumers: Vec<_> = p

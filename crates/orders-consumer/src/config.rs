@@ -31,6 +31,10 @@ pub struct Config {
     /// `MAX_STALENESS_SECS`: past this without a confirmed refresh, orders are dead-lettered as
     /// stale (default 900).
     pub max_staleness: Duration,
+    /// `FEED_POLL_INTERVAL_MS`: check the change feed at most this often (default 1000; 0 checks
+    /// on every batch). Under load Lambda invokes a shard's batches back to back, so this bounds
+    /// the feed requests; it adds up to this much to propagation.
+    pub feed_poll_interval: Duration,
 }
 
 impl Config {
@@ -91,6 +95,18 @@ impl Config {
             legacy_flag_dish: or("LEGACY_FLAG_DISH", "CHANGE_FLAG"),
             write_window: secs("WRITE_WINDOW_SECS", 20)?,
             max_staleness: secs("MAX_STALENESS_SECS", 900)?,
+            feed_poll_interval: match optional_var(get, "FEED_POLL_INTERVAL_MS") {
+                None => Duration::from_secs(1),
+                Some(v) => v
+                    .trim()
+                    .parse::<u64>()
+                    .map(Duration::from_millis)
+                    .map_err(|_| ConfigError::Invalid {
+                        var: "FEED_POLL_INTERVAL_MS",
+                        value: v,
+                        reason: "not a whole number of milliseconds".into(),
+                    })?,
+            },
         })
     }
 }
@@ -123,6 +139,13 @@ mod tests {
         assert_eq!(c.dead_letter_prefix, "dead-letter/");
         assert_eq!(c.key_attributes, ["item", "price"]);
         assert_eq!(c.legacy_flag_dish, "CHANGE_FLAG");
+        assert_eq!(c.feed_poll_interval, Duration::from_secs(1));
+        assert_eq!(
+            config(&[("FEED_POLL_INTERVAL_MS", "0")])
+                .unwrap()
+                .feed_poll_interval,
+            Duration::ZERO
+        );
     }
 
     #[test]
@@ -132,6 +155,7 @@ mod tests {
             ("MAX_STALENESS_SECS", "soon"),
             ("WRITE_WINDOW_SECS", "0"),
             ("REFERENCE_KEY_ATTRIBUTES", "a,b,c"),
+            ("FEED_POLL_INTERVAL_MS", "1s"),
         ] {
             let err = config(&[(var, value)]).unwrap_err();
             assert!(err.to_string().contains(var), "{err}");

@@ -67,6 +67,7 @@ impl<Tb: TableSource, Fd: FeedSource, S: ObjectStore> OrdersConsumer<Tb, Fd, S> 
             .with_feed(FeedSettings {
                 prefix: config.change_prefix.clone(),
                 write_window: config.write_window,
+                poll_interval: config.feed_poll_interval,
                 ..FeedSettings::default()
             });
         OrdersConsumer {

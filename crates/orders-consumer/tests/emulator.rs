@@ -95,6 +95,7 @@ impl Rig {
             legacy_flag_dish: "CHANGE_FLAG".into(),
             write_window: Duration::from_secs(20),
             max_staleness: Duration::from_secs(900),
+            feed_poll_interval: Duration::from_secs(1),
         }
     }
 

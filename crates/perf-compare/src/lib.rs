@@ -12,5 +12,10 @@ pub mod runtime_api;
 
 pub use function::{FunctionSpec, Invoked, LocalFunction, ProcessStats};
 pub use runtime_api::{Answer, RuntimeApi};
+pub mod live;
+pub mod plot;
+pub mod report;
+pub mod sequential;
+pub mod stats;
 pub mod workload;
 pub mod world;

@@ -231,11 +231,13 @@ impl World {
         }
     }
 
-    /// Our orders consumer, writing under `output_prefix`.
-    pub fn our_consumer(&self, output_prefix: &str) -> FunctionSpec {
+    /// Our orders consumer, writing under `output_prefix`, checking the change feed at most
+    /// every `feed_poll_ms` milliseconds (0: every batch).
+    pub fn our_consumer(&self, output_prefix: &str, feed_poll_ms: u64) -> FunctionSpec {
         self.ours(
             "orders-consumer",
             &[
+                ("FEED_POLL_INTERVAL_MS", feed_poll_ms.to_string()),
                 ("REFERENCE_TABLE", self.table.name.clone()),
                 ("CHANGE_BUCKET", self.bucket.clone()),
                 ("OUTPUT_BUCKET", self.bucket.clone()),

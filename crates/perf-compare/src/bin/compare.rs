@@ -1,1 +1,107 @@
-fn main() {}
+//! `compare`: runs the side-by-side comparison with the original design on the emulator and
+//! writes the report. `scripts/compare` builds the release binaries and runs this.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::Parser;
+use perf_compare::live::{self, LiveOptions};
+use perf_compare::report::Report;
+use perf_compare::sequential;
+use perf_compare::world::{Paths, World};
+
+/// Side-by-side comparison of stream-refdata with the original design.
+#[derive(Parser, Debug)]
+struct Args {
+    /// Directory of our function binaries (orders-consumer, change-handler, s3-event-handler,
+    /// lambda-hello).
+    #[arg(long, default_value = "target/release")]
+    bin_dir: PathBuf,
+    /// Items in the reference table (the original five, then synthetic ones).
+    #[arg(long, default_value_t = 10_000)]
+    items: usize,
+    /// Measured batches in the batch loop.
+    #[arg(long, default_value_t = 40)]
+    batches: usize,
+    /// Orders per batch.
+    #[arg(long, default_value_t = 1000)]
+    batch_size: usize,
+    /// Reference changes in the batch loop.
+    #[arg(long, default_value_t = 10)]
+    changes: usize,
+    /// Starts per function for the start-up figure.
+    #[arg(long, default_value_t = 10)]
+    startup_runs: usize,
+    /// Spread-out changes in the live pipeline (propagation).
+    #[arg(long, default_value_t = 30)]
+    live_changes: usize,
+    /// Changes in the live pipeline's burst (lost changes).
+    #[arg(long, default_value_t = 20)]
+    burst: usize,
+    /// Our consumers' FEED_POLL_INTERVAL_MS in the live pipeline (the batch loop uses 0, so
+    /// both sides check for changes on every batch).
+    #[arg(long, default_value_t = 1000)]
+    feed_poll_ms: u64,
+    /// Where the report and plots go.
+    #[arg(long, default_value = "target/perf-compare")]
+    out: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let step = |s: &str| eprintln!("compare: {s}");
+
+    step(&format!("emulator and a table of {} items", args.items));
+    let world = World::create(args.items, Paths::in_repository(args.bin_dir.clone())).await?;
+    step("start-up of every function");
+    let startup = sequential::startup(&world, args.startup_runs).await?;
+    step("batch loop (CPU, handler time, requests, items read)");
+    let throughput =
+        sequential::throughput(&world, args.batch_size, args.batches, args.changes).await?;
+    step("peak memory on 1,000-record batches");
+    let memory = sequential::peak_memory(&world).await?;
+    let mut live_results = Vec::new();
+    for (label, consumers) in [("live1", 1), ("live2", 2)] {
+        step(&format!("live pipeline, {consumers} consumer(s) per side"));
+        live_results.push(
+            live::run(
+                &world,
+                LiveOptions {
+                    label: label.to_owned(),
+                    consumers_per_side: consumers,
+                    changes: if consumers == 1 { args.live_changes } else { 4 },
+                    change_interval: Duration::from_millis(1500),
+                    burst: args.burst,
+                    burst_spacing: Duration::from_millis(100),
+                    orders_per_second: 100,
+                    feed_poll_ms: args.feed_poll_ms,
+                },
+            )
+            .await?,
+        );
+    }
+    let report = Report {
+        items: world.items,
+        command,
+        startup,
+        throughput,
+        memory,
+        live: live_results,
+    };
+    report.write(&args.out)?;
+    println!("{}", report.markdown());
+    step(&format!(
+        "report and plots in {} (report.md, propagation.svg, throughput.svg)",
+        args.out.display()
+    ));
+    Ok(())
+}

@@ -1,0 +1,343 @@
+//! The comparison's report: the table of ratios ours/peer, the figures behind them, and the
+//! plots.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::live::LiveResult;
+use crate::plot::{cdf, lines, Series};
+use crate::sequential::{PeakMemory, SideFigures, Startup, Throughput};
+use crate::stats::{median, ms, quantile, ratio};
+
+/// Everything one run measured.
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// Items in the reference table.
+    pub items: usize,
+    /// The command line that produced it.
+    pub command: String,
+    /// Start-up per function.
+    pub startup: Vec<Startup>,
+    /// The batch loop.
+    pub throughput: Throughput,
+    /// Peak memory per function.
+    pub memory: Vec<PeakMemory>,
+    /// Live runs: one consumer per side, then two.
+    pub live: Vec<LiveResult>,
+}
+
+fn startup_of(r: &Report, name: &str) -> Duration {
+    r.startup
+        .iter()
+        .find(|s| s.name == name)
+        .map(|s| median(&s.samples))
+        .unwrap_or_default()
+}
+
+fn cpu_per_record(t: &Throughput, s: &SideFigures) -> f64 {
+    let cpu = s.end.cpu.saturating_sub(s.cpu_after_load);
+    cpu.as_secs_f64() / t.matched.max(1) as f64
+}
+
+fn times(s: &SideFigures, after_change: bool) -> Vec<Duration> {
+    s.batch_times
+        .iter()
+        .zip(&s.after_change)
+        .filter(|(_, c)| **c == after_change)
+        .map(|(t, _)| *t)
+        .collect()
+}
+
+fn mean_requests(s: &SideFigures, after_change: bool) -> f64 {
+    let v: Vec<u64> = s
+        .refresh_requests
+        .iter()
+        .zip(&s.after_change)
+        .filter(|(_, c)| **c == after_change)
+        .map(|(r, _)| *r)
+        .collect();
+    if v.is_empty() {
+        0.0
+    } else {
+        v.iter().sum::<u64>() as f64 / v.len() as f64
+    }
+}
+
+fn propagation(live: &LiveResult, ours: bool) -> (Vec<Duration>, usize) {
+    let c = live.consumers.iter().find(|c| c.ours == ours);
+    let samples: Vec<Duration> = c
+        .map(|c| c.propagation.iter().flatten().copied().collect())
+        .unwrap_or_default();
+    let missing = c.map_or(0, |c| c.propagation.iter().filter(|p| p.is_none()).count());
+    (samples, missing)
+}
+
+impl Report {
+    /// The report as Markdown.
+    pub fn markdown(&self) -> String {
+        let t = &self.throughput;
+        let mut out = String::new();
+        let _ = writeln!(out, "# Comparison with the original design: one run\n");
+        let _ = writeln!(
+            out,
+            "`{}` — table of {} items; {} measured batches of {} orders ({} with a reference item) after a first batch that loads the table; {} reference changes in the batch loop.\n",
+            self.command, self.items, t.batches, t.batch_size, t.matched, t.changes
+        );
+        let _ = writeln!(out, "## Ratios, ours / peer\n");
+        let _ = writeln!(
+            out,
+            "| measure | ours | peer | ours / peer |\n|---|---|---|---|"
+        );
+        let (ours_cpu, peer_cpu) = (cpu_per_record(t, &t.ours), cpu_per_record(t, &t.peer));
+        let _ = writeln!(
+            out,
+            "| consumer CPU per enriched record (changes included) | {:.2} µs | {:.2} µs | {} |",
+            ours_cpu * 1e6,
+            peer_cpu * 1e6,
+            ratio(ours_cpu, peer_cpu)
+        );
+        for (label, change) in [
+            ("no change since the last batch", false),
+            ("first batch after a change", true),
+        ] {
+            let (o, p) = (times(&t.ours, change), times(&t.peer, change));
+            if o.is_empty() {
+                continue;
+            }
+            let _ = writeln!(
+                out,
+                "| handler time per {}-order batch, {label} (median; p95) | {}; {} | {}; {} | {} |",
+                t.batch_size,
+                ms(median(&o)),
+                ms(quantile(&o, 0.95)),
+                ms(median(&p)),
+                ms(quantile(&p, 0.95)),
+                ratio(median(&o).as_secs_f64(), median(&p).as_secs_f64())
+            );
+            let (ro, rp) = (
+                mean_requests(&t.ours, change),
+                mean_requests(&t.peer, change),
+            );
+            let _ = writeln!(
+                out,
+                "| AWS requests per micro-batch other than output writes, {label} (mean) | {ro:.2} | {rp:.2} | {} |",
+                ratio(ro, rp)
+            );
+        }
+        let per_change = |s: &SideFigures| s.items_read as f64 / t.changes.max(1) as f64;
+        let _ = writeln!(
+            out,
+            "| DynamoDB items read per change, per consumer | {:.1} | {:.1} | {} |",
+            per_change(&t.ours),
+            per_change(&t.peer),
+            ratio(per_change(&t.ours), per_change(&t.peer))
+        );
+        let (co, cp) = (median(&t.ours.change_times), median(&t.peer.change_times));
+        let _ = writeln!(
+            out,
+            "| change function time per stream record (median) | {} | {} | {} |",
+            ms(co),
+            ms(cp),
+            ratio(co.as_secs_f64(), cp.as_secs_f64())
+        );
+        for (ours, peer, what) in [
+            ("orders-consumer", "peer-consumer", "consumer"),
+            ("change-handler", "peer-flag-lambda", "change function"),
+        ] {
+            let (o, p) = (startup_of(self, ours), startup_of(self, peer));
+            let _ = writeln!(
+                out,
+                "| start to ready for the first event, {what} (median) | {} | {} | {} |",
+                ms(o),
+                ms(p),
+                ratio(o.as_secs_f64(), p.as_secs_f64())
+            );
+        }
+        if let Some(first) = self.live.first() {
+            let (o, om) = propagation(first, true);
+            let (p, pm) = propagation(first, false);
+            for (q, label) in [(0.5, "p50"), (0.95, "p95")] {
+                let _ = writeln!(
+                    out,
+                    "| propagation, table write to first enriched record with the new value, {label} | {} | {} | {} |",
+                    ms(quantile(&o, q)),
+                    ms(quantile(&p, q)),
+                    ratio(quantile(&o, q).as_secs_f64(), quantile(&p, q).as_secs_f64())
+                );
+            }
+            if om + pm > 0 {
+                let _ = writeln!(out, "| spread-out changes never seen | {om} | {pm} | — |");
+            }
+        }
+        for live in &self.live {
+            let lost = |ours: bool| -> usize {
+                live.consumers
+                    .iter()
+                    .filter(|c| c.ours == ours)
+                    .map(|c| c.burst_lost)
+                    .sum()
+            };
+            let _ = writeln!(
+                out,
+                "| changes lost in a burst of {} ({} ms apart), {} consumer(s) per side, summed over consumers | {} | {} | — |",
+                live.options.burst,
+                live.options.burst_spacing.as_millis(),
+                live.options.consumers_per_side,
+                lost(true),
+                lost(false)
+            );
+        }
+        let ours_mem = self.memory.iter().find(|m| m.name == "orders-consumer");
+        let peer_mem = self.memory.iter().find(|m| m.name == "peer-consumer");
+        if let (Some(o), Some(p)) = (ours_mem, peer_mem) {
+            let _ = writeln!(
+                out,
+                "| consumer peak RSS after a 1,000-order batch | {:.1} MiB | {:.1} MiB | {} |",
+                o.peak as f64 / 1048576.0,
+                p.peak as f64 / 1048576.0,
+                ratio(o.peak as f64, p.peak as f64)
+            );
+        }
+
+        let _ = writeln!(
+            out,
+            "\n## Start-up against the minimal lambda_runtime binary\n"
+        );
+        let _ = writeln!(
+            out,
+            "| function | median | p90 | / lambda-hello |\n|---|---|---|---|"
+        );
+        let hello = startup_of(self, "lambda-hello").as_secs_f64();
+        for s in &self.startup {
+            let m = median(&s.samples);
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {:.2} |",
+                s.name,
+                ms(m),
+                ms(quantile(&s.samples, 0.9)),
+                m.as_secs_f64() / hello.max(1e-9)
+            );
+        }
+
+        let _ = writeln!(out, "\n## Peak resident memory on a 1,000-record batch\n");
+        let _ = writeln!(
+            out,
+            "| function | batch | after start-up | after the batch |\n|---|---|---|---|"
+        );
+        for m in &self.memory {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {:.1} MiB | {:.1} MiB |",
+                m.name,
+                m.batch,
+                m.idle as f64 / 1048576.0,
+                m.peak as f64 / 1048576.0
+            );
+        }
+
+        let _ = writeln!(out, "\n## Live pipeline, per consumer\n");
+        let _ = writeln!(
+            out,
+            "| run | consumer | invocations | propagation p50 | p95 | max | never seen | burst changes lost |\n|---|---|---|---|---|---|---|---|"
+        );
+        for live in &self.live {
+            for c in &live.consumers {
+                let s: Vec<Duration> = c.propagation.iter().flatten().copied().collect();
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {} | {} | {} | {} of {} |",
+                    live.options.label,
+                    c.name,
+                    c.invocations,
+                    ms(quantile(&s, 0.5)),
+                    ms(quantile(&s, 0.95)),
+                    ms(quantile(&s, 1.0)),
+                    c.propagation.len() - s.len(),
+                    c.burst_lost,
+                    live.options.burst
+                );
+            }
+        }
+
+        let _ = writeln!(out, "\n## Requests in the batch loop, whole run\n");
+        let _ = writeln!(out, "| side | function | requests by operation | DynamoDB items read after the load |\n|---|---|---|---|");
+        for (side, s) in [("ours", &t.ours), ("peer", &t.peer)] {
+            let _ = writeln!(
+                out,
+                "| {side} | consumer | {:?} | {} |",
+                s.requests, s.items_read
+            );
+            let _ = writeln!(
+                out,
+                "| {side} | change function | {:?} | — |",
+                s.change_requests
+            );
+        }
+        out
+    }
+
+    /// Writes `report.md`, `propagation.svg` and `handler-time.svg` into `dir`.
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join("report.md"), self.markdown())?;
+        let mut series = Vec::new();
+        for live in &self.live {
+            for c in &live.consumers {
+                if live.options.consumers_per_side == 1 {
+                    let s: Vec<Duration> = c.propagation.iter().flatten().copied().collect();
+                    series.push(Series {
+                        name: c.name.clone(),
+                        points: cdf(&s),
+                    });
+                }
+            }
+        }
+        lines(
+            &dir.join("propagation.svg"),
+            &format!(
+                "Propagation, table write to first enriched record ({} items)",
+                self.items
+            ),
+            "milliseconds",
+            "fraction of changes",
+            &series,
+        )?;
+        let t = &self.throughput;
+        let per_batch = |s: &SideFigures| -> Vec<(f64, f64)> {
+            s.batch_times
+                .iter()
+                .enumerate()
+                .map(|(i, d)| {
+                    (
+                        (i + 1) as f64,
+                        t.batch_size as f64 / d.as_secs_f64().max(1e-9),
+                    )
+                })
+                .collect()
+        };
+        lines(
+            &dir.join("throughput.svg"),
+            &format!(
+                "Orders per second of handler time, per {}-order batch ({} items, {} changes)",
+                t.batch_size, self.items, t.changes
+            ),
+            "batch",
+            "orders / s",
+            &[
+                Series {
+                    name: "ours".into(),
+                    points: per_batch(&t.ours),
+                },
+                Series {
+                    name: "peer (original design)".into(),
+                    points: per_batch(&t.peer),
+                },
+            ],
+        )?;
+        Ok(())
+    }
+}

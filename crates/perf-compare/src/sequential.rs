@@ -1,0 +1,375 @@
+//! Scenarios driven one step at a time, so both sides get exactly the same events: start-up,
+//! the consumer batch loop with reference changes (CPU, handler time, requests, items read),
+//! and peak memory on 1,000-record batches.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use serde_json::{json, Value};
+
+use crate::function::ProcessStats;
+use crate::workload::{kinesis_batch, Orders, StreamTail};
+use crate::world::{synthetic_item, Counted, World};
+use crate::{Answer, FunctionSpec};
+
+const STREAM_ARN: &str = "arn:aws:kinesis:us-east-1:123456789012:stream/SourceKinesisStream";
+const SHARD: &str = "shardId-000000000000";
+/// The peer's fixed flag object.
+pub const FLAG_KEY: &str = "change_flags/CHANGE_FLAG";
+
+/// Start to ready of one function, over several starts.
+#[derive(Clone, Debug)]
+pub struct Startup {
+    /// The function.
+    pub name: String,
+    /// One sample per start.
+    pub samples: Vec<Duration>,
+}
+
+/// Starts each function `runs` times and measures process start to its first request for an
+/// event. The functions of both sides, and the minimal `lambda_runtime` binary.
+pub async fn startup(world: &World, runs: usize) -> Result<Vec<Startup>> {
+    let specs: Vec<FunctionSpec> = vec![
+        world.hello(),
+        world.our_change_handler(),
+        world.our_s3_event_handler("unused-stream"),
+        world.our_consumer("startup/", 1000),
+        world.peer_flag_lambda(FLAG_KEY),
+        world.peer_consumer("startup/", FLAG_KEY),
+    ];
+    let mut out = Vec::new();
+    for spec in specs {
+        let mut samples = Vec::new();
+        for _ in 0..runs {
+            let f = world.start(spec.clone()).await?;
+            samples.push(f.startup);
+            f.function.stop().await;
+        }
+        out.push(Startup {
+            name: spec.name.clone(),
+            samples,
+        });
+    }
+    Ok(out)
+}
+
+/// One side's figures of the batch loop.
+#[derive(Clone, Debug, Default)]
+pub struct SideFigures {
+    /// Handler time of each batch after the first (which loads the table).
+    pub batch_times: Vec<Duration>,
+    /// Whether a reference change came before that batch.
+    pub after_change: Vec<bool>,
+    /// Requests of each batch other than output writes (PutObject).
+    pub refresh_requests: Vec<u64>,
+    /// DynamoDB items read after the first batch.
+    pub items_read: u64,
+    /// CPU time and peak memory of the consumer process, measured after the first batch.
+    pub cpu_after_load: Duration,
+    /// The consumer's process statistics at the end.
+    pub end: ProcessStats,
+    /// Requests by operation, whole run.
+    pub requests: BTreeMap<String, u64>,
+    /// Time and requests of the change function per change.
+    pub change_times: Vec<Duration>,
+    /// Requests of the change function, by operation.
+    pub change_requests: BTreeMap<String, u64>,
+}
+
+/// What the batch loop measured.
+#[derive(Clone, Debug, Default)]
+pub struct Throughput {
+    /// Records per batch.
+    pub batch_size: usize,
+    /// Batches after the first.
+    pub batches: usize,
+    /// Reference changes.
+    pub changes: usize,
+    /// Orders with a reference item in the measured batches (both sides enrich exactly these).
+    pub matched: usize,
+    /// Ours.
+    pub ours: SideFigures,
+    /// The peer.
+    pub peer: SideFigures,
+}
+
+fn response_ok(name: &str, answer: &Answer) -> Result<Value> {
+    match answer {
+        Answer::Response(b) => Ok(serde_json::from_slice(b).unwrap_or(Value::Null)),
+        Answer::Error(b) => anyhow::bail!("{name} failed: {}", String::from_utf8_lossy(b)),
+    }
+}
+
+fn no_failures(name: &str, response: &Value) -> Result<()> {
+    let failures = response
+        .get("batchItemFailures")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    ensure!(failures == 0, "{name} reported failures: {response}");
+    Ok(())
+}
+
+fn non_output_requests(c: &Counted) -> u64 {
+    c.requests()
+        .iter()
+        .filter(|(k, _)| k.as_str() != "s3/PutObject")
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// Which items the reference changes touch: ones the orders ask for, so each change is seen.
+fn changed_item(k: usize) -> &'static str {
+    ["burger", "pizza", "salad", "ice-cream"][k % 4]
+}
+
+/// The batch loop: `batches + 1` batches of `batch_size` orders, the first loading the table;
+/// `changes` reference changes spread over them, each delivered to ours (change-handler, then
+/// the change file on the consumer's next batch) and to the peer (flag Lambda, then HEAD +
+/// Scan + DELETE on its next batch). Both consumers get the same events in turn.
+pub async fn throughput(
+    world: &World,
+    batch_size: usize,
+    batches: usize,
+    changes: usize,
+) -> Result<Throughput> {
+    // Ours checks the feed on every batch here, as the peer HEADs its flag on every batch, so
+    // "the first batch after a change" is the one that applies it on both sides.
+    let ours = world.start(world.our_consumer("ours/", 0)).await?;
+    let peer = world.start(world.peer_consumer("peer/", FLAG_KEY)).await?;
+    let our_changes = world.start(world.our_change_handler()).await?;
+    let peer_changes = world.start(world.peer_flag_lambda(FLAG_KEY)).await?;
+    let mut tail = StreamTail::open(&world.streams, &world.table.stream_arn).await?;
+    let mut orders = Orders::new(7, world.items);
+    let mut seq: u128 = 1;
+    let mut batch = |orders: &mut Orders| -> (Value, usize) {
+        let mut matched = 0;
+        let data: Vec<Vec<u8>> = (0..batch_size)
+            .map(|_| {
+                let dish = orders.dish();
+                matched += usize::from(dish != "donut");
+                crate::workload::order(&dish, 10 + (seq % 140) as u32, 1000 + (seq % 9000) as u32)
+            })
+            .collect();
+        let event = kinesis_batch(STREAM_ARN, SHARD, seq, &data);
+        seq += batch_size as u128;
+        (event, matched)
+    };
+
+    // The first batch: both load the whole table.
+    let (event, _) = batch(&mut orders);
+    for c in [&ours, &peer] {
+        let invoked = c
+            .function
+            .invoke(&event)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        no_failures(
+            c.function.name(),
+            &response_ok(c.function.name(), &invoked.answer)?,
+        )?;
+    }
+    let mut result = Throughput {
+        batch_size,
+        batches,
+        changes,
+        ..Throughput::default()
+    };
+    let base_items = [ours.items_read(), peer.items_read()];
+    result.ours.cpu_after_load = ours.function.stats().map_err(anyhow::Error::msg)?.cpu;
+    result.peer.cpu_after_load = peer.function.stats().map_err(anyhow::Error::msg)?.cpu;
+    let every = batches.checked_div(changes).map_or(usize::MAX, |e| e.max(1));
+    let mut made = 0;
+    for i in 1..=batches {
+        let change = made < changes && i % every == 0;
+        if change {
+            world
+                .table
+                .set_priority(changed_item(made), &format!("p{made:04}"))
+                .await;
+            let record = tail.next_event(100).await?;
+            for (c, side) in [
+                (&our_changes, &mut result.ours),
+                (&peer_changes, &mut result.peer),
+            ] {
+                let invoked = c
+                    .function
+                    .invoke(&record)
+                    .await
+                    .map_err(anyhow::Error::msg)?;
+                no_failures(
+                    c.function.name(),
+                    &response_ok(c.function.name(), &invoked.answer)?,
+                )?;
+                side.change_times.push(invoked.elapsed);
+            }
+            made += 1;
+        }
+        let (event, matched) = batch(&mut orders);
+        result.matched += matched;
+        for (c, side) in [(&ours, &mut result.ours), (&peer, &mut result.peer)] {
+            let before = non_output_requests(c);
+            let invoked = c
+                .function
+                .invoke(&event)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            no_failures(
+                c.function.name(),
+                &response_ok(c.function.name(), &invoked.answer)?,
+            )?;
+            side.batch_times.push(invoked.elapsed);
+            side.after_change.push(change);
+            side.refresh_requests.push(non_output_requests(c) - before);
+        }
+    }
+    for (c, side, base) in [
+        (&ours, &mut result.ours, base_items[0]),
+        (&peer, &mut result.peer, base_items[1]),
+    ] {
+        side.end = c.function.stats().map_err(anyhow::Error::msg)?;
+        side.items_read = c.items_read() - base;
+        side.requests = c.requests();
+    }
+    result.ours.change_requests = our_changes.requests();
+    result.peer.change_requests = peer_changes.requests();
+    for c in [ours, peer, our_changes, peer_changes] {
+        c.function.stop().await;
+    }
+    Ok(result)
+}
+
+/// Peak resident memory of a function after one 1,000-record batch.
+#[derive(Clone, Debug)]
+pub struct PeakMemory {
+    /// The function.
+    pub name: String,
+    /// What the batch was.
+    pub batch: String,
+    /// Peak RSS after start-up, before the batch.
+    pub idle: u64,
+    /// Peak RSS after the batch.
+    pub peak: u64,
+}
+
+async fn peak_of(
+    world: &World,
+    spec: FunctionSpec,
+    batch: &str,
+    event: &Value,
+) -> Result<PeakMemory> {
+    let c = world.start(spec).await?;
+    let idle = c.function.stats().map_err(anyhow::Error::msg)?.peak_rss;
+    let invoked = c.function.invoke(event).await.map_err(anyhow::Error::msg)?;
+    response_ok(c.function.name(), &invoked.answer)?;
+    let peak = c.function.stats().map_err(anyhow::Error::msg)?.peak_rss;
+    let name = c.function.name().to_owned();
+    c.function.stop().await;
+    Ok(PeakMemory {
+        name,
+        batch: batch.to_owned(),
+        idle,
+        peak,
+    })
+}
+
+/// An SQS event of `n` S3 notifications (object created under `reference/`), as the S3 →
+/// SQS → Lambda path delivers it.
+fn sqs_s3_event(bucket: &str, n: usize) -> Value {
+    let records: Vec<Value> = (0..n)
+        .map(|i| {
+            let s3 = json!({"Records": [{
+                "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+                "eventTime": "2026-11-26T03:00:00.000Z", "eventName": "ObjectCreated:Put",
+                "userIdentity": {"principalId": "AWS:EXAMPLE"},
+                "requestParameters": {"sourceIPAddress": "127.0.0.1"},
+                "responseElements": {"x-amz-request-id": format!("REQ{i:08}"), "x-amz-id-2": "EXAMPLE"},
+                "s3": {"s3SchemaVersion": "1.0", "configurationId": "reference-changes",
+                       "bucket": {"name": bucket, "ownerIdentity": {"principalId": "EXAMPLE"},
+                                  "arn": format!("arn:aws:s3:::{bucket}")},
+                       "object": {"key": format!("reference/part-{i:05}.jsonl"), "size": 120,
+                                  "eTag": "0123456789abcdef0123456789abcdef",
+                                  "sequencer": format!("{:016X}", 1_000 + i)}}
+            }]});
+            json!({
+                "messageId": format!("00000000-0000-4000-8000-{i:012}"),
+                "receiptHandle": format!("handle-{i}"),
+                "body": s3.to_string(),
+                "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "1764126000000",
+                               "SenderId": "AIDAEXAMPLE", "ApproximateFirstReceiveTimestamp": "1764126000001"},
+                "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:reference-changes",
+                "awsRegion": "us-east-1"
+            })
+        })
+        .collect();
+    json!({ "Records": records })
+}
+
+/// Peak RSS of each function on a 1,000-record batch: the consumers on 1,000 orders, the
+/// change functions on 1,000 DynamoDB stream records, our S3-event handler on 1,000 S3
+/// notifications through SQS, and the minimal binary on a 1,000-record event it echoes.
+pub async fn peak_memory(world: &World) -> Result<Vec<PeakMemory>> {
+    let mut orders = Orders::new(11, world.items);
+    let data: Vec<Vec<u8>> = (0..1000).map(|_| orders.next_order()).collect();
+    let orders_event = kinesis_batch(STREAM_ARN, SHARD, 1, &data);
+
+    let mut tail = StreamTail::open(&world.streams, &world.table.stream_arn).await?;
+    for i in 0..1000 {
+        world
+            .table
+            .set_priority(
+                &synthetic_item(i % world.items.saturating_sub(5).max(1)),
+                "memory",
+            )
+            .await;
+    }
+    let mut records = Vec::new();
+    while records.len() < 1000 {
+        let event = tail.next_event(1000).await?;
+        records.extend(event["Records"].as_array().cloned().unwrap_or_default());
+    }
+    let stream_event = json!({ "Records": records });
+
+    let kinesis_stream = test_support::create_stream(&world.kinesis, 1).await;
+    let s3_event = sqs_s3_event(&world.bucket, 1000);
+    Ok(vec![
+        peak_of(world, world.hello(), "1,000 orders (echoed)", &orders_event).await?,
+        peak_of(
+            world,
+            world.our_consumer("memory/", 1000),
+            "1,000 orders",
+            &orders_event,
+        )
+        .await?,
+        peak_of(
+            world,
+            world.peer_consumer("memory-peer/", "memory/FLAG"),
+            "1,000 orders",
+            &orders_event,
+        )
+        .await?,
+        peak_of(
+            world,
+            world.our_change_handler(),
+            "1,000 stream records",
+            &stream_event,
+        )
+        .await?,
+        peak_of(
+            world,
+            world.peer_flag_lambda("memory/FLAG"),
+            "1,000 stream records",
+            &stream_event,
+        )
+        .await?,
+        peak_of(
+            world,
+            world.our_s3_event_handler(&kinesis_stream),
+            "1,000 S3 notifications (SQS)",
+            &s3_event,
+        )
+        .await
+        .context("the S3-event handler on 1,000 notifications")?,
+    ])
+}
