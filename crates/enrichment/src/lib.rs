@@ -93,7 +93,10 @@ pub use metrics::{Metrics, MetricsSnapshot};
 pub use objects::{BadRows, ObjectBody, ObjectConfig, ObjectEnricher, ObjectSource, S3Objects};
 pub use rows::{format_of, parse_rows, Format, ObjectError, RowError, Rows};
 pub use snapshot::{Ambiguity, Lookup, Snapshot};
-pub use sources::{DynamoDbTable, FeedSource, ListPage, S3Feed, SourceError, TableSource};
+pub use sources::{
+    BatchGet, DynamoDbTable, FeedSource, HeadState, ListPage, S3Feed, ScanPage, SourceError,
+    TableSource,
+};
 
 #[cfg(test)]
 mod tests;

@@ -167,8 +167,14 @@ impl DynamoDbStreamMapping {
         let mut shards = self.shards().await?;
         let mut stats = MappingStats::default();
         while !*stop.borrow() {
+            let mut busy = false;
             for shard in &mut shards {
-                self.poll_shard(shard, &mut handler, &mut stats).await?;
+                busy |= self.poll_shard(shard, &mut handler, &mut stats).await?;
+            }
+            // Like Lambda, read on at once while a shard has records; wait a poll interval
+            // only when every shard was empty (or a batch is waiting to be retried).
+            if busy {
+                continue;
             }
             tokio::select! {
                 _ = tokio::time::sleep(self.config.poll_interval) => {}
@@ -178,12 +184,14 @@ impl DynamoDbStreamMapping {
         Ok(stats)
     }
 
+    /// Polls one shard and invokes the handler if it has records; true if the batch succeeded
+    /// and the shard may have more.
     async fn poll_shard<H, Fut>(
         &self,
         shard: &mut Shard,
         handler: &mut H,
         stats: &mut MappingStats,
-    ) -> Result<(), MappingError>
+    ) -> Result<bool, MappingError>
     where
         H: FnMut(Value) -> Fut,
         Fut: Future<Output = Invocation>,
@@ -191,7 +199,7 @@ impl DynamoDbStreamMapping {
         let retry = !shard.pending.is_empty();
         if !retry {
             let Some(iterator) = shard.iterator.clone() else {
-                return Ok(()); // a closed shard, read to its end
+                return Ok(false); // a closed shard, read to its end
             };
             let out = self
                 .client
@@ -204,7 +212,7 @@ impl DynamoDbStreamMapping {
             stats.polls += 1;
             if out.records().is_empty() {
                 shard.iterator = out.next_shard_iterator;
-                return Ok(());
+                return Ok(false);
             }
             shard.pending = out.records().to_vec();
             shard.next_iterator = out.next_shard_iterator;
@@ -218,10 +226,12 @@ impl DynamoDbStreamMapping {
             Invocation::Success => {
                 shard.pending.clear();
                 shard.iterator = shard.next_iterator.take();
+                return Ok(true);
             }
             Invocation::PartialFailure(ids) if ids.is_empty() => {
                 shard.pending.clear();
                 shard.iterator = shard.next_iterator.take();
+                return Ok(true);
             }
             Invocation::PartialFailure(ids) => {
                 let first_failed = shard.pending.iter().position(|r| {
@@ -243,6 +253,6 @@ impl DynamoDbStreamMapping {
                 warn!(shard = %shard.id, %message, "invocation failed; retrying the batch");
             }
         }
-        Ok(())
+        Ok(false)
     }
 }

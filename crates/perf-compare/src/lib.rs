@@ -19,3 +19,4 @@ pub mod sequential;
 pub mod stats;
 pub mod workload;
 pub mod world;
+pub mod in_memory;

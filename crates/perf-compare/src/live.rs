@@ -25,8 +25,11 @@ use crate::Answer;
 pub struct LiveOptions {
     /// A label that keeps this run's outputs apart from other runs'.
     pub label: String,
-    /// Consumers per side, all reading the same shard (the peer's share its one flag object).
-    pub consumers_per_side: usize,
+    /// Which side runs: ours, or the peer. The sides run one after the other, so neither
+    /// slows the other down through the shared emulator (the peer's full Scans keep it busy).
+    pub ours: bool,
+    /// Consumers, all reading the same shard (the peer's share its one flag object).
+    pub consumers: usize,
     /// Reference changes spread out, for propagation.
     pub changes: usize,
     /// Time between two of those changes.
@@ -173,29 +176,27 @@ pub async fn run(world: &World, options: LiveOptions) -> Result<LiveResult> {
         .map(|s| s.shard_id().to_owned())
         .context("a shard")?;
 
-    // Functions: each side's change function and its consumers.
+    // Functions: the side's change function and its consumers.
     let flag_key = format!("{}/{FLAG_KEY}", options.label);
-    let our_changes = Arc::new(world.start(world.our_change_handler()).await?);
-    let peer_changes = Arc::new(world.start(world.peer_flag_lambda(&flag_key)).await?);
+    let change_function = Arc::new(if options.ours {
+        world.start(world.our_change_handler()).await?
+    } else {
+        world.start(world.peer_flag_lambda(&flag_key)).await?
+    });
+    let side = if options.ours { "ours" } else { "peer" };
     let mut consumers: Vec<(String, bool, String, Arc<Counted>, Log)> = Vec::new();
-    for j in 0..options.consumers_per_side {
+    for j in 0..options.consumers {
         let letter = (b'A' + j as u8) as char;
-        let prefix = format!("{}/ours-{letter}/", options.label);
-        let c = world
-            .start(world.our_consumer(&prefix, options.feed_poll_ms))
-            .await?;
+        let prefix = format!("{}/{side}-{letter}/", options.label);
+        let spec = if options.ours {
+            world.our_consumer(&prefix, options.feed_poll_ms)
+        } else {
+            world.peer_consumer(&prefix, &flag_key)
+        };
+        let c = world.start(spec).await?;
         consumers.push((
-            format!("ours {letter}"),
-            true,
-            prefix,
-            Arc::new(c),
-            Log::default(),
-        ));
-        let prefix = format!("{}/peer-{letter}/", options.label);
-        let c = world.start(world.peer_consumer(&prefix, &flag_key)).await?;
-        consumers.push((
-            format!("peer {letter}"),
-            false,
+            format!("{side} {letter}"),
+            options.ours,
             prefix,
             Arc::new(c),
             Log::default(),
@@ -217,8 +218,9 @@ pub async fn run(world: &World, options: LiveOptions) -> Result<LiveResult> {
         )
     };
     // Ours with batches of up to 100 records; the original's mapping has BatchSize 1.
-    for (function, batch_size) in [(our_changes.clone(), 100), (peer_changes.clone(), 1)] {
-        let mapping = table_mapping(batch_size);
+    {
+        let function = change_function.clone();
+        let mapping = table_mapping(if options.ours { 100 } else { 1 });
         let stop = stop_rx.clone();
         tasks.push(tokio::spawn(async move {
             mapping
@@ -398,10 +400,8 @@ pub async fn run(world: &World, options: LiveOptions) -> Result<LiveResult> {
             c.function.stop().await;
         }
     }
-    for c in [our_changes, peer_changes] {
-        if let Ok(c) = Arc::try_unwrap(c) {
-            c.function.stop().await;
-        }
+    if let Ok(c) = Arc::try_unwrap(change_function) {
+        c.function.stop().await;
     }
     Ok(LiveResult {
         options,

@@ -23,6 +23,9 @@ pub struct Report {
     pub startup: Vec<Startup>,
     /// The batch loop.
     pub throughput: Throughput,
+    /// Each consumer's own batch code with its AWS calls replaced by memory: CPU per record,
+    /// ours then the peer's.
+    pub enrichment_cpu: (Duration, Duration),
     /// Peak memory per function.
     pub memory: Vec<PeakMemory>,
     /// Live runs: one consumer per side, then two.
@@ -66,8 +69,13 @@ fn mean_requests(s: &SideFigures, after_change: bool) -> f64 {
     }
 }
 
-fn propagation(live: &LiveResult, ours: bool) -> (Vec<Duration>, usize) {
-    let c = live.consumers.iter().find(|c| c.ours == ours);
+/// Propagation of the single-consumer run of one side.
+fn propagation(live: &[LiveResult], ours: bool) -> (Vec<Duration>, usize) {
+    let c = live
+        .iter()
+        .filter(|l| l.options.consumers == 1)
+        .flat_map(|l| &l.consumers)
+        .find(|c| c.ours == ours);
     let samples: Vec<Duration> = c
         .map(|c| c.propagation.iter().flatten().copied().collect())
         .unwrap_or_default();
@@ -98,6 +106,14 @@ impl Report {
             ours_cpu * 1e6,
             peer_cpu * 1e6,
             ratio(ours_cpu, peer_cpu)
+        );
+        let (eo, ep) = self.enrichment_cpu;
+        let _ = writeln!(
+            out,
+            "| enrichment CPU per record: the consumer's own batch code, AWS calls replaced by memory, 1,000-order batch | {:.2} µs | {:.2} µs | {} |",
+            eo.as_secs_f64() * 1e6,
+            ep.as_secs_f64() * 1e6,
+            ratio(eo.as_secs_f64(), ep.as_secs_f64())
         );
         for (label, change) in [
             ("no change since the last batch", false),
@@ -156,9 +172,9 @@ impl Report {
                 ratio(o.as_secs_f64(), p.as_secs_f64())
             );
         }
-        if let Some(first) = self.live.first() {
-            let (o, om) = propagation(first, true);
-            let (p, pm) = propagation(first, false);
+        if !self.live.is_empty() {
+            let (o, om) = propagation(&self.live, true);
+            let (p, pm) = propagation(&self.live, false);
             for (q, label) in [(0.5, "p50"), (0.95, "p95")] {
                 let _ = writeln!(
                     out,
@@ -172,22 +188,29 @@ impl Report {
                 let _ = writeln!(out, "| spread-out changes never seen | {om} | {pm} | — |");
             }
         }
-        for live in &self.live {
+        for consumers in [1, 2] {
+            let runs: Vec<&LiveResult> = self
+                .live
+                .iter()
+                .filter(|l| l.options.consumers == consumers)
+                .collect();
+            let Some(first) = runs.first() else { continue };
             let lost = |ours: bool| -> usize {
-                live.consumers
-                    .iter()
+                runs.iter()
+                    .flat_map(|l| &l.consumers)
                     .filter(|c| c.ours == ours)
                     .map(|c| c.burst_lost)
                     .sum()
             };
             let _ = writeln!(
                 out,
-                "| changes lost in a burst of {} ({} ms apart), {} consumer(s) per side, summed over consumers | {} | {} | — |",
-                live.options.burst,
-                live.options.burst_spacing.as_millis(),
-                live.options.consumers_per_side,
+                "| changes lost in a burst of {} ({} ms apart), {consumers} consumer(s), summed over consumers | {} of {} | {} of {} | — |",
+                first.options.burst,
+                first.options.burst_spacing.as_millis(),
                 lost(true),
-                lost(false)
+                first.options.burst * consumers,
+                lost(false),
+                first.options.burst * consumers,
             );
         }
         let ours_mem = self.memory.iter().find(|m| m.name == "orders-consumer");
@@ -287,7 +310,7 @@ impl Report {
         let mut series = Vec::new();
         for live in &self.live {
             for c in &live.consumers {
-                if live.options.consumers_per_side == 1 {
+                if live.options.consumers == 1 {
                     let s: Vec<Duration> = c.propagation.iter().flatten().copied().collect();
                     series.push(Series {
                         name: c.name.clone(),

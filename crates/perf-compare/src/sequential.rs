@@ -178,7 +178,9 @@ pub async fn throughput(
     let base_items = [ours.items_read(), peer.items_read()];
     result.ours.cpu_after_load = ours.function.stats().map_err(anyhow::Error::msg)?.cpu;
     result.peer.cpu_after_load = peer.function.stats().map_err(anyhow::Error::msg)?.cpu;
-    let every = batches.checked_div(changes).map_or(usize::MAX, |e| e.max(1));
+    let every = batches
+        .checked_div(changes)
+        .map_or(usize::MAX, |e| e.max(1));
     let mut made = 0;
     for i in 1..=batches {
         let change = made < changes && i % every == 0;

@@ -252,12 +252,15 @@ impl World {
         self.ours("change-handler", &[("CHANGE_BUCKET", self.bucket.clone())])
     }
 
-    /// Our S3-event handler, putting flags into `stream`.
+    /// Our S3-event handler, putting flags into `stream`. Its change files go to a feed of
+    /// their own (`reference-changes/`): the orders consumer follows the table's feed, and
+    /// would fetch (then skip) every S3-kind file in a shared one.
     pub fn our_s3_event_handler(&self, stream: &str) -> FunctionSpec {
         self.ours(
             "s3-event-handler",
             &[
                 ("CHANGE_BUCKET", self.bucket.clone()),
+                ("CHANGE_PREFIX", "reference-changes/".to_owned()),
                 ("FLAG_STREAM", stream.to_owned()),
                 ("REFERENCE_PREFIX", "reference/".to_owned()),
             ],

@@ -2,7 +2,9 @@
 //! operation: 5xx errors, each service's own throttling error (S3 `SlowDown` 503, DynamoDB and
 //! Kinesis `ProvisionedThroughputExceededException`), connection resets and added latency, at a
 //! chosen rate. Requests that are not faulted are forwarded with their body streamed through
-//! unchanged (aws-chunked payloads included: only the HTTP framing is re-done).
+//! unchanged (aws-chunked payloads included: only the HTTP framing is re-done). It also counts
+//! requests per operation and DynamoDB items read, and keeps client connections open (as AWS
+//! endpoints do, and moto's server does not).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -267,6 +269,11 @@ async fn handle(
         .request(Request::from_parts(parts, body))
         .await
         .map_err(std::io::Error::other)?;
+    // moto's development server closes every connection (`Connection: close`); AWS endpoints
+    // keep them open. Keep the client's connection open, so a client pays for a TCP connect
+    // per request here no more than it does on AWS.
+    let mut response = response;
+    response.headers_mut().remove(hyper::header::CONNECTION);
     if service == "dynamodb" && READS.contains(&operation.as_str()) {
         let (parts, body) = response.into_parts();
         let body = body

@@ -8,7 +8,7 @@ use anyhow::Result;
 use clap::Parser;
 use perf_compare::live::{self, LiveOptions};
 use perf_compare::report::Report;
-use perf_compare::sequential;
+use perf_compare::{in_memory, sequential};
 use perf_compare::world::{Paths, World};
 
 /// Side-by-side comparison of stream-refdata with the original design.
@@ -43,6 +43,9 @@ struct Args {
     /// both sides check for changes on every batch).
     #[arg(long, default_value_t = 1000)]
     feed_poll_ms: u64,
+    /// Phases to run (the report leaves out what did not run).
+    #[arg(long, value_delimiter = ',', default_value = "startup,batch,enrichment,memory,live")]
+    phases: Vec<String>,
     /// Where the report and plots go.
     #[arg(long, default_value = "target/perf-compare")]
     out: PathBuf,
@@ -62,38 +65,71 @@ async fn main() -> Result<()> {
 
     step(&format!("emulator and a table of {} items", args.items));
     let world = World::create(args.items, Paths::in_repository(args.bin_dir.clone())).await?;
-    step("start-up of every function");
-    let startup = sequential::startup(&world, args.startup_runs).await?;
-    step("batch loop (CPU, handler time, requests, items read)");
-    let throughput =
-        sequential::throughput(&world, args.batch_size, args.batches, args.changes).await?;
-    step("peak memory on 1,000-record batches");
-    let memory = sequential::peak_memory(&world).await?;
-    let mut live_results = Vec::new();
-    for (label, consumers) in [("live1", 1), ("live2", 2)] {
-        step(&format!("live pipeline, {consumers} consumer(s) per side"));
-        live_results.push(
-            live::run(
-                &world,
-                LiveOptions {
-                    label: label.to_owned(),
-                    consumers_per_side: consumers,
-                    changes: if consumers == 1 { args.live_changes } else { 4 },
-                    change_interval: Duration::from_millis(1500),
-                    burst: args.burst,
-                    burst_spacing: Duration::from_millis(100),
-                    orders_per_second: 100,
-                    feed_poll_ms: args.feed_poll_ms,
-                },
-            )
-            .await?,
+    let on = |phase: &str| args.phases.iter().any(|p| p == phase);
+    let mut startup = Vec::new();
+    if on("startup") {
+        step("start-up of every function");
+        startup = sequential::startup(&world, args.startup_runs).await?;
+    }
+    let mut throughput = sequential::Throughput::default();
+    if on("batch") {
+        step("batch loop (CPU, handler time, requests, items read)");
+        throughput =
+            sequential::throughput(&world, args.batch_size, args.batches, args.changes).await?;
+    }
+    let event = {
+        let mut orders = perf_compare::workload::Orders::new(7, world.items);
+        let data: Vec<Vec<u8>> = (0..1000).map(|_| orders.next_order()).collect();
+        perf_compare::workload::kinesis_batch(
+            "arn:aws:kinesis:us-east-1:123456789012:stream/SourceKinesisStream",
+            "shardId-000000000000",
+            1,
+            &data,
+        )
+    };
+    let mut enrichment_cpu = Default::default();
+    if on("enrichment") {
+        step("enrichment CPU in each consumer's own code, AWS calls replaced by memory");
+        enrichment_cpu = (
+            in_memory::ours(&world, &event, 200).await?,
+            in_memory::peer(&world, &event, 20).await?,
         );
+    }
+    let mut memory = Vec::new();
+    if on("memory") {
+        step("peak memory on 1,000-record batches");
+        memory = sequential::peak_memory(&world).await?;
+    }
+    let mut live_results = Vec::new();
+    for consumers in [1, 2].into_iter().filter(|_| on("live")) {
+        for ours in [true, false] {
+            let side = if ours { "ours" } else { "peer" };
+            step(&format!("live pipeline, {side}, {consumers} consumer(s)"));
+            live_results.push(
+                live::run(
+                    &world,
+                    LiveOptions {
+                        label: format!("live{consumers}-{side}"),
+                        ours,
+                        consumers,
+                        changes: if consumers == 1 { args.live_changes } else { 4 },
+                        change_interval: Duration::from_millis(1500),
+                        burst: args.burst,
+                        burst_spacing: Duration::from_millis(100),
+                        orders_per_second: 100,
+                        feed_poll_ms: args.feed_poll_ms,
+                    },
+                )
+                .await?,
+            );
+        }
     }
     let report = Report {
         items: world.items,
         command,
         startup,
         throughput,
+        enrichment_cpu,
         memory,
         live: live_results,
     };
