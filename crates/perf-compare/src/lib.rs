@@ -12,6 +12,7 @@ pub mod runtime_api;
 
 pub use function::{FunctionSpec, Invoked, LocalFunction, ProcessStats};
 pub use runtime_api::{Answer, RuntimeApi};
+pub mod in_memory;
 pub mod live;
 pub mod plot;
 pub mod report;
@@ -19,4 +20,3 @@ pub mod sequential;
 pub mod stats;
 pub mod workload;
 pub mod world;
-pub mod in_memory;

@@ -18,6 +18,7 @@ pub struct MemoryStore {
 enum Step {
     Fail,
     Delay(Duration),
+    FailAfter(Duration),
 }
 
 impl MemoryStore {
@@ -36,6 +37,13 @@ impl MemoryStore {
     pub fn delay_next(&self, d: Duration) {
         let mut s = self.script.lock().unwrap_or_else(|e| e.into_inner());
         s.push(Step::Delay(d));
+    }
+
+    /// The next put fails after `d` (on tokio's clock): with concurrent writes, the puts started
+    /// with it finish first.
+    pub fn fail_next_after(&self, d: Duration) {
+        let mut s = self.script.lock().unwrap_or_else(|e| e.into_inner());
+        s.push(Step::FailAfter(d));
     }
 
     /// Keys of every successful put, in order.
@@ -59,8 +67,11 @@ impl ObjectStore for MemoryStore {
             let mut s = self.script.lock().unwrap_or_else(|e| e.into_inner());
             (!s.is_empty()).then(|| s.remove(0))
         };
+        if let Some(Step::FailAfter(d)) = step {
+            tokio::time::sleep(d).await;
+        }
         match step {
-            Some(Step::Fail) => {
+            Some(Step::Fail) | Some(Step::FailAfter(_)) => {
                 return Err(StoreError {
                     bucket: bucket.to_owned(),
                     key: key.to_owned(),

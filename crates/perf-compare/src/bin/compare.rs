@@ -8,8 +8,8 @@ use anyhow::Result;
 use clap::Parser;
 use perf_compare::live::{self, LiveOptions};
 use perf_compare::report::Report;
-use perf_compare::{in_memory, sequential};
 use perf_compare::world::{Paths, World};
+use perf_compare::{in_memory, sequential};
 
 /// Side-by-side comparison of stream-refdata with the original design.
 #[derive(Parser, Debug)]
@@ -44,7 +44,11 @@ struct Args {
     #[arg(long, default_value_t = 1000)]
     feed_poll_ms: u64,
     /// Phases to run (the report leaves out what did not run).
-    #[arg(long, value_delimiter = ',', default_value = "startup,batch,enrichment,memory,live")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "startup,batch,enrichment,memory,live"
+    )]
     phases: Vec<String>,
     /// Where the report and plots go.
     #[arg(long, default_value = "target/perf-compare")]
