@@ -93,7 +93,13 @@ fn classify(req: &Request<Incoming>) -> (String, String) {
         op.to_owned()
     } else if service == "s3" {
         let query = req.uri().query().unwrap_or("");
-        let object = req.uri().path().trim_start_matches('/').contains('/');
+        // Path style: `/bucket/key` is an object; `/bucket` and `/bucket/` are the bucket.
+        let object = req
+            .uri()
+            .path()
+            .trim_start_matches('/')
+            .split_once('/')
+            .is_some_and(|(_, key)| !key.is_empty());
         match (req.method().as_str(), object) {
             ("PUT", true) => "PutObject",
             ("GET", true) => "GetObject",
