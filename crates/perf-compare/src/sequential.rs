@@ -5,16 +5,19 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{Context, Result};
 use serde_json::{json, Value};
 
 use crate::function::ProcessStats;
-use crate::workload::{kinesis_batch, Orders, StreamTail};
+use crate::workload::{kinesis_batch, Orders};
 use crate::world::{synthetic_item, Counted, World};
-use crate::{Answer, FunctionSpec};
+use crate::FunctionSpec;
+use test_support::StreamPump;
 
 const STREAM_ARN: &str = "arn:aws:kinesis:us-east-1:123456789012:stream/SourceKinesisStream";
 const SHARD: &str = "shardId-000000000000";
+/// How long a change's stream record may take to show.
+const STREAM_WAIT: Duration = Duration::from_secs(10);
 /// The peer's fixed flag object.
 pub const FLAG_KEY: &str = "change_flags/CHANGE_FLAG";
 
@@ -94,22 +97,6 @@ pub struct Throughput {
     pub peer: SideFigures,
 }
 
-fn response_ok(name: &str, answer: &Answer) -> Result<Value> {
-    match answer {
-        Answer::Response(b) => Ok(serde_json::from_slice(b).unwrap_or(Value::Null)),
-        Answer::Error(b) => anyhow::bail!("{name} failed: {}", String::from_utf8_lossy(b)),
-    }
-}
-
-fn no_failures(name: &str, response: &Value) -> Result<()> {
-    let failures = response
-        .get("batchItemFailures")
-        .and_then(Value::as_array)
-        .map_or(0, Vec::len);
-    ensure!(failures == 0, "{name} reported failures: {response}");
-    Ok(())
-}
-
 fn non_output_requests(c: &Counted) -> u64 {
     c.requests()
         .iter()
@@ -139,7 +126,7 @@ pub async fn throughput(
     let peer = world.start(world.peer_consumer("peer/", FLAG_KEY)).await?;
     let our_changes = world.start(world.our_change_handler()).await?;
     let peer_changes = world.start(world.peer_flag_lambda(FLAG_KEY)).await?;
-    let mut tail = StreamTail::open(&world.streams, &world.table.stream_arn).await?;
+    let mut tail = StreamPump::latest(world.streams.clone(), &world.table.stream_arn).await;
     let mut orders = Orders::new(7, world.items);
     let mut seq: u128 = 1;
     let mut batch = |orders: &mut Orders| -> (Value, usize) {
@@ -159,15 +146,7 @@ pub async fn throughput(
     // The first batch: both load the whole table.
     let (event, _) = batch(&mut orders);
     for c in [&ours, &peer] {
-        let invoked = c
-            .function
-            .invoke(&event)
-            .await
-            .map_err(anyhow::Error::msg)?;
-        no_failures(
-            c.function.name(),
-            &response_ok(c.function.name(), &invoked.answer)?,
-        )?;
+        c.invoke_ok(&event).await?;
     }
     let mut result = Throughput {
         batch_size,
@@ -189,21 +168,15 @@ pub async fn throughput(
                 .table
                 .set_priority(changed_item(made), &format!("p{made:04}"))
                 .await;
-            let record = tail.next_event(100).await?;
+            let record = tail
+                .wait_event(STREAM_WAIT)
+                .await
+                .context("the change's stream record")?;
             for (c, side) in [
                 (&our_changes, &mut result.ours),
                 (&peer_changes, &mut result.peer),
             ] {
-                let invoked = c
-                    .function
-                    .invoke(&record)
-                    .await
-                    .map_err(anyhow::Error::msg)?;
-                no_failures(
-                    c.function.name(),
-                    &response_ok(c.function.name(), &invoked.answer)?,
-                )?;
-                side.change_times.push(invoked.elapsed);
+                side.change_times.push(c.invoke_ok(&record).await?.elapsed);
             }
             made += 1;
         }
@@ -211,16 +184,7 @@ pub async fn throughput(
         result.matched += matched;
         for (c, side) in [(&ours, &mut result.ours), (&peer, &mut result.peer)] {
             let before = non_output_requests(c);
-            let invoked = c
-                .function
-                .invoke(&event)
-                .await
-                .map_err(anyhow::Error::msg)?;
-            no_failures(
-                c.function.name(),
-                &response_ok(c.function.name(), &invoked.answer)?,
-            )?;
-            side.batch_times.push(invoked.elapsed);
+            side.batch_times.push(c.invoke_ok(&event).await?.elapsed);
             side.after_change.push(change);
             side.refresh_requests.push(non_output_requests(c) - before);
         }
@@ -262,8 +226,7 @@ async fn peak_of(
 ) -> Result<PeakMemory> {
     let c = world.start(spec).await?;
     let idle = c.function.stats().map_err(anyhow::Error::msg)?.peak_rss;
-    let invoked = c.function.invoke(event).await.map_err(anyhow::Error::msg)?;
-    response_ok(c.function.name(), &invoked.answer)?;
+    c.invoke_ok(event).await?;
     let peak = c.function.stats().map_err(anyhow::Error::msg)?.peak_rss;
     let name = c.function.name().to_owned();
     c.function.stop().await;
@@ -316,7 +279,7 @@ pub async fn peak_memory(world: &World) -> Result<Vec<PeakMemory>> {
     let data: Vec<Vec<u8>> = (0..1000).map(|_| orders.next_order()).collect();
     let orders_event = kinesis_batch(STREAM_ARN, SHARD, 1, &data);
 
-    let mut tail = StreamTail::open(&world.streams, &world.table.stream_arn).await?;
+    let mut tail = StreamPump::latest(world.streams.clone(), &world.table.stream_arn).await;
     for i in 0..1000 {
         world
             .table
@@ -328,9 +291,13 @@ pub async fn peak_memory(world: &World) -> Result<Vec<PeakMemory>> {
     }
     let mut records = Vec::new();
     while records.len() < 1000 {
-        let event = tail.next_event(1000).await?;
+        let event = tail
+            .wait_event(STREAM_WAIT)
+            .await
+            .context("stream records")?;
         records.extend(event["Records"].as_array().cloned().unwrap_or_default());
     }
+    records.truncate(1000);
     let stream_event = json!({ "Records": records });
 
     let kinesis_stream = test_support::create_stream(&world.kinesis, 1).await;

@@ -1,10 +1,5 @@
-//! Orders like the original's generator, as Kinesis records and Lambda events, and the stream
-//! of the table's changes read from its tail.
+//! Orders like the original's generator, as Kinesis records and Lambda events.
 
-use std::time::Duration;
-
-use anyhow::{Context, Result};
-use aws_sdk_dynamodbstreams::types::ShardIteratorType;
 use aws_sdk_kinesis::primitives::{Blob, DateTime};
 use aws_sdk_kinesis::types::Record;
 use serde_json::Value;
@@ -72,76 +67,4 @@ pub fn kinesis_batch(stream_arn: &str, shard: &str, first_seq: u128, orders: &[V
         })
         .collect();
     esm_emulation::kinesis_event(stream_arn, shard, "us-east-1", &records)
-}
-
-/// Reads a table's stream from its tail: the records written after [`StreamTail::open`].
-#[derive(Debug)]
-pub struct StreamTail {
-    client: aws_sdk_dynamodbstreams::Client,
-    stream_arn: String,
-    iterators: Vec<Option<String>>,
-}
-
-impl StreamTail {
-    /// Iterators at `LATEST` on every shard.
-    pub async fn open(client: &aws_sdk_dynamodbstreams::Client, stream_arn: &str) -> Result<Self> {
-        let described = client
-            .describe_stream()
-            .stream_arn(stream_arn)
-            .send()
-            .await
-            .context("DescribeStream")?;
-        let mut iterators = Vec::new();
-        for shard in described
-            .stream_description()
-            .map(|d| d.shards())
-            .unwrap_or_default()
-        {
-            let it = client
-                .get_shard_iterator()
-                .stream_arn(stream_arn)
-                .shard_id(shard.shard_id().unwrap_or_default())
-                .shard_iterator_type(ShardIteratorType::Latest)
-                .send()
-                .await
-                .context("GetShardIterator")?
-                .shard_iterator;
-            iterators.push(it);
-        }
-        Ok(StreamTail {
-            client: client.clone(),
-            stream_arn: stream_arn.to_owned(),
-            iterators,
-        })
-    }
-
-    /// The Lambda event of the next records (up to `limit`), waiting up to 10 s for them.
-    pub async fn next_event(&mut self, limit: i32) -> Result<Value> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            for it in &mut self.iterators {
-                let Some(current) = it.clone() else { continue };
-                let out = self
-                    .client
-                    .get_records()
-                    .shard_iterator(current)
-                    .limit(limit)
-                    .send()
-                    .await
-                    .context("GetRecords")?;
-                *it = out.next_shard_iterator().map(str::to_owned);
-                if !out.records().is_empty() {
-                    return Ok(esm_emulation::dynamodb_stream_event(
-                        &self.stream_arn,
-                        out.records(),
-                    ));
-                }
-            }
-            anyhow::ensure!(
-                tokio::time::Instant::now() < deadline,
-                "no stream record within 10 s"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
 }

@@ -92,6 +92,25 @@ impl std::fmt::Debug for Counted {
 }
 
 impl Counted {
+    /// Invokes the function with `event`; an error if it failed or reported failed records.
+    pub async fn invoke_ok(&self, event: &serde_json::Value) -> Result<crate::Invoked> {
+        let name = self.function.name();
+        let invoked = self
+            .function
+            .invoke(event)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        let response = invoked
+            .json()
+            .map_err(|e| anyhow::anyhow!("{name} failed: {e}"))?;
+        let failures = response
+            .get("batchItemFailures")
+            .and_then(serde_json::Value::as_array)
+            .map_or(0, Vec::len);
+        anyhow::ensure!(failures == 0, "{name} reported failures: {response}");
+        Ok(invoked)
+    }
+
     /// Requests forwarded, by `service/operation`.
     pub fn requests(&self) -> BTreeMap<String, u64> {
         let mut out = BTreeMap::new();

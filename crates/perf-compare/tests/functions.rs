@@ -5,10 +5,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use perf_compare::workload::{kinesis_batch, order, StreamTail};
+use perf_compare::workload::{kinesis_batch, order};
 use perf_compare::world::{Paths, World};
 use perf_compare::{Answer, FunctionSpec, LocalFunction};
 use serde_json::json;
+use test_support::StreamPump;
 
 fn paths() -> Paths {
     let hello = PathBuf::from(env!("CARGO_BIN_EXE_lambda-hello"));
@@ -101,11 +102,12 @@ async fn the_peer_reloads_the_whole_table_on_its_flag_deletes_the_flag_and_drops
     assert_eq!(consumer.items_read(), 50, "the first batch scans the table");
 
     // A change: the stream record makes the peer's Lambda write the fixed flag.
-    let mut tail = StreamTail::open(&world.streams, &world.table.stream_arn)
-        .await
-        .expect("tail");
+    let mut tail = StreamPump::latest(world.streams.clone(), &world.table.stream_arn).await;
     world.table.set_priority("burger", "high").await;
-    let event = tail.next_event(1).await.expect("stream record");
+    let event = tail
+        .wait_event(Duration::from_secs(10))
+        .await
+        .expect("stream record");
     flagger.function.invoke(&event).await.expect("flag");
     assert_eq!(keys(&world, flag).await, vec![flag.to_owned()]);
 

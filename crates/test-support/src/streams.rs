@@ -60,6 +60,19 @@ pub struct StreamPump {
 impl StreamPump {
     /// Starts at the oldest record of every shard.
     pub async fn new(client: aws_sdk_dynamodbstreams::Client, stream_arn: &str) -> StreamPump {
+        StreamPump::open(client, stream_arn, ShardIteratorType::TrimHorizon).await
+    }
+
+    /// Starts after the newest record of every shard: only records written from now on.
+    pub async fn latest(client: aws_sdk_dynamodbstreams::Client, stream_arn: &str) -> StreamPump {
+        StreamPump::open(client, stream_arn, ShardIteratorType::Latest).await
+    }
+
+    async fn open(
+        client: aws_sdk_dynamodbstreams::Client,
+        stream_arn: &str,
+        position: ShardIteratorType,
+    ) -> StreamPump {
         let described = client
             .describe_stream()
             .stream_arn(stream_arn)
@@ -76,7 +89,7 @@ impl StreamPump {
                 .get_shard_iterator()
                 .stream_arn(stream_arn)
                 .shard_id(shard.shard_id().unwrap_or_default())
-                .shard_iterator_type(ShardIteratorType::TrimHorizon)
+                .shard_iterator_type(position.clone())
                 .send()
                 .await
                 .expect("GetShardIterator")
@@ -107,5 +120,19 @@ impl StreamPump {
         }
         (!records.is_empty())
             .then(|| esm_emulation::dynamodb_stream_event(&self.stream_arn, &records))
+    }
+
+    /// Like [`StreamPump::next_event`], polling every 50 ms for up to `timeout`.
+    pub async fn wait_event(&mut self, timeout: std::time::Duration) -> Option<serde_json::Value> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(event) = self.next_event().await {
+                return Some(event);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 }
