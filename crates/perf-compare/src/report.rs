@@ -32,6 +32,13 @@ pub struct Report {
     pub live: Vec<LiveResult>,
 }
 
+/// A section heading and the header of its table.
+fn heading(out: &mut String, title: &str, columns: &[&str]) {
+    let _ = writeln!(out, "\n## {title}\n");
+    let _ = writeln!(out, "| {} |", columns.join(" | "));
+    let _ = writeln!(out, "|{}", "---|".repeat(columns.len()));
+}
+
 fn startup_of(r: &Report, name: &str) -> Duration {
     r.startup
         .iter()
@@ -99,22 +106,26 @@ impl Report {
             out,
             "| measure | ours | peer | ours / peer |\n|---|---|---|---|"
         );
-        let (ours_cpu, peer_cpu) = (cpu_per_record(t, &t.ours), cpu_per_record(t, &t.peer));
-        let _ = writeln!(
-            out,
-            "| consumer CPU per enriched record (changes included) | {:.2} µs | {:.2} µs | {} |",
-            ours_cpu * 1e6,
-            peer_cpu * 1e6,
-            ratio(ours_cpu, peer_cpu)
-        );
+        let batch_loop = !t.ours.batch_times.is_empty();
+        if batch_loop {
+            let (ours_cpu, peer_cpu) = (cpu_per_record(t, &t.ours), cpu_per_record(t, &t.peer));
+            let _ = writeln!(
+                out,
+                "| consumer CPU per enriched record (changes included) | {:.2} µs | {:.2} µs | {} |",
+                ours_cpu * 1e6,
+                peer_cpu * 1e6,
+                ratio(ours_cpu, peer_cpu)
+            );
+        }
         let (eo, ep) = self.enrichment_cpu;
-        let _ = writeln!(
+        // Phases that did not run leave their rows out.
+        let _ = (!ep.is_zero()).then(|| writeln!(
             out,
             "| enrichment CPU per record: the consumer's own batch code, AWS calls replaced by memory, 1,000-order batch | {:.2} µs | {:.2} µs | {} |",
             eo.as_secs_f64() * 1e6,
             ep.as_secs_f64() * 1e6,
             ratio(eo.as_secs_f64(), ep.as_secs_f64())
-        );
+        ));
         for (label, change) in [
             ("no change since the last batch", false),
             ("first batch after a change", true),
@@ -143,26 +154,31 @@ impl Report {
                 ratio(ro, rp)
             );
         }
-        let per_change = |s: &SideFigures| s.items_read as f64 / t.changes.max(1) as f64;
-        let _ = writeln!(
-            out,
-            "| DynamoDB items read per change, per consumer | {:.1} | {:.1} | {} |",
-            per_change(&t.ours),
-            per_change(&t.peer),
-            ratio(per_change(&t.ours), per_change(&t.peer))
-        );
-        let (co, cp) = (median(&t.ours.change_times), median(&t.peer.change_times));
-        let _ = writeln!(
-            out,
-            "| change function time per stream record (median) | {} | {} | {} |",
-            ms(co),
-            ms(cp),
-            ratio(co.as_secs_f64(), cp.as_secs_f64())
-        );
+        if batch_loop {
+            let per_change = |s: &SideFigures| s.items_read as f64 / t.changes.max(1) as f64;
+            let _ = writeln!(
+                out,
+                "| DynamoDB items read per change, per consumer | {:.1} | {:.1} | {} |",
+                per_change(&t.ours),
+                per_change(&t.peer),
+                ratio(per_change(&t.ours), per_change(&t.peer))
+            );
+            let (co, cp) = (median(&t.ours.change_times), median(&t.peer.change_times));
+            let _ = writeln!(
+                out,
+                "| change function time per stream record (median) | {} | {} | {} |",
+                ms(co),
+                ms(cp),
+                ratio(co.as_secs_f64(), cp.as_secs_f64())
+            );
+        }
         for (ours, peer, what) in [
             ("orders-consumer", "peer-consumer", "consumer"),
             ("change-handler", "peer-flag-lambda", "change function"),
-        ] {
+        ]
+        .into_iter()
+        .filter(|_| !self.startup.is_empty())
+        {
             let (o, p) = (startup_of(self, ours), startup_of(self, peer));
             let _ = writeln!(
                 out,
@@ -225,14 +241,13 @@ impl Report {
             );
         }
 
-        let _ = writeln!(
-            out,
-            "\n## Start-up against the minimal lambda_runtime binary\n"
-        );
-        let _ = writeln!(
-            out,
-            "| function | median | p90 | / lambda-hello |\n|---|---|---|---|"
-        );
+        if !self.startup.is_empty() {
+            heading(
+                &mut out,
+                "Start-up against the minimal lambda_runtime binary",
+                &["function", "median", "p90", "/ lambda-hello"],
+            );
+        }
         let hello = startup_of(self, "lambda-hello").as_secs_f64();
         for s in &self.startup {
             let m = median(&s.samples);
@@ -246,11 +261,13 @@ impl Report {
             );
         }
 
-        let _ = writeln!(out, "\n## Peak resident memory on a 1,000-record batch\n");
-        let _ = writeln!(
-            out,
-            "| function | batch | after start-up | after the batch |\n|---|---|---|---|"
-        );
+        if !self.memory.is_empty() {
+            heading(
+                &mut out,
+                "Peak resident memory on a 1,000-record batch",
+                &["function", "batch", "after start-up", "after the batch"],
+            );
+        }
         for m in &self.memory {
             let _ = writeln!(
                 out,
@@ -262,11 +279,22 @@ impl Report {
             );
         }
 
-        let _ = writeln!(out, "\n## Live pipeline, per consumer\n");
-        let _ = writeln!(
-            out,
-            "| run | consumer | invocations | propagation p50 | p95 | max | never seen | burst changes lost |\n|---|---|---|---|---|---|---|---|"
-        );
+        if !self.live.is_empty() {
+            heading(
+                &mut out,
+                "Live pipeline, per consumer",
+                &[
+                    "run",
+                    "consumer",
+                    "invocations",
+                    "propagation p50",
+                    "p95",
+                    "max",
+                    "never seen",
+                    "burst changes lost",
+                ],
+            );
+        }
         for live in &self.live {
             for c in &live.consumers {
                 let s: Vec<Duration> = c.propagation.iter().flatten().copied().collect();
@@ -286,9 +314,22 @@ impl Report {
             }
         }
 
-        let _ = writeln!(out, "\n## Requests in the batch loop, whole run\n");
-        let _ = writeln!(out, "| side | function | requests by operation | DynamoDB items read after the load |\n|---|---|---|---|");
-        for (side, s) in [("ours", &t.ours), ("peer", &t.peer)] {
+        if batch_loop {
+            heading(
+                &mut out,
+                "Requests in the batch loop, whole run",
+                &[
+                    "side",
+                    "function",
+                    "requests by operation",
+                    "DynamoDB items read after the load",
+                ],
+            );
+        }
+        for (side, s) in [("ours", &t.ours), ("peer", &t.peer)]
+            .into_iter()
+            .filter(|_| batch_loop)
+        {
             let _ = writeln!(
                 out,
                 "| {side} | consumer | {:?} | {} |",
@@ -362,5 +403,66 @@ impl Report {
             ],
         )?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report() -> Report {
+        Report {
+            items: 5,
+            command: "compare".into(),
+            startup: Vec::new(),
+            throughput: Throughput::default(),
+            enrichment_cpu: (Duration::ZERO, Duration::ZERO),
+            memory: Vec::new(),
+            live: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn phases_that_did_not_run_leave_their_rows_out() {
+        let md = report().markdown();
+        for row in [
+            "start to ready",
+            "enrichment CPU",
+            "CPU per enriched",
+            "items read per change",
+        ] {
+            assert!(!md.contains(&format!("| {row}")), "{row} in:\n{md}");
+        }
+        assert!(
+            !md.contains("## Start-up") && !md.contains("## Live pipeline"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn a_phase_that_ran_has_its_row_and_ratio() {
+        let mut r = report();
+        r.enrichment_cpu = (Duration::from_nanos(1000), Duration::from_nanos(4000));
+        r.startup = vec![
+            Startup {
+                name: "orders-consumer".into(),
+                samples: vec![Duration::from_millis(6)],
+            },
+            Startup {
+                name: "peer-consumer".into(),
+                samples: vec![Duration::from_millis(240)],
+            },
+        ];
+        let md = r.markdown();
+        assert!(
+            md.contains("| 1.00 µs | 4.00 µs | 0.250 (4.0× less) |"),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "start to ready for the first event, consumer (median) | 6.0 ms | 240.0 ms"
+            ),
+            "{md}"
+        );
     }
 }
