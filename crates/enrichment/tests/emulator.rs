@@ -6,19 +6,13 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::StreamViewType;
 use change_handler::{ChangeHandler, PRODUCER};
 use change_protocol::{head_key, HeadPointer};
-use enrichment::{
-    Classified, DynamoDbTable, Enricher, EnricherConfig, FeedSettings, Outcome, S3Feed, SystemClock,
-};
+use enrichment::{Classified, Outcome};
 use feed_writer::{s3_client, FeedConfig, FeedWriter, S3Store};
 use test_support::{sdk_config, unique_name, FaultProxy, ReferenceTable, StreamPump};
 
-#[derive(Debug, serde::Deserialize)]
-struct Product {
-    item: String,
-    priority: String,
-}
+mod common;
 
-type Consumer = Enricher<Product, String, DynamoDbTable, S3Feed, SystemClock>;
+use common::Consumer;
 
 /// The producer side: table, stream, change-handler, feed bucket.
 struct Producer {
@@ -90,24 +84,7 @@ impl Producer {
     }
 
     fn consumer_with(&self, sdk: aws_config::SdkConfig) -> Consumer {
-        let feed = FeedSettings {
-            poll_interval: Duration::ZERO,
-            // One machine, one clock: no lag to allow for.
-            clock_margin: Duration::ZERO,
-            ..FeedSettings::default()
-        };
-        let config = EnricherConfig::new(
-            self.table.name.clone(),
-            &["item", "price"],
-            |p: &Product| Some(p.item.clone()),
-        )
-        .with_feed(feed);
-        Enricher::new(
-            config,
-            DynamoDbTable::new(aws_sdk_dynamodb::Client::new(&sdk), self.table.name.clone()),
-            Some(S3Feed::new(s3_client(&sdk), self.bucket.clone())),
-            SystemClock,
-        )
+        common::consumer(&sdk, &self.table.name, &self.bucket)
     }
 
     async fn feed_keys(&self) -> Vec<String> {

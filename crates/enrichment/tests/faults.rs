@@ -3,7 +3,7 @@
 //! stream record ends up in at least one change file, a file written twice by a retry holds the
 //! same changes, and a consumer applies each change once and equals a fresh Scan.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -12,7 +12,6 @@ use serde_json::Value;
 use aws_sdk_dynamodb::types::StreamViewType;
 use change_handler::{ChangeHandler, PRODUCER};
 use change_protocol::{ChangeFile, ChangeKey, StreamChange};
-use enrichment::{DynamoDbTable, Enricher, EnricherConfig, FeedSettings, S3Feed, SystemClock};
 use esm_emulation::{DynamoDbStreamMapping, Invocation, MappingConfig};
 use feed_writer::{s3_client, FeedConfig, FeedWriter, S3Store};
 use test_support::{
@@ -21,11 +20,9 @@ use test_support::{
 };
 use tokio::sync::watch;
 
-#[derive(Debug, serde::Deserialize)]
-struct Product {
-    item: String,
-    priority: String,
-}
+mod common;
+
+use common::{consumer, table_view, view};
 
 /// `sdk` pointed at `proxy`, without SDK retries: every injected fault reaches the code under test.
 fn through(sdk: &aws_config::SdkConfig, proxy: &HttpFaultProxy) -> aws_config::SdkConfig {
@@ -34,44 +31,6 @@ fn through(sdk: &aws_config::SdkConfig, proxy: &HttpFaultProxy) -> aws_config::S
         .endpoint_url(proxy.endpoint())
         .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(1))
         .build()
-}
-
-/// What a consumer's snapshot says for `items`: item -> priority.
-fn consumer_view(
-    consumer: &Enricher<Product, String, DynamoDbTable, S3Feed, SystemClock>,
-    items: impl IntoIterator<Item = String>,
-) -> BTreeMap<String, String> {
-    let snapshot = consumer.snapshot();
-    items
-        .into_iter()
-        .filter_map(|k| match snapshot.lookup(k.as_str()) {
-            enrichment::Lookup::Found(p) => Some((p.item.clone(), p.priority.clone())),
-            _ => None,
-        })
-        .collect()
-}
-
-/// What a fresh consistent Scan of the table says: item -> priority.
-async fn table_view(ddb: &aws_sdk_dynamodb::Client, table: &str) -> BTreeMap<String, String> {
-    let scan = ddb
-        .scan()
-        .table_name(table)
-        .consistent_read(true)
-        .send()
-        .await
-        .unwrap();
-    scan.items()
-        .iter()
-        .map(|i| {
-            let s = |k: &str| {
-                i.get(k)
-                    .and_then(|v| v.as_s().ok())
-                    .cloned()
-                    .unwrap_or_default()
-            };
-            (s("item"), s("priority"))
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -234,26 +193,11 @@ async fn twenty_percent_s3_faults_lose_no_change() {
     assert!(missing.is_empty(), "lost: {missing:?}");
 
     // A consumer applies each change once and ends equal to the table.
-    let mut consumer: Enricher<Product, String, DynamoDbTable, S3Feed, SystemClock> = Enricher::new(
-        EnricherConfig::new(table.name.clone(), &["item", "price"], |p: &Product| {
-            Some(p.item.clone())
-        })
-        .with_feed(FeedSettings {
-            poll_interval: Duration::ZERO,
-            clock_margin: Duration::ZERO,
-            ..FeedSettings::default()
-        }),
-        DynamoDbTable::new(ddb.clone(), table.name.clone()),
-        Some(S3Feed::new(s3.clone(), bucket.clone())),
-        SystemClock,
-    );
+    let mut consumer = consumer(&sdk, &table.name, &bucket);
     consumer.refresh().await;
     consumer.refresh().await;
     let items = (0..15).map(|k| format!("item-{k:02}"));
-    assert_eq!(
-        consumer_view(&consumer, items),
-        table_view(&ddb, &table.name).await
-    );
+    assert_eq!(view(&consumer, items), table_view(&ddb, &table.name).await);
 }
 
 /// The s3-event-handler with a third of its Kinesis calls throttled: messages that could not put
@@ -409,22 +353,7 @@ async fn a_consumer_under_faults_serves_the_last_snapshot_and_converges_when_the
 
     let proxy = HttpFaultProxy::start(emulator().endpoint(), 5).await;
     let via_proxy = through(&sdk, &proxy);
-    let mut consumer: Enricher<Product, String, DynamoDbTable, S3Feed, SystemClock> = Enricher::new(
-        EnricherConfig::new(table.name.clone(), &["item", "price"], |p: &Product| {
-            Some(p.item.clone())
-        })
-        .with_feed(FeedSettings {
-            poll_interval: Duration::ZERO,
-            clock_margin: Duration::ZERO,
-            ..FeedSettings::default()
-        }),
-        DynamoDbTable::new(
-            aws_sdk_dynamodb::Client::new(&via_proxy),
-            table.name.clone(),
-        ),
-        Some(S3Feed::new(s3_client(&via_proxy), bucket.clone())),
-        SystemClock,
-    );
+    let mut consumer = consumer(&via_proxy, &table.name, &bucket);
     consumer.refresh().await;
     consumer.refresh().await;
     assert_eq!(consumer.snapshot().len(), 5);
@@ -499,7 +428,7 @@ async fn a_consumer_under_faults_serves_the_last_snapshot_and_converges_when_the
     consumer.refresh().await; // one micro-batch after the faults stop
     let items = ["salad", "pizza", "burger", "pasta", "ice-cream", "tacos"].map(String::from);
     assert_eq!(
-        consumer_view(&consumer, items),
+        view(&consumer, items),
         table_view(&ddb, &table.name).await,
         "converged one micro-batch after the faults stopped"
     );

@@ -9,73 +9,25 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::{AttributeValue, StreamViewType};
+use aws_sdk_dynamodb::types::StreamViewType;
 use change_handler::{ChangeHandler, PRODUCER};
-use enrichment::{DynamoDbTable, Enricher, EnricherConfig, FeedSettings, S3Feed, SystemClock};
 use feed_writer::{s3_client, FeedConfig, FeedWriter, S3Store};
 use test_support::{sdk_config, unique_name, ReferenceTable, StreamPump};
 use tokio::sync::Mutex;
 
-#[derive(Debug, serde::Deserialize)]
-struct Product {
-    item: String,
-    priority: String,
-}
+mod common;
 
-type Consumer = Enricher<Product, String, DynamoDbTable, S3Feed, SystemClock>;
+use common::{consumer_with, table_view, Consumer};
 
 const KEYS: usize = 20;
 const WRITES_PER_WRITER: usize = 500;
 
 fn consumer(sdk: &aws_config::SdkConfig, table: &str, bucket: &str) -> Consumer {
-    let config = EnricherConfig::new(table.to_owned(), &["item", "price"], |p: &Product| {
-        Some(p.item.clone())
-    })
-    .with_scan_segments(3)
-    .with_feed(FeedSettings {
-        poll_interval: Duration::ZERO,
-        clock_margin: Duration::ZERO,
-        ..FeedSettings::default()
-    });
-    Enricher::new(
-        config,
-        DynamoDbTable::new(aws_sdk_dynamodb::Client::new(sdk), table.to_owned()),
-        Some(S3Feed::new(s3_client(sdk), bucket.to_owned())),
-        SystemClock,
-    )
+    consumer_with(sdk, table, bucket, |c| c.with_scan_segments(3))
 }
 
 fn view(c: &Consumer) -> BTreeMap<String, String> {
-    let snapshot = c.snapshot();
-    (0..KEYS)
-        .filter_map(|k| {
-            let item = format!("item-{k:02}");
-            match snapshot.lookup(item.as_str()) {
-                enrichment::Lookup::Found(p) => Some((p.item.clone(), p.priority.clone())),
-                _ => None,
-            }
-        })
-        .collect()
-}
-
-async fn scan(ddb: &aws_sdk_dynamodb::Client, table: &str) -> BTreeMap<String, String> {
-    let out = ddb
-        .scan()
-        .table_name(table)
-        .consistent_read(true)
-        .send()
-        .await
-        .unwrap();
-    out.items()
-        .iter()
-        .map(|i| {
-            let s = |k: &str| match i.get(k) {
-                Some(AttributeValue::S(s)) => s.clone(),
-                _ => String::new(),
-            };
-            (s("item"), s("priority"))
-        })
-        .collect()
+    common::view(c, (0..KEYS).map(|k| format!("item-{k:02}")))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -176,7 +128,7 @@ async fn three_consumers_converge_to_the_table_after_1000_concurrent_random_writ
     tokio::join!(producer, writers, consumers);
     deliver().await;
 
-    let truth = scan(&ddb, &table.name).await;
+    let truth = table_view(&ddb, &table.name).await;
     for _ in 0..3 {
         for c in [&mut a, &mut b, &mut late] {
             c.refresh().await;

@@ -6,18 +6,13 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::types::StreamViewType;
 use change_handler::{ChangeHandler, PRODUCER};
-use enrichment::{DynamoDbTable, Enricher, EnricherConfig, FeedSettings, S3Feed, SystemClock};
 use feed_writer::{s3_client, FeedConfig, FeedWriter, S3Store};
 use serde_json::Value;
 use test_support::{sdk_config, unique_name, ReferenceTable, StreamPump};
 
-#[derive(Debug, serde::Deserialize)]
-struct Product {
-    item: String,
-    priority: String,
-}
+mod common;
 
-type Consumer = Enricher<Product, String, DynamoDbTable, S3Feed, SystemClock>;
+use common::Consumer;
 
 struct Rig {
     sdk: aws_config::SdkConfig,
@@ -75,25 +70,7 @@ impl Rig {
     }
 
     fn consumer(&self) -> Consumer {
-        let config = EnricherConfig::new(
-            self.table.name.clone(),
-            &["item", "price"],
-            |p: &Product| Some(p.item.clone()),
-        )
-        .with_feed(FeedSettings {
-            poll_interval: Duration::ZERO,
-            clock_margin: Duration::ZERO,
-            ..FeedSettings::default()
-        });
-        Enricher::new(
-            config,
-            DynamoDbTable::new(
-                aws_sdk_dynamodb::Client::new(&self.sdk),
-                self.table.name.clone(),
-            ),
-            Some(S3Feed::new(s3_client(&self.sdk), self.bucket.clone())),
-            SystemClock,
-        )
+        common::consumer(&self.sdk, &self.table.name, &self.bucket)
     }
 }
 
