@@ -279,6 +279,18 @@ async fn other_payloads_are_invocation_errors() {
     let ddb: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
     assert!(consumer.handle(&ddb).await.is_err());
     assert!(consumer.handle(&serde_json::json!("x")).await.is_err());
+    // A Kinesis record whose data is not base64, or without a sequence number: named errors.
+    let mut bad = sample();
+    bad["Records"][0]["kinesis"]["data"] = serde_json::json!("not base64!");
+    let err = consumer.handle(&bad).await.unwrap_err().to_string();
+    assert!(err.contains("Records[0].kinesis.data"), "{err}");
+    let mut bad = sample();
+    bad["Records"][0]["kinesis"]
+        .as_object_mut()
+        .unwrap()
+        .remove("sequenceNumber");
+    let err = consumer.handle(&bad).await.unwrap_err().to_string();
+    assert!(err.contains("sequenceNumber"), "{err}");
     let empty = consumer
         .handle(&serde_json::json!({"Records": []}))
         .await
