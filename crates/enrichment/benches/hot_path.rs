@@ -59,7 +59,7 @@ fn snapshot(extra: usize) -> Snapshot<Product, String> {
                 Some(item),
             )
         });
-    Snapshot::from_entries(Ambiguity::LowestKey, entries)
+    enrichment::testing::snapshot(Ambiguity::LowestKey, entries)
 }
 
 /// 1,000 orders as the data generator makes them (one dish in six is not in the table).

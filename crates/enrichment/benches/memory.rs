@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use change_protocol::{AttributeValue, Item};
-use enrichment::{Ambiguity, ItemKey, Snapshot};
+use enrichment::{Ambiguity, ItemKey};
 
 /// Resident memory of this process in bytes (Linux `/proc/self/status`, `VmRSS`).
 fn rss() -> usize {
@@ -56,7 +56,7 @@ fn main() {
         .collect();
     drop(items);
     let before = rss() as isize;
-    let snapshot = Snapshot::from_entries(Ambiguity::LowestKey, entries);
+    let snapshot = enrichment::testing::snapshot(Ambiguity::LowestKey, entries);
     let after = rss() as isize;
     let per_item = (after - before) as f64 / N as f64;
     let json = json_bytes as f64 / N as f64;

@@ -39,7 +39,7 @@ fn key(i: usize) -> ItemKey {
 
 fn decode(items: &[Item]) -> Snapshot<Product, String> {
     let names = ["item".to_owned(), "price".to_owned()];
-    Snapshot::from_entries(
+    enrichment::testing::snapshot(
         Ambiguity::LowestKey,
         items.iter().map(|i| {
             let p: Product = serde_dynamo::from_item(i.clone()).unwrap();
@@ -76,7 +76,8 @@ fn bench(c: &mut Criterion) {
                 |mut next| {
                     for p in &changed[..n] {
                         let k = key(p.item[5..].parse().unwrap());
-                        next = next.with_upsert(
+                        next = enrichment::testing::with_upsert(
+                            next,
                             k,
                             Product {
                                 item: p.item.clone(),

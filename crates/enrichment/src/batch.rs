@@ -1,17 +1,18 @@
-//! Records in, outcomes out: the types of [`crate::Enricher::enrich`].
+//! Records in, outcomes out: the batch walk of [`crate::ReferenceEnricher::enrich`] and its types.
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::future::Future;
-
 use change_protocol::ChangeFlag;
 use tracing::warn;
 
+use crate::clock::Clock;
+use crate::lifecycle::{ReferenceEnricher, RefreshReport};
+use crate::loader::Loader;
 use crate::metrics::Metrics;
-use crate::snapshot::{Lookup, Snapshot};
-use crate::RefreshReport;
+use crate::snapshot::Lookup;
+use crate::sources::FeedSource;
 
 /// What the caller says a record is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -165,34 +166,24 @@ impl BatchReport {
     }
 }
 
-/// What the shared batch walk needs from an enricher.
-pub(crate) trait BatchCore<T, K: std::hash::Hash + Eq + Clone> {
-    fn current(&self) -> Arc<Snapshot<T, K>>;
-    fn too_stale(&self) -> bool;
-    fn stale_reason(&self) -> UnmatchedReason;
-    fn unmatched_policy(&self) -> Unmatched;
-    fn counters(&self) -> &Metrics;
-    fn refresh_at_flag(&mut self, flag: Option<&ChangeFlag>)
-        -> impl Future<Output = RefreshReport>;
-}
-
 /// Walks a batch in order: lookups against one snapshot, a refresh at each flag.
-pub(crate) async fn walk<R, T, K, E>(
-    core: &mut E,
+pub(crate) async fn walk<R, L, Fd, C>(
+    core: &mut ReferenceEnricher<L, Fd, C>,
     records: Vec<R>,
-    classify: impl Fn(&R) -> Classified<K>,
-) -> (Vec<Outcome<R, T>>, BatchReport)
+    classify: impl Fn(&R) -> Classified<L::Key>,
+) -> (Vec<Outcome<R, L::Value>>, BatchReport)
 where
-    K: std::hash::Hash + Eq + Clone + fmt::Debug,
-    E: BatchCore<T, K>,
+    L: Loader,
+    Fd: FeedSource,
+    C: Clock,
 {
     let mut report = BatchReport {
         records: records.len(),
         ..BatchReport::default()
     };
     let mut outcomes = Vec::with_capacity(records.len());
-    let mut snapshot = core.current();
-    let mut stale = core.too_stale();
+    let mut snapshot = core.snapshot();
+    let mut stale = core.is_too_stale();
     for record in records {
         let key = match classify(&record) {
             flag @ (Classified::Flag | Classified::ChangeFlag(_)) => {
@@ -204,8 +195,8 @@ where
                 };
                 let r = core.refresh_at_flag(change).await;
                 report.refreshes.push(r);
-                snapshot = core.current();
-                stale = core.too_stale();
+                snapshot = core.snapshot();
+                stale = core.is_too_stale();
                 outcomes.push(Outcome::Flag);
                 continue;
             }
@@ -217,7 +208,10 @@ where
             Classified::Data(key) => key,
         };
         let reason = if stale {
-            core.stale_reason()
+            UnmatchedReason::Stale {
+                staleness: core.staleness(),
+                error: core.last_error().map(str::to_owned),
+            }
         } else {
             match snapshot.lookup(&key) {
                 Lookup::Found(item) => {
@@ -242,7 +236,7 @@ where
         let policy = if matches!(reason, UnmatchedReason::Stale { .. }) {
             Unmatched::Reject
         } else {
-            core.unmatched_policy()
+            core.policies().unmatched
         };
         match policy {
             Unmatched::Reject => {

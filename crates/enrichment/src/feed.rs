@@ -28,7 +28,7 @@ pub struct FeedSettings {
     pub write_window: Duration,
     /// Clock margin: producers' clock lag plus this consumer's clock lead (5 s on AWS).
     pub clock_margin: Duration,
-    /// Poll at most this often per [`crate::Enricher::refresh`] (flags poll regardless).
+    /// Poll at most this often per [`crate::ReferenceEnricher::refresh`] (flags poll regardless).
     pub poll_interval: Duration,
     /// List with look-back at least this often even if the pointer did not change.
     pub safety_listing: Duration,
@@ -55,7 +55,8 @@ impl Default for FeedSettings {
 
 /// A change file found by a poll.
 #[derive(Debug)]
-pub(crate) struct Fetched {
+#[allow(unreachable_pub)] // part of the sealed `Loader` trait's signature
+pub struct Fetched {
     pub(crate) key: String,
     pub(crate) time: DateTime<Utc>,
     pub(crate) content: Result<ChangeFile, DecodeError>,
@@ -67,12 +68,6 @@ pub(crate) struct Polled {
     pub(crate) files: Vec<Fetched>,
     listing_started: Option<DateTime<Utc>>,
     etag: Option<String>,
-}
-
-impl Polled {
-    pub(crate) fn listed(&self) -> bool {
-        self.listing_started.is_some()
-    }
 }
 
 #[derive(Debug)]

@@ -1,14 +1,16 @@
 //! Reference data in memory for streaming enrichment, refreshed only when it changes.
 //!
-//! A streaming consumer embeds an [`Enricher`]: it loads the reference table once, then follows
+//! A streaming consumer embeds an [`Enricher`] (reference data in a DynamoDB table) or an
+//! [`ObjectEnricher`] (reference data as objects in S3): it loads the reference data once, then follows
 //! the S3 change feed that the `change-handler` Lambda writes, applying each change as a delta
 //! (no table read when the change carries its new image), and enriches records with a
 //! synchronous, lock-free lookup. Any number of consumers read the same feed, each with its own
 //! position; nothing is ever deleted.
 //!
 //! # Lifecycle: load, follow, swap, read
-//! 1. **Load** (first [`Enricher::refresh`]): take the feed position, then a consistent,
-//!    parallel Scan into an immutable [`Snapshot`].
+//! 1. **Load** (first [`refresh`](ReferenceEnricher::refresh)): take the feed position, then a
+//!    consistent, parallel Scan (or a read of every object under the prefix) into an immutable
+//!    [`Snapshot`].
 //! 2. **Follow** (every refresh, at most once per `poll_interval`): a conditional GET of the
 //!    feed's `_head` pointer; only when it changed (or once a minute as a safety net) a listing
 //!    with look-back from the previous listing, then the new change files in key order.
@@ -18,10 +20,11 @@
 //!    the last full load (plus the clock margin) is applied by a consistent re-read
 //!    (BatchGetItem). Removals leave a tombstone, so a late older change cannot resurrect an
 //!    item. An unreadable change file, a `gap` file, a new stream ARN or an opaque entry
-//!    without keys triggers a full reload, and is reported.
+//!    without keys triggers a full reload, and says why ([`ReloadReason`]). Objects: the object a
+//!    flag or an S3-kind change file names is read again (a 404 removes its rows).
 //! 4. **Swap**: the next snapshot is built from the current one (persistent maps share
 //!    structure) and published through an `ArcSwap`; readers never block.
-//! 5. **Read**: [`Enricher::enrich`] walks a batch in order; a record classified as a flag
+//! 5. **Read**: [`enrich`](ReferenceEnricher::enrich) walks a batch in order; a record classified as a flag
 //!    refreshes at its position, so every record after it sees the change.
 //!
 //! If a refresh fails the last good snapshot keeps serving, the error is logged, counted and
@@ -35,9 +38,13 @@
 //! [`Ambiguity`] policy decides: the item with the lowest primary key (default, deterministic),
 //! or reject the record as ambiguous.
 //!
+//! The lifecycle is written once ([`ReferenceEnricher`]); what is loaded is a loader's business
+//! (`table.rs`, `objects.rs`), so both kinds share every rule, policy ([`Policies`]) and counter.
+//! The contract these rules implement is `docs/design.md` in the repository.
+//!
 //! # Example: embedding it in a consumer loop
 //! ```no_run
-//! use enrichment::{Classified, Enricher, EnricherConfig, DynamoDbTable, Outcome, S3Feed, SystemClock};
+//! use enrichment::{Classified, DynamoDbTable, Enricher, EnricherConfig, Outcome, S3Feed, SystemClock};
 //!
 //! #[derive(serde::Deserialize)]
 //! struct Product { item: String, priority: String }
@@ -50,7 +57,7 @@
 //! });
 //! let table = DynamoDbTable::new(aws_sdk_dynamodb::Client::new(&sdk), "ProductPriority");
 //! let feed = S3Feed::new(aws_sdk_s3::Client::new(&sdk), "demo-bucket-123456789012");
-//! let mut enricher = Enricher::new(config, table, Some(feed), SystemClock);
+//! let mut enricher: Enricher<Product> = Enricher::new(config, table, Some(feed), SystemClock);
 //!
 //! loop {
 //!     let dishes = next_batch().await; // e.g. decoded Kinesis records
@@ -70,33 +77,46 @@
 //! }
 //! # }
 //! ```
+//!
+//! Without AWS, the in-memory sources of [`testing`] (feature `testing`) stand in for the table
+//! and the bucket; the examples on [`Enricher`], [`ObjectEnricher`] and [`Reader`] use them.
+#![warn(missing_docs)]
 
 mod batch;
 mod clock;
-mod enricher;
+mod config;
 mod feed;
 mod key;
+mod lifecycle;
+mod loader;
 mod metrics;
 mod objects;
 mod rows;
 mod snapshot;
-pub mod sources;
+mod sources;
+mod table;
+
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use batch::{BatchReport, Classified, Outcome, Unmatched, UnmatchedReason};
 pub use clock::{Clock, SystemClock};
-pub use enricher::{
-    Decoder, Enricher, EnricherConfig, LookupKeyFn, Reader, RefreshError, RefreshReport,
+pub use config::{
+    BadRows, Decoder, EnricherConfig, LookupKeyFn, ObjectConfig, ObjectSpec, Policies,
+    ReferenceConfig, TableSpec,
 };
 pub use feed::FeedSettings;
 pub use key::{ItemKey, KeyError, KeyValue};
-pub use metrics::{Metrics, MetricsSnapshot};
-pub use objects::{BadRows, ObjectBody, ObjectConfig, ObjectEnricher, ObjectSource, S3Objects};
+pub use lifecycle::{Reader, ReferenceEnricher, RefreshError, RefreshReport, ReloadReason};
+pub use metrics::MetricsSnapshot;
+pub use objects::ObjectEnricher;
 pub use rows::{format_of, parse_rows, Format, ObjectError, RowError, Rows};
 pub use snapshot::{Ambiguity, Lookup, Snapshot};
 pub use sources::{
-    BatchGet, DynamoDbTable, FeedSource, HeadState, ListPage, S3Feed, ScanPage, SourceError,
-    TableSource,
+    BatchGet, DynamoDbTable, FeedSource, HeadState, ListPage, ObjectBody, ObjectSource, S3Feed,
+    S3Objects, ScanPage, SourceError, TableSource,
 };
+pub use table::Enricher;
 
 #[cfg(test)]
 mod tests;

@@ -7,7 +7,7 @@ macro_rules! counters {
     ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
         /// Live counters, shared by the enricher and its readers.
         #[derive(Debug, Default)]
-        pub struct Metrics {
+        pub(crate) struct Metrics {
             $($(#[$doc])* pub(crate) $name: AtomicU64,)*
         }
 

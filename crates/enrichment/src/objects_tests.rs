@@ -1,12 +1,10 @@
 //! Unit tests of the object enricher with in-memory objects.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use change_protocol::{ChangeFlag, ObjectChange};
 
-use crate::sources::fake_objects::{etag, FakeObjects};
-use crate::sources::fakes::FakeFeed;
+use crate::testing::MemoryBucket;
 use crate::*;
 
 #[derive(Debug, serde::Deserialize)]
@@ -15,9 +13,9 @@ struct Row {
     priority: String,
 }
 
-type E = ObjectEnricher<Row, String, FakeObjects, FakeFeed, SystemClock>;
+type E = ObjectEnricher<Row, String, MemoryBucket, MemoryBucket, SystemClock>;
 
-fn enricher(objects: &FakeObjects, bad_rows: BadRows) -> E {
+fn enricher(objects: &MemoryBucket, bad_rows: BadRows) -> E {
     let config = ObjectConfig::new("ref-bucket", "reference/", |r: &Row| Some(r.item.clone()))
         .with_bad_rows(bad_rows)
         .with_feed(FeedSettings {
@@ -27,21 +25,12 @@ fn enricher(objects: &FakeObjects, bad_rows: BadRows) -> E {
     ObjectEnricher::new(config, objects.clone(), None, SystemClock)
 }
 
-fn put(objects: &FakeObjects, key: &str, body: &[u8]) {
-    objects
-        .objects
-        .lock()
-        .unwrap()
-        .insert(key.into(), body.to_vec());
+fn put(objects: &MemoryBucket, key: &str, body: &[u8]) {
+    objects.put(key, body.to_vec());
 }
 
-fn flag(objects: &FakeObjects, key: &str, removed: bool) -> ChangeFlag {
-    let etag = objects
-        .objects
-        .lock()
-        .unwrap()
-        .get(key)
-        .map(|b| etag(b).trim_matches('"').to_owned());
+fn flag(objects: &MemoryBucket, key: &str, removed: bool) -> ChangeFlag {
+    let etag = objects.etag(key).map(|e| e.trim_matches('"').to_owned());
     ChangeFlag::new(
         ObjectChange {
             bucket: "ref-bucket".into(),
@@ -66,8 +55,8 @@ fn priority(e: &E, item: &str) -> Option<String> {
     e.reader().lookup(item).map(|r| r.priority.clone())
 }
 
-fn seeded() -> FakeObjects {
-    let objects = FakeObjects::default();
+fn seeded() -> MemoryBucket {
+    let objects = MemoryBucket::default();
     put(&objects, "reference/a.jsonl", b"{\"item\":\"burger\",\"priority\":\"medium\"}\n{\"item\":\"pizza\",\"priority\":\"low\"}\n");
     put(&objects, "reference/b.csv", b"item,priority\nsalad,high\n");
     put(&objects, "other/c.csv", b"item,priority\ndonut,high\n");
@@ -79,7 +68,7 @@ async fn loads_every_object_under_the_prefix() {
     let objects = seeded();
     let mut e = enricher(&objects, BadRows::RejectObject);
     let report = e.refresh().await;
-    assert_eq!(report.full_reload.as_deref(), Some("first load"));
+    assert_eq!(report.full_reload, Some(ReloadReason::FirstLoad));
     assert_eq!(priority(&e, "burger").as_deref(), Some("medium"));
     assert_eq!(priority(&e, "salad").as_deref(), Some("high"));
     assert_eq!(priority(&e, "donut"), None, "outside the prefix");
@@ -97,7 +86,7 @@ async fn a_flag_reloads_only_its_object_at_its_position() {
         b"{\"item\":\"burger\",\"priority\":\"high\"}\n",
     );
     let f = flag(&objects, "reference/a.jsonl", false);
-    let gets = objects.gets.load(Ordering::SeqCst);
+    let gets = objects.gets();
     let (outcomes, report) = e
         .enrich(
             vec!["burger", "FLAG", "burger", "pizza", "salad"],
@@ -120,17 +109,13 @@ async fn a_flag_reloads_only_its_object_at_its_position() {
         seen,
         ["medium", "flag", "high", "no reference item", "high"]
     );
-    assert_eq!(
-        objects.gets.load(Ordering::SeqCst),
-        gets + 1,
-        "one object read, not the prefix"
-    );
+    assert_eq!(objects.gets(), gets + 1, "one object read, not the prefix");
     assert!(report.reconciles());
 
     // The same notification again (S3 delivers at least once): nothing to do.
     e.enrich(vec!["FLAG"], |_| Classified::ChangeFlag(f.clone()))
         .await;
-    assert_eq!(objects.gets.load(Ordering::SeqCst), gets + 1);
+    assert_eq!(objects.gets(), gets + 1);
 }
 
 #[tokio::test]
@@ -138,7 +123,7 @@ async fn a_removal_drops_the_objects_rows() {
     let objects = seeded();
     let mut e = enricher(&objects, BadRows::RejectObject);
     e.refresh().await;
-    objects.objects.lock().unwrap().remove("reference/b.csv");
+    objects.remove("reference/b.csv");
     let f = flag(&objects, "reference/b.csv", true);
     e.enrich(vec![()], |_| Classified::ChangeFlag(f.clone()))
         .await;
@@ -201,7 +186,7 @@ async fn flags_for_other_buckets_or_prefixes_change_nothing() {
     let objects = seeded();
     let mut e = enricher(&objects, BadRows::RejectObject);
     e.refresh().await;
-    let gets = objects.gets.load(Ordering::SeqCst);
+    let gets = objects.gets();
     let mut f = flag(&objects, "other/c.csv", false);
     e.enrich(vec![()], |_| Classified::ChangeFlag(f.clone()))
         .await;
@@ -209,5 +194,82 @@ async fn flags_for_other_buckets_or_prefixes_change_nothing() {
     f.change.key = "reference/a.jsonl".into();
     e.enrich(vec![()], |_| Classified::ChangeFlag(f.clone()))
         .await;
-    assert_eq!(objects.gets.load(Ordering::SeqCst), gets);
+    assert_eq!(objects.gets(), gets);
+}
+
+/// An object enricher that follows a feed (the same in-memory bucket holds the objects and the
+/// feed; the feed's prefix is outside the reference prefix).
+fn following(
+    objects: &MemoryBucket,
+    tweak: impl FnOnce(ObjectConfig<Row>) -> ObjectConfig<Row>,
+) -> E {
+    let config = ObjectConfig::new("ref-bucket", "reference/", |r: &Row| Some(r.item.clone()))
+        .with_feed(FeedSettings {
+            poll_interval: Duration::ZERO,
+            ..FeedSettings::default()
+        });
+    ObjectEnricher::new(
+        tweak(config),
+        objects.clone(),
+        Some(objects.clone()),
+        SystemClock,
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn object_consumers_reload_past_the_maximum_age() {
+    let objects = seeded();
+    let mut e = following(&objects, |c| c.with_max_age(Some(Duration::from_secs(600))));
+    e.refresh().await;
+    put(&objects, "reference/b.csv", b"item,priority\nsalad,low\n");
+    tokio::time::advance(Duration::from_secs(599)).await;
+    assert_eq!(e.refresh().await.full_reload, None);
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let report = e.refresh().await;
+    assert_eq!(report.full_reload, Some(ReloadReason::MaximumAge));
+    assert_eq!(priority(&e, "salad").as_deref(), Some("low"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn object_consumers_idle_beyond_the_feed_retention_reload_fully() {
+    let objects = seeded();
+    let mut e = following(&objects, |c| {
+        c.with_max_age(None).with_feed(FeedSettings {
+            poll_interval: Duration::ZERO,
+            retention: Duration::from_secs(3 * 24 * 3600),
+            ..FeedSettings::default()
+        })
+    });
+    e.refresh().await;
+    tokio::time::advance(Duration::from_secs(24 * 3600)).await;
+    assert_eq!(e.refresh().await.full_reload, None);
+    tokio::time::advance(Duration::from_secs(2 * 24 * 3600 + 60)).await;
+    let report = e.refresh().await;
+    assert_eq!(report.full_reload, Some(ReloadReason::BeyondRetention));
+}
+
+#[tokio::test(start_paused = true)]
+async fn object_consumers_reject_records_as_stale_past_the_limit() {
+    let objects = seeded();
+    let mut e = following(&objects, |c| {
+        c.with_max_staleness(Some(Duration::from_secs(60)))
+    });
+    e.refresh().await;
+    objects.set_failing(true);
+    tokio::time::advance(Duration::from_secs(30)).await;
+    let (_, report) = e
+        .process_batch(vec!["burger"], |r| Classified::Data((*r).to_owned()))
+        .await;
+    assert!(report.refreshes[0].error.is_some());
+    assert_eq!(report.enriched, 1, "within the limit the old data serves");
+    tokio::time::advance(Duration::from_secs(31)).await;
+    let (outcomes, report) = e
+        .process_batch(vec!["burger"], |r| Classified::Data((*r).to_owned()))
+        .await;
+    assert_eq!(report.rejected, 1);
+    let Outcome::Rejected { reason, .. } = &outcomes[0] else {
+        panic!("{outcomes:?}")
+    };
+    assert!(reason.to_string().contains("stale"), "{reason}");
+    assert!(e.last_error().is_some_and(|e| e.contains("injected")));
 }

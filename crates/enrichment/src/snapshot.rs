@@ -136,7 +136,7 @@ impl<T, K: Hash + Eq + Clone> Clone for Snapshot<T, K> {
 
 impl<T, K: Hash + Eq + Clone> Snapshot<T, K> {
     /// An empty snapshot (version 0: nothing loaded yet).
-    pub fn empty(ambiguity: Ambiguity) -> Self {
+    pub(crate) fn empty(ambiguity: Ambiguity) -> Self {
         Snapshot {
             items: imbl::HashMap::new(),
             by_lookup: imbl::HashMap::new(),
@@ -146,9 +146,9 @@ impl<T, K: Hash + Eq + Clone> Snapshot<T, K> {
         }
     }
 
-    /// A snapshot of the given items, built in bulk (the full load's path; also for static
-    /// reference data, tests and benchmarks). A key given twice keeps its last value.
-    pub fn from_entries(
+    /// A snapshot of the given items, built in bulk (the full load's path). A key given twice
+    /// keeps its last value.
+    pub(crate) fn from_entries(
         ambiguity: Ambiguity,
         entries: impl IntoIterator<Item = (ItemKey, T, Option<K>)>,
     ) -> Self {
@@ -198,13 +198,6 @@ impl<T, K: Hash + Eq + Clone> Snapshot<T, K> {
             ambiguity,
             version: 1,
         }
-    }
-
-    /// This snapshot with `value` at `key` (inserted or replaced): the delta step, without a
-    /// copy of the table (the maps are persistent).
-    pub fn with_upsert(mut self, key: ItemKey, value: T, lookup: Option<K>) -> Self {
-        self.upsert(key, value, lookup);
-        self
     }
 
     /// The item for a lookup key. Synchronous and lock-free: the hot path.

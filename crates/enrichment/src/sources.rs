@@ -1,9 +1,10 @@
 //! The AWS calls the enrichment crate makes, behind one small trait per service.
 //!
 //! [`TableSource`] reads the reference table (Scan, BatchGetItem); [`FeedSource`] reads the
-//! change feed (ListObjectsV2, GetObject, a conditional GET of the `_head` pointer).
-//! [`DynamoDbTable`] and [`S3Feed`] implement them on the AWS SDK; tests pass fakes or the
-//! same adapters pointed at the local emulator.
+//! change feed (ListObjectsV2, GetObject, a conditional GET of the `_head` pointer);
+//! [`ObjectSource`] reads reference objects (ListObjectsV2, GetObject). [`DynamoDbTable`],
+//! [`S3Feed`] and [`S3Objects`] implement them on the AWS SDK; tests pass the in-memory sources
+//! of [`crate::testing`] or the same adapters pointed at the local emulator.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -300,228 +301,98 @@ impl FeedSource for S3Feed {
     }
 }
 
-/// In-memory sources for unit tests.
-#[cfg(test)]
-pub(crate) mod fakes {
-    use super::*;
-    use std::collections::BTreeMap;
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-    use std::sync::{Arc, Mutex};
+/// An object's body and metadata.
+#[derive(Clone, Debug, Default)]
+pub struct ObjectBody {
+    /// The bytes.
+    pub bytes: Vec<u8>,
+    /// Its ETag (with or without quotes).
+    pub etag: Option<String>,
+    /// Its `Content-Encoding`, if any.
+    pub content_encoding: Option<String>,
+}
 
-    fn fail(operation: &'static str) -> SourceError {
-        SourceError {
-            operation,
-            message: "injected: connection refused".into(),
-        }
-    }
+/// Reads reference objects.
+pub trait ObjectSource: Send + Sync + 'static {
+    /// One page of the keys under `prefix`.
+    fn list(
+        &self,
+        prefix: &str,
+        token: Option<String>,
+    ) -> impl Future<Output = Result<ListPage, SourceError>> + Send;
+    /// The current object at `key`; `None` when there is none (404).
+    fn get(
+        &self,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<ObjectBody>, SourceError>> + Send;
+}
 
-    /// A table keyed by the `item` and `price` attributes.
-    #[derive(Clone, Default)]
-    pub(crate) struct FakeTable {
-        pub(crate) items: Arc<Mutex<BTreeMap<(String, String), Item>>>,
-        pub(crate) down: Arc<AtomicBool>,
-        pub(crate) scans: Arc<AtomicU64>,
-        pub(crate) gets: Arc<AtomicU64>,
-    }
+/// [`ObjectSource`] on the SDK's S3 client, for one bucket.
+#[derive(Clone, Debug)]
+pub struct S3Objects {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+}
 
-    fn key_of(item: &Item) -> (String, String) {
-        let s = |name: &str| match item.get(name) {
-            Some(change_protocol::AttributeValue::S(s) | change_protocol::AttributeValue::N(s)) => {
-                s.clone()
-            }
-            _ => String::new(),
-        };
-        (s("item"), s("price"))
-    }
-
-    impl FakeTable {
-        pub(crate) fn put(&self, item: Item) {
-            self.items.lock().unwrap().insert(key_of(&item), item);
-        }
-        pub(crate) fn delete(&self, item: &str) {
-            self.items
-                .lock()
-                .unwrap()
-                .remove(&(item.to_owned(), "100".to_owned()));
-        }
-    }
-
-    impl TableSource for FakeTable {
-        async fn scan_page(
-            &self,
-            segment: i32,
-            total: i32,
-            _start: Option<Item>,
-        ) -> Result<ScanPage, SourceError> {
-            if self.down.load(Ordering::SeqCst) {
-                return Err(fail("Scan"));
-            }
-            self.scans.fetch_add(1, Ordering::SeqCst);
-            let items = self
-                .items
-                .lock()
-                .unwrap()
-                .values()
-                .enumerate()
-                .filter(|(i, _)| (*i as i32) % total == segment)
-                .map(|(_, v)| v.clone())
-                .collect();
-            Ok(ScanPage { items, next: None })
-        }
-
-        async fn batch_get(&self, keys: Vec<Item>) -> Result<BatchGet, SourceError> {
-            if self.down.load(Ordering::SeqCst) {
-                return Err(fail("BatchGetItem"));
-            }
-            self.gets.fetch_add(1, Ordering::SeqCst);
-            let items = self.items.lock().unwrap();
-            Ok(BatchGet {
-                items: keys
-                    .iter()
-                    .filter_map(|k| items.get(&key_of(k)).cloned())
-                    .collect(),
-                unprocessed: vec![],
-            })
-        }
-    }
-
-    /// A bucket: objects in key order, ETags that change with content, pages of `page_size`.
-    #[derive(Clone)]
-    pub(crate) struct FakeFeed {
-        pub(crate) objects: Arc<Mutex<BTreeMap<String, Vec<u8>>>>,
-        pub(crate) down: Arc<AtomicBool>,
-        pub(crate) lists: Arc<AtomicU64>,
-        pub(crate) page_size: usize,
-    }
-
-    impl Default for FakeFeed {
-        fn default() -> Self {
-            FakeFeed {
-                objects: Arc::default(),
-                down: Arc::default(),
-                lists: Arc::default(),
-                page_size: 1000,
-            }
-        }
-    }
-
-    impl FakeFeed {
-        pub(crate) fn put(&self, key: &str, body: Vec<u8>) {
-            self.objects.lock().unwrap().insert(key.to_owned(), body);
-        }
-    }
-
-    impl FeedSource for FakeFeed {
-        async fn list(
-            &self,
-            prefix: &str,
-            start_after: &str,
-            token: Option<String>,
-        ) -> Result<ListPage, SourceError> {
-            if self.down.load(Ordering::SeqCst) {
-                return Err(fail("ListObjectsV2"));
-            }
-            self.lists.fetch_add(1, Ordering::SeqCst);
-            let after = token.unwrap_or_else(|| start_after.to_owned());
-            let objects = self.objects.lock().unwrap();
-            let keys: Vec<String> = objects
-                .keys()
-                .filter(|k| k.starts_with(prefix) && k.as_str() > after.as_str())
-                .take(self.page_size + 1)
-                .cloned()
-                .collect();
-            let truncated = keys.len() > self.page_size;
-            let keys: Vec<String> = keys.into_iter().take(self.page_size).collect();
-            let next = truncated.then(|| keys.last().cloned()).flatten();
-            Ok(ListPage { keys, next })
-        }
-
-        async fn get(&self, key: &str) -> Result<Vec<u8>, SourceError> {
-            if self.down.load(Ordering::SeqCst) {
-                return Err(fail("GetObject"));
-            }
-            self.objects
-                .lock()
-                .unwrap()
-                .get(key)
-                .cloned()
-                .ok_or_else(|| fail("GetObject"))
-        }
-
-        async fn head_state(
-            &self,
-            key: &str,
-            etag: Option<&str>,
-        ) -> Result<HeadState, SourceError> {
-            if self.down.load(Ordering::SeqCst) {
-                return Err(fail("GetObject"));
-            }
-            let objects = self.objects.lock().unwrap();
-            let Some(body) = objects.get(key) else {
-                return Ok(HeadState::Missing);
-            };
-            let tag = format!(
-                "{:x}",
-                body.iter()
-                    .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(*b)))
-            );
-            Ok(if etag == Some(tag.as_str()) {
-                HeadState::NotModified
-            } else {
-                HeadState::Changed(tag)
-            })
+impl S3Objects {
+    /// Reads objects of `bucket`.
+    pub fn new(client: aws_sdk_s3::Client, bucket: impl Into<String>) -> Self {
+        S3Objects {
+            client,
+            bucket: bucket.into(),
         }
     }
 }
 
-/// In-memory objects for unit tests of the object enricher.
-#[cfg(test)]
-pub(crate) mod fake_objects {
-    use super::*;
-    use crate::objects::{ObjectBody, ObjectSource};
-    use std::collections::BTreeMap;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::{Arc, Mutex};
-
-    #[derive(Clone, Default)]
-    pub(crate) struct FakeObjects {
-        pub(crate) objects: Arc<Mutex<BTreeMap<String, Vec<u8>>>>,
-        pub(crate) gets: Arc<AtomicU64>,
+impl ObjectSource for S3Objects {
+    async fn list(&self, prefix: &str, token: Option<String>) -> Result<ListPage, SourceError> {
+        let out = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .set_continuation_token(token)
+            .send()
+            .await
+            .map_err(|e| SourceError::sdk("ListObjectsV2", e))?;
+        Ok(ListPage {
+            keys: out
+                .contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_owned))
+                .collect(),
+            next: if out.is_truncated().unwrap_or(false) {
+                out.next_continuation_token().map(str::to_owned)
+            } else {
+                None
+            },
+        })
     }
 
-    pub(crate) fn etag(body: &[u8]) -> String {
-        format!(
-            "\"{:x}\"",
-            body.iter()
-                .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(*b)))
-        )
-    }
-
-    impl ObjectSource for FakeObjects {
-        async fn list(
-            &self,
-            prefix: &str,
-            _token: Option<String>,
-        ) -> Result<ListPage, SourceError> {
-            Ok(ListPage {
-                keys: self
-                    .objects
-                    .lock()
-                    .unwrap()
-                    .keys()
-                    .filter(|k| k.starts_with(prefix))
-                    .cloned()
-                    .collect(),
-                next: None,
-            })
-        }
-        async fn get(&self, key: &str) -> Result<Option<ObjectBody>, SourceError> {
-            self.gets.fetch_add(1, Ordering::SeqCst);
-            Ok(self.objects.lock().unwrap().get(key).map(|b| ObjectBody {
-                etag: Some(etag(b)),
-                bytes: b.clone(),
-                content_encoding: None,
-            }))
+    async fn get(&self, key: &str) -> Result<Option<ObjectBody>, SourceError> {
+        match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => {
+                let etag = out.e_tag().map(str::to_owned);
+                let content_encoding = out.content_encoding().map(str::to_owned);
+                let bytes = out.body.collect().await.map_err(|e| SourceError {
+                    operation: "GetObject",
+                    message: format!("reading the body of {key}: {e}"),
+                })?;
+                Ok(Some(ObjectBody {
+                    bytes: bytes.into_bytes().to_vec(),
+                    etag,
+                    content_encoding,
+                }))
+            }
+            Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(404) => Ok(None),
+            Err(e) => Err(SourceError::sdk("GetObject", e)),
         }
     }
 }

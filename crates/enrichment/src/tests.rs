@@ -1,7 +1,6 @@
 //! Unit tests of the enricher's rules with in-memory sources.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,7 +10,7 @@ use change_protocol::{
 };
 use chrono::{DateTime, Utc};
 
-use crate::sources::fakes::{FakeFeed, FakeTable};
+use crate::testing::{MemoryBucket, MemoryTable};
 use crate::*;
 
 const ARN: &str = "arn:aws:dynamodb:us-east-1:123456789012:table/ProductPriority/stream/1";
@@ -57,20 +56,20 @@ fn keys(item: &str) -> Item {
 }
 
 struct Rig {
-    table: FakeTable,
-    feed: FakeFeed,
+    table: MemoryTable,
+    feed: MemoryBucket,
     clock: ManualClock,
-    enricher: Enricher<Product, String, FakeTable, FakeFeed, ManualClock>,
+    enricher: Enricher<Product, String, MemoryTable, MemoryBucket, ManualClock>,
 }
 
 fn rig_with(
     config: impl FnOnce(EnricherConfig<Product, String>) -> EnricherConfig<Product, String>,
 ) -> Rig {
-    let table = FakeTable::default();
+    let table = MemoryTable::new(&["item", "price"]);
     for (item, priority) in [("salad", "high"), ("pizza", "low"), ("burger", "medium")] {
         table.put(product(item, priority));
     }
-    let feed = FakeFeed::default();
+    let feed = MemoryBucket::default();
     let clock = ManualClock(Arc::new(Mutex::new(
         DateTime::from_timestamp_millis(1_795_650_000_000).unwrap(),
     )));
@@ -212,16 +211,12 @@ const AFTER_LOAD: i64 = 6_000;
 async fn first_refresh_is_a_full_load() {
     let mut r = rig();
     let report = r.enricher.refresh().await;
-    assert_eq!(report.full_reload.as_deref(), Some("first load"));
+    assert_eq!(report.full_reload, Some(ReloadReason::FirstLoad));
     assert_eq!(r.priority("burger").as_deref(), Some("medium"));
     let m = r.enricher.metrics();
     assert_eq!(m.items_read, 3);
     assert_eq!(m.full_refreshes, 1);
-    assert_eq!(
-        r.table.scans.load(Ordering::SeqCst),
-        4,
-        "4 parallel segments"
-    );
+    assert_eq!(r.table.scans(), 4, "4 parallel segments");
 }
 
 #[tokio::test]
@@ -235,7 +230,7 @@ async fn a_change_with_its_new_image_costs_no_table_read() {
     assert_eq!(r.priority("burger").as_deref(), Some("high"));
     let m = r.enricher.metrics();
     assert_eq!(m.items_read, 3, "only the first load read the table");
-    assert_eq!(r.table.gets.load(Ordering::SeqCst), 0);
+    assert_eq!(r.table.batch_gets(), 0);
     assert_eq!(m.delta_refreshes, 1);
 }
 
@@ -245,16 +240,12 @@ async fn nothing_changed_costs_one_conditional_get() {
     r.enricher.refresh().await;
     r.write(&[modify(10, "burger", "high", AFTER_LOAD)]);
     r.refresh_later().await;
-    let lists = r.feed.lists.load(Ordering::SeqCst);
+    let lists = r.feed.lists();
     for _ in 0..5 {
         let report = r.refresh_later().await;
         assert!(!report.did_work());
     }
-    assert_eq!(
-        r.feed.lists.load(Ordering::SeqCst),
-        lists,
-        "no listing while _head is unchanged"
-    );
+    assert_eq!(r.feed.lists(), lists, "no listing while _head is unchanged");
     assert_eq!(r.enricher.metrics().head_not_modified, 5);
 }
 
@@ -263,11 +254,11 @@ async fn a_safety_listing_runs_at_least_once_a_minute() {
     let mut r = rig();
     r.enricher.refresh().await;
     r.refresh_later().await;
-    let lists = r.feed.lists.load(Ordering::SeqCst);
+    let lists = r.feed.lists();
     tokio::time::pause();
     tokio::time::advance(Duration::from_secs(61)).await;
     r.refresh_later().await;
-    assert_eq!(r.feed.lists.load(Ordering::SeqCst), lists + 1);
+    assert_eq!(r.feed.lists(), lists + 1);
 }
 
 #[tokio::test]
@@ -301,7 +292,7 @@ async fn a_late_older_modify_after_a_remove_does_not_resurrect_the_item() {
     let mut r = rig();
     r.enricher.refresh().await;
     r.clock.advance(AFTER_LOAD);
-    r.table.delete("pizza");
+    r.table.delete(&keys("pizza"));
     r.write(&[Change {
         seq: 30,
         event: EventName::Remove,
@@ -347,7 +338,7 @@ async fn keys_only_changes_reread_just_those_items() {
     let report = r.refresh_later().await;
     assert_eq!((report.applied, report.reread), (0, 1));
     assert_eq!(r.priority("salad").as_deref(), Some("low"));
-    assert_eq!(r.table.gets.load(Ordering::SeqCst), 1);
+    assert_eq!(r.table.batch_gets(), 1);
     assert_eq!(r.enricher.metrics().items_read, 3 + 1);
 }
 
@@ -390,7 +381,10 @@ async fn opaque_entries_reread_their_keys_or_force_a_full_reload() {
     };
     r.write_file(&[], ARN, vec![without_keys]);
     let report = r.refresh_later().await;
-    assert!(report.full_reload.unwrap().contains("opaque"));
+    assert!(matches!(
+        report.full_reload,
+        Some(ReloadReason::OpaqueWithoutKeys { .. })
+    ));
 }
 
 #[tokio::test]
@@ -403,11 +397,10 @@ async fn an_unreadable_change_file_forces_a_reported_full_reload() {
     r.feed
         .put(&key, b"{\"schema_version\": 1, \"kind\": \"dyn".to_vec());
     let report = r.refresh_later().await;
-    let reason = report.full_reload.unwrap();
-    assert!(
-        reason.contains("unreadable change file") && reason.contains(&key),
-        "{reason}"
-    );
+    let Some(ReloadReason::UnreadableFile { file, .. }) = report.full_reload else {
+        panic!("expected a reload for the unreadable file: {report:?}");
+    };
+    assert_eq!(file, key);
     assert_eq!(r.priority("burger").as_deref(), Some("high"));
     // It is not read again and again.
     r.write(&[modify(11, "pizza", "high", AFTER_LOAD + 500)]);
@@ -423,11 +416,14 @@ async fn an_unknown_schema_version_forces_a_full_reload() {
     r.clock.advance(AFTER_LOAD);
     let key = r.write(&[modify(10, "burger", "high", AFTER_LOAD)]);
     let mut json: serde_json::Value =
-        serde_json::from_slice(&r.feed.objects.lock().unwrap()[&key]).unwrap();
+        serde_json::from_slice(&r.feed.object(&key).unwrap()).unwrap();
     json["schema_version"] = 99.into();
     r.feed.put(&key, json.to_string().into_bytes());
     let report = r.refresh_later().await;
-    assert!(report.full_reload.unwrap().contains("schema version 99"));
+    let Some(ReloadReason::UnreadableFile { error, .. }) = report.full_reload else {
+        panic!("expected a reload for the unknown schema: {report:?}");
+    };
+    assert!(error.contains("schema version 99"), "{error}");
 }
 
 #[tokio::test]
@@ -445,7 +441,10 @@ async fn a_new_stream_arn_forces_a_full_reload_and_old_stream_files_are_ignored(
         vec![],
     );
     let report = r.refresh_later().await;
-    assert!(report.full_reload.unwrap().contains("new stream"));
+    assert!(matches!(
+        report.full_reload,
+        Some(ReloadReason::NewStream { .. })
+    ));
     assert_eq!(r.priority("salad").as_deref(), Some("very high"));
     r.write(&[modify(99, "salad", "old stream", AFTER_LOAD + 200)]);
     r.refresh_later().await;
@@ -456,7 +455,7 @@ async fn a_new_stream_arn_forces_a_full_reload_and_old_stream_files_are_ignored(
 #[tokio::test]
 async fn listing_pages_are_all_read() {
     let mut r = rig();
-    r.feed.page_size = 2;
+    r.feed = r.feed.clone().with_page_size(2);
     let mut e = Enricher::new(
         EnricherConfig::new("ProductPriority", &["item", "price"], |p: &Product| {
             Some(p.item.clone())
@@ -552,12 +551,12 @@ async fn a_flag_in_the_middle_of_a_batch_splits_old_and_new_data_at_its_position
 
 #[tokio::test]
 async fn without_a_feed_a_flag_reloads_the_table_like_the_original() {
-    let table = FakeTable::default();
+    let table = MemoryTable::new(&["item", "price"]);
     table.put(product("burger", "medium"));
     let cfg = EnricherConfig::new("ProductPriority", &["item", "price"], |p: &Product| {
         Some(p.item.clone())
     });
-    let mut e: Enricher<Product, String, FakeTable, FakeFeed, SystemClock> =
+    let mut e: Enricher<Product, String, MemoryTable, MemoryBucket, SystemClock> =
         Enricher::new(cfg, table.clone(), None, SystemClock);
     e.refresh().await;
     table.put(product("burger", "high"));
@@ -613,10 +612,10 @@ async fn a_failing_source_keeps_the_last_snapshot_serving_and_recovers() {
     let mut r = rig();
     r.enricher.refresh().await;
     r.clock.advance(AFTER_LOAD);
-    r.feed.down.store(true, Ordering::SeqCst);
+    r.feed.set_failing(true);
     r.write(&[modify(10, "burger", "high", AFTER_LOAD)]);
     let report = r.refresh_later().await;
-    assert!(report.error.unwrap().contains("connection refused"));
+    assert!(report.error.unwrap().contains("injected failure"));
     assert_eq!(
         r.priority("burger").as_deref(),
         Some("medium"),
@@ -624,7 +623,7 @@ async fn a_failing_source_keeps_the_last_snapshot_serving_and_recovers() {
     );
     assert!(r.enricher.last_error().is_some());
     assert_eq!(r.enricher.metrics().refresh_errors, 1);
-    r.feed.down.store(false, Ordering::SeqCst);
+    r.feed.set_failing(false);
     let report = r.refresh_later().await;
     assert_eq!(report.error, None);
     assert_eq!(r.priority("burger").as_deref(), Some("high"));
@@ -635,7 +634,7 @@ async fn a_failing_source_keeps_the_last_snapshot_serving_and_recovers() {
 async fn past_the_staleness_limit_records_are_rejected_as_stale() {
     let mut r = rig_with(|c| c.with_max_staleness(Some(Duration::from_secs(60))));
     r.enricher.refresh().await;
-    r.feed.down.store(true, Ordering::SeqCst);
+    r.feed.set_failing(true);
     tokio::time::advance(Duration::from_secs(30)).await;
     let (_, report) = r
         .enricher
@@ -661,7 +660,7 @@ async fn the_maximum_age_forces_a_full_reload_without_a_change() {
     r.enricher.refresh().await;
     tokio::time::advance(Duration::from_secs(601)).await;
     let report = r.enricher.refresh().await;
-    assert_eq!(report.full_reload.as_deref(), Some("maximum age reached"));
+    assert_eq!(report.full_reload, Some(ReloadReason::MaximumAge));
 }
 
 #[tokio::test]
@@ -680,7 +679,7 @@ async fn ambiguous_lookup_keys_follow_the_policy() {
 
 #[tokio::test]
 async fn raw_mode_keeps_attribute_maps() {
-    let table = FakeTable::default();
+    let table = MemoryTable::new(&["item", "price"]);
     table.put(product("burger", "medium"));
     let cfg = EnricherConfig::raw("ProductPriority", &["item", "price"], |i: &Item| {
         match i.get("item") {
@@ -688,7 +687,7 @@ async fn raw_mode_keeps_attribute_maps() {
             _ => None,
         }
     });
-    let mut e: Enricher<Item, String, FakeTable, FakeFeed, SystemClock> =
+    let mut e: Enricher<Item, String, MemoryTable, MemoryBucket, SystemClock> =
         Enricher::new(cfg, table, None, SystemClock);
     e.refresh().await;
     let item = e.reader().lookup("burger").unwrap();
@@ -724,7 +723,7 @@ async fn a_consumer_idle_beyond_the_feed_retention_reloads_fully_and_says_so() {
     assert_eq!(r.enricher.refresh().await.full_reload, None);
     tokio::time::advance(Duration::from_secs(2 * 24 * 3600 + 60)).await;
     let report = r.enricher.refresh().await;
-    assert!(report.full_reload.unwrap().contains("retention"));
+    assert_eq!(report.full_reload, Some(ReloadReason::BeyondRetention));
 }
 
 #[tokio::test]
@@ -757,6 +756,6 @@ async fn a_gap_file_makes_every_consumer_reload_fully() {
     r.feed.put(&key, gap.to_vec());
     r.point_head_at(&key);
     let report = r.refresh_later().await;
-    assert!(report.full_reload.unwrap().contains("gap"));
+    assert!(matches!(report.full_reload, Some(ReloadReason::Gap { .. })));
     assert_eq!(r.priority("burger").as_deref(), Some("high"));
 }

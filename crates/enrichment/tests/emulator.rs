@@ -6,7 +6,7 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::StreamViewType;
 use change_handler::{ChangeHandler, PRODUCER};
 use change_protocol::{head_key, HeadPointer};
-use enrichment::{Classified, Outcome};
+use enrichment::{Classified, Outcome, ReloadReason};
 use feed_writer::{s3_client, FeedConfig, FeedWriter, S3Store};
 use test_support::{sdk_config, unique_name, FaultProxy, ReferenceTable, StreamPump};
 
@@ -111,7 +111,7 @@ fn priority(c: &Consumer, item: &str) -> Option<String> {
 /// stamped before the load ended, so the full-load rule re-reads those items once.
 async fn catch_up(c: &mut Consumer) {
     let first = c.refresh().await;
-    assert_eq!(first.full_reload.as_deref(), Some("first load"));
+    assert_eq!(first.full_reload, Some(ReloadReason::FirstLoad));
     let second = c.refresh().await;
     assert_eq!(
         second.applied, 0,
@@ -270,7 +270,10 @@ async fn a_corrupted_change_file_triggers_a_full_reload() {
         .unwrap();
     let report = c.refresh().await;
     let reason = report.full_reload.expect("a full reload");
-    assert!(reason.contains("unreadable change file"), "{reason}");
+    assert!(
+        matches!(reason, ReloadReason::UnreadableFile { .. }),
+        "{reason}"
+    );
     assert_eq!(priority(&c, "pasta").as_deref(), Some("low"));
     assert_eq!(c.metrics().full_refreshes, 2);
 }
@@ -313,7 +316,7 @@ async fn a_consumer_starting_fresh_full_loads_then_follows_the_feed() {
     p.deliver().await;
     let mut c = p.consumer().await;
     let report = c.refresh().await;
-    assert_eq!(report.full_reload.as_deref(), Some("first load"));
+    assert_eq!(report.full_reload, Some(ReloadReason::FirstLoad));
     assert_eq!(priority(&c, "salad").as_deref(), Some("low"));
     next_second().await;
 

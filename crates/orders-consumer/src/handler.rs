@@ -161,7 +161,7 @@ impl<Tb: TableSource, Fd: FeedSource, S: ObjectStore> OrdersConsumer<Tb, Fd, S> 
                 Record::Invalid(reason) => Classified::Invalid(reason.clone()),
             })
             .await;
-        let never_loaded = enricher.snapshot().version() == 0;
+        let never_loaded = !enricher.is_loaded();
         drop(enricher);
         let mut summary = BatchSummary {
             records,

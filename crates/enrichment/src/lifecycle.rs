@@ -1,0 +1,474 @@
+//! The enrichment lifecycle, written once for every kind of reference data: load, follow the
+//! feed, apply, swap, read; staleness, maximum age, retention, failure handling, metrics, and the
+//! batch walk with flags at their position. What is loaded is a [`Loader`]'s business.
+
+use std::fmt;
+use std::hash::Hash;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use change_protocol::ChangeFlag;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::batch::{walk, BatchReport, Classified, Outcome};
+use crate::clock::Clock;
+use crate::config::Policies;
+use crate::feed::FeedFollower;
+use crate::loader::{Applied, Cx, Loader};
+use crate::metrics::{Metrics, MetricsSnapshot};
+use crate::snapshot::{Lookup, Snapshot};
+use crate::sources::{FeedSource, SourceError};
+
+/// Why everything was loaded again instead of applying a delta.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReloadReason {
+    /// Nothing was loaded yet.
+    FirstLoad,
+    /// The last full load is older than the maximum age.
+    MaximumAge,
+    /// The last complete listing is older than the change files' retention minus a day:
+    /// files it did not see may have expired.
+    BeyondRetention,
+    /// A change flag, and no change feed to say what changed.
+    FlagWithoutFeed,
+    /// A `gap` change file announced lost changes.
+    Gap {
+        /// The gap file's key.
+        file: String,
+    },
+    /// A change file could not be read or decoded.
+    UnreadableFile {
+        /// Its key.
+        file: String,
+        /// Why.
+        error: String,
+    },
+    /// A change file came from another stream of the table.
+    NewStream {
+        /// The stream it came from.
+        stream_arn: String,
+        /// The table.
+        table: String,
+    },
+    /// A change without a usable primary key.
+    ChangeWithoutKey {
+        /// The change's event id.
+        event_id: String,
+        /// What was wrong with its keys.
+        error: String,
+    },
+    /// An `opaque` entry (a record the producer could not type) without usable keys.
+    OpaqueWithoutKeys {
+        /// Why the producer could not type it.
+        reason: String,
+    },
+}
+
+impl fmt::Display for ReloadReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReloadReason::FirstLoad => f.write_str("first load"),
+            ReloadReason::MaximumAge => f.write_str("maximum age reached"),
+            ReloadReason::BeyondRetention => {
+                f.write_str("last listing older than the change files' retention minus a day")
+            }
+            ReloadReason::FlagWithoutFeed => f.write_str("change flag (no change feed configured)"),
+            ReloadReason::Gap { file } => write!(f, "gap announced by {file}"),
+            ReloadReason::UnreadableFile { file, error } => {
+                write!(f, "unreadable change file {file}: {error}")
+            }
+            ReloadReason::NewStream { stream_arn, table } => {
+                write!(f, "new stream {stream_arn} for table {table}")
+            }
+            ReloadReason::ChangeWithoutKey { event_id, error } => {
+                write!(f, "change {event_id} has no usable key: {error}")
+            }
+            ReloadReason::OpaqueWithoutKeys { reason } => {
+                write!(f, "opaque record without usable keys ({reason})")
+            }
+        }
+    }
+}
+
+/// What a refresh did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RefreshReport {
+    /// Everything was loaded again, and why.
+    pub full_reload: Option<ReloadReason>,
+    /// Change files the poll found.
+    pub files: usize,
+    /// Changes applied from their images.
+    pub applied: usize,
+    /// Items re-read from the table, or objects loaded again.
+    pub reread: usize,
+    /// The refresh failed; the last good snapshot keeps serving.
+    pub error: Option<String>,
+    /// Reference data that was rejected (bad rows or objects, with key and line).
+    pub problems: Vec<String>,
+}
+
+impl RefreshReport {
+    /// Whether the snapshot changed or was checked with any request.
+    pub fn did_work(&self) -> bool {
+        self.full_reload.is_some()
+            || self.files > 0
+            || self.reread > 0
+            || self.error.is_some()
+            || !self.problems.is_empty()
+    }
+}
+
+/// Why a refresh failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RefreshError {
+    /// A source call failed.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// BatchGetItem kept returning unprocessed keys.
+    #[error("BatchGetItem left {0} keys unprocessed after retries")]
+    Unprocessed(usize),
+}
+
+/// A cheap, cloneable handle for readers: lock-free lookups in the current snapshot, from any
+/// task or thread, while the enricher refreshes.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use enrichment::testing::{item, MemoryBucket, MemoryTable};
+/// use enrichment::{Enricher, EnricherConfig, SystemClock};
+///
+/// #[derive(serde::Deserialize)]
+/// struct Product { item: String, priority: String }
+///
+/// let table = MemoryTable::new(&["item"]);
+/// table.put(item(&[("item", "burger"), ("priority", "high")]));
+/// let config = EnricherConfig::new("ProductPriority", &["item"], |p: &Product| Some(p.item.clone()));
+/// let mut enricher = Enricher::new(config, table, None::<MemoryBucket>, SystemClock);
+/// enricher.refresh().await;
+///
+/// let reader = enricher.reader(); // clone it into as many tasks as you like
+/// let found = std::thread::spawn(move || reader.lookup("burger").map(|p| p.priority.clone()));
+/// assert_eq!(found.join().unwrap().as_deref(), Some("high"));
+/// # }
+/// ```
+pub struct Reader<T, K: Hash + Eq + Clone> {
+    current: Arc<ArcSwap<Snapshot<T, K>>>,
+}
+
+impl<T, K: Hash + Eq + Clone> Clone for Reader<T, K> {
+    fn clone(&self) -> Self {
+        Reader {
+            current: Arc::clone(&self.current),
+        }
+    }
+}
+
+impl<T, K: Hash + Eq + Clone> Reader<T, K> {
+    /// The current snapshot; hold it for a run of lookups to see one consistent version.
+    pub fn snapshot(&self) -> Arc<Snapshot<T, K>> {
+        self.current.load_full()
+    }
+
+    /// The item for `key` in the current snapshot.
+    pub fn lookup<Q>(&self, key: &Q) -> Option<Arc<T>>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        match self.current.load().lookup(key) {
+            Lookup::Found(t) => Some(Arc::clone(t)),
+            _ => None,
+        }
+    }
+}
+
+/// Holds one consumer's reference data and keeps it current: the lifecycle, generic over what is
+/// loaded. Use it through its two names, [`Enricher`](crate::Enricher) (a DynamoDB table) and
+/// [`ObjectEnricher`](crate::ObjectEnricher) (objects in S3).
+///
+/// Call [`refresh`](Self::refresh) (or [`process_batch`](Self::process_batch), which does) once
+/// per micro-batch; look records up synchronously through [`reader`](Self::reader) or
+/// [`enrich`](Self::enrich).
+pub struct ReferenceEnricher<L: Loader, Fd, C> {
+    loader: L,
+    policies: Policies,
+    feed: Option<Fd>,
+    clock: C,
+    current: Arc<ArcSwap<Snapshot<L::Value, L::Key>>>,
+    metrics: Arc<Metrics>,
+    follower: FeedFollower,
+    last_full_load: Option<Instant>,
+    last_current: Option<Instant>,
+    last_error: Option<String>,
+}
+
+impl<L: Loader, Fd: FeedSource, C: Clock> ReferenceEnricher<L, Fd, C> {
+    /// The lifecycle around `loader`. Nothing is loaded until the first refresh.
+    pub(crate) fn with_loader(loader: L, policies: Policies, feed: Option<Fd>, clock: C) -> Self {
+        ReferenceEnricher {
+            loader,
+            follower: FeedFollower::new(policies.feed.clone()),
+            current: Arc::new(ArcSwap::from_pointee(Snapshot::empty(policies.ambiguity))),
+            policies,
+            feed,
+            clock,
+            metrics: Arc::new(Metrics::default()),
+            last_full_load: None,
+            last_current: None,
+            last_error: None,
+        }
+    }
+
+    /// A handle for lock-free lookups from other tasks.
+    pub fn reader(&self) -> Reader<L::Value, L::Key> {
+        Reader {
+            current: Arc::clone(&self.current),
+        }
+    }
+
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot<L::Value, L::Key>> {
+        self.current.load_full()
+    }
+
+    /// Whether a full load has succeeded (before that, every record is unmatched).
+    pub fn is_loaded(&self) -> bool {
+        self.last_full_load.is_some()
+    }
+
+    /// The policies in force.
+    pub fn policies(&self) -> &Policies {
+        &self.policies
+    }
+
+    /// The counters, with the current staleness.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.metrics.snapshot(self.staleness())
+    }
+
+    /// Time since the data was last confirmed current; `None` before the first load.
+    pub fn staleness(&self) -> Option<Duration> {
+        self.last_current.map(|t| t.elapsed())
+    }
+
+    /// The error of the last failed refresh, until a refresh succeeds.
+    pub fn last_error(&self) -> Option<&str> {
+        self.last_error.as_deref()
+    }
+
+    /// Whether the staleness limit is exceeded (records are then rejected as stale).
+    pub fn is_too_stale(&self) -> bool {
+        match (self.policies.max_staleness, self.staleness()) {
+            (Some(limit), Some(s)) => s > limit,
+            (Some(_), None) => true,
+            (None, _) => false,
+        }
+    }
+
+    /// The per-micro-batch step: a full load the first time (or past the maximum age or the
+    /// feed's retention), else a poll of the feed and a delta. Never fails: on error the last
+    /// good snapshot keeps serving, the error is logged, counted and reported, and the next call
+    /// tries again.
+    pub async fn refresh(&mut self) -> RefreshReport {
+        self.refresh_with(false, None).await
+    }
+
+    /// Enriches `records` in order against the current snapshot, without refreshing first.
+    /// A record classified as a flag refreshes at its position: records after it see the
+    /// change, records before it the data as it was at the start of the call.
+    pub async fn enrich<R>(
+        &mut self,
+        records: Vec<R>,
+        classify: impl Fn(&R) -> Classified<L::Key>,
+    ) -> (Vec<Outcome<R, L::Value>>, BatchReport) {
+        walk(self, records, classify).await
+    }
+
+    /// [`refresh`](Self::refresh), then [`enrich`](Self::enrich): the one call per
+    /// micro-batch.
+    pub async fn process_batch<R>(
+        &mut self,
+        records: Vec<R>,
+        classify: impl Fn(&R) -> Classified<L::Key>,
+    ) -> (Vec<Outcome<R, L::Value>>, BatchReport) {
+        let refresh = self.refresh().await;
+        let (outcomes, mut report) = self.enrich(records, classify).await;
+        report.refreshes.insert(0, refresh);
+        (outcomes, report)
+    }
+
+    /// The refresh a flag asks for: `flag` is the protocol's flag, `None` the original kind.
+    pub(crate) async fn refresh_at_flag(&mut self, flag: Option<&ChangeFlag>) -> RefreshReport {
+        self.refresh_with(true, flag).await
+    }
+
+    pub(crate) fn counters(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    async fn refresh_with(&mut self, at_flag: bool, flag: Option<&ChangeFlag>) -> RefreshReport {
+        let started = Instant::now();
+        let mut report = RefreshReport::default();
+        match self.refresh_inner(at_flag, flag, &mut report).await {
+            Ok(()) => self.last_error = None,
+            Err(e) => {
+                Metrics::add(&self.metrics.refresh_errors, 1);
+                warn!(
+                    error = %e,
+                    staleness_ms = self.staleness().map(|s| s.as_millis() as u64),
+                    "refresh failed; serving the last good snapshot"
+                );
+                self.last_error = Some(e.to_string());
+                report.error = Some(e.to_string());
+            }
+        }
+        if report.did_work() {
+            Metrics::set(
+                &self.metrics.last_refresh_micros,
+                started.elapsed().as_micros() as u64,
+            );
+            info!(
+                full_reload = report
+                    .full_reload
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .as_deref()
+                    .unwrap_or("-"),
+                files = report.files,
+                applied = report.applied,
+                reread = report.reread,
+                problems = report.problems.len(),
+                error = report.error.as_deref().unwrap_or("-"),
+                items = self.current.load().len(),
+                "reference data refreshed"
+            );
+        }
+        report
+    }
+
+    /// Why everything must be loaded now, before looking at the feed.
+    fn reload_due(&self) -> Option<ReloadReason> {
+        let Some(last) = self.last_full_load else {
+            return Some(ReloadReason::FirstLoad);
+        };
+        if self
+            .policies
+            .max_age
+            .is_some_and(|max| last.elapsed() > max)
+        {
+            return Some(ReloadReason::MaximumAge);
+        }
+        if self.feed.is_some() && self.follower.beyond_retention() {
+            return Some(ReloadReason::BeyondRetention);
+        }
+        None
+    }
+
+    async fn refresh_inner(
+        &mut self,
+        at_flag: bool,
+        flag: Option<&ChangeFlag>,
+        report: &mut RefreshReport,
+    ) -> Result<(), RefreshError> {
+        if let Some(reason) = self.reload_due() {
+            return self.full_reload(reason, report).await;
+        }
+        let current = self.current.load_full();
+        if let Some(flag) = flag {
+            let mut cx = Cx {
+                policies: &self.policies,
+                metrics: &self.metrics,
+                clock: &self.clock,
+                report,
+            };
+            match self.loader.apply_flag(flag, &current, &mut cx).await? {
+                None => {}
+                Some(Applied::Delta(next)) => {
+                    if let Some(next) = next {
+                        self.publish(next);
+                    }
+                    return Ok(());
+                }
+                Some(Applied::Reload(reason)) => return self.full_reload(reason, report).await,
+            }
+        }
+        let Some(feed) = &self.feed else {
+            if at_flag {
+                return self
+                    .full_reload(ReloadReason::FlagWithoutFeed, report)
+                    .await;
+            }
+            self.last_current = Some(Instant::now());
+            return Ok(());
+        };
+        let now = self.clock.now();
+        let Some(polled) = self
+            .follower
+            .poll(feed, now, at_flag, &self.metrics)
+            .await?
+        else {
+            return Ok(()); // polled recently
+        };
+        report.files = polled.files.len();
+        let applied = if polled.files.is_empty() {
+            Applied::Delta(None)
+        } else {
+            let mut cx = Cx {
+                policies: &self.policies,
+                metrics: &self.metrics,
+                clock: &self.clock,
+                report,
+            };
+            self.loader.apply(&polled.files, &current, &mut cx).await?
+        };
+        self.follower.commit(&polled);
+        self.last_current = Some(Instant::now());
+        match applied {
+            Applied::Reload(reason) => self.full_reload(reason, report).await?,
+            Applied::Delta(next) => {
+                if let Some(next) = next {
+                    self.publish(next);
+                }
+                if report.files > 0 {
+                    Metrics::add(&self.metrics.delta_refreshes, 1);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads everything now, then follows the feed from the position taken before the load.
+    async fn full_reload(
+        &mut self,
+        reason: ReloadReason,
+        report: &mut RefreshReport,
+    ) -> Result<(), RefreshError> {
+        let position = self.clock.now();
+        let started = Instant::now();
+        let mut cx = Cx {
+            policies: &self.policies,
+            metrics: &self.metrics,
+            clock: &self.clock,
+            report,
+        };
+        let next = self.loader.full_load(&mut cx).await?;
+        Metrics::add(&self.metrics.full_refreshes, 1);
+        let items = next.len();
+        self.publish(next);
+        self.last_full_load = Some(started);
+        self.last_current = Some(started);
+        self.follower.set_position(position);
+        info!(%reason, items, "full reload");
+        report.full_reload = Some(reason);
+        Ok(())
+    }
+
+    /// Publishes `next` as the next version.
+    fn publish(&self, mut next: Snapshot<L::Value, L::Key>) {
+        next.set_version(self.current.load().version() + 1);
+        self.current.store(Arc::new(next));
+    }
+}

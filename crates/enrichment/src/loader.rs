@@ -1,0 +1,76 @@
+//! What a kind of reference data must answer so the one lifecycle
+//! ([`crate::ReferenceEnricher`]) can keep it current: a full load, the application of the
+//! change files a poll fetched, and what a change flag means.
+//!
+//! The trait is sealed (public in a private module): only this crate implements it, so every
+//! lifecycle rule (feed following, swap, staleness, maximum age, retention, failure handling,
+//! metrics, the batch walk) stays in `lifecycle.rs`, and a new kind of reference data is one more
+//! loader file next to `table.rs` and `objects.rs`.
+#![allow(unreachable_pub)] // sealed: nameable only inside the crate
+
+use std::fmt;
+use std::future::Future;
+use std::hash::Hash;
+
+use change_protocol::ChangeFlag;
+
+use crate::clock::Clock;
+use crate::config::Policies;
+use crate::feed::Fetched;
+use crate::lifecycle::{RefreshError, RefreshReport, ReloadReason};
+use crate::metrics::Metrics;
+use crate::snapshot::Snapshot;
+
+/// What a loader may use during one step: the policies, the counters, the clock, and the
+/// report of the refresh it is part of.
+pub struct Cx<'a> {
+    pub(crate) policies: &'a Policies,
+    pub(crate) metrics: &'a Metrics,
+    pub(crate) clock: &'a dyn Clock,
+    pub(crate) report: &'a mut RefreshReport,
+}
+
+/// The answer to a set of fetched change files.
+pub enum Applied<S> {
+    /// Applied as a delta; `Some` is the next snapshot to publish, `None` means nothing changed.
+    Delta(Option<S>),
+    /// The files cannot be applied as a delta: reload everything, because of this.
+    Reload(ReloadReason),
+}
+
+/// The snapshot a loader builds.
+pub type SnapshotOf<L> = Snapshot<<L as Loader>::Value, <L as Loader>::Key>;
+
+/// One kind of reference data (a DynamoDB table, S3 objects).
+pub trait Loader: Send + Sync + 'static {
+    /// What a lookup returns.
+    type Value: Send + Sync + 'static;
+    /// The lookup key.
+    type Key: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static;
+
+    /// Loads everything into a new snapshot. The loader's own per-item state is replaced only
+    /// when the load succeeds.
+    fn full_load(
+        &mut self,
+        cx: &mut Cx<'_>,
+    ) -> impl Future<Output = Result<Snapshot<Self::Value, Self::Key>, RefreshError>> + Send;
+
+    /// Applies the change files of one poll (in key order) to `current`. On an error nothing
+    /// of the loader's state changes, so the same poll can be repeated.
+    fn apply(
+        &mut self,
+        files: &[Fetched],
+        current: &Snapshot<Self::Value, Self::Key>,
+        cx: &mut Cx<'_>,
+    ) -> impl Future<Output = Result<Applied<SnapshotOf<Self>>, RefreshError>> + Send;
+
+    /// What a [`ChangeFlag`] of the protocol means to this loader: `None` when the flag is
+    /// handled like any flag (the feed is polled at its position, or without a feed everything
+    /// is reloaded); `Some` when the loader applied the flag's change itself.
+    fn apply_flag(
+        &mut self,
+        flag: &ChangeFlag,
+        current: &Snapshot<Self::Value, Self::Key>,
+        cx: &mut Cx<'_>,
+    ) -> impl Future<Output = Result<Option<Applied<SnapshotOf<Self>>>, RefreshError>> + Send;
+}
