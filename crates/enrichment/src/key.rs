@@ -4,6 +4,12 @@ use std::fmt;
 
 use change_protocol::{AttributeValue, Item};
 
+/// What can serve as a lookup key: any hashable, cloneable, thread-safe value (`String`, a
+/// tuple of strings, …). Implemented for every such type.
+pub trait LookupKey: std::hash::Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static {}
+
+impl<K: std::hash::Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static> LookupKey for K {}
+
 /// One key attribute's value. DynamoDB key attributes are strings, numbers or binary; numbers
 /// are kept as DynamoDB writes them (it returns numbers in one canonical form, so the same key
 /// from a stream record and from a Scan compares equal).

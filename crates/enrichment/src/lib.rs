@@ -106,7 +106,7 @@ pub use config::{
     ReferenceConfig, TableSpec,
 };
 pub use feed::FeedSettings;
-pub use key::{ItemKey, KeyError, KeyValue};
+pub use key::{ItemKey, KeyError, KeyValue, LookupKey};
 pub use lifecycle::{Reader, ReferenceEnricher, RefreshError, RefreshReport, ReloadReason};
 pub use metrics::MetricsSnapshot;
 pub use objects::ObjectEnricher;

@@ -8,15 +8,14 @@
 //! loader file next to `table.rs` and `objects.rs`.
 #![allow(unreachable_pub)] // sealed: nameable only inside the crate
 
-use std::fmt;
 use std::future::Future;
-use std::hash::Hash;
 
 use change_protocol::ChangeFlag;
 
 use crate::clock::Clock;
 use crate::config::Policies;
 use crate::feed::Fetched;
+use crate::key::LookupKey;
 use crate::lifecycle::{RefreshError, RefreshReport, ReloadReason};
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
@@ -46,7 +45,7 @@ pub trait Loader: Send + Sync + 'static {
     /// What a lookup returns.
     type Value: Send + Sync + 'static;
     /// The lookup key.
-    type Key: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static;
+    type Key: LookupKey;
 
     /// Loads everything into a new snapshot. The loader's own per-item state is replaced only
     /// when the load succeeds.

@@ -5,8 +5,6 @@
 //! A row's primary key is its object key and line, so an object's rows are replaced as a whole.
 
 use std::collections::{BTreeSet, HashMap};
-use std::fmt;
-use std::hash::Hash;
 
 use change_protocol::{ChangeFlag, ChangeKind, ObjectChange};
 use serde::de::DeserializeOwned;
@@ -15,7 +13,7 @@ use tracing::{info, warn};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{BadRows, LookupKeyFn, ObjectConfig, ObjectSpec};
 use crate::feed::Fetched;
-use crate::key::{ItemKey, KeyValue};
+use crate::key::{ItemKey, KeyValue, LookupKey};
 use crate::lifecycle::{ReferenceEnricher, RefreshError, RefreshReport, ReloadReason};
 use crate::loader::{Applied, Cx, Loader};
 use crate::metrics::Metrics;
@@ -49,7 +47,7 @@ pub type ObjectEnricher<T, K = String, Ob = S3Objects, Fd = S3Feed, C = SystemCl
 impl<T, K, Ob, Fd, C> ObjectEnricher<T, K, Ob, Fd, C>
 where
     T: DeserializeOwned + Send + Sync + 'static,
-    K: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
+    K: LookupKey,
     Ob: ObjectSource,
     Fd: FeedSource,
     C: Clock,
@@ -89,7 +87,7 @@ pub struct ObjectLoader<T, K, Ob> {
 impl<T, K, Ob> Loader for ObjectLoader<T, K, Ob>
 where
     T: DeserializeOwned + Send + Sync + 'static,
-    K: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
+    K: LookupKey,
     Ob: ObjectSource,
 {
     type Value = T;
@@ -186,7 +184,7 @@ where
 impl<T, K, Ob> ObjectLoader<T, K, Ob>
 where
     T: DeserializeOwned + Send + Sync + 'static,
-    K: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
+    K: LookupKey,
     Ob: ObjectSource,
 {
     fn ours(&self, c: &ObjectChange) -> bool {

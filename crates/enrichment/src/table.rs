@@ -11,8 +11,6 @@
 //! `docs/design.md` (the change feed).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fmt;
-use std::hash::Hash;
 use std::time::Duration;
 
 use change_protocol::{
@@ -25,7 +23,7 @@ use tracing::warn;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{EnricherConfig, LookupKeyFn, TableSpec};
 use crate::feed::Fetched;
-use crate::key::ItemKey;
+use crate::key::{ItemKey, LookupKey};
 use crate::lifecycle::{ReferenceEnricher, RefreshError, ReloadReason};
 use crate::loader::{Applied, Cx, Loader};
 use crate::metrics::Metrics;
@@ -65,7 +63,7 @@ pub type Enricher<T, K = String, Tb = DynamoDbTable, Fd = S3Feed, C = SystemCloc
 impl<T, K, Tb, Fd, C> Enricher<T, K, Tb, Fd, C>
 where
     T: Send + Sync + 'static,
-    K: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
+    K: LookupKey,
     Tb: TableSource,
     Fd: FeedSource,
     C: Clock,
@@ -111,7 +109,7 @@ pub struct TableLoader<T, K, Tb> {
 impl<T, K, Tb> Loader for TableLoader<T, K, Tb>
 where
     T: Send + Sync + 'static,
-    K: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
+    K: LookupKey,
     Tb: TableSource,
 {
     type Value = T;
@@ -234,7 +232,7 @@ where
 impl<T, K, Tb> TableLoader<T, K, Tb>
 where
     T: Send + Sync + 'static,
-    K: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
+    K: LookupKey,
     Tb: TableSource,
 {
     /// Key, value and lookup key of an item, or `None` (counted and logged) when it has no usable
