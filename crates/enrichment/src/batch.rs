@@ -130,9 +130,16 @@ pub enum Outcome<R, T> {
         /// Why.
         reason: String,
     },
+    /// Not enriched: it comes after a flag whose refresh failed, and the data is known to be
+    /// older than that flag. The batch must be retried ([`BatchReport::retry`]).
+    Held {
+        /// The record.
+        record: R,
+    },
 }
 
-/// Counts of one batch; `records = enriched + passed + rejected + dropped + flags + invalid`.
+/// Counts of one batch;
+/// `records = enriched + passed + rejected + dropped + flags + invalid + held`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BatchReport {
     /// Records in.
@@ -149,6 +156,12 @@ pub struct BatchReport {
     pub flags: usize,
     /// Invalid records.
     pub invalid: usize,
+    /// Records held back after a flag whose refresh failed.
+    pub held: usize,
+    /// Why the batch must be retried: a flag's refresh failed, so the records after it could
+    /// only have been enriched with data older than the flag. Report the batch's first record
+    /// to the event source mapping so that the whole batch is retried.
+    pub retry: Option<String>,
     /// Refreshes during the batch (the one before it, then one per flag).
     pub refreshes: Vec<RefreshReport>,
 }
@@ -163,6 +176,7 @@ impl BatchReport {
                 + self.dropped
                 + self.flags
                 + self.invalid
+                + self.held
     }
 }
 
@@ -185,6 +199,11 @@ where
     let mut snapshot = core.snapshot();
     let mut stale = core.is_too_stale();
     for record in records {
+        if report.retry.is_some() {
+            report.held += 1;
+            outcomes.push(Outcome::Held { record });
+            continue;
+        }
         let key = match classify(&record) {
             flag @ (Classified::Flag | Classified::ChangeFlag(_)) => {
                 report.flags += 1;
@@ -194,6 +213,10 @@ where
                     _ => None,
                 };
                 let r = core.refresh_at_flag(change).await;
+                if let Some(error) = &r.error {
+                    warn!(%error, "refresh at a change flag failed; the records after it are held for a retry of the batch");
+                    report.retry = Some(format!("refresh at a change flag failed: {error}"));
+                }
                 report.refreshes.push(r);
                 snapshot = core.snapshot();
                 stale = core.is_too_stale();

@@ -15,7 +15,7 @@ use tracing::{info, warn};
 use crate::batch::{walk, BatchReport, Classified, Outcome};
 use crate::clock::Clock;
 use crate::config::Policies;
-use crate::feed::FeedFollower;
+use crate::feed::{FeedFollower, Polled};
 use crate::loader::{Applied, Cx, Loader};
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::snapshot::{Lookup, Snapshot};
@@ -130,6 +130,45 @@ pub enum RefreshError {
     /// BatchGetItem kept returning unprocessed keys.
     #[error("BatchGetItem left {0} keys unprocessed after retries")]
     Unprocessed(usize),
+    /// A full reload is pending and its last attempt failed; the next attempt waits.
+    #[error("full reload pending ({reason}); next attempt in {} ms after: {last_error}", retry_in.as_millis())]
+    ReloadPending {
+        /// Why the reload is needed.
+        reason: ReloadReason,
+        /// How long until the next attempt.
+        retry_in: Duration,
+        /// What the last attempt said.
+        last_error: String,
+    },
+}
+
+/// Waits between attempts of a failed full reload: 1 s, doubling, at most a minute. The first
+/// load is not held back (there is nothing to serve meanwhile).
+#[derive(Debug, Default)]
+struct Backoff {
+    failures: u32,
+    next_attempt: Option<Instant>,
+    last_error: String,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_secs(1);
+    const MAX: Duration = Duration::from_secs(60);
+
+    fn wait(&self) -> Option<Duration> {
+        self.next_attempt
+            .and_then(|t| t.checked_duration_since(Instant::now()))
+            .filter(|d| !d.is_zero())
+    }
+
+    fn failed(&mut self, error: &RefreshError) {
+        let delay = Self::FIRST
+            .saturating_mul(1 << self.failures.min(6))
+            .min(Self::MAX);
+        self.failures += 1;
+        self.next_attempt = Some(Instant::now() + delay);
+        self.last_error = error.to_string();
+    }
 }
 
 /// A cheap, cloneable handle for readers: lock-free lookups in the current snapshot, from any
@@ -200,6 +239,11 @@ pub struct ReferenceEnricher<L: Loader, Fd, C> {
     current: Arc<ArcSwap<Snapshot<L::Value, L::Key>>>,
     metrics: Arc<Metrics>,
     follower: FeedFollower,
+    /// A full reload that was asked for and has not succeeded yet: it is never forgotten.
+    pending: Option<ReloadReason>,
+    /// The poll that asked for the pending reload: committed when the reload succeeds.
+    pending_poll: Option<Polled>,
+    backoff: Backoff,
     last_full_load: Option<Instant>,
     last_current: Option<Instant>,
     last_error: Option<String>,
@@ -216,6 +260,9 @@ impl<L: Loader, Fd: FeedSource, C: Clock> ReferenceEnricher<L, Fd, C> {
             feed,
             clock,
             metrics: Arc::new(Metrics::default()),
+            pending: None,
+            pending_poll: None,
+            backoff: Backoff::default(),
             last_full_load: None,
             last_current: None,
             last_error: None,
@@ -257,6 +304,12 @@ impl<L: Loader, Fd: FeedSource, C: Clock> ReferenceEnricher<L, Fd, C> {
     /// The error of the last failed refresh, until a refresh succeeds.
     pub fn last_error(&self) -> Option<&str> {
         self.last_error.as_deref()
+    }
+
+    /// The full reload that was asked for (a gap file, a new stream, an unreadable file, …) and
+    /// has not succeeded yet. Meanwhile the data is not confirmed current: staleness grows.
+    pub fn pending_reload(&self) -> Option<&ReloadReason> {
+        self.pending.as_ref()
     }
 
     /// Whether the staleness limit is exceeded (records are then rejected as stale).
@@ -373,9 +426,60 @@ impl<L: Loader, Fd: FeedSource, C: Clock> ReferenceEnricher<L, Fd, C> {
         flag: Option<&ChangeFlag>,
         report: &mut RefreshReport,
     ) -> Result<(), RefreshError> {
-        if let Some(reason) = self.reload_due() {
-            return self.full_reload(reason, report).await;
+        // A failed maximum-age reload does not stop the feed being followed: its error is
+        // reported after the poll, and it is tried again after the backoff.
+        let mut deferred = None;
+        match self.pending.clone().or_else(|| self.reload_due()) {
+            None => {}
+            Some(ReloadReason::MaximumAge) if self.backoff.wait().is_some() => {}
+            Some(ReloadReason::MaximumAge) => {
+                match self.full_reload(ReloadReason::MaximumAge, report).await {
+                    Ok(()) => return Ok(()),
+                    Err(e) => {
+                        self.backoff.failed(&e);
+                        deferred = Some(e);
+                    }
+                }
+            }
+            Some(reason) => return self.pending_reload_now(reason, report).await,
         }
+        self.follow(at_flag, flag, report).await?;
+        deferred.map_or(Ok(()), Err)
+    }
+
+    /// A reload the data cannot do without: kept pending until it succeeds, attempted at once
+    /// the first time and after the backoff when attempts fail.
+    async fn pending_reload_now(
+        &mut self,
+        reason: ReloadReason,
+        report: &mut RefreshReport,
+    ) -> Result<(), RefreshError> {
+        if reason != ReloadReason::FirstLoad {
+            self.pending = Some(reason.clone());
+            if let Some(retry_in) = self.backoff.wait() {
+                return Err(RefreshError::ReloadPending {
+                    reason,
+                    retry_in,
+                    last_error: self.backoff.last_error.clone(),
+                });
+            }
+        }
+        let result = self.full_reload(reason, report).await;
+        if let Err(e) = &result {
+            if self.pending.is_some() {
+                self.backoff.failed(e);
+            }
+        }
+        result
+    }
+
+    /// Follows the feed (or applies a flag's own change): a delta, or a reload a file asks for.
+    async fn follow(
+        &mut self,
+        at_flag: bool,
+        flag: Option<&ChangeFlag>,
+        report: &mut RefreshReport,
+    ) -> Result<(), RefreshError> {
         let current = self.current.load_full();
         if let Some(flag) = flag {
             let mut cx = Cx {
@@ -392,13 +496,15 @@ impl<L: Loader, Fd: FeedSource, C: Clock> ReferenceEnricher<L, Fd, C> {
                     }
                     return Ok(());
                 }
-                Some(Applied::Reload(reason)) => return self.full_reload(reason, report).await,
+                Some(Applied::Reload(reason)) => {
+                    return self.pending_reload_now(reason, report).await
+                }
             }
         }
         let Some(feed) = &self.feed else {
             if at_flag {
                 return self
-                    .full_reload(ReloadReason::FlagWithoutFeed, report)
+                    .pending_reload_now(ReloadReason::FlagWithoutFeed, report)
                     .await;
             }
             self.last_current = Some(Instant::now());
@@ -424,11 +530,16 @@ impl<L: Loader, Fd: FeedSource, C: Clock> ReferenceEnricher<L, Fd, C> {
             };
             self.loader.apply(&polled.files, &current, &mut cx).await?
         };
-        self.follower.commit(&polled);
-        self.last_current = Some(Instant::now());
         match applied {
-            Applied::Reload(reason) => self.full_reload(reason, report).await?,
+            // The poll counts as done only together with the reload it asked for: if the reload
+            // fails, the reason stays pending and the data is not confirmed current.
+            Applied::Reload(reason) => {
+                self.pending_poll = Some(polled);
+                self.pending_reload_now(reason, report).await?;
+            }
             Applied::Delta(next) => {
+                self.follower.commit(&polled);
+                self.last_current = Some(Instant::now());
                 if let Some(next) = next {
                     self.publish(next);
                 }
@@ -454,13 +565,20 @@ impl<L: Loader, Fd: FeedSource, C: Clock> ReferenceEnricher<L, Fd, C> {
             clock: &self.clock,
             report,
         };
-        let next = self.loader.full_load(&mut cx).await?;
+        let current = self.current.load_full();
+        let next = self.loader.full_load(&current, &mut cx).await?;
         Metrics::add(&self.metrics.full_refreshes, 1);
         let items = next.len();
         self.publish(next);
         self.last_full_load = Some(started);
         self.last_current = Some(started);
+        self.pending = None;
+        self.backoff = Backoff::default();
         self.follower.set_position(position);
+        if let Some(polled) = self.pending_poll.take() {
+            // Its files are covered by the load that followed them.
+            self.follower.commit(&polled);
+        }
         info!(%reason, items, "full reload");
         report.full_reload = Some(reason);
         Ok(())

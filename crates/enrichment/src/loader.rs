@@ -47,10 +47,11 @@ pub trait Loader: Send + Sync + 'static {
     /// The lookup key.
     type Key: LookupKey;
 
-    /// Loads everything into a new snapshot. The loader's own per-item state is replaced only
-    /// when the load succeeds.
+    /// Loads everything into a new snapshot (`current` is what serves until then). The loader's
+    /// own state is replaced only when the load succeeds.
     fn full_load(
         &mut self,
+        current: &Snapshot<Self::Value, Self::Key>,
         cx: &mut Cx<'_>,
     ) -> impl Future<Output = Result<Snapshot<Self::Value, Self::Key>, RefreshError>> + Send;
 

@@ -68,6 +68,11 @@ counters! {
     ignored_keys,
     /// Change files of sources or kinds this enricher does not use.
     ignored_files,
+    /// Of those, DynamoDB change files of an older stream of the table, or of another
+    /// region's stream (a global table's replica).
+    other_stream_files,
+    /// Protocol change flags that name reference data this enricher does not hold.
+    ignored_flags,
     /// Refreshes that failed (the last good snapshot kept serving).
     refresh_errors,
     /// Reference items that could not be decoded into the user's type (left out, logged).

@@ -93,7 +93,11 @@ where
     type Value = T;
     type Key = K;
 
-    async fn full_load(&mut self, cx: &mut Cx<'_>) -> Result<Snapshot<T, K>, RefreshError> {
+    async fn full_load(
+        &mut self,
+        current: &Snapshot<T, K>,
+        cx: &mut Cx<'_>,
+    ) -> Result<Snapshot<T, K>, RefreshError> {
         let mut keys = BTreeSet::new();
         let mut token = None;
         loop {
@@ -109,8 +113,19 @@ where
         for key in keys {
             if let Some(body) = self.objects.get(&key).await? {
                 Metrics::add(&cx.metrics.objects_read, 1);
-                if let Some(l) = self.load_object(&mut next, &key, body, None, cx) {
-                    loaded.insert(key, l);
+                match self.load_object(&mut next, &key, body, None, cx) {
+                    Some(l) => {
+                        loaded.insert(key, l);
+                    }
+                    // Rejected: the rows it had keep serving, across full loads too.
+                    None => {
+                        if let Some(previous) = self.loaded.get(&key) {
+                            for row in &previous.rows {
+                                next.copy_from(current, row);
+                            }
+                            loaded.insert(key, previous.clone());
+                        }
+                    }
                 }
             }
         }
@@ -171,7 +186,11 @@ where
         cx: &mut Cx<'_>,
     ) -> Result<Option<Applied<Snapshot<T, K>>>, RefreshError> {
         let change = &flag.change;
-        if !self.ours(change) || self.applied(change) {
+        if !self.ours(change) {
+            Metrics::add(&cx.metrics.ignored_flags, 1);
+            return Ok(Some(Applied::Delta(None)));
+        }
+        if self.applied(change) {
             return Ok(Some(Applied::Delta(None)));
         }
         let keys = BTreeSet::from([change.key.clone()]);
@@ -191,14 +210,19 @@ where
         c.bucket == self.spec.bucket && c.key.starts_with(&self.spec.prefix)
     }
 
-    /// Whether the snapshot already reflects `c` (a duplicate notification).
+    /// Whether the snapshot already holds the object `c` names, by ETag (a duplicate
+    /// notification). Removals are never taken as applied, even of an object not held: in a
+    /// versioned bucket, removing a delete marker (an undelete) is reported as a removal, and
+    /// only a GET tells.
     fn applied(&self, c: &ObjectChange) -> bool {
-        match (self.loaded.get(&c.key), c.removed) {
-            (None, true) => true,
-            (Some(l), false) => match (&l.etag, &c.etag) {
-                (Some(a), Some(b)) => bare_etag(a) == bare_etag(b),
-                _ => false,
-            },
+        if c.removed {
+            return false;
+        }
+        match (
+            self.loaded.get(&c.key).and_then(|l| l.etag.as_deref()),
+            &c.etag,
+        ) {
+            (Some(a), Some(b)) => bare_etag(a) == bare_etag(b),
             _ => false,
         }
     }

@@ -273,3 +273,98 @@ async fn object_consumers_reject_records_as_stale_past_the_limit() {
     assert!(reason.to_string().contains("stale"), "{reason}");
     assert!(e.last_error().is_some_and(|e| e.contains("injected")));
 }
+
+#[tokio::test]
+async fn restoring_a_deleted_object_loads_it() {
+    // GIVEN a consumer that loaded while reference/d.csv was deleted
+    let objects = seeded();
+    let mut e = enricher(&objects, BadRows::RejectObject);
+    e.refresh().await;
+    assert_eq!(priority(&e, "donut"), None);
+    // WHEN the delete marker is removed (S3 reports an undelete as a removal)
+    put(&objects, "reference/d.csv", b"item,priority\ndonut,high\n");
+    let f = flag(&objects, "reference/d.csv", true);
+    e.enrich(vec![()], |_| Classified::ChangeFlag(f.clone()))
+        .await;
+    // THEN the object is read, and its rows serve
+    assert_eq!(priority(&e, "donut").as_deref(), Some("high"));
+}
+
+#[tokio::test]
+async fn a_rejected_object_keeps_its_rows_across_a_full_load() {
+    let objects = seeded();
+    let mut e = following(&objects, |c| c);
+    e.refresh().await;
+    put(
+        &objects,
+        "reference/b.csv",
+        b"item,priority\nsalad,low,extra\n",
+    );
+    // A full reload (here announced by a gap file) reads every object again.
+    let gap = change_protocol::ChangeFile {
+        schema_version: 1,
+        kind: change_protocol::ChangeKind::Gap,
+        written_at: String::new(),
+        write_window_ms: 20_000,
+        producer: "test".into(),
+        source: change_protocol::Source::default(),
+        changes: vec![],
+        opaque: vec![],
+        objects: vec![],
+        reason: None,
+    };
+    let key = change_protocol::ChangeKey {
+        time: chrono::Utc::now(),
+        label: change_protocol::source_label("gap"),
+        sequences: None,
+        unique: Some("g".into()),
+    }
+    .to_key("change_flags/");
+    objects.put(&key, gap.to_vec());
+    let report = e.refresh().await;
+    assert!(matches!(report.full_reload, Some(ReloadReason::Gap { .. })));
+    assert!(report.problems[0].contains("reference/b.csv"), "{report:?}");
+    assert_eq!(
+        priority(&e, "salad").as_deref(),
+        Some("high"),
+        "previous rows kept"
+    );
+    assert_eq!(priority(&e, "burger").as_deref(), Some("medium"));
+}
+
+#[tokio::test]
+async fn a_flag_whose_refresh_fails_holds_the_records_after_it_for_a_retry() {
+    let objects = seeded();
+    let mut e = enricher(&objects, BadRows::RejectObject);
+    e.refresh().await;
+    put(
+        &objects,
+        "reference/a.jsonl",
+        b"{\"item\":\"burger\",\"priority\":\"high\"}\n",
+    );
+    let f = flag(&objects, "reference/a.jsonl", false);
+    objects.set_failing(true);
+    let (outcomes, report) = e
+        .enrich(vec!["burger", "FLAG", "burger", "salad"], |r| {
+            if *r == "FLAG" {
+                Classified::ChangeFlag(f.clone())
+            } else {
+                Classified::Data((*r).to_owned())
+            }
+        })
+        .await;
+    // Before the flag: enriched; after it: never with the data the flag says is old.
+    assert!(matches!(&outcomes[0], Outcome::Enriched { item, .. } if item.priority == "medium"));
+    assert!(matches!(outcomes[1], Outcome::Flag));
+    assert!(matches!(outcomes[2], Outcome::Held { record: "burger" }));
+    assert!(matches!(outcomes[3], Outcome::Held { record: "salad" }));
+    assert!(
+        report
+            .retry
+            .as_deref()
+            .is_some_and(|r| r.contains("change flag")),
+        "{report:?}"
+    );
+    assert_eq!((report.enriched, report.held), (1, 2));
+    assert!(report.reconciles());
+}

@@ -244,13 +244,25 @@ impl<T, K: Hash + Eq + Clone> Snapshot<T, K> {
 
     /// Inserts or replaces the item at `key`.
     pub(crate) fn upsert(&mut self, key: ItemKey, value: T, lookup: Option<K>) {
-        let old = self.items.insert(
-            key.clone(),
+        self.upsert_entry(
+            key,
             Entry {
                 value: Arc::new(value),
-                lookup: lookup.clone(),
+                lookup,
             },
         );
+    }
+
+    /// Copies the item at `key` in `from` (if any) into this snapshot, sharing its value.
+    pub(crate) fn copy_from(&mut self, from: &Snapshot<T, K>, key: &ItemKey) {
+        if let Some(entry) = from.items.get(key) {
+            self.upsert_entry(key.clone(), entry.clone());
+        }
+    }
+
+    fn upsert_entry(&mut self, key: ItemKey, entry: Entry<T, K>) {
+        let lookup = entry.lookup.clone();
+        let old = self.items.insert(key.clone(), entry);
         if let Some(old_lookup) = old.and_then(|e| e.lookup) {
             if Some(&old_lookup) != lookup.as_ref() {
                 self.unindex(&old_lookup, &key);

@@ -65,6 +65,12 @@ pub trait TableSource: Clone + Send + Sync + 'static {
         &self,
         keys: Vec<Item>,
     ) -> impl Future<Output = Result<BatchGet, SourceError>> + Send;
+
+    /// The table's current stream (DescribeTable's `LatestStreamArn`); `None` when the table
+    /// has no stream. Each full load records it: change files of any other stream of the table
+    /// hold changes the load may not reflect.
+    fn latest_stream_arn(&self)
+        -> impl Future<Output = Result<Option<String>, SourceError>> + Send;
 }
 
 /// One page of a listing.
@@ -145,6 +151,20 @@ fn from_sdk(map: HashMap<String, SdkValue>) -> Item {
 }
 
 impl TableSource for DynamoDbTable {
+    async fn latest_stream_arn(&self) -> Result<Option<String>, SourceError> {
+        let out = self
+            .client
+            .describe_table()
+            .table_name(&self.table)
+            .send()
+            .await
+            .map_err(|e| SourceError::sdk("DescribeTable", e))?;
+        Ok(out
+            .table
+            .and_then(|t| t.latest_stream_arn)
+            .filter(|a| !a.is_empty()))
+    }
+
     async fn scan_page(
         &self,
         segment: i32,

@@ -78,7 +78,7 @@ where
             table,
             states: HashMap::new(),
             stream_arn: None,
-            retired_arns: HashSet::new(),
+            newest_seen: None,
             full_load_end: None,
         };
         ReferenceEnricher::with_loader(loader, config.policies, feed, clock)
@@ -91,8 +91,9 @@ struct ItemState {
     creation_ms: i64,
 }
 
-/// Items re-read by key, with the newest change (sequence number, creation ms) that asked.
-type Rereads = BTreeMap<ItemKey, Option<(SequenceNumber, i64)>>;
+/// Items re-read by key, with the newest sequence number that asked for it (none for an opaque
+/// entry).
+type Rereads = BTreeMap<ItemKey, Option<SequenceNumber>>;
 
 /// The [`Loader`] of a DynamoDB table: the reference items and each one's applied change.
 #[allow(unreachable_pub)] // named only through `Enricher`
@@ -101,9 +102,54 @@ pub struct TableLoader<T, K, Tb> {
     lookup_key: LookupKeyFn<T, K>,
     table: Tb,
     states: HashMap<ItemKey, ItemState>,
+    /// The table's stream the data follows: recorded at each full load, never moved otherwise.
     stream_arn: Option<String>,
-    retired_arns: HashSet<String>,
+    /// The newest stream of the table seen in a file (a hint for the next full load, in case
+    /// DescribeTable still names the previous stream).
+    newest_seen: Option<String>,
     full_load_end: Option<DateTime<Utc>>,
+}
+
+/// How a change file's stream relates to the stream the data follows.
+#[derive(Debug, PartialEq, Eq)]
+enum StreamOrder {
+    /// The stream the data follows.
+    Current,
+    /// A newer stream of the table (or the table had no stream at the full load): what happened
+    /// between the streams was never streamed.
+    Newer,
+    /// An older stream of the table: its changes are covered by the full load that moved on.
+    Older,
+    /// Another table's or another region's stream (a global table's replica).
+    Foreign,
+}
+
+/// The table part and the creation label of a stream ARN
+/// (`arn:aws:dynamodb:REGION:ACCOUNT:table/NAME/stream/LABEL`).
+fn split_stream_arn(arn: &str) -> Option<(&str, &str)> {
+    arn.rsplit_once("/stream/")
+        .filter(|(table, label)| table.contains(":table/") && !label.is_empty())
+}
+
+/// Orders `arn` against the stream the data follows. Which stream is newer is decided by the
+/// creation label (an ISO 8601 time, so it sorts by time), never by the order files are listed
+/// in. A file without a parseable stream ARN counts as a newer stream: it cannot be placed, so
+/// only a full load covers it.
+fn stream_order(current: Option<&str>, arn: &str) -> StreamOrder {
+    let Some((table, label)) = split_stream_arn(arn) else {
+        return StreamOrder::Newer;
+    };
+    let Some((current_table, current_label)) = current.and_then(split_stream_arn) else {
+        return StreamOrder::Newer;
+    };
+    if table != current_table {
+        return StreamOrder::Foreign;
+    }
+    match label.cmp(current_label) {
+        std::cmp::Ordering::Equal => StreamOrder::Current,
+        std::cmp::Ordering::Greater => StreamOrder::Newer,
+        std::cmp::Ordering::Less => StreamOrder::Older,
+    }
 }
 
 impl<T, K, Tb> Loader for TableLoader<T, K, Tb>
@@ -115,7 +161,12 @@ where
     type Value = T;
     type Key = K;
 
-    async fn full_load(&mut self, cx: &mut Cx<'_>) -> Result<Snapshot<T, K>, RefreshError> {
+    async fn full_load(
+        &mut self,
+        _current: &Snapshot<T, K>,
+        cx: &mut Cx<'_>,
+    ) -> Result<Snapshot<T, K>, RefreshError> {
+        let described = self.table.latest_stream_arn().await?;
         let total = self.spec.scan_segments.max(1);
         let scans = (0..total).map(|segment| scan_segment(self.table.clone(), segment, total));
         let pages = try_join_all(scans).await?;
@@ -131,6 +182,14 @@ where
         Metrics::add(&cx.metrics.items_read, read);
         self.states.clear();
         self.full_load_end = Some(end);
+        // The stream the load follows: the table's current one, or a newer one a file already
+        // came from (DescribeTable may still name the previous stream for a moment).
+        let hint = self.newest_seen.take();
+        self.stream_arn = match (described, hint) {
+            (Some(d), Some(h)) if stream_order(Some(&d), &h) == StreamOrder::Newer => Some(h),
+            (Some(d), _) => Some(d),
+            (None, h) => h,
+        };
         Ok(Snapshot::from_entries(cx.policies.ambiguity, entries))
     }
 
@@ -144,8 +203,8 @@ where
         let mut staged: HashMap<ItemKey, ItemState> = HashMap::new();
         let mut rereads = Rereads::new();
         let mut need_full = None;
+        // The newest stream of this poll: a file of an older one, even listed later, is ignored.
         let mut stream_arn = self.stream_arn.clone();
-        let mut retire = Vec::new();
 
         for fetched in files {
             let file = match &fetched.content {
@@ -176,20 +235,22 @@ where
                 continue;
             }
             let arn = file.source.stream_arn.clone().unwrap_or_default();
-            if self.retired_arns.contains(&arn) {
-                Metrics::add(&cx.metrics.ignored_files, 1);
-                continue;
-            }
-            match &stream_arn {
-                None => stream_arn = Some(arn),
-                Some(known) if *known == arn => {}
-                Some(known) => {
+            match stream_order(stream_arn.as_deref(), &arn) {
+                StreamOrder::Current => {}
+                StreamOrder::Older | StreamOrder::Foreign => {
+                    Metrics::add(&cx.metrics.ignored_files, 1);
+                    Metrics::add(&cx.metrics.other_stream_files, 1);
+                    continue;
+                }
+                StreamOrder::Newer => {
                     need_full = Some(ReloadReason::NewStream {
                         stream_arn: arn.clone(),
                         table: self.spec.table_name.clone(),
                     });
-                    retire.push(known.clone());
-                    stream_arn = Some(arn);
+                    if split_stream_arn(&arn).is_some() {
+                        self.newest_seen = Some(arn.clone());
+                        stream_arn = Some(arn);
+                    }
                     continue;
                 }
             }
@@ -203,29 +264,28 @@ where
             );
         }
 
-        self.stream_arn = stream_arn;
-        self.retired_arns.extend(retire);
         if let Some(reason) = need_full {
             return Ok(Applied::Reload(reason));
         }
         if !rereads.is_empty() {
             cx.report.reread = rereads.len();
-            self.reread(rereads, &mut next, &mut staged, cx.metrics)
-                .await?;
+            self.reread(rereads, &mut next, &mut staged, cx).await?;
         }
         self.states.extend(staged);
         let changed = cx.report.applied > 0 || cx.report.reread > 0;
         Ok(Applied::Delta(changed.then_some(next)))
     }
 
-    /// A table's flags carry no change of their own: the feed is polled at their position.
+    /// A protocol flag names an S3 object: not table data, so nothing to do (the original
+    /// kind of flag, which names nothing, polls the feed at its position).
     async fn apply_flag(
         &mut self,
         _flag: &ChangeFlag,
         _current: &Snapshot<T, K>,
-        _cx: &mut Cx<'_>,
+        cx: &mut Cx<'_>,
     ) -> Result<Option<Applied<Snapshot<T, K>>>, RefreshError> {
-        Ok(None)
+        Metrics::add(&cx.metrics.ignored_flags, 1);
+        Ok(Some(Applied::Delta(None)))
     }
 }
 
@@ -294,28 +354,32 @@ where
                 }
             };
             let state = staged.get(&key).or_else(|| self.states.get(&key));
-            if let Some(applied) = state.and_then(|s| s.seq.as_ref()) {
-                if change.sequence_number <= *applied {
+            let second = change.approximate_creation_ms.div_euclid(1000);
+            let applied_second = state.map(|s| s.creation_ms.div_euclid(1000));
+            // Sequence order and creation order must agree; where they do not, only a read
+            // can tell which is current. Skip only an equal sequence number, or an older one
+            // that was not created later.
+            let older = match state.and_then(|s| s.seq.as_ref()) {
+                Some(applied) if change.sequence_number == *applied => {
                     Metrics::add(&cx.metrics.changes_skipped, 1);
                     continue;
                 }
+                Some(applied) => change.sequence_number < *applied,
+                None => false,
+            };
+            let created_later = applied_second.is_some_and(|a| second > a);
+            if older && !created_later {
+                Metrics::add(&cx.metrics.changes_skipped, 1);
+                continue;
             }
-            let order_disagrees = state.is_some_and(|s| {
-                change.approximate_creation_ms.div_euclid(1000) < s.creation_ms.div_euclid(1000)
-            });
+            let order_disagrees = older || applied_second.is_some_and(|a| second < a);
             let no_image = change.new_image.is_none() && change.event_name != EventName::Remove;
             let around_full_load =
                 reread_before.is_some_and(|r| change.approximate_creation_ms < r);
             if order_disagrees || no_image || around_full_load {
                 let entry = rereads.entry(key).or_insert(None);
-                let newer = entry
-                    .as_ref()
-                    .is_none_or(|(s, _)| change.sequence_number > *s);
-                if newer {
-                    *entry = Some((
-                        change.sequence_number.clone(),
-                        change.approximate_creation_ms,
-                    ));
+                if entry.as_ref().is_none_or(|s| change.sequence_number > *s) {
+                    *entry = Some(change.sequence_number.clone());
                 }
                 continue;
             }
@@ -367,8 +431,9 @@ where
         keys: Rereads,
         next: &mut Snapshot<T, K>,
         staged: &mut HashMap<ItemKey, ItemState>,
-        metrics: &Metrics,
+        cx: &mut Cx<'_>,
     ) -> Result<(), RefreshError> {
+        let metrics = cx.metrics;
         let names = &self.spec.key_attributes;
         let mut found: HashSet<ItemKey> = HashSet::new();
         let all: Vec<ItemKey> = keys.keys().cloned().collect();
@@ -395,24 +460,26 @@ where
             }
         }
         Metrics::add(&metrics.items_reread, keys.len() as u64);
+        // A read item is as new as the read: only changes made after it (plus the clock
+        // margin) apply from their images; older ones are read again or skipped.
+        let margin = chrono::Duration::from_std(cx.policies.feed.clock_margin).unwrap_or_default();
+        let stamp = (cx.clock.now() + margin).timestamp_millis();
         for (key, seq) in keys {
             if !found.contains(&key) {
                 next.remove(&key);
             }
             let previous = staged.get(&key).or_else(|| self.states.get(&key)).cloned();
-            let (seq, creation_ms) = match (seq, previous) {
-                (Some((s, c)), Some(p)) => {
-                    if p.seq.as_ref().is_some_and(|ps| *ps > s) {
-                        (p.seq, p.creation_ms.max(c))
-                    } else {
-                        (Some(s), p.creation_ms.max(c))
-                    }
-                }
-                (Some((s, c)), None) => (Some(s), c),
-                (None, Some(p)) => (p.seq, p.creation_ms),
-                (None, None) => (None, 0),
+            let seq = match (seq, previous.and_then(|p| p.seq)) {
+                (Some(s), Some(p)) => Some(s.max(p)),
+                (s, p) => s.or(p),
             };
-            staged.insert(key, ItemState { seq, creation_ms });
+            staged.insert(
+                key,
+                ItemState {
+                    seq,
+                    creation_ms: stamp,
+                },
+            );
         }
         Ok(())
     }

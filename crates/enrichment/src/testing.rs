@@ -92,6 +92,7 @@ struct Calls {
 #[derive(Clone)]
 pub struct MemoryTable {
     key_attributes: Arc<Vec<String>>,
+    stream_arn: Arc<Mutex<Option<String>>>,
     items: Arc<Mutex<BTreeMap<ItemKey, Item>>>,
     scans: Arc<Calls>,
     gets: Arc<Calls>,
@@ -102,6 +103,7 @@ impl MemoryTable {
     pub fn new(key_attributes: &[&str]) -> Self {
         MemoryTable {
             key_attributes: Arc::new(key_attributes.iter().map(|s| (*s).to_owned()).collect()),
+            stream_arn: Arc::default(),
             items: Arc::default(),
             scans: Arc::default(),
             gets: Arc::default(),
@@ -125,6 +127,11 @@ impl MemoryTable {
         }
     }
 
+    /// Sets the table's current stream, as DescribeTable reports it (none at first).
+    pub fn set_stream_arn(&self, arn: Option<&str>) {
+        *self.stream_arn.lock().unwrap() = arn.map(str::to_owned);
+    }
+
     /// Makes every call fail (`true`) or succeed again (`false`).
     pub fn set_failing(&self, failing: bool) {
         self.scans.failing.store(failing, Ordering::SeqCst);
@@ -143,6 +150,13 @@ impl MemoryTable {
 }
 
 impl TableSource for MemoryTable {
+    async fn latest_stream_arn(&self) -> Result<Option<String>, SourceError> {
+        if self.scans.failing.load(Ordering::SeqCst) {
+            return Err(injected("DescribeTable"));
+        }
+        Ok(self.stream_arn.lock().unwrap().clone())
+    }
+
     async fn scan_page(
         &self,
         segment: i32,

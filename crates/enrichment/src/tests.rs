@@ -66,6 +66,7 @@ fn rig_with(
     config: impl FnOnce(EnricherConfig<Product, String>) -> EnricherConfig<Product, String>,
 ) -> Rig {
     let table = MemoryTable::new(&["item", "price"]);
+    table.set_stream_arn(Some(ARN));
     for (item, priority) in [("salad", "high"), ("pizza", "low"), ("burger", "medium")] {
         table.put(product(item, priority));
     }
@@ -758,4 +759,267 @@ async fn a_gap_file_makes_every_consumer_reload_fully() {
     let report = r.refresh_later().await;
     assert!(matches!(report.full_reload, Some(ReloadReason::Gap { .. })));
     assert_eq!(r.priority("burger").as_deref(), Some("high"));
+}
+
+// --- The follower never loses a change (docs/design.md, section 1) ---
+
+const NEW_ARN: &str = "arn:aws:dynamodb:us-east-1:123456789012:table/ProductPriority/stream/2";
+
+impl Rig {
+    /// Writes a `gap` change file at the clock's time, then the pointer.
+    fn write_gap(&self) -> String {
+        let key = ChangeKey {
+            time: self.clock.now(),
+            label: source_label("write-gap"),
+            sequences: None,
+            unique: Some(format!("gap-{}", self.clock.ms())),
+        }
+        .to_key(PREFIX);
+        let gap = ChangeFile {
+            schema_version: 1,
+            kind: ChangeKind::Gap,
+            written_at: String::new(),
+            write_window_ms: 20_000,
+            producer: "write-gap".into(),
+            source: Source {
+                label: source_label("write-gap"),
+                ..Source::default()
+            },
+            changes: vec![],
+            opaque: vec![],
+            objects: vec![],
+            reason: Some("test".into()),
+        };
+        self.feed.put(&key, gap.to_vec());
+        self.point_head_at(&key);
+        key
+    }
+}
+
+#[tokio::test]
+async fn a_consumer_loaded_before_a_stream_switch_reloads_at_the_new_streams_first_file() {
+    // GIVEN a consumer that loaded while the table's stream was ARN and never saw a file of it
+    let mut r = rig();
+    r.enricher.refresh().await;
+    r.clock.advance(AFTER_LOAD);
+    // WHEN the table is re-created with a new stream (pizza is gone, salad changed, neither
+    // streamed) and the first file of the new stream arrives
+    r.table.delete(&keys("pizza"));
+    r.table.put(product("salad", "very high"));
+    r.table.set_stream_arn(Some(NEW_ARN));
+    r.write_file(&[modify(1, "burger", "high", AFTER_LOAD)], NEW_ARN, vec![]);
+    r.table.put(product("burger", "high"));
+    let report = r.refresh_later().await;
+    // THEN it reloads, and serves what the table holds
+    assert!(
+        matches!(&report.full_reload, Some(ReloadReason::NewStream { stream_arn, .. }) if stream_arn == NEW_ARN),
+        "{report:?}"
+    );
+    assert_eq!(r.priority("pizza"), None);
+    assert_eq!(r.priority("salad").as_deref(), Some("very high"));
+    assert_eq!(r.priority("burger").as_deref(), Some("high"));
+}
+
+#[tokio::test]
+async fn a_late_file_of_the_old_stream_listed_after_the_new_one_changes_nothing() {
+    let mut r = rig();
+    r.enricher.refresh().await;
+    r.clock.advance(AFTER_LOAD);
+    // One poll finds a file of the new stream, then a retried file of the old one listed after.
+    r.table.set_stream_arn(Some(NEW_ARN));
+    r.table.put(product("salad", "new"));
+    r.write_file(&[modify(1, "salad", "new", AFTER_LOAD)], NEW_ARN, vec![]);
+    r.clock.advance(10);
+    r.write(&[modify(900, "salad", "old stream", AFTER_LOAD)]);
+    let report = r.refresh_later().await;
+    assert!(matches!(
+        report.full_reload,
+        Some(ReloadReason::NewStream { .. })
+    ));
+    assert_eq!(r.priority("salad").as_deref(), Some("new"));
+    // The new stream's changes apply from then on; the old stream's are ignored and counted.
+    r.clock.advance(AFTER_LOAD);
+    r.write_file(
+        &[modify(2, "salad", "newer", 2 * AFTER_LOAD + 200)],
+        NEW_ARN,
+        vec![],
+    );
+    r.write(&[modify(901, "salad", "old again", 2 * AFTER_LOAD + 300)]);
+    let report = r.refresh_later().await;
+    assert_eq!(report.full_reload, None, "{report:?}");
+    assert_eq!(r.priority("salad").as_deref(), Some("newer"));
+    assert_eq!(r.enricher.metrics().other_stream_files, 2);
+}
+
+#[tokio::test]
+async fn regional_streams_of_a_global_table_do_not_flip_flop() {
+    let eu = "arn:aws:dynamodb:eu-west-1:123456789012:table/ProductPriority/stream/9";
+    let mut r = rig();
+    r.enricher.refresh().await;
+    r.clock.advance(AFTER_LOAD);
+    for (n, arn) in [ARN, eu, ARN, eu].into_iter().enumerate() {
+        let seq = 10 + n as u64;
+        let priority = format!("p{n}");
+        r.write_file(
+            &[modify(seq, "burger", &priority, AFTER_LOAD + n as i64 * 10)],
+            arn,
+            vec![],
+        );
+        r.clock.advance(5);
+    }
+    let report = r.refresh_later().await;
+    assert_eq!(report.full_reload, None, "{report:?}");
+    assert_eq!(
+        r.priority("burger").as_deref(),
+        Some("p2"),
+        "own region's newest"
+    );
+    assert_eq!(r.enricher.metrics().other_stream_files, 2);
+    assert_eq!(r.enricher.metrics().full_refreshes, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_asked_for_stays_pending_until_it_succeeds() {
+    let mut r = rig_with(|c| c.with_max_staleness(Some(Duration::from_secs(60))));
+    r.enricher.refresh().await;
+    r.clock.advance(AFTER_LOAD);
+    // A change that was lost (announced by a gap file) while the table throttles.
+    r.table.put(product("burger", "lost change"));
+    r.write_gap();
+    r.table.set_failing(true);
+    let report = r.refresh_later().await;
+    assert!(report.error.is_some(), "{report:?}");
+    assert!(matches!(
+        r.enricher.pending_reload(),
+        Some(ReloadReason::Gap { .. })
+    ));
+    // Not current meanwhile: staleness grows and, past the limit, the staleness policy applies.
+    for _ in 0..70 {
+        tokio::time::advance(Duration::from_secs(1)).await;
+        r.refresh_later().await;
+    }
+    assert!(r.enricher.staleness().unwrap() > Duration::from_secs(60));
+    assert!(r.enricher.is_too_stale());
+    // The table recovers: the next attempt reloads, and the lost change is served.
+    r.table.set_failing(false);
+    tokio::time::advance(Duration::from_secs(61)).await;
+    let report = r.refresh_later().await;
+    assert!(
+        matches!(report.full_reload, Some(ReloadReason::Gap { .. })),
+        "{report:?}"
+    );
+    assert_eq!(r.priority("burger").as_deref(), Some("lost change"));
+    assert_eq!(r.enricher.pending_reload(), None);
+    assert!(!r.enricher.is_too_stale());
+    // The gap file was applied with the reload: it does not ask again.
+    assert_eq!(r.refresh_later().await.full_reload, None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_reload_attempts_back_off() {
+    let mut r = rig();
+    r.enricher.refresh().await;
+    r.clock.advance(AFTER_LOAD);
+    r.write_gap();
+    r.table.set_failing(true);
+    let scans = r.table.scans();
+    // Refreshes every 100 ms for 10 s: attempts at 0, 1, 3 and 7 s, not one per refresh.
+    let mut attempts = 0;
+    for _ in 0..100 {
+        let report = r.refresh_later().await;
+        if !report
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("next attempt in"))
+        {
+            attempts += 1;
+        }
+        tokio::time::advance(Duration::from_millis(100)).await;
+    }
+    assert_eq!(attempts, 4);
+    assert_eq!(
+        r.table.scans(),
+        scans,
+        "every attempt failed before scanning"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_maximum_age_reload_keeps_following_the_feed() {
+    let mut r = rig_with(|c| c.with_max_age(Some(Duration::from_secs(600))));
+    r.enricher.refresh().await;
+    r.clock.advance(AFTER_LOAD);
+    tokio::time::advance(Duration::from_secs(601)).await;
+    r.table.set_failing(true);
+    r.write(&[modify(10, "burger", "high", AFTER_LOAD)]);
+    let report = r.refresh_later().await;
+    // The reload failed and says so, but the delta applied: the data is current.
+    assert!(report.error.is_some(), "{report:?}");
+    assert_eq!(report.applied, 1);
+    assert_eq!(r.priority("burger").as_deref(), Some("high"));
+    assert!(r.enricher.staleness().unwrap() < Duration::from_secs(1));
+    // The next refresh does not try the Scan again at once; it follows the feed.
+    r.write(&[modify(11, "pizza", "high", AFTER_LOAD + 100)]);
+    let report = r.refresh_later().await;
+    assert_eq!(report.applied, 1);
+    assert!(
+        report.error.is_none(),
+        "backing off, not failing: {report:?}"
+    );
+    // After the backoff, it tries again, and succeeds once the table is back.
+    r.table.set_failing(false);
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let report = r.refresh_later().await;
+    assert_eq!(report.full_reload, Some(ReloadReason::MaximumAge));
+}
+
+#[tokio::test]
+async fn an_older_sequence_number_created_later_is_reread() {
+    let mut r = rig();
+    r.enricher.refresh().await;
+    r.clock.advance(AFTER_LOAD);
+    r.write(&[modify(20, "burger", "from seq 20", AFTER_LOAD)]);
+    r.refresh_later().await;
+    assert_eq!(r.priority("burger").as_deref(), Some("from seq 20"));
+    // Sequence order says older, creation order says later: only a read can tell.
+    r.table.put(product("burger", "current"));
+    r.write(&[modify(15, "burger", "from seq 15", AFTER_LOAD + 3_000)]);
+    let report = r.refresh_later().await;
+    assert_eq!(report.reread, 1, "{report:?}");
+    assert_eq!(r.priority("burger").as_deref(), Some("current"));
+    // An older sequence number not created later is simply skipped.
+    r.write(&[modify(16, "burger", "from seq 16", AFTER_LOAD)]);
+    let report = r.refresh_later().await;
+    assert_eq!((report.reread, report.applied), (0, 0));
+}
+
+#[tokio::test]
+async fn a_reread_item_is_as_new_as_the_read() {
+    let mut r = rig();
+    r.enricher.refresh().await;
+    r.clock.advance(AFTER_LOAD);
+    // A KEYS_ONLY change is re-read at the clock's time T.
+    r.table.put(product("salad", "read at T"));
+    r.write(&[Change {
+        seq: 10,
+        event: EventName::Modify,
+        item: "salad",
+        priority: None,
+        created_ms: AFTER_LOAD,
+    }]);
+    r.clock.advance(10_000);
+    let report = r.refresh_later().await;
+    assert_eq!(report.reread, 1);
+    let read_at = r.clock.ms() - 1_795_650_000_000;
+    // A change with a higher sequence number but made before the read arrives late: the read
+    // already reflects it (or something newer), so its image must not roll the item back.
+    r.write(&[modify(11, "salad", "stale image", read_at - 4_000)]);
+    let report = r.refresh_later().await;
+    assert_eq!(report.applied, 0, "{report:?}");
+    assert_eq!(r.priority("salad").as_deref(), Some("read at T"));
+    // A change made after the read (plus the margin) applies from its image.
+    r.write(&[modify(12, "salad", "after the read", read_at + 6_000)]);
+    let report = r.refresh_later().await;
+    assert_eq!(report.applied, 1, "{report:?}");
+    assert_eq!(r.priority("salad").as_deref(), Some("after the read"));
 }

@@ -167,13 +167,15 @@ impl<Tb: TableSource, Fd: FeedSource, S: ObjectStore> OrdersConsumer<Tb, Fd, S> 
             records,
             ..BatchSummary::default()
         };
-        if never_loaded {
-            let reason = report
-                .refreshes
-                .iter()
-                .find_map(|r| r.error.clone())
-                .unwrap_or_else(|| "reference data not loaded".into());
-            error!(%shard, first_sequence, %reason, "reference data could not be loaded; reporting the batch for retry");
+        if never_loaded || report.retry.is_some() {
+            let reason = report.retry.clone().unwrap_or_else(|| {
+                report
+                    .refreshes
+                    .iter()
+                    .find_map(|r| r.error.clone())
+                    .unwrap_or_else(|| "reference data not loaded".into())
+            });
+            error!(%shard, first_sequence, %reason, "reference data not current for this batch; reporting it for retry");
             summary.failed = Some(reason);
             return Ok((failure(&first_sequence), summary));
         }

@@ -167,6 +167,8 @@ pub fn build(naming: &Naming<'_>, outcomes: Vec<Outcome<Input, Product>>) -> Bat
                 out.invalid += 1;
                 dead_letter(&mut dead, &record, reason);
             }
+            // A batch with held records is reported for retry by the handler and never built.
+            Outcome::Held { .. } => {}
         }
     }
     let name = format!("{}-{}.jsonl", naming.shard, naming.first_sequence);

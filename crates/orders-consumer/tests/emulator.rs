@@ -264,7 +264,8 @@ async fn reference_data_that_cannot_be_loaded_fails_the_batch_not_the_init() {
     let consumer = r.consumer(config, store.clone());
     let (response, summary) = consumer.handle_batch(&sample()).await.unwrap();
     assert_eq!(response.batch_item_failures.len(), 1);
-    assert!(summary.failed.unwrap().contains("Scan"));
+    let failed = summary.failed.unwrap();
+    assert!(failed.contains("DescribeTable"), "{failed}");
     assert!(store.put_keys().is_empty());
 }
 

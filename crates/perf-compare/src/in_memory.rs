@@ -44,6 +44,11 @@ impl InMemoryTable {
 }
 
 impl TableSource for InMemoryTable {
+    /// A table that is only ever scanned here; its feed is empty, so no stream is followed.
+    async fn latest_stream_arn(&self) -> Result<Option<String>, SourceError> {
+        Ok(None)
+    }
+
     async fn scan_page(
         &self,
         segment: i32,
