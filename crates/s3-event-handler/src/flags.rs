@@ -17,6 +17,10 @@ use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use tracing::{debug, warn};
 
+/// Entries per PutRecords call: Kinesis accepts at most 500 (and 5 MiB; flags are a few hundred
+/// bytes, so 500 of them stay far below that).
+pub const MAX_PUT_RECORDS: usize = 500;
+
 /// An open shard.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Shard {
@@ -152,14 +156,17 @@ impl<F: FlagStream> FlagSender<F> {
             if attempt > 1 {
                 tokio::time::sleep(Duration::from_millis(50 << attempt.min(6))).await;
             }
-            let entries = pending
-                .iter()
-                .map(|(p, s)| Entry {
-                    data: payloads[*p].clone(),
-                    explicit_hash_key: s.starting_hash_key.clone(),
-                })
-                .collect();
-            let results = self.stream.put_records(entries).await?;
+            let mut results = Vec::with_capacity(pending.len());
+            for chunk in pending.chunks(MAX_PUT_RECORDS) {
+                let entries = chunk
+                    .iter()
+                    .map(|(p, s)| Entry {
+                        data: payloads[*p].clone(),
+                        explicit_hash_key: s.starting_hash_key.clone(),
+                    })
+                    .collect();
+                results.extend(self.stream.put_records(entries).await?);
+            }
             for ((p, shard), result) in pending.iter().zip(results) {
                 match (result.shard_id, result.error_code) {
                     (Some(landed), None) => {
@@ -298,5 +305,73 @@ impl FlagStream for KinesisStream {
                 error_code: r.error_code().map(str::to_owned),
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A stream of `shards` open shards that records the size of every PutRecords call.
+    struct ManyShards {
+        shards: usize,
+        calls: Mutex<Vec<usize>>,
+        largest: AtomicUsize,
+    }
+
+    impl FlagStream for ManyShards {
+        async fn open_shards(&self) -> Result<Vec<Shard>, StreamError> {
+            Ok((0..self.shards)
+                .map(|i| Shard {
+                    id: format!("shardId-{i:012}"),
+                    starting_hash_key: i.to_string(),
+                })
+                .collect())
+        }
+
+        async fn put_records(&self, entries: Vec<Entry>) -> Result<Vec<PutResult>, StreamError> {
+            if entries.len() > MAX_PUT_RECORDS {
+                return Err(StreamError {
+                    operation: "PutRecords",
+                    stream: "s".into(),
+                    message: format!("{} records: at most 500 per request", entries.len()),
+                });
+            }
+            self.calls.lock().unwrap().push(entries.len());
+            self.largest.fetch_max(entries.len(), Ordering::SeqCst);
+            Ok(entries
+                .iter()
+                .map(|e| PutResult {
+                    shard_id: Some(format!(
+                        "shardId-{:012}",
+                        e.explicit_hash_key.parse::<usize>().unwrap()
+                    )),
+                    error_code: None,
+                })
+                .collect())
+        }
+    }
+
+    #[tokio::test]
+    async fn flags_go_out_in_put_records_calls_of_at_most_500_entries() {
+        // 300 shards and two payloads per change (the flag and the legacy one): 600 entries.
+        let stream = ManyShards {
+            shards: 300,
+            calls: Mutex::default(),
+            largest: AtomicUsize::new(0),
+        };
+        let sender = FlagSender::new(stream);
+        let delivered = sender.send(&[b"flag".to_vec(), b"legacy".to_vec()]).await.unwrap();
+        assert_eq!(delivered.records, 600);
+        assert_eq!(*sender.stream.calls.lock().unwrap(), vec![500, 100]);
+
+        let wide = FlagSender::new(ManyShards {
+            shards: 1200,
+            calls: Mutex::default(),
+            largest: AtomicUsize::new(0),
+        });
+        assert_eq!(wide.send(&[b"flag".to_vec()]).await.unwrap().records, 1200);
+        assert_eq!(wide.stream.largest.load(Ordering::SeqCst), 500);
     }
 }
