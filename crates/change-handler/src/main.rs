@@ -1,7 +1,8 @@
 //! The change-handler binary: configuration, clients, runtime. The logic is in the library.
 
+use aws_plumbing::{s3_client, sdk_config, S3Store, SystemClock};
 use change_handler::{ChangeHandler, PRODUCER};
-use feed_writer::{s3_client, sdk_config, FeedConfig, FeedWriter, S3Store, SystemClock};
+use feed_writer::{FeedConfig, FeedWriter};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::Value;
 

@@ -1,8 +1,8 @@
 //! The orders-consumer binary: configuration, clients, runtime. The logic is in the library.
 #![recursion_limit = "256"]
 
+use aws_plumbing::{s3_client, sdk_config, S3Store};
 use enrichment::{DynamoDbTable, S3Feed};
-use feed_writer::{s3_client, sdk_config, S3Store};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use orders_consumer::{Config, OrdersConsumer};
 use serde_json::Value;

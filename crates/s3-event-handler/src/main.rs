@@ -1,6 +1,6 @@
 //! The s3-event-handler binary: configuration, clients, runtime. The logic is in the library.
 
-use feed_writer::{s3_client, sdk_config, S3Store, SystemClock};
+use aws_plumbing::{s3_client, sdk_config, S3Store, SystemClock};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use s3_event_handler::{Config, KinesisStream, S3EventHandler};
 use serde_json::Value;
