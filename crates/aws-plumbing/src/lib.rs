@@ -9,7 +9,9 @@
 //! - the [`ObjectStore`] port (put an object) and the workspace's one S3 adapter, [`S3Store`],
 //!   whose inherent methods also read ([`S3Store::get`], [`S3Store::list_page`],
 //!   [`S3Store::get_if_none_match`]) for the crates that follow the change feed;
-//! - [`Clock`] and [`SystemClock`]: the UTC time, behind a seam so tests can move it.
+//! - [`Clock`] and [`SystemClock`]: the UTC time, behind a seam so tests can move it;
+//! - [`init`]: an error at start-up ends the process with a sentence in the log and, on Lambda,
+//!   the function's init error (`POST /2018-06-01/runtime/init/error`), instead of a debug dump.
 //!
 //! It knows nothing of the change feed's format: that is `change-protocol`; writing it is
 //! `feed-writer`.
@@ -17,6 +19,7 @@
 
 mod clock;
 mod config;
+pub mod init;
 mod s3;
 mod sdk;
 
