@@ -1,7 +1,8 @@
 //! The Lambda handler: parse the batch, write one change file, report what failed.
 
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
-use feed_writer::{Clock, FeedWriter, ObjectStore, WriteError};
+use aws_plumbing::{Clock, ObjectStore};
+use feed_writer::{FeedWriter, WriteError};
 use lambda_runtime::Diagnostic;
 use serde_json::Value;
 use tracing::{error, info, warn};

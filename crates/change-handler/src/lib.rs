@@ -8,7 +8,8 @@
 //!   does not parse cannot fail the batch: it is passed on as an `opaque` entry.
 //! - [`handler`]: writes the file through `feed_writer` (bounded write window W, pointer object,
 //!   optional legacy marker) and answers with `batchItemFailures`.
-//! - `main.rs`: configuration from the environment, SDK clients, `lambda_runtime::run`.
+//! - `main.rs`: configuration from the environment (a bad variable is the function's init error,
+//!   through `aws_plumbing::init`), SDK clients from `aws_plumbing`, `lambda_runtime::run`.
 //!
 //! # Configuration
 //! | variable | default | meaning |

@@ -1,14 +1,16 @@
 //! The change-handler binary: configuration, clients, runtime. The logic is in the library.
 
+use aws_plumbing::{init, s3_client, sdk_config, S3Store, SystemClock};
 use change_handler::{ChangeHandler, PRODUCER};
-use feed_writer::{s3_client, sdk_config, FeedConfig, FeedWriter, S3Store, SystemClock};
+use feed_writer::{FeedConfig, FeedWriter};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::Value;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    let config = FeedConfig::from_env()?;
+    // A bad variable ends the process with a sentence, reported as the function's init error.
+    let config = init::or_exit("change-handler", FeedConfig::from_env()).await;
     let sdk = sdk_config(Some(config.write_budget())).await;
     let store = S3Store::new(s3_client(&sdk));
     let handler = ChangeHandler::new(FeedWriter::new(config, store, SystemClock, PRODUCER));

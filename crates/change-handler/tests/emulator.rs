@@ -6,10 +6,11 @@
 
 use std::time::Duration;
 
+use aws_plumbing::{s3_client, S3Store, SystemClock};
 use aws_sdk_dynamodb::types::StreamViewType;
 use change_handler::{ChangeHandler, PRODUCER};
 use change_protocol::{ChangeFile, ChangeKey, EventName, HeadPointer};
-use feed_writer::{s3_client, FeedConfig, FeedWriter, S3Store, SystemClock};
+use feed_writer::{FeedConfig, FeedWriter};
 use test_support::{
     dynamodb_stream_event, read_stream_records, sdk_config, unique_name, ReferenceTable,
 };

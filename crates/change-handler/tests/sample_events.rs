@@ -3,9 +3,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use aws_plumbing::{ObjectStore, StoreError, SystemClock};
 use change_handler::{ChangeHandler, HandlerError, PRODUCER};
 use change_protocol::{ChangeFile, ChangeKey, EventName, HeadPointer};
-use feed_writer::{FeedConfig, FeedWriter, ObjectStore, StoreError, SystemClock};
+use feed_writer::{FeedConfig, FeedWriter};
 use serde_json::{json, Value};
 use test_support::MemoryStore;
 

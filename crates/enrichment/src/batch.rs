@@ -7,12 +7,12 @@ use std::time::Duration;
 use change_protocol::ChangeFlag;
 use tracing::warn;
 
-use crate::clock::Clock;
 use crate::lifecycle::{ReferenceEnricher, RefreshReport};
 use crate::loader::Loader;
 use crate::metrics::Metrics;
 use crate::snapshot::Lookup;
 use crate::sources::FeedSource;
+use aws_plumbing::Clock;
 
 /// What the caller says a record is.
 #[derive(Clone, Debug, PartialEq, Eq)]

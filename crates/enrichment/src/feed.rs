@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use crate::metrics::Metrics;
-use crate::sources::{FeedSource, HeadState, SourceError};
+use crate::sources::{Conditional, FeedSource, SourceError};
 
 /// How the feed is followed.
 #[derive(Clone, Debug)]
@@ -145,14 +145,14 @@ impl FeedFollower {
                 .head_state(&head_key(&self.settings.prefix), self.head_etag.as_deref())
                 .await?
             {
-                HeadState::NotModified if !safety_due => {
+                Conditional::NotModified if !safety_due => {
                     Metrics::add(&metrics.head_not_modified, 1);
                     self.last_poll = Some(mono);
                     return Ok(Some(polled));
                 }
-                HeadState::NotModified => Metrics::add(&metrics.head_not_modified, 1),
-                HeadState::Changed(etag) => polled.etag = Some(etag),
-                HeadState::Missing => {}
+                Conditional::NotModified => Metrics::add(&metrics.head_not_modified, 1),
+                Conditional::Changed(etag) => polled.etag = Some(etag),
+                Conditional::Missing => {}
             }
         }
 

@@ -83,7 +83,6 @@
 #![warn(missing_docs)]
 
 mod batch;
-mod clock;
 mod config;
 mod feed;
 mod key;
@@ -99,8 +98,8 @@ mod table;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
+pub use aws_plumbing::{Clock, SystemClock};
 pub use batch::{BatchReport, Classified, Outcome, Unmatched, UnmatchedReason};
-pub use clock::{Clock, SystemClock};
 pub use config::{
     BadRows, Decoder, EnricherConfig, LookupKeyFn, ObjectConfig, ObjectSpec, Policies,
     ReferenceConfig, TableSpec,
@@ -113,7 +112,7 @@ pub use objects::ObjectEnricher;
 pub use rows::{format_of, parse_rows, Format, ObjectError, RowError, Rows};
 pub use snapshot::{Ambiguity, Lookup, Snapshot};
 pub use sources::{
-    BatchGet, DynamoDbTable, FeedSource, HeadState, ListPage, ObjectBody, ObjectSource, S3Feed,
+    BatchGet, Conditional, DynamoDbTable, FeedSource, ListPage, ObjectBody, ObjectSource, S3Feed,
     S3Objects, ScanPage, SourceError, TableSource,
 };
 pub use table::Enricher;

@@ -13,13 +13,13 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::batch::{walk, BatchReport, Classified, Outcome};
-use crate::clock::Clock;
 use crate::config::Policies;
 use crate::feed::{FeedFollower, Polled};
 use crate::loader::{Applied, Cx, Loader};
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::snapshot::{Lookup, Snapshot};
 use crate::sources::{FeedSource, SourceError};
+use aws_plumbing::Clock;
 
 /// Why everything was loaded again instead of applying a delta.
 #[derive(Clone, Debug, PartialEq, Eq)]

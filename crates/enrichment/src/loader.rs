@@ -12,13 +12,13 @@ use std::future::Future;
 
 use change_protocol::ChangeFlag;
 
-use crate::clock::Clock;
 use crate::config::Policies;
 use crate::feed::Fetched;
 use crate::key::LookupKey;
 use crate::lifecycle::{RefreshError, RefreshReport, ReloadReason};
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
+use aws_plumbing::Clock;
 
 /// What a loader may use during one step: the policies, the counters, the clock, and the
 /// report of the refresh it is part of.

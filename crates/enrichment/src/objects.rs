@@ -10,7 +10,6 @@ use change_protocol::{ChangeFlag, ChangeKind, ObjectChange};
 use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
-use crate::clock::{Clock, SystemClock};
 use crate::config::{BadRows, LookupKeyFn, ObjectConfig, ObjectSpec};
 use crate::feed::Fetched;
 use crate::key::{ItemKey, KeyValue, LookupKey};
@@ -20,6 +19,7 @@ use crate::metrics::Metrics;
 use crate::rows::parse_rows;
 use crate::snapshot::Snapshot;
 use crate::sources::{FeedSource, ObjectBody, ObjectSource, S3Feed, S3Objects};
+use aws_plumbing::{Clock, SystemClock};
 
 /// Reference rows from S3 objects, kept current object by object, with the same lifecycle,
 /// policies and counters as the table [`Enricher`](crate::Enricher).

@@ -9,8 +9,11 @@
 use std::collections::HashMap;
 use std::future::Future;
 
+use aws_plumbing::{S3Error, S3Store};
 use aws_sdk_dynamodb::types::{AttributeValue as SdkValue, KeysAndAttributes};
 use change_protocol::Item;
+
+pub use aws_plumbing::{Conditional, ListPage, ObjectBody};
 
 /// A call to a source failed. `operation` names the API call; the message carries the SDK's
 /// whole error chain.
@@ -73,26 +76,6 @@ pub trait TableSource: Clone + Send + Sync + 'static {
         -> impl Future<Output = Result<Option<String>, SourceError>> + Send;
 }
 
-/// One page of a listing.
-#[derive(Clone, Debug, Default)]
-pub struct ListPage {
-    /// Keys in lexical order.
-    pub keys: Vec<String>,
-    /// Continuation token while the listing is truncated.
-    pub next: Option<String>,
-}
-
-/// What a conditional GET of the pointer object found.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum HeadState {
-    /// Same ETag as last time (HTTP 304).
-    NotModified,
-    /// Changed; its new ETag.
-    Changed(String),
-    /// No pointer object (no producer has written yet).
-    Missing,
-}
-
 /// Reads the change feed.
 pub trait FeedSource: Send + Sync + 'static {
     /// One page of ListObjectsV2 under `prefix`, after `start_after`.
@@ -106,12 +89,14 @@ pub trait FeedSource: Send + Sync + 'static {
     /// The whole object at `key`.
     fn get(&self, key: &str) -> impl Future<Output = Result<Vec<u8>, SourceError>> + Send;
 
-    /// A GET of `key` with `If-None-Match: etag`.
+    /// A GET of `key` with `If-None-Match: etag`. [`Conditional::Missing`] when there is no
+    /// such object (404, or 403 where the caller may not list the bucket): the consumer then
+    /// lists, as when the pointer changed.
     fn head_state(
         &self,
         key: &str,
         etag: Option<&str>,
-    ) -> impl Future<Output = Result<HeadState, SourceError>> + Send;
+    ) -> impl Future<Output = Result<Conditional, SourceError>> + Send;
 }
 
 /// [`TableSource`] on the SDK's DynamoDB client.
@@ -229,109 +214,6 @@ impl TableSource for DynamoDbTable {
     }
 }
 
-/// [`FeedSource`] on the SDK's S3 client.
-#[derive(Clone, Debug)]
-pub struct S3Feed {
-    client: aws_sdk_s3::Client,
-    bucket: String,
-}
-
-impl S3Feed {
-    /// Reads the feed in `bucket` with `client` (build it with path-style addressing when it
-    /// talks to an emulator).
-    pub fn new(client: aws_sdk_s3::Client, bucket: impl Into<String>) -> Self {
-        S3Feed {
-            client,
-            bucket: bucket.into(),
-        }
-    }
-}
-
-impl FeedSource for S3Feed {
-    async fn list(
-        &self,
-        prefix: &str,
-        start_after: &str,
-        token: Option<String>,
-    ) -> Result<ListPage, SourceError> {
-        let out = self
-            .client
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(prefix)
-            .start_after(start_after)
-            .set_continuation_token(token)
-            .send()
-            .await
-            .map_err(|e| SourceError::sdk("ListObjectsV2", e))?;
-        let next = if out.is_truncated().unwrap_or(false) {
-            out.next_continuation_token().map(str::to_owned)
-        } else {
-            None
-        };
-        Ok(ListPage {
-            keys: out
-                .contents()
-                .iter()
-                .filter_map(|o| o.key().map(str::to_owned))
-                .collect(),
-            next,
-        })
-    }
-
-    async fn get(&self, key: &str) -> Result<Vec<u8>, SourceError> {
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| SourceError::sdk("GetObject", e))?;
-        let body = out.body.collect().await.map_err(|e| SourceError {
-            operation: "GetObject",
-            message: format!("reading the body of {key}: {e}"),
-        })?;
-        Ok(body.into_bytes().to_vec())
-    }
-
-    async fn head_state(&self, key: &str, etag: Option<&str>) -> Result<HeadState, SourceError> {
-        let result = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .set_if_none_match(etag.map(str::to_owned))
-            .send()
-            .await;
-        match result {
-            Ok(out) => Ok(out
-                .e_tag()
-                .map(|t| HeadState::Changed(t.to_owned()))
-                .unwrap_or(HeadState::Changed(String::new()))),
-            Err(e) => {
-                let status = e.raw_response().map(|r| r.status().as_u16());
-                match status {
-                    Some(304) => Ok(HeadState::NotModified),
-                    Some(404) => Ok(HeadState::Missing),
-                    _ => Err(SourceError::sdk("GetObject", e)),
-                }
-            }
-        }
-    }
-}
-
-/// An object's body and metadata.
-#[derive(Clone, Debug, Default)]
-pub struct ObjectBody {
-    /// The bytes.
-    pub bytes: Vec<u8>,
-    /// Its ETag (with or without quotes).
-    pub etag: Option<String>,
-    /// Its `Content-Encoding`, if any.
-    pub content_encoding: Option<String>,
-}
-
 /// Reads reference objects.
 pub trait ObjectSource: Send + Sync + 'static {
     /// One page of the keys under `prefix`.
@@ -347,72 +229,80 @@ pub trait ObjectSource: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<ObjectBody>, SourceError>> + Send;
 }
 
-/// [`ObjectSource`] on the SDK's S3 client, for one bucket.
+/// The feed and reference-object reads on the workspace's one S3 adapter
+/// ([`aws_plumbing::S3Store`]), for one bucket. [`S3Feed`] and [`S3Objects`] name it for its two
+/// uses.
 #[derive(Clone, Debug)]
-pub struct S3Objects {
-    client: aws_sdk_s3::Client,
+pub struct S3Bucket {
+    store: S3Store,
     bucket: String,
 }
 
-impl S3Objects {
-    /// Reads objects of `bucket`.
+/// [`FeedSource`] on S3: the change feed's bucket.
+pub type S3Feed = S3Bucket;
+/// [`ObjectSource`] on S3: the reference objects' bucket.
+pub type S3Objects = S3Bucket;
+
+impl S3Bucket {
+    /// Reads `bucket` with `client` (build it with [`aws_plumbing::s3_client`], which uses
+    /// path-style addressing when it talks to an emulator).
     pub fn new(client: aws_sdk_s3::Client, bucket: impl Into<String>) -> Self {
-        S3Objects {
-            client,
+        S3Bucket {
+            store: S3Store::new(client),
             bucket: bucket.into(),
         }
     }
 }
 
-impl ObjectSource for S3Objects {
+impl From<S3Error> for SourceError {
+    fn from(e: S3Error) -> SourceError {
+        SourceError {
+            operation: e.operation,
+            message: e.message,
+        }
+    }
+}
+
+impl FeedSource for S3Bucket {
+    async fn list(
+        &self,
+        prefix: &str,
+        start_after: &str,
+        token: Option<String>,
+    ) -> Result<ListPage, SourceError> {
+        Ok(self
+            .store
+            .list_page(&self.bucket, prefix, Some(start_after), token)
+            .await?)
+    }
+
+    async fn get(&self, key: &str) -> Result<Vec<u8>, SourceError> {
+        match self.store.get(&self.bucket, key).await? {
+            Some(body) => Ok(body.bytes),
+            None => Err(SourceError {
+                operation: "GetObject",
+                message: format!("NoSuchKey: {key} is listed but gone"),
+            }),
+        }
+    }
+
+    async fn head_state(&self, key: &str, etag: Option<&str>) -> Result<Conditional, SourceError> {
+        Ok(self
+            .store
+            .get_if_none_match(&self.bucket, key, etag)
+            .await?)
+    }
+}
+
+impl ObjectSource for S3Bucket {
     async fn list(&self, prefix: &str, token: Option<String>) -> Result<ListPage, SourceError> {
-        let out = self
-            .client
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(prefix)
-            .set_continuation_token(token)
-            .send()
-            .await
-            .map_err(|e| SourceError::sdk("ListObjectsV2", e))?;
-        Ok(ListPage {
-            keys: out
-                .contents()
-                .iter()
-                .filter_map(|o| o.key().map(str::to_owned))
-                .collect(),
-            next: if out.is_truncated().unwrap_or(false) {
-                out.next_continuation_token().map(str::to_owned)
-            } else {
-                None
-            },
-        })
+        Ok(self
+            .store
+            .list_page(&self.bucket, prefix, None, token)
+            .await?)
     }
 
     async fn get(&self, key: &str) -> Result<Option<ObjectBody>, SourceError> {
-        match self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-        {
-            Ok(out) => {
-                let etag = out.e_tag().map(str::to_owned);
-                let content_encoding = out.content_encoding().map(str::to_owned);
-                let bytes = out.body.collect().await.map_err(|e| SourceError {
-                    operation: "GetObject",
-                    message: format!("reading the body of {key}: {e}"),
-                })?;
-                Ok(Some(ObjectBody {
-                    bytes: bytes.into_bytes().to_vec(),
-                    etag,
-                    content_encoding,
-                }))
-            }
-            Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(404) => Ok(None),
-            Err(e) => Err(SourceError::sdk("GetObject", e)),
-        }
+        Ok(self.store.get(&self.bucket, key).await?)
     }
 }

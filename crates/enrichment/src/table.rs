@@ -20,7 +20,6 @@ use chrono::{DateTime, Utc};
 use futures_util::future::try_join_all;
 use tracing::warn;
 
-use crate::clock::{Clock, SystemClock};
 use crate::config::{EnricherConfig, LookupKeyFn, TableSpec};
 use crate::feed::Fetched;
 use crate::key::{ItemKey, LookupKey};
@@ -29,6 +28,7 @@ use crate::loader::{Applied, Cx, Loader};
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
 use crate::sources::{DynamoDbTable, FeedSource, S3Feed, SourceError, TableSource};
+use aws_plumbing::{Clock, SystemClock};
 
 /// Reference data from a DynamoDB table, kept current from the change feed. The common case
 /// needs only the item type: `Enricher<Product>` reads the table through the AWS SDK, follows

@@ -40,7 +40,7 @@ use change_protocol::{AttributeValue, Item};
 use crate::key::ItemKey;
 use crate::snapshot::{Ambiguity, Snapshot};
 use crate::sources::{
-    BatchGet, FeedSource, HeadState, ListPage, ObjectBody, ObjectSource, ScanPage, SourceError,
+    BatchGet, Conditional, FeedSource, ListPage, ObjectBody, ObjectSource, ScanPage, SourceError,
     TableSource,
 };
 
@@ -313,13 +313,13 @@ impl FeedSource for MemoryBucket {
         })
     }
 
-    async fn head_state(&self, key: &str, etag: Option<&str>) -> Result<HeadState, SourceError> {
+    async fn head_state(&self, key: &str, etag: Option<&str>) -> Result<Conditional, SourceError> {
         self.check("GetObject")?;
         self.gets.fetch_add(1, Ordering::SeqCst);
         Ok(match self.etag(key) {
-            None => HeadState::Missing,
-            Some(tag) if etag == Some(tag.as_str()) => HeadState::NotModified,
-            Some(tag) => HeadState::Changed(tag),
+            None => Conditional::Missing,
+            Some(tag) if etag == Some(tag.as_str()) => Conditional::NotModified,
+            Some(tag) => Conditional::Changed(tag),
         })
     }
 }

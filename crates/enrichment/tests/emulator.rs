@@ -3,11 +3,12 @@
 
 use std::time::Duration;
 
+use aws_plumbing::{s3_client, S3Store};
 use aws_sdk_dynamodb::types::StreamViewType;
 use change_handler::{ChangeHandler, PRODUCER};
 use change_protocol::{head_key, HeadPointer};
 use enrichment::{Classified, Outcome, ReloadReason};
-use feed_writer::{s3_client, FeedConfig, FeedWriter, S3Store};
+use feed_writer::{FeedConfig, FeedWriter};
 use test_support::{sdk_config, unique_name, FaultProxy, ReferenceTable, StreamPump};
 
 mod common;
@@ -20,7 +21,7 @@ struct Producer {
     bucket: String,
     s3: aws_sdk_s3::Client,
     pump: StreamPump,
-    handler: ChangeHandler<S3Store, feed_writer::SystemClock>,
+    handler: ChangeHandler<S3Store, aws_plumbing::SystemClock>,
 }
 
 impl Producer {
@@ -40,7 +41,7 @@ impl Producer {
         let handler = ChangeHandler::new(FeedWriter::new(
             config,
             S3Store::new(s3.clone()),
-            feed_writer::SystemClock,
+            aws_plumbing::SystemClock,
             PRODUCER,
         ));
         let pump = StreamPump::new(

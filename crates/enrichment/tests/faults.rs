@@ -9,11 +9,12 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use aws_plumbing::{s3_client, S3Store};
 use aws_sdk_dynamodb::types::StreamViewType;
 use change_handler::{ChangeHandler, PRODUCER};
 use change_protocol::{ChangeFile, ChangeKey, StreamChange};
 use esm_emulation::{DynamoDbStreamMapping, Invocation, MappingConfig};
-use feed_writer::{s3_client, FeedConfig, FeedWriter, S3Store};
+use feed_writer::{FeedConfig, FeedWriter};
 use test_support::{
     emulator, read_stream_records, sdk_config, unique_name, Fault, HttpFaultProxy, ReferenceTable,
     Rule,
@@ -86,7 +87,7 @@ async fn twenty_percent_s3_faults_lose_no_change() {
             write_window: Duration::from_secs(20),
         },
         S3Store::new(s3_client(&faulty)),
-        feed_writer::SystemClock,
+        aws_plumbing::SystemClock,
         PRODUCER,
     ));
     let mapping = DynamoDbStreamMapping::new(
@@ -241,7 +242,7 @@ async fn kinesis_throttling_still_gets_every_flag_to_every_shard() {
         },
         S3Store::new(s3.clone()),
         KinesisStream::new(aws_sdk_kinesis::Client::new(&throttled), stream.clone()),
-        feed_writer::SystemClock,
+        aws_plumbing::SystemClock,
     );
     let objects = 12;
     for i in 0..objects {
@@ -333,7 +334,7 @@ async fn a_consumer_under_faults_serves_the_last_snapshot_and_converges_when_the
             write_window: Duration::from_secs(20),
         },
         S3Store::new(s3.clone()),
-        feed_writer::SystemClock,
+        aws_plumbing::SystemClock,
         PRODUCER,
     ));
     let mut pump = StreamPump::new(

@@ -9,9 +9,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use aws_plumbing::{s3_client, S3Store};
 use aws_sdk_dynamodb::types::StreamViewType;
 use change_handler::{ChangeHandler, PRODUCER};
-use feed_writer::{s3_client, FeedConfig, FeedWriter, S3Store};
+use feed_writer::{FeedConfig, FeedWriter};
 use test_support::{sdk_config, unique_name, ReferenceTable, StreamPump};
 use tokio::sync::Mutex;
 
@@ -49,7 +50,7 @@ async fn three_consumers_converge_to_the_table_after_1000_concurrent_random_writ
             write_window: Duration::from_secs(20),
         },
         S3Store::new(s3.clone()),
-        feed_writer::SystemClock,
+        aws_plumbing::SystemClock,
         PRODUCER,
     ));
     let pump = Mutex::new(

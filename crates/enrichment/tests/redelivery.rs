@@ -4,9 +4,10 @@
 
 use std::time::Duration;
 
+use aws_plumbing::{s3_client, S3Store};
 use aws_sdk_dynamodb::types::StreamViewType;
 use change_handler::{ChangeHandler, PRODUCER};
-use feed_writer::{s3_client, FeedConfig, FeedWriter, S3Store};
+use feed_writer::{FeedConfig, FeedWriter};
 use serde_json::Value;
 use test_support::{sdk_config, unique_name, ReferenceTable, StreamPump};
 
@@ -19,7 +20,7 @@ struct Rig {
     table: ReferenceTable,
     bucket: String,
     pump: StreamPump,
-    handler: ChangeHandler<S3Store, feed_writer::SystemClock>,
+    handler: ChangeHandler<S3Store, aws_plumbing::SystemClock>,
 }
 
 impl Rig {
@@ -41,7 +42,7 @@ impl Rig {
                 write_window: Duration::from_secs(20),
             },
             S3Store::new(s3),
-            feed_writer::SystemClock,
+            aws_plumbing::SystemClock,
             PRODUCER,
         ));
         let pump = StreamPump::new(

@@ -4,12 +4,13 @@
 
 use std::time::Duration;
 
+use aws_plumbing::{s3_client, S3Store};
 use aws_sdk_kinesis::primitives::Blob;
 use change_protocol::ChangeFlag;
 use enrichment::{
     Classified, FeedSettings, ObjectConfig, ObjectEnricher, Outcome, S3Feed, S3Objects, SystemClock,
 };
-use feed_writer::{s3_client, FeedConfig, S3Store};
+use feed_writer::FeedConfig;
 use s3_event_handler::{Config, KinesisStream, S3EventHandler};
 use test_support::{create_stream, sdk_config, unique_name, NotifiedBucket};
 
@@ -47,7 +48,7 @@ async fn a_consumer_of_one_shard_reloads_the_object_at_the_flag() {
         },
         S3Store::new(s3.clone()),
         KinesisStream::new(kinesis.clone(), stream.clone()),
-        feed_writer::SystemClock,
+        aws_plumbing::SystemClock,
     );
 
     // GIVEN reference rows in S3 and a consumer that loaded them

@@ -2,41 +2,8 @@
 
 use std::time::Duration;
 
+use aws_plumbing::{optional_var, required_var, validate_bucket, ConfigError};
 use change_protocol::{DEFAULT_WRITE_WINDOW_MS, WRITE_MARGIN_MS};
-
-/// A configuration variable that is missing or invalid. The message names the variable.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConfigError {
-    /// A required variable is not set (or is empty).
-    #[error("environment variable {var} is required but not set")]
-    Missing {
-        /// The variable's name.
-        var: &'static str,
-    },
-    /// A variable is set to a value that cannot be used.
-    #[error("environment variable {var}={value:?} is invalid: {reason}")]
-    Invalid {
-        /// The variable's name.
-        var: &'static str,
-        /// The value it had.
-        value: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-}
-
-/// Reads a required, non-empty variable through `get`.
-pub fn required_var(
-    get: &impl Fn(&str) -> Option<String>,
-    var: &'static str,
-) -> Result<String, ConfigError> {
-    optional_var(get, var).ok_or(ConfigError::Missing { var })
-}
-
-/// Reads an optional variable; an empty value counts as unset.
-pub fn optional_var(get: &impl Fn(&str) -> Option<String>, var: &str) -> Option<String> {
-    get(var).filter(|v| !v.trim().is_empty())
-}
 
 /// Where and how a producer writes the change feed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -110,31 +77,6 @@ fn parse_window(value: &str) -> Result<Duration, ConfigError> {
         ));
     }
     Ok(Duration::from_millis((secs * 1000.0).round() as u64))
-}
-
-/// Checks the general rules for S3 bucket names, so a typo fails at start-up, not per batch.
-pub(crate) fn validate_bucket(var: &'static str, bucket: &str) -> Result<(), ConfigError> {
-    let ok_len = (3..=63).contains(&bucket.len());
-    let ok_chars = bucket
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
-    let ok_ends = bucket
-        .bytes()
-        .next()
-        .is_some_and(|b| b.is_ascii_alphanumeric())
-        && bucket
-            .bytes()
-            .last()
-            .is_some_and(|b| b.is_ascii_alphanumeric());
-    if ok_len && ok_chars && ok_ends {
-        Ok(())
-    } else {
-        Err(ConfigError::Invalid {
-            var,
-            value: bucket.to_owned(),
-            reason: "not a bucket name (3-63 lowercase letters, digits, '-' or '.')".into(),
-        })
-    }
 }
 
 #[cfg(test)]

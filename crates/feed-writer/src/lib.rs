@@ -13,15 +13,14 @@
 //!    consumers) and, if configured, the legacy fixed marker of the original design;
 //! 4. count the batch as written only when every one of those writes succeeded.
 //!
-//! The S3 client sits behind [`ObjectStore`] so the logic runs against fakes in unit tests and
-//! against the real SDK (and the local emulator) in integration tests.
+//! The S3 client sits behind [`aws_plumbing::ObjectStore`] and the time behind
+//! [`aws_plumbing::Clock`], so the logic runs against fakes in unit tests and against the real SDK
+//! ([`aws_plumbing::S3Store`], and the local emulator) in integration tests. Configuration helpers,
+//! the SDK configuration and the S3 adapter are the workspace's shared plumbing, in
+//! `aws-plumbing`; this crate holds only the writer.
 
-mod clock;
 mod config;
-mod store;
 mod writer;
 
-pub use clock::{Clock, SystemClock};
-pub use config::{optional_var, required_var, ConfigError, FeedConfig};
-pub use store::{s3_client, sdk_config, ObjectStore, S3Store, StoreError};
+pub use config::FeedConfig;
 pub use writer::{FeedWriter, WriteError, Written};

@@ -8,7 +8,9 @@ use change_protocol::{
 use chrono::{DateTime, Utc};
 use tokio::time::{timeout_at, Instant};
 
-use crate::{Clock, FeedConfig, ObjectStore, StoreError};
+use aws_plumbing::{Clock, ObjectStore, StoreError};
+
+use crate::FeedConfig;
 
 /// A change file that was written and acknowledged.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -11,12 +11,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use aws_plumbing::{S3Store, SystemClock};
 use change_handler::ChangeHandler;
 use enrichment::{DynamoDbTable, MetricsSnapshot, S3Feed};
 use esm_emulation::{
     DynamoDbStreamMapping, Invocation, KinesisShardMapping, MappingConfig, MappingStats, SqsMapping,
 };
-use feed_writer::{FeedConfig, FeedWriter, S3Store, SystemClock};
+use feed_writer::{FeedConfig, FeedWriter};
 use futures_util::future::join_all;
 use orders_consumer::OrdersConsumer;
 use s3_event_handler::{KinesisStream, S3EventHandler};

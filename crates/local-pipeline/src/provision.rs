@@ -99,7 +99,7 @@ impl Clients {
         Clients {
             ddb: aws_sdk_dynamodb::Client::new(sdk),
             streams: aws_sdk_dynamodbstreams::Client::new(sdk),
-            s3: feed_writer::s3_client(sdk),
+            s3: aws_plumbing::s3_client(sdk),
             kinesis: aws_sdk_kinesis::Client::new(sdk),
             sqs: aws_sdk_sqs::Client::new(sdk),
         }

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
+use aws_plumbing::{optional_var, required_var, ConfigError};
 use enrichment::Unmatched;
-use feed_writer::{optional_var, required_var, ConfigError};
 
 /// The orders consumer's settings.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,11 +1,11 @@
 //! The Lambda handler: a Kinesis batch in, enriched orders and dead letters out.
 
 use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};
+use aws_plumbing::{ObjectStore, StoreError};
 use enrichment::{
     Classified, Enricher, EnricherConfig, FeedSettings, FeedSource, MetricsSnapshot, SystemClock,
     TableSource,
 };
-use feed_writer::{ObjectStore, StoreError};
 use std::borrow::Cow;
 
 use base64::Engine;

@@ -1,8 +1,8 @@
 //! The orders-consumer binary: configuration, clients, runtime. The logic is in the library.
 #![recursion_limit = "256"]
 
+use aws_plumbing::{init, s3_client, sdk_config, S3Store};
 use enrichment::{DynamoDbTable, S3Feed};
-use feed_writer::{s3_client, sdk_config, S3Store};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use orders_consumer::{Config, OrdersConsumer};
 use serde_json::Value;
@@ -10,7 +10,8 @@ use serde_json::Value;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    let config = Config::from_env()?;
+    // A bad variable ends the process with a sentence, reported as the function's init error.
+    let config = init::or_exit("orders-consumer", Config::from_env()).await;
     let sdk = sdk_config(None).await;
     let s3 = s3_client(&sdk);
     let table = DynamoDbTable::new(

@@ -5,10 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use aws_plumbing::{s3_client, ObjectStore, S3Store, StoreError};
 use aws_sdk_dynamodb::types::StreamViewType;
 use change_handler::{ChangeHandler, PRODUCER};
 use enrichment::{DynamoDbTable, S3Feed, Unmatched};
-use feed_writer::{s3_client, FeedConfig, FeedWriter, ObjectStore, S3Store, StoreError};
+use feed_writer::{FeedConfig, FeedWriter};
 use orders_consumer::{Config, OrdersConsumer};
 use serde_json::Value;
 use test_support::{sdk_config, unique_name, MemoryStore, ReferenceTable, StreamPump};
@@ -33,7 +34,7 @@ struct Rig {
     table: ReferenceTable,
     bucket: String,
     pump: StreamPump,
-    handler: ChangeHandler<S3Store, feed_writer::SystemClock>,
+    handler: ChangeHandler<S3Store, aws_plumbing::SystemClock>,
     sdk: aws_config::SdkConfig,
 }
 
@@ -56,7 +57,7 @@ async fn rig() -> Rig {
             write_window: Duration::from_secs(20),
         },
         S3Store::new(s3),
-        feed_writer::SystemClock,
+        aws_plumbing::SystemClock,
         PRODUCER,
     ));
     let pump = StreamPump::new(

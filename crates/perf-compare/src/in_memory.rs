@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context, Result};
 use change_protocol::Item;
 use enrichment::{
-    DynamoDbTable, FeedSource, HeadState, ListPage, ScanPage, SourceError, TableSource,
+    Conditional, DynamoDbTable, FeedSource, ListPage, ScanPage, SourceError, TableSource,
 };
 use orders_consumer::{Config, OrdersConsumer};
 use serde_json::Value;
@@ -86,8 +86,8 @@ impl FeedSource for EmptyFeed {
         })
     }
 
-    async fn head_state(&self, _: &str, _: Option<&str>) -> Result<HeadState, SourceError> {
-        Ok(HeadState::NotModified)
+    async fn head_state(&self, _: &str, _: Option<&str>) -> Result<Conditional, SourceError> {
+        Ok(Conditional::NotModified)
     }
 }
 

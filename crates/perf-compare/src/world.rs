@@ -173,11 +173,7 @@ impl World {
                     .unwrap_or_default();
             }
         }
-        let s3 = aws_sdk_s3::Client::from_conf(
-            aws_sdk_s3::config::Builder::from(&sdk)
-                .force_path_style(true)
-                .build(),
-        );
+        let s3 = aws_plumbing::s3_client(&sdk);
         let bucket = test_support::unique_name("comparison");
         s3.create_bucket()
             .bucket(&bucket)

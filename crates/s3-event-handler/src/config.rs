@@ -1,6 +1,7 @@
 //! Configuration from the environment.
 
-use feed_writer::{optional_var, required_var, ConfigError, FeedConfig};
+use aws_plumbing::{optional_var, required_var, ConfigError};
+use feed_writer::FeedConfig;
 
 /// The s3-event-handler's settings.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -362,7 +362,10 @@ mod tests {
             largest: AtomicUsize::new(0),
         };
         let sender = FlagSender::new(stream);
-        let delivered = sender.send(&[b"flag".to_vec(), b"legacy".to_vec()]).await.unwrap();
+        let delivered = sender
+            .send(&[b"flag".to_vec(), b"legacy".to_vec()])
+            .await
+            .unwrap();
         assert_eq!(delivered.records, 600);
         assert_eq!(*sender.stream.calls.lock().unwrap(), vec![500, 100]);
 

@@ -1,8 +1,9 @@
 //! The Lambda handler: notifications in, a change file and flags on every shard out.
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse};
+use aws_plumbing::{Clock, ObjectStore};
 use change_protocol::{source_label, ChangeFile, ChangeFlag, ChangeKind, Source, SCHEMA_VERSION};
-use feed_writer::{Clock, FeedWriter, ObjectStore, WriteError};
+use feed_writer::{FeedWriter, WriteError};
 use lambda_runtime::Diagnostic;
 use serde_json::Value;
 use tracing::{error, info};

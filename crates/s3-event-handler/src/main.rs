@@ -1,6 +1,6 @@
 //! The s3-event-handler binary: configuration, clients, runtime. The logic is in the library.
 
-use feed_writer::{s3_client, sdk_config, S3Store, SystemClock};
+use aws_plumbing::{init, s3_client, sdk_config, S3Store, SystemClock};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use s3_event_handler::{Config, KinesisStream, S3EventHandler};
 use serde_json::Value;
@@ -8,7 +8,8 @@ use serde_json::Value;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    let config = Config::from_env()?;
+    // A bad variable ends the process with a sentence, reported as the function's init error.
+    let config = init::or_exit("s3-event-handler", Config::from_env()).await;
     let sdk = sdk_config(Some(config.feed.write_budget())).await;
     let stream = KinesisStream::new(
         aws_sdk_kinesis::Client::new(&sdk),

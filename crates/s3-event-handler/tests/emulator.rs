@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
+use aws_plumbing::{s3_client, S3Store, SystemClock};
 use change_protocol::{ChangeFile, ChangeFlag, ChangeKey, ChangeKind};
-use feed_writer::{s3_client, FeedConfig, S3Store, SystemClock};
+use feed_writer::FeedConfig;
 use s3_event_handler::{Config, KinesisStream, S3EventHandler};
 use test_support::{create_stream, records_per_shard, sdk_config, unique_name, NotifiedBucket};
 

@@ -4,8 +4,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use aws_plumbing::{ObjectStore, StoreError, SystemClock};
 use change_protocol::{ChangeFile, ChangeFlag, ChangeKey, ChangeKind};
-use feed_writer::{FeedConfig, ObjectStore, StoreError, SystemClock};
+use feed_writer::FeedConfig;
 use s3_event_handler::flags::{Entry, PutResult, Shard, StreamError};
 use s3_event_handler::{Config, FlagStream, HandlerError, S3EventHandler};
 use serde_json::Value;

@@ -1,4 +1,5 @@
-//! Test support: the shared local emulator, SDK clients for it, fakes and stream readers.
+//! Test support: the shared local emulator, SDK clients for it, fakes, stream readers, and a
+//! stand-in for the Lambda Runtime API that records what a function binary posts at start-up.
 //!
 //! Integration tests talk to a real AWS-API emulator (moto's server mode) on loopback through
 //! the real AWS SDK. The README's test command starts one emulator for the whole run and sets
@@ -13,6 +14,7 @@ mod kinesis;
 mod memory_store;
 mod notified_bucket;
 mod reference;
+mod runtime_api;
 mod streams;
 
 pub use emulator::{emulator, sdk_config, unique_name};
@@ -23,4 +25,5 @@ pub use kinesis::{create_stream, records_per_shard};
 pub use memory_store::MemoryStore;
 pub use notified_bucket::NotifiedBucket;
 pub use reference::{ReferenceTable, ORIGINAL_ITEMS};
+pub use runtime_api::{start_function, RecordedRequest, RuntimeApiStub, StartUp};
 pub use streams::{read_stream_records, StreamPump};

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use feed_writer::{ObjectStore, StoreError};
+use aws_plumbing::{ObjectStore, StoreError};
 
 /// Objects kept in a map; `fail_next` and `delay_next` script the next puts.
 #[derive(Debug, Default)]

@@ -31,7 +31,7 @@ impl NotifiedBucket {
     /// Creates the bucket and queue and subscribes the queue to created and removed objects
     /// under `reference/`.
     pub async fn create(sdk: &aws_config::SdkConfig) -> NotifiedBucket {
-        let s3 = feed_writer::s3_client(sdk);
+        let s3 = aws_plumbing::s3_client(sdk);
         let sqs = aws_sdk_sqs::Client::new(sdk);
         let bucket = unique_name("reference");
         let prefix = "reference/".to_owned();

@@ -6,10 +6,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use aws_plumbing::s3_client;
 use enrichment::{
     DynamoDbTable, Enricher, EnricherConfig, FeedSettings, Lookup, S3Feed, SystemClock,
 };
-use feed_writer::s3_client;
 
 /// A `ProductPriority` item as the tests read it.
 #[derive(Debug, serde::Deserialize)]

@@ -8,8 +8,9 @@
 //! CHANGE_BUCKET=my-feed-bucket cargo run -p feed-writer --bin write-gap -- "batch 4421… discarded by the change-handler mapping"
 //! ```
 
+use aws_plumbing::{s3_client, sdk_config, S3Store, SystemClock};
 use change_protocol::{source_label, ChangeFile, ChangeKind, Source, SCHEMA_VERSION};
-use feed_writer::{s3_client, sdk_config, FeedConfig, FeedWriter, S3Store, SystemClock};
+use feed_writer::{FeedConfig, FeedWriter};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -1,0 +1,245 @@
+//! The workspace's one S3 adapter: [`S3Store`] on the SDK's client.
+//!
+//! Producers and the orders consumer write through the [`ObjectStore`] port (tests pass fakes);
+//! the crates that read the change feed and reference objects delegate to its inherent read
+//! methods ([`S3Store::get`], [`S3Store::list_page`], [`S3Store::get_if_none_match`]) behind
+//! their own ports, converting [`S3Error`] one to one (`operation`, `message`).
+
+use std::future::Future;
+
+use aws_sdk_s3::error::DisplayErrorContext;
+use aws_sdk_s3::primitives::ByteStream;
+
+/// A PutObject that failed; the message carries the SDK's whole error chain.
+#[derive(Debug, thiserror::Error)]
+#[error("PutObject s3://{bucket}/{key} failed: {message}")]
+pub struct StoreError {
+    /// The bucket written to.
+    pub bucket: String,
+    /// The key written to.
+    pub key: String,
+    /// What the service or the transport said.
+    pub message: String,
+}
+
+/// A read from S3 that failed. `operation` names the API call (`GetObject`, `ListObjectsV2`);
+/// the message carries the SDK's whole error chain.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{operation} failed: {message}")]
+pub struct S3Error {
+    /// The API operation.
+    pub operation: &'static str,
+    /// What the service or the transport said.
+    pub message: String,
+}
+
+impl S3Error {
+    fn sdk(operation: &'static str, e: impl std::error::Error) -> S3Error {
+        S3Error {
+            operation,
+            message: DisplayErrorContext(e).to_string(),
+        }
+    }
+}
+
+/// Puts whole objects. Implemented for S3 by [`S3Store`]; tests pass fakes.
+pub trait ObjectStore: Send + Sync {
+    /// Writes `body` to `bucket/key`, replacing any object there.
+    fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// A shared store is a store (tests keep an `Arc` to look into a fake the code under test owns).
+impl<S: ObjectStore> ObjectStore for std::sync::Arc<S> {
+    fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).put(bucket, key, body)
+    }
+}
+
+/// An object's body and metadata, as [`S3Store::get`] read it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ObjectBody {
+    /// The bytes.
+    pub bytes: Vec<u8>,
+    /// Its ETag, as S3 sent it (with quotes).
+    pub etag: Option<String>,
+    /// Its `Content-Encoding`, if any.
+    pub content_encoding: Option<String>,
+}
+
+/// One page of a listing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListPage {
+    /// Keys in lexical order.
+    pub keys: Vec<String>,
+    /// The continuation token for the next page, only while the listing is truncated.
+    pub next: Option<String>,
+}
+
+/// What a conditional GET (`If-None-Match`) found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Conditional {
+    /// The object still has the given ETag (HTTP 304).
+    NotModified,
+    /// The object changed (or no ETag was given); its ETag now (empty if S3 sent none).
+    Changed(String),
+    /// There is no such object (HTTP 404, or 403 where the caller may not list the bucket).
+    Missing,
+}
+
+/// [`ObjectStore`] and the reads on the AWS SDK's S3 client. Build the client once at start-up
+/// with [`crate::s3_client`]; every method takes the bucket, so one value serves every bucket.
+#[derive(Clone, Debug)]
+pub struct S3Store {
+    client: aws_sdk_s3::Client,
+}
+
+impl S3Store {
+    /// Wraps a client built once at start-up.
+    pub fn new(client: aws_sdk_s3::Client) -> S3Store {
+        S3Store { client }
+    }
+
+    /// The client, for calls this adapter does not make.
+    pub fn client(&self) -> &aws_sdk_s3::Client {
+        &self.client
+    }
+
+    /// The whole object at `bucket/key` with its ETag and `Content-Encoding`; `None` when there
+    /// is no such object (HTTP 404).
+    ///
+    /// # Errors
+    /// [`S3Error`] with operation `GetObject` for any other failure, including a body that
+    /// could not be read to its end.
+    pub async fn get(&self, bucket: &str, key: &str) -> Result<Option<ObjectBody>, S3Error> {
+        match self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => {
+                let etag = out.e_tag().map(str::to_owned);
+                let content_encoding = out.content_encoding().map(str::to_owned);
+                let bytes = out.body.collect().await.map_err(|e| S3Error {
+                    operation: "GetObject",
+                    message: format!("reading the body of {key}: {e}"),
+                })?;
+                Ok(Some(ObjectBody {
+                    bytes: bytes.into_bytes().to_vec(),
+                    etag,
+                    content_encoding,
+                }))
+            }
+            Err(e) if status(&e) == Some(404) => Ok(None),
+            Err(e) => Err(S3Error::sdk("GetObject", e)),
+        }
+    }
+
+    /// One page (up to 1,000 keys) of ListObjectsV2 of `bucket` under `prefix`, after
+    /// `start_after` if given, continuing from `token` if given. [`ListPage::next`] is set only
+    /// while the listing is truncated.
+    ///
+    /// # Errors
+    /// [`S3Error`] with operation `ListObjectsV2`.
+    pub async fn list_page(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        token: Option<String>,
+    ) -> Result<ListPage, S3Error> {
+        let out = self
+            .client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .set_start_after(start_after.map(str::to_owned))
+            .set_continuation_token(token)
+            .send()
+            .await
+            .map_err(|e| S3Error::sdk("ListObjectsV2", e))?;
+        let next = if out.is_truncated().unwrap_or(false) {
+            out.next_continuation_token().map(str::to_owned)
+        } else {
+            None
+        };
+        Ok(ListPage {
+            keys: out
+                .contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_owned))
+                .collect(),
+            next,
+        })
+    }
+
+    /// A GET of `bucket/key` with `If-None-Match: etag` (an unconditional GET without one),
+    /// for cheap polling of a small object such as the change feed's `_head` pointer. The body
+    /// is not read.
+    ///
+    /// # Errors
+    /// [`S3Error`] with operation `GetObject` for anything but a success, a 304, a 404 or a 403.
+    pub async fn get_if_none_match(
+        &self,
+        bucket: &str,
+        key: &str,
+        etag: Option<&str>,
+    ) -> Result<Conditional, S3Error> {
+        let result = self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .set_if_none_match(etag.map(str::to_owned))
+            .send()
+            .await;
+        match result {
+            Ok(out) => Ok(Conditional::Changed(
+                out.e_tag().map(str::to_owned).unwrap_or_default(),
+            )),
+            // S3 answers 403 instead of 404 for a missing key when the caller may not list the
+            // bucket (or the prefix): for a pointer that only means "not there".
+            Err(e) => match status(&e) {
+                Some(304) => Ok(Conditional::NotModified),
+                Some(404 | 403) => Ok(Conditional::Missing),
+                _ => Err(S3Error::sdk("GetObject", e)),
+            },
+        }
+    }
+}
+
+/// The HTTP status of a failed call's response, if there was one.
+fn status<E>(e: &aws_sdk_s3::error::SdkError<E>) -> Option<u16> {
+    e.raw_response().map(|r| r.status().as_u16())
+}
+
+impl ObjectStore for S3Store {
+    async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), StoreError> {
+        self.client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .content_type("application/json")
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+                message: DisplayErrorContext(&e).to_string(),
+            })
+    }
+}

@@ -1,0 +1,146 @@
+//! The S3 adapter against the emulator: put, get (a 404 is `None`), paged listings with
+//! `StartAfter`, and the conditional GET of a pointer object (304, changed, missing).
+
+use aws_plumbing::{s3_client, Conditional, ObjectStore, S3Store};
+use test_support::{sdk_config, unique_name};
+
+async fn store_with_bucket() -> (S3Store, String) {
+    let store = S3Store::new(s3_client(&sdk_config().await));
+    let bucket = unique_name("plumbing");
+    store
+        .client()
+        .create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("CreateBucket");
+    (store, bucket)
+}
+
+#[tokio::test]
+async fn a_put_object_reads_back_with_its_etag_and_a_missing_one_is_none() {
+    let (s3, bucket) = store_with_bucket().await;
+    s3.put(&bucket, "feed/a.json", b"{\"a\":1}".to_vec())
+        .await
+        .unwrap();
+    let body = s3
+        .get(&bucket, "feed/a.json")
+        .await
+        .unwrap()
+        .expect("found");
+    assert_eq!(body.bytes, b"{\"a\":1}");
+    assert!(body.etag.is_some_and(|t| !t.is_empty()));
+    assert_eq!(body.content_encoding, None);
+    assert_eq!(s3.get(&bucket, "feed/missing.json").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_failed_call_names_its_operation() {
+    // Nothing listens on port 9: every call fails in transport, once (no SDK retries).
+    let unreachable = sdk_config()
+        .await
+        .into_builder()
+        .endpoint_url("http://127.0.0.1:9")
+        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(1))
+        .build();
+    let s3 = S3Store::new(s3_client(&unreachable));
+    let err = s3.get("bucket", "k").await.unwrap_err();
+    assert_eq!(err.operation, "GetObject");
+    assert!(err.to_string().starts_with("GetObject failed: "), "{err}");
+    let err = s3
+        .get_if_none_match("bucket", "k", Some("\"e\""))
+        .await
+        .unwrap_err();
+    assert_eq!(err.operation, "GetObject");
+    let err = s3.list_page("bucket", "", None, None).await.unwrap_err();
+    assert_eq!(err.operation, "ListObjectsV2");
+    let err = s3.put("bucket", "k", vec![]).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("PutObject s3://bucket/k failed: "),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_bucket_reads_as_a_missing_object_as_s3_answers_404() {
+    // S3 answers GetObject on a missing bucket with 404 (NoSuchBucket), like a missing key.
+    let (s3, _) = store_with_bucket().await;
+    let missing = unique_name("no-such-bucket");
+    assert_eq!(s3.get(&missing, "k").await.unwrap(), None);
+    assert_eq!(
+        s3.get_if_none_match(&missing, "k", None).await.unwrap(),
+        Conditional::Missing
+    );
+    let err = s3.list_page(&missing, "", None, None).await.unwrap_err();
+    assert_eq!(err.operation, "ListObjectsV2");
+    assert!(err.message.contains("NoSuchBucket"), "{err}");
+}
+
+#[tokio::test]
+async fn listings_page_while_truncated_and_start_after_a_key() {
+    let (s3, bucket) = store_with_bucket().await;
+    for i in 0..1005 {
+        s3.put(&bucket, &format!("feed/{i:04}"), vec![])
+            .await
+            .unwrap();
+    }
+    s3.put(&bucket, "other/x", vec![]).await.unwrap();
+
+    let first = s3.list_page(&bucket, "feed/", None, None).await.unwrap();
+    assert_eq!(first.keys.len(), 1000);
+    assert_eq!(first.keys[0], "feed/0000");
+    let token = first.next.expect("truncated: a continuation token");
+    let second = s3
+        .list_page(&bucket, "feed/", None, Some(token))
+        .await
+        .unwrap();
+    assert_eq!(
+        second.keys,
+        [
+            "feed/1000",
+            "feed/1001",
+            "feed/1002",
+            "feed/1003",
+            "feed/1004"
+        ]
+    );
+    assert_eq!(second.next, None, "no token on the last page");
+
+    let after = s3
+        .list_page(&bucket, "feed/", Some("feed/1002"), None)
+        .await
+        .unwrap();
+    assert_eq!(after.keys, ["feed/1003", "feed/1004"]);
+    assert_eq!(after.next, None);
+}
+
+#[tokio::test]
+async fn a_conditional_get_tells_not_modified_changed_and_missing_apart() {
+    let (s3, bucket) = store_with_bucket().await;
+    let key = "feed/_head";
+    assert_eq!(
+        s3.get_if_none_match(&bucket, key, None).await.unwrap(),
+        Conditional::Missing
+    );
+    s3.put(&bucket, key, b"one".to_vec()).await.unwrap();
+    let Conditional::Changed(etag) = s3.get_if_none_match(&bucket, key, None).await.unwrap() else {
+        panic!("an unconditional GET of an object is Changed");
+    };
+    assert!(!etag.is_empty());
+    assert_eq!(
+        s3.get_if_none_match(&bucket, key, Some(&etag))
+            .await
+            .unwrap(),
+        Conditional::NotModified
+    );
+    s3.put(&bucket, key, b"two".to_vec()).await.unwrap();
+    let changed = s3
+        .get_if_none_match(&bucket, key, Some(&etag))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&changed, Conditional::Changed(new) if *new != etag),
+        "{changed:?}"
+    );
+}

@@ -1,0 +1,173 @@
+//! A stand-in for the Lambda Runtime API that records what a function process posts, for tests
+//! of start-up: `AWS_LAMBDA_RUNTIME_API` points at it, and every request is answered
+//! `202 Accepted` (an empty `404` for `GET …/invocation/next`, so a function that did start
+//! does not get an event).
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+/// One request the stub received.
+#[derive(Clone, Debug)]
+pub struct RecordedRequest {
+    /// `POST`, `GET`, …
+    pub method: String,
+    /// The path, e.g. `/2018-06-01/runtime/init/error`.
+    pub path: String,
+    /// Headers, names in lowercase.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl RecordedRequest {
+    /// The first value of header `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON.
+    ///
+    /// # Panics
+    /// If it is not JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+}
+
+/// The stub; it serves until the test's runtime ends.
+#[derive(Clone, Debug)]
+pub struct RuntimeApiStub {
+    address: String,
+    requests: Arc<Mutex<Vec<RecordedRequest>>>,
+}
+
+impl RuntimeApiStub {
+    /// Listens on a free loopback port.
+    pub async fn start() -> RuntimeApiStub {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind stub");
+        let address = listener.local_addr().expect("stub address").to_string();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let recorded = requests.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let recorded = recorded.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        let recorded = recorded.clone();
+                        async move { Ok::<_, Infallible>(record(&recorded, req).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        RuntimeApiStub { address, requests }
+    }
+
+    /// `host:port`, the value for `AWS_LAMBDA_RUNTIME_API`.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Every request so far, in order.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+async fn record(
+    recorded: &Mutex<Vec<RecordedRequest>>,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes().to_vec())
+        .unwrap_or_default();
+    let next = parts.uri.path().ends_with("/invocation/next");
+    recorded
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(RecordedRequest {
+            method: parts.method.to_string(),
+            path: parts.uri.path().to_owned(),
+            headers: parts
+                .headers
+                .iter()
+                .map(|(n, v)| {
+                    (
+                        n.as_str().to_owned(),
+                        v.to_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect(),
+            body,
+        });
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = if next {
+        StatusCode::NOT_FOUND
+    } else {
+        StatusCode::ACCEPTED
+    };
+    response
+}
+
+/// What a function process did at start-up behind a [`RuntimeApiStub`].
+#[derive(Debug)]
+pub struct StartUp {
+    /// How it ended.
+    pub status: std::process::ExitStatus,
+    /// Its standard output and standard error, one after the other.
+    pub output: String,
+    /// What it sent to the Runtime API.
+    pub requests: Vec<RecordedRequest>,
+}
+
+/// Runs the function binary `program` with only `vars` (and `AWS_LAMBDA_RUNTIME_API` pointing
+/// at a fresh [`RuntimeApiStub`]) in its environment, until it exits.
+///
+/// # Panics
+/// If it cannot be started or runs for more than 30 s (a function that started would wait for
+/// events: give it a configuration that stops it at start-up).
+pub async fn start_function(program: &str, vars: &[(&str, &str)]) -> StartUp {
+    let api = RuntimeApiStub::start().await;
+    let mut command = tokio::process::Command::new(program);
+    command
+        .env_clear()
+        .envs(vars.iter().copied())
+        .env("AWS_LAMBDA_RUNTIME_API", api.address())
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(std::time::Duration::from_secs(30), command.output())
+        .await
+        .unwrap_or_else(|_| panic!("{program} did not exit within 30 s"))
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    StartUp {
+        status: output.status,
+        output: format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+        requests: api.requests(),
+    }
+}
