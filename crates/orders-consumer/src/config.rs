@@ -35,6 +35,10 @@ pub struct Config {
     /// on every batch). Under load Lambda invokes a shard's batches back to back, so this bounds
     /// the feed requests; it adds up to this much to propagation.
     pub feed_poll_interval: Duration,
+    /// `FEED_RETENTION_DAYS`: how long change files live (the feed bucket's lifecycle rule,
+    /// infra/'s `ChangeFileRetentionDays`; default 7, at least 2). A consumer whose last listing
+    /// is older than this minus a day reloads fully.
+    pub feed_retention: Duration,
 }
 
 impl Config {
@@ -95,6 +99,22 @@ impl Config {
             legacy_flag_dish: or("LEGACY_FLAG_DISH", "CHANGE_FLAG"),
             write_window: secs("WRITE_WINDOW_SECS", 20)?,
             max_staleness: secs("MAX_STALENESS_SECS", 900)?,
+            feed_retention: match optional_var(get, "FEED_RETENTION_DAYS") {
+                None => Duration::from_secs(7 * 24 * 3600),
+                Some(v) => v
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|d| (2..=36_500).contains(d))
+                    .map(|d| Duration::from_secs(d * 24 * 3600))
+                    .ok_or(ConfigError::Invalid {
+                        var: "FEED_RETENTION_DAYS",
+                        value: v,
+                        reason: "a whole number of days, at least 2 (consumers reload when their \
+                                 last listing is older than this minus a day)"
+                            .into(),
+                    })?,
+            },
             feed_poll_interval: match optional_var(get, "FEED_POLL_INTERVAL_MS") {
                 None => Duration::from_secs(1),
                 Some(v) => v
@@ -140,6 +160,13 @@ mod tests {
         assert_eq!(c.key_attributes, ["item", "price"]);
         assert_eq!(c.legacy_flag_dish, "CHANGE_FLAG");
         assert_eq!(c.feed_poll_interval, Duration::from_secs(1));
+        assert_eq!(c.feed_retention, Duration::from_secs(7 * 24 * 3600));
+        assert_eq!(
+            config(&[("FEED_RETENTION_DAYS", "30")])
+                .unwrap()
+                .feed_retention,
+            Duration::from_secs(30 * 24 * 3600)
+        );
         assert_eq!(
             config(&[("FEED_POLL_INTERVAL_MS", "0")])
                 .unwrap()
@@ -156,6 +183,8 @@ mod tests {
             ("WRITE_WINDOW_SECS", "0"),
             ("REFERENCE_KEY_ATTRIBUTES", "a,b,c"),
             ("FEED_POLL_INTERVAL_MS", "1s"),
+            ("FEED_RETENTION_DAYS", "1"),
+            ("FEED_RETENTION_DAYS", "a week"),
         ] {
             let err = config(&[(var, value)]).unwrap_err();
             assert!(err.to_string().contains(var), "{err}");

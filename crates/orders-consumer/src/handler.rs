@@ -71,6 +71,7 @@ impl<Tb: TableSource, Fd: FeedSource, S: ObjectStore> OrdersConsumer<Tb, Fd, S> 
                 prefix: config.change_prefix.clone(),
                 write_window: config.write_window,
                 poll_interval: config.feed_poll_interval,
+                retention: config.feed_retention,
                 ..FeedSettings::default()
             });
         OrdersConsumer {
@@ -92,6 +93,11 @@ impl<Tb: TableSource, Fd: FeedSource, S: ObjectStore> OrdersConsumer<Tb, Fd, S> 
     pub fn with_embedded_metrics(mut self, on: bool) -> Self {
         self.emf = on;
         self
+    }
+
+    /// The policies the enricher follows (from the configuration).
+    pub async fn policies(&self) -> enrichment::Policies {
+        self.enricher.lock().await.policies().clone()
     }
 
     /// The enricher's counters (requests, refreshes, staleness).
@@ -176,6 +182,11 @@ impl<Tb: TableSource, Fd: FeedSource, S: ObjectStore> OrdersConsumer<Tb, Fd, S> 
                     .unwrap_or_else(|| "reference data not loaded".into())
             });
             error!(%shard, first_sequence, %reason, "reference data not current for this batch; reporting it for retry");
+            if self.emf {
+                // The staleness alarm must see a consumer that cannot load or refresh.
+                let metrics = self.enricher.lock().await.metrics();
+                println!("{}", embedded_metrics(&BatchOutput::default(), &metrics));
+            }
             summary.failed = Some(reason);
             return Ok((failure(&first_sequence), summary));
         }
@@ -259,6 +270,11 @@ struct KinesisData<'a> {
 }
 
 /// One CloudWatch embedded-metric-format log line for a batch.
+/// The staleness reported when the reference data was never loaded (and the cap of any other):
+/// a year, far above any alarm threshold, and inside the range CloudWatch accepts for a metric
+/// value (an unbounded value such as `f64::MAX` is rejected and the metric is dropped).
+pub const STALENESS_UNKNOWN_SECS: f64 = 365.0 * 24.0 * 3600.0;
+
 pub fn embedded_metrics(output: &BatchOutput, m: &MetricsSnapshot) -> Value {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -281,7 +297,9 @@ pub fn embedded_metrics(output: &BatchOutput, m: &MetricsSnapshot) -> Value {
             }],
         },
         "Function": "orders-consumer",
-        "ReferenceStalenessSeconds": m.staleness.map_or(f64::MAX, |s| s.as_secs_f64()),
+        "ReferenceStalenessSeconds": m
+            .staleness
+            .map_or(STALENESS_UNKNOWN_SECS, |s| s.as_secs_f64().min(STALENESS_UNKNOWN_SECS)),
         "EnrichedOrders": output.enriched,
         "UnmatchedOrders": output.unmatched_dead_lettered + output.passed + output.dropped,
         "InvalidRecords": output.invalid,
@@ -298,4 +316,61 @@ fn failure(sequence: &str) -> KinesisEventResponse {
     let mut r = KinesisEventResponse::default();
     r.batch_item_failures.push(f);
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use enrichment::testing::{MemoryBucket, MemoryTable};
+    use std::time::Duration;
+
+    fn config(pairs: &[(&str, &str)]) -> Config {
+        let mut all = vec![
+            ("REFERENCE_TABLE", "ProductPriority"),
+            ("CHANGE_BUCKET", "feed-bucket"),
+            ("OUTPUT_BUCKET", "out-bucket"),
+        ];
+        all.extend_from_slice(pairs);
+        Config::from_lookup(&|k: &str| {
+            all.iter()
+                .rev()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| (*v).to_owned())
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_feed_retention_reaches_the_enricher() {
+        let consumer = OrdersConsumer::new(
+            config(&[("FEED_RETENTION_DAYS", "30")]),
+            MemoryTable::new(&["item", "price"]),
+            MemoryBucket::default(),
+            test_support::MemoryStore::new(),
+        );
+        assert_eq!(
+            consumer.policies().await.feed.retention,
+            Duration::from_secs(30 * 24 * 3600)
+        );
+        // infra/ sets it from the change files' lifecycle rule.
+        let template = include_str!("../../../infra/template.yaml");
+        assert!(template.contains("FEED_RETENTION_DAYS: !Ref ChangeFileRetentionDays"));
+        assert!(template.contains("ExpirationInDays: !Ref ChangeFileRetentionDays"));
+    }
+
+    #[test]
+    fn unknown_staleness_is_a_bounded_metric_value() {
+        // CloudWatch accepts values up to 2^360 (about 1.17e108); a larger one drops the metric.
+        let never_loaded = MetricsSnapshot::default();
+        let line = embedded_metrics(&BatchOutput::default(), &never_loaded);
+        let value = line["ReferenceStalenessSeconds"].as_f64().unwrap();
+        assert_eq!(value, STALENESS_UNKNOWN_SECS);
+        assert!(value.is_finite() && value < 1.17e108);
+        let ancient = MetricsSnapshot {
+            staleness: Some(Duration::from_secs(u64::MAX / 2)),
+            ..MetricsSnapshot::default()
+        };
+        let line = embedded_metrics(&BatchOutput::default(), &ancient);
+        assert_eq!(line["ReferenceStalenessSeconds"], STALENESS_UNKNOWN_SECS);
+    }
 }
