@@ -195,6 +195,7 @@ pub async fn run(
         write_window: Duration::from_secs(20),
         max_staleness: Duration::from_secs(900),
         feed_poll_interval: Duration::from_secs(1),
+        feed_retention: Duration::from_secs(7 * 24 * 3600),
     };
     // One consumer per shard: each shard's batches run in their own Lambda environment.
     let consumers: Vec<_> = p
