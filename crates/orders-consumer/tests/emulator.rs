@@ -97,6 +97,7 @@ impl Rig {
             write_window: Duration::from_secs(20),
             max_staleness: Duration::from_secs(900),
             feed_poll_interval: Duration::from_secs(1),
+            feed_retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
 
