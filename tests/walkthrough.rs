@@ -68,7 +68,7 @@ async fn burger_orders_follow_the_update_and_nothing_is_lost() {
     // consumer applied it are high: on each shard the switch happens once, in stream order.
     // From the send times: an order sent 2 s before the update was consumed (1 poll a second)
     // before it happened; one sent 2 s after it reached a consumer that had applied it. Orders
-    // in between may see either value (design notes, section 3: "no later than").
+    // in between may see either value (`docs/design.md` section 3, "No later than the flag").
     let update = s.update_at.unwrap();
     let mut by_shard: BTreeMap<&str, Vec<(u128, &str)>> = BTreeMap::new();
     for line in s.output.iter().filter(|l| l.item == "burger") {

@@ -1,7 +1,8 @@
 //! From a DynamoDB Streams Lambda event to the content of a change file. Pure: no I/O.
 //!
 //! Each record is parsed on its own, so one record that does not parse cannot fail the batch:
-//! it becomes an [`OpaqueRecord`] (design notes, section 1). Only a payload that is not a
+//! it becomes an [`OpaqueRecord`] (`docs/design.md` section 1.5, "Untypeable records are not
+//! a batch failure"). Only a payload that is not a
 //! DynamoDB Streams event at all is an error.
 
 use aws_lambda_events::event::dynamodb::EventRecord;

@@ -11,7 +11,8 @@ use crate::seq::SequenceNumber;
 /// The schema version this crate writes and reads.
 pub const SCHEMA_VERSION: u32 = 1;
 
-/// The default write window W in milliseconds (design notes, section 1).
+/// The default write window W in milliseconds (`docs/design.md` section 1.1, "Bounded write
+/// window W").
 pub const DEFAULT_WRITE_WINDOW_MS: u64 = 20_000;
 
 /// The part of W kept for clock lag: a producer acknowledges a batch only if its PUT succeeded

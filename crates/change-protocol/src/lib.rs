@@ -6,7 +6,7 @@
 //! producer or consumer logic. It depends on serde, serde_json, serde_dynamo (the DynamoDB
 //! attribute form, one item type for stream events and SDK reads) and chrono (the key's UTC time).
 //!
-//! # The contract (design notes, section 1)
+//! # The contract (`docs/design.md`, section 1)
 //! - **Keys are ordered by write time** ([`ChangeKey`]): the producer reads the UTC time just
 //!   before its PutObject; never the records' creation time.
 //! - **Bounded write window W** ([`ChangeFile::write_window_ms`], default

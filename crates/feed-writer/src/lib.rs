@@ -1,7 +1,8 @@
 //! Writes change files to the S3 change feed, for every producer.
 //!
 //! Both producers (the DynamoDB-stream `change-handler` and the `s3-event-handler`) end a batch the
-//! same way, so the rules of design notes section 1 live here once:
+//! same way, so the rules of `docs/design.md` section 1.1 (keys and the write window) live
+//! here once:
 //!
 //! 1. read the UTC time just before the PutObject and build the key from it
 //!    ([`change_protocol::ChangeKey`]); never from the records' time;
