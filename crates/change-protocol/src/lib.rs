@@ -38,6 +38,7 @@
 //! assert_eq!(file.opaque[0].typed_keys().unwrap().len(), 2);
 //! ```
 //! ```json
+#![warn(missing_docs)]
 #![doc = include_str!("../tests/data/example-change-file.json")]
 //! ```
 

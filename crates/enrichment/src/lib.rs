@@ -78,7 +78,7 @@
 //! # }
 //! ```
 //!
-//! Without AWS, the in-memory sources of [`testing`] (feature `testing`) stand in for the table
+//! Without AWS, the in-memory sources of `enrichment::testing` (feature `testing`) stand in for the table
 //! and the bucket; the examples on [`Enricher`], [`ObjectEnricher`] and [`Reader`] use them.
 #![warn(missing_docs)]
 

@@ -4,7 +4,7 @@
 //! change feed (ListObjectsV2, GetObject, a conditional GET of the `_head` pointer);
 //! [`ObjectSource`] reads reference objects (ListObjectsV2, GetObject). [`DynamoDbTable`],
 //! [`S3Feed`] and [`S3Objects`] implement them on the AWS SDK; tests pass the in-memory sources
-//! of [`crate::testing`] or the same adapters pointed at the local emulator.
+//! of `enrichment::testing` (feature `testing`) or the same adapters pointed at the local emulator.
 
 use std::collections::HashMap;
 use std::future::Future;

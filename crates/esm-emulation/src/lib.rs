@@ -11,6 +11,7 @@
 //!   record (`ReportBatchItemFailures` semantics), or the whole batch on an invocation error;
 //! - [`normalize_s3_notification`], [`sqs_event`]: S3 notifications through SQS, with the
 //!   fields the emulator leaves out filled in as AWS documents them.
+#![warn(missing_docs)]
 
 mod dynamodb;
 mod kinesis;

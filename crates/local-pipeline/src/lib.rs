@@ -8,6 +8,7 @@
 //! `ReportBatchItemFailures` retries and per-shard checkpoints. A generator writes orders like
 //! the original's Kinesis Data Generator. Nothing depends on this crate, and no function behaves
 //! differently because it exists.
+#![warn(missing_docs)]
 
 pub mod demo;
 pub mod generator;

@@ -269,12 +269,12 @@ struct KinesisData<'a> {
     data: Cow<'a, str>,
 }
 
-/// One CloudWatch embedded-metric-format log line for a batch.
 /// The staleness reported when the reference data was never loaded (and the cap of any other):
 /// a year, far above any alarm threshold, and inside the range CloudWatch accepts for a metric
 /// value (an unbounded value such as `f64::MAX` is rejected and the metric is dropped).
 pub const STALENESS_UNKNOWN_SECS: f64 = 365.0 * 24.0 * 3600.0;
 
+/// One CloudWatch embedded-metric-format log line for a batch.
 pub fn embedded_metrics(output: &BatchOutput, m: &MetricsSnapshot) -> Value {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -6,6 +6,7 @@
 //! through its own request-counting proxy, so start-up, handler time, CPU, memory and AWS
 //! requests are measured the same way for both. The `compare` binary runs the scenarios and
 //! writes the report; `scripts/compare` builds and runs it in one command.
+#![warn(missing_docs)]
 
 pub mod function;
 pub mod runtime_api;
