@@ -21,6 +21,7 @@
 
 pub mod config;
 pub mod handler;
+pub mod kpl;
 pub mod orders;
 pub mod output;
 pub mod partition;

@@ -1,0 +1,237 @@
+//! Records aggregated by the Kinesis Producer Library (KPL), and every library that writes its
+//! format, de-aggregated into their user records. Pure.
+//!
+//! An aggregated Kinesis record is the 4 magic bytes `F3 89 9A C2`, a protobuf
+//! `AggregatedRecord` (a table of partition keys, a table of explicit hash keys, and the user
+//! records, each naming its partition key by index), and the MD5 digest of that protobuf body.
+//! A record without the magic bytes is an ordinary record. The protobuf is decoded with `prost`
+//! (the messages are declared here with its derive, so no `protoc` runs at build time) and the
+//! digest checked with the RustCrypto `md-5` crate.
+//!
+//! Each user record keeps the Kinesis record's sequence number and gets its index in the
+//! aggregate as its **sub-sequence number**, as the Kinesis Client Library numbers them.
+
+use md5::{Digest, Md5};
+
+/// The magic bytes that start an aggregated record.
+pub const MAGIC: [u8; 4] = [0xF3, 0x89, 0x9A, 0xC2];
+const DIGEST_LEN: usize = 16;
+
+/// The KPL's `AggregatedRecord` message.
+#[derive(Clone, PartialEq, prost::Message)]
+struct AggregatedRecord {
+    #[prost(string, repeated, tag = "1")]
+    partition_key_table: Vec<String>,
+    #[prost(string, repeated, tag = "2")]
+    explicit_hash_key_table: Vec<String>,
+    #[prost(message, repeated, tag = "3")]
+    records: Vec<AggregatedEntry>,
+}
+
+/// The KPL's `Record` message: one user record.
+#[derive(Clone, PartialEq, prost::Message)]
+struct AggregatedEntry {
+    #[prost(uint64, required, tag = "1")]
+    partition_key_index: u64,
+    #[prost(uint64, optional, tag = "2")]
+    explicit_hash_key_index: Option<u64>,
+    #[prost(bytes = "vec", required, tag = "3")]
+    data: Vec<u8>,
+    #[prost(message, repeated, tag = "4")]
+    tags: Vec<Tag>,
+}
+
+/// The KPL's `Tag` message (unused by consumers, decoded so that it does not fail).
+#[derive(Clone, PartialEq, prost::Message)]
+struct Tag {
+    #[prost(string, required, tag = "1")]
+    key: String,
+    #[prost(string, optional, tag = "2")]
+    value: Option<String>,
+}
+
+/// One user record of an aggregated Kinesis record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserRecord {
+    /// Its own partition key.
+    pub partition_key: String,
+    /// Its index in the aggregate.
+    pub sub_sequence: u64,
+    /// Its data.
+    pub data: Vec<u8>,
+}
+
+/// Why a record with the magic bytes is not a valid aggregate. The whole Kinesis record is
+/// dead-lettered with this reason.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AggregateError {
+    /// Too short to hold a body and a digest.
+    #[error("KPL aggregated record of {0} bytes is too short for its MD5 trailer")]
+    TooShort(usize),
+    /// The MD5 trailer does not match the body.
+    #[error("KPL aggregated record has a wrong MD5 checksum (corrupted or truncated)")]
+    Checksum,
+    /// The body is not an `AggregatedRecord`.
+    #[error("KPL aggregated record has an invalid protobuf body: {0}")]
+    Protobuf(String),
+    /// A user record names a partition key the table does not have.
+    #[error("KPL user record {index} names partition key {key_index}, but the table has {keys}")]
+    PartitionKey {
+        /// The user record's index.
+        index: usize,
+        /// The index it names.
+        key_index: u64,
+        /// Entries in the partition key table.
+        keys: usize,
+    },
+}
+
+/// What a Kinesis record's data holds.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Deaggregated {
+    /// An ordinary record (no magic bytes).
+    Plain,
+    /// The user records of an aggregate, in order.
+    Aggregated(Vec<UserRecord>),
+}
+
+/// De-aggregates one Kinesis record's data.
+///
+/// # Errors
+/// [`AggregateError`] when the data starts with the magic bytes but is not a valid aggregate.
+pub fn deaggregate(data: &[u8]) -> Result<Deaggregated, AggregateError> {
+    let Some(rest) = data.strip_prefix(&MAGIC) else {
+        return Ok(Deaggregated::Plain);
+    };
+    if rest.len() < DIGEST_LEN {
+        return Err(AggregateError::TooShort(data.len()));
+    }
+    let (body, digest) = rest.split_at(rest.len() - DIGEST_LEN);
+    if Md5::digest(body).as_slice() != digest {
+        return Err(AggregateError::Checksum);
+    }
+    let aggregate = <AggregatedRecord as prost::Message>::decode(body)
+        .map_err(|e| AggregateError::Protobuf(e.to_string()))?;
+    let keys = aggregate.partition_key_table;
+    aggregate
+        .records
+        .into_iter()
+        .enumerate()
+        .map(|(index, r)| {
+            let key = usize::try_from(r.partition_key_index)
+                .ok()
+                .and_then(|i| keys.get(i))
+                .ok_or(AggregateError::PartitionKey {
+                    index,
+                    key_index: r.partition_key_index,
+                    keys: keys.len(),
+                })?;
+            Ok(UserRecord {
+                partition_key: key.clone(),
+                sub_sequence: index as u64,
+                data: r.data,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Deaggregated::Aggregated)
+}
+
+/// Aggregates user records (partition key, data) in the KPL format: for tests and tools that
+/// produce aggregated records (the consumer only reads them).
+pub fn aggregate(records: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut keys: Vec<String> = Vec::new();
+    let entries = records
+        .iter()
+        .map(|(key, data)| {
+            let index = keys.iter().position(|k| k == key).unwrap_or_else(|| {
+                keys.push((*key).to_owned());
+                keys.len() - 1
+            });
+            AggregatedEntry {
+                partition_key_index: index as u64,
+                explicit_hash_key_index: None,
+                data: data.to_vec(),
+                tags: vec![],
+            }
+        })
+        .collect();
+    let body = prost::Message::encode_to_vec(&AggregatedRecord {
+        partition_key_table: keys,
+        explicit_hash_key_table: vec![],
+        records: entries,
+    });
+    let mut out = MAGIC.to_vec();
+    out.extend_from_slice(&body);
+    out.extend_from_slice(Md5::digest(&body).as_slice());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_records_pass_through() {
+        assert_eq!(deaggregate(b"{\"dish\":\"pizza\"}"), Ok(Deaggregated::Plain));
+        assert_eq!(deaggregate(b""), Ok(Deaggregated::Plain));
+    }
+
+    #[test]
+    fn an_aggregate_round_trips_with_partition_keys_and_sub_sequence_numbers() {
+        let data = aggregate(&[("a", b"one"), ("b", b"two"), ("a", b"three")]);
+        let Deaggregated::Aggregated(records) = deaggregate(&data).unwrap() else {
+            panic!("not aggregated")
+        };
+        let got: Vec<(&str, u64, &[u8])> = records
+            .iter()
+            .map(|r| (r.partition_key.as_str(), r.sub_sequence, r.data.as_slice()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("a", 0, &b"one"[..]),
+                ("b", 1, &b"two"[..]),
+                ("a", 2, &b"three"[..])
+            ]
+        );
+    }
+
+    #[test]
+    fn a_bad_checksum_a_bad_body_or_a_bad_key_index_say_so() {
+        let mut data = aggregate(&[("a", b"one")]);
+        let last = data.len() - 1;
+        data[last] ^= 1;
+        assert_eq!(deaggregate(&data), Err(AggregateError::Checksum));
+
+        let mut garbage = MAGIC.to_vec();
+        let body = [0xFFu8, 0xFF, 0xFF];
+        garbage.extend_from_slice(&body);
+        garbage.extend_from_slice(Md5::digest(body).as_slice());
+        let err = deaggregate(&garbage).unwrap_err();
+        assert!(matches!(err, AggregateError::Protobuf(_)), "{err}");
+
+        let body = prost::Message::encode_to_vec(&AggregatedRecord {
+            partition_key_table: vec![],
+            explicit_hash_key_table: vec![],
+            records: vec![AggregatedEntry {
+                partition_key_index: 3,
+                explicit_hash_key_index: None,
+                data: b"x".to_vec(),
+                tags: vec![],
+            }],
+        });
+        let mut bad_key = MAGIC.to_vec();
+        bad_key.extend_from_slice(&body);
+        bad_key.extend_from_slice(Md5::digest(&body).as_slice());
+        assert!(matches!(
+            deaggregate(&bad_key),
+            Err(AggregateError::PartitionKey { key_index: 3, .. })
+        ));
+
+        assert_eq!(
+            deaggregate(&MAGIC[..]),
+            Err(AggregateError::TooShort(4)),
+            "magic bytes alone"
+        );
+    }
+}
