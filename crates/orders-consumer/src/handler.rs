@@ -17,6 +17,7 @@ use tokio::sync::Mutex;
 use tracing::{error, info};
 
 use crate::config::Config;
+use crate::kpl::{deaggregate, Deaggregated};
 use crate::orders::{classify, Product, Record};
 use crate::output::{build, BatchOutput, Input, Naming};
 
@@ -40,7 +41,7 @@ impl From<HandlerError> for Diagnostic {
 /// What one batch did, for logs, metrics and the local pipeline's summary.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BatchSummary {
-    /// Records in the batch.
+    /// Records in the batch: user records, once KPL aggregates are de-aggregated.
     pub records: usize,
     /// What was written (and counted).
     pub output: BatchOutput,
@@ -150,11 +151,33 @@ impl<Tb: TableSource, Fd: FeedSource, S: ObjectStore> OrdersConsumer<Tb, Fd, S> 
                         "Records[{i}].kinesis.data is not base64: {e}"
                     ))
                 })?;
-            inputs.push(Input {
-                record: classify(&data, &self.config.legacy_flag_dish),
-                sequence_number: r.kinesis.sequence_number.to_string(),
-                data,
-            });
+            let sequence_number = r.kinesis.sequence_number.to_string();
+            match deaggregate(&data) {
+                Ok(Deaggregated::Plain) => inputs.push(Input {
+                    record: classify(&data, &self.config.legacy_flag_dish),
+                    sequence_number,
+                    sub_sequence: None,
+                    data,
+                }),
+                // Each user record is one input, named by its record's sequence number and its
+                // sub-sequence number; failures reported to the mapping still name the batch's
+                // first Kinesis record, so an aggregate is retried whole.
+                Ok(Deaggregated::Aggregated(users)) => {
+                    inputs.extend(users.into_iter().map(|u| Input {
+                        record: classify(&u.data, &self.config.legacy_flag_dish),
+                        sequence_number: sequence_number.clone(),
+                        sub_sequence: Some(u.sub_sequence),
+                        data: u.data,
+                    }))
+                }
+                // Never skipped: the whole Kinesis record is dead-lettered with the reason.
+                Err(e) => inputs.push(Input {
+                    record: Record::Invalid(e.to_string()),
+                    sequence_number,
+                    sub_sequence: None,
+                    data,
+                }),
+            }
         }
         let records = inputs.len();
 
@@ -356,6 +379,145 @@ mod tests {
         let template = include_str!("../../../infra/template.yaml");
         assert!(template.contains("FEED_RETENTION_DAYS: !Ref ChangeFileRetentionDays"));
         assert!(template.contains("ExpirationInDays: !Ref ChangeFileRetentionDays"));
+    }
+
+    /// Kinesis records made by AWS's own aggregation library (`aws-kinesis-agg`, pinned in
+    /// requirements-dev.txt and installed into `.venv` by scripts/setup): `aggregates` records of
+    /// `per` orders each, as (partition key, base64 data).
+    fn kpl_records(aggregates: usize, per: usize) -> Vec<(String, String)> {
+        let python = concat!(env!("CARGO_MANIFEST_DIR"), "/../../.venv/bin/python");
+        let script = r#"
+import base64, json, sys
+from aws_kinesis_agg.aggregator import RecordAggregator
+aggregates, per = int(sys.argv[1]), int(sys.argv[2])
+dishes = ["burger", "pizza", "salad", "donut"]
+out = []
+for a in range(aggregates):
+    agg = RecordAggregator()
+    for i in range(per):
+        n = a * per + i
+        order = {"dish": dishes[n % 4], "cost": n, "customer_id": 1000 + n}
+        assert agg.add_user_record(str(1000 + n), json.dumps(order).encode()) is None
+    key, _, data = agg.clear_and_get().get_contents()
+    out.append([key, base64.b64encode(data).decode()])
+print(json.dumps(out))
+"#;
+        let run = std::process::Command::new(python)
+            .args(["-c", script, &aggregates.to_string(), &per.to_string()])
+            .output()
+            .unwrap_or_else(|e| panic!("{python}: {e} (scripts/setup installs aws-kinesis-agg)"));
+        assert!(
+            run.status.success(),
+            "aws-kinesis-agg failed: {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        serde_json::from_slice(&run.stdout).unwrap()
+    }
+
+    fn kinesis_event(records: &[(String, String)]) -> Value {
+        let records: Vec<Value> = records
+            .iter()
+            .enumerate()
+            .map(|(i, (key, data))| {
+                let seq = format!("4959033827149025660855969253836157109592157598913658{:04}", i);
+                serde_json::json!({
+                    "kinesis": {
+                        "kinesisSchemaVersion": "1.0",
+                        "partitionKey": key,
+                        "sequenceNumber": seq,
+                        "data": data,
+                        "approximateArrivalTimestamp": 1795650067.123
+                    },
+                    "eventSource": "aws:kinesis",
+                    "eventVersion": "1.0",
+                    "eventID": format!("shardId-000000000002:{seq}"),
+                    "eventName": "aws:kinesis:record",
+                    "invokeIdentityArn": "arn:aws:iam::123456789012:role/orders-consumer",
+                    "awsRegion": "us-east-1",
+                    "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/SourceKinesisStream"
+                })
+            })
+            .collect();
+        serde_json::json!({ "Records": records })
+    }
+
+    fn products() -> MemoryTable {
+        let table = MemoryTable::new(&["item", "price"]);
+        for (item, priority) in [("burger", "medium"), ("pizza", "low"), ("salad", "high")] {
+            let mut product = enrichment::testing::item(&[("item", item), ("priority", priority)]);
+            product.insert(
+                "price".into(),
+                change_protocol::AttributeValue::N("100".into()),
+            );
+            table.put(product);
+        }
+        table
+    }
+
+    #[tokio::test]
+    async fn records_aggregated_by_the_kpl_are_enriched_one_by_one() {
+        // GIVEN 200 orders in five records aggregated by AWS's library, and one aggregate whose
+        // MD5 trailer was damaged in transit
+        let mut records = kpl_records(6, 40);
+        let damaged = &mut records[5].1;
+        let mut bytes = base64::engine::general_purpose::STANDARD
+            .decode(damaged.as_bytes())
+            .unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xFF;
+        *damaged = base64::engine::general_purpose::STANDARD.encode(bytes);
+        let store = test_support::MemoryStore::new();
+        let consumer = OrdersConsumer::new(config(&[]), products(), MemoryBucket::default(), store);
+        // WHEN the consumer handles them
+        let (response, summary) = consumer
+            .handle_batch(&kinesis_event(&records))
+            .await
+            .unwrap();
+        // THEN every user record is one input: 150 enriched, 50 donuts dead-lettered as
+        // unmatched, and the damaged aggregate dead-lettered whole with the reason
+        assert!(response.batch_item_failures.is_empty());
+        let out = &summary.output;
+        assert_eq!(summary.records, 200 + 1);
+        assert_eq!(
+            (out.enriched, out.unmatched_dead_lettered, out.invalid),
+            (150, 50, 1)
+        );
+        assert_eq!(out.accounted(), summary.records);
+        let dead = consumer
+            .store
+            .get(
+                "out-bucket",
+                &format!("dead-letter/shardId-000000000002-{}.jsonl", first_seq()),
+            )
+            .unwrap();
+        let dead = String::from_utf8(dead).unwrap();
+        assert!(dead.contains("wrong MD5 checksum"), "{dead}");
+        // Each line names its record and sub-sequence number; (sequence, sub-sequence) is unique.
+        let mut seen = std::collections::HashSet::new();
+        for key in consumer.store.put_keys() {
+            let body = consumer.store.get("out-bucket", &key).unwrap();
+            for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                let v: Value = serde_json::from_slice(line).unwrap();
+                if v.get("reason")
+                    .is_some_and(|r| r.as_str().unwrap().contains("MD5"))
+                {
+                    continue;
+                }
+                let id = (
+                    v["sequence_number"].as_str().unwrap().to_owned(),
+                    v["sub_sequence_number"]
+                        .as_u64()
+                        .expect("a sub-sequence number"),
+                );
+                assert!(seen.insert(id), "{v}");
+            }
+        }
+        assert_eq!(seen.len(), 200);
+        assert!(seen.iter().all(|(_, sub)| *sub < 40));
+    }
+
+    fn first_seq() -> String {
+        "49590338271490256608559692538361571095921575989136580000".to_owned()
     }
 
     #[test]

@@ -172,7 +172,10 @@ mod tests {
 
     #[test]
     fn plain_records_pass_through() {
-        assert_eq!(deaggregate(b"{\"dish\":\"pizza\"}"), Ok(Deaggregated::Plain));
+        assert_eq!(
+            deaggregate(b"{\"dish\":\"pizza\"}"),
+            Ok(Deaggregated::Plain)
+        );
         assert_eq!(deaggregate(b""), Ok(Deaggregated::Plain));
     }
 

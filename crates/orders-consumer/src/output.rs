@@ -2,8 +2,9 @@
 //!
 //! Names are the partition path, then the batch's shard and first record's sequence number, so
 //! a batch retried from its first record overwrites its own objects instead of duplicating them.
-//! Every line carries its source shard and sequence number, so downstream can de-duplicate when
-//! a reference change between two attempts moved a record to another partition.
+//! Every line carries its source shard and sequence number (and sub-sequence number for a user
+//! record of a KPL aggregate), so downstream can de-duplicate when a reference change between two
+//! attempts moved a record to another partition.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,8 +22,10 @@ pub const UNMATCHED_PARTITION: &str = "__unmatched__";
 /// One input record of a batch.
 #[derive(Clone, Debug)]
 pub struct Input {
-    /// Its sequence number.
+    /// Its Kinesis record's sequence number.
     pub sequence_number: String,
+    /// Its index in a KPL aggregate (`None` for an ordinary Kinesis record).
+    pub sub_sequence: Option<u64>,
     /// Its data.
     pub data: Vec<u8>,
     /// What it is.
@@ -52,6 +55,8 @@ struct EnrichedLine<'a> {
     shard: &'a str,
     sequence_number: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
+    sub_sequence_number: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     unmatched: Option<String>,
 }
 
@@ -60,6 +65,8 @@ struct DeadLetter<'a> {
     reason: String,
     shard: &'a str,
     sequence_number: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sub_sequence_number: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     data: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -117,6 +124,7 @@ pub fn build(naming: &Naming<'_>, outcomes: Vec<Outcome<Input, Product>>) -> Bat
             reason,
             shard: naming.shard,
             sequence_number: &input.sequence_number,
+            sub_sequence_number: input.sub_sequence,
             data: text,
             data_base64: text
                 .is_none()
@@ -207,6 +215,7 @@ fn write_line(
         customer_id: order.customer_id,
         shard: naming.shard,
         sequence_number: &input.sequence_number,
+        sub_sequence_number: input.sub_sequence,
         unmatched,
     };
     let body = partitions.entry(path).or_default();
