@@ -106,6 +106,9 @@ pub struct RefreshReport {
     pub reread: usize,
     /// The refresh failed; the last good snapshot keeps serving.
     pub error: Option<String>,
+    /// A maximum-age reload failed, but the feed was followed: the data is current, and the
+    /// reload is tried again after a backoff.
+    pub reload_error: Option<String>,
     /// Reference data that was rejected (bad rows or objects, with key and line).
     pub problems: Vec<String>,
 }
@@ -117,6 +120,7 @@ impl RefreshReport {
             || self.files > 0
             || self.reread > 0
             || self.error.is_some()
+            || self.reload_error.is_some()
             || !self.problems.is_empty()
     }
 }
@@ -407,15 +411,17 @@ impl<L: Loader, Fd: FeedSource, C: Clock> ReferenceEnricher<L, Fd, C> {
         let Some(last) = self.last_full_load else {
             return Some(ReloadReason::FirstLoad);
         };
+        // Before the maximum age: past the retention the feed cannot be followed at all, so this
+        // reload must not be taken for the optional one (which keeps following the feed).
+        if self.feed.is_some() && self.follower.beyond_retention() {
+            return Some(ReloadReason::BeyondRetention);
+        }
         if self
             .policies
             .max_age
             .is_some_and(|max| last.elapsed() > max)
         {
             return Some(ReloadReason::MaximumAge);
-        }
-        if self.feed.is_some() && self.follower.beyond_retention() {
-            return Some(ReloadReason::BeyondRetention);
         }
         None
     }
@@ -426,9 +432,8 @@ impl<L: Loader, Fd: FeedSource, C: Clock> ReferenceEnricher<L, Fd, C> {
         flag: Option<&ChangeFlag>,
         report: &mut RefreshReport,
     ) -> Result<(), RefreshError> {
-        // A failed maximum-age reload does not stop the feed being followed: its error is
-        // reported after the poll, and it is tried again after the backoff.
-        let mut deferred = None;
+        // A failed maximum-age reload does not stop the feed being followed (the data stays
+        // current): it is reported in `reload_error`, counted, and tried again after the backoff.
         match self.pending.clone().or_else(|| self.reload_due()) {
             None => {}
             Some(ReloadReason::MaximumAge) if self.backoff.wait().is_some() => {}
@@ -436,15 +441,16 @@ impl<L: Loader, Fd: FeedSource, C: Clock> ReferenceEnricher<L, Fd, C> {
                 match self.full_reload(ReloadReason::MaximumAge, report).await {
                     Ok(()) => return Ok(()),
                     Err(e) => {
+                        Metrics::add(&self.metrics.refresh_errors, 1);
+                        warn!(error = %e, "maximum-age reload failed; following the feed, retrying after a backoff");
                         self.backoff.failed(&e);
-                        deferred = Some(e);
+                        report.reload_error = Some(e.to_string());
                     }
                 }
             }
             Some(reason) => return self.pending_reload_now(reason, report).await,
         }
-        self.follow(at_flag, flag, report).await?;
-        deferred.map_or(Ok(()), Err)
+        self.follow(at_flag, flag, report).await
     }
 
     /// A reload the data cannot do without: kept pending until it succeeds, attempted at once
@@ -574,11 +580,13 @@ impl<L: Loader, Fd: FeedSource, C: Clock> ReferenceEnricher<L, Fd, C> {
         self.last_current = Some(started);
         self.pending = None;
         self.backoff = Backoff::default();
-        self.follower.set_position(position);
         if let Some(polled) = self.pending_poll.take() {
             // Its files are covered by the load that followed them.
             self.follower.commit(&polled);
         }
+        // Then the position taken before the load: the feed is followed from there, not from
+        // the earlier poll's listing (which would fetch again what the load covers).
+        self.follower.set_position(position);
         info!(%reason, items, "full reload");
         report.full_reload = Some(reason);
         Ok(())

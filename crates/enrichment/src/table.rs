@@ -85,10 +85,78 @@ where
     }
 }
 
+/// What the loader knows of an item: the last sequence number applied, and how current its
+/// value is.
 #[derive(Clone, Debug)]
 struct ItemState {
     seq: Option<SequenceNumber>,
-    creation_ms: i64,
+    stamp: Stamp,
+}
+
+/// How current an item's value is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stamp {
+    /// Applied from the image of a change created at this time (ms).
+    Change(i64),
+    /// Read from the table (a consistent read) at this time (ms, the consumer's clock).
+    Read(i64),
+}
+
+/// What to do with a change of an item.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Verdict {
+    /// The item already reflects it (or something newer).
+    Skip,
+    /// Apply its image (if it has one; else read the item).
+    Apply,
+    /// Only a consistent read can tell: read the item.
+    Reread,
+}
+
+/// The per-item order rule (`docs/design.md` 1.3). A creation time is a second rounded down, so
+/// a change happened within `[second, second + 1 s)`; `margin` covers clock skew.
+///
+/// - Applied from a change's image: an equal sequence number is skipped; an older one is skipped
+///   unless it was created in a later second (then sequence and creation order disagree: read);
+///   a newer one created in an earlier second is read; otherwise applied.
+/// - Read from the table at time T: a change made before T − margin is reflected by the read
+///   (skipped, whatever its sequence number); a newer one made at or after T + margin applies
+///   from its image; anything in between is read again.
+fn verdict(
+    state: Option<&ItemState>,
+    seq: &SequenceNumber,
+    created_ms: i64,
+    margin_ms: i64,
+) -> Verdict {
+    let Some(state) = state else {
+        return Verdict::Apply;
+    };
+    if state.seq.as_ref() == Some(seq) {
+        return Verdict::Skip;
+    }
+    let older = state.seq.as_ref().is_some_and(|applied| seq < applied);
+    let second = created_ms.div_euclid(1000);
+    match state.stamp {
+        Stamp::Read(at) => {
+            let (earliest, latest) = (second * 1000, second * 1000 + 999);
+            if latest < at - margin_ms {
+                Verdict::Skip
+            } else if earliest >= at + margin_ms && !older {
+                Verdict::Apply
+            } else {
+                Verdict::Reread
+            }
+        }
+        Stamp::Change(applied_ms) => {
+            let applied_second = applied_ms.div_euclid(1000);
+            match (older, second.cmp(&applied_second)) {
+                (true, std::cmp::Ordering::Greater) => Verdict::Reread,
+                (true, _) => Verdict::Skip,
+                (false, std::cmp::Ordering::Less) => Verdict::Reread,
+                (false, _) => Verdict::Apply,
+            }
+        }
+    }
 }
 
 /// Items re-read by key, with the newest sequence number that asked for it (none for an opaque
@@ -354,25 +422,17 @@ where
                 }
             };
             let state = staged.get(&key).or_else(|| self.states.get(&key));
-            let second = change.approximate_creation_ms.div_euclid(1000);
-            let applied_second = state.map(|s| s.creation_ms.div_euclid(1000));
-            // Sequence order and creation order must agree; where they do not, only a read
-            // can tell which is current. Skip only an equal sequence number, or an older one
-            // that was not created later.
-            let older = match state.and_then(|s| s.seq.as_ref()) {
-                Some(applied) if change.sequence_number == *applied => {
-                    Metrics::add(&cx.metrics.changes_skipped, 1);
-                    continue;
-                }
-                Some(applied) => change.sequence_number < *applied,
-                None => false,
-            };
-            let created_later = applied_second.is_some_and(|a| second > a);
-            if older && !created_later {
+            let verdict = verdict(
+                state,
+                &change.sequence_number,
+                change.approximate_creation_ms,
+                margin.num_milliseconds(),
+            );
+            if verdict == Verdict::Skip {
                 Metrics::add(&cx.metrics.changes_skipped, 1);
                 continue;
             }
-            let order_disagrees = older || applied_second.is_some_and(|a| second < a);
+            let order_disagrees = verdict == Verdict::Reread;
             let no_image = change.new_image.is_none() && change.event_name != EventName::Remove;
             let around_full_load =
                 reread_before.is_some_and(|r| change.approximate_creation_ms < r);
@@ -421,7 +481,7 @@ where
             key,
             ItemState {
                 seq: Some(change.sequence_number.clone()),
-                creation_ms: change.approximate_creation_ms,
+                stamp: Stamp::Change(change.approximate_creation_ms),
             },
         );
     }
@@ -460,10 +520,8 @@ where
             }
         }
         Metrics::add(&metrics.items_reread, keys.len() as u64);
-        // A read item is as new as the read: only changes made after it (plus the clock
-        // margin) apply from their images; older ones are read again or skipped.
-        let margin = chrono::Duration::from_std(cx.policies.feed.clock_margin).unwrap_or_default();
-        let stamp = (cx.clock.now() + margin).timestamp_millis();
+        // A read item is as new as the read (see `verdict`).
+        let read_at = cx.clock.now().timestamp_millis();
         for (key, seq) in keys {
             if !found.contains(&key) {
                 next.remove(&key);
@@ -477,7 +535,7 @@ where
                 key,
                 ItemState {
                     seq,
-                    creation_ms: stamp,
+                    stamp: Stamp::Read(read_at),
                 },
             );
         }

@@ -954,7 +954,8 @@ async fn a_failed_maximum_age_reload_keeps_following_the_feed() {
     r.write(&[modify(10, "burger", "high", AFTER_LOAD)]);
     let report = r.refresh_later().await;
     // The reload failed and says so, but the delta applied: the data is current.
-    assert!(report.error.is_some(), "{report:?}");
+    assert!(report.reload_error.is_some(), "{report:?}");
+    assert!(report.error.is_none(), "{report:?}");
     assert_eq!(report.applied, 1);
     assert_eq!(r.priority("burger").as_deref(), Some("high"));
     assert!(r.enricher.staleness().unwrap() < Duration::from_secs(1));
@@ -981,16 +982,22 @@ async fn an_older_sequence_number_created_later_is_reread() {
     r.write(&[modify(20, "burger", "from seq 20", AFTER_LOAD)]);
     r.refresh_later().await;
     assert_eq!(r.priority("burger").as_deref(), Some("from seq 20"));
+    // An older sequence number not created later is simply skipped.
+    r.write(&[modify(16, "burger", "from seq 16", AFTER_LOAD)]);
+    let report = r.refresh_later().await;
+    assert_eq!((report.reread, report.applied), (0, 0));
     // Sequence order says older, creation order says later: only a read can tell.
+    r.clock.advance(60_000);
     r.table.put(product("burger", "current"));
     r.write(&[modify(15, "burger", "from seq 15", AFTER_LOAD + 3_000)]);
     let report = r.refresh_later().await;
     assert_eq!(report.reread, 1, "{report:?}");
     assert_eq!(r.priority("burger").as_deref(), Some("current"));
-    // An older sequence number not created later is simply skipped.
-    r.write(&[modify(16, "burger", "from seq 16", AFTER_LOAD)]);
+    // After the read, a change made well before it (an older sequence number or not) is
+    // reflected by the read: skipped.
+    r.write(&[modify(14, "burger", "from seq 14", AFTER_LOAD + 3_500)]);
     let report = r.refresh_later().await;
-    assert_eq!((report.reread, report.applied), (0, 0));
+    assert_eq!((report.reread, report.applied), (0, 0), "{report:?}");
 }
 
 #[tokio::test]
@@ -1022,4 +1029,129 @@ async fn a_reread_item_is_as_new_as_the_read() {
     let report = r.refresh_later().await;
     assert_eq!(report.applied, 1, "{report:?}");
     assert_eq!(r.priority("salad").as_deref(), Some("after the read"));
+}
+
+// Found by review: interleavings around re-reads, retention and pending reloads.
+
+#[tokio::test]
+async fn an_older_sequence_made_just_after_a_reread_is_not_lost() {
+    let mut r = rig();
+    r.enricher.refresh().await;
+    r.clock.advance(AFTER_LOAD);
+    r.table.put(product("salad", "read at T"));
+    r.write(&[Change {
+        seq: 20,
+        event: EventName::Modify,
+        item: "salad",
+        priority: None,
+        created_ms: AFTER_LOAD,
+    }]);
+    r.clock.advance(10_000);
+    assert_eq!(r.refresh_later().await.reread, 1);
+    let read_at = r.clock.ms() - 1_795_650_000_000;
+    // 2 s after the read (inside the margin), from another shard: a lower sequence number.
+    r.clock.advance(2_000);
+    r.table.put(product("salad", "after the read"));
+    r.write(&[modify(15, "salad", "after the read", read_at + 2_000)]);
+    let report = r.refresh_later().await;
+    assert_eq!(report.reread, 1, "{report:?}");
+    assert_eq!(r.priority("salad").as_deref(), Some("after the read"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_maximum_age_reload_does_not_hide_the_retention_reload() {
+    let mut r = rig_with(|c| {
+        c.with_max_age(Some(Duration::from_secs(6 * 3600)))
+            .with_max_staleness(Some(Duration::from_secs(900)))
+            .with_feed(FeedSettings {
+                poll_interval: Duration::ZERO,
+                retention: Duration::from_secs(3 * 24 * 3600),
+                ..FeedSettings::default()
+            })
+    });
+    r.enricher.refresh().await;
+    r.clock.advance(AFTER_LOAD);
+    r.table.put(product("burger", "high"));
+    let key = r.write(&[modify(10, "burger", "high", AFTER_LOAD)]);
+    // Idle for four days: the change file expired meanwhile.
+    tokio::time::advance(Duration::from_secs(4 * 24 * 3600)).await;
+    r.clock.advance(4 * 24 * 3600 * 1000);
+    r.feed.remove(&key);
+    r.table.set_failing(true);
+    let report = r.refresh_later().await;
+    assert!(
+        matches!(
+            r.enricher.pending_reload(),
+            Some(ReloadReason::BeyondRetention)
+        ),
+        "{report:?}"
+    );
+    assert!(report.error.is_some(), "{report:?}");
+    // Not confirmed current while the reload is pending: past the limit records are stale.
+    tokio::time::advance(Duration::from_secs(901)).await;
+    r.refresh_later().await;
+    assert!(r.enricher.is_too_stale());
+    r.table.set_failing(false);
+    tokio::time::advance(Duration::from_secs(60)).await;
+    r.refresh_later().await;
+    assert_eq!(r.priority("burger").as_deref(), Some("high"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_maximum_age_reload_at_a_flag_holds_no_current_record() {
+    let mut r = rig_with(|c| c.with_max_age(Some(Duration::from_secs(600))));
+    r.enricher.refresh().await;
+    r.clock.advance(AFTER_LOAD);
+    r.refresh_later().await;
+    tokio::time::advance(Duration::from_secs(601)).await;
+    r.table.set_failing(true);
+    r.write(&[modify(10, "burger", "high", AFTER_LOAD)]);
+    r.clock.advance(100);
+    let (outcomes, report) = r
+        .enricher
+        .enrich(vec!["FLAG", "burger"], |r| {
+            if *r == "FLAG" {
+                Classified::Flag
+            } else {
+                Classified::Data((*r).to_owned())
+            }
+        })
+        .await;
+    assert_eq!(r.priority("burger").as_deref(), Some("high"));
+    assert_eq!(report.held, 0, "{:?} {outcomes:?}", report.retry);
+    assert!(report.refreshes[0].reload_error.is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_recovered_pending_reload_follows_the_feed_from_its_own_position() {
+    let mut r = rig();
+    r.enricher.refresh().await;
+    r.clock.advance(AFTER_LOAD);
+    r.refresh_later().await;
+    r.write_gap();
+    r.table.set_failing(true);
+    r.refresh_later().await;
+    // Twenty changes during the outage; the reload after it covers them all.
+    for i in 0..20u64 {
+        r.clock.advance(5_000);
+        let p = format!("p{i}");
+        let created = r.clock.ms() - 1_795_650_000_000;
+        r.table.put(product("burger", &p));
+        r.write(&[modify(100 + i, "burger", &p, created)]);
+    }
+    r.clock.advance(200_000);
+    tokio::time::advance(Duration::from_secs(300)).await;
+    r.table.set_failing(false);
+    assert!(matches!(
+        r.refresh_later().await.full_reload,
+        Some(ReloadReason::Gap { .. })
+    ));
+    assert_eq!(r.priority("burger").as_deref(), Some("p19"));
+    let gets = r.table.batch_gets();
+    let report = r.refresh_later().await;
+    assert_eq!(
+        (report.files, r.table.batch_gets() - gets),
+        (0, 0),
+        "{report:?}"
+    );
 }
