@@ -5,7 +5,9 @@
 //! the real AWS SDK. The README's test command starts one emulator for the whole run and sets
 //! `AWS_ENDPOINT_URL`; when it is not set (a plain `cargo test`), [`emulator`] starts a private
 //! one for the test binary, which stops when the binary exits. Each test makes its own
-//! uniquely named buckets and tables, so tests share one emulator safely.
+//! uniquely named buckets and tables, so tests share one emulator safely. Resources are made by
+//! `local_emulator::provision`, the provisioning the local pipeline uses too (checked against
+//! `infra/template.yaml`).
 
 mod emulator;
 mod fault_proxy;
