@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
+use local_emulator::provision::Names;
 use local_pipeline::demo::{run, Options, Summary};
-use local_pipeline::provision::Names;
 use test_support::{sdk_config, unique_name};
 
 fn names() -> Names {

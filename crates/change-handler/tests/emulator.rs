@@ -6,89 +6,14 @@
 
 use std::time::Duration;
 
-use aws_plumbing::{s3_client, S3Store, SystemClock};
 use aws_sdk_dynamodb::types::StreamViewType;
-use change_handler::{ChangeHandler, PRODUCER};
-use change_protocol::{ChangeFile, ChangeKey, EventName, HeadPointer};
-use feed_writer::{FeedConfig, FeedWriter};
-use test_support::{
-    dynamodb_stream_event, read_stream_records, sdk_config, unique_name, ReferenceTable,
-};
+use change_protocol::{EventName, HeadPointer};
+use test_support::{unique_name, FeedRig};
 
-struct Setup {
-    table: ReferenceTable,
-    streams: aws_sdk_dynamodbstreams::Client,
-    s3: aws_sdk_s3::Client,
-    bucket: String,
-}
-
-async fn setup(view: StreamViewType) -> Setup {
-    let sdk = sdk_config().await;
-    let s3 = s3_client(&sdk);
-    let table = ReferenceTable::create(&aws_sdk_dynamodb::Client::new(&sdk), view).await;
-    let bucket = unique_name("feed");
-    s3.create_bucket().bucket(&bucket).send().await.unwrap();
-    Setup {
-        streams: aws_sdk_dynamodbstreams::Client::new(&sdk),
-        table,
-        s3,
-        bucket,
-    }
-}
-
-impl Setup {
-    fn handler(&self, bucket: &str) -> ChangeHandler<S3Store, SystemClock> {
-        let config = FeedConfig {
-            bucket: bucket.to_owned(),
-            prefix: "change_flags/".into(),
-            legacy_flag_key: None,
-            write_window: Duration::from_secs(20),
-        };
-        ChangeHandler::new(FeedWriter::new(
-            config,
-            S3Store::new(self.s3.clone()),
-            SystemClock,
-            PRODUCER,
-        ))
-    }
-
-    async fn event(&self) -> serde_json::Value {
-        let records = read_stream_records(&self.streams, &self.table.stream_arn).await;
-        dynamodb_stream_event(&self.table.stream_arn, &records)
-    }
-
-    async fn change_files(&self) -> Vec<(String, ChangeFile)> {
-        let listed = self
-            .s3
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix("change_flags/")
-            .send()
-            .await
-            .unwrap();
-        let mut files = Vec::new();
-        for object in listed.contents() {
-            let key = object.key().unwrap().to_owned();
-            if ChangeKey::parse("change_flags/", &key).is_err() {
-                continue;
-            }
-            let body = self
-                .s3
-                .get_object()
-                .bucket(&self.bucket)
-                .key(&key)
-                .send()
-                .await
-                .unwrap()
-                .body
-                .collect()
-                .await
-                .unwrap()
-                .into_bytes();
-            files.push((key, ChangeFile::from_slice(&body).unwrap()));
-        }
-        files
-    }
+/// A table with a stream of `view` type, a feed bucket and the change-handler writing to it
+/// (`test_support::FeedRig`; these tests read the stream themselves).
+async fn setup(view: StreamViewType) -> FeedRig {
+    FeedRig::new(view).await
 }
 
 #[tokio::test]
@@ -97,10 +22,10 @@ async fn stream_records_of_put_update_delete_become_one_change_file() {
     t.table.put("burger", "medium").await;
     t.table.set_priority("burger", "high").await;
     t.table.delete("burger").await;
-    let event = t.event().await;
+    let event = t.stream_event().await;
     assert_eq!(event["Records"].as_array().unwrap().len(), 3);
 
-    let response = t.handler(&t.bucket).handle(&event, "req").await.unwrap();
+    let response = t.handler.handle(&event, "req").await.unwrap();
     assert!(response.batch_item_failures.is_empty());
 
     let files = t.change_files().await;
@@ -131,18 +56,7 @@ async fn stream_records_of_put_update_delete_become_one_change_file() {
     assert_eq!(file.source.table.as_deref(), Some(t.table.name.as_str()));
     assert!(file.opaque.is_empty());
 
-    let head =
-        t.s3.get_object()
-            .bucket(&t.bucket)
-            .key("change_flags/_head")
-            .send()
-            .await
-            .unwrap()
-            .body
-            .collect()
-            .await
-            .unwrap()
-            .into_bytes();
+    let head = t.read("change_flags/_head").await;
     let head: HeadPointer = serde_json::from_slice(&head).unwrap();
     assert_eq!(&head.latest, key);
 }
@@ -153,8 +67,8 @@ async fn keys_only_stream_gives_changes_without_images() {
     t.table.put("pizza", "low").await;
     t.table.set_priority("pizza", "high").await;
     let response = t
-        .handler(&t.bucket)
-        .handle(&t.event().await, "req")
+        .handler
+        .handle(&t.stream_event().await, "req")
         .await
         .unwrap();
     assert!(response.batch_item_failures.is_empty());
@@ -175,13 +89,13 @@ async fn keys_only_stream_gives_changes_without_images() {
 async fn a_missing_bucket_is_a_reported_failure_not_a_success() {
     let t = setup(StreamViewType::NewAndOldImages).await;
     t.table.put("salad", "high").await;
-    let event = t.event().await;
+    let event = t.stream_event().await;
     let first = event["Records"][0]["dynamodb"]["SequenceNumber"]
         .as_str()
         .unwrap()
         .to_owned();
     let missing = unique_name("no-such-bucket");
-    let response = t.handler(&missing).handle(&event, "req").await.unwrap();
+    let response = t.handler_for(&missing).handle(&event, "req").await.unwrap();
     let reported: Vec<_> = response
         .batch_item_failures
         .iter()
@@ -193,11 +107,11 @@ async fn a_missing_bucket_is_a_reported_failure_not_a_success() {
 #[tokio::test]
 async fn later_batches_sort_after_earlier_ones() {
     let t = setup(StreamViewType::NewAndOldImages).await;
-    let h = t.handler(&t.bucket);
+    let h = &t.handler;
     t.table.put("pasta", "very high").await;
-    let first_event = t.event().await;
+    let first_event = t.stream_event().await;
     t.table.set_priority("pasta", "high").await;
-    let both = t.event().await;
+    let both = t.stream_event().await;
     // The second invocation gets the newer record only, as an event source mapping would.
     let second_event = serde_json::json!({"Records": [both["Records"][1].clone()]});
     h.handle(&second_event, "req-2").await.unwrap();

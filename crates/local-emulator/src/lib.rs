@@ -7,6 +7,14 @@
 //!
 //! The executable is `$MOTO_SERVER`, else the repository's `.venv/bin/moto_server` (made by
 //! `scripts/setup`), else `moto_server` on the PATH.
+//!
+//! [`provision`] creates in the emulator what `infra/template.yaml` declares. It is the
+//! workspace's one provisioning code: the local pipeline's demo and the tests (through
+//! `test-support`) both use it, and this crate's `tests/template.rs` checks it against the
+//! template. It lives here rather than in `local-pipeline` because nothing depends on the local
+//! pipeline (design notes, section 9).
+
+pub mod provision;
 
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;

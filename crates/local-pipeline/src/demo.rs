@@ -15,7 +15,7 @@ use aws_plumbing::{S3Store, SystemClock};
 use change_handler::ChangeHandler;
 use enrichment::{DynamoDbTable, MetricsSnapshot, S3Feed};
 use esm_emulation::{
-    DynamoDbStreamMapping, Invocation, KinesisShardMapping, MappingConfig, MappingStats, SqsMapping,
+    DynamoDbStreamMapping, Invocation, KinesisShardMapping, MappingStats, SqsMapping,
 };
 use feed_writer::{FeedConfig, FeedWriter};
 use futures_util::future::join_all;
@@ -26,7 +26,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::generator::{generate, SentOrder};
-use crate::provision::{provision, set_priority, Clients, Names, REFERENCE_OBJECT};
+use local_emulator::provision::{
+    mappings, provision, set_priority, Clients, Names, REFERENCE_OBJECT,
+};
 
 /// How the demo runs.
 #[derive(Clone, Debug)]
@@ -216,22 +218,20 @@ pub async fn run(
     let first_high = Arc::new(Mutex::new(None::<Duration>));
     let (stop_tx, stop_rx) = watch::channel(false);
 
+    // The template's event source mappings (batch sizes, starting positions) at Lambda's rates.
+    let mappings = mappings();
     let table_mapping = DynamoDbStreamMapping::new(
         c.streams.clone(),
         p.table_stream_arn.clone(),
-        MappingConfig::default(),
+        mappings.change_handler,
     );
     let queue_mapping = SqsMapping::new(
         c.sqs.clone(),
         p.queue_url.clone(),
         p.queue_arn.clone(),
-        MappingConfig::default(),
+        mappings.s3_event_handler,
     );
-    let shard_config = MappingConfig {
-        batch_size: 100,
-        poll_interval: Duration::from_secs(1),
-        trim_horizon: true,
-    };
+    let shard_config = mappings.orders_consumer;
     let shard_mappings: Vec<_> = p
         .shards
         .iter()

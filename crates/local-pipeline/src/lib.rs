@@ -1,8 +1,10 @@
 //! The local pipeline: the deployed stack's behaviour on one machine.
 //!
 //! It starts the emulator (or uses `AWS_ENDPOINT_URL`), provisions the resources that infra/
-//! declares, and runs event source mappings that invoke the three functions in-process with
-//! events shaped exactly as AWS builds them: the reference table's stream → change-handler
+//! declares (with `local_emulator::provision`, the one provisioning code, which the tests use
+//! too and which is checked against the template), and runs event source mappings with the
+//! template's settings that invoke the three functions in-process with events shaped exactly
+//! as AWS builds them: the reference table's stream → change-handler
 //! (4 polls a second), the reference prefix's S3 notifications via SQS → s3-event-handler, and
 //! each shard of the 4-shard orders stream → its own orders consumer (1 poll a second), with
 //! `ReportBatchItemFailures` retries and per-shard checkpoints. A generator writes orders like
@@ -12,4 +14,3 @@
 
 pub mod demo;
 pub mod generator;
-pub mod provision;

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use anyhow::{ensure, Result};
 use clap::Parser;
+use local_emulator::provision::Names;
 use local_emulator::LocalEmulator;
 use local_pipeline::demo::{self, Options, Progress};
-use local_pipeline::provision::Names;
 
 /// Runs the stream-refdata walkthrough on one machine: orders stream in, the reference data
 /// changes (DynamoDB and S3), and the enriched output follows the change.

@@ -15,21 +15,7 @@ async fn an_invalid_policy_is_the_init_error_and_the_process_exits() {
         ],
     )
     .await;
-    assert!(!run.status.success(), "{run:?}");
-    let sentence =
-        "orders-consumer cannot start: environment variable UNMATCHED=\"ignore\" is invalid";
-    assert!(run.output.contains(sentence), "{}", run.output);
-    assert!(
-        !run.output.contains("Invalid {"),
-        "a debug dump: {}",
-        run.output
+    run.assert_init_error(
+        "orders-consumer cannot start: environment variable UNMATCHED=\"ignore\" is invalid",
     );
-    let [posted] = run.requests.as_slice() else {
-        panic!("one request to the Runtime API: {:?}", run.requests);
-    };
-    assert_eq!(posted.path, "/2018-06-01/runtime/init/error");
-    assert!(posted.json()["errorMessage"]
-        .as_str()
-        .unwrap()
-        .starts_with(sentence));
 }

@@ -1,104 +1,13 @@
 //! The s3-event-handler against the emulator: a real S3 notification through a real SQS queue,
 //! a real change file, real flags on a real 4-shard Kinesis stream.
 
-use std::time::Duration;
+use change_protocol::{ChangeFlag, ChangeKind};
+use test_support::{records_per_shard, FlagRig};
 
-use aws_plumbing::{s3_client, S3Store, SystemClock};
-use change_protocol::{ChangeFile, ChangeFlag, ChangeKey, ChangeKind};
-use feed_writer::FeedConfig;
-use s3_event_handler::{Config, KinesisStream, S3EventHandler};
-use test_support::{create_stream, records_per_shard, sdk_config, unique_name, NotifiedBucket};
-
-struct Rig {
-    reference: NotifiedBucket,
-    s3: aws_sdk_s3::Client,
-    kinesis: aws_sdk_kinesis::Client,
-    feed_bucket: String,
-    stream: String,
-}
-
-async fn rig() -> Rig {
-    let sdk = sdk_config().await;
-    let s3 = s3_client(&sdk);
-    let kinesis = aws_sdk_kinesis::Client::new(&sdk);
-    let reference = NotifiedBucket::create(&sdk).await;
-    let feed_bucket = unique_name("feed");
-    s3.create_bucket()
-        .bucket(&feed_bucket)
-        .send()
-        .await
-        .unwrap();
-    let stream = create_stream(&kinesis, 4).await;
-    Rig {
-        reference,
-        s3,
-        kinesis,
-        feed_bucket,
-        stream,
-    }
-}
-
-impl Rig {
-    fn handler(&self) -> S3EventHandler<S3Store, KinesisStream, SystemClock> {
-        let config = Config {
-            feed: FeedConfig {
-                bucket: self.feed_bucket.clone(),
-                prefix: "change_flags/".into(),
-                legacy_flag_key: None,
-                write_window: Duration::from_secs(20),
-            },
-            flag_stream: self.stream.clone(),
-            reference_prefix: "reference/".into(),
-            reference_bucket: Some(self.reference.bucket.clone()),
-            legacy_flag_payload: None,
-        };
-        S3EventHandler::new(
-            config,
-            S3Store::new(self.s3.clone()),
-            KinesisStream::new(self.kinesis.clone(), self.stream.clone()),
-            SystemClock,
-        )
-    }
-
-    /// What the SQS event source mapping does: receive, invoke, delete what succeeded.
-    async fn deliver(&self) {
-        while let Some((event, receipts)) = self.reference.receive().await {
-            let response = self.handler().handle(&event, "req").await.unwrap();
-            assert!(response.batch_item_failures.is_empty(), "{response:?}");
-            self.reference.ack(&receipts).await;
-        }
-    }
-
-    async fn change_files(&self) -> Vec<ChangeFile> {
-        let listed = self
-            .s3
-            .list_objects_v2()
-            .bucket(&self.feed_bucket)
-            .send()
-            .await
-            .unwrap();
-        let mut files = vec![];
-        for key in listed.contents().iter().filter_map(|o| o.key()) {
-            if ChangeKey::parse("change_flags/", key).is_err() {
-                continue;
-            }
-            let body = self
-                .s3
-                .get_object()
-                .bucket(&self.feed_bucket)
-                .key(key)
-                .send()
-                .await
-                .unwrap()
-                .body
-                .collect()
-                .await
-                .unwrap()
-                .into_bytes();
-            files.push(ChangeFile::from_slice(&body).unwrap());
-        }
-        files
-    }
+/// The reference bucket notifying a queue, a feed bucket, a 4-shard stream and the handler
+/// (`test_support::FlagRig`); its `deliver` plays the SQS event source mapping.
+async fn rig() -> FlagRig {
+    FlagRig::new().await
 }
 
 #[tokio::test]

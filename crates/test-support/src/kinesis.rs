@@ -2,16 +2,13 @@
 
 use aws_sdk_kinesis::types::ShardIteratorType;
 
-/// Creates a provisioned stream with `shards` shards and returns its name.
+/// Creates a provisioned stream with `shards` shards (as `local_emulator::provision` makes the
+/// orders stream) and returns its name.
 pub async fn create_stream(client: &aws_sdk_kinesis::Client, shards: i32) -> String {
     let name = crate::unique_name("SourceKinesisStream");
-    client
-        .create_stream()
-        .stream_name(&name)
-        .shard_count(shards)
-        .send()
+    local_emulator::provision::create_orders_stream(client, &name, shards)
         .await
-        .expect("CreateStream");
+        .unwrap_or_else(|e| panic!("{e}"));
     name
 }
 

@@ -1,11 +1,8 @@
 //! A reference bucket whose notifications for `reference/` go to an SQS queue, as infra/ wires
-//! it; the test plays the SQS event source mapping.
+//! it (made by `local_emulator::provision`, without a dead-letter queue so a test may redeliver
+//! a message as often as it likes); the test plays the SQS event source mapping.
 
-use aws_sdk_s3::types::{
-    Event, FilterRule, FilterRuleName, NotificationConfiguration, NotificationConfigurationFilter,
-    QueueConfiguration, S3KeyFilter,
-};
-use aws_sdk_sqs::types::QueueAttributeName;
+use local_emulator::provision::{self, QueueSettings};
 use serde_json::Value;
 
 use crate::unique_name;
@@ -28,72 +25,32 @@ pub struct NotifiedBucket {
 }
 
 impl NotifiedBucket {
-    /// Creates the bucket and queue and subscribes the queue to created and removed objects
-    /// under `reference/`.
+    /// Creates the bucket and queue and subscribes the queue to created, removed and
+    /// lifecycle-expired objects under `reference/`.
     pub async fn create(sdk: &aws_config::SdkConfig) -> NotifiedBucket {
         let s3 = aws_plumbing::s3_client(sdk);
         let sqs = aws_sdk_sqs::Client::new(sdk);
         let bucket = unique_name("reference");
-        let prefix = "reference/".to_owned();
-        s3.create_bucket()
-            .bucket(&bucket)
-            .send()
-            .await
-            .expect("CreateBucket");
-        let queue_url = sqs
-            .create_queue()
-            .queue_name(unique_name("reference-changes"))
-            .send()
-            .await
-            .expect("CreateQueue")
-            .queue_url
-            .expect("queue url");
-        let queue_arn = sqs
-            .get_queue_attributes()
-            .queue_url(&queue_url)
-            .attribute_names(QueueAttributeName::QueueArn)
-            .send()
-            .await
-            .expect("GetQueueAttributes")
-            .attributes
-            .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
-            .expect("queue arn");
-        let filter = NotificationConfigurationFilter::builder()
-            .key(
-                S3KeyFilter::builder()
-                    .filter_rules(
-                        FilterRule::builder()
-                            .name(FilterRuleName::Prefix)
-                            .value(&prefix)
-                            .build(),
-                    )
-                    .build(),
+        let prefix = provision::REFERENCE_PREFIX.to_owned();
+        let provisioned = async {
+            provision::create_bucket(&s3, &bucket).await?;
+            let queue = provision::create_reference_queue(
+                &sqs,
+                &unique_name("reference-changes"),
+                QueueSettings::default(),
             )
-            .build();
-        let queue = QueueConfiguration::builder()
-            .queue_arn(&queue_arn)
-            .events(Event::from("s3:ObjectCreated:*"))
-            .events(Event::from("s3:ObjectRemoved:*"))
-            .filter(filter)
-            .build()
-            .expect("queue configuration");
-        s3.put_bucket_notification_configuration()
-            .bucket(&bucket)
-            .notification_configuration(
-                NotificationConfiguration::builder()
-                    .queue_configurations(queue)
-                    .build(),
-            )
-            .send()
-            .await
-            .expect("PutBucketNotificationConfiguration");
+            .await?;
+            provision::notify_queue(&s3, &bucket, &prefix, &queue.arn).await?;
+            Ok::<_, provision::ProvisionError>(queue)
+        };
+        let queue = provisioned.await.unwrap_or_else(|e| panic!("{e}"));
         NotifiedBucket {
             s3,
             sqs,
             bucket,
             prefix,
-            queue_url,
-            queue_arn,
+            queue_url: queue.url,
+            queue_arn: queue.arn,
         }
     }
 

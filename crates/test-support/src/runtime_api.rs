@@ -171,3 +171,42 @@ pub async fn start_function(program: &str, vars: &[(&str, &str)]) -> StartUp {
         requests: api.requests(),
     }
 }
+
+impl StartUp {
+    /// Asserts that the process failed at start-up with `sentence` (the start of its init error)
+    /// in its log, no debug dump of the error, and one request to the Runtime API: `POST
+    /// /2018-06-01/runtime/init/error` with `Lambda-Runtime-Function-Error-Type:
+    /// Runtime.InitError` and an `errorMessage` that starts with `sentence`. Returns the error
+    /// document.
+    ///
+    /// # Panics
+    /// If any of that does not hold.
+    pub fn assert_init_error(&self, sentence: &str) -> serde_json::Value {
+        assert!(!self.status.success(), "{self:?}");
+        assert!(self.output.contains(sentence), "{}", self.output);
+        assert!(
+            !self.output.contains(" { var: "),
+            "a debug dump: {}",
+            self.output
+        );
+        let [posted] = self.requests.as_slice() else {
+            panic!("one request to the Runtime API: {:?}", self.requests);
+        };
+        assert_eq!(
+            (posted.method.as_str(), posted.path.as_str()),
+            ("POST", "/2018-06-01/runtime/init/error")
+        );
+        assert_eq!(
+            posted.header("Lambda-Runtime-Function-Error-Type"),
+            Some("Runtime.InitError")
+        );
+        let body = posted.json();
+        assert!(
+            body["errorMessage"]
+                .as_str()
+                .is_some_and(|m| m.starts_with(sentence)),
+            "{body}"
+        );
+        body
+    }
+}

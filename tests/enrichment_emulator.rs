@@ -1,107 +1,20 @@
 //! The enricher against the local emulator, fed by the real change-handler: real table, real
-//! stream records, real change files, real SDK.
+//! stream records, real change files, real SDK (the rig is `test_support::FeedRig`).
 
 use std::time::Duration;
 
-use aws_plumbing::{s3_client, S3Store};
 use aws_sdk_dynamodb::types::StreamViewType;
-use change_handler::{ChangeHandler, PRODUCER};
 use change_protocol::{head_key, HeadPointer};
 use enrichment::{Classified, Outcome, ReloadReason};
-use feed_writer::{FeedConfig, FeedWriter};
-use test_support::{sdk_config, unique_name, FaultProxy, ReferenceTable, StreamPump};
+use test_support::{FaultProxy, FeedRig};
 
 mod common;
 
-use common::Consumer;
+use common::{Consumer, FeedConsumers};
 
-/// The producer side: table, stream, change-handler, feed bucket.
-struct Producer {
-    table: ReferenceTable,
-    bucket: String,
-    s3: aws_sdk_s3::Client,
-    pump: StreamPump,
-    handler: ChangeHandler<S3Store, aws_plumbing::SystemClock>,
-}
-
-impl Producer {
-    async fn new(view: StreamViewType) -> Producer {
-        let sdk = sdk_config().await;
-        let s3 = s3_client(&sdk);
-        let table = ReferenceTable::create(&aws_sdk_dynamodb::Client::new(&sdk), view).await;
-        table.seed().await;
-        let bucket = unique_name("feed");
-        s3.create_bucket().bucket(&bucket).send().await.unwrap();
-        let config = FeedConfig {
-            bucket: bucket.clone(),
-            prefix: "change_flags/".into(),
-            legacy_flag_key: None,
-            write_window: Duration::from_secs(20),
-        };
-        let handler = ChangeHandler::new(FeedWriter::new(
-            config,
-            S3Store::new(s3.clone()),
-            aws_plumbing::SystemClock,
-            PRODUCER,
-        ));
-        let pump = StreamPump::new(
-            aws_sdk_dynamodbstreams::Client::new(&sdk),
-            &table.stream_arn,
-        )
-        .await;
-        let mut producer = Producer {
-            table,
-            bucket,
-            s3,
-            pump,
-            handler,
-        };
-        producer.deliver().await; // the seed inserts
-        producer
-    }
-
-    /// What the event source mapping does: hand the new stream records to the change-handler.
-    async fn deliver(&mut self) {
-        if let Some(event) = self.pump.next_event().await {
-            let response = self.handler.handle(&event, "req").await.unwrap();
-            assert!(response.batch_item_failures.is_empty());
-        }
-    }
-
-    /// A consumer talking to the emulator directly.
-    async fn consumer(&self) -> Consumer {
-        self.consumer_with(sdk_config().await)
-    }
-
-    /// A consumer talking to the emulator through `proxy`, without SDK retries.
-    async fn consumer_via(&self, proxy: &FaultProxy) -> Consumer {
-        let sdk = sdk_config()
-            .await
-            .into_builder()
-            .endpoint_url(proxy.endpoint())
-            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(1))
-            .build();
-        self.consumer_with(sdk)
-    }
-
-    fn consumer_with(&self, sdk: aws_config::SdkConfig) -> Consumer {
-        common::consumer(&sdk, &self.table.name, &self.bucket)
-    }
-
-    async fn feed_keys(&self) -> Vec<String> {
-        let out = self
-            .s3
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix("change_flags/")
-            .send()
-            .await
-            .unwrap();
-        out.contents()
-            .iter()
-            .filter_map(|o| o.key().map(str::to_owned))
-            .collect()
-    }
+/// The producer side: table (seeded, the inserts delivered), stream, change-handler, feed bucket.
+async fn producer(view: StreamViewType) -> FeedRig {
+    FeedRig::seeded(view).await
 }
 
 fn priority(c: &Consumer, item: &str) -> Option<String> {
@@ -128,9 +41,9 @@ async fn next_second() {
 
 #[tokio::test]
 async fn a_modify_reaches_two_independent_consumers_and_no_file_is_deleted() {
-    let mut p = Producer::new(StreamViewType::NewAndOldImages).await;
-    let mut a = p.consumer().await;
-    let mut b = p.consumer().await;
+    let p = producer(StreamViewType::NewAndOldImages).await;
+    let mut a = p.consumer();
+    let mut b = p.consumer();
     a.refresh().await;
     b.refresh().await;
     assert_eq!(priority(&a, "burger").as_deref(), Some("medium"));
@@ -155,8 +68,8 @@ async fn a_modify_reaches_two_independent_consumers_and_no_file_is_deleted() {
 
 #[tokio::test]
 async fn a_delta_with_a_new_image_costs_zero_dynamodb_reads() {
-    let mut p = Producer::new(StreamViewType::NewAndOldImages).await;
-    let mut c = p.consumer().await;
+    let p = producer(StreamViewType::NewAndOldImages).await;
+    let mut c = p.consumer();
     catch_up(&mut c).await;
     let caught_up = c.metrics();
     assert_eq!(
@@ -186,8 +99,8 @@ async fn a_delta_with_a_new_image_costs_zero_dynamodb_reads() {
 
 #[tokio::test]
 async fn keys_only_changes_trigger_a_targeted_reload() {
-    let mut p = Producer::new(StreamViewType::KeysOnly).await;
-    let mut c = p.consumer().await;
+    let p = producer(StreamViewType::KeysOnly).await;
+    let mut c = p.consumer();
     catch_up(&mut c).await;
     let caught_up = c.metrics();
     next_second().await;
@@ -210,8 +123,8 @@ async fn keys_only_changes_trigger_a_targeted_reload() {
 
 #[tokio::test]
 async fn a_flag_in_the_middle_of_a_batch_splits_old_and_new_data_at_its_position() {
-    let mut p = Producer::new(StreamViewType::NewAndOldImages).await;
-    let mut c = p.consumer().await;
+    let p = producer(StreamViewType::NewAndOldImages).await;
+    let mut c = p.consumer();
     c.refresh().await;
     next_second().await;
     p.table.set_priority("burger", "high").await;
@@ -248,8 +161,8 @@ async fn a_flag_in_the_middle_of_a_batch_splits_old_and_new_data_at_its_position
 
 #[tokio::test]
 async fn a_corrupted_change_file_triggers_a_full_reload() {
-    let mut p = Producer::new(StreamViewType::NewAndOldImages).await;
-    let mut c = p.consumer().await;
+    let p = producer(StreamViewType::NewAndOldImages).await;
+    let mut c = p.consumer();
     c.refresh().await;
     next_second().await;
     p.table.set_priority("pasta", "low").await;
@@ -281,9 +194,9 @@ async fn a_corrupted_change_file_triggers_a_full_reload() {
 
 #[tokio::test]
 async fn the_emulator_going_away_keeps_the_last_snapshot_serving_and_recovery_follows() {
-    let mut p = Producer::new(StreamViewType::NewAndOldImages).await;
+    let p = producer(StreamViewType::NewAndOldImages).await;
     let proxy = FaultProxy::start(test_support::emulator().endpoint()).await;
-    let mut c = p.consumer_via(&proxy).await;
+    let mut c = p.consumer_through(proxy.endpoint());
     c.refresh().await;
     next_second().await;
 
@@ -312,10 +225,10 @@ async fn the_emulator_going_away_keeps_the_last_snapshot_serving_and_recovery_fo
 
 #[tokio::test]
 async fn a_consumer_starting_fresh_full_loads_then_follows_the_feed() {
-    let mut p = Producer::new(StreamViewType::NewAndOldImages).await;
+    let p = producer(StreamViewType::NewAndOldImages).await;
     p.table.set_priority("salad", "low").await;
     p.deliver().await;
-    let mut c = p.consumer().await;
+    let mut c = p.consumer();
     let report = c.refresh().await;
     assert_eq!(report.full_reload, Some(ReloadReason::FirstLoad));
     assert_eq!(priority(&c, "salad").as_deref(), Some("low"));
@@ -331,8 +244,8 @@ async fn a_consumer_starting_fresh_full_loads_then_follows_the_feed() {
 
 #[tokio::test]
 async fn an_idle_poll_is_one_conditional_get_of_the_pointer() {
-    let mut p = Producer::new(StreamViewType::NewAndOldImages).await;
-    let mut c = p.consumer().await;
+    let p = producer(StreamViewType::NewAndOldImages).await;
+    let mut c = p.consumer();
     c.refresh().await;
     c.refresh().await; // first poll lists and learns the pointer's ETag
     let before = c.metrics();

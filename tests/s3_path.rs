@@ -4,15 +4,12 @@
 
 use std::time::Duration;
 
-use aws_plumbing::{s3_client, S3Store};
 use aws_sdk_kinesis::primitives::Blob;
 use change_protocol::ChangeFlag;
 use enrichment::{
     Classified, FeedSettings, ObjectConfig, ObjectEnricher, Outcome, S3Feed, S3Objects, SystemClock,
 };
-use feed_writer::FeedConfig;
-use s3_event_handler::{Config, KinesisStream, S3EventHandler};
-use test_support::{create_stream, sdk_config, unique_name, NotifiedBucket};
+use test_support::FlagRig;
 
 #[derive(Debug, serde::Deserialize)]
 struct Row {
@@ -22,34 +19,10 @@ struct Row {
 
 #[tokio::test]
 async fn a_consumer_of_one_shard_reloads_the_object_at_the_flag() {
-    let sdk = sdk_config().await;
-    let s3 = s3_client(&sdk);
-    let kinesis = aws_sdk_kinesis::Client::new(&sdk);
-    let reference = NotifiedBucket::create(&sdk).await;
-    let feed_bucket = unique_name("feed");
-    s3.create_bucket()
-        .bucket(&feed_bucket)
-        .send()
-        .await
-        .unwrap();
-    let stream = create_stream(&kinesis, 4).await;
-    let handler = S3EventHandler::new(
-        Config {
-            feed: FeedConfig {
-                bucket: feed_bucket.clone(),
-                prefix: "change_flags/".into(),
-                legacy_flag_key: None,
-                write_window: Duration::from_secs(20),
-            },
-            flag_stream: stream.clone(),
-            reference_prefix: "reference/".into(),
-            reference_bucket: Some(reference.bucket.clone()),
-            legacy_flag_payload: None,
-        },
-        S3Store::new(s3.clone()),
-        KinesisStream::new(kinesis.clone(), stream.clone()),
-        aws_plumbing::SystemClock,
-    );
+    // The reference bucket notifying a queue, the feed, 4 shards, the s3-event-handler.
+    let rig = FlagRig::new().await;
+    let (reference, s3, kinesis) = (&rig.reference, &rig.s3, &rig.kinesis);
+    let stream = rig.stream.clone();
 
     // GIVEN reference rows in S3 and a consumer that loaded them
     let key = "reference/priorities.csv";
@@ -65,14 +38,11 @@ async fn a_consumer_of_one_shard_reloads_the_object_at_the_flag() {
             ..FeedSettings::default()
         }),
         S3Objects::new(s3.clone(), reference.bucket.clone()),
-        Some(S3Feed::new(s3.clone(), feed_bucket.clone())),
+        Some(S3Feed::new(s3.clone(), rig.feed_bucket.clone())),
         SystemClock,
     );
     consumer.refresh().await;
-    while let Some((event, receipts)) = reference.receive().await {
-        handler.handle(&event, "req").await.unwrap();
-        reference.ack(&receipts).await;
-    }
+    rig.deliver().await;
 
     // The consumer reads shard 2 of 4 only.
     let shards = kinesis
@@ -115,13 +85,7 @@ async fn a_consumer_of_one_shard_reloads_the_object_at_the_flag() {
     reference
         .put(key, b"item,priority\nburger,high\npizza,low\n")
         .await;
-    let mut notifications = 0;
-    while let Some((event, receipts)) = reference.receive().await {
-        let response = handler.handle(&event, "req").await.unwrap();
-        assert!(response.batch_item_failures.is_empty());
-        reference.ack(&receipts).await;
-        notifications += 1;
-    }
+    let notifications = rig.deliver().await;
     assert_eq!(notifications, 1);
     order("burger").await.unwrap();
     order("pizza").await.unwrap();

@@ -1,4 +1,5 @@
-//! What the emulator tests of the enrichment crate share: the product type, a consumer that
+//! What the enrichment scenarios share (the enrichment crate's consumers following a feed that
+//! the real producers write, through `test_support`'s rigs): the product type, a consumer that
 //! follows a feed with no poll interval and no clock margin (one machine, one clock), and the
 //! views of a consumer and of the table that the tests compare.
 #![allow(dead_code)] // each test file uses part of it
@@ -10,6 +11,7 @@ use aws_plumbing::s3_client;
 use enrichment::{
     DynamoDbTable, Enricher, EnricherConfig, FeedSettings, Lookup, S3Feed, SystemClock,
 };
+use test_support::{through_proxy, FeedRig};
 
 /// A `ProductPriority` item as the tests read it.
 #[derive(Debug, serde::Deserialize)]
@@ -47,6 +49,28 @@ pub(crate) fn consumer_with(
         Some(S3Feed::new(s3_client(sdk), bucket.to_owned())),
         SystemClock,
     )
+}
+
+/// Consumers of a [`FeedRig`]'s table and feed.
+pub(crate) trait FeedConsumers {
+    /// A consumer talking to the emulator directly.
+    fn consumer(&self) -> Consumer;
+    /// A consumer talking to the emulator through the proxy at `endpoint`, without SDK retries.
+    fn consumer_through(&self, endpoint: &str) -> Consumer;
+}
+
+impl FeedConsumers for FeedRig {
+    fn consumer(&self) -> Consumer {
+        consumer(&self.sdk, &self.table.name, &self.bucket)
+    }
+
+    fn consumer_through(&self, endpoint: &str) -> Consumer {
+        consumer(
+            &through_proxy(&self.sdk, endpoint),
+            &self.table.name,
+            &self.bucket,
+        )
+    }
 }
 
 /// What a consumer's snapshot says for `items`: item -> priority.

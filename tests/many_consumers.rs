@@ -9,12 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_plumbing::{s3_client, S3Store};
 use aws_sdk_dynamodb::types::StreamViewType;
-use change_handler::{ChangeHandler, PRODUCER};
-use feed_writer::{FeedConfig, FeedWriter};
-use test_support::{sdk_config, unique_name, ReferenceTable, StreamPump};
-use tokio::sync::Mutex;
+use test_support::FeedRig;
 
 mod common;
 
@@ -23,8 +19,10 @@ use common::{consumer_with, table_view, Consumer};
 const KEYS: usize = 20;
 const WRITES_PER_WRITER: usize = 500;
 
-fn consumer(sdk: &aws_config::SdkConfig, table: &str, bucket: &str) -> Consumer {
-    consumer_with(sdk, table, bucket, |c| c.with_scan_segments(3))
+fn consumer(rig: &FeedRig) -> Consumer {
+    consumer_with(&rig.sdk, &rig.table.name, &rig.bucket, |c| {
+        c.with_scan_segments(3)
+    })
 }
 
 fn view(c: &Consumer) -> BTreeMap<String, String> {
@@ -33,37 +31,14 @@ fn view(c: &Consumer) -> BTreeMap<String, String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_consumers_converge_to_the_table_after_1000_concurrent_random_writes() {
-    let sdk = sdk_config().await;
-    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
-    let s3 = s3_client(&sdk);
-    let table = ReferenceTable::create(&ddb, StreamViewType::NewAndOldImages).await;
-    let bucket = unique_name("feed");
-    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    let rig = FeedRig::new(StreamViewType::NewAndOldImages).await;
+    let (table, handler) = (&rig.table, &rig.handler);
     for k in 0..KEYS {
         table.put(&format!("item-{k:02}"), "p0").await;
     }
-    let handler = ChangeHandler::new(FeedWriter::new(
-        FeedConfig {
-            bucket: bucket.clone(),
-            prefix: "change_flags/".into(),
-            legacy_flag_key: None,
-            write_window: Duration::from_secs(20),
-        },
-        S3Store::new(s3.clone()),
-        aws_plumbing::SystemClock,
-        PRODUCER,
-    ));
-    let pump = Mutex::new(
-        StreamPump::new(
-            aws_sdk_dynamodbstreams::Client::new(&sdk),
-            &table.stream_arn,
-        )
-        .await,
-    );
     let batches = std::sync::atomic::AtomicUsize::new(0);
     let deliver = || async {
-        let mut pump = pump.lock().await;
-        while let Some(event) = pump.next_event().await {
+        while let Some(event) = rig.next_event().await {
             let r = handler.handle(&event, "req").await.unwrap();
             assert!(r.batch_item_failures.is_empty());
             // Every third batch is written twice, as a retried invocation would.
@@ -75,9 +50,9 @@ async fn three_consumers_converge_to_the_table_after_1000_concurrent_random_writ
     deliver().await;
 
     let done = Arc::new(AtomicBool::new(false));
-    let mut a = consumer(&sdk, &table.name, &bucket);
-    let mut b = consumer(&sdk, &table.name, &bucket);
-    let mut late = consumer(&sdk, &table.name, &bucket);
+    let mut a = consumer(&rig);
+    let mut b = consumer(&rig);
+    let mut late = consumer(&rig);
     a.refresh().await;
     b.refresh().await;
 
@@ -129,7 +104,7 @@ async fn three_consumers_converge_to_the_table_after_1000_concurrent_random_writ
     tokio::join!(producer, writers, consumers);
     deliver().await;
 
-    let truth = table_view(&ddb, &table.name).await;
+    let truth = table_view(&table.ddb, &table.name).await;
     for _ in 0..3 {
         for c in [&mut a, &mut b, &mut late] {
             c.refresh().await;

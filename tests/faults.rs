@@ -9,39 +9,20 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use aws_plumbing::{s3_client, S3Store};
 use aws_sdk_dynamodb::types::StreamViewType;
-use change_handler::{ChangeHandler, PRODUCER};
-use change_protocol::{ChangeFile, ChangeKey, StreamChange};
+use change_protocol::StreamChange;
 use esm_emulation::{DynamoDbStreamMapping, Invocation, MappingConfig};
-use feed_writer::{FeedConfig, FeedWriter};
-use test_support::{
-    emulator, read_stream_records, sdk_config, unique_name, Fault, HttpFaultProxy, ReferenceTable,
-    Rule,
-};
+use test_support::{emulator, through_proxy, Fault, FeedRig, HttpFaultProxy, Rule};
 use tokio::sync::watch;
 
 mod common;
 
 use common::{consumer, table_view, view};
 
-/// `sdk` pointed at `proxy`, without SDK retries: every injected fault reaches the code under test.
-fn through(sdk: &aws_config::SdkConfig, proxy: &HttpFaultProxy) -> aws_config::SdkConfig {
-    sdk.clone()
-        .into_builder()
-        .endpoint_url(proxy.endpoint())
-        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(1))
-        .build()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_percent_s3_faults_lose_no_change() {
-    let sdk = sdk_config().await;
-    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
-    let s3 = s3_client(&sdk);
-    let table = ReferenceTable::create(&ddb, StreamViewType::NewAndOldImages).await;
-    let bucket = unique_name("feed");
-    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    let rig = FeedRig::new(StreamViewType::NewAndOldImages).await;
+    let table = &rig.table;
     let mut rng = fastrand::Rng::with_seed(7);
     for n in 0..200 {
         let item = format!("item-{:02}", rng.usize(..15));
@@ -51,8 +32,7 @@ async fn twenty_percent_s3_faults_lose_no_change() {
             table.put(&item, &format!("p{n}")).await;
         }
     }
-    let streams = aws_sdk_dynamodbstreams::Client::new(&sdk);
-    let records = read_stream_records(&streams, &table.stream_arn).await;
+    let records = rig.stream_records().await;
     let total = records.len();
 
     // The change-handler writes through the proxy: 20% of its PutObject calls fail.
@@ -78,20 +58,9 @@ async fn twenty_percent_s3_faults_lose_no_change() {
         },
     ]);
     // No SDK retries: every fault reaches the handler, so the mapping's retries are exercised.
-    let faulty = through(&sdk, &proxy);
-    let handler = ChangeHandler::new(FeedWriter::new(
-        FeedConfig {
-            bucket: bucket.clone(),
-            prefix: "change_flags/".into(),
-            legacy_flag_key: None,
-            write_window: Duration::from_secs(20),
-        },
-        S3Store::new(s3_client(&faulty)),
-        aws_plumbing::SystemClock,
-        PRODUCER,
-    ));
+    let handler = rig.handler_through(&through_proxy(&rig.sdk, proxy.endpoint()));
     let mapping = DynamoDbStreamMapping::new(
-        streams.clone(),
+        rig.streams.clone(),
         table.stream_arn.clone(),
         MappingConfig {
             batch_size: 10,
@@ -135,34 +104,12 @@ async fn twenty_percent_s3_faults_lose_no_change() {
         .unwrap();
 
     // Every stream record is in at least one change file; duplicates are identical.
-    let listed = s3
-        .list_objects_v2()
-        .bucket(&bucket)
-        .prefix("change_flags/")
-        .send()
-        .await
-        .unwrap();
     let mut seen: HashMap<String, StreamChange> = HashMap::new();
     let mut files = 0;
     let mut duplicates = 0;
-    for key in listed.contents().iter().filter_map(|o| o.key()) {
-        if ChangeKey::parse("change_flags/", key).is_err() {
-            continue;
-        }
+    for (_, file) in rig.change_files().await {
         files += 1;
-        let body = s3
-            .get_object()
-            .bucket(&bucket)
-            .key(key)
-            .send()
-            .await
-            .unwrap()
-            .body
-            .collect()
-            .await
-            .unwrap()
-            .into_bytes();
-        for change in ChangeFile::from_slice(&body).unwrap().changes {
+        for change in file.changes {
             let seq = change.sequence_number.to_string();
             if let Some(earlier) = seen.get(&seq) {
                 duplicates += 1;
@@ -194,31 +141,24 @@ async fn twenty_percent_s3_faults_lose_no_change() {
     assert!(missing.is_empty(), "lost: {missing:?}");
 
     // A consumer applies each change once and ends equal to the table.
-    let mut consumer = consumer(&sdk, &table.name, &bucket);
+    let mut consumer = consumer(&rig.sdk, &table.name, &rig.bucket);
     consumer.refresh().await;
     consumer.refresh().await;
     let items = (0..15).map(|k| format!("item-{k:02}"));
-    assert_eq!(view(&consumer, items), table_view(&ddb, &table.name).await);
+    assert_eq!(
+        view(&consumer, items),
+        table_view(&table.ddb, &table.name).await
+    );
 }
 
 /// The s3-event-handler with a third of its Kinesis calls throttled: messages that could not put
 /// every flag are reported and redelivered, until every shard has the flag.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kinesis_throttling_still_gets_every_flag_to_every_shard() {
-    use s3_event_handler::{Config, KinesisStream, S3EventHandler};
-    use test_support::{create_stream, records_per_shard, NotifiedBucket};
+    use test_support::{records_per_shard, FlagRig};
 
-    let sdk = sdk_config().await;
-    let s3 = s3_client(&sdk);
-    let kinesis = aws_sdk_kinesis::Client::new(&sdk);
-    let reference = NotifiedBucket::create(&sdk).await;
-    let feed_bucket = unique_name("feed");
-    s3.create_bucket()
-        .bucket(&feed_bucket)
-        .send()
-        .await
-        .unwrap();
-    let stream = create_stream(&kinesis, 4).await;
+    let rig = FlagRig::new().await;
+    let (reference, kinesis, stream) = (&rig.reference, &rig.kinesis, &rig.stream);
     let proxy = HttpFaultProxy::start(emulator().endpoint(), 9).await;
     proxy.set_rules(vec![Rule {
         service: "kinesis",
@@ -226,24 +166,7 @@ async fn kinesis_throttling_still_gets_every_flag_to_every_shard() {
         fault: Fault::Throttle,
         rate: 0.34,
     }]);
-    let throttled = through(&sdk, &proxy);
-    let handler = S3EventHandler::new(
-        Config {
-            feed: FeedConfig {
-                bucket: feed_bucket.clone(),
-                prefix: "change_flags/".into(),
-                legacy_flag_key: None,
-                write_window: Duration::from_secs(20),
-            },
-            flag_stream: stream.clone(),
-            reference_prefix: "reference/".into(),
-            reference_bucket: Some(reference.bucket.clone()),
-            legacy_flag_payload: None,
-        },
-        S3Store::new(s3.clone()),
-        KinesisStream::new(aws_sdk_kinesis::Client::new(&throttled), stream.clone()),
-        aws_plumbing::SystemClock,
-    );
+    let handler = rig.handler_through(&through_proxy(&rig.sdk, proxy.endpoint()));
     let objects = 12;
     for i in 0..objects {
         reference
@@ -288,7 +211,7 @@ async fn kinesis_throttling_still_gets_every_flag_to_every_shard() {
             }
         }
     }
-    let shards = records_per_shard(&kinesis, &stream).await;
+    let shards = records_per_shard(kinesis, stream).await;
     println!(
         "{objects} objects changed; {} PutRecords throttled; {deliveries} deliveries, {reported} messages reported and redelivered",
         proxy.injected()
@@ -317,44 +240,13 @@ async fn kinesis_throttling_still_gets_every_flag_to_every_shard() {
 /// converges to the table's true state at its next micro-batch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_under_faults_serves_the_last_snapshot_and_converges_when_they_stop() {
-    use test_support::StreamPump;
-
-    let sdk = sdk_config().await;
-    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
-    let s3 = s3_client(&sdk);
-    let table = ReferenceTable::create(&ddb, StreamViewType::NewAndOldImages).await;
-    table.seed().await;
-    let bucket = unique_name("feed");
-    s3.create_bucket().bucket(&bucket).send().await.unwrap();
-    let handler = ChangeHandler::new(FeedWriter::new(
-        FeedConfig {
-            bucket: bucket.clone(),
-            prefix: "change_flags/".into(),
-            legacy_flag_key: None,
-            write_window: Duration::from_secs(20),
-        },
-        S3Store::new(s3.clone()),
-        aws_plumbing::SystemClock,
-        PRODUCER,
-    ));
-    let mut pump = StreamPump::new(
-        aws_sdk_dynamodbstreams::Client::new(&sdk),
-        &table.stream_arn,
-    )
-    .await;
-    let deliver = |event: Option<Value>| {
-        let h = &handler;
-        async move {
-            if let Some(e) = event {
-                h.handle(&e, "req").await.unwrap();
-            }
-        }
-    };
-    deliver(pump.next_event().await).await;
+    // The seed inserts are delivered: the feed holds one change file.
+    let rig = FeedRig::seeded(StreamViewType::NewAndOldImages).await;
+    let table = &rig.table;
 
     let proxy = HttpFaultProxy::start(emulator().endpoint(), 5).await;
-    let via_proxy = through(&sdk, &proxy);
-    let mut consumer = consumer(&via_proxy, &table.name, &bucket);
+    let via_proxy = through_proxy(&rig.sdk, proxy.endpoint());
+    let mut consumer = consumer(&via_proxy, &table.name, &rig.bucket);
     consumer.refresh().await;
     consumer.refresh().await;
     assert_eq!(consumer.snapshot().len(), 5);
@@ -400,7 +292,7 @@ async fn a_consumer_under_faults_serves_the_last_snapshot_and_converges_when_the
         } else {
             table.put(item, &format!("p{n}")).await;
         }
-        deliver(pump.next_event().await).await;
+        rig.deliver().await;
         let (_, report) = consumer
             .process_batch(vec!["burger", "pizza"], |d| {
                 enrichment::Classified::Data((*d).to_owned())
@@ -430,7 +322,7 @@ async fn a_consumer_under_faults_serves_the_last_snapshot_and_converges_when_the
     let items = ["salad", "pizza", "burger", "pasta", "ice-cream", "tacos"].map(String::from);
     assert_eq!(
         view(&consumer, items),
-        table_view(&ddb, &table.name).await,
+        table_view(&table.ddb, &table.name).await,
         "converged one micro-batch after the faults stopped"
     );
     assert!(consumer.last_error().is_none());
