@@ -269,6 +269,26 @@ pub async fn create_bucket(s3: &aws_sdk_s3::Client, name: &str) -> Result<(), Pr
     Ok(())
 }
 
+/// Turns on versioning for `name`, as infra/ does for the reference bucket: S3 may merge two
+/// near-simultaneous writes of one key into one notification on an unversioned bucket, and an
+/// undelete (removing a delete marker) needs versions.
+///
+/// # Errors
+/// [`ProvisionError`] if the emulator refuses it.
+pub async fn enable_versioning(s3: &aws_sdk_s3::Client, name: &str) -> Result<(), ProvisionError> {
+    s3.put_bucket_versioning()
+        .bucket(name)
+        .versioning_configuration(
+            aws_sdk_s3::types::VersioningConfiguration::builder()
+                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(failed(format!("enabling versioning on {name}")))?;
+    Ok(())
+}
+
 /// A Kinesis stream that was created.
 #[derive(Clone, Debug)]
 pub struct OrdersStream {
@@ -536,6 +556,9 @@ pub async fn provision(c: &Clients, names: &Names) -> Result<Provisioned, Provis
         put_item(&c.ddb, &names.table, item, priority).await?;
     }
     create_bucket(&c.s3, &names.bucket).await?;
+    // The local pipeline's one bucket also holds the reference objects: versioned, as infra/'s
+    // reference bucket.
+    enable_versioning(&c.s3, &names.bucket).await?;
     let stream = create_orders_stream(&c.kinesis, &names.stream, SHARD_COUNT).await?;
     let queue = create_reference_queue(&c.sqs, &names.queue, QueueSettings::LOCAL_PIPELINE).await?;
     c.s3.put_object()

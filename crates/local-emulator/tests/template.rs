@@ -290,6 +290,19 @@ async fn what_provisioning_creates_matches_the_template() {
     );
     assert_eq!(table.latest_stream_arn(), Some(p.table_stream_arn.as_str()));
 
+    // The reference objects' bucket: versioned, as the template's reference bucket.
+    assert_eq!(
+        t.text(&t.properties("ReferenceBucket")["VersioningConfiguration"]["Status"]),
+        "Enabled"
+    );
+    let versioning =
+        c.s3.get_bucket_versioning()
+            .bucket(&names.bucket)
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(versioning.status().map(|s| s.as_str()), Some("Enabled"));
+
     // The orders stream: the template's shard count.
     assert_eq!(p.shards.len() as i64, t.number(t.default("ShardCount")));
 

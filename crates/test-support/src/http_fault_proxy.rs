@@ -33,6 +33,9 @@ pub enum Fault {
     Reset,
     /// Forward it after this delay.
     Latency(Duration),
+    /// HTTP 403 `AccessDenied` (what S3 answers for a missing key when the caller may not list
+    /// the bucket).
+    Forbidden,
 }
 
 /// A fault rule: which requests (service `s3`, `dynamodb`, `kinesis`, … or `*`; an operation
@@ -41,7 +44,8 @@ pub enum Fault {
 pub struct Rule {
     /// Service name as in the SigV4 credential scope, or `*`.
     pub service: &'static str,
-    /// Operation name, or `*`.
+    /// Operation name, or `*`; for S3 object operations also `"GetObject <key suffix>"`, which
+    /// matches only keys ending with the suffix (e.g. `"GetObject /_head"`).
     pub operation: &'static str,
     /// The fault.
     pub fault: Fault,
@@ -118,6 +122,11 @@ fn classify(req: &Request<Incoming>) -> (String, String) {
 
 fn error_response(service: &str, fault: Fault) -> Response<Body> {
     let (status, content_type, body) = match (service, fault) {
+        (_, Fault::Forbidden) => (
+            StatusCode::FORBIDDEN,
+            "application/xml",
+            "<Error><Code>AccessDenied</Code><Message>Access Denied</Message><RequestId>FAULT</RequestId></Error>".to_owned(),
+        ),
         ("s3", Fault::Throttle) => (
             StatusCode::SERVICE_UNAVAILABLE,
             "application/xml",
@@ -228,6 +237,7 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, std::io::Error> {
     let (service, operation) = classify(&req);
+    let path = req.uri().path().to_owned();
     let fault = {
         let rules = state.rules.lock().unwrap_or_else(|e| e.into_inner());
         let mut rng = state.rng.lock().unwrap_or_else(|e| e.into_inner());
@@ -235,7 +245,11 @@ async fn handle(
             .iter()
             .filter(|r| {
                 (r.service == "*" || r.service == service)
-                    && (r.operation == "*" || r.operation == operation)
+                    && (r.operation == "*"
+                        || r.operation == operation
+                        || r.operation
+                            .split_once(' ')
+                            .is_some_and(|(op, suffix)| op == operation && path.ends_with(suffix)))
             })
             .find(|r| rng.f64() < r.rate)
             .map(|r| r.fault)

@@ -25,7 +25,7 @@ pub struct NotifiedBucket {
 }
 
 impl NotifiedBucket {
-    /// Creates the bucket and queue and subscribes the queue to created, removed and
+    /// Creates the bucket (versioned, as infra/'s reference bucket) and queue and subscribes the queue to created, removed and
     /// lifecycle-expired objects under `reference/`.
     pub async fn create(sdk: &aws_config::SdkConfig) -> NotifiedBucket {
         let s3 = aws_plumbing::s3_client(sdk);
@@ -34,6 +34,7 @@ impl NotifiedBucket {
         let prefix = provision::REFERENCE_PREFIX.to_owned();
         let provisioned = async {
             provision::create_bucket(&s3, &bucket).await?;
+            provision::enable_versioning(&s3, &bucket).await?;
             let queue = provision::create_reference_queue(
                 &sqs,
                 &unique_name("reference-changes"),
