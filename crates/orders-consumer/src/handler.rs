@@ -180,6 +180,7 @@ impl<Tb: TableSource, Fd: FeedSource, S: ObjectStore> OrdersConsumer<Tb, Fd, S> 
             }
         }
         let records = inputs.len();
+        let first_sub_sequence = inputs.first().and_then(|i| i.sub_sequence);
 
         let mut enricher = self.enricher.lock().await;
         let (outcomes, report) = enricher
@@ -217,6 +218,7 @@ impl<Tb: TableSource, Fd: FeedSource, S: ObjectStore> OrdersConsumer<Tb, Fd, S> 
         let naming = Naming {
             shard: &shard,
             first_sequence: &first_sequence,
+            first_sub_sequence,
             output_prefix: &self.config.output_prefix,
             dead_letter_prefix: &self.config.dead_letter_prefix,
         };
@@ -487,7 +489,7 @@ print(json.dumps(out))
             .store
             .get(
                 "out-bucket",
-                &format!("dead-letter/shardId-000000000002-{}.jsonl", first_seq()),
+                &format!("dead-letter/shardId-000000000002-{}-0.jsonl", first_seq()),
             )
             .unwrap();
         let dead = String::from_utf8(dead).unwrap();

@@ -39,6 +39,8 @@ pub struct Naming<'a> {
     pub shard: &'a str,
     /// Its first record's sequence number.
     pub first_sequence: &'a str,
+    /// Its first user record's sub-sequence number, when that record is a KPL aggregate.
+    pub first_sub_sequence: Option<u64>,
     /// Output prefix.
     pub output_prefix: &'a str,
     /// Dead-letter prefix.
@@ -179,7 +181,12 @@ pub fn build(naming: &Naming<'_>, outcomes: Vec<Outcome<Input, Product>>) -> Bat
             Outcome::Held { .. } => {}
         }
     }
-    let name = format!("{}-{}.jsonl", naming.shard, naming.first_sequence);
+    // Shard, first sequence number and, for an aggregate, its first user record's sub-sequence
+    // number: a batch retried from its first record gets the same names.
+    let name = match naming.first_sub_sequence {
+        None => format!("{}-{}.jsonl", naming.shard, naming.first_sequence),
+        Some(sub) => format!("{}-{}-{sub}.jsonl", naming.shard, naming.first_sequence),
+    };
     for (path, body) in partitions {
         let lines = body.iter().filter(|b| **b == b'\n').count();
         out.partitions.insert(path.clone(), lines);
