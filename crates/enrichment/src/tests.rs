@@ -205,6 +205,17 @@ fn modify<'a>(seq: u64, item: &'a str, priority: &'a str, created_ms: i64) -> Ch
     }
 }
 
+/// A KEYS_ONLY change (no image): the item must be read.
+fn keys_only(seq: u64, item: &str, created_ms: i64) -> Change<'_> {
+    Change {
+        seq,
+        event: EventName::Modify,
+        item,
+        priority: None,
+        created_ms,
+    }
+}
+
 /// The rig's start plus the 5 s margin: changes created after this apply from their image.
 const AFTER_LOAD: i64 = 6_000;
 
@@ -329,13 +340,7 @@ async fn keys_only_changes_reread_just_those_items() {
     r.enricher.refresh().await;
     r.clock.advance(AFTER_LOAD);
     r.table.put(product("salad", "low"));
-    r.write(&[Change {
-        seq: 11,
-        event: EventName::Modify,
-        item: "salad",
-        priority: None,
-        created_ms: AFTER_LOAD,
-    }]);
+    r.write(&[keys_only(11, "salad", AFTER_LOAD)]);
     let report = r.refresh_later().await;
     assert_eq!((report.applied, report.reread), (0, 1));
     assert_eq!(r.priority("salad").as_deref(), Some("low"));
@@ -1007,13 +1012,7 @@ async fn a_reread_item_is_as_new_as_the_read() {
     r.clock.advance(AFTER_LOAD);
     // A KEYS_ONLY change is re-read at the clock's time T.
     r.table.put(product("salad", "read at T"));
-    r.write(&[Change {
-        seq: 10,
-        event: EventName::Modify,
-        item: "salad",
-        priority: None,
-        created_ms: AFTER_LOAD,
-    }]);
+    r.write(&[keys_only(10, "salad", AFTER_LOAD)]);
     r.clock.advance(10_000);
     let report = r.refresh_later().await;
     assert_eq!(report.reread, 1);
@@ -1039,13 +1038,7 @@ async fn an_older_sequence_made_just_after_a_reread_is_not_lost() {
     r.enricher.refresh().await;
     r.clock.advance(AFTER_LOAD);
     r.table.put(product("salad", "read at T"));
-    r.write(&[Change {
-        seq: 20,
-        event: EventName::Modify,
-        item: "salad",
-        priority: None,
-        created_ms: AFTER_LOAD,
-    }]);
+    r.write(&[keys_only(20, "salad", AFTER_LOAD)]);
     r.clock.advance(10_000);
     assert_eq!(r.refresh_later().await.reread, 1);
     let read_at = r.clock.ms() - 1_795_650_000_000;
