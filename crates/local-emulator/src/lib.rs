@@ -13,6 +13,7 @@
 //! `test-support`) both use it, and this crate's `tests/template.rs` checks it against the
 //! template. It lives here rather than in `local-pipeline` because nothing depends on the local
 //! pipeline (design notes, section 9).
+#![warn(missing_docs)]
 
 pub mod provision;
 

@@ -13,6 +13,7 @@
 //!
 //! This crate depends on both producers for its rigs; their own tests depend on it in turn (a
 //! dev-dependency cycle Cargo allows: those tests link the producers' one library).
+#![warn(missing_docs)]
 
 mod emulator;
 mod fault_proxy;
