@@ -198,6 +198,13 @@ pub async fn run(
         max_staleness: Duration::from_secs(900),
         feed_poll_interval: Duration::from_secs(1),
         feed_retention: Duration::from_secs(7 * 24 * 3600),
+        // The seed's second pattern, joined: the menu categories kept as an object in S3.
+        reference_objects: Some(orders_consumer::ReferenceObjects {
+            bucket: names.bucket.clone(),
+            prefix: names.reference_prefix.clone(),
+            key: "item".into(),
+            field: "menu".into(),
+        }),
     };
     // One consumer per shard: each shard's batches run in their own Lambda environment.
     let consumers: Vec<_> = p
@@ -209,6 +216,10 @@ pub async fn run(
                 DynamoDbTable::new(c.ddb.clone(), names.table.clone()),
                 S3Feed::new(c.s3.clone(), names.bucket.clone()),
                 S3Store::new(c.s3.clone()),
+            )
+            .with_reference_objects(
+                S3Feed::new(c.s3.clone(), names.bucket.clone()),
+                S3Feed::new(c.s3.clone(), names.bucket.clone()),
             )
         })
         .collect();

@@ -39,6 +39,24 @@ pub struct Config {
     /// infra/'s `ChangeFileRetentionDays`; default 7, at least 2). A consumer whose last listing
     /// is older than this minus a day reloads fully.
     pub feed_retention: Duration,
+    /// A second, optional reference kept as objects in S3 (CSV with a header or JSON Lines,
+    /// optionally gzip: the format comes from each object's extension), joined on the order's
+    /// dish and kept current by the s3-event-handler's flags and change files.
+    pub reference_objects: Option<ReferenceObjects>,
+}
+
+/// `REFERENCE_OBJECTS_*`: the orders consumer's second reference, objects under a prefix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReferenceObjects {
+    /// `REFERENCE_OBJECTS_BUCKET` (default `CHANGE_BUCKET`).
+    pub bucket: String,
+    /// `REFERENCE_OBJECTS_PREFIX`: the objects' prefix (setting it turns the join on).
+    pub prefix: String,
+    /// `REFERENCE_OBJECTS_KEY`: the column joined with the order's dish (default `item`).
+    pub key: String,
+    /// `REFERENCE_OBJECTS_FIELD`: the output line's field that holds the row's other columns
+    /// (default `menu`).
+    pub field: String,
 }
 
 impl Config {
@@ -87,10 +105,40 @@ impl Config {
                 reason: "one or two attribute names (hash key, range key)".into(),
             });
         }
+        let change_bucket = required_var(get, "CHANGE_BUCKET")?;
+        let reference_objects =
+            optional_var(get, "REFERENCE_OBJECTS_PREFIX").map(|prefix| ReferenceObjects {
+                bucket: optional_var(get, "REFERENCE_OBJECTS_BUCKET")
+                    .unwrap_or_else(|| change_bucket.clone()),
+                prefix,
+                key: or("REFERENCE_OBJECTS_KEY", "item"),
+                field: or("REFERENCE_OBJECTS_FIELD", "menu"),
+            });
+        if let Some(r) = &reference_objects {
+            const LINE_FIELDS: [&str; 9] = [
+                "item",
+                "priority",
+                "price",
+                "cost",
+                "customer_id",
+                "shard",
+                "sequence_number",
+                "sub_sequence_number",
+                "unmatched",
+            ];
+            if LINE_FIELDS.contains(&r.field.as_str()) {
+                return Err(ConfigError::Invalid {
+                    var: "REFERENCE_OBJECTS_FIELD",
+                    value: r.field.clone(),
+                    reason: "names a field every output line already has".into(),
+                });
+            }
+        }
         Ok(Config {
+            reference_objects,
             reference_table: required_var(get, "REFERENCE_TABLE")?,
             key_attributes,
-            change_bucket: required_var(get, "CHANGE_BUCKET")?,
+            change_bucket,
             change_prefix: or("CHANGE_PREFIX", "change_flags/"),
             output_bucket: required_var(get, "OUTPUT_BUCKET")?,
             output_prefix: or("OUTPUT_PREFIX", "enriched/"),
@@ -189,6 +237,24 @@ mod tests {
             let err = config(&[(var, value)]).unwrap_err();
             assert!(err.to_string().contains(var), "{err}");
         }
+        let err = config(&[
+            ("REFERENCE_OBJECTS_PREFIX", "reference/"),
+            ("REFERENCE_OBJECTS_FIELD", "priority"),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("REFERENCE_OBJECTS_FIELD"), "{err}");
+        assert_eq!(config(&[]).unwrap().reference_objects, None);
+        assert_eq!(
+            config(&[("REFERENCE_OBJECTS_PREFIX", "reference/")])
+                .unwrap()
+                .reference_objects,
+            Some(ReferenceObjects {
+                bucket: "demo-bucket".into(),
+                prefix: "reference/".into(),
+                key: "item".into(),
+                field: "menu".into(),
+            })
+        );
         let err = config(&[("OUTPUT_BUCKET", "")]).unwrap_err();
         assert!(err.to_string().contains("OUTPUT_BUCKET"), "{err}");
         assert_eq!(

@@ -3,8 +3,8 @@
 use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};
 use aws_plumbing::{ObjectStore, StoreError};
 use enrichment::{
-    Classified, Enricher, EnricherConfig, FeedSettings, FeedSource, MetricsSnapshot, SystemClock,
-    TableSource,
+    Classified, Enricher, EnricherConfig, FeedSettings, FeedSource, MetricsSnapshot, ObjectConfig,
+    ObjectEnricher, ObjectSource, Outcome, SystemClock, TableSource, Unmatched,
 };
 use std::borrow::Cow;
 
@@ -18,7 +18,7 @@ use tracing::{error, info};
 
 use crate::config::Config;
 use crate::kpl::{deaggregate, Deaggregated};
-use crate::orders::{classify, Product, Record};
+use crate::orders::{classify, Product, Record, ReferenceRow};
 use crate::output::{build, BatchOutput, Input, Naming};
 
 /// Why an invocation fails as a whole.
@@ -49,15 +49,22 @@ pub struct BatchSummary {
     pub failed: Option<String>,
 }
 
+/// The second reference's enricher: rows of objects in S3, read through `Fd`.
+type Objects<Fd> = ObjectEnricher<ReferenceRow, String, Fd, Fd, SystemClock>;
+
 /// The orders consumer: an enricher kept warm across invocations, and the output store.
-pub struct OrdersConsumer<Tb: TableSource, Fd: FeedSource, S> {
+pub struct OrdersConsumer<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S> {
     config: Config,
     enricher: Mutex<Enricher<Product, String, Tb, Fd, SystemClock>>,
+    /// The second reference (objects in S3), when configured.
+    objects: Option<Mutex<Objects<Fd>>>,
     store: S,
     emf: bool,
 }
 
-impl<Tb: TableSource, Fd: FeedSource, S: ObjectStore> OrdersConsumer<Tb, Fd, S> {
+impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectStore>
+    OrdersConsumer<Tb, Fd, S>
+{
     /// A consumer reading the reference table through `table`, the change feed through `feed`,
     /// and writing through `store`. Nothing is loaded until the first batch.
     pub fn new(config: Config, table: Tb, feed: Fd, store: S) -> Self {
@@ -83,9 +90,43 @@ impl<Tb: TableSource, Fd: FeedSource, S: ObjectStore> OrdersConsumer<Tb, Fd, S> 
                 SystemClock,
             )),
             config,
+            objects: None,
             store,
             emf: false,
         }
+    }
+
+    /// Joins the second reference configured by `REFERENCE_OBJECTS_*` (see [`Config`]), read
+    /// through `objects` (a source for that bucket) and kept current from the same change feed
+    /// and the flags in the stream. Without that configuration this changes nothing.
+    pub fn with_reference_objects(mut self, objects: Fd, feed: Fd) -> Self {
+        let Some(r) = self.config.reference_objects.clone() else {
+            return self;
+        };
+        let key = r.key.clone();
+        let config = ObjectConfig::new(r.bucket, r.prefix, move |row: &ReferenceRow| {
+            row.get(&key).map(|v| match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+        })
+        // An order without a row is still written (with the table's data); counted.
+        .with_unmatched(Unmatched::Pass)
+        .with_max_staleness(Some(self.config.max_staleness))
+        .with_feed(FeedSettings {
+            prefix: self.config.change_prefix.clone(),
+            write_window: self.config.write_window,
+            poll_interval: self.config.feed_poll_interval,
+            retention: self.config.feed_retention,
+            ..FeedSettings::default()
+        });
+        self.objects = Some(Mutex::new(ObjectEnricher::new(
+            config,
+            objects,
+            Some(feed),
+            SystemClock,
+        )));
+        self
     }
 
     /// Also print each batch's metrics to stdout in CloudWatch embedded metric format
@@ -157,6 +198,7 @@ impl<Tb: TableSource, Fd: FeedSource, S: ObjectStore> OrdersConsumer<Tb, Fd, S> 
                     record: classify(&data, &self.config.legacy_flag_dish),
                     sequence_number,
                     sub_sequence: None,
+                    reference_object: None,
                     data,
                 }),
                 // Each user record is one input, named by its record's sequence number and its
@@ -167,6 +209,7 @@ impl<Tb: TableSource, Fd: FeedSource, S: ObjectStore> OrdersConsumer<Tb, Fd, S> 
                         record: classify(&u.data, &self.config.legacy_flag_dish),
                         sequence_number: sequence_number.clone(),
                         sub_sequence: Some(u.sub_sequence),
+                        reference_object: None,
                         data: u.data,
                     }))
                 }
@@ -175,12 +218,24 @@ impl<Tb: TableSource, Fd: FeedSource, S: ObjectStore> OrdersConsumer<Tb, Fd, S> 
                     record: Record::Invalid(e.to_string()),
                     sequence_number,
                     sub_sequence: None,
+                    reference_object: None,
                     data,
                 }),
             }
         }
         let records = inputs.len();
         let first_sub_sequence = inputs.first().and_then(|i| i.sub_sequence);
+        if let Some(objects) = &self.objects {
+            if let Err(reason) = join_objects(&mut *objects.lock().await, &mut inputs).await {
+                error!(%shard, first_sequence, %reason, "reference objects not current for this batch; reporting it for retry");
+                let summary = BatchSummary {
+                    records,
+                    failed: Some(reason),
+                    ..BatchSummary::default()
+                };
+                return Ok((failure(&first_sequence), summary));
+            }
+        }
 
         let mut enricher = self.enricher.lock().await;
         let (outcomes, report) = enricher
@@ -219,6 +274,11 @@ impl<Tb: TableSource, Fd: FeedSource, S: ObjectStore> OrdersConsumer<Tb, Fd, S> 
             shard: &shard,
             first_sequence: &first_sequence,
             first_sub_sequence,
+            reference_object_field: self
+                .config
+                .reference_objects
+                .as_ref()
+                .map(|r| (r.field.as_str(), r.key.as_str())),
             output_prefix: &self.config.output_prefix,
             dead_letter_prefix: &self.config.dead_letter_prefix,
         };
@@ -261,6 +321,44 @@ impl<Tb: TableSource, Fd: FeedSource, S: ObjectStore> OrdersConsumer<Tb, Fd, S> 
             .try_collect::<()>()
             .await
     }
+}
+
+/// Enriches `inputs` in order with the second reference (flags at their position): a matched
+/// order gets its row; an order the reference is too stale for is dead-lettered with that reason.
+/// `Err` when the batch must be retried (never loaded, or a flag's refresh failed).
+async fn join_objects<Fd: FeedSource + ObjectSource + Clone>(
+    objects: &mut Objects<Fd>,
+    inputs: &mut [Input],
+) -> Result<(), String> {
+    let indices: Vec<usize> = (0..inputs.len()).collect();
+    let (outcomes, report) = objects
+        .process_batch(indices, |i| match &inputs[*i].record {
+            Record::Order(o) => Classified::Data(o.dish.clone()),
+            Record::Flag(f) => Classified::ChangeFlag(f.clone()),
+            Record::LegacyFlag => Classified::Flag,
+            Record::Invalid(reason) => Classified::Invalid(reason.clone()),
+        })
+        .await;
+    if let Some(retry) = report.retry {
+        return Err(format!("reference objects: {retry}"));
+    }
+    if !objects.is_loaded() {
+        let error = report.refreshes.iter().find_map(|r| r.error.clone());
+        return Err(format!(
+            "reference objects not loaded: {}",
+            error.unwrap_or_default()
+        ));
+    }
+    for outcome in outcomes {
+        match outcome {
+            Outcome::Enriched { record, item } => inputs[record].reference_object = Some(item),
+            Outcome::Rejected { record, reason } => {
+                inputs[record].record = Record::Invalid(format!("reference objects: {reason}"));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Output objects written at once per batch: a batch spans a few dozen partitions, and writing
@@ -516,6 +614,126 @@ print(json.dumps(out))
         }
         assert_eq!(seen.len(), 200);
         assert!(seen.iter().all(|(_, sub)| *sub < 40));
+    }
+
+    /// A flag record as the s3-event-handler puts it, for `key` of `bucket` now holding `body`.
+    fn flag_record(bucket: &MemoryBucket, key: &str) -> String {
+        let flag = change_protocol::ChangeFlag::new(
+            change_protocol::ObjectChange {
+                bucket: "ref-bucket".into(),
+                key: key.into(),
+                event_name: "ObjectCreated:Put".into(),
+                removed: false,
+                event_time: "2026-12-01T10:00:00.000Z".into(),
+                version_id: None,
+                etag: bucket.etag(key).map(|e| e.trim_matches('"').to_owned()),
+                sequencer: None,
+            },
+            None,
+        );
+        base64::engine::general_purpose::STANDARD.encode(flag.to_vec())
+    }
+
+    fn order(dish: &str, n: usize) -> (String, String) {
+        let json = format!("{{\"dish\":\"{dish}\",\"cost\":{n},\"customer_id\":{n}}}");
+        (
+            n.to_string(),
+            base64::engine::general_purpose::STANDARD.encode(json),
+        )
+    }
+
+    #[tokio::test]
+    async fn reference_objects_in_s3_are_joined_and_a_flag_switches_them_at_its_position() {
+        // GIVEN the menu kept as a CSV object, joined on the dish
+        let objects = MemoryBucket::default();
+        objects.put(
+            "reference/menu.csv",
+            b"item,category,allergens\nburger,mains,gluten\nsalad,starters,\n".to_vec(),
+        );
+        let consumer = OrdersConsumer::new(
+            config(&[
+                ("REFERENCE_OBJECTS_PREFIX", "reference/"),
+                ("REFERENCE_OBJECTS_BUCKET", "ref-bucket"),
+            ]),
+            products(),
+            MemoryBucket::default(),
+            test_support::MemoryStore::new(),
+        )
+        .with_reference_objects(objects.clone(), MemoryBucket::default());
+        // (a first batch loads both references; the next batch's objects have the same names)
+        consumer
+            .handle_batch(&kinesis_event(&[order("salad", 1)]))
+            .await
+            .unwrap();
+        objects.put(
+            "reference/menu.csv",
+            b"item,category,allergens\nburger,mains,gluten\nsalad,salads,\n".to_vec(),
+        );
+        // WHEN the object changes (salad: starters -> salads) and its flag sits mid-batch
+        let flag = (
+            "flag".to_owned(),
+            flag_record(&objects, "reference/menu.csv"),
+        );
+        let batch = [
+            order("salad", 2),
+            flag,
+            order("salad", 3),
+            order("pizza", 4),
+        ];
+        let (response, summary) = consumer.handle_batch(&kinesis_event(&batch)).await.unwrap();
+        assert!(response.batch_item_failures.is_empty(), "{summary:?}");
+        // THEN orders before the flag carry the old row, every order after it the new one,
+        // and an order without a row (pizza) is still written, without the menu field
+        let mut lines: Vec<Value> = Vec::new();
+        for key in consumer.store.put_keys() {
+            let body = consumer.store.get("out-bucket", &key).unwrap();
+            for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                lines.push(serde_json::from_slice(line).unwrap());
+            }
+        }
+        let category = |customer: i64| {
+            lines
+                .iter()
+                .rev()
+                .find(|l| l["customer_id"] == customer)
+                .map(|l| l["menu"]["category"].clone())
+        };
+        assert_eq!(
+            category(2),
+            Some(Value::from("starters")),
+            "before the flag"
+        );
+        assert_eq!(category(3), Some(Value::from("salads")), "after the flag");
+        assert_eq!(category(4), Some(Value::Null), "no menu row: no menu field");
+        let salad = lines.iter().find(|l| l["customer_id"] == 3).unwrap();
+        assert_eq!(salad["menu"]["allergens"], "");
+        assert!(
+            salad["menu"].get("item").is_none(),
+            "the join column is not repeated"
+        );
+        assert_eq!(summary.output.accounted(), summary.records);
+
+        // AND when the object cannot be read at a flag, the batch is retried, not enriched
+        // with the old row
+        objects.put(
+            "reference/menu.csv",
+            b"item,category\nsalad,bowls\n".to_vec(),
+        );
+        let flag_again = (
+            "flag".to_owned(),
+            flag_record(&objects, "reference/menu.csv"),
+        );
+        objects.set_failing(true);
+        let (response, summary) = consumer
+            .handle_batch(&kinesis_event(&[
+                order("salad", 5),
+                flag_again,
+                order("salad", 6),
+            ]))
+            .await
+            .unwrap();
+        assert_eq!(response.batch_item_failures.len(), 1, "{summary:?}");
+        assert!(summary.failed.unwrap().contains("reference objects"));
     }
 
     fn first_seq() -> String {

@@ -26,5 +26,5 @@ pub mod orders;
 pub mod output;
 pub mod partition;
 
-pub use config::Config;
+pub use config::{Config, ReferenceObjects};
 pub use handler::{BatchSummary, HandlerError, OrdersConsumer};

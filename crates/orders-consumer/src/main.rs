@@ -2,7 +2,7 @@
 #![recursion_limit = "256"]
 
 use aws_plumbing::{init, s3_client, sdk_config, S3Store};
-use enrichment::{DynamoDbTable, S3Feed};
+use enrichment::{DynamoDbTable, S3Feed, S3Objects};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use orders_consumer::{Config, OrdersConsumer};
 use serde_json::Value;
@@ -19,8 +19,16 @@ async fn main() -> Result<(), Error> {
         config.reference_table.clone(),
     );
     let feed = S3Feed::new(s3.clone(), config.change_bucket.clone());
-    let consumer =
-        OrdersConsumer::new(config, table, feed, S3Store::new(s3)).with_embedded_metrics(true);
+    // The optional second reference (REFERENCE_OBJECTS_*), read from its own bucket.
+    let objects = config
+        .reference_objects
+        .as_ref()
+        .map(|r| S3Objects::new(s3.clone(), r.bucket.clone()));
+    let mut consumer = OrdersConsumer::new(config, table, feed.clone(), S3Store::new(s3));
+    if let Some(objects) = objects {
+        consumer = consumer.with_reference_objects(objects, feed);
+    }
+    let consumer = consumer.with_embedded_metrics(true);
     let consumer = &consumer;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         consumer.handle(&event.payload).await

@@ -27,6 +27,10 @@ pub struct Product {
     pub priority: String,
 }
 
+/// A row of the optional second reference kept as objects in S3 (columns as they are: CSV
+/// values are strings, JSON Lines values keep their JSON types).
+pub type ReferenceRow = std::collections::BTreeMap<String, serde_json::Value>;
+
 /// What a stream record is.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Record {

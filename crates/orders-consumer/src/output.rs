@@ -13,7 +13,7 @@ use base64::Engine;
 use enrichment::{Outcome, UnmatchedReason};
 use serde::Serialize;
 
-use crate::orders::{Order, Product, Record};
+use crate::orders::{Order, Product, Record, ReferenceRow};
 use crate::partition::escape_partition_value;
 
 /// The priority partition of orders written un-enriched (`UNMATCHED=pass`).
@@ -30,6 +30,8 @@ pub struct Input {
     pub data: Vec<u8>,
     /// What it is.
     pub record: Record,
+    /// Its row of the second reference (objects in S3), when one is configured and matched.
+    pub reference_object: Option<Arc<ReferenceRow>>,
 }
 
 /// Where the batch came from and where its output goes.
@@ -45,6 +47,8 @@ pub struct Naming<'a> {
     pub output_prefix: &'a str,
     /// Dead-letter prefix.
     pub dead_letter_prefix: &'a str,
+    /// The line field for the second reference's columns, and the join column left out of it.
+    pub reference_object_field: Option<(&'a str, &'a str)>,
 }
 
 #[derive(Serialize)]
@@ -226,6 +230,20 @@ fn write_line(
         unmatched,
     };
     let body = partitions.entry(path).or_default();
-    serde_json::to_writer(&mut *body, &line).unwrap_or_default();
+    match (naming.reference_object_field, &input.reference_object) {
+        (Some((field, join)), Some(row)) => {
+            let mut value = serde_json::to_value(&line).unwrap_or_default();
+            let columns: serde_json::Map<String, serde_json::Value> = row
+                .iter()
+                .filter(|(k, _)| k.as_str() != join)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            if let Some(map) = value.as_object_mut() {
+                map.insert(field.to_owned(), serde_json::Value::Object(columns));
+            }
+            serde_json::to_writer(&mut *body, &value).unwrap_or_default();
+        }
+        _ => serde_json::to_writer(&mut *body, &line).unwrap_or_default(),
+    }
     body.push(b'\n');
 }

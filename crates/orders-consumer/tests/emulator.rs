@@ -66,6 +66,7 @@ impl Rig {
             max_staleness: Duration::from_secs(900),
             feed_poll_interval: Duration::from_secs(1),
             feed_retention: Duration::from_secs(7 * 24 * 3600),
+            reference_objects: None,
         }
     }
 

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context, Result};
 use change_protocol::Item;
 use enrichment::{
-    Conditional, DynamoDbTable, FeedSource, ListPage, ScanPage, SourceError, TableSource,
+    Conditional, DynamoDbTable, FeedSource, ListPage, ObjectBody, ObjectSource, ScanPage,
+    SourceError, TableSource,
 };
 use orders_consumer::{Config, OrdersConsumer};
 use serde_json::Value;
@@ -70,7 +71,7 @@ impl TableSource for InMemoryTable {
     }
 }
 
-/// A change feed nobody writes to.
+/// A change feed nobody writes to (and a bucket of no reference objects).
 #[derive(Clone, Copy, Debug)]
 pub struct EmptyFeed;
 
@@ -88,6 +89,17 @@ impl FeedSource for EmptyFeed {
 
     async fn head_state(&self, _: &str, _: Option<&str>) -> Result<Conditional, SourceError> {
         Ok(Conditional::NotModified)
+    }
+}
+
+/// Nor holds any reference object.
+impl ObjectSource for EmptyFeed {
+    async fn list(&self, _: &str, _: Option<String>) -> Result<ListPage, SourceError> {
+        Ok(ListPage::default())
+    }
+
+    async fn get(&self, _: &str) -> Result<Option<ObjectBody>, SourceError> {
+        Ok(None)
     }
 }
 
