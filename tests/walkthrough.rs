@@ -121,6 +121,27 @@ async fn burger_orders_follow_the_update_and_nothing_is_lost() {
     // AND the S3 change put one flag on each of the 4 shards, handled as flags, not orders
     assert_eq!(p.flags, 4);
     assert_eq!(p.rejected, 0);
+    // AND on every shard, no salad order after its flag carries the old menu category, and
+    // salads before the change carried the old one (the S3 reference is joined)
+    let effects = s.flag_effects(local_pipeline::demo::NEW_SALAD_CATEGORY);
+    assert_eq!(effects.len(), 4, "{effects:?}");
+    for e in &effects {
+        assert_eq!(
+            e.old_after, 0,
+            "an order after the flag has the old value: {e:?}"
+        );
+    }
+    assert!(
+        effects
+            .iter()
+            .filter_map(|e| e.first_after.as_ref())
+            .all(|(_, c)| c.as_deref() == Some("salads")),
+        "{effects:?}"
+    );
+    assert!(s
+        .output
+        .iter()
+        .any(|l| l.item == "salad" && l.category.as_deref() == Some("starters")));
     assert_eq!(
         s.consumer_requests.full_refreshes, 4,
         "one full load per consumer, then deltas"

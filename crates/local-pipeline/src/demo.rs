@@ -57,6 +57,9 @@ impl Default for Options {
     }
 }
 
+/// The menu category the demo gives salad at its S3 change (it was `starters`).
+pub const NEW_SALAD_CATEGORY: &str = "salads";
+
 /// Live counts, for the progress line.
 #[derive(Clone, Debug, Default)]
 pub struct Progress {
@@ -93,6 +96,8 @@ pub struct OutputLine {
     pub item: String,
     /// Its priority, if enriched.
     pub priority: Option<String>,
+    /// Its menu category, from the reference object in S3 (the second reference).
+    pub category: Option<String>,
 }
 
 /// What the demo measured.
@@ -114,6 +119,8 @@ pub struct Summary {
     pub first_high_burger_at: Option<Duration>,
     /// When the S3 reference object was changed.
     pub s3_change_at: Option<Duration>,
+    /// Per shard, the sequence number of the S3 change's flag in that shard.
+    pub flags_at: BTreeMap<String, String>,
     /// The consumers' counters, summed.
     pub consumer_requests: MetricsSnapshot,
     /// Change files in the feed.
@@ -122,7 +129,56 @@ pub struct Summary {
     pub mappings: Vec<(String, MappingStats)>,
 }
 
+/// Kinesis sequence numbers compared as numbers (they run up to 129 digits).
+fn seq_key(seq: &str) -> (usize, &str) {
+    (seq.len(), seq)
+}
+
+/// One shard's view of the S3 change: its flag, the first salad order after it and what that
+/// order carried, and how many orders after the flag still carried the old value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlagEffect {
+    /// The shard.
+    pub shard: String,
+    /// The flag's sequence number.
+    pub flag_at: String,
+    /// The first salad order after the flag: its sequence number and menu category.
+    pub first_after: Option<(String, Option<String>)>,
+    /// Salad orders after the flag written with a category other than `new`.
+    pub old_after: usize,
+}
+
 impl Summary {
+    /// Per shard, what the S3 change did to salad orders (`new` is the changed category).
+    pub fn flag_effects(&self, new: &str) -> Vec<FlagEffect> {
+        self.flags_at
+            .iter()
+            .map(|(shard, flag_at)| {
+                let mut after: Vec<&OutputLine> = self
+                    .output
+                    .iter()
+                    .filter(|l| {
+                        l.shard == *shard
+                            && l.item == "salad"
+                            && seq_key(&l.sequence_number) > seq_key(flag_at)
+                    })
+                    .collect();
+                after.sort_by(|a, b| seq_key(&a.sequence_number).cmp(&seq_key(&b.sequence_number)));
+                FlagEffect {
+                    shard: shard.clone(),
+                    flag_at: flag_at.clone(),
+                    first_after: after
+                        .first()
+                        .map(|l| (l.sequence_number.clone(), l.category.clone())),
+                    old_after: after
+                        .iter()
+                        .filter(|l| l.category.as_deref() != Some(new))
+                        .count(),
+                }
+            })
+            .collect()
+    }
+
     /// Table write to the first enriched burger=high record.
     pub fn propagation(&self) -> Option<Duration> {
         Some(self.first_high_burger_at?.saturating_sub(self.update_at?))
@@ -227,6 +283,7 @@ pub async fn run(
     let started = Instant::now();
     let progress = Arc::new(Mutex::new(Progress::default()));
     let first_high = Arc::new(Mutex::new(None::<Duration>));
+    let flags_at = Arc::new(Mutex::new(BTreeMap::<String, String>::new()));
     let (stop_tx, stop_rx) = watch::channel(false);
 
     // The template's event source mappings (batch sizes, starting positions) at Lambda's rates.
@@ -295,14 +352,27 @@ pub async fn run(
             .map(|(mapping, consumer)| {
                 let progress = progress.clone();
                 let first_high = first_high.clone();
+                let flags_at = flags_at.clone();
                 mapping.run(
                     move |event: Value| {
                         let progress = progress.clone();
                         let first_high = first_high.clone();
+                        let flags_at = flags_at.clone();
                         async move {
                             let result = consumer.handle_batch(&event).await;
                             if let Ok((_, summary)) = &result {
                                 if summary.failed.is_none() {
+                                    if let Some(seq) = summary.flags_at.last() {
+                                        let shard = event["Records"][0]["eventID"]
+                                            .as_str()
+                                            .and_then(|id| id.split(':').next())
+                                            .unwrap_or_default()
+                                            .to_owned();
+                                        flags_at
+                                            .lock()
+                                            .unwrap_or_else(|e| e.into_inner())
+                                            .insert(shard, seq.clone());
+                                    }
                                     let o = &summary.output;
                                     let mut p = progress.lock().unwrap_or_else(|e| e.into_inner());
                                     p.consumed += summary.records;
@@ -365,9 +435,11 @@ pub async fn run(
                 .bucket(&names.bucket)
                 .key(&reference_key)
                 .body(
-                    b"item,category\nburger,mains\npizza,mains\nsalad,salads\n"
-                        .to_vec()
-                        .into(),
+                    format!(
+                        "item,category\nburger,mains\npizza,mains\nsalad,{NEW_SALAD_CATEGORY}\n"
+                    )
+                    .into_bytes()
+                    .into(),
                 )
                 .send()
                 .await
@@ -421,6 +493,7 @@ pub async fn run(
         sent,
         update_at: Some(update_at),
         s3_change_at: Some(s3_at),
+        flags_at: flags_at.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         first_high_burger_at: *first_high.lock().unwrap_or_else(|e| e.into_inner()),
         ..Summary::default()
     };
@@ -490,6 +563,7 @@ async fn read_back(s3: &aws_sdk_s3::Client, names: &Names, summary: &mut Summary
                     sequence_number: s("sequence_number"),
                     item: s("item"),
                     priority: v["priority"].as_str().map(str::to_owned),
+                    category: v["menu"]["category"].as_str().map(str::to_owned),
                 });
             }
         }

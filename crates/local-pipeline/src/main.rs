@@ -128,6 +128,25 @@ async fn main() -> Result<()> {
             at.as_secs_f64(),
             p.flags
         );
+        println!("  salad's menu category starters -> salads (the S3 object), per shard:");
+        for e in s.flag_effects(local_pipeline::demo::NEW_SALAD_CATEGORY) {
+            let tail = |seq: &str| seq[seq.len().saturating_sub(8)..].to_owned();
+            match &e.first_after {
+                Some((seq, category)) => println!(
+                    "    {}: flag at …{}, first salad after it …{} with category={}; old value after the flag: {}",
+                    e.shard,
+                    tail(&e.flag_at),
+                    tail(seq),
+                    category.as_deref().unwrap_or("-"),
+                    e.old_after
+                ),
+                None => println!(
+                    "    {}: flag at …{}, no salad order after it",
+                    e.shard,
+                    tail(&e.flag_at)
+                ),
+            }
+        }
     }
     let m = &s.consumer_requests;
     println!("  AWS requests by the 4 consumers:");

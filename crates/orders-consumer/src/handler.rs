@@ -47,6 +47,8 @@ pub struct BatchSummary {
     pub output: BatchOutput,
     /// Why the batch was reported for retry, if it was.
     pub failed: Option<String>,
+    /// Sequence numbers of the protocol change flags in the batch (where each took effect).
+    pub flags_at: Vec<String>,
 }
 
 /// The second reference's enricher: rows of objects in S3, read through `Fd`.
@@ -225,6 +227,11 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectStore>
         }
         let records = inputs.len();
         let first_sub_sequence = inputs.first().and_then(|i| i.sub_sequence);
+        let flags_at: Vec<String> = inputs
+            .iter()
+            .filter(|i| matches!(i.record, Record::Flag(_)))
+            .map(|i| i.sequence_number.clone())
+            .collect();
         if let Some(objects) = &self.objects {
             if let Err(reason) = join_objects(&mut *objects.lock().await, &mut inputs).await {
                 error!(%shard, first_sequence, %reason, "reference objects not current for this batch; reporting it for retry");
@@ -250,6 +257,7 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectStore>
         drop(enricher);
         let mut summary = BatchSummary {
             records,
+            flags_at,
             ..BatchSummary::default()
         };
         if never_loaded || report.retry.is_some() {
