@@ -110,6 +110,9 @@ async fn an_undeleted_reference_object_is_loaded_again() {
     // GIVEN a versioned reference bucket where an object was deleted (a delete marker), and a
     // consumer that loaded without it
     let rig = FlagRig::new().await;
+    provision::enable_versioning(&rig.s3, &rig.reference.bucket)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let key = "reference/specials.csv";
     rig.reference.put(key, b"item,priority\ndonut,high\n").await;
     rig.reference.delete(key).await;

@@ -557,7 +557,8 @@ pub async fn provision(c: &Clients, names: &Names) -> Result<Provisioned, Provis
     }
     create_bucket(&c.s3, &names.bucket).await?;
     // The local pipeline's one bucket also holds the reference objects: versioned, as infra/'s
-    // reference bucket.
+    // reference bucket. (The emulator then sends no notification for a delete, where S3 sends
+    // ObjectRemoved:DeleteMarkerCreated; the demo only overwrites its reference object.)
     enable_versioning(&c.s3, &names.bucket).await?;
     let stream = create_orders_stream(&c.kinesis, &names.stream, SHARD_COUNT).await?;
     let queue = create_reference_queue(&c.sqs, &names.queue, QueueSettings::LOCAL_PIPELINE).await?;
