@@ -261,6 +261,7 @@ pub async fn run(
             key: "item".into(),
             field: "menu".into(),
         }),
+        catalog: None,
     };
     // One consumer per shard: each shard's batches run in their own Lambda environment.
     let consumers: Vec<_> = p

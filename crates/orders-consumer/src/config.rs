@@ -43,6 +43,9 @@ pub struct Config {
     /// optionally gzip: the format comes from each object's extension), joined on the order's
     /// dish and kept current by the s3-event-handler's flags and change files.
     pub reference_objects: Option<ReferenceObjects>,
+    /// `GLUE_DATABASE` and `GLUE_TABLE` (both or neither): the Glue Data Catalog table over
+    /// the output, in which each new `item=`/`priority=` partition is registered.
+    pub catalog: Option<(String, String)>,
 }
 
 /// `REFERENCE_OBJECTS_*`: the orders consumer's second reference, objects under a prefix.
@@ -134,7 +137,21 @@ impl Config {
                 });
             }
         }
+        let catalog = match (
+            optional_var(get, "GLUE_DATABASE"),
+            optional_var(get, "GLUE_TABLE"),
+        ) {
+            (Some(d), Some(t)) => Some((d, t)),
+            (None, None) => None,
+            (Some(_), None) => return Err(ConfigError::Missing { var: "GLUE_TABLE" }),
+            (None, Some(_)) => {
+                return Err(ConfigError::Missing {
+                    var: "GLUE_DATABASE",
+                })
+            }
+        };
         Ok(Config {
+            catalog,
             reference_objects,
             reference_table: required_var(get, "REFERENCE_TABLE")?,
             key_attributes,
@@ -244,6 +261,14 @@ mod tests {
         .unwrap_err();
         assert!(err.to_string().contains("REFERENCE_OBJECTS_FIELD"), "{err}");
         assert_eq!(config(&[]).unwrap().reference_objects, None);
+        let err = config(&[("GLUE_DATABASE", "lake")]).unwrap_err();
+        assert!(err.to_string().contains("GLUE_TABLE"), "{err}");
+        assert_eq!(
+            config(&[("GLUE_DATABASE", "lake"), ("GLUE_TABLE", "orders")])
+                .unwrap()
+                .catalog,
+            Some(("lake".into(), "orders".into()))
+        );
         assert_eq!(
             config(&[("REFERENCE_OBJECTS_PREFIX", "reference/")])
                 .unwrap()

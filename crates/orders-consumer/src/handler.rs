@@ -16,6 +16,7 @@ use serde_json::Value;
 use tokio::sync::Mutex;
 use tracing::{error, info};
 
+use crate::catalog::{GlueCatalog, Partition, Registered};
 use crate::config::Config;
 use crate::kpl::{deaggregate, Deaggregated};
 use crate::orders::{classify, Product, Record, ReferenceRow};
@@ -49,6 +50,8 @@ pub struct BatchSummary {
     pub failed: Option<String>,
     /// Sequence numbers of the protocol change flags in the batch (where each took effect).
     pub flags_at: Vec<String>,
+    /// The catalog registration failed (the batch was written all the same).
+    pub catalog_error: Option<String>,
 }
 
 /// The second reference's enricher: rows of objects in S3, read through `Fd`.
@@ -62,6 +65,9 @@ pub struct OrdersConsumer<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone
     objects: Option<Mutex<Objects<Fd>>>,
     store: S,
     emf: bool,
+    /// The Glue table whose partitions this environment registers, and those it did.
+    catalog: Option<(GlueCatalog, Registered)>,
+    catalog_errors: std::sync::atomic::AtomicU64,
 }
 
 impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectStore>
@@ -95,6 +101,8 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectStore>
             objects: None,
             store,
             emf: false,
+            catalog: None,
+            catalog_errors: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -129,6 +137,19 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectStore>
             SystemClock,
         )));
         self
+    }
+
+    /// Registers each new output partition in the Glue Data Catalog through `catalog`
+    /// (`GLUE_DATABASE`/`GLUE_TABLE`): the first time this environment writes to it.
+    pub fn with_catalog(mut self, catalog: GlueCatalog) -> Self {
+        self.catalog = Some((catalog, Registered::default()));
+        self
+    }
+
+    /// Catalog registrations that failed so far (each logged; the batches were written).
+    pub fn catalog_errors(&self) -> u64 {
+        self.catalog_errors
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Also print each batch's metrics to stdout in CloudWatch embedded metric format
@@ -296,6 +317,27 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectStore>
             summary.failed = Some(e.to_string());
             summary.output = output;
             return Ok((failure(&first_sequence), summary));
+        }
+        if let Some((catalog, registered)) = &self.catalog {
+            let base = format!(
+                "s3://{}/{}",
+                self.config.output_bucket, self.config.output_prefix
+            );
+            let partitions = output
+                .partition_values
+                .iter()
+                .map(|(path, (item, priority))| Partition {
+                    values: vec![item.clone(), priority.clone()],
+                    location: format!("{base}{path}"),
+                })
+                .collect();
+            // Never a batch failure: the orders are written; the next batch tries again.
+            if let Err(e) = registered.register_new(catalog, partitions).await {
+                self.catalog_errors
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                error!(%shard, first_sequence, error = %e, "output partitions not registered in the catalog; the batch is written");
+                summary.catalog_error = Some(e.to_string());
+            }
         }
         info!(
             %shard,

@@ -19,6 +19,7 @@
 //! per file to be worth it (small Parquet files per micro-batch are worse than JSON Lines).
 #![warn(missing_docs)]
 
+pub mod catalog;
 pub mod config;
 pub mod handler;
 pub mod kpl;

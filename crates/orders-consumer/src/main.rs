@@ -4,6 +4,7 @@
 use aws_plumbing::{init, s3_client, sdk_config, S3Store};
 use enrichment::{DynamoDbTable, S3Feed, S3Objects};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
+use orders_consumer::catalog::GlueCatalog;
 use orders_consumer::{Config, OrdersConsumer};
 use serde_json::Value;
 
@@ -24,9 +25,14 @@ async fn main() -> Result<(), Error> {
         .reference_objects
         .as_ref()
         .map(|r| S3Objects::new(s3.clone(), r.bucket.clone()));
+    let config_catalog = config.catalog.clone();
     let mut consumer = OrdersConsumer::new(config, table, feed.clone(), S3Store::new(s3));
     if let Some(objects) = objects {
         consumer = consumer.with_reference_objects(objects, feed);
+    }
+    if let Some((database, table)) = config_catalog {
+        let glue = aws_sdk_glue::Client::new(&sdk);
+        consumer = consumer.with_catalog(GlueCatalog::new(glue, database, table));
     }
     let consumer = consumer.with_embedded_metrics(true);
     let consumer = &consumer;

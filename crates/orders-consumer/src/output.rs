@@ -86,6 +86,8 @@ pub struct BatchOutput {
     pub objects: Vec<(String, Vec<u8>)>,
     /// Orders per `item=…/priority=…` partition path.
     pub partitions: BTreeMap<String, usize>,
+    /// Each partition path's values as written (item, priority), for the catalog.
+    pub partition_values: BTreeMap<String, (String, String)>,
     /// Orders enriched.
     pub enriched: usize,
     /// Orders without a reference item written un-enriched (`pass`).
@@ -122,7 +124,7 @@ fn order_of(input: &Input) -> Option<&Order> {
 /// Builds the output objects of one batch from its outcomes, in input order.
 pub fn build(naming: &Naming<'_>, outcomes: Vec<Outcome<Input, Product>>) -> BatchOutput {
     let mut out = BatchOutput::default();
-    let mut partitions: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut partitions: BTreeMap<String, (Vec<u8>, (String, String))> = BTreeMap::new();
     let mut dead = Vec::new();
     let dead_letter = |dead: &mut Vec<u8>, input: &Input, reason: String| {
         let text = std::str::from_utf8(&input.data).ok();
@@ -191,9 +193,10 @@ pub fn build(naming: &Naming<'_>, outcomes: Vec<Outcome<Input, Product>>) -> Bat
         None => format!("{}-{}.jsonl", naming.shard, naming.first_sequence),
         Some(sub) => format!("{}-{}-{sub}.jsonl", naming.shard, naming.first_sequence),
     };
-    for (path, body) in partitions {
+    for (path, (body, values)) in partitions {
         let lines = body.iter().filter(|b| **b == b'\n').count();
         out.partitions.insert(path.clone(), lines);
+        out.partition_values.insert(path.clone(), values);
         out.objects
             .push((format!("{}{path}{name}", naming.output_prefix), body));
     }
@@ -205,7 +208,7 @@ pub fn build(naming: &Naming<'_>, outcomes: Vec<Outcome<Input, Product>>) -> Bat
 }
 
 fn write_line(
-    partitions: &mut BTreeMap<String, Vec<u8>>,
+    partitions: &mut BTreeMap<String, (Vec<u8>, (String, String))>,
     naming: &Naming<'_>,
     order: &Order,
     input: &Input,
@@ -229,7 +232,13 @@ fn write_line(
         sub_sequence_number: input.sub_sequence,
         unmatched,
     };
-    let body = partitions.entry(path).or_default();
+    let item_value = item
+        .map_or(order.dish.as_str(), |p| p.item.as_str())
+        .to_owned();
+    let priority_value = priority.unwrap_or(UNMATCHED_PARTITION).to_owned();
+    let (body, _) = partitions
+        .entry(path)
+        .or_insert_with(|| (Vec::new(), (item_value, priority_value)));
     match (naming.reference_object_field, &input.reference_object) {
         (Some((field, join)), Some(row)) => {
             let mut value = serde_json::to_value(&line).unwrap_or_default();

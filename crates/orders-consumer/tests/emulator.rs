@@ -67,6 +67,7 @@ impl Rig {
             feed_poll_interval: Duration::from_secs(1),
             feed_retention: Duration::from_secs(7 * 24 * 3600),
             reference_objects: None,
+            catalog: None,
         }
     }
 
@@ -320,4 +321,115 @@ async fn a_crash_after_part_of_the_output_is_retried_without_duplicates() {
         "every record but the flag is in the output once"
     );
     assert!(seen.values().all(|n| *n == 1));
+}
+
+/// A Glue database and a table over the output, partitioned by item and priority (what infra/
+/// declares), on the emulator.
+async fn glue_table(sdk: &aws_config::SdkConfig) -> (aws_sdk_glue::Client, String, String) {
+    use aws_sdk_glue::types::{Column, DatabaseInput, SerDeInfo, StorageDescriptor, TableInput};
+    let glue = aws_sdk_glue::Client::new(sdk);
+    let database = unique_name("lake").replace('-', "_");
+    glue.create_database()
+        .database_input(DatabaseInput::builder().name(&database).build().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let column =
+        |name: &str, kind: &str| Column::builder().name(name).r#type(kind).build().unwrap();
+    glue.create_table()
+        .database_name(&database)
+        .table_input(
+            TableInput::builder()
+                .name("orders")
+                .table_type("EXTERNAL_TABLE")
+                .partition_keys(column("item", "string"))
+                .partition_keys(column("priority", "string"))
+                .storage_descriptor(
+                    StorageDescriptor::builder()
+                        .columns(column("cost", "double"))
+                        .location("s3://out/enriched/")
+                        .serde_info(
+                            SerDeInfo::builder()
+                                .serialization_library("org.openx.data.jsonserde.JsonSerDe")
+                                .build(),
+                        )
+                        .build(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    (glue, database, "orders".into())
+}
+
+#[tokio::test]
+async fn new_output_partitions_are_registered_in_the_glue_catalog() {
+    // GIVEN a catalog table over the output
+    let r = rig().await;
+    let (glue, database, table) = glue_table(&r.sdk).await;
+    let catalog = orders_consumer::catalog::GlueCatalog::new(glue.clone(), &database, &table);
+    let store = Arc::new(MemoryStore::new());
+    let consumer = r
+        .consumer(r.config(Unmatched::Reject), store.clone())
+        .with_catalog(catalog.clone());
+    // WHEN a batch is written (twice: a retry, or a later batch to the same partitions)
+    let (_, summary) = consumer.handle_batch(&sample()).await.unwrap();
+    assert_eq!(summary.catalog_error, None);
+    consumer.handle_batch(&sample()).await.unwrap();
+    // THEN each partition it wrote is in the catalog, with its location, once
+    let partitions = glue
+        .get_partitions()
+        .database_name(&database)
+        .table_name(&table)
+        .send()
+        .await
+        .unwrap();
+    let mut got: Vec<(Vec<String>, String)> = partitions
+        .partitions()
+        .iter()
+        .map(|p| {
+            (
+                p.values().to_vec(),
+                p.storage_descriptor()
+                    .and_then(|s| s.location())
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .collect();
+    got.sort();
+    assert_eq!(got.len(), summary.output.partitions.len(), "{got:?}");
+    assert!(got.contains(&(
+        vec!["burger".into(), "medium".into()],
+        "s3://out/enriched/item=burger/priority=medium/".into()
+    )));
+    assert!(got.contains(&(
+        vec!["ice-cream".into(), "very very high".into()],
+        "s3://out/enriched/item=ice-cream/priority=very very high/".into()
+    )));
+    // AND another environment registering the same partitions is not an error (idempotent)
+    let other = r
+        .consumer(r.config(Unmatched::Reject), store.clone())
+        .with_catalog(catalog);
+    let (_, summary) = other.handle_batch(&sample()).await.unwrap();
+    assert_eq!(summary.catalog_error, None);
+}
+
+#[tokio::test]
+async fn a_catalog_that_fails_never_fails_the_batch() {
+    let r = rig().await;
+    let glue = aws_sdk_glue::Client::new(&r.sdk);
+    let missing = orders_consumer::catalog::GlueCatalog::new(glue, "no_such_database", "orders");
+    let store = Arc::new(MemoryStore::new());
+    let consumer = r
+        .consumer(r.config(Unmatched::Reject), store.clone())
+        .with_catalog(missing);
+    let (response, summary) = consumer.handle_batch(&sample()).await.unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    assert!(!store.put_keys().is_empty(), "the orders are written");
+    let error = summary.catalog_error.expect("the failure is reported");
+    assert!(error.contains("BatchCreatePartition"), "{error}");
+    assert_eq!(consumer.catalog_errors(), 1);
 }
