@@ -436,6 +436,12 @@ impl<L: Loader, Fd: FeedSource, C: Clock> ReferenceEnricher<L, Fd, C> {
         // current): it is reported in `reload_error`, counted, and tried again after the backoff.
         match self.pending.clone().or_else(|| self.reload_due()) {
             None => {}
+            // Without a feed nothing else confirms the data: the reload is not optional.
+            Some(ReloadReason::MaximumAge) if self.feed.is_none() => {
+                return self
+                    .pending_reload_now(ReloadReason::MaximumAge, report)
+                    .await
+            }
             Some(ReloadReason::MaximumAge) if self.backoff.wait().is_some() => {}
             Some(ReloadReason::MaximumAge) => {
                 match self.full_reload(ReloadReason::MaximumAge, report).await {

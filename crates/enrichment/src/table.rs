@@ -98,8 +98,9 @@ struct ItemState {
 enum Stamp {
     /// Applied from the image of a change created at this time (ms).
     Change(i64),
-    /// Read from the table (a consistent read) at this time (ms, the consumer's clock).
-    Read(i64),
+    /// Read from the table (a consistent read) between these times (ms, the consumer's clock):
+    /// the first request was sent at `from`, the last answer came at `to`.
+    Read { from: i64, to: i64 },
 }
 
 /// What to do with a change of an item.
@@ -119,9 +120,10 @@ enum Verdict {
 /// - Applied from a change's image: an equal sequence number is skipped; an older one is skipped
 ///   unless it was created in a later second (then sequence and creation order disagree: read);
 ///   a newer one created in an earlier second is read; otherwise applied.
-/// - Read from the table at time T: a change made before T − margin is reflected by the read
-///   (skipped, whatever its sequence number); a newer one made at or after T + margin applies
-///   from its image; anything in between is read again.
+/// - Read from the table between `from` (first request) and `to` (last answer): an older
+///   sequence number made before `from − margin` is reflected by the read (skipped); a newer one
+///   made at or after `to + margin` applies from its image; anything else is read again (never
+///   skipped on the consumer's clock alone: a newer change may have been made after the read).
 fn verdict(
     state: Option<&ItemState>,
     seq: &SequenceNumber,
@@ -137,11 +139,11 @@ fn verdict(
     let older = state.seq.as_ref().is_some_and(|applied| seq < applied);
     let second = created_ms.div_euclid(1000);
     match state.stamp {
-        Stamp::Read(at) => {
+        Stamp::Read { from, to } => {
             let (earliest, latest) = (second * 1000, second * 1000 + 999);
-            if latest < at - margin_ms {
+            if older && latest < from - margin_ms {
                 Verdict::Skip
-            } else if earliest >= at + margin_ms && !older {
+            } else if !older && earliest >= to + margin_ms {
                 Verdict::Apply
             } else {
                 Verdict::Reread
@@ -497,6 +499,7 @@ where
         let names = &self.spec.key_attributes;
         let mut found: HashSet<ItemKey> = HashSet::new();
         let all: Vec<ItemKey> = keys.keys().cloned().collect();
+        let read_from = cx.clock.now().timestamp_millis();
         for chunk in all.chunks(100) {
             let mut pending: Vec<Item> = chunk.iter().map(|k| k.to_item(names)).collect();
             let mut attempts = 0;
@@ -535,7 +538,10 @@ where
                 key,
                 ItemState {
                     seq,
-                    stamp: Stamp::Read(read_at),
+                    stamp: Stamp::Read {
+                        from: read_from,
+                        to: read_at,
+                    },
                 },
             );
         }

@@ -1148,3 +1148,172 @@ async fn a_recovered_pending_reload_follows_the_feed_from_its_own_position() {
         "{report:?}"
     );
 }
+
+// --- Review 2 of ab076fd ---
+
+/// A table whose BatchGetItem is answered `latency_ms` after the read is served, and which
+/// serves only the first key of a call for `throttled` calls, leaving the others unprocessed (as a throttled table
+/// does). The rig's clock follows tokio's (paused) time, so the enricher's own backoff sleeps
+/// move it.
+#[derive(Clone)]
+struct SlowTable {
+    inner: MemoryTable,
+    clock: ManualClock,
+    latency_ms: i64,
+    throttled: Arc<Mutex<u32>>,
+    last: Arc<Mutex<tokio::time::Instant>>,
+}
+
+impl SlowTable {
+    fn new(r: &Rig, latency_ms: i64) -> Self {
+        SlowTable {
+            inner: r.table.clone(),
+            clock: r.clock.clone(),
+            latency_ms,
+            throttled: Arc::default(),
+            last: Arc::new(Mutex::new(tokio::time::Instant::now())),
+        }
+    }
+}
+
+impl TableSource for SlowTable {
+    async fn scan_page(
+        &self,
+        segment: i32,
+        total: i32,
+        start: Option<Item>,
+    ) -> Result<ScanPage, SourceError> {
+        self.inner.scan_page(segment, total, start).await
+    }
+    async fn latest_stream_arn(&self) -> Result<Option<String>, SourceError> {
+        self.inner.latest_stream_arn().await
+    }
+    async fn batch_get(&self, mut keys: Vec<Item>) -> Result<BatchGet, SourceError> {
+        {
+            let mut last = self.last.lock().unwrap();
+            let now = tokio::time::Instant::now();
+            self.clock.advance((now - *last).as_millis() as i64);
+            *last = now;
+        }
+        let mut unprocessed = vec![];
+        {
+            let mut n = self.throttled.lock().unwrap();
+            if *n > 0 {
+                *n -= 1;
+                // The first key of the call is served (unless it is the only one).
+                unprocessed = keys.split_off(usize::from(keys.len() > 1));
+            }
+        }
+        let mut got = self.inner.batch_get(keys).await?; // the items are read now
+        got.unprocessed.extend(unprocessed);
+        self.clock.advance(self.latency_ms); // ... and the answer arrives later
+        Ok(got)
+    }
+}
+
+fn slow_enricher(
+    r: &Rig,
+    table: SlowTable,
+    margin: Duration,
+) -> Enricher<Product, String, SlowTable, MemoryBucket, ManualClock> {
+    let cfg = EnricherConfig::new("ProductPriority", &["item", "price"], |p: &Product| {
+        Some(p.item.clone())
+    })
+    .with_feed(FeedSettings {
+        poll_interval: Duration::ZERO,
+        clock_margin: margin,
+        ..FeedSettings::default()
+    });
+    Enricher::new(cfg, table, Some(r.feed.clone()), r.clock.clone())
+}
+
+const BASE: i64 = 1_795_650_000_000;
+
+#[tokio::test(start_paused = true)]
+async fn a_change_made_after_the_item_was_read_is_not_skipped_while_other_keys_are_retried() {
+    let r = rig();
+    let table = SlowTable::new(&r, 0);
+    let mut e = slow_enricher(&r, table.clone(), Duration::from_secs(5));
+    e.refresh().await;
+    r.clock.advance(AFTER_LOAD);
+    // Two KEYS_ONLY changes: pizza and salad are read in one BatchGetItem; pizza is served at
+    // once, salad is left unprocessed six times (the loader's backoff: 9.4 s).
+    r.table.put(product("pizza", "read at T"));
+    r.write(&[
+        keys_only(10, "pizza", AFTER_LOAD),
+        keys_only(11, "salad", AFTER_LOAD),
+    ]);
+    r.clock.advance(100);
+    let pizza_read_at = r.clock.ms() - BASE;
+    *table.throttled.lock().unwrap() = 6;
+    let report = e.refresh().await;
+    assert_eq!(report.reread, 2, "{report:?}");
+    assert_eq!(e.reader().lookup("pizza").unwrap().priority, "read at T");
+    // 1 s after pizza was read (salad still being retried), pizza changes: a newer sequence
+    // number, created after the read that pizza's value came from.
+    r.table.put(product("pizza", "changed after its read"));
+    r.write(&[modify(
+        12,
+        "pizza",
+        "changed after its read",
+        pizza_read_at + 1_000,
+    )]);
+    r.clock.advance(100);
+    let report = e.refresh().await;
+    assert_eq!(
+        e.reader().lookup("pizza").unwrap().priority,
+        "changed after its read",
+        "{report:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_a_zero_margin_a_change_made_while_the_read_was_answered_is_not_skipped() {
+    let r = rig();
+    // The emulator tests' setting: margin 0. BatchGetItem answers 30 ms after it read.
+    let table = SlowTable::new(&r, 30);
+    let mut e = slow_enricher(&r, table, Duration::ZERO);
+    e.refresh().await;
+    r.clock.advance(AFTER_LOAD);
+    r.table.put(product("salad", "read at 6.980"));
+    r.write(&[keys_only(10, "salad", AFTER_LOAD)]);
+    r.clock.advance(980); // read served at 6.980 s, answered at 7.010 s
+    assert_eq!(e.refresh().await.reread, 1);
+    // At 6.990 s, after the read, salad changes (creation second 6).
+    r.table.put(product("salad", "changed at 6.990"));
+    r.write(&[modify(11, "salad", "changed at 6.990", 6_990)]);
+    r.clock.advance(100);
+    let report = e.refresh().await;
+    assert_eq!(
+        e.reader().lookup("salad").unwrap().priority,
+        "changed at 6.990",
+        "{report:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_feed_a_failing_maximum_age_reload_is_not_current() {
+    let table = MemoryTable::new(&["item", "price"]);
+    table.put(product("burger", "medium"));
+    let cfg = EnricherConfig::new("ProductPriority", &["item", "price"], |p: &Product| {
+        Some(p.item.clone())
+    })
+    .with_max_age(Some(Duration::from_secs(600)))
+    .with_max_staleness(Some(Duration::from_secs(900)));
+    let mut e: Enricher<Product, String, MemoryTable, MemoryBucket, SystemClock> =
+        Enricher::new(cfg, table.clone(), None, SystemClock);
+    e.refresh().await;
+    table.set_failing(true);
+    // The maximum age is this consumer's only refresh (no feed); it fails for an hour.
+    let mut last = RefreshReport::default();
+    for _ in 0..60 {
+        tokio::time::advance(Duration::from_secs(60)).await;
+        last = e.refresh().await;
+    }
+    assert!(last.error.is_some(), "{last:?}");
+    assert!(
+        last.error.is_some() || e.is_too_stale(),
+        "nothing was followed, yet: {last:?}, staleness {:?}",
+        e.staleness()
+    );
+}
