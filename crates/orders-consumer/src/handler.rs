@@ -791,6 +791,25 @@ print(json.dumps(out))
     }
 
     #[test]
+    fn the_templates_catalog_matches_what_the_consumer_registers() {
+        // infra/ declares the table the consumer registers partitions in: item and priority as
+        // partition keys (in that order), the JSON SerDe, and the consumer's GLUE_* variables.
+        let template = include_str!("../../../infra/template.yaml");
+        let table = &template[template.find("EnrichedOrdersTable:").unwrap()..];
+        let keys = &table[table.find("PartitionKeys:").unwrap()..];
+        let item = keys.find("{ Name: item, Type: string }").unwrap();
+        let priority = keys.find("{ Name: priority, Type: string }").unwrap();
+        assert!(
+            item < priority,
+            "partition values are registered as [item, priority]"
+        );
+        assert!(table.contains("SerializationLibrary: org.openx.data.jsonserde.JsonSerDe"));
+        assert!(template.contains("GLUE_DATABASE: !Ref OutputDatabase"));
+        assert!(template.contains("GLUE_TABLE: !Ref EnrichedOrdersTable"));
+        assert!(template.contains("Action: glue:BatchCreatePartition"));
+    }
+
+    #[test]
     fn unknown_staleness_is_a_bounded_metric_value() {
         // CloudWatch accepts values up to 2^360 (about 1.17e108); a larger one drops the metric.
         let never_loaded = MetricsSnapshot::default();
