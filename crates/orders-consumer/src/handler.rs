@@ -807,6 +807,10 @@ print(json.dumps(out))
         assert!(template.contains("GLUE_DATABASE: !Ref OutputDatabase"));
         assert!(template.contains("GLUE_TABLE: !Ref EnrichedOrdersTable"));
         assert!(template.contains("Action: glue:BatchCreatePartition"));
+        // And the second reference: the objects the s3-event-handler watches, readable.
+        assert!(template.contains("REFERENCE_OBJECTS_BUCKET: !Ref ReferenceBucket"));
+        assert!(template.contains("REFERENCE_OBJECTS_PREFIX: !Ref ReferencePrefix"));
+        assert!(template.contains("Resource: !Sub \"${ReferenceBucket.Arn}/${ReferencePrefix}*\""));
     }
 
     #[test]
