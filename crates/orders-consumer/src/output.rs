@@ -64,6 +64,9 @@ struct EnrichedLine<'a> {
     sub_sequence_number: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     unmatched: Option<String>,
+    /// The second reference's columns under their configured field (none: no field).
+    #[serde(flatten)]
+    reference: Option<BTreeMap<&'a str, BTreeMap<&'a str, &'a serde_json::Value>>>,
 }
 
 #[derive(Serialize)]
@@ -221,8 +224,20 @@ fn write_line(
         escape_partition_value(item.map_or(order.dish.as_str(), |p| p.item.as_str())),
         escape_partition_value(priority.unwrap_or(UNMATCHED_PARTITION)),
     );
+    let reference = match (naming.reference_object_field, &input.reference_object) {
+        (Some((field, join)), Some(row)) => {
+            let columns = row
+                .iter()
+                .filter(|(k, _)| k.as_str() != join)
+                .map(|(k, v)| (k.as_str(), v))
+                .collect();
+            Some(BTreeMap::from([(field, columns)]))
+        }
+        _ => None,
+    };
+    let item_value = item.map_or(order.dish.as_str(), |p| p.item.as_str());
     let line = EnrichedLine {
-        item: item.map_or(order.dish.as_str(), |p| p.item.as_str()),
+        item: item_value,
         priority,
         price: item.map(|p| &p.price),
         cost: &order.cost,
@@ -231,28 +246,15 @@ fn write_line(
         sequence_number: &input.sequence_number,
         sub_sequence_number: input.sub_sequence,
         unmatched,
+        reference,
     };
-    let item_value = item
-        .map_or(order.dish.as_str(), |p| p.item.as_str())
-        .to_owned();
-    let priority_value = priority.unwrap_or(UNMATCHED_PARTITION).to_owned();
-    let (body, _) = partitions
-        .entry(path)
-        .or_insert_with(|| (Vec::new(), (item_value, priority_value)));
-    match (naming.reference_object_field, &input.reference_object) {
-        (Some((field, join)), Some(row)) => {
-            let mut value = serde_json::to_value(&line).unwrap_or_default();
-            let columns: serde_json::Map<String, serde_json::Value> = row
-                .iter()
-                .filter(|(k, _)| k.as_str() != join)
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            if let Some(map) = value.as_object_mut() {
-                map.insert(field.to_owned(), serde_json::Value::Object(columns));
-            }
-            serde_json::to_writer(&mut *body, &value).unwrap_or_default();
-        }
-        _ => serde_json::to_writer(&mut *body, &line).unwrap_or_default(),
-    }
+    let (body, _) = partitions.entry(path).or_insert_with(|| {
+        let priority_value = priority.unwrap_or(UNMATCHED_PARTITION);
+        (
+            Vec::new(),
+            (item_value.to_owned(), priority_value.to_owned()),
+        )
+    });
+    serde_json::to_writer(&mut *body, &line).unwrap_or_default();
     body.push(b'\n');
 }

@@ -17,18 +17,7 @@ fn paths() -> Paths {
 }
 
 async fn keys(world: &World, prefix: &str) -> Vec<String> {
-    world
-        .s3
-        .list_objects_v2()
-        .bucket(&world.bucket)
-        .prefix(prefix)
-        .send()
-        .await
-        .expect("ListObjectsV2")
-        .contents()
-        .iter()
-        .filter_map(|o| o.key().map(str::to_owned))
-        .collect()
+    test_support::list_keys(&world.s3, &world.bucket, prefix).await
 }
 
 #[tokio::test]
