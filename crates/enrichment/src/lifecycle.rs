@@ -432,6 +432,12 @@ impl<L: Loader, Fd: FeedSource, C: Clock> ReferenceEnricher<L, Fd, C> {
         flag: Option<&ChangeFlag>,
         report: &mut RefreshReport,
     ) -> Result<(), RefreshError> {
+        if let Some(f) = flag {
+            if !self.loader.concerns(f) {
+                Metrics::add(&self.metrics.ignored_flags, 1);
+                return Ok(());
+            }
+        }
         // A failed maximum-age reload does not stop the feed being followed (the data stays
         // current): it is reported in `reload_error`, counted, and tried again after the backoff.
         match self.pending.clone().or_else(|| self.reload_due()) {

@@ -64,6 +64,11 @@ pub trait Loader: Send + Sync + 'static {
         cx: &mut Cx<'_>,
     ) -> impl Future<Output = Result<Applied<SnapshotOf<Self>>, RefreshError>> + Send;
 
+    /// Whether a [`ChangeFlag`] of the protocol names data this loader holds. A flag that does
+    /// not is ignored (counted) before anything else: it never makes this enricher's refresh,
+    /// or a reload it has pending, a reason to hold the records after it.
+    fn concerns(&self, flag: &ChangeFlag) -> bool;
+
     /// What a [`ChangeFlag`] of the protocol means to this loader: `None` when the flag is
     /// handled like any flag (the feed is polled at its position, or without a feed everything
     /// is reloaded); `Some` when the loader applied the flag's change itself.

@@ -177,19 +177,19 @@ where
         Ok(Applied::Delta(Some(self.reload(keys, current, cx).await?)))
     }
 
-    /// A flag names its object: another bucket's or prefix's change is not ours, and a change
-    /// already applied (a duplicate notification) needs nothing; else that object is read again.
+    fn concerns(&self, flag: &ChangeFlag) -> bool {
+        self.ours(&flag.change)
+    }
+
+    /// A flag names its object: a change already applied (a duplicate notification) needs
+    /// nothing; else that object is read again.
     async fn apply_flag(
         &mut self,
         flag: &ChangeFlag,
         current: &Snapshot<T, K>,
         cx: &mut Cx<'_>,
     ) -> Result<Option<Applied<Snapshot<T, K>>>, RefreshError> {
-        let change = &flag.change;
-        if !self.ours(change) {
-            Metrics::add(&cx.metrics.ignored_flags, 1);
-            return Ok(Some(Applied::Delta(None)));
-        }
+        let change = &flag.change; // ours: the lifecycle asked `concerns` first
         if self.applied(change) {
             return Ok(Some(Applied::Delta(None)));
         }

@@ -346,16 +346,21 @@ where
         Ok(Applied::Delta(changed.then_some(next)))
     }
 
+    /// A protocol flag names an S3 object, never table data (the original kind of flag, which
+    /// names nothing, polls the feed at its position).
+    fn concerns(&self, _flag: &ChangeFlag) -> bool {
+        false
+    }
+
     /// A protocol flag names an S3 object: not table data, so nothing to do (the original
     /// kind of flag, which names nothing, polls the feed at its position).
     async fn apply_flag(
         &mut self,
         _flag: &ChangeFlag,
         _current: &Snapshot<T, K>,
-        cx: &mut Cx<'_>,
+        _cx: &mut Cx<'_>,
     ) -> Result<Option<Applied<Snapshot<T, K>>>, RefreshError> {
-        Metrics::add(&cx.metrics.ignored_flags, 1);
-        Ok(Some(Applied::Delta(None)))
+        Ok(Some(Applied::Delta(None))) // not reached: `concerns` is false
     }
 }
 

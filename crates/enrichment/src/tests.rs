@@ -1317,3 +1317,41 @@ async fn without_a_feed_a_failing_maximum_age_reload_is_not_current() {
         e.staleness()
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_flag_for_s3_objects_holds_nothing_while_a_table_reload_is_pending() {
+    // A table consumer with a reload pending (the table throttles) meets a protocol flag,
+    // which names an S3 object: not its data, so the records after it are not held.
+    let mut r = rig();
+    r.enricher.refresh().await;
+    r.clock.advance(AFTER_LOAD);
+    r.write_gap();
+    r.table.set_failing(true);
+    r.refresh_later().await;
+    assert!(r.enricher.pending_reload().is_some());
+    let flag = change_protocol::ChangeFlag::new(
+        change_protocol::ObjectChange {
+            bucket: "ref-bucket".into(),
+            key: "reference/menu.csv".into(),
+            event_name: "ObjectCreated:Put".into(),
+            removed: false,
+            event_time: "2026-12-01T10:00:00.000Z".into(),
+            version_id: None,
+            etag: None,
+            sequencer: None,
+        },
+        None,
+    );
+    let (_, report) = r
+        .enricher
+        .enrich(vec!["FLAG", "burger"], |rec| {
+            if *rec == "FLAG" {
+                Classified::ChangeFlag(flag.clone())
+            } else {
+                Classified::Data((*rec).to_owned())
+            }
+        })
+        .await;
+    assert_eq!((report.held, report.retry.clone()), (0, None), "{report:?}");
+    assert_eq!(r.enricher.metrics().ignored_flags, 1);
+}

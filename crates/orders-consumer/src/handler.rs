@@ -385,7 +385,9 @@ async fn join_objects<Fd: FeedSource + ObjectSource + Clone>(
         .process_batch(indices, |i| match &inputs[*i].record {
             Record::Order(o) => Classified::Data(o.dish.clone()),
             Record::Flag(f) => Classified::ChangeFlag(f.clone()),
-            Record::LegacyFlag => Classified::Flag,
+            // The original's flag means "the table changed": not the objects' business (a
+            // failed poll there must not hold a batch that only the table concerns).
+            Record::LegacyFlag => Classified::Invalid("legacy flag (table)".into()),
             Record::Invalid(reason) => Classified::Invalid(reason.clone()),
         })
         .await;

@@ -74,6 +74,9 @@ pub enum AggregateError {
     /// The body is not an `AggregatedRecord`.
     #[error("KPL aggregated record has an invalid protobuf body: {0}")]
     Protobuf(String),
+    /// The aggregate holds no user record (never written by the KPL; reported, not skipped).
+    #[error("KPL aggregated record holds no user records")]
+    Empty,
     /// A user record names a partition key the table does not have.
     #[error("KPL user record {index} names partition key {key_index}, but the table has {keys}")]
     PartitionKey {
@@ -112,6 +115,9 @@ pub fn deaggregate(data: &[u8]) -> Result<Deaggregated, AggregateError> {
     }
     let aggregate = <AggregatedRecord as prost::Message>::decode(body)
         .map_err(|e| AggregateError::Protobuf(e.to_string()))?;
+    if aggregate.records.is_empty() {
+        return Err(AggregateError::Empty);
+    }
     let keys = aggregate.partition_key_table;
     aggregate
         .records
@@ -231,6 +237,7 @@ mod tests {
             Err(AggregateError::PartitionKey { key_index: 3, .. })
         ));
 
+        assert_eq!(deaggregate(&aggregate(&[])), Err(AggregateError::Empty));
         assert_eq!(
             deaggregate(&MAGIC[..]),
             Err(AggregateError::TooShort(4)),
