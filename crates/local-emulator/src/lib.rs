@@ -18,6 +18,7 @@
 pub mod provision;
 
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -77,6 +78,9 @@ impl LocalEmulator {
         let exe = moto_executable();
         let mut child = Command::new(&exe)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            // Its own process group: a Ctrl-C at the terminal goes to the pipeline, which then
+            // drains the stream through the emulator before stopping it.
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -170,6 +174,7 @@ fn spawn_watchdog(emulator_pid: u32) {
     let _ = Command::new("sh")
         .arg("-c")
         .arg(script)
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -7,6 +7,7 @@
 //! s3-event-handler puts a flag on every shard. At the end the output is read back from S3.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -81,6 +82,36 @@ pub struct Progress {
     pub burger_medium: usize,
     /// See `burger_medium`.
     pub burger_high: usize,
+    /// Where each dish landed last: dish → the priority partition of its latest enriched order.
+    pub landing: BTreeMap<String, String>,
+}
+
+impl Progress {
+    /// The landing of every dish, `burger→high pizza→high …`, for the live progress line.
+    pub fn landing_line(&self) -> String {
+        self.landing
+            .iter()
+            .map(|(dish, priority)| format!("{dish}→{priority}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// How the interactive mode runs: orders keep flowing until it is told to stop, and the
+/// reference data changes only when the user changes it (with the commands it prints).
+#[derive(Clone, Debug)]
+pub struct LiveOptions {
+    /// Orders a second.
+    pub rate: u32,
+    /// How long to wait for the consumers to drain the stream after the stop.
+    pub drain_timeout: Duration,
+}
+
+/// The times of the scripted changes, when the demo made them.
+#[derive(Clone, Copy, Debug, Default)]
+struct Changes {
+    update_at: Option<Duration>,
+    s3_change_at: Option<Duration>,
 }
 
 /// One line of the output, read back from S3.
@@ -212,9 +243,94 @@ pub async fn run(
     options: &Options,
     on_progress: impl Fn(&Progress),
 ) -> Result<Summary> {
+    let reference_key = format!("{}{REFERENCE_OBJECT}", names.reference_prefix);
+    let names_ = names.clone();
+    let (update_at, s3_change_at) = (options.update_at, options.s3_change_at);
+    // The walkthrough's two changes, made while orders flow.
+    let changes = move |c: Clients, started: Instant| async move {
+        tokio::time::sleep_until(started + update_at).await;
+        let update_at = started.elapsed();
+        set_priority(&c.ddb, &names_.table, "burger", "high").await?;
+        tokio::time::sleep_until(started + s3_change_at).await;
+        let s3_at = started.elapsed();
+        c.s3.put_object()
+            .bucket(&names_.bucket)
+            .key(&reference_key)
+            .body(changed_reference_object().into_bytes().into())
+            .send()
+            .await
+            .context("changing the reference object")?;
+        anyhow::Ok(Changes {
+            update_at: Some(update_at),
+            s3_change_at: Some(s3_at),
+        })
+    };
+    let duration = options.duration;
+    drive(
+        sdk,
+        names,
+        options.rate,
+        options.drain_timeout,
+        move |started| tokio::time::sleep_until(started + duration),
+        changes,
+        // The S3 change's flag, on every shard.
+        true,
+        on_progress,
+    )
+    .await
+}
+
+/// The interactive mode: the pipeline runs, orders flow, until `stop` completes (Ctrl-C in the
+/// binary); the user changes the reference data with the AWS CLI meanwhile. Then the stream is
+/// drained and the output read back, as at the end of [`run`].
+pub async fn live(
+    sdk: &aws_config::SdkConfig,
+    names: &Names,
+    options: &LiveOptions,
+    stop: impl Future<Output = ()>,
+    on_progress: impl Fn(&Progress),
+) -> Result<Summary> {
+    drive(
+        sdk,
+        names,
+        options.rate,
+        options.drain_timeout,
+        move |_| stop,
+        |_, _| async { anyhow::Ok(Changes::default()) },
+        false,
+        on_progress,
+    )
+    .await
+}
+
+/// The reference object after the demo's S3 change: salad's category becomes
+/// [`NEW_SALAD_CATEGORY`].
+pub fn changed_reference_object() -> String {
+    format!("item,category\nburger,mains\npizza,mains\nsalad,{NEW_SALAD_CATEGORY}\n")
+}
+
+/// Provisions, runs the functions behind their mappings while orders are generated until
+/// `until(started)` completes and `changes` has made its changes, drains the stream (every order
+/// consumed, and with `flag_on_every_shard` the S3 change's flag met on every shard), and reads
+/// the output back.
+#[allow(clippy::too_many_arguments)]
+async fn drive<U, Ch, ChF>(
+    sdk: &aws_config::SdkConfig,
+    names: &Names,
+    rate: u32,
+    drain_timeout: Duration,
+    until: impl FnOnce(Instant) -> U,
+    changes: Ch,
+    flag_on_every_shard: bool,
+    on_progress: impl Fn(&Progress),
+) -> Result<Summary>
+where
+    U: Future<Output = ()>,
+    Ch: FnOnce(Clients, Instant) -> ChF,
+    ChF: Future<Output = Result<Changes>>,
+{
     let c = Clients::new(sdk);
     let p = provision(&c, names).await?;
-    let reference_key = format!("{}{REFERENCE_OBJECT}", names.reference_prefix);
 
     let feed = |prefix: &str| FeedConfig {
         bucket: names.bucket.clone(),
@@ -392,6 +508,9 @@ pub async fn run(
                                         .copied()
                                         .unwrap_or(0);
                                     p.burger_high += high;
+                                    for (item, priority) in o.partition_values.values() {
+                                        p.landing.insert(item.clone(), priority.clone());
+                                    }
                                     if high > 0 {
                                         first_high
                                             .lock()
@@ -419,50 +538,34 @@ pub async fn run(
         let generator = generate(
             &c.kinesis,
             &names.stream,
-            options.rate,
-            options.duration,
+            rate,
+            until(started),
             started,
             |_| {
                 *sent_count.lock().unwrap_or_else(|e| e.into_inner()) += 1;
             },
         );
-        let events = async {
-            tokio::time::sleep_until(started + options.update_at).await;
-            let update_at = started.elapsed();
-            set_priority(&c.ddb, &names.table, "burger", "high").await?;
-            tokio::time::sleep_until(started + options.s3_change_at).await;
-            let s3_at = started.elapsed();
-            c.s3.put_object()
-                .bucket(&names.bucket)
-                .key(&reference_key)
-                .body(
-                    format!(
-                        "item,category\nburger,mains\npizza,mains\nsalad,{NEW_SALAD_CATEGORY}\n"
-                    )
-                    .into_bytes()
-                    .into(),
-                )
-                .send()
-                .await
-                .context("changing the reference object")?;
-            anyhow::Ok((update_at, s3_at))
-        };
+        let events = changes(c.clone(), started);
         let (sent, times) = tokio::join!(generator, events);
         let sent = sent?;
         let times = times?;
-        // Drain: every order consumed, and the S3 change's flag seen on every shard.
-        let expected = sent.len() + shard_count;
-        let deadline = Instant::now() + options.drain_timeout;
+        // Drain: every order consumed, and (scripted) the S3 change's flag seen on every shard.
+        let expected_flags = if flag_on_every_shard { shard_count } else { 0 };
+        let deadline = Instant::now() + drain_timeout;
         loop {
-            let consumed = progress.lock().unwrap_or_else(|e| e.into_inner()).consumed;
-            if consumed >= expected {
+            let (consumed, flags) = {
+                let p = progress.lock().unwrap_or_else(|e| e.into_inner());
+                (p.consumed, p.flags)
+            };
+            let orders = consumed.saturating_sub(flags);
+            if orders >= sent.len() && flags >= expected_flags {
                 break;
             }
             if Instant::now() > deadline {
                 let _ = stop_tx.send(true);
                 bail!(
-                    "the consumers processed {consumed} of {expected} records within {:?}",
-                    options.drain_timeout
+                    "the consumers processed {orders} of {} orders and met {flags} of {expected_flags} flags within {drain_timeout:?}",
+                    sent.len()
                 );
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -487,13 +590,13 @@ pub async fn run(
     };
     let (table_stats, queue_stats, shard_stats, script, ()) =
         tokio::join!(table_task, queue_task, shard_tasks, script, ticker);
-    let (sent, (update_at, s3_at)) = script?;
+    let (sent, changes) = script?;
 
     let mut summary = Summary {
         progress: progress.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         sent,
-        update_at: Some(update_at),
-        s3_change_at: Some(s3_at),
+        update_at: changes.update_at,
+        s3_change_at: changes.s3_change_at,
         flags_at: flags_at.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         first_high_burger_at: *first_high.lock().unwrap_or_else(|e| e.into_inner()),
         ..Summary::default()

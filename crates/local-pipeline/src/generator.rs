@@ -1,6 +1,9 @@
 //! Orders like the original's Kinesis Data Generator template.
 
+use std::future::Future;
 use std::time::Duration;
+
+use futures_util::FutureExt;
 
 use anyhow::{Context, Result};
 use aws_sdk_kinesis::primitives::Blob;
@@ -23,13 +26,13 @@ pub struct SentOrder {
     pub at: Duration,
 }
 
-/// Puts `rate` orders a second for `duration` (in ten batches a second), with random dishes,
-/// costs 10..150 and customer ids, spread over the shards by partition key.
+/// Puts `rate` orders a second until `until` completes (in ten batches a second), with random
+/// dishes, costs 10..150 and customer ids, spread over the shards by partition key.
 pub async fn generate(
     kinesis: &aws_sdk_kinesis::Client,
     stream: &str,
     rate: u32,
-    duration: Duration,
+    until: impl Future<Output = ()>,
     started: Instant,
     mut sent: impl FnMut(&SentOrder),
 ) -> Result<Vec<SentOrder>> {
@@ -37,9 +40,13 @@ pub async fn generate(
     let mut orders = Vec::new();
     let per_tick = (rate / 10).max(1) as usize;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
-    let end = Instant::now() + duration;
-    while Instant::now() < end {
-        tick.tick().await;
+    let until = std::pin::pin!(until);
+    let mut until = until.fuse();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = &mut until => break,
+        }
         let batch: Vec<(String, Vec<u8>, String)> = (0..per_tick)
             .map(|_| {
                 let dish = DISHES[rng.usize(..DISHES.len())];

@@ -10,7 +10,12 @@
 //! `ReportBatchItemFailures` retries and per-shard checkpoints. A generator writes orders like
 //! the original's Kinesis Data Generator. Nothing depends on this crate, and no function behaves
 //! differently because it exists.
+//!
+//! Two modes: the scripted walkthrough ([`demo::run`]: the update and the S3 change at set
+//! times, then a summary) and the interactive one ([`demo::live`]: orders flow until Ctrl-C and
+//! the user changes the reference data with the seed's own `aws` commands, [`commands`]).
 #![warn(missing_docs)]
 
+pub mod commands;
 pub mod demo;
 pub mod generator;

@@ -7,7 +7,8 @@ use anyhow::{ensure, Result};
 use clap::Parser;
 use local_emulator::provision::Names;
 use local_emulator::LocalEmulator;
-use local_pipeline::demo::{self, Options, Progress};
+use local_pipeline::commands;
+use local_pipeline::demo::{self, LiveOptions, Options, Progress};
 
 /// Runs the stream-refdata walkthrough on one machine: orders stream in, the reference data
 /// changes (DynamoDB and S3), and the enriched output follows the change.
@@ -26,19 +27,70 @@ struct Args {
     /// Second at which the S3 reference object changes.
     #[arg(long, default_value_t = 25)]
     s3_change_at_secs: u64,
+    /// Keep the pipeline running until Ctrl-C, and change the reference data yourself with the
+    /// `aws` commands it prints (the seed's walkthrough); no scripted changes.
+    #[arg(long)]
+    interactive: bool,
+    /// Appended to every resource name (`ProductPriority-<suffix>` …), to run several pipelines
+    /// on one emulator.
+    #[arg(long)]
+    name_suffix: Option<String>,
 }
 
-fn show(p: &Progress, tty: bool) {
-    let line = format!(
-        "[{:>5.1}s] sent {:>5} | consumed {:>5} | enriched {:>5} | unmatched {:>4} | rejected {:>3} | flags {} | burger: medium {:>4}, high {:>4}",
-        p.elapsed.as_secs_f64(), p.sent, p.consumed, p.enriched, p.unmatched, p.rejected, p.flags, p.burger_medium, p.burger_high
-    );
-    if tty {
-        eprint!("\r{line}");
-        let _ = std::io::stderr().flush();
-    } else if p.elapsed.as_millis() % 5000 < 500 {
-        eprintln!("{line}");
+/// The progress line: on a terminal rewritten in place; otherwise printed every 5 s, and (live)
+/// whenever a dish lands somewhere new or a flag arrives.
+struct Show {
+    tty: bool,
+    live: bool,
+    last: std::sync::Mutex<(String, usize)>,
+}
+
+impl Show {
+    fn show(&self, p: &Progress) {
+        let mut line = format!(
+            "[{:>5.1}s] sent {:>5} | consumed {:>5} | enriched {:>5} | unmatched {:>4} | rejected {:>3} | flags {} | burger: medium {:>4}, high {:>4}",
+            p.elapsed.as_secs_f64(), p.sent, p.consumed, p.enriched, p.unmatched, p.rejected, p.flags, p.burger_medium, p.burger_high
+        );
+        let landing = p.landing_line();
+        if self.live {
+            line = format!("{line} | {landing}");
+        }
+        if self.tty {
+            eprint!("\r{line}");
+            let _ = std::io::stderr().flush();
+            return;
+        }
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let changed = self.live && (last.0 != landing || last.1 != p.flags);
+        if changed || p.elapsed.as_millis() % 5000 < 500 {
+            eprintln!("{line}");
+            *last = (landing, p.flags);
+        }
     }
+}
+
+fn names(suffix: Option<&str>) -> Names {
+    let d = Names::default();
+    let Some(x) = suffix else { return d };
+    Names {
+        table: format!("{}-{x}", d.table),
+        bucket: format!("{}-{x}", d.bucket),
+        stream: format!("{}-{x}", d.stream),
+        queue: format!("{}-{x}", d.queue),
+        ..d
+    }
+}
+
+/// Prints the endpoint and the seed's commands for the interactive mode.
+fn print_commands(endpoint: &str, names: &Names) {
+    println!("\nthe pipeline runs until Ctrl-C. In another terminal (the emulator takes any credentials):");
+    println!("  export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing");
+    for c in commands::walkthrough(names, endpoint) {
+        println!("  # {}", c.what);
+        println!("  $ {}", c.shell_line());
+    }
+    println!("the progress line shows where each dish lands (dish→priority); flags count the S3 change's flags met.\n");
+    let _ = std::io::stdout().flush();
 }
 
 #[tokio::main]
@@ -51,7 +103,9 @@ async fn main() -> Result<()> {
         .init();
     let args = Args::parse();
     ensure!(
-        args.update_at_secs < args.duration_secs && args.s3_change_at_secs < args.duration_secs,
+        args.interactive
+            || (args.update_at_secs < args.duration_secs
+                && args.s3_change_at_secs < args.duration_secs),
         "the changes must happen while orders flow"
     );
     let emulator = LocalEmulator::connect_or_start()?;
@@ -64,22 +118,46 @@ async fn main() -> Result<()> {
             "AWS_ENDPOINT_URL"
         }
     );
-    println!(
-        "{} orders/s for {} s over 4 shards; burger medium -> high at {} s; S3 reference object changes at {} s",
-        args.rate, args.duration_secs, args.update_at_secs, args.s3_change_at_secs
-    );
     let sdk = emulator.sdk_config().await;
-    let names = Names::default();
-    let options = Options {
-        duration: Duration::from_secs(args.duration_secs),
-        rate: args.rate,
-        update_at: Duration::from_secs(args.update_at_secs),
-        s3_change_at: Duration::from_secs(args.s3_change_at_secs),
-        drain_timeout: Duration::from_secs(60),
+    let names = names(args.name_suffix.as_deref());
+    let show = Show {
+        tty: std::io::stderr().is_terminal(),
+        live: args.interactive,
+        last: Default::default(),
     };
-    let tty = std::io::stderr().is_terminal();
-    let s = demo::run(&sdk, &names, &options, |p| show(p, tty)).await?;
-    if tty {
+    let s = if args.interactive {
+        println!(
+            "{} orders/s over 4 shards until Ctrl-C; the reference data changes when you change it",
+            args.rate
+        );
+        print_commands(emulator.endpoint(), &names);
+        let options = LiveOptions {
+            rate: args.rate,
+            drain_timeout: Duration::from_secs(60),
+        };
+        let stop = async {
+            // Without a signal handler the stop is never asked for: run on.
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            eprintln!("\nCtrl-C: stopping the orders, draining the stream");
+        };
+        demo::live(&sdk, &names, &options, stop, |p| show.show(p)).await?
+    } else {
+        println!(
+            "{} orders/s for {} s over 4 shards; burger medium -> high at {} s; S3 reference object changes at {} s",
+            args.rate, args.duration_secs, args.update_at_secs, args.s3_change_at_secs
+        );
+        let options = Options {
+            duration: Duration::from_secs(args.duration_secs),
+            rate: args.rate,
+            update_at: Duration::from_secs(args.update_at_secs),
+            s3_change_at: Duration::from_secs(args.s3_change_at_secs),
+            drain_timeout: Duration::from_secs(60),
+        };
+        demo::run(&sdk, &names, &options, |p| show.show(p)).await?
+    };
+    if show.tty {
         eprintln!();
     }
 
@@ -109,13 +187,19 @@ async fn main() -> Result<()> {
         "  dead letters (s3://{}/{}) : {}",
         names.bucket, names.dead_letter_prefix, s.dead_letters
     );
-    if let (Some(update), Some(first_high)) = (s.update_at, s.first_high_burger_at) {
-        println!(
+    match (s.update_at, s.first_high_burger_at) {
+        (Some(update), Some(first_high)) => println!(
             "  burger switched to priority=high: update-item at {:.2} s, first burger written to priority=high at {:.2} s",
             update.as_secs_f64(),
             first_high.as_secs_f64()
-        );
+        ),
+        (None, Some(first_high)) => println!(
+            "  first burger written to priority=high at {:.2} s",
+            first_high.as_secs_f64()
+        ),
+        _ => {}
     }
+    println!("  where each dish landed last: {}", p.landing_line());
     if let Some(prop) = s.propagation() {
         println!(
             "  propagation (table write -> first enriched record with the new value): {} ms",
@@ -128,6 +212,8 @@ async fn main() -> Result<()> {
             at.as_secs_f64(),
             p.flags
         );
+    }
+    if !s.flags_at.is_empty() {
         println!("  salad's menu category starters -> salads (the S3 object), per shard:");
         for e in s.flag_effects(local_pipeline::demo::NEW_SALAD_CATEGORY) {
             let tail = |seq: &str| seq[seq.len().saturating_sub(8)..].to_owned();
