@@ -46,6 +46,7 @@ mod file;
 mod flag;
 mod key;
 mod seq;
+mod snapshot;
 
 pub use file::{
     head_key, ChangeFile, ChangeKind, DecodeError, EventName, HeadPointer, OpaqueRecord, Source,
@@ -59,3 +60,8 @@ pub use key::{
 pub use seq::{SequenceError, SequenceNumber, SEQUENCE_WIDTH};
 /// Re-exported so producers and consumers name the same item type.
 pub use serde_dynamo::{AttributeValue, Item};
+pub use snapshot::{
+    snapshot_key, snapshot_pointer_key, write_snapshot, EntryStamp, SnapshotEntry, SnapshotError,
+    SnapshotHeader, SnapshotPointer, SnapshotReader, DEFAULT_SNAPSHOT_PREFIX, SNAPSHOT_KIND,
+    SNAPSHOT_SCHEMA,
+};

@@ -1,0 +1,371 @@
+//! Feed snapshots (`docs/design.md`, feed snapshots): a compacted copy of a table as a follower
+//! of the feed holds it, so a new consumer starts from one S3 object instead of a Scan.
+//!
+//! A snapshot is JSON Lines (compressed by its writer; this crate knows only the lines): one
+//! [`SnapshotHeader`], then one [`SnapshotEntry`] per item or tombstone. A small pointer
+//! ([`SnapshotPointer`], at [`snapshot_pointer_key`]) names the latest snapshot of a table. The
+//! header carries everything a consumer needs to apply exactly the rules it would after its own
+//! Scan: the table and its stream, the feed position L to follow from, the end R of the Scan the
+//! snapshot descends from, and per item the applied sequence number and how current the value is.
+
+use std::io::{BufRead, Write};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::key::format_key_time;
+use crate::{Item, SequenceNumber};
+
+/// The snapshot format this crate writes and reads. A consumer refuses any other.
+pub const SNAPSHOT_SCHEMA: u32 = 1;
+
+/// The `kind` of a snapshot header and pointer.
+pub const SNAPSHOT_KIND: &str = "feed-snapshot";
+
+/// The default prefix of snapshots in the feed bucket: beside the feed prefix, not under it, so
+/// the feed's listings never return them and the change files' expiry rule never touches them.
+pub const DEFAULT_SNAPSHOT_PREFIX: &str = "feed-snapshots/";
+
+/// The first line of a snapshot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotHeader {
+    /// Always [`SNAPSHOT_KIND`].
+    pub kind: String,
+    /// [`SNAPSHOT_SCHEMA`] when written by this version.
+    pub schema: u32,
+    /// The table.
+    pub table: String,
+    /// The table's key attributes, in the order the follower keys items by.
+    pub key_attributes: Vec<String>,
+    /// The table's stream the data follows (its DescribeTable `LatestStreamArn` at the Scan).
+    pub stream_arn: Option<String>,
+    /// L: the feed position (ms since the epoch, the follower's clock) of the last complete
+    /// listing whose files the snapshot includes. A consumer follows the feed from here.
+    pub position_ms: i64,
+    /// R: when the last page of the Scan the snapshot descends from returned (ms). Changes
+    /// stamped before R plus the clock margin are applied by a consistent re-read.
+    pub full_load_end_ms: Option<i64>,
+    /// The largest write window W the follower had seen (ms).
+    pub write_window_ms: u64,
+    /// When the snapshot was written (ms).
+    pub created_ms: i64,
+    /// Entries with an item.
+    pub items: u64,
+    /// Entries without an item (removed items whose sequence number is still needed).
+    pub tombstones: u64,
+}
+
+/// How current an entry's value is: the follower's per-item stamp.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryStamp {
+    /// Applied from the image of a change created at this time (ms).
+    Change {
+        /// The change's approximate creation time (ms).
+        created_ms: i64,
+    },
+    /// Read from the table by a consistent read between these times (ms).
+    Read {
+        /// The first request was sent.
+        from_ms: i64,
+        /// The last answer came.
+        to_ms: i64,
+    },
+}
+
+/// One item, or one tombstone, of a snapshot.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotEntry {
+    /// The item's key attributes.
+    pub keys: Item,
+    /// The last sequence number applied to it (none when it was read but never changed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<SequenceNumber>,
+    /// How current the value is.
+    pub stamp: EntryStamp,
+    /// The item, in DynamoDB JSON; `None` for a tombstone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item: Option<Item>,
+}
+
+/// The pointer to the latest snapshot of a table.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotPointer {
+    /// Always [`SNAPSHOT_KIND`].
+    pub kind: String,
+    /// The snapshot's schema.
+    pub schema: u32,
+    /// The snapshot object's key.
+    pub key: String,
+    /// The table.
+    pub table: String,
+    /// The stream the snapshot follows.
+    pub stream_arn: Option<String>,
+    /// Its L (ms).
+    pub position_ms: i64,
+    /// When it was written (ms).
+    pub created_ms: i64,
+    /// Its entries with an item.
+    pub items: u64,
+}
+
+/// Why snapshot lines cannot be read.
+#[derive(Debug)]
+pub enum SnapshotError {
+    /// Reading failed (for a compressed snapshot, also a damaged compressed stream).
+    Io(std::io::Error),
+    /// Line `line` (1-based) is not what the format says.
+    Line {
+        /// The line number.
+        line: usize,
+        /// What is wrong.
+        error: String,
+    },
+    /// The snapshot is empty (no header).
+    Empty,
+    /// The header says another kind or schema.
+    Schema {
+        /// The header's kind.
+        kind: String,
+        /// The header's schema.
+        schema: u32,
+    },
+    /// Fewer or more entries than the header counts (a truncated or padded object).
+    Count {
+        /// Items and tombstones the header counts.
+        expected: u64,
+        /// Entries read.
+        found: u64,
+    },
+}
+
+impl std::error::Error for SnapshotError {}
+
+impl std::fmt::Display for SnapshotError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SnapshotError::Io(e) => write!(f, "snapshot unreadable: {e}"),
+            SnapshotError::Line { line, error } => {
+                write!(f, "snapshot line {line} is not valid: {error}")
+            }
+            SnapshotError::Empty => write!(f, "snapshot is empty (no header line)"),
+            SnapshotError::Schema { kind, schema } => write!(
+                f,
+                "snapshot is {kind:?} schema {schema}; this version reads {SNAPSHOT_KIND:?} schema {SNAPSHOT_SCHEMA}"
+            ),
+            SnapshotError::Count { expected, found } => write!(
+                f,
+                "snapshot holds {found} entries, its header counts {expected} (truncated?)"
+            ),
+        }
+    }
+}
+
+impl SnapshotHeader {
+    /// Whether this version can read the snapshot.
+    pub fn check_schema(&self) -> Result<(), SnapshotError> {
+        if self.kind == SNAPSHOT_KIND && self.schema == SNAPSHOT_SCHEMA {
+            Ok(())
+        } else {
+            Err(SnapshotError::Schema {
+                kind: self.kind.clone(),
+                schema: self.schema,
+            })
+        }
+    }
+}
+
+/// The key of a table's snapshot written at `time`:
+/// `<prefix><table>/<UTC time, fixed width>.jsonl.gz` (keys sort by time).
+pub fn snapshot_key(prefix: &str, table: &str, time: DateTime<Utc>) -> String {
+    format!("{prefix}{table}/{}.jsonl.gz", format_key_time(time))
+}
+
+/// The key of a table's pointer to its latest snapshot: `<prefix><table>/latest.json`.
+pub fn snapshot_pointer_key(prefix: &str, table: &str) -> String {
+    format!("{prefix}{table}/latest.json")
+}
+
+/// Writes a snapshot's lines: the header, then every entry. The header's counts must match the
+/// entries (the reader checks them, so a truncated object is never taken for a small table).
+pub fn write_snapshot<'a, W: Write>(
+    mut out: W,
+    header: &SnapshotHeader,
+    entries: impl IntoIterator<Item = &'a SnapshotEntry>,
+) -> std::io::Result<W> {
+    serde_json::to_writer(&mut out, header)?;
+    out.write_all(b"\n")?;
+    for entry in entries {
+        serde_json::to_writer(&mut out, entry)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    Ok(out)
+}
+
+/// Reads a snapshot's lines one at a time (nothing but the current line is held): the header
+/// first, then the entries, each checked; the end checks the header's counts.
+pub struct SnapshotReader<R> {
+    input: R,
+    line: String,
+    number: usize,
+    header: SnapshotHeader,
+    read: u64,
+}
+
+impl<R: BufRead> SnapshotReader<R> {
+    /// Reads and checks the header.
+    pub fn new(mut input: R) -> Result<Self, SnapshotError> {
+        let mut line = String::new();
+        if input.read_line(&mut line).map_err(SnapshotError::Io)? == 0 {
+            return Err(SnapshotError::Empty);
+        }
+        let header: SnapshotHeader =
+            serde_json::from_str(line.trim_end()).map_err(|e| SnapshotError::Line {
+                line: 1,
+                error: e.to_string(),
+            })?;
+        header.check_schema()?;
+        Ok(SnapshotReader {
+            input,
+            line,
+            number: 1,
+            header,
+            read: 0,
+        })
+    }
+
+    /// The header.
+    pub fn header(&self) -> &SnapshotHeader {
+        &self.header
+    }
+
+    /// The next entry; `None` at the end (after checking the header's counts).
+    pub fn next_entry(&mut self) -> Result<Option<SnapshotEntry>, SnapshotError> {
+        self.line.clear();
+        if self
+            .input
+            .read_line(&mut self.line)
+            .map_err(SnapshotError::Io)?
+            == 0
+        {
+            let expected = self.header.items + self.header.tombstones;
+            if self.read != expected {
+                return Err(SnapshotError::Count {
+                    expected,
+                    found: self.read,
+                });
+            }
+            return Ok(None);
+        }
+        self.number += 1;
+        let entry =
+            serde_json::from_str(self.line.trim_end()).map_err(|e| SnapshotError::Line {
+                line: self.number,
+                error: e.to_string(),
+            })?;
+        self.read += 1;
+        Ok(Some(entry))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_dynamo::AttributeValue;
+
+    fn header(items: u64, tombstones: u64) -> SnapshotHeader {
+        SnapshotHeader {
+            kind: SNAPSHOT_KIND.into(),
+            schema: SNAPSHOT_SCHEMA,
+            table: "ProductPriority".into(),
+            key_attributes: vec!["item".into()],
+            stream_arn: Some(
+                "arn:aws:dynamodb:us-east-1:123456789012:table/ProductPriority/stream/2026-12-01T00:00:00.000".into(),
+            ),
+            position_ms: 1_000,
+            full_load_end_ms: Some(900),
+            write_window_ms: 20_000,
+            created_ms: 1_100,
+            items,
+            tombstones,
+        }
+    }
+
+    fn keys(item: &str) -> Item {
+        let map: std::collections::HashMap<String, AttributeValue> =
+            [("item".to_owned(), AttributeValue::S(item.into()))].into();
+        Item::from(map)
+    }
+
+    fn entries() -> Vec<SnapshotEntry> {
+        let mut burger = keys("burger");
+        burger.insert("priority".into(), AttributeValue::S("high".into()));
+        vec![
+            SnapshotEntry {
+                keys: keys("burger"),
+                seq: Some(SequenceNumber::parse("000123").unwrap()),
+                stamp: EntryStamp::Change { created_ms: 950 },
+                item: Some(burger),
+            },
+            SnapshotEntry {
+                keys: keys("donut"),
+                seq: Some(SequenceNumber::parse("000124").unwrap()),
+                stamp: EntryStamp::Read {
+                    from_ms: 960,
+                    to_ms: 970,
+                },
+                item: None,
+            },
+        ]
+    }
+
+    #[test]
+    fn lines_round_trip_with_header_and_tombstones() {
+        let bytes = write_snapshot(Vec::new(), &header(1, 1), &entries()).unwrap();
+        let mut r = SnapshotReader::new(bytes.as_slice()).unwrap();
+        assert_eq!(r.header(), &header(1, 1));
+        let mut got = Vec::new();
+        while let Some(e) = r.next_entry().unwrap() {
+            got.push(e);
+        }
+        assert_eq!(got, entries());
+    }
+
+    #[test]
+    fn a_truncated_snapshot_is_refused() {
+        let bytes = write_snapshot(Vec::new(), &header(1, 1), &entries()).unwrap();
+        let cut = bytes.iter().rposition(|b| *b == b'\n').unwrap();
+        let cut = bytes[..cut].iter().rposition(|b| *b == b'\n').unwrap() + 1;
+        let mut r = SnapshotReader::new(&bytes[..cut]).unwrap();
+        assert!(r.next_entry().unwrap().is_some());
+        let e = r.next_entry().unwrap_err();
+        assert!(e.to_string().contains("truncated"), "{e}");
+    }
+
+    #[test]
+    fn another_schema_is_refused_with_a_reason() {
+        let mut h = header(0, 0);
+        h.schema = 2;
+        let bytes = write_snapshot(Vec::new(), &h, &[]).unwrap();
+        let e = SnapshotReader::new(bytes.as_slice()).err().unwrap();
+        assert!(e.to_string().contains("schema 2"), "{e}");
+        assert!(matches!(
+            SnapshotReader::new(&b""[..]).err(),
+            Some(SnapshotError::Empty)
+        ));
+    }
+
+    #[test]
+    fn keys_sort_by_time_and_stay_out_of_the_feed_prefix() {
+        let t = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        let a = snapshot_key(DEFAULT_SNAPSHOT_PREFIX, "T", t("2026-12-01T09:00:00Z"));
+        let b = snapshot_key(DEFAULT_SNAPSHOT_PREFIX, "T", t("2026-12-01T10:00:00Z"));
+        assert!(a < b);
+        assert!(a.starts_with("feed-snapshots/T/") && a.ends_with(".jsonl.gz"));
+        assert_eq!(
+            snapshot_pointer_key(DEFAULT_SNAPSHOT_PREFIX, "T"),
+            "feed-snapshots/T/latest.json"
+        );
+    }
+}
