@@ -62,6 +62,6 @@ pub use seq::{SequenceError, SequenceNumber, SEQUENCE_WIDTH};
 pub use serde_dynamo::{AttributeValue, Item};
 pub use snapshot::{
     snapshot_key, snapshot_pointer_key, write_snapshot, EntryStamp, SnapshotEntry, SnapshotError,
-    SnapshotHeader, SnapshotPointer, SnapshotReader, DEFAULT_SNAPSHOT_PREFIX, SNAPSHOT_KIND,
-    SNAPSHOT_SCHEMA,
+    SnapshotHeader, SnapshotPointer, SnapshotReader, SnapshotWriter, DEFAULT_SNAPSHOT_PREFIX,
+    SNAPSHOT_KIND, SNAPSHOT_SCHEMA,
 };

@@ -81,8 +81,10 @@ pub struct SnapshotEntry {
     /// The last sequence number applied to it (none when it was read but never changed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<SequenceNumber>,
-    /// How current the value is.
-    pub stamp: EntryStamp,
+    /// How current the value is; `None` for an item as the Scan of R read it, with no change
+    /// applied since (the follower keeps no state for those: R decides).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stamp: Option<EntryStamp>,
     /// The item, in DynamoDB JSON; `None` for a tombstone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub item: Option<Item>,
@@ -186,21 +188,85 @@ pub fn snapshot_pointer_key(prefix: &str, table: &str) -> String {
     format!("{prefix}{table}/latest.json")
 }
 
-/// Writes a snapshot's lines: the header, then every entry. The header's counts must match the
-/// entries (the reader checks them, so a truncated object is never taken for a small table).
+/// Writes a snapshot's lines one entry at a time (entries are borrowed, never collected): the
+/// header first, then [`push`](Self::push) per item or tombstone, then [`finish`](Self::finish),
+/// which checks the header's counts (the reader checks them too, so a truncated object is never
+/// taken for a small table).
+pub struct SnapshotWriter<W> {
+    out: W,
+    expected: u64,
+    written: u64,
+}
+
+#[derive(Serialize)]
+struct EntryRef<'a> {
+    keys: &'a Item,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seq: Option<&'a SequenceNumber>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stamp: Option<EntryStamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    item: Option<&'a Item>,
+}
+
+impl<W: Write> SnapshotWriter<W> {
+    /// Writes the header.
+    pub fn new(mut out: W, header: &SnapshotHeader) -> std::io::Result<Self> {
+        serde_json::to_writer(&mut out, header)?;
+        out.write_all(b"\n")?;
+        Ok(SnapshotWriter {
+            out,
+            expected: header.items + header.tombstones,
+            written: 0,
+        })
+    }
+
+    /// Writes one entry: `item` is `None` for a tombstone.
+    pub fn push(
+        &mut self,
+        keys: &Item,
+        seq: Option<&SequenceNumber>,
+        stamp: Option<EntryStamp>,
+        item: Option<&Item>,
+    ) -> std::io::Result<()> {
+        serde_json::to_writer(
+            &mut self.out,
+            &EntryRef {
+                keys,
+                seq,
+                stamp,
+                item,
+            },
+        )?;
+        self.out.write_all(b"\n")?;
+        self.written += 1;
+        Ok(())
+    }
+
+    /// Flushes and returns the output; an error if the entries do not match the header's counts.
+    pub fn finish(mut self) -> std::io::Result<W> {
+        if self.written != self.expected {
+            return Err(std::io::Error::other(format!(
+                "{} snapshot entries written, the header counts {}",
+                self.written, self.expected
+            )));
+        }
+        self.out.flush()?;
+        Ok(self.out)
+    }
+}
+
+/// Writes a whole snapshot (a convenience over [`SnapshotWriter`]).
 pub fn write_snapshot<'a, W: Write>(
-    mut out: W,
+    out: W,
     header: &SnapshotHeader,
     entries: impl IntoIterator<Item = &'a SnapshotEntry>,
 ) -> std::io::Result<W> {
-    serde_json::to_writer(&mut out, header)?;
-    out.write_all(b"\n")?;
-    for entry in entries {
-        serde_json::to_writer(&mut out, entry)?;
-        out.write_all(b"\n")?;
+    let mut w = SnapshotWriter::new(out, header)?;
+    for e in entries {
+        w.push(&e.keys, e.seq.as_ref(), e.stamp, e.item.as_ref())?;
     }
-    out.flush()?;
-    Ok(out)
+    w.finish()
 }
 
 /// Reads a snapshot's lines one at a time (nothing but the current line is held): the header
@@ -305,26 +371,32 @@ mod tests {
             SnapshotEntry {
                 keys: keys("burger"),
                 seq: Some(SequenceNumber::parse("000123").unwrap()),
-                stamp: EntryStamp::Change { created_ms: 950 },
+                stamp: Some(EntryStamp::Change { created_ms: 950 }),
                 item: Some(burger),
             },
             SnapshotEntry {
                 keys: keys("donut"),
                 seq: Some(SequenceNumber::parse("000124").unwrap()),
-                stamp: EntryStamp::Read {
+                stamp: Some(EntryStamp::Read {
                     from_ms: 960,
                     to_ms: 970,
-                },
+                }),
                 item: None,
+            },
+            SnapshotEntry {
+                keys: keys("pizza"),
+                seq: None,
+                stamp: None,
+                item: Some(keys("pizza")),
             },
         ]
     }
 
     #[test]
     fn lines_round_trip_with_header_and_tombstones() {
-        let bytes = write_snapshot(Vec::new(), &header(1, 1), &entries()).unwrap();
+        let bytes = write_snapshot(Vec::new(), &header(2, 1), &entries()).unwrap();
         let mut r = SnapshotReader::new(bytes.as_slice()).unwrap();
-        assert_eq!(r.header(), &header(1, 1));
+        assert_eq!(r.header(), &header(2, 1));
         let mut got = Vec::new();
         while let Some(e) = r.next_entry().unwrap() {
             got.push(e);
@@ -333,11 +405,17 @@ mod tests {
     }
 
     #[test]
+    fn the_writer_refuses_counts_that_do_not_match() {
+        assert!(write_snapshot(Vec::new(), &header(5, 0), &entries()).is_err());
+    }
+
+    #[test]
     fn a_truncated_snapshot_is_refused() {
-        let bytes = write_snapshot(Vec::new(), &header(1, 1), &entries()).unwrap();
+        let bytes = write_snapshot(Vec::new(), &header(2, 1), &entries()).unwrap();
         let cut = bytes.iter().rposition(|b| *b == b'\n').unwrap();
         let cut = bytes[..cut].iter().rposition(|b| *b == b'\n').unwrap() + 1;
         let mut r = SnapshotReader::new(&bytes[..cut]).unwrap();
+        assert!(r.next_entry().unwrap().is_some());
         assert!(r.next_entry().unwrap().is_some());
         let e = r.next_entry().unwrap_err();
         assert!(e.to_string().contains("truncated"), "{e}");

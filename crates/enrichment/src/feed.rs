@@ -37,6 +37,10 @@ pub struct FeedSettings {
     /// How long change files live (the bucket's lifecycle rule). A consumer whose last complete
     /// listing is older than this minus a day may have missed expired files: it reloads fully.
     pub retention: Duration,
+    /// Where the feed-compactor keeps snapshots of tables (in the feed's bucket); `None` never
+    /// looks for one. A first load, or a reload past the retention, starts from the table's
+    /// latest snapshot when it passes the checks (`docs/design.md`, feed snapshots), else Scans.
+    pub snapshot_prefix: Option<String>,
 }
 
 impl Default for FeedSettings {
@@ -49,6 +53,7 @@ impl Default for FeedSettings {
             safety_listing: Duration::from_secs(60),
             use_head_pointer: true,
             retention: Duration::from_secs(7 * 24 * 3600),
+            snapshot_prefix: Some(change_protocol::DEFAULT_SNAPSHOT_PREFIX.into()),
         }
     }
 }
@@ -110,6 +115,23 @@ impl FeedFollower {
     pub(crate) fn set_position(&mut self, at: DateTime<Utc>) {
         self.listing_start = Some(at);
         self.last_listing = Some(Instant::now());
+    }
+
+    /// Follows from a feed snapshot's position `at` from now on: what was applied before does not
+    /// count (the data is the snapshot's, which may be older), the pointer is checked afresh,
+    /// and the snapshot's follower's write window is taken into account.
+    pub(crate) fn restart_at(&mut self, at: DateTime<Utc>, write_window: Duration) {
+        self.applied.clear();
+        self.head_etag = None;
+        self.last_poll = None;
+        self.max_window = self.max_window.max(write_window);
+        self.set_position(at);
+    }
+
+    /// The position to follow from (the start of the last complete listing, or of the full load)
+    /// and the largest write window seen: what a feed snapshot records.
+    pub(crate) fn position(&self) -> Option<(DateTime<Utc>, Duration)> {
+        self.listing_start.map(|at| (at, self.max_window))
     }
 
     /// The look-back: the largest W seen plus the clock margin.

@@ -85,6 +85,7 @@
 mod batch;
 mod config;
 mod feed;
+mod feed_snapshot;
 mod key;
 mod lifecycle;
 mod loader;
@@ -105,6 +106,7 @@ pub use config::{
     ReferenceConfig, TableSpec,
 };
 pub use feed::FeedSettings;
+pub use feed_snapshot::NotCurrent;
 pub use key::{ItemKey, KeyError, KeyValue, LookupKey};
 pub use lifecycle::{Reader, ReferenceEnricher, RefreshError, RefreshReport, ReloadReason};
 pub use metrics::MetricsSnapshot;

@@ -111,6 +111,10 @@ pub struct RefreshReport {
     pub reload_error: Option<String>,
     /// Reference data that was rejected (bad rows or objects, with key and line).
     pub problems: Vec<String>,
+    /// The full load started from this feed snapshot (its key), then followed the feed from it.
+    pub snapshot: Option<String>,
+    /// A feed snapshot was absent or refused for the full load, and why (a Scan instead).
+    pub snapshot_refused: Option<String>,
 }
 
 impl RefreshReport {
@@ -366,6 +370,16 @@ impl<L: Loader, Fd: FeedSource, C: Clock> ReferenceEnricher<L, Fd, C> {
         &self.metrics
     }
 
+    pub(crate) fn loader(&self) -> &L {
+        &self.loader
+    }
+
+    /// The feed position L and the largest W seen, when a feed is followed.
+    pub(crate) fn follower_position(&self) -> Option<(chrono::DateTime<chrono::Utc>, Duration)> {
+        self.feed.as_ref()?;
+        self.follower.position()
+    }
+
     async fn refresh_with(&mut self, at_flag: bool, flag: Option<&ChangeFlag>) -> RefreshReport {
         let started = Instant::now();
         let mut report = RefreshReport::default();
@@ -451,7 +465,7 @@ impl<L: Loader, Fd: FeedSource, C: Clock> ReferenceEnricher<L, Fd, C> {
             Some(ReloadReason::MaximumAge) if self.backoff.wait().is_some() => {}
             Some(ReloadReason::MaximumAge) => {
                 match self.full_reload(ReloadReason::MaximumAge, report).await {
-                    Ok(()) => return Ok(()),
+                    Ok(()) => return self.catch_up(report).await,
                     Err(e) => {
                         Metrics::add(&self.metrics.refresh_errors, 1);
                         warn!(error = %e, "maximum-age reload failed; following the feed, retrying after a backoff");
@@ -460,9 +474,21 @@ impl<L: Loader, Fd: FeedSource, C: Clock> ReferenceEnricher<L, Fd, C> {
                     }
                 }
             }
-            Some(reason) => return self.pending_reload_now(reason, report).await,
+            Some(reason) => {
+                self.pending_reload_now(reason, report).await?;
+                return self.catch_up(report).await;
+            }
         }
         self.follow(at_flag, flag, report).await
+    }
+
+    /// After a load from a feed snapshot, the feed is followed from its position at once, before
+    /// anything is served from it (a reload that poll asks for is done by the source itself).
+    async fn catch_up(&mut self, report: &mut RefreshReport) -> Result<(), RefreshError> {
+        if report.snapshot.is_none() {
+            return Ok(());
+        }
+        self.follow(true, None, report).await
     }
 
     /// A reload the data cannot do without: kept pending until it succeeds, attempted at once
@@ -584,22 +610,39 @@ impl<L: Loader, Fd: FeedSource, C: Clock> ReferenceEnricher<L, Fd, C> {
             report,
         };
         let current = self.current.load_full();
-        let next = self.loader.full_load(&current, &mut cx).await?;
+        let loaded = self
+            .loader
+            .full_load(&reason, self.feed.as_ref(), &current, &mut cx)
+            .await?;
         Metrics::add(&self.metrics.full_refreshes, 1);
-        let items = next.len();
-        self.publish(next);
+        let items = loaded.snapshot.len();
+        self.publish(loaded.snapshot);
         self.last_full_load = Some(started);
-        self.last_current = Some(started);
         self.pending = None;
         self.backoff = Backoff::default();
-        if let Some(polled) = self.pending_poll.take() {
-            // Its files are covered by the load that followed them.
-            self.follower.commit(&polled);
+        match loaded.from_feed_snapshot {
+            None => {
+                self.last_current = Some(started);
+                if let Some(polled) = self.pending_poll.take() {
+                    // Its files are covered by the load that followed them.
+                    self.follower.commit(&polled);
+                }
+                // Then the position taken before the load: the feed is followed from there, not
+                // from the earlier poll's listing (which would fetch again what the load covers).
+                self.follower.set_position(position);
+            }
+            Some(from) => {
+                // The data is as current as the snapshot's position, and the feed is followed
+                // from there: nothing applied before counts (the snapshot may be older), and a
+                // poll that asked for a reload is listed again from the snapshot's position.
+                let age = (position - from.position).to_std().unwrap_or_default();
+                self.last_current = Some(started.checked_sub(age).unwrap_or(started));
+                self.pending_poll = None;
+                self.follower.restart_at(from.position, from.write_window);
+                report.snapshot = Some(from.key);
+            }
         }
-        // Then the position taken before the load: the feed is followed from there, not from
-        // the earlier poll's listing (which would fetch again what the load covers).
-        self.follower.set_position(position);
-        info!(%reason, items, "full reload");
+        info!(%reason, items, snapshot = report.snapshot.as_deref().unwrap_or("-"), "full reload");
         report.full_reload = Some(reason);
         Ok(())
     }

@@ -18,6 +18,7 @@ use crate::key::LookupKey;
 use crate::lifecycle::{RefreshError, RefreshReport, ReloadReason};
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
+use crate::sources::FeedSource;
 use aws_plumbing::Clock;
 
 /// What a loader may use during one step: the policies, the counters, the clock, and the
@@ -37,6 +38,36 @@ pub enum Applied<S> {
     Reload(ReloadReason),
 }
 
+/// What a full load produced.
+pub struct Loaded<S> {
+    /// The data.
+    pub snapshot: S,
+    /// Set when the data came from a feed snapshot instead of the source itself: the feed is
+    /// then followed from the snapshot's position, at once.
+    pub from_feed_snapshot: Option<FromFeedSnapshot>,
+}
+
+impl<S> Loaded<S> {
+    /// Data loaded from the source itself (a Scan, a listing of objects).
+    pub fn direct(snapshot: S) -> Self {
+        Loaded {
+            snapshot,
+            from_feed_snapshot: None,
+        }
+    }
+}
+
+/// Where a load from a feed snapshot leaves the follower.
+#[derive(Clone, Debug)]
+pub struct FromFeedSnapshot {
+    /// The snapshot object's key.
+    pub key: String,
+    /// L: follow the feed from here.
+    pub position: chrono::DateTime<chrono::Utc>,
+    /// The largest write window its follower had seen.
+    pub write_window: std::time::Duration,
+}
+
 /// The snapshot a loader builds.
 pub type SnapshotOf<L> = Snapshot<<L as Loader>::Value, <L as Loader>::Key>;
 
@@ -47,13 +78,16 @@ pub trait Loader: Send + Sync + 'static {
     /// The lookup key.
     type Key: LookupKey;
 
-    /// Loads everything into a new snapshot (`current` is what serves until then). The loader's
-    /// own state is replaced only when the load succeeds.
-    fn full_load(
+    /// Loads everything into a new snapshot (`current` is what serves until then), for
+    /// `reason`; a loader may start from a feed snapshot read through `feed` when the reason
+    /// allows it. The loader's own state is replaced only when the load succeeds.
+    fn full_load<F: FeedSource>(
         &mut self,
+        reason: &ReloadReason,
+        feed: Option<&F>,
         current: &Snapshot<Self::Value, Self::Key>,
         cx: &mut Cx<'_>,
-    ) -> impl Future<Output = Result<Snapshot<Self::Value, Self::Key>, RefreshError>> + Send;
+    ) -> impl Future<Output = Result<Loaded<SnapshotOf<Self>>, RefreshError>> + Send;
 
     /// Applies the change files of one poll (in key order) to `current`. On an error nothing
     /// of the loader's state changes, so the same poll can be repeated.

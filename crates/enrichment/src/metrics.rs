@@ -54,6 +54,12 @@ counters! {
     delta_refreshes,
     /// Full reloads of the table.
     full_refreshes,
+    /// Of those, loads of a table from a feed snapshot (no table items read).
+    snapshot_loads,
+    /// Of those, loads of a table by a Scan.
+    scan_loads,
+    /// Feed snapshots absent or refused (each with its reason in the log): a Scan instead.
+    snapshot_fallbacks,
     /// Items read from DynamoDB (Scan and BatchGetItem).
     items_read,
     /// ListObjectsV2 requests on the feed.

@@ -14,7 +14,7 @@ use crate::config::{BadRows, LookupKeyFn, ObjectConfig, ObjectSpec};
 use crate::feed::Fetched;
 use crate::key::{ItemKey, KeyValue, LookupKey};
 use crate::lifecycle::{ReferenceEnricher, RefreshError, RefreshReport, ReloadReason};
-use crate::loader::{Applied, Cx, Loader};
+use crate::loader::{self, Applied, Cx, Loader};
 use crate::metrics::Metrics;
 use crate::rows::parse_rows;
 use crate::snapshot::Snapshot;
@@ -93,11 +93,14 @@ where
     type Value = T;
     type Key = K;
 
-    async fn full_load(
+    /// Objects have no feed snapshot: a full load lists and reads them.
+    async fn full_load<F: FeedSource>(
         &mut self,
+        _reason: &ReloadReason,
+        _feed: Option<&F>,
         current: &Snapshot<T, K>,
         cx: &mut Cx<'_>,
-    ) -> Result<Snapshot<T, K>, RefreshError> {
+    ) -> Result<loader::Loaded<Snapshot<T, K>>, RefreshError> {
         let mut keys = BTreeSet::new();
         let mut token = None;
         loop {
@@ -134,7 +137,7 @@ where
             objects = self.loaded.len(),
             "full load of reference objects"
         );
-        Ok(next)
+        Ok(loader::Loaded::direct(next))
     }
 
     async fn apply(

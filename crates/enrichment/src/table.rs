@@ -24,7 +24,7 @@ use crate::config::{EnricherConfig, LookupKeyFn, TableSpec};
 use crate::feed::Fetched;
 use crate::key::{ItemKey, LookupKey};
 use crate::lifecycle::{ReferenceEnricher, RefreshError, ReloadReason};
-use crate::loader::{Applied, Cx, Loader};
+use crate::loader::{Applied, Cx, Loaded, Loader};
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
 use crate::sources::{DynamoDbTable, FeedSource, S3Feed, SourceError, TableSource};
@@ -88,14 +88,14 @@ where
 /// What the loader knows of an item: the last sequence number applied, and how current its
 /// value is.
 #[derive(Clone, Debug)]
-struct ItemState {
-    seq: Option<SequenceNumber>,
-    stamp: Stamp,
+pub(crate) struct ItemState {
+    pub(crate) seq: Option<SequenceNumber>,
+    pub(crate) stamp: Stamp,
 }
 
 /// How current an item's value is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Stamp {
+pub(crate) enum Stamp {
     /// Applied from the image of a change created at this time (ms).
     Change(i64),
     /// Read from the table (a consistent read) between these times (ms, the consumer's clock):
@@ -168,16 +168,27 @@ type Rereads = BTreeMap<ItemKey, Option<SequenceNumber>>;
 /// The [`Loader`] of a DynamoDB table: the reference items and each one's applied change.
 #[allow(unreachable_pub)] // named only through `Enricher`
 pub struct TableLoader<T, K, Tb> {
-    spec: TableSpec<T>,
+    pub(crate) spec: TableSpec<T>,
     lookup_key: LookupKeyFn<T, K>,
     table: Tb,
-    states: HashMap<ItemKey, ItemState>,
+    pub(crate) states: HashMap<ItemKey, ItemState>,
     /// The table's stream the data follows: recorded at each full load, never moved otherwise.
-    stream_arn: Option<String>,
+    pub(crate) stream_arn: Option<String>,
     /// The newest stream of the table seen in a file (a hint for the next full load, in case
     /// DescribeTable still names the previous stream).
-    newest_seen: Option<String>,
-    full_load_end: Option<DateTime<Utc>>,
+    pub(crate) newest_seen: Option<String>,
+    pub(crate) full_load_end: Option<DateTime<Utc>>,
+}
+
+/// Which full loads may start from a feed snapshot: those nothing newer than a snapshot asked
+/// for. A gap, a new stream, an unreadable file or an entry without keys came after it (or the
+/// snapshot may descend from the same loss), and a maximum-age reload exists to check the data
+/// against the table itself: those Scan.
+fn snapshot_allowed(reason: &ReloadReason) -> bool {
+    matches!(
+        reason,
+        ReloadReason::FirstLoad | ReloadReason::BeyondRetention
+    )
 }
 
 /// How a change file's stream relates to the stream the data follows.
@@ -231,12 +242,32 @@ where
     type Value = T;
     type Key = K;
 
-    async fn full_load(
+    async fn full_load<F: FeedSource>(
         &mut self,
+        reason: &ReloadReason,
+        feed: Option<&F>,
         _current: &Snapshot<T, K>,
         cx: &mut Cx<'_>,
-    ) -> Result<Snapshot<T, K>, RefreshError> {
+    ) -> Result<Loaded<Snapshot<T, K>>, RefreshError> {
         let described = self.table.latest_stream_arn().await?;
+        let prefix = cx.policies.feed.snapshot_prefix.clone();
+        if let (Some(prefix), Some(feed), true) = (prefix, feed, snapshot_allowed(reason)) {
+            match self
+                .load_feed_snapshot(feed, &prefix, described.as_deref(), cx)
+                .await
+            {
+                Ok(loaded) => {
+                    Metrics::add(&cx.metrics.snapshot_loads, 1);
+                    return Ok(loaded);
+                }
+                Err(why) => {
+                    Metrics::add(&cx.metrics.snapshot_fallbacks, 1);
+                    warn!(table = %self.spec.table_name, %why, "no usable feed snapshot; scanning the table");
+                    cx.report.snapshot_refused = Some(why);
+                }
+            }
+        }
+        Metrics::add(&cx.metrics.scan_loads, 1);
         let total = self.spec.scan_segments.max(1);
         let scans = (0..total).map(|segment| scan_segment(self.table.clone(), segment, total));
         let pages = try_join_all(scans).await?;
@@ -260,7 +291,10 @@ where
             (Some(d), _) => Some(d),
             (None, h) => h,
         };
-        Ok(Snapshot::from_entries(cx.policies.ambiguity, entries))
+        Ok(Loaded::direct(Snapshot::from_entries(
+            cx.policies.ambiguity,
+            entries,
+        )))
     }
 
     async fn apply(
@@ -372,7 +406,11 @@ where
 {
     /// Key, value and lookup key of an item, or `None` (counted and logged) when it has no usable
     /// key or does not decode.
-    fn decode_entry(&self, item: &Item, metrics: &Metrics) -> Option<(ItemKey, T, Option<K>)> {
+    pub(crate) fn decode_entry(
+        &self,
+        item: &Item,
+        metrics: &Metrics,
+    ) -> Option<(ItemKey, T, Option<K>)> {
         let key = match ItemKey::from_item(&self.spec.key_attributes, item) {
             Ok(k) => k,
             Err(e) => {

@@ -1355,3 +1355,282 @@ async fn a_flag_for_s3_objects_holds_nothing_while_a_table_reload_is_pending() {
     assert_eq!((report.held, report.retry.clone()), (0, None), "{report:?}");
     assert_eq!(r.enricher.metrics().ignored_flags, 1);
 }
+
+// --- Feed snapshots (docs/design.md, feed snapshots) ---
+
+type RawFollower = Enricher<Item, String, MemoryTable, MemoryBucket, ManualClock>;
+
+impl Rig {
+    /// A follower of raw items on the rig's table, feed and clock: what the feed-compactor runs.
+    fn compactor(&self) -> RawFollower {
+        let config = EnricherConfig::raw("ProductPriority", &["item", "price"], |_: &Item| {
+            None::<String>
+        })
+        .with_feed(FeedSettings {
+            poll_interval: Duration::ZERO,
+            ..FeedSettings::default()
+        });
+        Enricher::new(
+            config,
+            self.table.clone(),
+            Some(self.feed.clone()),
+            self.clock.clone(),
+        )
+    }
+
+    /// Publishes `follower`'s snapshot as the compactor does: the compressed object, then the
+    /// pointer to it. Returns the object's key.
+    fn publish(&self, follower: &RawFollower) -> String {
+        let now = self.clock.now();
+        let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let (gz, header) = follower.write_feed_snapshot(gz, now).expect("current");
+        let key = change_protocol::snapshot_key(
+            change_protocol::DEFAULT_SNAPSHOT_PREFIX,
+            &header.table,
+            now,
+        );
+        self.feed.put(&key, gz.finish().unwrap());
+        let pointer = change_protocol::SnapshotPointer {
+            kind: header.kind.clone(),
+            schema: header.schema,
+            key: key.clone(),
+            table: header.table.clone(),
+            stream_arn: header.stream_arn.clone(),
+            position_ms: header.position_ms,
+            created_ms: header.created_ms,
+            items: header.items,
+        };
+        self.feed.put(
+            &change_protocol::snapshot_pointer_key(
+                change_protocol::DEFAULT_SNAPSHOT_PREFIX,
+                &header.table,
+            ),
+            serde_json::to_vec(&pointer).unwrap(),
+        );
+        key
+    }
+}
+
+#[tokio::test]
+async fn a_new_consumer_starts_from_the_snapshot_reads_no_table_item_and_catches_up() {
+    let mut r = rig();
+    let mut compactor = r.compactor();
+    compactor.refresh().await;
+    let key = r.publish(&compactor);
+    let scans = r.table.scans();
+    // A change written after the snapshot's position
+    r.clock.advance(AFTER_LOAD + 1000);
+    r.write(&[modify(10, "burger", "high", AFTER_LOAD + 1000)]);
+
+    let report = r.enricher.refresh().await;
+    assert_eq!(report.full_reload, Some(ReloadReason::FirstLoad));
+    assert_eq!(report.snapshot.as_deref(), Some(key.as_str()));
+    assert_eq!(
+        r.priority("burger").as_deref(),
+        Some("high"),
+        "caught up before serving"
+    );
+    assert_eq!(r.priority("salad").as_deref(), Some("high"));
+    let m = r.enricher.metrics();
+    assert_eq!(m.items_read, 0, "no table item read");
+    assert_eq!(r.table.scans(), scans, "no Scan");
+    assert_eq!((m.snapshot_loads, m.scan_loads), (1, 0));
+    assert_eq!(m.changes_applied, 1, "the change applied from its image");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_consumer_started_from_a_snapshot_neither_repeats_nor_rolls_back_what_it_holds() {
+    let mut r = rig();
+    let mut compactor = r.compactor();
+    compactor.refresh().await;
+    r.clock.advance(AFTER_LOAD);
+    r.write(&[modify(10, "burger", "high", AFTER_LOAD)]);
+    r.clock.advance(100);
+    r.table.delete(&keys("pizza"));
+    r.write(&[
+        modify(12, "burger", "low", AFTER_LOAD + 1000),
+        Change {
+            seq: 30,
+            event: EventName::Remove,
+            item: "pizza",
+            priority: None,
+            created_ms: AFTER_LOAD + 2000,
+        },
+    ]);
+    r.clock.advance(100);
+    compactor.refresh().await;
+    // Past the look-back window (a minute later the compactor's safety listing moves its
+    // position): the consumer will not list those files again, only the snapshot's per-item
+    // state (sequence numbers, the tombstone) can decide.
+    tokio::time::advance(Duration::from_secs(61)).await;
+    r.clock.advance(61_000);
+    compactor.refresh().await;
+    r.publish(&compactor);
+    // After the snapshot: a retried copy of the older burger change, and a late older pizza
+    // change, both written under newer keys.
+    r.clock.advance(100);
+    r.write(&[
+        modify(10, "burger", "high", AFTER_LOAD),
+        modify(25, "pizza", "high", AFTER_LOAD + 1500),
+    ]);
+
+    let report = r.enricher.refresh().await;
+    assert!(report.snapshot.is_some());
+    assert_eq!(
+        r.priority("burger").as_deref(),
+        Some("low"),
+        "the older change is not applied again over the newer one"
+    );
+    assert_eq!(
+        r.priority("pizza"),
+        None,
+        "the snapshot's tombstone keeps pizza removed"
+    );
+    assert_eq!(r.enricher.metrics().items_read, 0);
+}
+
+#[tokio::test]
+async fn a_gap_after_the_snapshot_forces_a_scan() {
+    let mut r = rig();
+    let mut compactor = r.compactor();
+    compactor.refresh().await;
+    r.publish(&compactor);
+    r.clock.advance(1000);
+    r.table.put(product("burger", "high")); // a change the stream lost
+    r.write_gap();
+
+    let report = r.enricher.refresh().await;
+    assert!(
+        matches!(report.full_reload, Some(ReloadReason::Gap { .. })),
+        "{report:?}"
+    );
+    assert_eq!(r.priority("burger").as_deref(), Some("high"));
+    let m = r.enricher.metrics();
+    assert_eq!((m.snapshot_loads, m.scan_loads), (1, 1));
+}
+
+#[tokio::test]
+async fn a_snapshot_of_another_stream_is_refused_and_the_table_scanned() {
+    let mut r = rig();
+    let mut compactor = r.compactor();
+    compactor.refresh().await;
+    r.publish(&compactor);
+    r.table.set_stream_arn(Some(NEW_ARN));
+    r.table.put(product("burger", "high"));
+
+    let report = r.enricher.refresh().await;
+    assert!(report.snapshot.is_none());
+    let why = report.snapshot_refused.expect("says why");
+    assert!(why.contains("stream"), "{why}");
+    assert_eq!(r.priority("burger").as_deref(), Some("high"));
+    let m = r.enricher.metrics();
+    assert_eq!(
+        (m.snapshot_loads, m.scan_loads, m.snapshot_fallbacks),
+        (0, 1, 1)
+    );
+}
+
+#[tokio::test]
+async fn a_corrupt_or_foreign_snapshot_falls_back_to_a_scan() {
+    let mut r = rig();
+    let mut compactor = r.compactor();
+    compactor.refresh().await;
+    let key = r.publish(&compactor);
+    // Truncated: the compressed stream ends early.
+    let whole = r.feed.object(&key).unwrap();
+    r.feed.put(&key, whole[..whole.len() / 2].to_vec());
+    let report = r.enricher.refresh().await;
+    let why = report.snapshot_refused.expect("refused");
+    assert!(why.contains(&key), "{why}");
+    assert_eq!(r.enricher.metrics().scan_loads, 1);
+    assert_eq!(r.enricher.snapshot().len(), 3);
+
+    // A pointer of another table under this table's name.
+    let mut r = rig();
+    let mut compactor = r.compactor();
+    compactor.refresh().await;
+    r.publish(&compactor);
+    let pointer_key = change_protocol::snapshot_pointer_key(
+        change_protocol::DEFAULT_SNAPSHOT_PREFIX,
+        "ProductPriority",
+    );
+    let mut pointer: change_protocol::SnapshotPointer =
+        serde_json::from_slice(&r.feed.object(&pointer_key).unwrap()).unwrap();
+    pointer.table = "Other".into();
+    r.feed
+        .put(&pointer_key, serde_json::to_vec(&pointer).unwrap());
+    let why = r
+        .enricher
+        .refresh()
+        .await
+        .snapshot_refused
+        .expect("refused");
+    assert!(why.contains("table Other"), "{why}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_consumer_idle_past_the_retention_reloads_from_the_latest_snapshot() {
+    let settings = FeedSettings {
+        poll_interval: Duration::ZERO,
+        retention: Duration::from_secs(3 * 24 * 3600),
+        ..FeedSettings::default()
+    };
+    let mut r = rig_with(|c| c.with_max_age(None).with_feed(settings.clone()));
+    r.enricher.refresh().await;
+    assert_eq!(r.enricher.metrics().scan_loads, 1);
+    // Two days and more later: the compactor, following all along, publishes.
+    let idle = Duration::from_secs(2 * 24 * 3600 + 60);
+    tokio::time::advance(idle).await;
+    r.clock.advance(idle.as_millis() as i64);
+    let mut compactor = r.compactor();
+    compactor.refresh().await;
+    r.publish(&compactor);
+
+    let report = r.enricher.refresh().await;
+    assert_eq!(report.full_reload, Some(ReloadReason::BeyondRetention));
+    assert!(report.snapshot.is_some(), "{report:?}");
+    assert_eq!(r.enricher.metrics().scan_loads, 1, "no second Scan");
+}
+
+#[tokio::test]
+async fn a_snapshot_older_than_the_retention_is_refused() {
+    let mut r = rig_with(|c| {
+        c.with_feed(FeedSettings {
+            poll_interval: Duration::ZERO,
+            retention: Duration::from_secs(2 * 24 * 3600),
+            ..FeedSettings::default()
+        })
+    });
+    let mut compactor = r.compactor();
+    compactor.refresh().await;
+    r.publish(&compactor);
+    r.clock.advance(24 * 3600 * 1000 + 1000);
+    let why = r
+        .enricher
+        .refresh()
+        .await
+        .snapshot_refused
+        .expect("refused");
+    assert!(why.contains("retention"), "{why}");
+}
+
+#[tokio::test]
+async fn a_follower_with_a_pending_reload_writes_no_snapshot() {
+    let r = rig();
+    let mut compactor = r.compactor();
+    compactor.refresh().await;
+    r.clock.advance(1000);
+    r.write_gap();
+    r.table.set_failing(true);
+    compactor.refresh().await;
+    let err = compactor
+        .write_feed_snapshot(Vec::new(), r.clock.now())
+        .unwrap_err();
+    assert!(matches!(err, NotCurrent::ReloadPending(_)), "{err}");
+    r.table.set_failing(false);
+    tokio::time::sleep(Duration::from_millis(1100)).await; // past the first backoff
+    compactor.refresh().await;
+    assert!(compactor
+        .write_feed_snapshot(Vec::new(), r.clock.now())
+        .is_ok());
+}
