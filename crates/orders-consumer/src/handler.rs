@@ -204,8 +204,8 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectStore>
         &self,
         payload: &str,
     ) -> Result<(KinesisEventResponse, BatchSummary), HandlerError> {
-        let event: KinesisEvent<'_> = serde_json::from_str(payload)
-            .map_err(|e| HandlerError::InvalidEvent(e.to_string()))?;
+        let event: KinesisEvent<'_> =
+            serde_json::from_str(payload).map_err(|e| HandlerError::InvalidEvent(e.to_string()))?;
         self.handle_event(event).await
     }
 

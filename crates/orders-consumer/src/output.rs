@@ -378,7 +378,11 @@ mod tests {
         let customers = |body: &[u8]| -> Vec<i64> {
             body.split(|b| *b == b'\n')
                 .filter(|l| !l.is_empty())
-                .map(|l| serde_json::from_slice::<serde_json::Value>(l).unwrap()["customer_id"].as_i64().unwrap())
+                .map(|l| {
+                    serde_json::from_slice::<serde_json::Value>(l).unwrap()["customer_id"]
+                        .as_i64()
+                        .unwrap()
+                })
                 .collect()
         };
         assert_eq!(customers(&out.objects[1].1), [3, 4]);
