@@ -170,22 +170,50 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectStore>
         self.enricher.lock().await.metrics()
     }
 
-    /// Handles one invocation: the Lambda response.
+    /// Handles one invocation given as a parsed JSON value (in-process callers and tests): the
+    /// Lambda response. The same as [`OrdersConsumer::handle_raw`] on its text.
     pub async fn handle(&self, payload: &Value) -> Result<KinesisEventResponse, HandlerError> {
         let (response, _) = self.handle_batch(payload).await?;
         Ok(response)
     }
 
-    /// Handles one invocation and says what it did. If any output object cannot be written, or
-    /// the reference data was never loaded, the batch's **first** record is reported, so the
-    /// whole batch is retried from it and rewrites the same object names. Bad records never
-    /// fail the invocation: they are dead-lettered.
+    /// Handles one invocation given as its JSON text, as the Lambda runtime received it (the
+    /// binary does this): the Lambda response. The event is parsed once, its strings borrowed
+    /// from `payload`.
+    pub async fn handle_raw(&self, payload: &str) -> Result<KinesisEventResponse, HandlerError> {
+        let (response, _) = self.handle_batch_raw(payload).await?;
+        Ok(response)
+    }
+
+    /// Handles one invocation given as a parsed JSON value and says what it did; see
+    /// [`OrdersConsumer::handle_batch_raw`].
     pub async fn handle_batch(
         &self,
         payload: &Value,
     ) -> Result<(KinesisEventResponse, BatchSummary), HandlerError> {
         let event = KinesisEvent::deserialize(payload)
             .map_err(|e| HandlerError::InvalidEvent(e.to_string()))?;
+        self.handle_event(event).await
+    }
+
+    /// Handles one invocation given as its JSON text and says what it did. If any output
+    /// object cannot be written, or the reference data was never loaded, the batch's **first**
+    /// record is reported, so the whole batch is retried from it and rewrites the same object
+    /// names. Bad records never fail the invocation: they are dead-lettered.
+    pub async fn handle_batch_raw(
+        &self,
+        payload: &str,
+    ) -> Result<(KinesisEventResponse, BatchSummary), HandlerError> {
+        let event: KinesisEvent<'_> =
+            serde_json::from_str(payload).map_err(|e| HandlerError::InvalidEvent(e.to_string()))?;
+        self.handle_event(event).await
+    }
+
+    /// The one batch path of both entries, over the event's borrowed fields.
+    async fn handle_event(
+        &self,
+        event: KinesisEvent<'_>,
+    ) -> Result<(KinesisEventResponse, BatchSummary), HandlerError> {
         if let Some(other) = event
             .records
             .iter()
@@ -417,7 +445,8 @@ async fn join_objects<Fd: FeedSource + ObjectSource + Clone>(
 /// them one after the other made S3 latency the larger part of the handler time.
 pub const CONCURRENT_WRITES: usize = 16;
 
-/// The fields of a Kinesis Lambda event the consumer reads, borrowed from the parsed payload.
+/// The fields of a Kinesis Lambda event the consumer reads, borrowed from the payload (its
+/// JSON text, or a parsed value); a string with escapes is the one copied.
 /// (`aws_lambda_events::KinesisEvent` copies every string and parses every timestamp of every
 /// record: half of a batch's CPU.)
 #[derive(Deserialize)]

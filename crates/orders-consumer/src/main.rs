@@ -6,7 +6,7 @@ use enrichment::{DynamoDbTable, S3Feed, S3Objects};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use orders_consumer::catalog::GlueCatalog;
 use orders_consumer::{Config, OrdersConsumer};
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -36,8 +36,11 @@ async fn main() -> Result<(), Error> {
     }
     let consumer = consumer.with_embedded_metrics(true);
     let consumer = &consumer;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        consumer.handle(&event.payload).await
-    }))
+    // The event's text, parsed once by the handler (not first into a `serde_json::Value`).
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<Box<RawValue>>| async move {
+            consumer.handle_raw(event.payload.get()).await
+        },
+    ))
     .await
 }

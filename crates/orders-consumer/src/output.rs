@@ -6,7 +6,7 @@
 //! record of a KPL aggregate), so downstream can de-duplicate when a reference change between two
 //! attempts moved a record to another partition.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use base64::Engine;
@@ -124,10 +124,56 @@ fn order_of(input: &Input) -> Option<&Order> {
     }
 }
 
+/// One output partition of a batch: its path, body, lines, and values as written.
+struct Partition {
+    path: String,
+    body: Vec<u8>,
+    lines: usize,
+    values: (String, String),
+}
+
+/// A batch's partitions, found by their unescaped (item, priority) values so that each pair is
+/// escaped into its path once per batch, not once per line. Two pairs that escape to the same
+/// path share its partition.
+#[derive(Default)]
+struct Partitions<'o> {
+    by_values: HashMap<(&'o str, &'o str), usize>,
+    by_path: HashMap<String, usize>,
+    all: Vec<Partition>,
+}
+
+impl<'o> Partitions<'o> {
+    fn get(&mut self, item: &'o str, priority: &'o str) -> &mut Partition {
+        let index = match self.by_values.get(&(item, priority)) {
+            Some(&i) => i,
+            None => {
+                let path = format!(
+                    "item={}/priority={}/",
+                    escape_partition_value(item),
+                    escape_partition_value(priority),
+                );
+                let next = self.all.len();
+                let i = *self.by_path.entry(path.clone()).or_insert(next);
+                if i == next {
+                    self.all.push(Partition {
+                        path,
+                        body: Vec::new(),
+                        lines: 0,
+                        values: (item.to_owned(), priority.to_owned()),
+                    });
+                }
+                self.by_values.insert((item, priority), i);
+                i
+            }
+        };
+        &mut self.all[index]
+    }
+}
+
 /// Builds the output objects of one batch from its outcomes, in input order.
 pub fn build(naming: &Naming<'_>, outcomes: Vec<Outcome<Input, Product>>) -> BatchOutput {
     let mut out = BatchOutput::default();
-    let mut partitions: BTreeMap<String, (Vec<u8>, (String, String))> = BTreeMap::new();
+    let mut partitions = Partitions::default();
     let mut dead = Vec::new();
     let dead_letter = |dead: &mut Vec<u8>, input: &Input, reason: String| {
         let text = std::str::from_utf8(&input.data).ok();
@@ -144,17 +190,17 @@ pub fn build(naming: &Naming<'_>, outcomes: Vec<Outcome<Input, Product>>) -> Bat
         serde_json::to_writer(&mut *dead, &line).unwrap_or_default();
         dead.push(b'\n');
     };
-    for outcome in outcomes {
+    for outcome in &outcomes {
         match outcome {
             Outcome::Enriched { record, item } => {
-                let Some(order) = order_of(&record) else {
+                let Some(order) = order_of(record) else {
                     continue;
                 };
                 out.enriched += 1;
-                write_line(&mut partitions, naming, order, &record, Some(&item), None);
+                write_line(&mut partitions, naming, order, record, Some(item), None);
             }
             Outcome::Passed { record, reason } => {
-                let Some(order) = order_of(&record) else {
+                let Some(order) = order_of(record) else {
                     continue;
                 };
                 out.passed += 1;
@@ -162,14 +208,14 @@ pub fn build(naming: &Naming<'_>, outcomes: Vec<Outcome<Input, Product>>) -> Bat
                     &mut partitions,
                     naming,
                     order,
-                    &record,
+                    record,
                     None,
                     Some(reason.to_string()),
                 );
             }
             Outcome::Rejected { record, reason } => {
                 out.unmatched_dead_lettered += 1;
-                let text = match (&reason, order_of(&record)) {
+                let text = match (reason, order_of(record)) {
                     (UnmatchedReason::NoItem, Some(o)) => {
                         format!("no reference item for dish {:?}", o.dish)
                     }
@@ -178,13 +224,13 @@ pub fn build(naming: &Naming<'_>, outcomes: Vec<Outcome<Input, Product>>) -> Bat
                     }
                     (r, _) => r.to_string(),
                 };
-                dead_letter(&mut dead, &record, text);
+                dead_letter(&mut dead, record, text);
             }
             Outcome::Dropped { .. } => out.dropped += 1,
             Outcome::Flag => out.flags += 1,
             Outcome::Invalid { record, reason } => {
                 out.invalid += 1;
-                dead_letter(&mut dead, &record, reason);
+                dead_letter(&mut dead, record, reason.clone());
             }
             // A batch with held records is reported for retry by the handler and never built.
             Outcome::Held { .. } => {}
@@ -196,12 +242,14 @@ pub fn build(naming: &Naming<'_>, outcomes: Vec<Outcome<Input, Product>>) -> Bat
         None => format!("{}-{}.jsonl", naming.shard, naming.first_sequence),
         Some(sub) => format!("{}-{}-{sub}.jsonl", naming.shard, naming.first_sequence),
     };
-    for (path, (body, values)) in partitions {
-        let lines = body.iter().filter(|b| **b == b'\n').count();
-        out.partitions.insert(path.clone(), lines);
-        out.partition_values.insert(path.clone(), values);
+    // Objects in path order, the dead letters last.
+    let mut all = partitions.all;
+    all.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+    for p in all {
         out.objects
-            .push((format!("{}{path}{name}", naming.output_prefix), body));
+            .push((format!("{}{}{name}", naming.output_prefix, p.path), p.body));
+        out.partitions.insert(p.path.clone(), p.lines);
+        out.partition_values.insert(p.path, p.values);
     }
     if !dead.is_empty() {
         out.objects
@@ -210,20 +258,16 @@ pub fn build(naming: &Naming<'_>, outcomes: Vec<Outcome<Input, Product>>) -> Bat
     out
 }
 
-fn write_line(
-    partitions: &mut BTreeMap<String, (Vec<u8>, (String, String))>,
+fn write_line<'o>(
+    partitions: &mut Partitions<'o>,
     naming: &Naming<'_>,
-    order: &Order,
+    order: &'o Order,
     input: &Input,
-    item: Option<&Arc<Product>>,
+    item: Option<&'o Arc<Product>>,
     unmatched: Option<String>,
 ) {
     let priority = item.map(|p| p.priority.as_str());
-    let path = format!(
-        "item={}/priority={}/",
-        escape_partition_value(item.map_or(order.dish.as_str(), |p| p.item.as_str())),
-        escape_partition_value(priority.unwrap_or(UNMATCHED_PARTITION)),
-    );
+    let item_value = item.map_or(order.dish.as_str(), |p| p.item.as_str());
     let reference = match (naming.reference_object_field, &input.reference_object) {
         (Some((field, join)), Some(row)) => {
             let columns = row
@@ -235,7 +279,6 @@ fn write_line(
         }
         _ => None,
     };
-    let item_value = item.map_or(order.dish.as_str(), |p| p.item.as_str());
     let line = EnrichedLine {
         item: item_value,
         priority,
@@ -248,13 +291,110 @@ fn write_line(
         unmatched,
         reference,
     };
-    let (body, _) = partitions.entry(path).or_insert_with(|| {
-        let priority_value = priority.unwrap_or(UNMATCHED_PARTITION);
-        (
-            Vec::new(),
-            (item_value.to_owned(), priority_value.to_owned()),
-        )
-    });
-    serde_json::to_writer(&mut *body, &line).unwrap_or_default();
-    body.push(b'\n');
+    let partition = partitions.get(item_value, priority.unwrap_or(UNMATCHED_PARTITION));
+    serde_json::to_writer(&mut partition.body, &line).unwrap_or_default();
+    partition.body.push(b'\n');
+    partition.lines += 1;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::orders::Order;
+
+    fn input(dish: &str, n: u64) -> Input {
+        let order = Order {
+            dish: dish.into(),
+            cost: n.into(),
+            customer_id: Some(n as i64),
+        };
+        Input {
+            sequence_number: format!("{n:056}"),
+            sub_sequence: None,
+            data: Vec::new(),
+            record: Record::Order(order),
+            reference_object: None,
+        }
+    }
+
+    fn product(item: &str, priority: &str) -> Arc<Product> {
+        Arc::new(Product {
+            item: item.into(),
+            price: 10.into(),
+            priority: priority.into(),
+        })
+    }
+
+    fn naming() -> Naming<'static> {
+        Naming {
+            shard: "shardId-000000000000",
+            first_sequence: "1",
+            first_sub_sequence: None,
+            output_prefix: "out/",
+            dead_letter_prefix: "dead/",
+            reference_object_field: None,
+        }
+    }
+
+    #[test]
+    fn objects_are_in_path_order_and_values_that_escape_to_one_path_share_its_object() {
+        // GIVEN enriched orders of three partitions, out of path order, and a passed order
+        // whose partition (pizza, unmatched) is also that of an item whose priority is named
+        // like the unmatched partition
+        let outcomes = vec![
+            Outcome::Enriched {
+                record: input("salad", 1),
+                item: product("salad", "high"),
+            },
+            Outcome::Enriched {
+                record: input("burger", 2),
+                item: product("burger", "medium"),
+            },
+            Outcome::Passed {
+                record: input("pizza", 3),
+                reason: UnmatchedReason::NoItem,
+            },
+            Outcome::Enriched {
+                record: input("pizza", 4),
+                item: product("pizza", UNMATCHED_PARTITION),
+            },
+            Outcome::Enriched {
+                record: input("salad", 5),
+                item: product("salad", "high"),
+            },
+        ];
+        // WHEN the batch's objects are built
+        let out = build(&naming(), outcomes);
+        // THEN one object per path, in path order, each with its lines in input order
+        let keys: Vec<&str> = out.objects.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "out/item=burger/priority=medium/shardId-000000000000-1.jsonl",
+                "out/item=pizza/priority=__unmatched__/shardId-000000000000-1.jsonl",
+                "out/item=salad/priority=high/shardId-000000000000-1.jsonl",
+            ]
+        );
+        let customers = |body: &[u8]| -> Vec<i64> {
+            body.split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(|l| {
+                    serde_json::from_slice::<serde_json::Value>(l).unwrap()["customer_id"]
+                        .as_i64()
+                        .unwrap()
+                })
+                .collect()
+        };
+        assert_eq!(customers(&out.objects[1].1), [3, 4]);
+        assert_eq!(customers(&out.objects[2].1), [1, 5]);
+        assert_eq!(
+            out.partitions.values().copied().collect::<Vec<_>>(),
+            [1, 2, 2]
+        );
+        assert_eq!(
+            out.partition_values["item=pizza/priority=__unmatched__/"],
+            ("pizza".to_owned(), UNMATCHED_PARTITION.to_owned())
+        );
+        assert_eq!((out.enriched, out.passed), (4, 1));
+    }
 }

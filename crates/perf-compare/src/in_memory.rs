@@ -128,6 +128,33 @@ pub async fn ours(world: &World, event: &Value, reps: usize) -> Result<Duration>
     Ok(start.elapsed() / (reps * records) as u32)
 }
 
+/// CPU time per record of our consumer's batch code on the JSON text of `event`, as the binary
+/// gets it (`OrdersConsumer::handle_raw`), over `reps` repetitions after one that loads the
+/// table: the floor phase's figure of our own code without the S3 requests.
+pub async fn ours_raw(world: &World, event: &Value, reps: usize) -> Result<Duration> {
+    let text = serde_json::to_string(event)?;
+    let table = InMemoryTable::read(&DynamoDbTable::new(
+        aws_sdk_dynamodb::Client::new(&world.sdk),
+        world.table.name.clone(),
+    ))
+    .await
+    .map_err(|e| anyhow!("{e}"))?;
+    let config = Config::from_lookup(&|k: &str| match k {
+        "REFERENCE_TABLE" => Some(world.table.name.clone()),
+        "CHANGE_BUCKET" | "OUTPUT_BUCKET" => Some("memory".to_owned()),
+        "FEED_POLL_INTERVAL_MS" => Some("0".to_owned()),
+        _ => None,
+    })?;
+    let consumer = OrdersConsumer::new(config, table, EmptyFeed, test_support::MemoryStore::new());
+    consumer.handle_raw(&text).await.context("first batch")?;
+    let records = event["Records"].as_array().map_or(0, Vec::len).max(1);
+    let start = Instant::now();
+    for _ in 0..reps {
+        consumer.handle_raw(&text).await.context("batch")?;
+    }
+    Ok(start.elapsed() / (reps * records) as u32)
+}
+
 /// CPU time per record of the peer's handler on `event` (written to `event_path`), over `reps`
 /// repetitions, measured by Python's `time.process_time()`.
 pub async fn peer(world: &World, event: &Value, reps: usize) -> Result<Duration> {

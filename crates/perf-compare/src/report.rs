@@ -9,7 +9,7 @@ use anyhow::Result;
 
 use crate::live::LiveResult;
 use crate::plot::{cdf, lines, Series};
-use crate::sequential::{PeakMemory, SideFigures, Startup, Throughput};
+use crate::sequential::{Floor, PeakMemory, SideFigures, Startup, Throughput};
 use crate::stats::{median, ms, quantile, ratio};
 
 /// Everything one run measured.
@@ -30,6 +30,8 @@ pub struct Report {
     pub memory: Vec<PeakMemory>,
     /// Live runs: one consumer per side, then two.
     pub live: Vec<LiveResult>,
+    /// Our consumer against the floor binary, when that phase ran.
+    pub floor: Option<Floor>,
 }
 
 /// A section heading and the header of its table.
@@ -88,6 +90,54 @@ fn propagation(live: &[LiveResult], ours: bool) -> (Vec<Duration>, usize) {
         .unwrap_or_default();
     let missing = c.map_or(0, |c| c.propagation.iter().filter(|p| p.is_none()).count());
     (samples, missing)
+}
+
+/// Our consumer against the floor binary: CPU per record, handler time, and what ours does that
+/// the floor does not (its S3 requests and output bytes).
+fn floor_section(out: &mut String, f: &Floor) {
+    heading(
+        out,
+        "CPU per record against the floor",
+        &["measure", "ours", "floor", "ours / floor"],
+    );
+    let (o, p) = f.per_record();
+    let _ = writeln!(
+        out,
+        "| process CPU per record, {} batches of {} orders after a warm-up (KPL de-aggregation on; ours writes to S3) | {:.2} µs | {:.2} µs | {} |",
+        f.batches,
+        f.batch_size,
+        o.as_secs_f64() * 1e6,
+        p.as_secs_f64() * 1e6,
+        ratio(o.as_secs_f64(), p.as_secs_f64())
+    );
+    let (to, tp) = (median(&f.ours_times), median(&f.floor_times));
+    let _ = writeln!(
+        out,
+        "| handler time per {}-order batch (median) | {} | {} | {} |",
+        f.batch_size,
+        ms(to),
+        ms(tp),
+        ratio(to.as_secs_f64(), tp.as_secs_f64())
+    );
+    let batches = f.batches.max(1) as f64;
+    let puts = f.ours_requests.get("s3/PutObject").copied().unwrap_or(0);
+    let others: u64 = f.ours_requests.values().sum::<u64>() - puts;
+    let _ = writeln!(
+        out,
+        "| AWS requests per batch: PutObject; others (mean) | {:.1}; {:.1} | 0; 0 | — |",
+        puts as f64 / batches,
+        others as f64 / batches
+    );
+    let _ = writeln!(
+        out,
+        "| output bytes per record (ours: to S3; the floor: kept in memory) | {:.0} | — | — |",
+        f.ours_output_bytes as f64 / f.records().max(1) as f64
+    );
+    let _ = writeln!(
+        out,
+        "| ours, own batch code per record in-process, AWS calls replaced by memory (no runtime, no S3) | {:.2} µs | — | — |",
+        f.ours_in_memory.as_secs_f64() * 1e6
+    );
 }
 
 impl Report {
@@ -239,6 +289,10 @@ impl Report {
                 p.peak as f64 / 1048576.0,
                 ratio(o.peak as f64, p.peak as f64)
             );
+        }
+
+        if let Some(f) = &self.floor {
+            floor_section(&mut out, f);
         }
 
         if !self.startup.is_empty() {
@@ -419,6 +473,7 @@ mod tests {
             enrichment_cpu: (Duration::ZERO, Duration::ZERO),
             memory: Vec::new(),
             live: Vec::new(),
+            floor: None,
         }
     }
 
@@ -434,7 +489,53 @@ mod tests {
             assert!(!md.contains(&format!("| {row}")), "{row} in:\n{md}");
         }
         assert!(
-            !md.contains("## Start-up") && !md.contains("## Live pipeline"),
+            !md.contains("## Start-up")
+                && !md.contains("## Live pipeline")
+                && !md.contains("## CPU per record against the floor"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn the_floor_phase_has_its_rows_and_ratio() {
+        let mut r = report();
+        r.floor = Some(Floor {
+            batch_size: 5000,
+            batches: 2,
+            ours_cpu: Duration::from_millis(25),
+            floor_cpu: Duration::from_millis(20),
+            ours_times: vec![Duration::from_millis(300)],
+            floor_times: vec![Duration::from_millis(100)],
+            ours_requests: [
+                ("s3/PutObject".to_owned(), 60),
+                ("s3/GetObject".to_owned(), 2),
+            ]
+            .into_iter()
+            .collect(),
+            ours_output_bytes: 1_500_000,
+            ours_in_memory: Duration::from_nanos(1500),
+        });
+        let md = r.markdown();
+        assert!(md.contains("## CPU per record against the floor"), "{md}");
+        assert!(
+            md.contains("2 batches of 5000 orders after a warm-up (KPL de-aggregation on; ours writes to S3) | 2.50 µs | 2.00 µs | 1.25 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| handler time per 5000-order batch (median) | 300.0 ms | 100.0 ms | 3.00 |"
+            ),
+            "{md}"
+        );
+        assert!(md.contains("| 30.0; 1.0 | 0; 0 |"), "{md}");
+        assert!(
+            md.contains(
+                "| output bytes per record (ours: to S3; the floor: kept in memory) | 150 |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("AWS calls replaced by memory (no runtime, no S3) | 1.50 µs |"),
             "{md}"
         );
     }

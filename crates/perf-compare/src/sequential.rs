@@ -342,3 +342,123 @@ pub async fn peak_memory(world: &World) -> Result<Vec<PeakMemory>> {
         .context("the S3-event handler on 1,000 notifications")?,
     ])
 }
+
+/// Our consumer against the floor binary (`consumer-floor`) on the same batches: process CPU
+/// per record, measured after a warm-up batch (ours loads the table on it).
+#[derive(Clone, Debug, Default)]
+pub struct Floor {
+    /// Records per batch.
+    pub batch_size: usize,
+    /// Measured batches (after the warm-up).
+    pub batches: usize,
+    /// Our consumer's process CPU over the measured batches.
+    pub ours_cpu: Duration,
+    /// The floor's process CPU over the measured batches.
+    pub floor_cpu: Duration,
+    /// Our handler time per measured batch.
+    pub ours_times: Vec<Duration>,
+    /// The floor's handler time per measured batch.
+    pub floor_times: Vec<Duration>,
+    /// Our consumer's AWS requests over the measured batches, by operation.
+    pub ours_requests: BTreeMap<String, u64>,
+    /// Bytes of our consumer's output objects over the measured batches.
+    pub ours_output_bytes: u64,
+    /// Per record, our consumer's own batch code on the warm-up batch's text in this process,
+    /// its AWS calls replaced by memory (no runtime, no S3 requests).
+    pub ours_in_memory: Duration,
+}
+
+impl Floor {
+    /// Records handed to each side in the measured batches.
+    pub fn records(&self) -> usize {
+        self.batch_size * self.batches
+    }
+
+    /// Process CPU per record, ours then the floor's.
+    pub fn per_record(&self) -> (Duration, Duration) {
+        let n = self.records().max(1) as u32;
+        (self.ours_cpu / n, self.floor_cpu / n)
+    }
+}
+
+/// The floor scenario: `batches + 1` Kinesis events of `batch_size` generator orders (the
+/// first a warm-up, not measured), each handed to the floor and then to our consumer, which
+/// is configured as in the batch loop (output to the emulator's S3, the table loaded once on
+/// the warm-up batch, the change feed checked on every batch).
+pub async fn floor(world: &World, batch_size: usize, batches: usize) -> Result<Floor> {
+    let prefix = "floor-ours/";
+    let ours = world.start(world.our_consumer(prefix, 0)).await?;
+    let floor = world.start(world.consumer_floor()).await?;
+    let mut orders = Orders::new(13, world.items);
+    let mut seq: u128 = 1;
+    let mut batch = || {
+        let data: Vec<Vec<u8>> = (0..batch_size).map(|_| orders.next_order()).collect();
+        let event = kinesis_batch(STREAM_ARN, SHARD, seq, &data);
+        seq += batch_size as u128;
+        event
+    };
+    let warm_up = batch();
+    for c in [&floor, &ours] {
+        c.invoke_ok(&warm_up).await?;
+    }
+    let cpu = |c: &Counted| {
+        c.function
+            .stats()
+            .map(|s| s.cpu)
+            .map_err(anyhow::Error::msg)
+    };
+    let (ours_start, floor_start) = (cpu(&ours)?, cpu(&floor)?);
+    let requests_start = ours.requests();
+    let bytes_start = prefix_bytes(world, prefix).await?;
+    let mut result = Floor {
+        batch_size,
+        batches,
+        ..Floor::default()
+    };
+    for _ in 0..batches {
+        let event = batch();
+        result
+            .floor_times
+            .push(floor.invoke_ok(&event).await?.elapsed);
+        result
+            .ours_times
+            .push(ours.invoke_ok(&event).await?.elapsed);
+    }
+    result.ours_cpu = cpu(&ours)?.saturating_sub(ours_start);
+    result.floor_cpu = cpu(&floor)?.saturating_sub(floor_start);
+    result.ours_requests = ours.requests();
+    for (op, n) in &requests_start {
+        if let Some(v) = result.ours_requests.get_mut(op) {
+            *v -= n;
+        }
+    }
+    result.ours_requests.retain(|_, v| *v > 0);
+    result.ours_output_bytes = prefix_bytes(world, prefix).await? - bytes_start;
+    for c in [ours, floor] {
+        c.function.stop().await;
+    }
+    result.ours_in_memory = crate::in_memory::ours_raw(world, &warm_up, 10).await?;
+    Ok(result)
+}
+
+/// Bytes of all objects under `prefix` of the world's bucket.
+async fn prefix_bytes(world: &World, prefix: &str) -> Result<u64> {
+    let mut total = 0;
+    let mut pages = world
+        .s3
+        .list_objects_v2()
+        .bucket(&world.bucket)
+        .prefix(prefix)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.context("listing the floor scenario's output")?;
+        total += page
+            .contents()
+            .iter()
+            .filter_map(|o| o.size())
+            .map(|s| s as u64)
+            .sum::<u64>();
+    }
+    Ok(total)
+}

@@ -287,6 +287,12 @@ impl World {
         self.ours("lambda-hello", &[])
     }
 
+    /// The floor of our consumer's CPU per record (`consumer-floor`): the standard Kinesis
+    /// event types and a decode and encode of each order, nothing else.
+    pub fn consumer_floor(&self) -> FunctionSpec {
+        self.ours("consumer-floor", &[])
+    }
+
     /// The peer's consumer (the Glue job's logic), writing under `output_prefix` and watching
     /// the flag object `flag_key`.
     pub fn peer_consumer(&self, output_prefix: &str, flag_key: &str) -> FunctionSpec {

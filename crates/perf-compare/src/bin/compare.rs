@@ -15,7 +15,7 @@ use perf_compare::{in_memory, sequential};
 #[derive(Parser, Debug)]
 struct Args {
     /// Directory of our function binaries (orders-consumer, change-handler, s3-event-handler,
-    /// lambda-hello).
+    /// lambda-hello, consumer-floor).
     #[arg(long, default_value = "target/release")]
     bin_dir: PathBuf,
     /// Items in the reference table (the original five, then synthetic ones).
@@ -43,11 +43,17 @@ struct Args {
     /// both sides check for changes on every batch).
     #[arg(long, default_value_t = 1000)]
     feed_poll_ms: u64,
+    /// Measured batches of the floor phase (after a warm-up batch).
+    #[arg(long, default_value_t = 10)]
+    floor_batches: usize,
+    /// Orders per batch in the floor phase.
+    #[arg(long, default_value_t = 5000)]
+    floor_batch_size: usize,
     /// Phases to run (the report leaves out what did not run).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "startup,batch,enrichment,memory,live"
+        default_value = "startup,batch,enrichment,memory,floor,live"
     )]
     phases: Vec<String>,
     /// Where the report and plots go.
@@ -104,6 +110,14 @@ async fn main() -> Result<()> {
         step("peak memory on 1,000-record batches");
         memory = sequential::peak_memory(&world).await?;
     }
+    let mut floor = None;
+    if on("floor") {
+        step(&format!(
+            "our consumer against the floor binary, {} batches of {} orders",
+            args.floor_batches, args.floor_batch_size
+        ));
+        floor = Some(sequential::floor(&world, args.floor_batch_size, args.floor_batches).await?);
+    }
     let mut live_results = Vec::new();
     for consumers in [1, 2].into_iter().filter(|_| on("live")) {
         for ours in [true, false] {
@@ -136,6 +150,7 @@ async fn main() -> Result<()> {
         enrichment_cpu,
         memory,
         live: live_results,
+        floor,
     };
     report.write(&args.out)?;
     println!("{}", report.markdown());
