@@ -340,3 +340,24 @@ impl ObjectSource for MemoryBucket {
         }))
     }
 }
+
+/// The bucket as an output store too (a producer's or the feed-compactor's writes land in it;
+/// the bucket name is ignored: one bucket). Fails like reads when set failing.
+impl aws_plumbing::ObjectStore for MemoryBucket {
+    async fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+    ) -> Result<(), aws_plumbing::StoreError> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(aws_plumbing::StoreError {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+                message: "injected failure".into(),
+            });
+        }
+        MemoryBucket::put(self, key, body);
+        Ok(())
+    }
+}

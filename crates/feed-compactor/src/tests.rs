@@ -1,0 +1,164 @@
+//! The compactor's rules with in-memory sources: it writes a snapshot only of current data, the
+//! object before its pointer, nothing when nothing changed, and a cold compactor starts from its
+//! own latest snapshot without reading the table.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use change_protocol::{snapshot_pointer_key, AttributeValue, SnapshotPointer};
+use enrichment::testing::{MemoryBucket, MemoryTable};
+use enrichment::{Enricher, EnricherConfig, FeedSettings, SystemClock};
+
+use super::*;
+
+const ARN: &str = "arn:aws:dynamodb:us-east-1:123456789012:table/ProductPriority/stream/1";
+
+fn product(item: &str, priority: &str) -> Item {
+    let mut m = HashMap::new();
+    m.insert("item".to_owned(), AttributeValue::S(item.into()));
+    m.insert("price".to_owned(), AttributeValue::N("100".into()));
+    m.insert("priority".to_owned(), AttributeValue::S(priority.into()));
+    Item::from(m)
+}
+
+fn config() -> Config {
+    Config::from_lookup(&|k: &str| {
+        match k {
+            "REFERENCE_TABLE" => Some("ProductPriority"),
+            "CHANGE_BUCKET" => Some("feed-bucket"),
+            _ => None,
+        }
+        .map(str::to_owned)
+    })
+    .unwrap()
+}
+
+fn setup() -> (MemoryTable, MemoryBucket) {
+    let table = MemoryTable::new(&["item", "price"]);
+    table.set_stream_arn(Some(ARN));
+    for (item, priority) in [("salad", "high"), ("pizza", "low"), ("burger", "medium")] {
+        table.put(product(item, priority));
+    }
+    (table, MemoryBucket::default())
+}
+
+fn compactor(
+    table: &MemoryTable,
+    bucket: &MemoryBucket,
+) -> Compactor<MemoryTable, MemoryBucket, MemoryBucket, SystemClock> {
+    Compactor::new(
+        config(),
+        table.clone(),
+        bucket.clone(),
+        bucket.clone(),
+        SystemClock,
+    )
+}
+
+fn pointer(bucket: &MemoryBucket) -> Option<SnapshotPointer> {
+    let key = snapshot_pointer_key(DEFAULT_SNAPSHOT_PREFIX, "ProductPriority");
+    bucket
+        .object(&key)
+        .map(|b| serde_json::from_slice(&b).unwrap())
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct Product {
+    item: String,
+    priority: String,
+}
+
+fn consumer(
+    table: &MemoryTable,
+    bucket: &MemoryBucket,
+) -> Enricher<Product, String, MemoryTable, MemoryBucket, SystemClock> {
+    let config = EnricherConfig::new("ProductPriority", &["item", "price"], |p: &Product| {
+        Some(p.item.clone())
+    })
+    .with_feed(FeedSettings {
+        poll_interval: Duration::ZERO,
+        ..FeedSettings::default()
+    });
+    Enricher::new(config, table.clone(), Some(bucket.clone()), SystemClock)
+}
+
+#[tokio::test]
+async fn the_first_run_scans_and_publishes_then_a_run_without_change_writes_nothing() {
+    let (table, bucket) = setup();
+    let mut c = compactor(&table, &bucket);
+    let first = c.run_once().await.unwrap();
+    assert_eq!(first.full_reload.as_deref(), Some("first load"));
+    assert_eq!(first.items_read, 3);
+    let published = first.published.expect("published");
+    assert_eq!((published.items, published.tombstones), (3, 0));
+    let p = pointer(&bucket).expect("pointer written");
+    assert_eq!(p.key, published.key);
+    assert!(
+        bucket.object(&p.key).is_some(),
+        "the object it names exists"
+    );
+
+    let second = c.run_once().await.unwrap();
+    assert!(second.published.is_none());
+    assert!(second.skipped.unwrap().contains("nothing changed"));
+    assert_eq!(second.items_read, 0, "the steady state reads no table item");
+}
+
+#[tokio::test]
+async fn a_new_consumer_loads_the_published_snapshot_without_reading_the_table() {
+    let (table, bucket) = setup();
+    compactor(&table, &bucket).run_once().await.unwrap();
+    let mut consumer = consumer(&table, &bucket);
+    let report = consumer.refresh().await;
+    assert!(report.snapshot.is_some(), "{report:?}");
+    assert_eq!(consumer.metrics().items_read, 0);
+    assert_eq!(
+        consumer.reader().lookup("burger").unwrap().priority,
+        "medium"
+    );
+    assert_eq!(consumer.reader().lookup("salad").unwrap().item, "salad");
+}
+
+#[tokio::test]
+async fn a_cold_compactor_starts_from_its_latest_snapshot() {
+    let (table, bucket) = setup();
+    compactor(&table, &bucket).run_once().await.unwrap();
+    let scans = table.scans();
+    let mut cold = compactor(&table, &bucket);
+    let report = cold.run_once().await.unwrap();
+    assert!(report.started_from.is_some(), "{report:?}");
+    assert_eq!(report.items_read, 0);
+    assert_eq!(table.scans(), scans, "no Scan");
+    assert!(
+        report.published.is_some(),
+        "a cold run writes its own snapshot"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_run_writes_nothing_and_the_previous_snapshot_stays_the_latest() {
+    let (table, bucket) = setup();
+    let mut c = compactor(&table, &bucket);
+    c.run_once().await.unwrap();
+    let before = pointer(&bucket).unwrap();
+    bucket.set_failing(true);
+    let err = c.run_once().await.unwrap_err();
+    assert!(matches!(err, CompactError::Refresh(_)), "{err}");
+    bucket.set_failing(false);
+    assert_eq!(pointer(&bucket).unwrap(), before);
+}
+
+#[test]
+fn a_snapshot_prefix_inside_the_feed_is_refused() {
+    let err = Config::from_lookup(&|k: &str| {
+        match k {
+            "REFERENCE_TABLE" => Some("T"),
+            "CHANGE_BUCKET" => Some("feed-bucket"),
+            "SNAPSHOT_PREFIX" => Some("change_flags/snapshots/"),
+            _ => None,
+        }
+        .map(str::to_owned)
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("SNAPSHOT_PREFIX"), "{err}");
+}
