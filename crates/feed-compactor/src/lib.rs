@@ -255,7 +255,7 @@ where
         let key = snapshot_key(&self.config.snapshot_prefix, &self.config.table, now);
         let bucket = &self.config.change_bucket;
         // The object first, then the pointer: a pointer never names a snapshot that is not there.
-        self.store.put(bucket, &key, body.into()).await?;
+        self.store.put(bucket, &key, body).await?;
         let pointer = SnapshotPointer {
             kind: header.kind.clone(),
             schema: header.schema,
@@ -271,7 +271,7 @@ where
             .put(
                 bucket,
                 &snapshot_pointer_key(&self.config.snapshot_prefix, &self.config.table),
-                pointer_body.into(),
+                pointer_body,
             )
             .await?;
         self.last_published = Some((version, now));
