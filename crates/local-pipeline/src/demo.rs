@@ -378,6 +378,7 @@ where
             field: "menu".into(),
         }),
         catalog: None,
+        snapshot_prefix: Some(change_protocol::DEFAULT_SNAPSHOT_PREFIX.into()),
     };
     // One consumer per shard: each shard's batches run in their own Lambda environment.
     let consumers: Vec<_> = p

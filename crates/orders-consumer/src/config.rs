@@ -39,6 +39,10 @@ pub struct Config {
     /// infra/'s `ChangeFileRetentionDays`; default 7, at least 2). A consumer whose last listing
     /// is older than this minus a day reloads fully.
     pub feed_retention: Duration,
+    /// `SNAPSHOT_PREFIX`: where the feed-compactor keeps snapshots of the table (default
+    /// `feed-snapshots/`; `none` never looks): a first load starts from the latest one when it
+    /// passes every check, instead of a Scan.
+    pub snapshot_prefix: Option<String>,
     /// A second, optional reference kept as objects in S3 (CSV with a header or JSON Lines,
     /// optionally gzip: the format comes from each object's extension), joined on the order's
     /// dish and kept current by the s3-event-handler's flags and change files.
@@ -150,7 +154,13 @@ impl Config {
                 })
             }
         };
+        let snapshot_prefix = match optional_var(get, "SNAPSHOT_PREFIX") {
+            None => Some(change_protocol::DEFAULT_SNAPSHOT_PREFIX.to_owned()),
+            Some(v) if v.trim() == "none" => None,
+            Some(v) => Some(v),
+        };
         Ok(Config {
+            snapshot_prefix,
             catalog,
             reference_objects,
             reference_table: required_var(get, "REFERENCE_TABLE")?,
@@ -226,6 +236,20 @@ mod tests {
         assert_eq!(c.legacy_flag_dish, "CHANGE_FLAG");
         assert_eq!(c.feed_poll_interval, Duration::from_secs(1));
         assert_eq!(c.feed_retention, Duration::from_secs(7 * 24 * 3600));
+        assert_eq!(c.snapshot_prefix.as_deref(), Some("feed-snapshots/"));
+        assert_eq!(
+            config(&[("SNAPSHOT_PREFIX", "none")])
+                .unwrap()
+                .snapshot_prefix,
+            None
+        );
+        assert_eq!(
+            config(&[("SNAPSHOT_PREFIX", "snaps/")])
+                .unwrap()
+                .snapshot_prefix
+                .as_deref(),
+            Some("snaps/")
+        );
         assert_eq!(
             config(&[("FEED_RETENTION_DAYS", "30")])
                 .unwrap()

@@ -88,6 +88,7 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectStore>
                 write_window: config.write_window,
                 poll_interval: config.feed_poll_interval,
                 retention: config.feed_retention,
+                snapshot_prefix: config.snapshot_prefix.clone(),
                 ..FeedSettings::default()
             });
         OrdersConsumer {

@@ -68,6 +68,7 @@ impl Rig {
             feed_retention: Duration::from_secs(7 * 24 * 3600),
             reference_objects: None,
             catalog: None,
+            snapshot_prefix: None,
         }
     }
 
