@@ -1,0 +1,133 @@
+//! A new consumer environment's first load: a consistent Scan of the table (here the in-memory
+//! table, so the figure is decode and index, without DynamoDB's own time) against the feed
+//! snapshot the feed-compactor keeps (GET, gunzip, parse each line, decode, index). Both end
+//! with the first poll of the (empty) feed. `BENCH_ITEMS` sets the table size (default 100,000).
+//!
+//! `cargo bench -p enrichment --bench bootstrap`
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use change_protocol::{AttributeValue, Item, SnapshotPointer, DEFAULT_SNAPSHOT_PREFIX};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use enrichment::testing::{MemoryBucket, MemoryTable};
+use enrichment::{Enricher, EnricherConfig, FeedSettings, SystemClock};
+
+#[derive(Debug, serde::Deserialize)]
+struct Product {
+    item: String,
+    #[allow(dead_code)]
+    price: u32,
+    #[allow(dead_code)]
+    priority: String,
+}
+
+const ARN: &str = "arn:aws:dynamodb:us-east-1:123456789012:table/ProductPriority/stream/1";
+
+fn items() -> usize {
+    std::env::var("BENCH_ITEMS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000)
+}
+
+fn table(n: usize) -> MemoryTable {
+    let table = MemoryTable::new(&["item", "price"]);
+    table.set_stream_arn(Some(ARN));
+    for i in 0..n {
+        let mut m = HashMap::new();
+        m.insert("item".to_owned(), AttributeValue::S(format!("dish-{i:07}")));
+        m.insert("price".to_owned(), AttributeValue::N("100".into()));
+        m.insert("priority".to_owned(), AttributeValue::S("very high".into()));
+        table.put(Item::from(m));
+    }
+    table
+}
+
+fn settings(snapshots: bool) -> FeedSettings {
+    FeedSettings {
+        poll_interval: Duration::ZERO,
+        snapshot_prefix: snapshots.then(|| DEFAULT_SNAPSHOT_PREFIX.to_owned()),
+        ..FeedSettings::default()
+    }
+}
+
+fn consumer(
+    table: &MemoryTable,
+    bucket: &MemoryBucket,
+    snapshots: bool,
+) -> Enricher<Product, String, MemoryTable, MemoryBucket, SystemClock> {
+    let config = EnricherConfig::new("ProductPriority", &["item", "price"], |p: &Product| {
+        Some(p.item.clone())
+    })
+    .with_feed(settings(snapshots));
+    Enricher::new(config, table.clone(), Some(bucket.clone()), SystemClock)
+}
+
+/// Publishes the table's snapshot into `bucket` as the feed-compactor does.
+fn publish(table: &MemoryTable, bucket: &MemoryBucket, rt: &tokio::runtime::Runtime) -> usize {
+    let config = EnricherConfig::raw("ProductPriority", &["item", "price"], |_: &Item| {
+        None::<String>
+    })
+    .with_feed(settings(false));
+    let mut follower = Enricher::new(config, table.clone(), Some(bucket.clone()), SystemClock);
+    rt.block_on(follower.refresh());
+    let now = chrono::Utc::now();
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let (gz, header) = follower.write_feed_snapshot(gz, now).unwrap();
+    let body = gz.finish().unwrap();
+    let size = body.len();
+    let key = change_protocol::snapshot_key(DEFAULT_SNAPSHOT_PREFIX, &header.table, now);
+    bucket.put(&key, body);
+    let pointer = SnapshotPointer {
+        kind: header.kind,
+        schema: header.schema,
+        key,
+        table: header.table.clone(),
+        stream_arn: header.stream_arn,
+        position_ms: header.position_ms,
+        created_ms: header.created_ms,
+        items: header.items,
+    };
+    bucket.put(
+        &change_protocol::snapshot_pointer_key(DEFAULT_SNAPSHOT_PREFIX, &header.table),
+        serde_json::to_vec(&pointer).unwrap(),
+    );
+    size
+}
+
+fn bench(c: &mut Criterion) {
+    let n = items();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let table = table(n);
+    let bucket = MemoryBucket::default();
+    let size = publish(&table, &bucket, &rt);
+    println!(
+        "snapshot of {n} items: {size} bytes compressed ({:.1} bytes per item)",
+        size as f64 / n as f64
+    );
+    let mut group = c.benchmark_group(format!("new consumer, first load of {n} items"));
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(n as u64));
+    for (name, snapshots) in [("Scan", false), ("feed snapshot", true)] {
+        group.bench_function(name, |b| {
+            b.iter_batched(
+                || consumer(&table, &bucket, snapshots),
+                |mut c| {
+                    let report = rt.block_on(c.refresh());
+                    assert_eq!(report.snapshot.is_some(), snapshots, "{report:?}");
+                    assert_eq!(c.snapshot().len(), n);
+                    c
+                },
+                BatchSize::PerIteration,
+            )
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
