@@ -1634,3 +1634,206 @@ async fn a_follower_with_a_pending_reload_writes_no_snapshot() {
         .write_feed_snapshot(Vec::new(), r.clock.now())
         .is_ok());
 }
+
+// --- Review of feed snapshots: interleavings that lose a change ---
+
+/// A feed whose listings fail while `failing` is set; object GETs (the snapshot pointer and
+/// object, change files) keep working.
+#[derive(Clone)]
+struct ListingFails {
+    bucket: MemoryBucket,
+    failing: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FeedSource for ListingFails {
+    async fn list(
+        &self,
+        prefix: &str,
+        start_after: &str,
+        token: Option<String>,
+    ) -> Result<ListPage, SourceError> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(SourceError {
+                operation: "ListObjectsV2",
+                message: "injected failure".into(),
+            });
+        }
+        FeedSource::list(&self.bucket, prefix, start_after, token).await
+    }
+
+    async fn get(&self, key: &str) -> Result<Vec<u8>, SourceError> {
+        FeedSource::get(&self.bucket, key).await
+    }
+
+    async fn head_state(&self, key: &str, etag: Option<&str>) -> Result<Conditional, SourceError> {
+        self.bucket.head_state(key, etag).await
+    }
+}
+
+/// The retention rule ("a consumer whose last listing is older than the retention minus a day
+/// does a full reload") is measured from the moment the snapshot was loaded, not from the
+/// snapshot's position L, which is where the consumer actually follows from. A consumer that
+/// starts from a snapshot 1.9 days old (retention 3 days, so accepted) and cannot list for a
+/// while believes its last listing is only as old as the load: when it lists again, L is past
+/// the retention, the change files right after L have expired, and it never reloads.
+#[tokio::test(start_paused = true)]
+async fn review_retention_is_measured_from_the_snapshot_position_not_from_the_load() {
+    let settings = FeedSettings {
+        poll_interval: Duration::ZERO,
+        retention: Duration::from_secs(3 * 24 * 3600),
+        ..FeedSettings::default()
+    };
+    let r = rig_with(|c| c.with_max_age(None).with_feed(settings.clone()));
+    let mut compactor = r.compactor();
+    compactor.refresh().await;
+    r.publish(&compactor); // L = the compactor's Scan position; the compactor then stops
+    r.clock.advance(AFTER_LOAD);
+    r.table.put(product("burger", "high"));
+    let file = r.write(&[modify(10, "burger", "high", AFTER_LOAD)]);
+
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let feed = ListingFails {
+        bucket: r.feed.clone(),
+        failing: failing.clone(),
+    };
+    let config = EnricherConfig::new("ProductPriority", &["item", "price"], |p: &Product| {
+        Some(p.item.clone())
+    })
+    .with_max_age(None)
+    .with_feed(settings);
+    let mut consumer: Enricher<Product, String, MemoryTable, ListingFails, ManualClock> =
+        Enricher::new(config, r.table.clone(), Some(feed), r.clock.clone());
+
+    // 1.9 days after L: the snapshot is within the retention minus a day (2 days): loaded; the
+    // catch-up listing fails.
+    let step = Duration::from_secs(19 * 24 * 360);
+    tokio::time::advance(step).await;
+    r.clock.advance(step.as_millis() as i64);
+    let report = consumer.refresh().await;
+    assert!(report.snapshot.is_some(), "{report:?}");
+    assert!(report.error.is_some(), "{report:?}");
+
+    // Listings keep failing for 1.2 days: L is now 3.1 days old, past the retention, and the
+    // file written right after L has expired (the bucket's lifecycle rule).
+    for _ in 0..12 {
+        let step = Duration::from_secs(24 * 360);
+        tokio::time::advance(step).await;
+        r.clock.advance(step.as_millis() as i64);
+        consumer.refresh().await;
+    }
+    r.feed.remove(&file);
+    failing.store(false, std::sync::atomic::Ordering::SeqCst);
+
+    let report = consumer.refresh().await;
+    let burger = consumer
+        .reader()
+        .lookup("burger")
+        .map(|p| p.priority.clone());
+    assert_eq!(
+        burger.as_deref(),
+        Some("high"),
+        "the last listing the consumer follows from (L) is 3.1 days old, past the retention: \
+         a full reload was due, yet it listed from L and missed the expired change ({report:?})"
+    );
+}
+
+/// A snapshot carries the compactor's W but not the clock margin its position L (and R, and the
+/// Read stamps) was taken with, and L is on the compactor's clock. Each follower satisfies the
+/// margin rule on its own (the compactor's clock leads by 4 s, within its 5 s margin; the
+/// consumer's own clock and the producers' are exact, so it runs with 1 s), yet a consumer
+/// following from L with its own margin starts its first listing too late and never sees a
+/// change file that became visible just after the compactor's listing (19 s after its key time,
+/// within W).
+#[tokio::test]
+async fn review_the_first_listing_from_a_snapshot_uses_the_consumers_margin_on_the_compactors_clock(
+) {
+    let mut r = rig_with(|c| {
+        c.with_feed(FeedSettings {
+            poll_interval: Duration::ZERO,
+            clock_margin: Duration::from_secs(1),
+            ..FeedSettings::default()
+        })
+    });
+    // The compactor's clock leads the producers' (and the consumer's) by 4 s.
+    let lead = 4_000;
+    let compactor_clock = ManualClock(Arc::new(Mutex::new(
+        r.clock.now() + chrono::Duration::milliseconds(lead),
+    )));
+    let config = EnricherConfig::raw("ProductPriority", &["item", "price"], |_: &Item| {
+        None::<String>
+    })
+    .with_feed(FeedSettings {
+        poll_interval: Duration::ZERO,
+        ..FeedSettings::default() // 5 s margin: covers its 4 s lead
+    });
+    let mut compactor: RawFollower = Enricher::new(
+        config,
+        r.table.clone(),
+        Some(r.feed.clone()),
+        compactor_clock.clone(),
+    );
+    let advance = |ms: i64| {
+        r.clock.advance(ms);
+        compactor_clock.advance(ms);
+    };
+    compactor.refresh().await; // Scan
+    advance(60_000);
+    r.table.put(product("salad", "low"));
+    r.write(&[modify(5, "salad", "low", 60_000)]);
+    compactor.refresh().await; // a complete listing at t1: L = t1 + 4 s (its clock)
+
+    // A producer read its key time 19 s before t1 and its PUT became visible just after the
+    // compactor's listing (within W = 20 s): the burger change is in no listing before L.
+    r.table.put(product("burger", "high"));
+    r.clock.advance(-19_000);
+    r.write(&[modify(10, "burger", "high", 60_000 - 19_500)]);
+    r.clock.advance(19_000);
+    r.publish(&compactor);
+    advance(100);
+
+    let report = r.enricher.refresh().await;
+    assert!(report.snapshot.is_some(), "{report:?}");
+    assert_eq!(r.priority("salad").as_deref(), Some("low"));
+    // The compactor itself, following on, sees the file (its look-back uses its own margin).
+    let own = compactor.refresh().await;
+    assert_eq!(own.applied, 1, "{own:?}");
+    assert_eq!(
+        r.priority("burger").as_deref(),
+        Some("high"),
+        "the consumer listed from L − W − 1 s on the compactor's clock and skipped the file"
+    );
+}
+
+/// The maximum age exists to check the data against the table itself (`snapshot_allowed` refuses
+/// snapshots for it), but it is measured from the load, and a load from a snapshot counts as a
+/// fresh one. A compactor whose environment is recycled every few hours (cold starts load the
+/// latest snapshot, as designed) never reaches its maximum age, so its R never moves: a change
+/// the feed did not carry stays out of every snapshot, and every consumer started from one,
+/// for as long as that goes on (a warm compactor or a Scanning consumer would have corrected it
+/// within 6 h).
+#[tokio::test(start_paused = true)]
+async fn review_a_chain_of_snapshot_loads_never_reaches_the_maximum_age() {
+    let mut r = rig(); // consumer and compactor: maximum age 6 h
+    let mut compactor = r.compactor();
+    compactor.refresh().await; // the only Scan
+    r.publish(&compactor);
+    // A change the feed never carried: what the maximum-age Scan exists to catch.
+    r.table.put(product("burger", "high"));
+    for _ in 0..4 {
+        let step = Duration::from_secs(3 * 3600);
+        tokio::time::advance(step).await;
+        r.clock.advance(step.as_millis() as i64);
+        let mut cold = r.compactor();
+        let report = cold.refresh().await;
+        assert!(report.snapshot.is_some(), "{report:?}");
+        r.publish(&cold);
+    }
+    // 12 h after the only Scan, twice the maximum age.
+    let report = r.enricher.refresh().await;
+    assert!(report.snapshot.is_some(), "{report:?}");
+    assert_eq!(
+        r.priority("burger").as_deref(),
+        Some("high"),
+        "the snapshot descends from a Scan twice the maximum age old and was taken for a fresh load"
+    );
+}
