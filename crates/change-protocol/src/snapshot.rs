@@ -47,6 +47,10 @@ pub struct SnapshotHeader {
     pub full_load_end_ms: Option<i64>,
     /// The largest write window W the follower had seen (ms).
     pub write_window_ms: u64,
+    /// The clock margin the follower took L, R and its read stamps with (ms): they are on its
+    /// clock, so a consumer uses the larger of this and its own margin with them.
+    #[serde(default)]
+    pub clock_margin_ms: u64,
     /// When the snapshot was written (ms).
     pub created_ms: i64,
     /// Entries with an item.
@@ -352,6 +356,7 @@ mod tests {
             position_ms: 1_000,
             full_load_end_ms: Some(900),
             write_window_ms: 20_000,
+            clock_margin_ms: 5_000,
             created_ms: 1_100,
             items,
             tombstones,

@@ -84,6 +84,12 @@ pub(crate) struct FeedFollower {
     ignored: HashSet<String>,
     head_etag: Option<String>,
     last_listing: Option<Instant>,
+    /// How much older than `last_listing` the position really is: after a load from a feed
+    /// snapshot, its position L is as old as the snapshot (the retention rule counts from L).
+    listing_age: Duration,
+    /// A clock margin the position was taken with, when larger than ours: a feed snapshot's L
+    /// is on the feed-compactor's clock, so the look-back from it needs its margin.
+    margin_floor: Duration,
     last_poll: Option<Instant>,
 }
 
@@ -97,6 +103,8 @@ impl FeedFollower {
             ignored: HashSet::new(),
             head_etag: None,
             last_listing: None,
+            listing_age: Duration::ZERO,
+            margin_floor: Duration::ZERO,
             last_poll: None,
         }
     }
@@ -108,24 +116,36 @@ impl FeedFollower {
             .settings
             .retention
             .saturating_sub(Duration::from_secs(24 * 3600));
-        self.last_listing.is_some_and(|t| t.elapsed() > limit)
+        self.last_listing
+            .is_some_and(|t| t.elapsed() + self.listing_age > limit)
     }
 
     /// Sets the feed position (taken before a full load).
     pub(crate) fn set_position(&mut self, at: DateTime<Utc>) {
         self.listing_start = Some(at);
         self.last_listing = Some(Instant::now());
+        self.listing_age = Duration::ZERO;
+        self.margin_floor = Duration::ZERO;
     }
 
-    /// Follows from a feed snapshot's position `at` from now on: what was applied before does not
-    /// count (the data is the snapshot's, which may be older), the pointer is checked afresh,
-    /// and the snapshot's follower's write window is taken into account.
-    pub(crate) fn restart_at(&mut self, at: DateTime<Utc>, write_window: Duration) {
+    /// Follows from a feed snapshot's position `at` (taken `age` ago, on a clock within
+    /// `margin`) from now on: what was applied before does not count (the data is the
+    /// snapshot's, which may be older), the pointer is checked afresh, the snapshot's write
+    /// window and margin widen the look-back, and the retention rule counts from `at`.
+    pub(crate) fn restart_at(
+        &mut self,
+        at: DateTime<Utc>,
+        write_window: Duration,
+        margin: Duration,
+        age: Duration,
+    ) {
         self.applied.clear();
         self.head_etag = None;
         self.last_poll = None;
         self.max_window = self.max_window.max(write_window);
         self.set_position(at);
+        self.listing_age = age;
+        self.margin_floor = margin;
     }
 
     /// The position to follow from (the start of the last complete listing, or of the full load)
@@ -136,8 +156,10 @@ impl FeedFollower {
 
     /// The look-back: the largest W seen plus the clock margin.
     fn look_back(&self) -> chrono::Duration {
-        chrono::Duration::from_std(self.max_window + self.settings.clock_margin)
-            .unwrap_or(chrono::Duration::MAX)
+        chrono::Duration::from_std(
+            self.max_window + self.settings.clock_margin.max(self.margin_floor),
+        )
+        .unwrap_or(chrono::Duration::MAX)
     }
 
     /// Lists (or checks the pointer) and fetches new change files. Nothing is marked applied
@@ -234,8 +256,11 @@ impl FeedFollower {
             self.applied.insert(f.key.clone(), f.time);
         }
         if let Some(started) = polled.listing_started {
+            // A position on our own clock, listed now.
             self.listing_start = Some(started);
             self.last_listing = Some(mono);
+            self.listing_age = Duration::ZERO;
+            self.margin_floor = Duration::ZERO;
             if polled.etag.is_some() {
                 self.head_etag.clone_from(&polled.etag);
             }

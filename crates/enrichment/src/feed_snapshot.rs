@@ -124,6 +124,23 @@ where
             ));
         }
         let full_load_end = header.full_load_end_ms.map(ms).transpose()?;
+        // The maximum age exists to check the data against the table itself: a snapshot that
+        // descends from a Scan older than that is not a fresh load (the caller Scans).
+        if let Some(max_age) = cx.policies.max_age {
+            let scanned = full_load_end.map(|r| (now - r).to_std().unwrap_or_default());
+            if scanned.is_none_or(|a| a > max_age) {
+                return Err(format!(
+                    "snapshot {} descends from a Scan {} old, beyond the maximum age ({} s)",
+                    pointer.key,
+                    scanned.map_or("of unknown age".to_owned(), |a| format!(
+                        "{} s",
+                        a.as_secs()
+                    )),
+                    max_age.as_secs()
+                ));
+            }
+        }
+        let clock_margin = Duration::from_millis(header.clock_margin_ms);
         let mut states = HashMap::new();
         let mut entries = Vec::with_capacity(header.items as usize);
         while let Some(entry) = reader
@@ -167,12 +184,15 @@ where
         self.stream_arn = header.stream_arn.clone();
         self.newest_seen = None;
         self.full_load_end = full_load_end;
+        self.margin_floor = clock_margin;
         Ok(Loaded {
             snapshot: Snapshot::from_entries(cx.policies.ambiguity, entries),
             from_feed_snapshot: Some(FromFeedSnapshot {
                 key: pointer.key,
                 position,
                 write_window: Duration::from_millis(header.write_window_ms),
+                clock_margin,
+                scanned_at: full_load_end,
             }),
         })
     }
@@ -240,6 +260,8 @@ where
             position_ms: position.timestamp_millis(),
             full_load_end_ms: loader.full_load_end.map(|r| r.timestamp_millis()),
             write_window_ms: window.as_millis() as u64,
+            clock_margin_ms: (self.policies().feed.clock_margin.max(loader.margin_floor))
+                .as_millis() as u64,
             created_ms: created.timestamp_millis(),
             items: snapshot.len() as u64,
             tombstones,

@@ -637,8 +637,14 @@ impl<L: Loader, Fd: FeedSource, C: Clock> ReferenceEnricher<L, Fd, C> {
                 // poll that asked for a reload is listed again from the snapshot's position.
                 let age = (position - from.position).to_std().unwrap_or_default();
                 self.last_current = Some(started.checked_sub(age).unwrap_or(started));
+                // The maximum age counts from the Scan the snapshot descends from.
+                if let Some(scanned) = from.scanned_at {
+                    let since = (position - scanned).to_std().unwrap_or_default();
+                    self.last_full_load = Some(started.checked_sub(since).unwrap_or(started));
+                }
                 self.pending_poll = None;
-                self.follower.restart_at(from.position, from.write_window);
+                self.follower
+                    .restart_at(from.position, from.write_window, from.clock_margin, age);
                 report.snapshot = Some(from.key);
             }
         }

@@ -66,6 +66,10 @@ pub struct FromFeedSnapshot {
     pub position: chrono::DateTime<chrono::Utc>,
     /// The largest write window its follower had seen.
     pub write_window: std::time::Duration,
+    /// The clock margin its follower took L (and R, and its stamps) with.
+    pub clock_margin: std::time::Duration,
+    /// R: when the Scan the snapshot descends from ended; the maximum age counts from it.
+    pub scanned_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// The snapshot a loader builds.
