@@ -127,6 +127,59 @@ fn bench(c: &mut Criterion) {
         });
     }
     group.finish();
+
+    // Where the snapshot path's time goes: reading the lines (gunzip + JSON), then decoding the
+    // items into the user's type and their keys, then building the indexed snapshot.
+    let key = {
+        let pointer: SnapshotPointer = serde_json::from_slice(
+            &bucket
+                .object(&change_protocol::snapshot_pointer_key(
+                    DEFAULT_SNAPSHOT_PREFIX,
+                    "ProductPriority",
+                ))
+                .unwrap(),
+        )
+        .unwrap();
+        pointer.key
+    };
+    let body = bucket.object(&key).unwrap();
+    let read = || {
+        let gz = flate2::bufread::GzDecoder::new(body.as_slice());
+        let mut r = change_protocol::SnapshotReader::new(std::io::BufReader::new(gz)).unwrap();
+        let mut entries = Vec::with_capacity(n);
+        while let Some(e) = r.next_entry().unwrap() {
+            entries.push(e);
+        }
+        entries
+    };
+    let names = ["item".to_owned(), "price".to_owned()];
+    let decode = |entries: Vec<change_protocol::SnapshotEntry>| {
+        entries
+            .into_iter()
+            .map(|e| {
+                let item = e.item.unwrap();
+                let key = enrichment::ItemKey::from_item(&names, &item).unwrap();
+                let p: Product = serde_dynamo::from_item(item).unwrap();
+                let lookup = Some(p.item.clone());
+                (key, p, lookup)
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut stages = c.benchmark_group(format!("feed snapshot stages, {n} items"));
+    stages.sample_size(10);
+    stages.throughput(Throughput::Elements(n as u64));
+    stages.bench_function("1 gunzip + parse lines", |b| b.iter(read));
+    stages.bench_function("2 decode items and keys", |b| {
+        b.iter_batched(read, decode, BatchSize::PerIteration)
+    });
+    stages.bench_function("3 build the indexed snapshot", |b| {
+        b.iter_batched(
+            || decode(read()),
+            |entries| enrichment::testing::snapshot(enrichment::Ambiguity::LowestKey, entries),
+            BatchSize::PerIteration,
+        )
+    });
+    stages.finish();
 }
 
 criterion_group!(benches, bench);

@@ -172,6 +172,28 @@ impl<T: serde::de::DeserializeOwned, K> EnricherConfig<T, K> {
     }
 }
 
+impl<T, K> EnricherConfig<T, K> {
+    /// Like [`new`](EnricherConfig::new), with the items decoded by `decode` instead of serde
+    /// (for items that are not a Rust type, such as the Python package's objects).
+    pub fn decoded(
+        table_name: impl Into<String>,
+        key_attributes: &[&str],
+        decode: Decoder<T>,
+        lookup_key: impl Fn(&T) -> Option<K> + Send + Sync + 'static,
+    ) -> Self {
+        ReferenceConfig {
+            spec: TableSpec {
+                table_name: table_name.into(),
+                key_attributes: key_attributes.iter().map(|s| (*s).to_owned()).collect(),
+                decode,
+                scan_segments: 4,
+            },
+            lookup_key: Arc::new(lookup_key),
+            policies: Policies::default(),
+        }
+    }
+}
+
 impl<K> EnricherConfig<Item, K> {
     /// Like [`EnricherConfig::new`], but items are kept as raw attribute maps (no user type).
     pub fn raw(

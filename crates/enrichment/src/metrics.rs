@@ -20,6 +20,13 @@ macro_rules! counters {
             pub staleness: Option<Duration>,
         }
 
+        impl MetricsSnapshot {
+            /// Every counter by name (for bindings and log lines), staleness aside.
+            pub fn counters(&self) -> Vec<(&'static str, u64)> {
+                vec![$((stringify!($name), self.$name),)*]
+            }
+        }
+
         impl Metrics {
             /// Reads every counter.
             pub(crate) fn snapshot(&self, staleness: Option<Duration>) -> MetricsSnapshot {

@@ -1,0 +1,101 @@
+"""Streaming enrichment with fast-changing reference data, from Python.
+
+The stream-refdata engine (the Rust `enrichment` crate) behind two classes: a reference kept in a
+DynamoDB table (`TableReference`) and one kept as objects in S3 (`ObjectReference`). Each follows
+the change feed the stream-refdata producers write, applying each change as a delta; call
+`refresh()` (or `enrich_batch()`, which does) once per micro-batch.
+
+Items are plain Python values, converted once when they are loaded or changed (a lookup returns
+the same object: copy it before changing it): numbers are `decimal.Decimal`, string and number
+sets `set`, maps `dict`, lists `list`, booleans `bool`, NULL `None`, as boto3's
+`TypeDeserializer` gives them; binary values are `bytes` (boto3 wraps them in its `Binary`).
+"""
+
+from typing import Any, Callable, Optional, Sequence
+
+__version__: str
+
+class StreamRefdataError(Exception):
+    """An error of the engine; its message is the Rust crate's."""
+
+Outcome = tuple[str, Any, Any]
+"""`(status, record, detail)`: status is one of enriched, passed, rejected, dropped, flag,
+invalid, held; detail is the item for enriched, the reason otherwise, None for a flag."""
+
+class _Reference:
+    def refresh(self) -> dict[str, Any]:
+        """Bring the data up to date: a full load the first time (from the feed-compactor's
+        snapshot when there is a usable one, else a Scan), then the change feed. Never raises for
+        AWS errors: the last good data keeps serving and the report's `error` says why. Keys:
+        full_reload, files, applied, reread, error, reload_error, problems, snapshot,
+        snapshot_refused."""
+    def lookup(self, key: str) -> Optional[Any]:
+        """The item for a lookup key, or None. Lock-free, safe from several threads."""
+    @property
+    def version(self) -> int:
+        """Increases with every change published; 0 before the first load."""
+    @property
+    def staleness_seconds(self) -> Optional[float]:
+        """Seconds since the data was last confirmed current; None before the first load."""
+    def is_loaded(self) -> bool: ...
+    def items(self) -> list[Any]:
+        """Every item, in no particular order."""
+    def metrics(self) -> dict[str, Any]:
+        """Counters (hits, misses, items_read, changes_applied, full_refreshes, snapshot_loads,
+        feed_lists, …) and staleness_seconds."""
+    def enrich_batch(
+        self,
+        records: Sequence[Any],
+        key: Callable[[Any], Optional[str]],
+        is_flag: Optional[Callable[[Any], bool]] = None,
+    ) -> tuple[list[Outcome], dict[str, Any]]:
+        """Refresh, then enrich `records` in order. `key(record)` is the lookup key (None: the
+        record is invalid); `is_flag(record)` marks in-stream change flags, which refresh at
+        their position. Returns one outcome per record and the counts (records, enriched,
+        passed, rejected, dropped, flags, invalid, held, retry, refreshes); `retry` is set when
+        the batch must be retried (a flag's refresh failed)."""
+    def __len__(self) -> int: ...
+
+class TableReference(_Reference):
+    def __init__(
+        self,
+        table: str,
+        key_attributes: Sequence[str],
+        lookup_attribute: str,
+        feed_bucket: str,
+        feed_prefix: str = "change_flags/",
+        *,
+        unmatched: str = "dead-letter",
+        max_staleness_seconds: Optional[float] = 900.0,
+        max_age_seconds: Optional[float] = 21600.0,
+        poll_interval_seconds: float = 1.0,
+        write_window_seconds: float = 20.0,
+        retention_days: int = 7,
+        snapshot_prefix: Optional[str] = "feed-snapshots/",
+        clock_margin_seconds: float = 5.0,
+        endpoint_url: Optional[str] = None,
+    ) -> None:
+        """A reference to a DynamoDB table keyed by `key_attributes` (hash key first), looked up
+        by `lookup_attribute`. `unmatched`: dead-letter (rejected with a reason), pass or drop.
+        Nothing is read until the first refresh. Raises ValueError on a bad argument."""
+
+class ObjectReference(_Reference):
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str,
+        key_column: str,
+        feed_bucket: str,
+        feed_prefix: str = "change_flags/",
+        *,
+        unmatched: str = "dead-letter",
+        max_staleness_seconds: Optional[float] = 900.0,
+        max_age_seconds: Optional[float] = 21600.0,
+        poll_interval_seconds: float = 1.0,
+        write_window_seconds: float = 20.0,
+        retention_days: int = 7,
+        clock_margin_seconds: float = 5.0,
+        endpoint_url: Optional[str] = None,
+    ) -> None:
+        """A reference to the objects under `prefix` in `bucket` (CSV with a header or JSON
+        Lines, optionally gzip), rows looked up by `key_column`."""
