@@ -9,6 +9,7 @@ use std::future::Future;
 
 use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::primitives::ByteStream;
+pub use bytes::Bytes;
 
 /// A PutObject that failed; the message carries the SDK's whole error chain.
 #[derive(Debug, thiserror::Error)]
@@ -44,12 +45,13 @@ impl S3Error {
 
 /// Puts whole objects. Implemented for S3 by [`S3Store`]; tests pass fakes.
 pub trait ObjectStore: Send + Sync {
-    /// Writes `body` to `bucket/key`, replacing any object there.
+    /// Writes `body` to `bucket/key`, replacing any object there. A `Vec<u8>` is moved in; a
+    /// [`Bytes`] shared with the caller (e.g. kept for a summary) is put without a copy.
     fn put(
         &self,
         bucket: &str,
         key: &str,
-        body: Vec<u8>,
+        body: impl Into<Bytes> + Send,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
@@ -59,7 +61,7 @@ impl<S: ObjectStore> ObjectStore for std::sync::Arc<S> {
         &self,
         bucket: &str,
         key: &str,
-        body: Vec<u8>,
+        body: impl Into<Bytes> + Send,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
         (**self).put(bucket, key, body)
     }
@@ -250,14 +252,19 @@ fn status<E>(e: &aws_sdk_s3::error::SdkError<E>) -> Option<u16> {
 }
 
 impl ObjectStore for S3Store {
-    async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), StoreError> {
+    async fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: impl Into<Bytes> + Send,
+    ) -> Result<(), StoreError> {
         let request = self
             .client
             .put_object()
             .bucket(bucket)
             .key(key)
             .content_type("application/json")
-            .body(ByteStream::from(body));
+            .body(ByteStream::from(body.into()));
         let sent = if self.unsigned_payloads {
             request.customize().disable_payload_signing().send().await
         } else {
