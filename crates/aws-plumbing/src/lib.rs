@@ -25,5 +25,5 @@ mod sdk;
 
 pub use clock::{Clock, SystemClock};
 pub use config::{optional_var, required_var, validate_bucket, ConfigError};
-pub use s3::{Conditional, ListPage, ObjectBody, ObjectStore, S3Error, S3Store, StoreError};
+pub use s3::{Bytes, Conditional, ListPage, ObjectBody, ObjectStore, S3Error, S3Store, StoreError};
 pub use sdk::{s3_client, sdk_config};

@@ -9,6 +9,7 @@ use std::future::Future;
 
 use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::primitives::ByteStream;
+pub use bytes::Bytes;
 
 /// A PutObject that failed; the message carries the SDK's whole error chain.
 #[derive(Debug, thiserror::Error)]
@@ -44,12 +45,13 @@ impl S3Error {
 
 /// Puts whole objects. Implemented for S3 by [`S3Store`]; tests pass fakes.
 pub trait ObjectStore: Send + Sync {
-    /// Writes `body` to `bucket/key`, replacing any object there.
+    /// Writes `body` to `bucket/key`, replacing any object there. A `Vec<u8>` is moved in; a
+    /// [`Bytes`] shared with the caller (e.g. kept for a summary) is put without a copy.
     fn put(
         &self,
         bucket: &str,
         key: &str,
-        body: Vec<u8>,
+        body: impl Into<Bytes> + Send,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
@@ -59,7 +61,7 @@ impl<S: ObjectStore> ObjectStore for std::sync::Arc<S> {
         &self,
         bucket: &str,
         key: &str,
-        body: Vec<u8>,
+        body: impl Into<Bytes> + Send,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
         (**self).put(bucket, key, body)
     }
@@ -101,12 +103,36 @@ pub enum Conditional {
 #[derive(Clone, Debug)]
 pub struct S3Store {
     client: aws_sdk_s3::Client,
+    unsigned_payloads: bool,
 }
 
 impl S3Store {
-    /// Wraps a client built once at start-up.
+    /// Wraps a client built once at start-up. Its PutObjects sign their bodies (SigV4 with the
+    /// body's SHA-256), as the SDK does by default.
     pub fn new(client: aws_sdk_s3::Client) -> S3Store {
-        S3Store { client }
+        S3Store {
+            client,
+            unsigned_payloads: false,
+        }
+    }
+
+    /// The same store, its PutObjects signed with `x-amz-content-sha256: UNSIGNED-PAYLOAD`
+    /// instead of the body's SHA-256 (the SDK's `disable_payload_signing`): the signature then
+    /// covers the headers but not the body, which saves hashing every byte written.
+    ///
+    /// Safe where the body's integrity is otherwise assured, as it is for S3 in AWS:
+    /// - the connection is HTTPS (the SDK's S3 endpoints), so nothing between the function and
+    ///   S3 can read or change the body;
+    /// - the SDK still computes its default flexible checksum (CRC32) of the in-memory body and
+    ///   sends it as `x-amz-checksum-crc32`, a signed header; S3 refuses a body that does not
+    ///   match it, so a body damaged on the way is still rejected (and the put retried).
+    ///
+    /// Over plain http (an emulator on loopback) the SDK sends the same request: unlike the
+    /// Java SDK it does not fall back to signing the body there. The CRC32 still catches
+    /// damage, not tampering, which TLS is for. Only PutObject is affected; reads are unchanged.
+    pub fn with_unsigned_payloads(mut self) -> S3Store {
+        self.unsigned_payloads = true;
+        self
     }
 
     /// The client, for calls this adapter does not make.
@@ -226,20 +252,28 @@ fn status<E>(e: &aws_sdk_s3::error::SdkError<E>) -> Option<u16> {
 }
 
 impl ObjectStore for S3Store {
-    async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), StoreError> {
-        self.client
+    async fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: impl Into<Bytes> + Send,
+    ) -> Result<(), StoreError> {
+        let request = self
+            .client
             .put_object()
             .bucket(bucket)
             .key(key)
             .content_type("application/json")
-            .body(ByteStream::from(body))
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| StoreError {
-                bucket: bucket.to_owned(),
-                key: key.to_owned(),
-                message: DisplayErrorContext(&e).to_string(),
-            })
+            .body(ByteStream::from(body.into()));
+        let sent = if self.unsigned_payloads {
+            request.customize().disable_payload_signing().send().await
+        } else {
+            request.send().await
+        };
+        sent.map(|_| ()).map_err(|e| StoreError {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            message: DisplayErrorContext(&e).to_string(),
+        })
     }
 }

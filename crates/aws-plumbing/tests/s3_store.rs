@@ -1,7 +1,12 @@
 //! The S3 adapter against the emulator: put, get (a 404 is `None`), paged listings with
 //! `StartAfter`, and the conditional GET of a pointer object (304, changed, missing).
 
+use std::sync::{Arc, Mutex};
+
 use aws_plumbing::{s3_client, Conditional, ObjectStore, S3Store};
+use aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_s3::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_s3::error::BoxError;
 use test_support::{sdk_config, unique_name};
 
 async fn store_with_bucket() -> (S3Store, String) {
@@ -32,6 +37,79 @@ async fn a_put_object_reads_back_with_its_etag_and_a_missing_one_is_none() {
     assert!(body.etag.is_some_and(|t| !t.is_empty()));
     assert_eq!(body.content_encoding, None);
     assert_eq!(s3.get(&bucket, "feed/missing.json").await.unwrap(), None);
+}
+
+/// Keeps the `x-amz-content-sha256` and `x-amz-checksum-crc32` headers of each request sent.
+#[derive(Debug, Default)]
+struct SeenHeaders(Arc<Mutex<Vec<Seen>>>);
+
+/// A request's `x-amz-content-sha256` and `x-amz-checksum-crc32`.
+type Seen = (Option<String>, Option<String>);
+
+impl Intercept for SeenHeaders {
+    fn name(&self) -> &'static str {
+        "SeenHeaders"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let headers = context.request().headers();
+        let get = |name: &str| headers.get(name).map(str::to_owned);
+        self.0
+            .lock()
+            .unwrap()
+            .push((get("x-amz-content-sha256"), get("x-amz-checksum-crc32")));
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_put_with_an_unsigned_payload_keeps_its_checksum_and_reads_back() {
+    // The orders consumer's output store: UNSIGNED-PAYLOAD, the SDK's CRC32 still sent (and
+    // checked by the emulator), over the emulator's plain http.
+    let (s3, bucket) = store_with_bucket().await;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let config = s3
+        .client()
+        .config()
+        .to_builder()
+        .interceptor(SeenHeaders(seen.clone()))
+        .build();
+    let unsigned =
+        S3Store::new(aws_sdk_s3::Client::from_conf(config.clone())).with_unsigned_payloads();
+    let signed = S3Store::new(aws_sdk_s3::Client::from_conf(config));
+    let body = b"{\"item\":\"burger\"}\n".repeat(1000);
+    unsigned
+        .put(&bucket, "out/a.jsonl", body.clone())
+        .await
+        .unwrap();
+    signed
+        .put(&bucket, "out/b.jsonl", body.clone())
+        .await
+        .unwrap();
+    unsigned.put(&bucket, "out/empty", vec![]).await.unwrap();
+    for key in ["out/a.jsonl", "out/b.jsonl"] {
+        let read = s3.get(&bucket, key).await.unwrap().expect("found");
+        assert_eq!(read.bytes, body);
+    }
+    let read = s3.get(&bucket, "out/empty").await.unwrap().expect("found");
+    assert!(read.bytes.is_empty());
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert_eq!(seen[0].0.as_deref(), Some("UNSIGNED-PAYLOAD"));
+    assert!(seen[0].1.is_some(), "the CRC32 is still sent: {seen:?}");
+    let signed_hash = seen[1].0.as_deref().unwrap();
+    assert_eq!(
+        signed_hash.len(),
+        64,
+        "the body's SHA-256 by default: {seen:?}"
+    );
+    assert_eq!(seen[0].1, seen[1].1, "the same body, the same CRC32");
+    assert_eq!(seen[2].0.as_deref(), Some("UNSIGNED-PAYLOAD"));
 }
 
 #[tokio::test]

@@ -163,7 +163,12 @@ mod tests {
     }
 
     impl ObjectStore for FakeStore {
-        async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), StoreError> {
+        async fn put(
+            &self,
+            bucket: &str,
+            key: &str,
+            body: impl Into<aws_plumbing::Bytes> + Send,
+        ) -> Result<(), StoreError> {
             let delay = {
                 let mut d = self.delays.lock().unwrap();
                 if d.is_empty() {
@@ -183,7 +188,7 @@ mod tests {
             self.puts
                 .lock()
                 .unwrap()
-                .push((bucket.into(), key.into(), body));
+                .push((bucket.into(), key.into(), Vec::from(body.into())));
             Ok(())
         }
     }

@@ -389,7 +389,8 @@ where
                 consumer_config.clone(),
                 DynamoDbTable::new(c.ddb.clone(), names.table.clone()),
                 S3Feed::new(c.s3.clone(), names.bucket.clone()),
-                S3Store::new(c.s3.clone()),
+                // As the binary writes its output (here to the emulator, over http).
+                S3Store::new(c.s3.clone()).with_unsigned_payloads(),
             )
             .with_reference_objects(
                 S3Feed::new(c.s3.clone(), names.bucket.clone()),

@@ -26,7 +26,10 @@ async fn main() -> Result<(), Error> {
         .as_ref()
         .map(|r| S3Objects::new(s3.clone(), r.bucket.clone()));
     let config_catalog = config.catalog.clone();
-    let mut consumer = OrdersConsumer::new(config, table, feed.clone(), S3Store::new(s3));
+    // Output over HTTPS with the SDK's CRC32 checksum: the bodies need no SHA-256 for the
+    // signature (see `S3Store::with_unsigned_payloads`).
+    let output = S3Store::new(s3).with_unsigned_payloads();
+    let mut consumer = OrdersConsumer::new(config, table, feed.clone(), output);
     if let Some(objects) = objects {
         consumer = consumer.with_reference_objects(objects, feed);
     }

@@ -1,6 +1,6 @@
 //! Order records and what a stream record can be. Pure.
 
-use change_protocol::ChangeFlag;
+use change_protocol::{ChangeFlag, FLAG_MARKER};
 use serde::{Deserialize, Serialize};
 
 /// An order as the original's data generator writes it.
@@ -46,8 +46,12 @@ pub enum Record {
 
 /// Classifies a record's data. `legacy_flag_dish` is the original's flag dish (`CHANGE_FLAG`).
 pub fn classify(data: &[u8], legacy_flag_dish: &str) -> Record {
-    if let Some(flag) = ChangeFlag::parse(data) {
-        return Record::Flag(flag);
+    // `ChangeFlag::parse` is `None` without the marker; most records are orders, and looking
+    // for the marker's first byte first is cheaper than its comparison at every offset.
+    if contains(data, FLAG_MARKER.as_bytes()) {
+        if let Some(flag) = ChangeFlag::parse(data) {
+            return Record::Flag(flag);
+        }
     }
     let order: Order = match serde_json::from_slice(data) {
         Ok(o) => o,
@@ -62,9 +66,50 @@ pub fn classify(data: &[u8], legacy_flag_dish: &str) -> Record {
     Record::Order(order)
 }
 
+/// Whether `needle` (not empty) occurs in `haystack`: a full comparison only where its first
+/// byte is.
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    let Some((&first, rest)) = needle.split_first() else {
+        return true;
+    };
+    let last_start = match haystack.len().checked_sub(needle.len()) {
+        Some(n) => n,
+        None => return false,
+    };
+    haystack[..=last_start]
+        .iter()
+        .enumerate()
+        .any(|(i, &b)| b == first && haystack[i + 1..].starts_with(rest))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_marker_is_found_wherever_it_is() {
+        let marker = FLAG_MARKER.as_bytes();
+        for (hay, found) in [
+            (marker.to_vec(), true),
+            ([b"x".as_slice(), marker].concat(), true),
+            ([marker, b"x".as_slice()].concat(), true),
+            ([b"ss".as_slice(), marker, b"s".as_slice()].concat(), true),
+            (marker[..marker.len() - 1].to_vec(), false),
+            (marker[1..].to_vec(), false),
+            (b"".to_vec(), false),
+            (br#"{"dish":"salad","cost":1}"#.to_vec(), false),
+        ] {
+            assert_eq!(
+                contains(&hay, marker),
+                found,
+                "{:?}",
+                String::from_utf8_lossy(&hay)
+            );
+            let slow = hay.windows(marker.len()).any(|w| w == marker);
+            assert_eq!(slow, found);
+        }
+        assert!(contains(b"abc", b""));
+    }
 
     #[test]
     fn orders_flags_and_bad_records() {

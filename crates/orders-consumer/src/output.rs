@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use aws_plumbing::Bytes;
 use base64::Engine;
 use enrichment::{Outcome, UnmatchedReason};
 use serde::Serialize;
@@ -85,8 +86,8 @@ struct DeadLetter<'a> {
 /// What a batch produced.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BatchOutput {
-    /// Objects to write: key and JSON Lines body.
-    pub objects: Vec<(String, Vec<u8>)>,
+    /// Objects to write: key and JSON Lines body (shared with the puts, not copied).
+    pub objects: Vec<(String, Bytes)>,
     /// Orders per `item=…/priority=…` partition path.
     pub partitions: BTreeMap<String, usize>,
     /// Each partition path's values as written (item, priority), for the catalog.
@@ -246,14 +247,16 @@ pub fn build(naming: &Naming<'_>, outcomes: Vec<Outcome<Input, Product>>) -> Bat
     let mut all = partitions.all;
     all.sort_unstable_by(|a, b| a.path.cmp(&b.path));
     for p in all {
-        out.objects
-            .push((format!("{}{}{name}", naming.output_prefix, p.path), p.body));
+        out.objects.push((
+            format!("{}{}{name}", naming.output_prefix, p.path),
+            p.body.into(),
+        ));
         out.partitions.insert(p.path.clone(), p.lines);
         out.partition_values.insert(p.path, p.values);
     }
     if !dead.is_empty() {
         out.objects
-            .push((format!("{}{name}", naming.dead_letter_prefix), dead));
+            .push((format!("{}{name}", naming.dead_letter_prefix), dead.into()));
     }
     out
 }

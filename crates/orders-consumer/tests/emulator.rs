@@ -16,7 +16,12 @@ use test_support::{sdk_config, unique_name, MemoryStore, ReferenceTable};
 #[derive(Clone)]
 struct Shared(Arc<MemoryStore>);
 impl ObjectStore for Shared {
-    async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), StoreError> {
+    async fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: impl Into<aws_plumbing::Bytes> + Send,
+    ) -> Result<(), StoreError> {
         self.0.put(bucket, key, body).await
     }
 }

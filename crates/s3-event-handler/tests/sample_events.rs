@@ -15,7 +15,12 @@ use test_support::MemoryStore;
 #[derive(Clone)]
 struct Shared(Arc<MemoryStore>);
 impl ObjectStore for Shared {
-    async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), StoreError> {
+    async fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: impl Into<aws_plumbing::Bytes> + Send,
+    ) -> Result<(), StoreError> {
         self.0.put(bucket, key, body).await
     }
 }

@@ -4,12 +4,12 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use aws_plumbing::{ObjectStore, StoreError};
+use aws_plumbing::{Bytes, ObjectStore, StoreError};
 
 /// Objects kept in a map; `fail_next` and `delay_next` script the next puts.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    objects: Mutex<BTreeMap<(String, String), Vec<u8>>>,
+    objects: Mutex<BTreeMap<(String, String), Bytes>>,
     script: Mutex<Vec<Step>>,
     puts: Mutex<Vec<String>>,
 }
@@ -57,12 +57,17 @@ impl MemoryStore {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&(bucket.to_owned(), key.to_owned()))
-            .cloned()
+            .map(|b| b.to_vec())
     }
 }
 
 impl ObjectStore for MemoryStore {
-    async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), StoreError> {
+    async fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: impl Into<Bytes> + Send,
+    ) -> Result<(), StoreError> {
         let step = {
             let mut s = self.script.lock().unwrap_or_else(|e| e.into_inner());
             (!s.is_empty()).then(|| s.remove(0))
@@ -84,7 +89,7 @@ impl ObjectStore for MemoryStore {
         self.objects
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert((bucket.to_owned(), key.to_owned()), body);
+            .insert((bucket.to_owned(), key.to_owned()), body.into());
         self.puts
             .lock()
             .unwrap_or_else(|e| e.into_inner())
