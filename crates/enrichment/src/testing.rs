@@ -348,7 +348,7 @@ impl aws_plumbing::ObjectStore for MemoryBucket {
         &self,
         bucket: &str,
         key: &str,
-        body: Vec<u8>,
+        body: impl Into<aws_plumbing::Bytes> + Send,
     ) -> Result<(), aws_plumbing::StoreError> {
         if self.failing.load(Ordering::SeqCst) {
             return Err(aws_plumbing::StoreError {
@@ -357,7 +357,7 @@ impl aws_plumbing::ObjectStore for MemoryBucket {
                 message: "injected failure".into(),
             });
         }
-        MemoryBucket::put(self, key, body);
+        MemoryBucket::put(self, key, body.into().to_vec());
         Ok(())
     }
 }
