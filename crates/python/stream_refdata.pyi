@@ -38,6 +38,8 @@ class _Reference:
     def staleness_seconds(self) -> Optional[float]:
         """Seconds since the data was last confirmed current; None before the first load."""
     def is_loaded(self) -> bool: ...
+    def is_too_stale(self) -> bool:
+        """Whether the data is past the staleness limit (not to be used for enrichment)."""
     def items(self) -> list[Any]:
         """Every item, in no particular order."""
     def metrics(self) -> dict[str, Any]:

@@ -226,6 +226,12 @@ macro_rules! reference_class {
                 })
             }
 
+            /// Whether the data is past the staleness limit (records are then rejected as
+            /// stale by `enrich_batch`; a job joining on its own should not use the data either).
+            fn is_too_stale(&self, py: Python<'_>) -> bool {
+                py.detach(|| runtime().block_on(async { self.inner.lock().await.is_too_stale() }))
+            }
+
             /// Whether a full load has succeeded.
             fn is_loaded(&self, py: Python<'_>) -> bool {
                 py.detach(|| runtime().block_on(async { self.inner.lock().await.is_loaded() }))

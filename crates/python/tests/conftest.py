@@ -19,7 +19,7 @@ ORIGINAL_ITEMS = [
     ("burger", "medium"),
     ("salad", "high"),
     ("ice-cream", "very very high"),
-    ("hot-dog", "low"),
+    ("pasta", "very high"),
 ]
 
 
