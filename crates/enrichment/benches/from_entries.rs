@@ -46,7 +46,11 @@ fn bench(c: &mut Criterion) {
     group.throughput(Throughput::Elements(n as u64));
     for (name, share, ambiguity) in [
         ("unique lookup keys", 1, Ambiguity::LowestKey),
-        ("4 items per lookup key, lowest key", 4, Ambiguity::LowestKey),
+        (
+            "4 items per lookup key, lowest key",
+            4,
+            Ambiguity::LowestKey,
+        ),
         ("4 items per lookup key, reject", 4, Ambiguity::Reject),
     ] {
         let input = entries(n, share);
