@@ -1,6 +1,12 @@
 //! Memory per reference item: growth of resident memory per item while the snapshot is built
 //! (an approximation: the allocator keeps some memory), against the item's size as DynamoDB JSON.
-//! Prints one table; not a criterion benchmark.
+//! Prints one table; not a criterion benchmark. `BENCH_ITEMS` sets the number of items (default
+//! 100,000).
+//!
+//! Two figures: "index" is the growth while `Snapshot::from_entries` runs, the decoded keys,
+//! values and lookup keys already in memory (what the snapshot adds to them: the bench's
+//! original figure); "all" is the growth from before decoding, so it also counts the decoded
+//! values, keys and lookup keys the snapshot keeps.
 //!
 //! `cargo bench -p enrichment --bench memory`
 
@@ -31,9 +37,12 @@ struct Product {
 }
 
 fn main() {
-    const N: usize = 100_000;
+    let n: usize = std::env::var("BENCH_ITEMS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
     let names = ["item".to_owned(), "price".to_owned()];
-    let items: Vec<Item> = (0..N)
+    let items: Vec<Item> = (0..n)
         .map(|i| {
             let mut m = HashMap::new();
             m.insert("item".to_owned(), AttributeValue::S(format!("dish-{i:06}")));
@@ -46,6 +55,7 @@ fn main() {
         .iter()
         .map(|i| serde_json::to_vec(i).unwrap().len())
         .sum();
+    let start = rss() as isize;
     let entries: Vec<(ItemKey, Product, Option<String>)> = items
         .iter()
         .map(|i| {
@@ -54,14 +64,17 @@ fn main() {
             (ItemKey::from_item(&names, i).unwrap(), p, lookup)
         })
         .collect();
-    drop(items);
     let before = rss() as isize;
     let snapshot = enrichment::testing::snapshot(Ambiguity::LowestKey, entries);
     let after = rss() as isize;
-    let per_item = (after - before) as f64 / N as f64;
-    let json = json_bytes as f64 / N as f64;
+    let per_item = (after - before) as f64 / n as f64;
+    let all = (after - start) as f64 / n as f64;
+    let json = json_bytes as f64 / n as f64;
     println!("items                         : {}", snapshot.len());
     println!("item as DynamoDB JSON (bytes) : {json:.0}");
-    println!("snapshot bytes per item       : {per_item:.0}");
-    println!("ratio snapshot / JSON         : {:.2}", per_item / json);
+    println!("snapshot bytes per item, index: {per_item:.0}");
+    println!("ratio snapshot / JSON, index  : {:.2}", per_item / json);
+    println!("snapshot bytes per item, all  : {all:.0}");
+    println!("ratio snapshot / JSON, all    : {:.2}", all / json);
+    drop(items);
 }

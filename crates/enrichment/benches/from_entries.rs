@@ -1,0 +1,69 @@
+//! The index build alone: `Snapshot::from_entries` (through `enrichment::testing::snapshot`) on
+//! decoded entries, the step both full-load paths end with. Unique lookup keys, and a variant
+//! where every lookup key is shared by 4 items (groups). `BENCH_ITEMS` sets the number of items
+//! (default 100,000).
+//!
+//! `cargo bench -p enrichment --bench from_entries`
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use enrichment::{Ambiguity, ItemKey, KeyValue};
+
+#[derive(Clone, Debug)]
+#[allow(dead_code)]
+struct Product {
+    item: String,
+    price: u32,
+    priority: String,
+}
+
+fn entries(n: usize, share: usize) -> Vec<(ItemKey, Product, Option<String>)> {
+    (0..n)
+        .map(|i| {
+            let item = format!("dish-{:07}", i / share);
+            let price = (i % share) as u32 + 100;
+            let key = ItemKey(vec![
+                KeyValue::S(item.clone()),
+                KeyValue::N(price.to_string()),
+            ]);
+            let lookup = Some(item.clone());
+            let p = Product {
+                item,
+                price,
+                priority: "very high".into(),
+            };
+            (key, p, lookup)
+        })
+        .collect()
+}
+
+fn bench(c: &mut Criterion) {
+    let n: usize = std::env::var("BENCH_ITEMS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let mut group = c.benchmark_group(format!("from_entries, {n} items"));
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(n as u64));
+    for (name, share, ambiguity) in [
+        ("unique lookup keys", 1, Ambiguity::LowestKey),
+        (
+            "4 items per lookup key, lowest key",
+            4,
+            Ambiguity::LowestKey,
+        ),
+        ("4 items per lookup key, reject", 4, Ambiguity::Reject),
+    ] {
+        let input = entries(n, share);
+        group.bench_function(name, |b| {
+            b.iter_batched(
+                || input.clone(),
+                |e| enrichment::testing::snapshot(ambiguity, e),
+                BatchSize::PerIteration,
+            )
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
