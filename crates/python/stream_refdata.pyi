@@ -31,6 +31,9 @@ class _Reference:
         snapshot_refused."""
     def lookup(self, key: str) -> Optional[Any]:
         """The item for a lookup key, or None. Lock-free, safe from several threads."""
+    def lookup_table(self) -> dict[str, Any]:
+        """The current data as a plain dict, lookup key -> item, built once per version: take it
+        once per micro-batch (after refresh) and use `.get()` on it in hot loops. Do not change it."""
     @property
     def version(self) -> int:
         """Increases with every change published; 0 before the first load."""

@@ -193,6 +193,40 @@ macro_rules! reference_class {
                 self.reader.lookup(key).map(|i| i.value.clone_ref(py))
             }
 
+            /// The current data as a plain dict, lookup key → item, for the hot path of a
+            /// Python job: take it once per micro-batch (after `refresh()`) and use `.get()` on
+            /// it, at the speed of any dict. Built once per version (the same dict until the data
+            /// changes); several items under one lookup key resolve as `lookup()` does. Do not
+            /// change it.
+            fn lookup_table<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+                let snapshot = self.reader.snapshot();
+                let version = snapshot.version();
+                let mut cached = self.table.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some((v, d)) = cached.as_ref() {
+                    if *v == version {
+                        return Ok(d.bind(py).clone());
+                    }
+                }
+                let d = PyDict::new(py);
+                for key in snapshot.keys() {
+                    let Some(item) = snapshot.get(key) else { continue };
+                    let value = item.value.bind(py);
+                    let Ok(k) = value.get_item(self.lookup_attr.as_str()) else { continue };
+                    if k.is_none() {
+                        continue;
+                    }
+                    let k = k.str()?.to_string();
+                    if d.contains(k.as_str())? {
+                        continue;
+                    }
+                    if let enrichment::Lookup::Found(resolved) = snapshot.lookup(k.as_str()) {
+                        d.set_item(k, resolved.value.bind(py))?;
+                    }
+                }
+                *cached = Some((version, d.clone().unbind()));
+                Ok(d)
+            }
+
             /// Increases with every change published; 0 before the first load. A job that
             /// builds something from the data (a broadcast DataFrame) rebuilds it only when this
             /// changed.
@@ -389,6 +423,10 @@ fn feed_and_policies(
 pub struct TableReference {
     inner: tokio::sync::Mutex<Enricher<PyItem, String, DynamoDbTable, S3Feed, SystemClock>>,
     reader: Reader<PyItem, String>,
+    /// The attribute (or column) items are looked up by.
+    lookup_attr: String,
+    /// The lookup table of the current version, built on first use.
+    table: std::sync::Mutex<Option<(u64, Py<PyDict>)>>,
 }
 
 reference_class!(
@@ -468,6 +506,8 @@ reference_class!(
             SystemClock,
         );
         Ok(TableReference {
+            lookup_attr: lookup_attribute,
+            table: std::sync::Mutex::new(None),
             reader: enricher.reader(),
             inner: tokio::sync::Mutex::new(enricher),
         })
@@ -509,6 +549,10 @@ fn row_lookup(row: &PyRow, key: &str) -> Option<String> {
 pub struct ObjectReference {
     inner: tokio::sync::Mutex<ObjectEnricher<PyRow, String, S3Objects, S3Feed, SystemClock>>,
     reader: Reader<PyRow, String>,
+    /// The attribute (or column) items are looked up by.
+    lookup_attr: String,
+    /// The lookup table of the current version, built on first use.
+    table: std::sync::Mutex<Option<(u64, Py<PyDict>)>>,
 }
 
 reference_class!(
@@ -554,6 +598,7 @@ reference_class!(
             None,
             clock_margin_seconds,
         )?;
+        let key_column_name = key_column.clone();
         let config = ObjectConfig::new(bucket.clone(), prefix, move |r: &PyRow| {
             row_lookup(r, &key_column)
         })
@@ -570,6 +615,8 @@ reference_class!(
             SystemClock,
         );
         Ok(ObjectReference {
+            lookup_attr: key_column_name,
+            table: std::sync::Mutex::new(None),
             reader: enricher.reader(),
             inner: tokio::sync::Mutex::new(enricher),
         })

@@ -41,6 +41,9 @@ def test_a_change_with_its_image_costs_no_table_read(reference):
     time.sleep(1.1)  # creation times are whole seconds: the update comes after the load's
     read = ref.metrics()["items_read"]
     version = ref.version
+    table = ref.lookup_table()
+    assert table["burger"] is ref.lookup("burger") and len(table) == 5
+    assert ref.lookup_table() is table, "one dict per version"
 
     reference.ddb.update_item(
         TableName=reference.table,
@@ -54,6 +57,8 @@ def test_a_change_with_its_image_costs_no_table_read(reference):
     assert m["changes_applied"] >= 1
     assert ref.version > version
     assert ref.lookup("donut") is None
+    assert ref.lookup_table() is not table and ref.lookup_table()["burger"]["priority"] == "high"
+    assert table["burger"]["priority"] == "medium", "the old version's dict is left as it was"
 
 
 def test_values_map_as_boto3_deserializes_them(reference):
