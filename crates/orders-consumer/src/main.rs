@@ -8,6 +8,12 @@ use orders_consumer::catalog::GlueCatalog;
 use orders_consumer::{Config, OrdersConsumer};
 use serde_json::value::RawValue;
 
+/// The binary's allocator (the library leaves it to its users). With glibc's malloc each
+/// 5,000-order batch freed megabytes back to the kernel and faulted them in again, and
+/// malloc/free were ~22% of the process's CPU (docs/performance.md, the floor section).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
