@@ -15,9 +15,6 @@ from typing import Any, Callable, Optional, Sequence
 
 __version__: str
 
-class StreamRefdataError(Exception):
-    """An error of the engine; its message is the Rust crate's."""
-
 Outcome = tuple[str, Any, Any]
 """`(status, record, detail)`: status is one of enriched, passed, rejected, dropped, flag,
 invalid, held; detail is the item for enriched, the reason otherwise, None for a flag."""

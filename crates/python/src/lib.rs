@@ -12,7 +12,8 @@
 //!   are `bytes` (boto3 wraps them in its own `Binary` class, which this package does not import).
 //! - AWS I/O runs on the package's own Tokio runtime with the GIL released; lookups are lock-free
 //!   and safe from several threads.
-//! - Errors are Python exceptions with the Rust crate's messages.
+//! - Bad arguments raise `ValueError` with the Rust crate's messages; AWS failures never raise
+//!   (the last good data keeps serving, and the refresh report's `error` carries the message).
 #![allow(unreachable_pub)] // the #[pyclass] types are the module's public API
 
 use std::sync::{Arc, OnceLock};
@@ -24,17 +25,10 @@ use enrichment::{
     ObjectConfig, ObjectEnricher, Outcome, Reader, RefreshReport, S3Feed, S3Objects, SystemClock,
     Unmatched, UnmatchedReason,
 };
-use pyo3::exceptions::{PyException, PyValueError};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyList, PySet, PyTuple};
-
-pyo3::create_exception!(
-    stream_refdata,
-    StreamRefdataError,
-    PyException,
-    "An error of the stream-refdata engine (its message is the Rust crate's)."
-);
 
 /// The package's runtime for AWS I/O (two workers: the calls are few and I/O-bound).
 fn runtime() -> &'static tokio::runtime::Runtime {
@@ -628,10 +622,6 @@ reference_class!(
 fn stream_refdata(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<TableReference>()?;
     m.add_class::<ObjectReference>()?;
-    m.add(
-        "StreamRefdataError",
-        m.py().get_type::<StreamRefdataError>(),
-    )?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }
