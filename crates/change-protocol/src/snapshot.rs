@@ -167,6 +167,22 @@ impl std::fmt::Display for SnapshotError {
     }
 }
 
+impl SnapshotPointer {
+    /// The pointer to the snapshot at `key` with this `header`.
+    pub fn to(key: impl Into<String>, header: &SnapshotHeader) -> SnapshotPointer {
+        SnapshotPointer {
+            kind: header.kind.clone(),
+            schema: header.schema,
+            key: key.into(),
+            table: header.table.clone(),
+            stream_arn: header.stream_arn.clone(),
+            position_ms: header.position_ms,
+            created_ms: header.created_ms,
+            items: header.items,
+        }
+    }
+}
+
 impl SnapshotHeader {
     /// Whether this version can read the snapshot.
     pub fn check_schema(&self) -> Result<(), SnapshotError> {

@@ -79,16 +79,7 @@ fn publish(table: &MemoryTable, bucket: &MemoryBucket, rt: &tokio::runtime::Runt
     let size = body.len();
     let key = change_protocol::snapshot_key(DEFAULT_SNAPSHOT_PREFIX, &header.table, now);
     bucket.put(&key, body);
-    let pointer = SnapshotPointer {
-        kind: header.kind,
-        schema: header.schema,
-        key,
-        table: header.table.clone(),
-        stream_arn: header.stream_arn,
-        position_ms: header.position_ms,
-        created_ms: header.created_ms,
-        items: header.items,
-    };
+    let pointer = SnapshotPointer::to(key, &header);
     bucket.put(
         &change_protocol::snapshot_pointer_key(DEFAULT_SNAPSHOT_PREFIX, &header.table),
         serde_json::to_vec(&pointer).unwrap(),

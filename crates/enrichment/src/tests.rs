@@ -1390,16 +1390,7 @@ impl Rig {
             now,
         );
         self.feed.put(&key, gz.finish().unwrap());
-        let pointer = change_protocol::SnapshotPointer {
-            kind: header.kind.clone(),
-            schema: header.schema,
-            key: key.clone(),
-            table: header.table.clone(),
-            stream_arn: header.stream_arn.clone(),
-            position_ms: header.position_ms,
-            created_ms: header.created_ms,
-            items: header.items,
-        };
+        let pointer = change_protocol::SnapshotPointer::to(key.clone(), &header);
         self.feed.put(
             &change_protocol::snapshot_pointer_key(
                 change_protocol::DEFAULT_SNAPSHOT_PREFIX,

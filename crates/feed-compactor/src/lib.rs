@@ -256,16 +256,7 @@ where
         let bucket = &self.config.change_bucket;
         // The object first, then the pointer: a pointer never names a snapshot that is not there.
         self.store.put(bucket, &key, body).await?;
-        let pointer = SnapshotPointer {
-            kind: header.kind.clone(),
-            schema: header.schema,
-            key: key.clone(),
-            table: header.table.clone(),
-            stream_arn: header.stream_arn.clone(),
-            position_ms: header.position_ms,
-            created_ms: header.created_ms,
-            items: header.items,
-        };
+        let pointer = SnapshotPointer::to(key.clone(), &header);
         let pointer_body = serde_json::to_vec(&pointer).map_err(std::io::Error::other)?;
         self.store
             .put(
