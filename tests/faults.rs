@@ -66,6 +66,7 @@ async fn twenty_percent_s3_faults_lose_no_change() {
             batch_size: 10,
             poll_interval: Duration::from_millis(20),
             trim_horizon: true,
+            maximum_retry_attempts: None,
         },
     );
     let acked = AtomicUsize::new(0);

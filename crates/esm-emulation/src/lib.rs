@@ -9,16 +9,21 @@
 //! - [`DynamoDbStreamMapping`]: polls every shard of a stream at Lambda's rate (4 times a
 //!   second), invokes a handler, and on a reported failure retries from the first failed
 //!   record (`ReportBatchItemFailures` semantics), or the whole batch on an invocation error;
+//! - [`MappingConfig::maximum_retry_attempts`] and [`S3Destination`]: a batch that exhausts its
+//!   retries is discarded and, with a destination, recorded in S3 as Lambda records it (the
+//!   invocation record with the whole payload, under `aws/lambda/<ESM-UUID>/<shard>/…`);
 //! - [`normalize_s3_notification`], [`sqs_event`]: S3 notifications through SQS, with the
 //!   fields the emulator leaves out filled in as AWS documents them.
 #![warn(missing_docs)]
 
+mod destination;
 mod dynamodb;
 mod kinesis;
 mod mapping;
 mod s3;
 mod streams;
 
+pub use destination::{BatchInfo, S3Destination, StreamKind};
 pub use dynamodb::dynamodb_stream_event;
 pub use kinesis::kinesis_event;
 pub use mapping::{DynamoDbStreamMapping, Invocation, MappingConfig, MappingError, MappingStats};

@@ -9,6 +9,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
+use crate::destination::{BatchInfo, S3Destination, StreamKind};
 use crate::dynamodb_stream_event;
 
 /// How a mapping polls and retries.
@@ -20,6 +21,9 @@ pub struct MappingConfig {
     pub poll_interval: Duration,
     /// Start at the oldest record (`TRIM_HORIZON`) rather than the newest (`LATEST`).
     pub trim_horizon: bool,
+    /// `MaximumRetryAttempts`: retries of a failed batch before it is discarded (sent to the
+    /// on-failure destination, if there is one). `None` is `-1`: retry until it succeeds.
+    pub maximum_retry_attempts: Option<u32>,
 }
 
 impl Default for MappingConfig {
@@ -28,6 +32,7 @@ impl Default for MappingConfig {
             batch_size: 100,
             poll_interval: Duration::from_millis(250),
             trim_horizon: true,
+            maximum_retry_attempts: None,
         }
     }
 }
@@ -55,6 +60,10 @@ pub struct MappingStats {
     pub retries: u64,
     /// GetRecords calls.
     pub polls: u64,
+    /// Batches discarded after their last retry.
+    pub discarded: u64,
+    /// Keys of the invocation records written to the on-failure destination.
+    pub failure_records: Vec<String>,
 }
 
 /// A Streams API call failed.
@@ -76,6 +85,8 @@ struct Shard {
     pending: Vec<Record>,
     /// The iterator after `pending`.
     next_iterator: Option<String>,
+    /// Invocations of `pending` so far.
+    attempts: u64,
 }
 
 /// Polls one DynamoDB stream and invokes a handler, as Lambda's event source mapping does.
@@ -84,6 +95,7 @@ pub struct DynamoDbStreamMapping {
     client: aws_sdk_dynamodbstreams::Client,
     stream_arn: String,
     config: MappingConfig,
+    on_failure: Option<S3Destination>,
 }
 
 impl DynamoDbStreamMapping {
@@ -97,7 +109,15 @@ impl DynamoDbStreamMapping {
             client,
             stream_arn: stream_arn.into(),
             config,
+            on_failure: None,
         }
+    }
+
+    /// Discarded batches (see [`MappingConfig::maximum_retry_attempts`]) are recorded in
+    /// `destination`, as an S3 on-failure destination does.
+    pub fn with_on_failure(mut self, destination: S3Destination) -> Self {
+        self.on_failure = Some(destination);
+        self
     }
 
     fn error(&self, operation: &'static str, e: impl std::error::Error) -> MappingError {
@@ -147,6 +167,7 @@ impl DynamoDbStreamMapping {
                 iterator,
                 pending: Vec::new(),
                 next_iterator: None,
+                attempts: 0,
             });
         }
         Ok(shards)
@@ -222,14 +243,18 @@ impl DynamoDbStreamMapping {
         let event = dynamodb_stream_event(&self.stream_arn, &shard.pending);
         stats.invocations += 1;
         stats.records_delivered += shard.pending.len() as u64;
-        match handler(event).await {
+        shard.attempts += 1;
+        let outcome = handler(event).await;
+        match &outcome {
             Invocation::Success => {
                 shard.pending.clear();
+                shard.attempts = 0;
                 shard.iterator = shard.next_iterator.take();
                 return Ok(true);
             }
             Invocation::PartialFailure(ids) if ids.is_empty() => {
                 shard.pending.clear();
+                shard.attempts = 0;
                 shard.iterator = shard.next_iterator.take();
                 return Ok(true);
             }
@@ -253,6 +278,97 @@ impl DynamoDbStreamMapping {
                 warn!(shard = %shard.id, %message, "invocation failed; retrying the batch");
             }
         }
+        let exhausted = self
+            .config
+            .maximum_retry_attempts
+            .is_some_and(|max| shard.attempts > u64::from(max));
+        if exhausted {
+            // The event of the failing suffix, as the next retry would have delivered it.
+            let event = dynamodb_stream_event(&self.stream_arn, &shard.pending);
+            if self.discard(shard, &event, &outcome, stats).await {
+                shard.pending.clear();
+                shard.attempts = 0;
+                shard.iterator = shard.next_iterator.take();
+                return Ok(true);
+            }
+        }
         Ok(false)
+    }
+
+    /// Records a discarded batch in the destination (or drops it, without one, as Lambda
+    /// does); false if the record could not be written, so the batch stays to be retried.
+    async fn discard(
+        &self,
+        shard: &Shard,
+        event: &Value,
+        last: &Invocation,
+        stats: &mut MappingStats,
+    ) -> bool {
+        let seq = |r: Option<&Record>| {
+            r.and_then(|r| r.dynamodb())
+                .and_then(|d| d.sequence_number())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let created = |r: Option<&Record>| {
+            r.and_then(|r| r.dynamodb())
+                .and_then(|d| d.approximate_creation_date_time())
+                .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), 0))
+        };
+        let info = BatchInfo {
+            stream_arn: self.stream_arn.clone(),
+            shard_id: shard.id.clone(),
+            start_sequence_number: seq(shard.pending.first()),
+            end_sequence_number: seq(shard.pending.last()),
+            first_arrival: created(shard.pending.first()),
+            last_arrival: created(shard.pending.last()),
+            batch_size: shard.pending.len(),
+        };
+        discard_batch(
+            self.on_failure.as_ref(),
+            StreamKind::DynamoDb,
+            &info,
+            event,
+            last,
+            shard.attempts,
+            stats,
+        )
+        .await
+    }
+}
+
+/// Shared by the stream mappings: writes the invocation record of a discarded batch, or logs
+/// that it was dropped when there is no destination.
+pub(crate) async fn discard_batch(
+    destination: Option<&S3Destination>,
+    kind: StreamKind,
+    info: &BatchInfo,
+    event: &Value,
+    last: &Invocation,
+    attempts: u64,
+    stats: &mut MappingStats,
+) -> bool {
+    let Some(destination) = destination else {
+        warn!(shard = %info.shard_id, records = info.batch_size, "retries exhausted; batch discarded (no on-failure destination)");
+        stats.discarded += 1;
+        return true;
+    };
+    match destination.send(kind, info, event, last, attempts).await {
+        Ok(key) => {
+            warn!(
+                shard = %info.shard_id,
+                records = info.batch_size,
+                bucket = destination.bucket(),
+                key,
+                "retries exhausted; batch discarded to the on-failure destination"
+            );
+            stats.discarded += 1;
+            stats.failure_records.push(key);
+            true
+        }
+        Err(e) => {
+            warn!(error = %e, "the on-failure destination refused the record; the batch stays");
+            false
+        }
     }
 }

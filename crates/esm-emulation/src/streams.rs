@@ -8,6 +8,8 @@ use serde_json::Value;
 use tokio::sync::watch;
 use tracing::warn;
 
+use crate::destination::{BatchInfo, S3Destination, StreamKind};
+use crate::mapping::discard_batch;
 use crate::{kinesis_event, sqs_event, Invocation, MappingConfig, MappingError, MappingStats};
 
 fn error(operation: &'static str, target: &str, e: impl std::error::Error) -> MappingError {
@@ -27,6 +29,7 @@ pub struct KinesisShardMapping {
     stream_arn: String,
     shard_id: String,
     config: MappingConfig,
+    on_failure: Option<S3Destination>,
 }
 
 impl KinesisShardMapping {
@@ -44,6 +47,36 @@ impl KinesisShardMapping {
             stream_arn: stream_arn.into(),
             shard_id: shard_id.into(),
             config,
+            on_failure: None,
+        }
+    }
+
+    /// Discarded batches (see [`MappingConfig::maximum_retry_attempts`]) are recorded in
+    /// `destination`, as an S3 on-failure destination does.
+    pub fn with_on_failure(mut self, destination: S3Destination) -> Self {
+        self.on_failure = Some(destination);
+        self
+    }
+
+    fn batch_info(&self, pending: &[Record]) -> BatchInfo {
+        let arrival = |r: Option<&Record>| {
+            r.and_then(|r| r.approximate_arrival_timestamp())
+                .and_then(|t| chrono::DateTime::from_timestamp_millis(t.to_millis().ok()?))
+        };
+        BatchInfo {
+            stream_arn: self.stream_arn.clone(),
+            shard_id: self.shard_id.clone(),
+            start_sequence_number: pending
+                .first()
+                .map(|r| r.sequence_number().to_owned())
+                .unwrap_or_default(),
+            end_sequence_number: pending
+                .last()
+                .map(|r| r.sequence_number().to_owned())
+                .unwrap_or_default(),
+            first_arrival: arrival(pending.first()),
+            last_arrival: arrival(pending.last()),
+            batch_size: pending.len(),
         }
     }
 
@@ -81,6 +114,7 @@ impl KinesisShardMapping {
         let mut stats = MappingStats::default();
         let mut pending: Vec<Record> = Vec::new();
         let mut next_iterator = None;
+        let mut attempts = 0u64;
         loop {
             let mut got_records = false;
             if pending.is_empty() {
@@ -109,15 +143,11 @@ impl KinesisShardMapping {
                 let event = kinesis_event(&self.stream_arn, &self.shard_id, "us-east-1", &pending);
                 stats.invocations += 1;
                 stats.records_delivered += pending.len() as u64;
-                match handler(event).await {
-                    Invocation::Success => {
-                        pending.clear();
-                        iterator = next_iterator.take();
-                    }
-                    Invocation::PartialFailure(ids) if ids.is_empty() => {
-                        pending.clear();
-                        iterator = next_iterator.take();
-                    }
+                attempts += 1;
+                let outcome = handler(event).await;
+                match &outcome {
+                    Invocation::Success => pending.clear(),
+                    Invocation::PartialFailure(ids) if ids.is_empty() => pending.clear(),
                     Invocation::PartialFailure(ids) => {
                         if let Some(i) = pending
                             .iter()
@@ -129,6 +159,33 @@ impl KinesisShardMapping {
                     Invocation::Error(message) => {
                         warn!(shard = %self.shard_id, %message, "invocation failed; retrying the batch");
                     }
+                }
+                let exhausted = self
+                    .config
+                    .maximum_retry_attempts
+                    .is_some_and(|max| attempts > u64::from(max));
+                if !pending.is_empty() && exhausted {
+                    let event =
+                        kinesis_event(&self.stream_arn, &self.shard_id, "us-east-1", &pending);
+                    let info = self.batch_info(&pending);
+                    let destination = self.on_failure.as_ref();
+                    if discard_batch(
+                        destination,
+                        StreamKind::Kinesis,
+                        &info,
+                        &event,
+                        &outcome,
+                        attempts,
+                        &mut stats,
+                    )
+                    .await
+                    {
+                        pending.clear();
+                    }
+                }
+                if pending.is_empty() {
+                    attempts = 0;
+                    iterator = next_iterator.take();
                 }
             }
             if *stop.borrow() && !got_records && pending.is_empty() {

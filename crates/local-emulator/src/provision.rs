@@ -11,8 +11,8 @@
 //!   change feed and the output, under the template's prefixes; the template has a bucket each;
 //! - the reference queue's visibility timeout is [`LOCAL_VISIBILITY_TIMEOUT_SECS`] (2 s) instead
 //!   of the template's 360 s, so a reported message comes back while the demo runs;
-//! - the event source mappings retry a failed batch without bound (the orders consumer's
-//!   `ConsumerMaxRetries` and the S3 on-failure destinations are not emulated);
+//! - the on-failure destination is a bucket the caller names (the demo's one bucket; the
+//!   template has a failure bucket of its own), written by `esm-emulation`'s `S3Destination`;
 //! - resources are unencrypted, without policies, alarms or log groups (the emulator has no use
 //!   for them); `cfn-lint` checks those in the template.
 
@@ -580,6 +580,10 @@ pub async fn provision(c: &Clients, names: &Names) -> Result<Provisioned, Provis
     })
 }
 
+/// Retries of a failed orders batch before the consumer's mapping discards it to its
+/// on-failure destination (the template's `ConsumerMaxRetries` default).
+pub const CONSUMER_MAX_RETRIES: u32 = 100;
+
 /// The event source mappings' settings as the template declares them, for the local
 /// emulation (`esm-emulation`); the poll intervals are Lambda's rates (design notes, section 7).
 #[derive(Clone, Debug)]
@@ -601,16 +605,22 @@ pub fn mappings() -> Mappings {
             batch_size: 100,
             poll_interval: std::time::Duration::from_millis(250),
             trim_horizon: true,
+            // `MaximumRetryAttempts: -1`: it fails only on transient errors.
+            maximum_retry_attempts: None,
         },
         s3_event_handler: MappingConfig {
             batch_size: 10,
             poll_interval: std::time::Duration::from_millis(250),
             trim_horizon: true,
+            // An SQS mapping has no retry count: the queue's redrive policy moves a message.
+            maximum_retry_attempts: None,
         },
         orders_consumer: MappingConfig {
             batch_size: 500,
             poll_interval: std::time::Duration::from_secs(1),
             trim_horizon: true,
+            // `ConsumerMaxRetries`, then the batch goes to the on-failure destination.
+            maximum_retry_attempts: Some(CONSUMER_MAX_RETRIES),
         },
     }
 }

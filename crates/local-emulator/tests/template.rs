@@ -223,11 +223,24 @@ fn the_emulated_event_source_mappings_have_the_templates_settings() {
             );
         }
     }
-    // The change-handler's mapping retries until it succeeds, as the emulation does.
+    // The change-handler's mapping retries until it succeeds, as the emulation does; the
+    // consumer's gives up after `ConsumerMaxRetries` and discards to the failure bucket.
     assert_eq!(
         t.number(&t.event_source("ChangeHandler")["MaximumRetryAttempts"]),
         -1
     );
+    assert_eq!(m.change_handler.maximum_retry_attempts, None);
+    assert_eq!(
+        m.orders_consumer.maximum_retry_attempts.map(i64::from),
+        Some(t.number(t.default("ConsumerMaxRetries")))
+    );
+    for function in ["ChangeHandler", "OrdersConsumer"] {
+        let destination = &t.event_source(function)["DestinationConfig"]["OnFailure"];
+        assert!(
+            !destination["Destination"].is_null(),
+            "{function} has an on-failure destination"
+        );
+    }
 }
 
 #[tokio::test]

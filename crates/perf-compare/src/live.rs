@@ -214,6 +214,7 @@ pub async fn run(world: &World, options: LiveOptions) -> Result<LiveResult> {
                 batch_size,
                 poll_interval: Duration::from_millis(250),
                 trim_horizon: false,
+                maximum_retry_attempts: None,
             },
         )
     };
@@ -239,6 +240,7 @@ pub async fn run(world: &World, options: LiveOptions) -> Result<LiveResult> {
         batch_size: 100,
         poll_interval: Duration::from_secs(1),
         trim_horizon: false,
+        maximum_retry_attempts: None,
     };
     let mut consumer_tasks = Vec::new();
     for (_, _, _, function, log) in &consumers {
