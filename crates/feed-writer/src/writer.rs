@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use change_protocol::{
-    format_key_time, head_key, ChangeFile, ChangeKey, HeadPointer, SequenceRange,
+    format_key_time, head_key, source_label, ChangeFile, ChangeKey, ChangeKind, HeadPointer,
+    SequenceRange, Source, SCHEMA_VERSION,
 };
 use chrono::{DateTime, Utc};
 use tokio::time::{timeout_at, Instant};
@@ -71,6 +72,29 @@ impl<S: ObjectStore, C: Clock> FeedWriter<S, C> {
     /// The feed settings.
     pub fn config(&self) -> &FeedConfig {
         &self.config
+    }
+
+    /// Announces a gap: writes a `gap` change file stating `reason` (which changes may be
+    /// missing), so every consumer does a full reload. `unique` must differ between gaps (a
+    /// second gap with the same `unique` in the same millisecond would replace the first, which
+    /// is harmless: both say "reload").
+    pub async fn write_gap(&self, reason: &str, unique: &str) -> Result<Written, WriteError> {
+        let file = ChangeFile {
+            schema_version: SCHEMA_VERSION,
+            kind: ChangeKind::Gap,
+            written_at: String::new(),
+            write_window_ms: 0,
+            producer: String::new(),
+            source: Source {
+                label: source_label("gap"),
+                ..Source::default()
+            },
+            changes: vec![],
+            opaque: vec![],
+            objects: vec![],
+            reason: Some(reason.to_owned()),
+        };
+        self.write(file, None, Some(unique)).await
     }
 
     /// Writes `file` under a key made now from its source label and `sequences` (DynamoDB
@@ -270,6 +294,24 @@ mod tests {
             .starts_with("change_flags/20261125T234107.123Z-"));
         let pointer: HeadPointer = serde_json::from_slice(&puts[1].2).unwrap();
         assert_eq!(pointer.latest, written.key);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_gap_is_a_gap_file_with_its_reason_and_the_pointer() {
+        let w = writer(FakeStore::default(), None);
+        let written = w
+            .write_gap("batch 42 discarded", "redrive-1")
+            .await
+            .unwrap();
+        let puts = w.store.puts.lock().unwrap();
+        assert_eq!(puts.len(), 2, "the gap file, then the pointer");
+        let body = ChangeFile::from_slice(&puts[0].2).unwrap();
+        assert_eq!(body.kind, ChangeKind::Gap);
+        assert_eq!(body.reason.as_deref(), Some("batch 42 discarded"));
+        assert!(body.changes.is_empty() && body.opaque.is_empty());
+        let parsed = ChangeKey::parse("change_flags/", &written.key).unwrap();
+        assert_eq!(parsed.unique.as_deref(), Some("redrive-1"));
+        assert_eq!(parsed.label, change_protocol::source_label("gap"));
     }
 
     #[tokio::test(start_paused = true)]

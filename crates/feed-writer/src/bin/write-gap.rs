@@ -9,7 +9,6 @@
 //! ```
 
 use aws_plumbing::{s3_client, sdk_config, S3Store, SystemClock};
-use change_protocol::{source_label, ChangeFile, ChangeKind, Source, SCHEMA_VERSION};
 use feed_writer::{FeedConfig, FeedWriter};
 
 #[tokio::main]
@@ -26,23 +25,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         SystemClock,
         "write-gap",
     );
-    let file = ChangeFile {
-        schema_version: SCHEMA_VERSION,
-        kind: ChangeKind::Gap,
-        written_at: String::new(),
-        write_window_ms: 0,
-        producer: String::new(),
-        source: Source {
-            label: source_label("gap"),
-            ..Source::default()
-        },
-        changes: vec![],
-        opaque: vec![],
-        objects: vec![],
-        reason: Some(reason),
-    };
     let unique = format!("gap-{}", std::process::id());
-    let written = writer.write(file, None, Some(&unique)).await?;
+    let written = writer.write_gap(&reason, &unique).await?;
     println!("gap announced: {}", written.key);
     Ok(())
 }
