@@ -9,6 +9,22 @@ use tracing::{error, info, warn};
 
 use crate::event::{parse_event, Batch, EventError};
 
+/// The change-handler as deployed: writing the feed `config` names through S3 with clients
+/// from `sdk` (whose operation timeout should be `config.write_budget()`, as the binary sets
+/// it). The binary and the redrive tooling both build it here.
+pub fn deployed(
+    config: feed_writer::FeedConfig,
+    sdk: &aws_plumbing::SdkConfig,
+) -> ChangeHandler<aws_plumbing::S3Store, aws_plumbing::SystemClock> {
+    let store = aws_plumbing::S3Store::new(aws_plumbing::s3_client(sdk));
+    ChangeHandler::new(FeedWriter::new(
+        config,
+        store,
+        aws_plumbing::SystemClock,
+        PRODUCER,
+    ))
+}
+
 /// The producer name written into every change file.
 pub const PRODUCER: &str = concat!("change-handler ", env!("CARGO_PKG_VERSION"));
 

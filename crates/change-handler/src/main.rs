@@ -1,8 +1,7 @@
 //! The change-handler binary: configuration, clients, runtime. The logic is in the library.
 
-use aws_plumbing::{init, s3_client, sdk_config, S3Store, SystemClock};
-use change_handler::{ChangeHandler, PRODUCER};
-use feed_writer::{FeedConfig, FeedWriter};
+use aws_plumbing::{init, sdk_config};
+use feed_writer::FeedConfig;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::Value;
 
@@ -12,8 +11,7 @@ async fn main() -> Result<(), Error> {
     // A bad variable ends the process with a sentence, reported as the function's init error.
     let config = init::or_exit("change-handler", FeedConfig::from_env()).await;
     let sdk = sdk_config(Some(config.write_budget())).await;
-    let store = S3Store::new(s3_client(&sdk));
-    let handler = ChangeHandler::new(FeedWriter::new(config, store, SystemClock, PRODUCER));
+    let handler = change_handler::deployed(config, &sdk);
     let handler = &handler;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         handler

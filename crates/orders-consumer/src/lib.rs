@@ -21,6 +21,7 @@
 
 pub mod catalog;
 pub mod config;
+pub mod deploy;
 pub mod handler;
 pub mod kpl;
 pub mod orders;
@@ -28,4 +29,5 @@ pub mod output;
 pub mod partition;
 
 pub use config::{Config, ReferenceObjects};
+pub use deploy::{deployed, DeployedConsumer};
 pub use handler::{BatchSummary, HandlerError, OrdersConsumer};

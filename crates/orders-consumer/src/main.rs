@@ -1,11 +1,9 @@
 //! The orders-consumer binary: configuration, clients, runtime. The logic is in the library.
 #![recursion_limit = "256"]
 
-use aws_plumbing::{init, s3_client, sdk_config, S3Store};
-use enrichment::{DynamoDbTable, S3Feed, S3Objects};
+use aws_plumbing::{init, sdk_config};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
-use orders_consumer::catalog::GlueCatalog;
-use orders_consumer::{Config, OrdersConsumer};
+use orders_consumer::Config;
 use serde_json::value::RawValue;
 
 /// The binary's allocator (the library leaves it to its users). With glibc's malloc each
@@ -20,30 +18,7 @@ async fn main() -> Result<(), Error> {
     // A bad variable ends the process with a sentence, reported as the function's init error.
     let config = init::or_exit("orders-consumer", Config::from_env()).await;
     let sdk = sdk_config(None).await;
-    let s3 = s3_client(&sdk);
-    let table = DynamoDbTable::new(
-        aws_sdk_dynamodb::Client::new(&sdk),
-        config.reference_table.clone(),
-    );
-    let feed = S3Feed::new(s3.clone(), config.change_bucket.clone());
-    // The optional second reference (REFERENCE_OBJECTS_*), read from its own bucket.
-    let objects = config
-        .reference_objects
-        .as_ref()
-        .map(|r| S3Objects::new(s3.clone(), r.bucket.clone()));
-    let config_catalog = config.catalog.clone();
-    // Output over HTTPS with the SDK's CRC32 checksum: the bodies need no SHA-256 for the
-    // signature (see `S3Store::with_unsigned_payloads`).
-    let output = S3Store::new(s3).with_unsigned_payloads();
-    let mut consumer = OrdersConsumer::new(config, table, feed.clone(), output);
-    if let Some(objects) = objects {
-        consumer = consumer.with_reference_objects(objects, feed);
-    }
-    if let Some((database, table)) = config_catalog {
-        let glue = aws_sdk_glue::Client::new(&sdk);
-        consumer = consumer.with_catalog(GlueCatalog::new(glue, database, table));
-    }
-    let consumer = consumer.with_embedded_metrics(true);
+    let consumer = orders_consumer::deployed(config, &sdk).with_embedded_metrics(true);
     let consumer = &consumer;
     // The event's text, parsed once by the handler (not first into a `serde_json::Value`).
     lambda_runtime::run(service_fn(

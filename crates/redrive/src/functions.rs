@@ -1,0 +1,216 @@
+//! What a redrive replays through, and where it announces gaps.
+
+use std::future::Future;
+
+use aws_plumbing::{ObjectStore, S3Store, SdkConfig, StoreError, SystemClock};
+use change_handler::ChangeHandler;
+use feed_writer::{FeedConfig, FeedWriter};
+use orders_consumer::DeployedConsumer;
+use serde_json::Value;
+
+use crate::Function;
+
+/// Why a payload was not replayed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ReplayError {
+    /// The redrive has no configuration for this function.
+    #[error("no configuration for the {0}: {1}")]
+    NotConfigured(Function, String),
+    /// The handler failed (an error, or it reported records in `batchItemFailures`).
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// The handlers a discarded batch goes back through, and the feed a gap is announced in.
+/// [`Deployed`] is the real one; tests pass fakes. The futures need not be `Send`: a redrive
+/// runs its records one after the other on one task.
+pub trait Functions {
+    /// Replays one invocation `payload` (the event's JSON text) through `function`'s handler.
+    /// `Ok` only when the handler succeeded and reported no `batchItemFailures`.
+    fn replay(
+        &self,
+        function: Function,
+        payload: &str,
+        request_id: &str,
+    ) -> impl Future<Output = Result<(), ReplayError>>;
+
+    /// Writes a `gap` change file stating `reason`, so every consumer reloads; returns its key.
+    fn announce_gap(
+        &self,
+        reason: &str,
+        unique: &str,
+    ) -> impl Future<Output = Result<String, String>>;
+}
+
+/// The functions as deployed, in-process: the same handler code and configuration variables
+/// as the Lambda functions (`change_handler::deployed`, `orders_consumer::deployed`).
+pub struct Deployed {
+    change_handler: Option<ChangeHandler<S3Store, SystemClock>>,
+    gap_writer: FeedWriter<S3Store, SystemClock>,
+    orders: Result<DeployedConsumer, String>,
+}
+
+impl std::fmt::Debug for Deployed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deployed")
+            .field("change_handler", &self.change_handler.is_some())
+            .field("orders", &self.orders.is_ok())
+            .finish()
+    }
+}
+
+impl Deployed {
+    /// From the environment, with the functions' own variables: the feed's (`CHANGE_BUCKET`,
+    /// `CHANGE_PREFIX`, `WRITE_WINDOW_SECS`, `LEGACY_FLAG_KEY`: required, gaps are written
+    /// there) and, when set, the orders consumer's (`REFERENCE_TABLE`, `OUTPUT_BUCKET`, …);
+    /// without those, orders records are left and reported.
+    pub async fn from_env() -> Result<Deployed, aws_plumbing::ConfigError> {
+        let feed = FeedConfig::from_env()?;
+        let orders = orders_consumer::Config::from_env().map_err(|e| e.to_string());
+        Ok(Deployed::new(feed, orders).await)
+    }
+
+    /// From the functions' configurations (`orders`: the consumer's, or why there is none).
+    pub async fn new(feed: FeedConfig, orders: Result<orders_consumer::Config, String>) -> Self {
+        // The change-handler's own SDK settings: the operation timeout is its write budget.
+        let handler_sdk = aws_plumbing::sdk_config(Some(feed.write_budget())).await;
+        let sdk: SdkConfig = aws_plumbing::sdk_config(None).await;
+        Deployed {
+            change_handler: Some(change_handler::deployed(feed.clone(), &handler_sdk)),
+            gap_writer: FeedWriter::new(
+                feed,
+                S3Store::new(aws_plumbing::s3_client(&handler_sdk)),
+                SystemClock,
+                concat!("redrive ", env!("CARGO_PKG_VERSION")),
+            ),
+            orders: orders.map(|c| orders_consumer::deployed(c, &sdk)),
+        }
+    }
+}
+
+/// `Ok` when a Lambda response has no `batchItemFailures`.
+fn no_failures(response: &Value) -> Result<(), ReplayError> {
+    let failed: Vec<&str> = response["batchItemFailures"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|f| f["itemIdentifier"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(ReplayError::Failed(format!(
+            "the handler reported {} record(s) in batchItemFailures, from {}",
+            failed.len(),
+            failed[0]
+        )))
+    }
+}
+
+impl Functions for Deployed {
+    async fn replay(
+        &self,
+        function: Function,
+        payload: &str,
+        request_id: &str,
+    ) -> Result<(), ReplayError> {
+        let response = match function {
+            Function::ChangeHandler => {
+                let handler = self.change_handler.as_ref().ok_or_else(|| {
+                    ReplayError::NotConfigured(function, "set CHANGE_BUCKET".into())
+                })?;
+                let event: Value = serde_json::from_str(payload)
+                    .map_err(|e| ReplayError::Failed(format!("payload is not JSON: {e}")))?;
+                let r = handler
+                    .handle(&event, request_id)
+                    .await
+                    .map_err(|e| ReplayError::Failed(e.to_string()))?;
+                serde_json::to_value(r).map_err(|e| ReplayError::Failed(e.to_string()))?
+            }
+            Function::OrdersConsumer => {
+                let consumer = self
+                    .orders
+                    .as_ref()
+                    .map_err(|why| ReplayError::NotConfigured(function, why.clone()))?;
+                let r = consumer
+                    .handle_raw(payload)
+                    .await
+                    .map_err(|e| ReplayError::Failed(e.to_string()))?;
+                serde_json::to_value(r).map_err(|e| ReplayError::Failed(e.to_string()))?
+            }
+        };
+        no_failures(&response)
+    }
+
+    async fn announce_gap(&self, reason: &str, unique: &str) -> Result<String, String> {
+        self.gap_writer
+            .write_gap(reason, unique)
+            .await
+            .map(|w| w.key)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The failure bucket: list, read, and write the redrive's markers. Implemented for S3 by
+/// [`S3FailureBucket`]; tests pass fakes.
+pub trait FailureBucket: Send + Sync {
+    /// Every key under `prefix`.
+    fn list(&self, prefix: &str) -> impl Future<Output = Result<Vec<String>, String>> + Send;
+    /// The object's bytes, `None` if there is none.
+    fn get(&self, key: &str) -> impl Future<Output = Result<Option<Vec<u8>>, String>> + Send;
+    /// Writes a (small) object.
+    fn put(&self, key: &str, body: Vec<u8>) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+/// The failure bucket in S3.
+#[derive(Clone, Debug)]
+pub struct S3FailureBucket {
+    store: S3Store,
+    bucket: String,
+}
+
+impl S3FailureBucket {
+    /// `bucket` through `store`.
+    pub fn new(store: S3Store, bucket: impl Into<String>) -> Self {
+        S3FailureBucket {
+            store,
+            bucket: bucket.into(),
+        }
+    }
+}
+
+impl FailureBucket for S3FailureBucket {
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, String> {
+        let mut keys = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self
+                .store
+                .list_page(&self.bucket, prefix, None, token)
+                .await
+                .map_err(|e| format!("listing s3://{}/{prefix}: {e}", self.bucket))?;
+            keys.extend(page.keys);
+            match page.next {
+                Some(t) => token = Some(t),
+                None => return Ok(keys),
+            }
+        }
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+        self.store
+            .get(&self.bucket, key)
+            .await
+            .map(|o| o.map(|o| o.bytes))
+            .map_err(|e| format!("reading s3://{}/{key}: {e}", self.bucket))
+    }
+
+    async fn put(&self, key: &str, body: Vec<u8>) -> Result<(), String> {
+        self.store
+            .put(&self.bucket, key, body)
+            .await
+            .map_err(|e: StoreError| e.to_string())
+    }
+}
