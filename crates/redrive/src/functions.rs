@@ -70,20 +70,32 @@ impl Deployed {
         Ok(Deployed::new(feed, orders).await)
     }
 
-    /// From the functions' configurations (`orders`: the consumer's, or why there is none).
+    /// From the functions' configurations (`orders`: the consumer's, or why there is none),
+    /// with SDK clients from the environment as the functions load them.
     pub async fn new(feed: FeedConfig, orders: Result<orders_consumer::Config, String>) -> Self {
         // The change-handler's own SDK settings: the operation timeout is its write budget.
         let handler_sdk = aws_plumbing::sdk_config(Some(feed.write_budget())).await;
-        let sdk: SdkConfig = aws_plumbing::sdk_config(None).await;
+        let sdk = aws_plumbing::sdk_config(None).await;
+        Deployed::with_sdk(feed, orders, &handler_sdk, &sdk)
+    }
+
+    /// Like [`Deployed::new`] with the SDK configurations given: `handler_sdk` for the
+    /// change-handler and the gap writer, `sdk` for the orders consumer.
+    pub fn with_sdk(
+        feed: FeedConfig,
+        orders: Result<orders_consumer::Config, String>,
+        handler_sdk: &SdkConfig,
+        sdk: &SdkConfig,
+    ) -> Self {
         Deployed {
-            change_handler: Some(change_handler::deployed(feed.clone(), &handler_sdk)),
+            change_handler: Some(change_handler::deployed(feed.clone(), handler_sdk)),
             gap_writer: FeedWriter::new(
                 feed,
-                S3Store::new(aws_plumbing::s3_client(&handler_sdk)),
+                S3Store::new(aws_plumbing::s3_client(handler_sdk)),
                 SystemClock,
                 concat!("redrive ", env!("CARGO_PKG_VERSION")),
             ),
-            orders: orders.map(|c| orders_consumer::deployed(c, &sdk)),
+            orders: orders.map(|c| orders_consumer::deployed(c, sdk)),
         }
     }
 }

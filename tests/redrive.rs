@@ -1,0 +1,434 @@
+//! Redrive on the emulator: batches that an event source mapping discarded to its S3
+//! on-failure destination during an outage (the emulated mapping writes the record as Lambda
+//! does), replayed after it through the real handlers; an unreplayable record announces a gap;
+//! a second run is a no-op, and a run that crashed before its marker duplicates nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use aws_plumbing::S3Store;
+use aws_sdk_dynamodb::types::StreamViewType;
+use change_protocol::ChangeKind;
+use esm_emulation::{
+    DynamoDbStreamMapping, Invocation, KinesisShardMapping, MappingConfig, S3Destination,
+};
+use local_emulator::provision;
+use redrive::{Action, Deployed, Redriver, Report, S3FailureBucket, Settings};
+use serde_json::Value;
+use test_support::{
+    create_stream, emulator, feed_config, list_keys, read_object, through_proxy, unique_name,
+    Fault, FeedRig, HttpFaultProxy, Rule,
+};
+use tokio::sync::watch;
+
+mod common;
+
+use common::{view, FeedConsumers};
+
+/// Every S3 PutObject through the proxy fails: an outage of the writes.
+fn s3_write_outage() -> Vec<Rule> {
+    vec![Rule {
+        service: "s3",
+        operation: "PutObject",
+        fault: Fault::ServerError,
+        rate: 1.0,
+    }]
+}
+
+fn bounded(retries: u32) -> MappingConfig {
+    MappingConfig {
+        batch_size: 100,
+        poll_interval: Duration::from_millis(20),
+        trim_horizon: true,
+        maximum_retry_attempts: Some(retries),
+    }
+}
+
+async fn failure_bucket(s3: &aws_sdk_s3::Client) -> String {
+    let name = unique_name("failures");
+    provision::create_bucket(s3, &name)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    name
+}
+
+/// Sets `stop` once `bucket` holds `n` records under `aws/lambda/`.
+async fn stop_after_records(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    n: usize,
+    stop: &watch::Sender<bool>,
+) {
+    for _ in 0..600 {
+        if list_keys(s3, bucket, "aws/lambda/").await.len() >= n {
+            let _ = stop.send(true);
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no failure record reached {bucket}");
+}
+
+fn redriver(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    functions: Deployed,
+) -> Redriver<S3FailureBucket, Deployed> {
+    Redriver::new(
+        S3FailureBucket::new(S3Store::new(s3.clone()), bucket),
+        functions,
+        Settings {
+            backoff: Duration::from_millis(10),
+            ..Settings::default()
+        },
+    )
+}
+
+fn print(report: &Report) {
+    for o in &report.records {
+        println!("{:?} {} {}", o.action, o.key, o.detail);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_handler_batch_discarded_in_an_s3_outage_is_redriven_and_every_consumer_serves_it()
+{
+    let rig = FeedRig::seeded(StreamViewType::NewAndOldImages).await;
+    let (mut a, mut b) = (rig.consumer(), rig.consumer());
+    a.refresh().await;
+    b.refresh().await;
+    let items = || ["burger".to_owned(), "pizza".to_owned()];
+    assert_eq!(view(&a, items())["burger"], "medium");
+    // Their first polls re-read the seed file's items (stamped before their loads' end), so
+    // they have applied everything before the change below; a second apart, by creation second.
+    a.refresh().await;
+    b.refresh().await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    // The walkthrough's change, made while the feed's writes fail: the mapping (bounded
+    // retries here, standing in for a day-long outage that outlives the records on AWS) gives
+    // up and records the batch in the failure bucket.
+    rig.table.set_priority("burger", "high").await;
+    rig.table.set_priority("pizza", "low").await;
+    let failures = failure_bucket(&rig.s3).await;
+    let proxy = HttpFaultProxy::start(emulator().endpoint(), 1).await;
+    proxy.set_rules(s3_write_outage());
+    let handler = rig.handler_through(&through_proxy(&rig.sdk, proxy.endpoint()));
+    let mapping = DynamoDbStreamMapping::new(
+        rig.streams.clone(),
+        rig.table.stream_arn.clone(),
+        bounded(2),
+    )
+    .with_on_failure(S3Destination::new(
+        rig.s3.clone(),
+        &failures,
+        "arn:aws:lambda:us-east-1:123456789012:function:change-handler",
+    ));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let run = mapping.run(
+        |event| {
+            let handler = &handler;
+            async move {
+                match handler.handle(&event, "req").await {
+                    Ok(r) if r.batch_item_failures.is_empty() => Invocation::Success,
+                    Ok(r) => Invocation::PartialFailure(
+                        r.batch_item_failures
+                            .into_iter()
+                            .filter_map(|f| f.item_identifier)
+                            .collect(),
+                    ),
+                    Err(e) => Invocation::Error(e.to_string()),
+                }
+            }
+        },
+        stop_rx,
+    );
+    let (stats, ()) = tokio::join!(run, stop_after_records(&rig.s3, &failures, 1, &stop_tx));
+    let stats = stats.unwrap();
+    assert!(stats.discarded >= 1, "{stats:?}");
+    assert_eq!(stats.failure_records.len() as u64, stats.discarded);
+    assert!(proxy.injected() >= 3, "every attempt failed");
+    a.refresh().await;
+    assert_eq!(
+        view(&a, items())["burger"],
+        "medium",
+        "the change was lost, for now"
+    );
+
+    // After the outage: the redrive replays it through the change-handler.
+    let sdk = test_support::sdk_config().await;
+    let feed_files_before = rig.feed_keys().await.len();
+    let r = redriver(
+        &rig.s3,
+        &failures,
+        Deployed::with_sdk(feed_config(&rig.bucket), Err("none".into()), &sdk, &sdk),
+    );
+    let report = r.run().await.unwrap();
+    print(&report);
+    assert_eq!(report.count(Action::Redriven), stats.failure_records.len());
+    assert_eq!(report.unresolved(), 0);
+    for consumer in [&mut a, &mut b] {
+        consumer.refresh().await;
+        let v = view(consumer, items());
+        assert_eq!((v["burger"].as_str(), v["pizza"].as_str()), ("high", "low"));
+    }
+    let mut c = rig.consumer();
+    c.refresh().await;
+    assert_eq!(view(&c, items())["burger"], "high", "a new consumer too");
+
+    // A second run is a no-op: nothing replayed, no change file written.
+    let feed_files = rig.feed_keys().await.len();
+    assert!(feed_files > feed_files_before);
+    let again = r.run().await.unwrap();
+    assert_eq!(again.count(Action::AlreadyRedriven), report.listed);
+    assert_eq!(rig.feed_keys().await.len(), feed_files);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreplayable_record_is_reported_and_a_gap_makes_every_consumer_reload() {
+    let rig = FeedRig::seeded(StreamViewType::NewAndOldImages).await;
+    let mut consumer = rig.consumer();
+    consumer.refresh().await;
+    let failures = failure_bucket(&rig.s3).await;
+    // A record cut short (a partial copy, a hand edit): nobody can say which changes it held.
+    let key = "aws/lambda/3f0c-esm/shardId-00000001/2026/11/25/2026-11-25T09.14.49-0d5e";
+    rig.s3
+        .put_object()
+        .bucket(&failures)
+        .key(key)
+        .body(
+            b"{\"requestContext\": {\"condition\": \"RetryAttemptsExhausted\""
+                .to_vec()
+                .into(),
+        )
+        .send()
+        .await
+        .unwrap();
+    // A change the consumer has not seen, made while no change file describes it.
+    rig.table.set_priority("burger", "high").await;
+
+    let sdk = test_support::sdk_config().await;
+    let r = redriver(
+        &rig.s3,
+        &failures,
+        Deployed::with_sdk(feed_config(&rig.bucket), Err("none".into()), &sdk, &sdk),
+    );
+    let dry = Redriver::new(
+        S3FailureBucket::new(S3Store::new(rig.s3.clone()), &failures),
+        Deployed::with_sdk(feed_config(&rig.bucket), Err("none".into()), &sdk, &sdk),
+        Settings {
+            dry_run: true,
+            ..Settings::default()
+        },
+    )
+    .run()
+    .await
+    .unwrap();
+    assert_eq!(dry.count(Action::WouldAnnounceGap), 1);
+    let gaps = |files: &[(String, change_protocol::ChangeFile)]| {
+        files
+            .iter()
+            .filter(|(_, f)| f.kind == ChangeKind::Gap)
+            .count()
+    };
+    assert_eq!(
+        gaps(&rig.change_files().await),
+        0,
+        "a dry run writes nothing"
+    );
+
+    let report = r.run().await.unwrap();
+    print(&report);
+    assert_eq!(report.count(Action::GapAnnounced), 1);
+    assert!(
+        report.records[0].detail.contains("unreadable"),
+        "{}",
+        report.records[0].detail
+    );
+    let files = rig.change_files().await;
+    assert_eq!(gaps(&files), 1);
+    let (_, gap) = files
+        .iter()
+        .find(|(_, f)| f.kind == ChangeKind::Gap)
+        .unwrap();
+    assert!(gap.reason.as_deref().unwrap_or("").contains(key));
+    // The record stays in place; every consumer reloads and sees the table as it is.
+    assert!(list_keys(&rig.s3, &failures, "aws/lambda/")
+        .await
+        .contains(&key.to_owned()));
+    consumer.refresh().await;
+    assert_eq!(view(&consumer, ["burger".to_owned()])["burger"], "high");
+    // A second run reports it again and writes no second gap.
+    let again = r.run().await.unwrap();
+    assert_eq!(again.count(Action::GapAnnounced), 1);
+    assert_eq!(gaps(&rig.change_files().await), 1);
+}
+
+/// The orders consumer's output: object key -> its lines' (sequence number, dish, priority).
+async fn output(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+) -> BTreeMap<String, Vec<(String, String, String)>> {
+    let mut out = BTreeMap::new();
+    let mut keys = list_keys(s3, bucket, "enriched/").await;
+    keys.extend(list_keys(s3, bucket, "dead-letter/").await);
+    for key in keys {
+        let body = read_object(s3, bucket, &key).await;
+        let lines = String::from_utf8(body)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).unwrap();
+                let text = |f: &str| v[f].as_str().unwrap_or_default().to_owned();
+                (text("sequence_number"), text("dish"), text("priority"))
+            })
+            .collect();
+        out.insert(key, lines);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orders_batch_discarded_in_an_outage_is_redriven_without_duplicates() {
+    let rig = FeedRig::seeded(StreamViewType::NewAndOldImages).await;
+    let kinesis = aws_sdk_kinesis::Client::new(&rig.sdk);
+    let stream = create_stream(&kinesis, 1).await;
+    let described = kinesis
+        .describe_stream_summary()
+        .stream_name(&stream)
+        .send()
+        .await
+        .unwrap();
+    let stream_arn = described
+        .stream_description_summary()
+        .unwrap()
+        .stream_arn()
+        .to_owned();
+    let shard = kinesis
+        .list_shards()
+        .stream_name(&stream)
+        .send()
+        .await
+        .unwrap()
+        .shards()[0]
+        .shard_id()
+        .to_owned();
+    let dishes = ["burger", "pizza", "donut", "burger", "ice-cream"];
+    let orders = 40;
+    for n in 0..orders {
+        let order = format!(
+            r#"{{"dish":"{}","cost":{n},"customer_id":{n}}}"#,
+            dishes[n % dishes.len()]
+        );
+        kinesis
+            .put_record()
+            .stream_name(&stream)
+            .partition_key(format!("c{n}"))
+            .data(order.into_bytes().into())
+            .send()
+            .await
+            .unwrap();
+    }
+    let out_bucket = unique_name("lake");
+    provision::create_bucket(&rig.s3, &out_bucket)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let config = || {
+        orders_consumer::Config::from_lookup(&|var: &str| match var {
+            "REFERENCE_TABLE" => Some(rig.table.name.clone()),
+            "CHANGE_BUCKET" => Some(rig.bucket.clone()),
+            "OUTPUT_BUCKET" => Some(out_bucket.clone()),
+            "FEED_POLL_INTERVAL_MS" => Some("1".to_owned()),
+            _ => None,
+        })
+        .unwrap()
+    };
+    // During the outage the consumer's output writes fail, through the proxy; its mapping gives
+    // up after 2 retries and records the batch.
+    let failures = failure_bucket(&rig.s3).await;
+    let proxy = HttpFaultProxy::start(emulator().endpoint(), 2).await;
+    proxy.set_rules(s3_write_outage());
+    let consumer = orders_consumer::deployed(config(), &through_proxy(&rig.sdk, proxy.endpoint()));
+    let mapping =
+        KinesisShardMapping::new(kinesis.clone(), &stream, &stream_arn, &shard, bounded(2))
+            .with_on_failure(S3Destination::new(
+                rig.s3.clone(),
+                &failures,
+                "arn:aws:lambda:us-east-1:123456789012:function:orders-consumer",
+            ));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let run = mapping.run(
+        |event| {
+            let consumer = &consumer;
+            async move {
+                match consumer.handle(&event).await {
+                    Ok(r) if r.batch_item_failures.is_empty() => Invocation::Success,
+                    Ok(r) => Invocation::PartialFailure(
+                        r.batch_item_failures
+                            .into_iter()
+                            .filter_map(|f| f.item_identifier)
+                            .collect(),
+                    ),
+                    Err(e) => Invocation::Error(e.to_string()),
+                }
+            }
+        },
+        stop_rx,
+    );
+    let (stats, ()) = tokio::join!(run, stop_after_records(&rig.s3, &failures, 1, &stop_tx));
+    let stats = stats.unwrap();
+    assert_eq!(stats.discarded, 1, "{stats:?}");
+    assert!(
+        output(&rig.s3, &out_bucket).await.is_empty(),
+        "nothing reached the lake"
+    );
+
+    // After the outage: the redrive replays the batch through the orders consumer.
+    let sdk = test_support::sdk_config().await;
+    let functions = || Deployed::with_sdk(feed_config(&rig.bucket), Ok(config()), &sdk, &sdk);
+    let r = redriver(&rig.s3, &failures, functions());
+    let report = r.run().await.unwrap();
+    print(&report);
+    assert_eq!(report.count(Action::Redriven), 1);
+    let first = output(&rig.s3, &out_bucket).await;
+    let lines: Vec<&(String, String, String)> = first.values().flatten().collect();
+    let sequences: BTreeSet<&str> = lines.iter().map(|l| l.0.as_str()).collect();
+    // In = out + rejected: the donuts (no such item) are dead letters.
+    let dead = first
+        .iter()
+        .filter(|(k, _)| k.starts_with("dead-letter/"))
+        .map(|(_, l)| l.len())
+        .sum::<usize>();
+    assert_eq!(dead, orders / dishes.len(), "the donuts");
+    assert_eq!(lines.len(), orders, "every order once");
+    assert_eq!(sequences.len(), orders, "no order twice");
+    assert!(
+        first
+            .keys()
+            .any(|k| k.contains("item=burger/priority=medium/")),
+        "{first:?}"
+    );
+
+    // A second run is a no-op.
+    let again = r.run().await.unwrap();
+    assert_eq!(again.count(Action::AlreadyRedriven), 1);
+    assert_eq!(output(&rig.s3, &out_bucket).await, first);
+
+    // A run that crashed after the replay, before its marker: the next one replays the batch
+    // again and overwrites the same objects, adding nothing.
+    for marker in list_keys(&rig.s3, &failures, "redriven/").await {
+        rig.s3
+            .delete_object()
+            .bucket(&failures)
+            .key(marker)
+            .send()
+            .await
+            .unwrap();
+    }
+    let replayed = redriver(&rig.s3, &failures, functions())
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(replayed.count(Action::Redriven), 1);
+    assert_eq!(output(&rig.s3, &out_bucket).await, first);
+}
