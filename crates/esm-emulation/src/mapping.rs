@@ -62,6 +62,8 @@ pub struct MappingStats {
     pub polls: u64,
     /// Batches discarded after their last retry.
     pub discarded: u64,
+    /// Records in those batches.
+    pub discarded_records: u64,
     /// Keys of the invocation records written to the on-failure destination.
     pub failure_records: Vec<String>,
 }
@@ -96,6 +98,8 @@ pub struct DynamoDbStreamMapping {
     stream_arn: String,
     config: MappingConfig,
     on_failure: Option<S3Destination>,
+    /// Records discarded so far (read while the mapping runs).
+    discarded_records: std::sync::atomic::AtomicU64,
 }
 
 impl DynamoDbStreamMapping {
@@ -110,7 +114,14 @@ impl DynamoDbStreamMapping {
             stream_arn: stream_arn.into(),
             config,
             on_failure: None,
+            discarded_records: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Records discarded so far, after their batch's last retry (while the mapping runs).
+    pub fn discarded_records(&self) -> u64 {
+        self.discarded_records
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Discarded batches (see [`MappingConfig::maximum_retry_attempts`]) are recorded in
@@ -324,7 +335,7 @@ impl DynamoDbStreamMapping {
             last_arrival: created(shard.pending.last()),
             batch_size: shard.pending.len(),
         };
-        discard_batch(
+        let discarded = discard_batch(
             self.on_failure.as_ref(),
             StreamKind::DynamoDb,
             &info,
@@ -333,7 +344,14 @@ impl DynamoDbStreamMapping {
             shard.attempts,
             stats,
         )
-        .await
+        .await;
+        if discarded {
+            self.discarded_records.fetch_add(
+                shard.pending.len() as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
+        discarded
     }
 }
 
@@ -351,6 +369,7 @@ pub(crate) async fn discard_batch(
     let Some(destination) = destination else {
         warn!(shard = %info.shard_id, records = info.batch_size, "retries exhausted; batch discarded (no on-failure destination)");
         stats.discarded += 1;
+        stats.discarded_records += info.batch_size as u64;
         return true;
     };
     match destination.send(kind, info, event, last, attempts).await {
@@ -363,6 +382,7 @@ pub(crate) async fn discard_batch(
                 "retries exhausted; batch discarded to the on-failure destination"
             );
             stats.discarded += 1;
+            stats.discarded_records += info.batch_size as u64;
             stats.failure_records.push(key);
             true
         }

@@ -30,6 +30,8 @@ pub struct KinesisShardMapping {
     shard_id: String,
     config: MappingConfig,
     on_failure: Option<S3Destination>,
+    /// Records discarded so far (read while the mapping runs).
+    discarded_records: std::sync::atomic::AtomicU64,
 }
 
 impl KinesisShardMapping {
@@ -48,7 +50,14 @@ impl KinesisShardMapping {
             shard_id: shard_id.into(),
             config,
             on_failure: None,
+            discarded_records: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Records discarded so far, after their batch's last retry (while the mapping runs).
+    pub fn discarded_records(&self) -> u64 {
+        self.discarded_records
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Discarded batches (see [`MappingConfig::maximum_retry_attempts`]) are recorded in
@@ -180,6 +189,8 @@ impl KinesisShardMapping {
                     )
                     .await
                     {
+                        self.discarded_records
+                            .fetch_add(pending.len() as u64, std::sync::atomic::Ordering::Relaxed);
                         pending.clear();
                     }
                 }

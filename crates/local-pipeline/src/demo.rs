@@ -16,7 +16,7 @@ use aws_plumbing::{S3Store, SystemClock};
 use change_handler::ChangeHandler;
 use enrichment::{DynamoDbTable, MetricsSnapshot, S3Feed};
 use esm_emulation::{
-    DynamoDbStreamMapping, Invocation, KinesisShardMapping, MappingStats, SqsMapping,
+    DynamoDbStreamMapping, Invocation, KinesisShardMapping, MappingStats, S3Destination, SqsMapping,
 };
 use feed_writer::{FeedConfig, FeedWriter};
 use futures_util::future::join_all;
@@ -158,6 +158,16 @@ pub struct Summary {
     pub change_files: usize,
     /// Each mapping's counts: change-handler, s3-event-handler, then one per shard.
     pub mappings: Vec<(String, MappingStats)>,
+}
+
+impl Summary {
+    /// The invocation records of batches the mappings discarded (keys in the demo bucket).
+    pub fn failure_records(&self) -> Vec<&str> {
+        self.mappings
+            .iter()
+            .flat_map(|(_, st)| st.failure_records.iter().map(String::as_str))
+            .collect()
+    }
 }
 
 /// Kinesis sequence numbers compared as numbers (they run up to 129 digits).
@@ -407,11 +417,21 @@ where
 
     // The template's event source mappings (batch sizes, starting positions) at Lambda's rates.
     let mappings = mappings();
+    // Discarded batches go where infra/'s FailureBucket would hold them: Lambda's invocation
+    // records under `aws/lambda/` (in the demo's one bucket), for the redrive to replay.
+    let destination = |function: &str| {
+        S3Destination::new(
+            c.s3.clone(),
+            names.bucket.clone(),
+            format!("arn:aws:lambda:us-east-1:000000000000:function:{function}"),
+        )
+    };
     let table_mapping = DynamoDbStreamMapping::new(
         c.streams.clone(),
         p.table_stream_arn.clone(),
         mappings.change_handler,
-    );
+    )
+    .with_on_failure(destination("change-handler"));
     let queue_mapping = SqsMapping::new(
         c.sqs.clone(),
         p.queue_url.clone(),
@@ -430,6 +450,7 @@ where
                 s.clone(),
                 shard_config.clone(),
             )
+            .with_on_failure(destination("orders-consumer"))
         })
         .collect();
 
@@ -559,7 +580,10 @@ where
                 let p = progress.lock().unwrap_or_else(|e| e.into_inner());
                 (p.consumed, p.flags)
             };
-            let orders = consumed.saturating_sub(flags);
+            // A batch discarded after its last retry is accounted for (and in the failure
+            // records, for the redrive), not waited for.
+            let discarded: u64 = shard_mappings.iter().map(|m| m.discarded_records()).sum();
+            let orders = consumed.saturating_sub(flags) + discarded as usize;
             if orders >= sent.len() && flags >= expected_flags {
                 break;
             }

@@ -81,6 +81,20 @@ fn names(suffix: Option<&str>) -> Names {
     }
 }
 
+/// The redrive of the demo's discarded batches (see crates/redrive), with the functions'
+/// variables as the demo sets them; `endpoint` when printed for another terminal.
+fn redrive_command(names: &Names, endpoint: Option<&str>) -> String {
+    let endpoint = endpoint
+        .map(|e| format!("AWS_ENDPOINT_URL={e} AWS_REGION=us-east-1 "))
+        .unwrap_or_default();
+    format!(
+        "{endpoint}FAILURE_BUCKET={b} CHANGE_BUCKET={b} CHANGE_PREFIX={} REFERENCE_TABLE={} OUTPUT_BUCKET={b} cargo run -q -p redrive -- --dry-run",
+        names.change_prefix,
+        names.table,
+        b = names.bucket
+    )
+}
+
 /// Prints the endpoint and the seed's commands for the interactive mode.
 fn print_commands(endpoint: &str, names: &Names) {
     println!("\nthe pipeline runs until Ctrl-C. In another terminal (the emulator takes any credentials):");
@@ -89,6 +103,8 @@ fn print_commands(endpoint: &str, names: &Names) {
         println!("  # {}", c.what);
         println!("  $ {}", c.shell_line());
     }
+    println!("  # batches a mapping discards after its last retry: what the redrive would replay (drop --dry-run to replay)");
+    println!("  $ {}", redrive_command(names, Some(endpoint)));
     println!("the progress line shows where each dish lands (dish→priority); flags count the S3 change's flags met.\n");
     let _ = std::io::stdout().flush();
 }
@@ -163,7 +179,14 @@ async fn main() -> Result<()> {
 
     let p = &s.progress;
     let orders = s.sent.len();
-    let accounted = p.enriched + p.unmatched + p.rejected;
+    // Orders in batches a mapping discarded after its last retry: in the failure records.
+    let discarded: u64 = s
+        .mappings
+        .iter()
+        .filter(|(name, _)| name.starts_with("orders-consumer"))
+        .map(|(_, st)| st.discarded_records)
+        .sum();
+    let accounted = p.enriched + p.unmatched + p.rejected + discarded as usize;
     println!("\nsummary ({:.1} s)", p.elapsed.as_secs_f64());
     println!(
         "  orders in                : {orders} (plus {} change flags in the stream)",
@@ -176,6 +199,15 @@ async fn main() -> Result<()> {
         p.rejected,
         if accounted == orders { "yes" } else { "NO" }
     );
+    let records = s.failure_records();
+    if !records.is_empty() {
+        println!(
+            "  DISCARDED after the last retry: {discarded} stream records in {} batch(es), recorded under s3://{}/aws/lambda/; replay them with",
+            records.len(),
+            names.bucket
+        );
+        println!("    {}", redrive_command(&names, None));
+    }
     println!(
         "  lines read back from s3://{}/{}:",
         names.bucket, names.output_prefix
