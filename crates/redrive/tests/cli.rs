@@ -1,0 +1,94 @@
+//! The `redrive` binary as an operator runs it, on the emulator: `--dry-run` lists and writes
+//! nothing; a run replays the documented record through the change-handler, prints what it did
+//! and exits 0; a second run says it was already redriven; a record it must leave exits 1.
+
+use std::process::Command;
+
+use local_emulator::provision;
+use test_support::{emulator, list_keys, sdk_config, unique_name};
+
+const DDB_RECORD: &[u8] = include_bytes!("../../../events/example-s3-failure-dynamodb.json");
+const KINESIS_RECORD: &[u8] = include_bytes!("../../../events/example-s3-failure-kinesis.json");
+
+fn redrive(feed: &str, failures: &str, args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_redrive"))
+        .args(args)
+        .env("AWS_ENDPOINT_URL", emulator().endpoint())
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("FAILURE_BUCKET", failures)
+        .env("CHANGE_BUCKET", feed)
+        .env_remove("REFERENCE_TABLE")
+        .env_remove("OUTPUT_BUCKET")
+        .env_remove("AWS_LAMBDA_RUNTIME_API")
+        .output()
+        .expect("the redrive runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), format!("{stdout}{stderr}"))
+}
+
+#[tokio::test]
+async fn the_command_replays_reports_and_exits_by_what_is_left() {
+    let sdk = sdk_config().await;
+    let s3 = aws_plumbing::s3_client(&sdk);
+    let (feed, failures) = (unique_name("feed"), unique_name("failures"));
+    for b in [&feed, &failures] {
+        provision::create_bucket(&s3, b)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let key = "aws/lambda/0f1e-esm/shardId-00000001764061200000-864758bb/2026/11/25/2026-11-25T09.14.49-7c1d";
+    s3.put_object()
+        .bucket(&failures)
+        .key(key)
+        .body(DDB_RECORD.to_vec().into())
+        .send()
+        .await
+        .unwrap();
+
+    let (code, out) = redrive(&feed, &failures, &["--dry-run"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("would-redrive") && out.contains("change-handler, 1 records"),
+        "{out}"
+    );
+    assert!(
+        out.contains("dry run: 1 record(s): 1 would-redrive"),
+        "{out}"
+    );
+    assert!(
+        list_keys(&s3, &feed, "").await.is_empty(),
+        "a dry run writes nothing"
+    );
+
+    let (code, out) = redrive(&feed, &failures, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("1 record(s): 1 redriven"), "{out}");
+    let written = list_keys(&s3, &feed, "change_flags/").await;
+    assert!(
+        written.iter().any(|k| k.ends_with(".json")),
+        "a change file: {written:?}"
+    );
+
+    let (code, out) = redrive(&feed, &failures, &["--json"]);
+    assert_eq!(code, 0, "{out}");
+    let report: serde_json::Value = serde_json::from_str(out.trim()).expect("JSON");
+    assert_eq!(report["records"][0]["action"], "already-redriven");
+
+    // An orders record, without the consumer's variables: left, and the exit status says so.
+    s3.put_object()
+        .bucket(&failures)
+        .key("aws/lambda/9a8b-esm/shardId-000000000002/2026/11/25/2026-11-25T09.38.06-5e4f")
+        .body(KINESIS_RECORD.to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    let (code, out) = redrive(&feed, &failures, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("left") && out.contains("no configuration for the orders-consumer"),
+        "{out}"
+    );
+}
