@@ -163,8 +163,18 @@ async fn a_change_handler_batch_discarded_in_an_s3_outage_is_redriven_and_every_
         &failures,
         Deployed::with_sdk(feed_config(&rig.bucket), Err("none".into()), &sdk, &sdk),
     );
+    let started = std::time::Instant::now();
     let report = r.run().await.unwrap();
+    let took = started.elapsed();
     print(&report);
+    println!(
+        "change-handler: {} invocations ({} retries), {} batch(es) with {} records discarded; redriven in {took:?}; {} change file(s) written by the redrive",
+        stats.invocations,
+        stats.retries,
+        stats.discarded,
+        stats.discarded_records,
+        rig.feed_keys().await.len() - feed_files_before
+    );
     assert_eq!(report.count(Action::Redriven), stats.failure_records.len());
     assert_eq!(report.unresolved(), 0);
     for consumer in [&mut a, &mut b] {
@@ -387,10 +397,20 @@ async fn an_orders_batch_discarded_in_an_outage_is_redriven_without_duplicates()
     let sdk = test_support::sdk_config().await;
     let functions = || Deployed::with_sdk(feed_config(&rig.bucket), Ok(config()), &sdk, &sdk);
     let r = redriver(&rig.s3, &failures, functions());
+    let started = std::time::Instant::now();
     let report = r.run().await.unwrap();
+    let took = started.elapsed();
     print(&report);
     assert_eq!(report.count(Action::Redriven), 1);
     let first = output(&rig.s3, &out_bucket).await;
+    println!(
+        "orders: {} invocations ({} retries), {} batch(es) with {} records discarded; redriven in {took:?} into {} objects",
+        stats.invocations,
+        stats.retries,
+        stats.discarded,
+        stats.discarded_records,
+        first.len()
+    );
     let lines: Vec<&(String, String, String)> = first.values().flatten().collect();
     let sequences: BTreeSet<&str> = lines.iter().map(|l| l.0.as_str()).collect();
     // In = out + rejected: the donuts (no such item) are dead letters.
