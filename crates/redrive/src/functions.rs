@@ -43,11 +43,14 @@ pub trait Functions {
 }
 
 /// The functions as deployed, in-process: the same handler code and configuration variables
-/// as the Lambda functions (`change_handler::deployed`, `orders_consumer::deployed`).
+/// as the Lambda functions (`change_handler::deployed`, `orders_consumer::deployed`); or, for a
+/// function named with [`Deployed::invoking`], the deployed function itself through the Lambda
+/// API.
 pub struct Deployed {
     change_handler: Option<ChangeHandler<S3Store, SystemClock>>,
     gap_writer: FeedWriter<S3Store, SystemClock>,
     orders: Result<DeployedConsumer, String>,
+    invoke: Vec<(Function, String, aws_sdk_lambda::Client)>,
 }
 
 impl std::fmt::Debug for Deployed {
@@ -96,8 +99,59 @@ impl Deployed {
                 concat!("redrive ", env!("CARGO_PKG_VERSION")),
             ),
             orders: orders.map(|c| orders_consumer::deployed(c, sdk)),
+            invoke: Vec::new(),
         }
     }
+
+    /// Replays `function`'s batches by invoking the deployed function `name` (synchronously,
+    /// `RequestResponse`) through `client` instead of in-process: its own code version and
+    /// configuration, at the price of `lambda:InvokeFunction` on it.
+    pub fn invoking(
+        mut self,
+        function: Function,
+        name: impl Into<String>,
+        client: aws_sdk_lambda::Client,
+    ) -> Self {
+        self.invoke.retain(|(f, _, _)| *f != function);
+        self.invoke.push((function, name.into(), client));
+        self
+    }
+}
+
+/// One synchronous invocation of the deployed function `name` with `payload`: its response, or
+/// why it failed (the function's own error included, from `X-Amz-Function-Error`).
+async fn invoke(
+    client: &aws_sdk_lambda::Client,
+    name: &str,
+    payload: &str,
+) -> Result<Value, ReplayError> {
+    let out = client
+        .invoke()
+        .function_name(name)
+        .invocation_type(aws_sdk_lambda::types::InvocationType::RequestResponse)
+        .payload(aws_sdk_lambda::primitives::Blob::new(payload.as_bytes()))
+        .send()
+        .await
+        .map_err(|e| {
+            ReplayError::Failed(format!(
+                "Invoke {name}: {}",
+                aws_sdk_lambda::error::DisplayErrorContext(e)
+            ))
+        })?;
+    let body = out
+        .payload()
+        .map(|b| String::from_utf8_lossy(b.as_ref()).into_owned())
+        .unwrap_or_default();
+    if let Some(kind) = out.function_error() {
+        return Err(ReplayError::Failed(format!(
+            "{name} failed ({kind}): {body}"
+        )));
+    }
+    serde_json::from_str(&body).map_err(|e| {
+        ReplayError::Failed(format!(
+            "{name} answered something that is not JSON ({e}): {body}"
+        ))
+    })
 }
 
 /// `Ok` when a Lambda response has no `batchItemFailures`.
@@ -128,6 +182,9 @@ impl Functions for Deployed {
         payload: &str,
         request_id: &str,
     ) -> Result<(), ReplayError> {
+        if let Some((_, name, client)) = self.invoke.iter().find(|(f, _, _)| *f == function) {
+            return no_failures(&invoke(client, name, payload).await?);
+        }
         let response = match function {
             Function::ChangeHandler => {
                 let handler = self.change_handler.as_ref().ok_or_else(|| {

@@ -19,7 +19,9 @@
 //!    say whose it was) a `gap` change file is written, once, so every consumer reloads. An
 //!    orders batch that cannot be replayed is reported as missing from the output.
 //!
-//! `--dry-run` lists what would be done and writes nothing. The binary runs as a command, or as
+//! `--invoke-change-handler`/`--invoke-orders-consumer` replay through the deployed function
+//! with the Lambda API instead ([`Deployed::invoking`]). `--dry-run` lists what would be done
+//! and writes nothing. The binary runs as a command, or as
 //! a Lambda function on the failure bucket's `ObjectCreated` notifications (each new record is
 //! redriven as it lands).
 //!

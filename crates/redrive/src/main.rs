@@ -5,7 +5,7 @@ use aws_lambda_events::event::s3::S3Event;
 use aws_plumbing::{decode_key, init, s3_client, sdk_config, S3Store};
 use clap::Parser;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
-use redrive::{Action, Deployed, Redriver, Report, S3FailureBucket, Settings};
+use redrive::{Action, Deployed, Function, Redriver, Report, S3FailureBucket, Settings};
 
 /// Replays batches that an event source mapping discarded to its S3 on-failure destination,
 /// through the same handler code with the functions' own configuration variables (the feed's
@@ -29,6 +29,14 @@ struct Args {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// Replay change-handler batches by invoking this deployed function (Lambda API) instead of
+    /// in-process.
+    #[arg(long, value_name = "FUNCTION")]
+    invoke_change_handler: Option<String>,
+    /// Replay orders batches by invoking this deployed function (Lambda API) instead of
+    /// in-process.
+    #[arg(long, value_name = "FUNCTION")]
+    invoke_orders_consumer: Option<String>,
 }
 
 fn print(report: &Report, json: bool) {
@@ -89,12 +97,22 @@ async fn main() -> Result<(), Error> {
             dry_run: false,
             attempts: 3,
             json: true,
+            invoke_change_handler: None,
+            invoke_orders_consumer: None,
         }
     } else {
         Args::parse()
     };
-    let functions = init::or_exit("redrive", Deployed::from_env().await).await;
+    let mut functions = init::or_exit("redrive", Deployed::from_env().await).await;
     let sdk = sdk_config(None).await;
+    for (function, name) in [
+        (Function::ChangeHandler, &args.invoke_change_handler),
+        (Function::OrdersConsumer, &args.invoke_orders_consumer),
+    ] {
+        if let Some(name) = name {
+            functions = functions.invoking(function, name, aws_sdk_lambda::Client::new(&sdk));
+        }
+    }
     let bucket = S3FailureBucket::new(S3Store::new(s3_client(&sdk)), &args.bucket);
     let settings = Settings {
         failure_prefix: args.prefix.clone(),
