@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use aws_plumbing::S3Store;
+use aws_plumbing::{OffsetClock, S3Store};
 use aws_sdk_dynamodb::types::StreamViewType;
 use change_protocol::ChangeKind;
 use esm_emulation::{
@@ -161,7 +161,13 @@ async fn a_change_handler_batch_discarded_in_an_s3_outage_is_redriven_and_every_
     let r = redriver(
         &rig.s3,
         &failures,
-        Deployed::with_sdk(feed_config(&rig.bucket), Err("none".into()), &sdk, &sdk),
+        Deployed::with_sdk(
+            feed_config(&rig.bucket),
+            Err("none".into()),
+            &sdk,
+            &sdk,
+            OffsetClock::default(),
+        ),
     );
     let started = std::time::Instant::now();
     let report = r.run().await.unwrap();
@@ -221,11 +227,23 @@ async fn an_unreplayable_record_is_reported_and_a_gap_makes_every_consumer_reloa
     let r = redriver(
         &rig.s3,
         &failures,
-        Deployed::with_sdk(feed_config(&rig.bucket), Err("none".into()), &sdk, &sdk),
+        Deployed::with_sdk(
+            feed_config(&rig.bucket),
+            Err("none".into()),
+            &sdk,
+            &sdk,
+            OffsetClock::default(),
+        ),
     );
     let dry = Redriver::new(
         S3FailureBucket::new(S3Store::new(rig.s3.clone()), &failures),
-        Deployed::with_sdk(feed_config(&rig.bucket), Err("none".into()), &sdk, &sdk),
+        Deployed::with_sdk(
+            feed_config(&rig.bucket),
+            Err("none".into()),
+            &sdk,
+            &sdk,
+            OffsetClock::default(),
+        ),
         Settings {
             dry_run: true,
             ..Settings::default()
@@ -339,6 +357,15 @@ async fn an_orders_batch_discarded_in_an_outage_is_redriven_without_duplicates()
             .await
             .unwrap();
     }
+    // And the original design's in-stream flag among them (not an order).
+    kinesis
+        .put_record()
+        .stream_name(&stream)
+        .partition_key("flag")
+        .data(br#"{"dish":"CHANGE_FLAG","cost":0,"customer_id":0}"#.to_vec().into())
+        .send()
+        .await
+        .unwrap();
     let out_bucket = unique_name("lake");
     provision::create_bucket(&rig.s3, &out_bucket)
         .await
@@ -395,7 +422,15 @@ async fn an_orders_batch_discarded_in_an_outage_is_redriven_without_duplicates()
 
     // After the outage: the redrive replays the batch through the orders consumer.
     let sdk = test_support::sdk_config().await;
-    let functions = || Deployed::with_sdk(feed_config(&rig.bucket), Ok(config()), &sdk, &sdk);
+    let functions = || {
+        Deployed::with_sdk(
+            feed_config(&rig.bucket),
+            Ok(config()),
+            &sdk,
+            &sdk,
+            OffsetClock::default(),
+        )
+    };
     let r = redriver(&rig.s3, &failures, functions());
     let started = std::time::Instant::now();
     let report = r.run().await.unwrap();
@@ -451,4 +486,49 @@ async fn an_orders_batch_discarded_in_an_outage_is_redriven_without_duplicates()
         .unwrap();
     assert_eq!(replayed.count(Action::Redriven), 1);
     assert_eq!(output(&rig.s3, &out_bucket).await, first);
+}
+
+#[tokio::test]
+async fn the_redrive_names_the_files_it_writes_from_s3s_clock() {
+    let rig = FeedRig::new(StreamViewType::NewAndOldImages).await;
+    // Against the emulator (same machine) the measured offset is none.
+    let measured = OffsetClock::measure(&rig.s3, &rig.bucket, "change_flags/.probe")
+        .await
+        .unwrap();
+    assert!(measured.offset().is_zero(), "{:?}", measured.offset());
+    // A machine an hour behind S3: the gap is named an hour later than this machine's clock.
+    let sdk = test_support::sdk_config().await;
+    let ahead = OffsetClock::new(chrono::Duration::hours(1));
+    let failures = failure_bucket(&rig.s3).await;
+    let key = "aws/lambda/x/shardId-1/2026/11/25/2026-11-25T09.14.49-garbled";
+    rig.s3
+        .put_object()
+        .bucket(&failures)
+        .key(key)
+        .body(b"{".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    let before = chrono::Utc::now();
+    let report = redriver(
+        &rig.s3,
+        &failures,
+        Deployed::with_sdk(
+            feed_config(&rig.bucket),
+            Err("none".into()),
+            &sdk,
+            &sdk,
+            ahead,
+        ),
+    )
+    .run()
+    .await
+    .unwrap();
+    let gap = report.records[0].gap_key.clone().expect("a gap");
+    let parsed = change_protocol::ChangeKey::parse(test_support::FEED_PREFIX, &gap).unwrap();
+    let lead = parsed.time - before;
+    assert!(
+        (lead - chrono::Duration::hours(1)).num_seconds().abs() < 30,
+        "{gap} is {lead:?} after this machine's time"
+    );
 }

@@ -19,9 +19,112 @@ impl Clock for SystemClock {
     }
 }
 
+/// The system clock corrected by a fixed offset: S3's time, measured once (see
+/// [`OffsetClock::measure`]). Outside AWS a machine's clock may lag S3's by more than the
+/// consumers' margin; a change file named from such a clock would sort below the consumers'
+/// look-back and never be listed. So a writer that runs outside AWS (the redrive command on an
+/// operator's machine) takes "now" from S3's `Date` header, as the design notes require.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OffsetClock {
+    offset: chrono::Duration,
+}
+
+impl OffsetClock {
+    /// The system clock plus `offset`.
+    pub fn new(offset: chrono::Duration) -> Self {
+        OffsetClock { offset }
+    }
+
+    /// What is added to the system clock.
+    pub fn offset(&self) -> chrono::Duration {
+        self.offset
+    }
+
+    /// Measures S3's clock against this machine's with one HEAD of a key that does not exist
+    /// (`probe_key` in `bucket`; the 404's `Date` header is S3's time, whole seconds). An
+    /// offset within a second (the header's resolution) is taken as none.
+    ///
+    /// # Errors
+    /// When the response has no parseable `Date` header (e.g. the bucket is unreachable).
+    pub async fn measure(
+        s3: &aws_sdk_s3::Client,
+        bucket: &str,
+        probe_key: &str,
+    ) -> Result<OffsetClock, String> {
+        let before = Utc::now();
+        let result = s3.head_object().bucket(bucket).key(probe_key).send().await;
+        let after = Utc::now();
+        let date = match &result {
+            Ok(_) => None,
+            Err(e) => e
+                .raw_response()
+                .and_then(|r| r.headers().get("date"))
+                .map(str::to_owned),
+        };
+        let Some(date) = date else {
+            return Err(format!(
+                "no Date header from s3://{bucket}/{probe_key} to measure S3's clock by"
+            ));
+        };
+        let server = DateTime::parse_from_rfc2822(&date)
+            .map_err(|e| format!("S3's Date header {date:?} is not a date: {e}"))?
+            .with_timezone(&Utc);
+        Ok(OffsetClock::new(offset_from(server, before, after)))
+    }
+}
+
+/// The offset of a server whose `Date` (whole seconds, so up to 1 s behind its clock) was
+/// answered between `before` and `after` on this clock; none when within a second.
+fn offset_from(
+    server: DateTime<Utc>,
+    before: DateTime<Utc>,
+    after: DateTime<Utc>,
+) -> chrono::Duration {
+    let local = before + (after - before) / 2;
+    let offset = server + chrono::Duration::milliseconds(500) - local;
+    if offset.num_milliseconds().abs() <= 1000 {
+        chrono::Duration::zero()
+    } else {
+        offset
+    }
+}
+
+impl Clock for OffsetClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now() + self.offset
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_offset_clock_is_the_system_clock_moved() {
+        let clock = OffsetClock::new(chrono::Duration::seconds(-30));
+        let now = Utc::now();
+        let shifted = clock.now();
+        assert!(
+            (now - shifted - chrono::Duration::seconds(30))
+                .num_milliseconds()
+                .abs()
+                < 1000
+        );
+    }
+
+    #[test]
+    fn the_offset_is_the_servers_lead_or_lag_beyond_the_headers_second() {
+        let t = |s: &str| DateTime::parse_from_rfc2822(s).unwrap().with_timezone(&Utc);
+        let local = t("Tue, 01 Dec 2026 16:10:00 GMT");
+        let later = local + chrono::Duration::milliseconds(40);
+        // This machine lags 40 s: the offset moves it forward.
+        let lead = offset_from(t("Tue, 01 Dec 2026 16:10:40 GMT"), local, later);
+        assert_eq!(lead.num_seconds(), 40);
+        let lag = offset_from(t("Tue, 01 Dec 2026 16:09:30 GMT"), local, later);
+        assert_eq!(lag.num_seconds(), -29);
+        // The same second: no offset.
+        assert_eq!(offset_from(local, local, later), chrono::Duration::zero());
+    }
 
     #[test]
     fn the_system_clock_reads_the_time_now() {

@@ -16,13 +16,18 @@ pub fn deployed(
     config: feed_writer::FeedConfig,
     sdk: &aws_plumbing::SdkConfig,
 ) -> ChangeHandler<aws_plumbing::S3Store, aws_plumbing::SystemClock> {
+    deployed_with_clock(config, sdk, aws_plumbing::SystemClock)
+}
+
+/// [`deployed`] with its keys' time from `clock` (outside AWS: S3's time, see
+/// [`aws_plumbing::OffsetClock`]).
+pub fn deployed_with_clock<C: Clock>(
+    config: feed_writer::FeedConfig,
+    sdk: &aws_plumbing::SdkConfig,
+    clock: C,
+) -> ChangeHandler<aws_plumbing::S3Store, C> {
     let store = aws_plumbing::S3Store::new(aws_plumbing::s3_client(sdk));
-    ChangeHandler::new(FeedWriter::new(
-        config,
-        store,
-        aws_plumbing::SystemClock,
-        PRODUCER,
-    ))
+    ChangeHandler::new(FeedWriter::new(config, store, clock, PRODUCER))
 }
 
 /// The producer name written into every change file.

@@ -30,4 +30,4 @@ pub mod event;
 pub mod handler;
 
 pub use event::{parse_event, Batch, EventError};
-pub use handler::{deployed, ChangeHandler, HandlerError, PRODUCER};
+pub use handler::{deployed, deployed_with_clock, ChangeHandler, HandlerError, PRODUCER};

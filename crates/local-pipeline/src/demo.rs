@@ -158,6 +158,8 @@ pub struct Summary {
     pub change_files: usize,
     /// Each mapping's counts: change-handler, s3-event-handler, then one per shard.
     pub mappings: Vec<(String, MappingStats)>,
+    /// Orders in batches the consumers' mappings discarded (in the failure records).
+    pub discarded_orders: usize,
 }
 
 impl Summary {
@@ -168,6 +170,85 @@ impl Summary {
             .flat_map(|(_, st)| st.failure_records.iter().map(String::as_str))
             .collect()
     }
+}
+
+/// The orders consumer's variables in the demo, as infra/ sets them on the function (one
+/// bucket here): the demo builds its consumers from them, and the redrive command it prints
+/// passes the same ones, so a replay runs with the function's configuration.
+pub fn consumer_variables(names: &Names) -> Vec<(&'static str, String)> {
+    vec![
+        ("REFERENCE_TABLE", names.table.clone()),
+        ("CHANGE_BUCKET", names.bucket.clone()),
+        ("CHANGE_PREFIX", names.change_prefix.clone()),
+        ("OUTPUT_BUCKET", names.bucket.clone()),
+        ("OUTPUT_PREFIX", names.output_prefix.clone()),
+        ("DEAD_LETTER_PREFIX", names.dead_letter_prefix.clone()),
+        ("UNMATCHED", "dead-letter".into()),
+        ("WRITE_WINDOW_SECS", "20".into()),
+        ("MAX_STALENESS_SECS", "900".into()),
+        ("FEED_POLL_INTERVAL_MS", "1000".into()),
+        ("FEED_RETENTION_DAYS", "7".into()),
+        // The seed's second pattern, joined: the menu categories kept as an object in S3.
+        ("REFERENCE_OBJECTS_BUCKET", names.bucket.clone()),
+        ("REFERENCE_OBJECTS_PREFIX", names.reference_prefix.clone()),
+        ("REFERENCE_OBJECTS_KEY", "item".into()),
+        ("REFERENCE_OBJECTS_FIELD", "menu".into()),
+        (
+            "SNAPSHOT_PREFIX",
+            change_protocol::DEFAULT_SNAPSHOT_PREFIX.into(),
+        ),
+    ]
+}
+
+/// The orders and change flags in the Kinesis batches the mappings discarded, from their
+/// invocation records under `aws/lambda/` in `bucket` (what the redrive would replay).
+pub async fn discarded_orders_and_flags(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+) -> Result<(usize, usize)> {
+    use base64::Engine;
+    let (mut orders, mut flags) = (0, 0);
+    let listed = s3
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix("aws/lambda/")
+        .send()
+        .await
+        .context("listing the failure records")?;
+    for key in listed.contents().iter().filter_map(|o| o.key()) {
+        let body = s3
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .with_context(|| format!("reading failure record {key}"))?
+            .body
+            .collect()
+            .await
+            .with_context(|| format!("reading failure record {key}"))?
+            .into_bytes();
+        let record: Value = serde_json::from_slice(&body)
+            .with_context(|| format!("failure record {key} is not JSON"))?;
+        if record.get("KinesisBatchInfo").is_none() {
+            continue;
+        }
+        let payload: Value = serde_json::from_str(record["payload"].as_str().unwrap_or("{}"))
+            .with_context(|| format!("failure record {key}: payload is not JSON"))?;
+        for r in payload["Records"].as_array().into_iter().flatten() {
+            let data = base64::engine::general_purpose::STANDARD
+                .decode(r["kinesis"]["data"].as_str().unwrap_or_default())
+                .unwrap_or_default();
+            let legacy =
+                serde_json::from_slice::<Value>(&data).is_ok_and(|v| v["dish"] == "CHANGE_FLAG");
+            if change_protocol::ChangeFlag::parse(&data).is_some() || legacy {
+                flags += 1;
+            } else {
+                orders += 1;
+            }
+        }
+    }
+    Ok((orders, flags))
 }
 
 /// Kinesis sequence numbers compared as numbers (they run up to 129 digits).
@@ -366,30 +447,13 @@ where
         KinesisStream::new(c.kinesis.clone(), names.stream.clone()),
         SystemClock,
     );
-    let consumer_config = orders_consumer::Config {
-        reference_table: names.table.clone(),
-        key_attributes: vec!["item".into(), "price".into()],
-        change_bucket: names.bucket.clone(),
-        change_prefix: names.change_prefix.clone(),
-        output_bucket: names.bucket.clone(),
-        output_prefix: names.output_prefix.clone(),
-        dead_letter_prefix: names.dead_letter_prefix.clone(),
-        unmatched: enrichment::Unmatched::Reject,
-        legacy_flag_dish: "CHANGE_FLAG".into(),
-        write_window: Duration::from_secs(20),
-        max_staleness: Duration::from_secs(900),
-        feed_poll_interval: Duration::from_secs(1),
-        feed_retention: Duration::from_secs(7 * 24 * 3600),
-        // The seed's second pattern, joined: the menu categories kept as an object in S3.
-        reference_objects: Some(orders_consumer::ReferenceObjects {
-            bucket: names.bucket.clone(),
-            prefix: names.reference_prefix.clone(),
-            key: "item".into(),
-            field: "menu".into(),
-        }),
-        catalog: None,
-        snapshot_prefix: Some(change_protocol::DEFAULT_SNAPSHOT_PREFIX.into()),
-    };
+    let vars = consumer_variables(names);
+    let consumer_config = orders_consumer::Config::from_lookup(&|v: &str| {
+        vars.iter()
+            .find(|(k, _)| *k == v)
+            .map(|(_, value)| value.clone())
+    })
+    .context("the demo's orders-consumer variables")?;
     // One consumer per shard: each shard's batches run in their own Lambda environment.
     let consumers: Vec<_> = p
         .shards
@@ -580,11 +644,16 @@ where
                 let p = progress.lock().unwrap_or_else(|e| e.into_inner());
                 (p.consumed, p.flags)
             };
-            // A batch discarded after its last retry is accounted for (and in the failure
-            // records, for the redrive), not waited for.
+            // A batch discarded after its last retry is accounted for (its orders and flags
+            // are in the failure records, for the redrive), not waited for.
             let discarded: u64 = shard_mappings.iter().map(|m| m.discarded_records()).sum();
-            let orders = consumed.saturating_sub(flags) + discarded as usize;
-            if orders >= sent.len() && flags >= expected_flags {
+            let (lost_orders, lost_flags) = if discarded > 0 {
+                discarded_orders_and_flags(&c.s3, &names.bucket).await?
+            } else {
+                (0, 0)
+            };
+            let orders = consumed.saturating_sub(flags) + lost_orders;
+            if orders >= sent.len() && flags + lost_flags >= expected_flags {
                 break;
             }
             if Instant::now() > deadline {
@@ -641,6 +710,9 @@ where
     }
     for consumer in &consumers {
         add(&mut summary.consumer_requests, &consumer.metrics().await);
+    }
+    if !summary.failure_records().is_empty() {
+        summary.discarded_orders = discarded_orders_and_flags(&c.s3, &names.bucket).await?.0;
     }
     read_back(&c.s3, names, &mut summary).await?;
     Ok(summary)

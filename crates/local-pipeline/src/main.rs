@@ -87,11 +87,14 @@ fn redrive_command(names: &Names, endpoint: Option<&str>) -> String {
     let endpoint = endpoint
         .map(|e| format!("AWS_ENDPOINT_URL={e} AWS_REGION=us-east-1 "))
         .unwrap_or_default();
+    let vars: Vec<String> = local_pipeline::demo::consumer_variables(names)
+        .into_iter()
+        .map(|(k, v)| format!("{k}={}", commands::shell_quote(&v)))
+        .collect();
     format!(
-        "{endpoint}FAILURE_BUCKET={b} CHANGE_BUCKET={b} CHANGE_PREFIX={} REFERENCE_TABLE={} OUTPUT_BUCKET={b} cargo run -q -p redrive -- --dry-run",
-        names.change_prefix,
-        names.table,
-        b = names.bucket
+        "{endpoint}FAILURE_BUCKET={} {} cargo run -q -p redrive -- --dry-run",
+        names.bucket,
+        vars.join(" ")
     )
 }
 
@@ -180,13 +183,8 @@ async fn main() -> Result<()> {
     let p = &s.progress;
     let orders = s.sent.len();
     // Orders in batches a mapping discarded after its last retry: in the failure records.
-    let discarded: u64 = s
-        .mappings
-        .iter()
-        .filter(|(name, _)| name.starts_with("orders-consumer"))
-        .map(|(_, st)| st.discarded_records)
-        .sum();
-    let accounted = p.enriched + p.unmatched + p.rejected + discarded as usize;
+    let discarded = s.discarded_orders;
+    let accounted = p.enriched + p.unmatched + p.rejected + discarded;
     println!("\nsummary ({:.1} s)", p.elapsed.as_secs_f64());
     println!(
         "  orders in                : {orders} (plus {} change flags in the stream)",
@@ -202,7 +200,7 @@ async fn main() -> Result<()> {
     let records = s.failure_records();
     if !records.is_empty() {
         println!(
-            "  DISCARDED after the last retry: {discarded} stream records in {} batch(es), recorded under s3://{}/aws/lambda/; replay them with",
+            "  DISCARDED after the last retry: {discarded} orders in {} batch(es), recorded under s3://{}/aws/lambda/; replay them with",
             records.len(),
             names.bucket
         );

@@ -2,7 +2,7 @@
 
 use std::future::Future;
 
-use aws_plumbing::{ObjectStore, S3Store, SdkConfig, StoreError, SystemClock};
+use aws_plumbing::{ObjectStore, OffsetClock, S3Store, SdkConfig, StoreError};
 use change_handler::ChangeHandler;
 use feed_writer::{FeedConfig, FeedWriter};
 use orders_consumer::DeployedConsumer;
@@ -47,8 +47,8 @@ pub trait Functions {
 /// function named with [`Deployed::invoking`], the deployed function itself through the Lambda
 /// API.
 pub struct Deployed {
-    change_handler: Option<ChangeHandler<S3Store, SystemClock>>,
-    gap_writer: FeedWriter<S3Store, SystemClock>,
+    change_handler: Option<ChangeHandler<S3Store, OffsetClock>>,
+    gap_writer: FeedWriter<S3Store, OffsetClock>,
     orders: Result<DeployedConsumer, String>,
     invoke: Vec<(Function, String, aws_sdk_lambda::Client)>,
 }
@@ -68,34 +68,67 @@ impl Deployed {
     /// there) and, when set, the orders consumer's (`REFERENCE_TABLE`, `OUTPUT_BUCKET`, …);
     /// without those, orders records are left and reported.
     pub async fn from_env() -> Result<Deployed, aws_plumbing::ConfigError> {
-        let feed = FeedConfig::from_env()?;
-        let orders = orders_consumer::Config::from_env().map_err(|e| e.to_string());
+        let get = |v: &str| std::env::var(v).ok();
+        Deployed::from_lookup(&get, &get).await
+    }
+
+    /// From two variable lookups: `feed` for the change-handler's (and the gap writer's)
+    /// variables, `orders` for the orders consumer's (a deployed function's environment, say).
+    pub async fn from_lookup(
+        feed: &impl Fn(&str) -> Option<String>,
+        orders: &impl Fn(&str) -> Option<String>,
+    ) -> Result<Deployed, aws_plumbing::ConfigError> {
+        let feed = FeedConfig::from_lookup(feed)?;
+        let orders = orders_consumer::Config::from_lookup(orders).map_err(|e| e.to_string());
         Ok(Deployed::new(feed, orders).await)
     }
 
     /// From the functions' configurations (`orders`: the consumer's, or why there is none),
-    /// with SDK clients from the environment as the functions load them.
+    /// with SDK clients from the environment as the functions load them, and S3's clock: the
+    /// change files and gaps it writes are named from S3's time, not this machine's.
     pub async fn new(feed: FeedConfig, orders: Result<orders_consumer::Config, String>) -> Self {
         // The change-handler's own SDK settings: the operation timeout is its write budget.
         let handler_sdk = aws_plumbing::sdk_config(Some(feed.write_budget())).await;
         let sdk = aws_plumbing::sdk_config(None).await;
-        Deployed::with_sdk(feed, orders, &handler_sdk, &sdk)
+        let probe = format!("{}.redrive-clock-probe", feed.prefix);
+        let s3 = aws_plumbing::s3_client(&sdk);
+        let clock = match OffsetClock::measure(&s3, &feed.bucket, &probe).await {
+            Ok(clock) => {
+                if !clock.offset().is_zero() {
+                    tracing::warn!(
+                        offset_ms = clock.offset().num_milliseconds(),
+                        "this machine's clock differs from S3's; change files are named from S3's"
+                    );
+                }
+                clock
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "S3's clock not measured; using this machine's");
+                OffsetClock::default()
+            }
+        };
+        Deployed::with_sdk(feed, orders, &handler_sdk, &sdk, clock)
     }
 
-    /// Like [`Deployed::new`] with the SDK configurations given: `handler_sdk` for the
-    /// change-handler and the gap writer, `sdk` for the orders consumer.
+    /// Like [`Deployed::new`] with the SDK configurations and the clock given: `handler_sdk`
+    /// for the change-handler and the gap writer, `sdk` for the orders consumer.
     pub fn with_sdk(
         feed: FeedConfig,
         orders: Result<orders_consumer::Config, String>,
         handler_sdk: &SdkConfig,
         sdk: &SdkConfig,
+        clock: OffsetClock,
     ) -> Self {
         Deployed {
-            change_handler: Some(change_handler::deployed(feed.clone(), handler_sdk)),
+            change_handler: Some(change_handler::deployed_with_clock(
+                feed.clone(),
+                handler_sdk,
+                clock,
+            )),
             gap_writer: FeedWriter::new(
                 feed,
                 S3Store::new(aws_plumbing::s3_client(handler_sdk)),
-                SystemClock,
+                clock,
                 concat!("redrive ", env!("CARGO_PKG_VERSION")),
             ),
             orders: orders.map(|c| orders_consumer::deployed(c, sdk)),

@@ -29,6 +29,13 @@ struct Args {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// Take the change-handler's (and the feed's) variables from this deployed function's
+    /// configuration (GetFunctionConfiguration) instead of this process's environment.
+    #[arg(long, value_name = "FUNCTION")]
+    change_handler: Option<String>,
+    /// Take the orders consumer's variables from this deployed function's configuration.
+    #[arg(long, value_name = "FUNCTION")]
+    orders_consumer: Option<String>,
     /// Replay change-handler batches by invoking this deployed function (Lambda API) instead of
     /// in-process.
     #[arg(long, value_name = "FUNCTION")]
@@ -80,6 +87,29 @@ fn print(report: &Report, json: bool) {
     );
 }
 
+/// A deployed function's environment variables (GetFunctionConfiguration).
+async fn function_environment(
+    client: &aws_sdk_lambda::Client,
+    name: &str,
+) -> Result<std::collections::HashMap<String, String>, Error> {
+    let out = client
+        .get_function_configuration()
+        .function_name(name)
+        .send()
+        .await
+        .map_err(|e| {
+            format!(
+                "reading {name}'s configuration: {}",
+                aws_sdk_lambda::error::DisplayErrorContext(e)
+            )
+        })?;
+    Ok(out
+        .environment()
+        .and_then(|e| e.variables())
+        .cloned()
+        .unwrap_or_default())
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let lambda = std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
@@ -97,20 +127,44 @@ async fn main() -> Result<(), Error> {
             dry_run: false,
             attempts: 3,
             json: true,
+            change_handler: None,
+            orders_consumer: None,
             invoke_change_handler: None,
             invoke_orders_consumer: None,
         }
     } else {
         Args::parse()
     };
-    let mut functions = init::or_exit("redrive", Deployed::from_env().await).await;
     let sdk = sdk_config(None).await;
+    let lambda_client = aws_sdk_lambda::Client::new(&sdk);
+    // The functions' own variables: from the deployed functions when named, else from here.
+    let change_env = match &args.change_handler {
+        Some(name) => Some(function_environment(&lambda_client, name).await?),
+        None => None,
+    };
+    let orders_env = match &args.orders_consumer {
+        Some(name) => Some(function_environment(&lambda_client, name).await?),
+        None => None,
+    };
+    let feed_vars = |v: &str| match change_env.as_ref().or(orders_env.as_ref()) {
+        Some(env) => env.get(v).cloned(),
+        None => std::env::var(v).ok(),
+    };
+    let orders_vars = |v: &str| match &orders_env {
+        Some(env) => env.get(v).cloned(),
+        None => std::env::var(v).ok(),
+    };
+    let mut functions = init::or_exit(
+        "redrive",
+        Deployed::from_lookup(&feed_vars, &orders_vars).await,
+    )
+    .await;
     for (function, name) in [
         (Function::ChangeHandler, &args.invoke_change_handler),
         (Function::OrdersConsumer, &args.invoke_orders_consumer),
     ] {
         if let Some(name) = name {
-            functions = functions.invoking(function, name, aws_sdk_lambda::Client::new(&sdk));
+            functions = functions.invoking(function, name, lambda_client.clone());
         }
     }
     let bucket = S3FailureBucket::new(S3Store::new(s3_client(&sdk)), &args.bucket);
@@ -124,7 +178,8 @@ async fn main() -> Result<(), Error> {
     if !lambda {
         let report = redriver.run().await?;
         print(&report, args.json);
-        if report.count(Action::Left) > 0 {
+        // Anything not replayed (left, or announced as a gap) is the operator's to follow up.
+        if report.unresolved() > 0 {
             std::process::exit(1);
         }
         return Ok(());

@@ -12,6 +12,19 @@ pub enum Function {
     OrdersConsumer,
 }
 
+impl Function {
+    /// Whose record `bytes` is by its batch-info field alone, when it is JSON with exactly one
+    /// of them (for records that do not parse whole).
+    pub fn named_in(bytes: &[u8]) -> Option<Function> {
+        let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+        match (v.get("DDBStreamBatchInfo"), v.get("KinesisBatchInfo")) {
+            (Some(_), None) => Some(Function::ChangeHandler),
+            (None, Some(_)) => Some(Function::OrdersConsumer),
+            _ => None,
+        }
+    }
+}
+
 impl std::fmt::Display for Function {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {

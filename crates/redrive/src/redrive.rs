@@ -152,9 +152,16 @@ impl<B: FailureBucket, F: Functions> Redriver<B, F> {
         format!("{}{key}.json", self.settings.marker_prefix)
     }
 
-    /// Every record under the failure prefix.
+    /// Every record under the failure prefix (never the redrive's own markers, should the
+    /// prefixes overlap).
     pub async fn run(&self) -> Result<Report, String> {
-        let keys = self.bucket.list(&self.settings.failure_prefix).await?;
+        let keys: Vec<String> = self
+            .bucket
+            .list(&self.settings.failure_prefix)
+            .await?
+            .into_iter()
+            .filter(|k| !k.starts_with(self.settings.marker_prefix.as_str()))
+            .collect();
         self.run_keys(&keys).await
     }
 
@@ -232,8 +239,16 @@ impl<B: FailureBucket, F: Functions> Redriver<B, F> {
         };
         let record = match FailureRecord::parse(&bytes) {
             Ok(r) => r,
-            // Which function's batch it was is unknown: it may have been a reference change,
-            // so announce a gap (a full reload by every consumer is always safe).
+            // An orders batch, by its batch-info field, that cannot be read: a gap would not
+            // bring those orders back, so it is left for the operator.
+            Err(e) if Function::named_in(&bytes) == Some(Function::OrdersConsumer) => {
+                outcome.function = Some(Function::OrdersConsumer);
+                outcome.detail =
+                    format!("unreadable record: {e}; these orders are not in the output");
+                return outcome;
+            }
+            // Otherwise it may have been a reference change: announce a gap (a full reload by
+            // every consumer is always safe).
             Err(e) => {
                 return self
                     .gap(outcome, announced, format!("unreadable record: {e}"))

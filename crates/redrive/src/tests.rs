@@ -221,6 +221,45 @@ async fn a_batch_that_failed_before_is_replayed_when_it_can_be() {
 }
 
 #[tokio::test]
+async fn a_damaged_orders_record_is_left_not_gapped_and_markers_are_never_records() {
+    // `batchSize` as text: the record does not parse, but it is an orders batch.
+    let damaged = String::from_utf8(KINESIS_RECORD.to_vec())
+        .unwrap()
+        .replace("\"batchSize\": 7", "\"batchSize\": \"7\"");
+    assert!(FailureRecord::parse(damaged.as_bytes()).is_err());
+    let bucket = Bucket::with(&[(KIN_KEY, damaged.as_bytes())]);
+    let fake = Fake::default();
+    let settings = Settings {
+        // Overlapping prefixes: the markers must not be taken for records.
+        failure_prefix: String::new(),
+        ..settings()
+    };
+    let r = Redriver::new(&bucket, &fake, settings);
+    let report = r.run().await.unwrap();
+    assert_eq!(report.count(Action::Left), 1, "{report:?}");
+    assert_eq!(report.records[0].function, Some(Function::OrdersConsumer));
+    assert!(
+        fake.gaps.lock().unwrap().is_empty(),
+        "a gap brings no orders back"
+    );
+    // A healthy record redriven, then a run over the whole bucket: its marker is not a record.
+    let bucket = Bucket::with(&[(DDB_KEY, DDB_RECORD)]);
+    let r = Redriver::new(
+        &bucket,
+        &fake,
+        Settings {
+            failure_prefix: String::new(),
+            ..self::settings()
+        },
+    );
+    assert_eq!(r.run().await.unwrap().count(Action::Redriven), 1);
+    let again = r.run().await.unwrap();
+    assert_eq!(again.listed, 1, "{again:?}");
+    assert_eq!(again.count(Action::AlreadyRedriven), 1);
+    assert!(fake.gaps.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
 async fn a_missing_configuration_leaves_the_record_without_a_gap() {
     let bucket = Bucket::with(&[(KIN_KEY, KINESIS_RECORD)]);
     let fake = Fake {

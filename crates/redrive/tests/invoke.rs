@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aws_plumbing::S3Store;
+use aws_plumbing::{OffsetClock, S3Store};
 use local_emulator::provision;
 use redrive::{Action, Deployed, Function, Redriver, S3FailureBucket, Settings};
 use test_support::{feed_config, sdk_config, unique_name};
@@ -123,8 +123,14 @@ async fn a_record_is_replayed_by_invoking_the_deployed_function() {
             .send()
             .await
             .unwrap();
-        let functions = Deployed::with_sdk(feed_config(&feed), Err("none".into()), &sdk, &sdk)
-            .invoking(Function::ChangeHandler, name, lambda.clone());
+        let functions = Deployed::with_sdk(
+            feed_config(&feed),
+            Err("none".into()),
+            &sdk,
+            &sdk,
+            OffsetClock::default(),
+        )
+        .invoking(Function::ChangeHandler, name, lambda.clone());
         let report = Redriver::new(
             S3FailureBucket::new(S3Store::new(s3.clone()), &failures),
             functions,
