@@ -10,15 +10,35 @@ use test_support::{emulator, list_keys, sdk_config, unique_name};
 const DDB_RECORD: &[u8] = include_bytes!("../../../events/example-s3-failure-dynamodb.json");
 const KINESIS_RECORD: &[u8] = include_bytes!("../../../events/example-s3-failure-kinesis.json");
 
+mod common;
+
 fn redrive(feed: &str, failures: &str, args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_redrive"))
+    redrive_with(Some(feed), failures, None, args)
+}
+
+/// The binary with this environment; `lambda`: the Lambda API's endpoint (a stub).
+fn redrive_with(
+    feed: Option<&str>,
+    failures: &str,
+    lambda: Option<&str>,
+    args: &[&str],
+) -> (i32, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_redrive"));
+    match feed {
+        Some(feed) => command.env("CHANGE_BUCKET", feed),
+        None => command.env_remove("CHANGE_BUCKET"),
+    };
+    if let Some(endpoint) = lambda {
+        command.env("AWS_ENDPOINT_URL_LAMBDA", endpoint);
+    }
+    let out = command
         .args(args)
         .env("AWS_ENDPOINT_URL", emulator().endpoint())
         .env("AWS_REGION", "us-east-1")
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env("FAILURE_BUCKET", failures)
-        .env("CHANGE_BUCKET", feed)
+        .env_remove("CHANGE_PREFIX")
         .env_remove("REFERENCE_TABLE")
         .env_remove("OUTPUT_BUCKET")
         .env_remove("AWS_LAMBDA_RUNTIME_API")
@@ -90,5 +110,48 @@ async fn the_command_replays_reports_and_exits_by_what_is_left() {
     assert!(
         out.contains("left") && out.contains("no configuration for the orders-consumer"),
         "{out}"
+    );
+}
+
+// Multi-threaded: the stub answers on the runtime while this thread waits for the binary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_functions_own_variables_come_from_the_deployed_function() {
+    let sdk = sdk_config().await;
+    let s3 = aws_plumbing::s3_client(&sdk);
+    let (feed, failures) = (unique_name("feed"), unique_name("failures"));
+    for b in [&feed, &failures] {
+        provision::create_bucket(&s3, b)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    s3.put_object()
+        .bucket(&failures)
+        .key("aws/lambda/0f1e-esm/shardId-1/2026/11/25/2026-11-25T09.14.49-7c1d")
+        .body(DDB_RECORD.to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    // The deployed change-handler's variables: a prefix the code does not default to.
+    let env = std::collections::BTreeMap::from([(
+        "stack-change-handler".to_owned(),
+        std::collections::BTreeMap::from([
+            ("CHANGE_BUCKET".to_owned(), feed.clone()),
+            ("CHANGE_PREFIX".to_owned(), "reference-feed/".to_owned()),
+        ]),
+    )]);
+    let (endpoint, _) = common::lambda_stub(env).await;
+    // Nothing about the feed in the redrive's own environment.
+    let (code, out) = redrive_with(
+        None,
+        &failures,
+        Some(&endpoint),
+        &["--change-handler", "stack-change-handler"],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("1 redriven"), "{out}");
+    let written = list_keys(&s3, &feed, "").await;
+    assert!(
+        !written.is_empty() && written.iter().all(|k| k.starts_with("reference-feed/")),
+        "the change file is where the function writes: {written:?}"
     );
 }

@@ -2,88 +2,18 @@
 //! (the real SDK against a stub of the Invoke operation; the emulator cannot run functions),
 //! counted done only when the function succeeded with no `batchItemFailures`.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_plumbing::{OffsetClock, S3Store};
 use local_emulator::provision;
 use redrive::{Action, Deployed, Function, Redriver, S3FailureBucket, Settings};
 use test_support::{feed_config, sdk_config, unique_name};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+
+mod common;
+
+use common::lambda_stub;
 
 const DDB_RECORD: &[u8] = include_bytes!("../../../events/example-s3-failure-dynamodb.json");
-
-/// A stub of Lambda's `POST /2015-03-31/functions/{name}/invocations`: `ok` answers no
-/// failures, `partial` reports a record, `broken` is a function error. Records each request.
-async fn lambda_stub() -> (String, Arc<Mutex<Vec<(String, String)>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let log = seen.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut socket, _)) = listener.accept().await else {
-                return;
-            };
-            let log = log.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 8192];
-                let (head, body) = loop {
-                    let n = socket.read(&mut chunk).await.unwrap_or(0);
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    let text = String::from_utf8_lossy(&buf).into_owned();
-                    let Some(end) = text.find("\r\n\r\n") else {
-                        continue;
-                    };
-                    let head = text[..end].to_owned();
-                    let length = head
-                        .lines()
-                        .find_map(|l| {
-                            let (k, v) = l.split_once(':')?;
-                            k.eq_ignore_ascii_case("content-length")
-                                .then(|| v.trim().parse().ok())?
-                        })
-                        .unwrap_or(0usize);
-                    if buf.len() >= end + 4 + length {
-                        break (
-                            head,
-                            String::from_utf8_lossy(&buf[end + 4..end + 4 + length]).into_owned(),
-                        );
-                    }
-                };
-                let path = head
-                    .split_whitespace()
-                    .nth(1)
-                    .unwrap_or_default()
-                    .to_owned();
-                let name = path
-                    .trim_start_matches("/2015-03-31/functions/")
-                    .trim_end_matches("/invocations")
-                    .to_owned();
-                log.lock().unwrap().push((name.clone(), body));
-                let (extra, answer) = match name.as_str() {
-                    "ok" => ("", r#"{"batchItemFailures":[]}"#),
-                    "partial" => ("", r#"{"batchItemFailures":[{"itemIdentifier":"4421"}]}"#),
-                    _ => (
-                        "X-Amz-Function-Error: Unhandled\r\n",
-                        r#"{"errorType":"ChangeFileWriteFailed","errorMessage":"S3 is down"}"#,
-                    ),
-                };
-                let response = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Amz-Executed-Version: $LATEST\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{answer}",
-                    answer.len()
-                );
-                let _ = socket.write_all(response.as_bytes()).await;
-            });
-        }
-    });
-    (endpoint, seen)
-}
 
 #[tokio::test]
 async fn a_record_is_replayed_by_invoking_the_deployed_function() {
@@ -95,7 +25,7 @@ async fn a_record_is_replayed_by_invoking_the_deployed_function() {
             .await
             .unwrap_or_else(|e| panic!("{e}"));
     }
-    let (endpoint, seen) = lambda_stub().await;
+    let (endpoint, seen) = lambda_stub(Default::default()).await;
     let lambda = aws_sdk_lambda::Client::from_conf(
         aws_sdk_lambda::config::Builder::from(&sdk)
             .endpoint_url(&endpoint)
