@@ -1,7 +1,7 @@
 //! A stand-in for the Lambda Runtime API that records what a function process posts, for tests
 //! of start-up: `AWS_LAMBDA_RUNTIME_API` points at it, and every request is answered
 //! `202 Accepted` (an empty `404` for `GET …/invocation/next`, so a function that did start
-//! does not get an event).
+//! does not get an event; [`RuntimeApiStub::start_with_events`] hands out events first).
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -56,9 +56,20 @@ pub struct RuntimeApiStub {
     requests: Arc<Mutex<Vec<RecordedRequest>>>,
 }
 
+/// Events still to hand out on `GET …/invocation/next`.
+type Events = Arc<Mutex<std::collections::VecDeque<serde_json::Value>>>;
+
 impl RuntimeApiStub {
     /// Listens on a free loopback port.
     pub async fn start() -> RuntimeApiStub {
+        RuntimeApiStub::start_with_events(Vec::new()).await
+    }
+
+    /// Like [`RuntimeApiStub::start`], handing out `events` in order on `GET …/invocation/next`
+    /// (request ids `req-1`, `req-2`, …, with the headers Lambda sends) before the `404`; the
+    /// function's answers are recorded as `POST …/invocation/req-N/response` (or `/error`).
+    pub async fn start_with_events(events: Vec<serde_json::Value>) -> RuntimeApiStub {
+        let events: Events = Arc::new(Mutex::new(events.into()));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind stub");
         let address = listener.local_addr().expect("stub address").to_string();
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -66,10 +77,12 @@ impl RuntimeApiStub {
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let recorded = recorded.clone();
+                let events = events.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
                         let recorded = recorded.clone();
-                        async move { Ok::<_, Infallible>(record(&recorded, req).await) }
+                        let events = events.clone();
+                        async move { Ok::<_, Infallible>(record(&recorded, &events, req).await) }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
@@ -96,6 +109,7 @@ impl RuntimeApiStub {
 
 async fn record(
     recorded: &Mutex<Vec<RecordedRequest>>,
+    events: &Events,
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
@@ -123,6 +137,41 @@ async fn record(
                 .collect(),
             body,
         });
+    if next {
+        let event = events.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
+        if let Some(event) = event {
+            let n = recorded
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .filter(|r| r.path.ends_with("/invocation/next"))
+                .count();
+            let deadline = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() + 300_000)
+                .unwrap_or_default();
+            let mut response = Response::new(Full::new(Bytes::from(event.to_string())));
+            let headers = response.headers_mut();
+            for (name, value) in [
+                ("lambda-runtime-aws-request-id", format!("req-{n}")),
+                ("lambda-runtime-deadline-ms", deadline.to_string()),
+                (
+                    "lambda-runtime-invoked-function-arn",
+                    "arn:aws:lambda:us-east-1:123456789012:function:under-test".to_owned(),
+                ),
+                (
+                    "lambda-runtime-trace-id",
+                    "Root=1-00000000-000000000000000000000000".to_owned(),
+                ),
+                ("content-type", "application/json".to_owned()),
+            ] {
+                if let Ok(v) = hyper::header::HeaderValue::from_str(&value) {
+                    headers.insert(name, v);
+                }
+            }
+            return response;
+        }
+    }
     let mut response = Response::new(Full::new(Bytes::new()));
     *response.status_mut() = if next {
         StatusCode::NOT_FOUND
