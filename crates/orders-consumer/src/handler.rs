@@ -6,7 +6,6 @@ use enrichment::{
     Classified, Enricher, EnricherConfig, FeedSettings, FeedSource, MetricsSnapshot, ObjectConfig,
     ObjectEnricher, ObjectSource, Outcome, SystemClock, TableSource, Unmatched,
 };
-use std::borrow::Cow;
 
 use base64::Engine;
 use futures_util::{StreamExt, TryStreamExt};
@@ -178,73 +177,63 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectStore>
         Ok(response)
     }
 
-    /// Handles one invocation given as its JSON text, as the Lambda runtime received it (the
-    /// binary does this): the Lambda response. The event is parsed once, its strings borrowed
-    /// from `payload`.
+    /// Handles one invocation given as its JSON text (in-process callers): the Lambda response.
+    /// The same as the binary's [`OrdersConsumer::handle_invocation`] on the parsed event.
     pub async fn handle_raw(&self, payload: &str) -> Result<KinesisEventResponse, HandlerError> {
         let (response, _) = self.handle_batch_raw(payload).await?;
         Ok(response)
     }
 
     /// Handles one invocation given as a parsed JSON value and says what it did; see
-    /// [`OrdersConsumer::handle_batch_raw`].
+    /// [`OrdersConsumer::handle_invocation`].
     pub async fn handle_batch(
         &self,
         payload: &Value,
     ) -> Result<(KinesisEventResponse, BatchSummary), HandlerError> {
-        let event = KinesisEvent::deserialize(payload)
+        let event = KinesisInvocation::deserialize(payload)
             .map_err(|e| HandlerError::InvalidEvent(e.to_string()))?;
-        self.handle_event(event).await
+        self.handle_invocation(event).await
     }
 
-    /// Handles one invocation given as its JSON text and says what it did. If any output
-    /// object cannot be written, or the reference data was never loaded, the batch's **first**
-    /// record is reported, so the whole batch is retried from it and rewrites the same object
-    /// names. Bad records never fail the invocation: they are dead-lettered.
+    /// Handles one invocation given as its JSON text and says what it did; see
+    /// [`OrdersConsumer::handle_invocation`].
     pub async fn handle_batch_raw(
         &self,
         payload: &str,
     ) -> Result<(KinesisEventResponse, BatchSummary), HandlerError> {
-        let event: KinesisEvent<'_> =
+        let event: KinesisInvocation =
             serde_json::from_str(payload).map_err(|e| HandlerError::InvalidEvent(e.to_string()))?;
-        self.handle_event(event).await
+        self.handle_invocation(event).await
     }
 
-    /// The one batch path of both entries, over the event's borrowed fields.
-    async fn handle_event(
+    /// Handles one invocation as the runtime parsed it (the binary does this) and says what it
+    /// did. If any output object cannot be written, or the reference data was never loaded, the
+    /// batch's **first** record is reported, so the whole batch is retried from it and rewrites
+    /// the same object names. Bad records never fail the invocation: they are dead-lettered.
+    pub async fn handle_invocation(
         &self,
-        event: KinesisEvent<'_>,
+        event: KinesisInvocation,
     ) -> Result<(KinesisEventResponse, BatchSummary), HandlerError> {
-        if let Some(other) = event
-            .records
-            .iter()
-            .filter_map(|r| r.event_source.as_deref())
-            .find(|s| *s != "aws:kinesis")
-        {
+        let Records { shard, records } = event.records;
+        if let Some(other) = records.iter().find_map(|r| match &r.event_source {
+            Some(EventSource::Other(s)) => Some(s),
+            _ => None,
+        }) {
             return Err(HandlerError::InvalidEvent(format!(
                 "a record has eventSource {other:?}"
             )));
         }
-        let Some(first) = event.records.first() else {
+        let Some(first) = records.first() else {
             return Ok((KinesisEventResponse::default(), BatchSummary::default()));
         };
-        let first_sequence = first.kinesis.sequence_number.to_string();
-        let shard = first
-            .event_id
-            .as_deref()
-            .and_then(|id| id.split(':').next())
-            .unwrap_or("unknown-shard")
-            .to_owned();
-        let mut inputs: Vec<Input> = Vec::with_capacity(event.records.len());
-        for (i, r) in event.records.iter().enumerate() {
-            let data = base64::engine::general_purpose::STANDARD
-                .decode(r.kinesis.data.as_bytes())
-                .map_err(|e| {
-                    HandlerError::InvalidEvent(format!(
-                        "Records[{i}].kinesis.data is not base64: {e}"
-                    ))
-                })?;
-            let sequence_number = r.kinesis.sequence_number.to_string();
+        let first_sequence = first.kinesis.sequence_number.clone();
+        let shard = shard.unwrap_or_else(|| "unknown-shard".to_owned());
+        let mut inputs: Vec<Input> = Vec::with_capacity(records.len());
+        for (i, r) in records.into_iter().enumerate() {
+            let data = r.kinesis.data.0.map_err(|e| {
+                HandlerError::InvalidEvent(format!("Records[{i}].kinesis.data is not base64: {e}"))
+            })?;
+            let sequence_number = r.kinesis.sequence_number;
             match deaggregate(&data) {
                 Ok(Deaggregated::Plain) => inputs.push(Input {
                     record: classify(&data, &self.config.legacy_flag_dish),
@@ -446,32 +435,138 @@ async fn join_objects<Fd: FeedSource + ObjectSource + Clone>(
 /// them one after the other made S3 latency the larger part of the handler time.
 pub const CONCURRENT_WRITES: usize = 16;
 
-/// The fields of a Kinesis Lambda event the consumer reads, borrowed from the payload (its
-/// JSON text, or a parsed value); a string with escapes is the one copied.
-/// (`aws_lambda_events::KinesisEvent` copies every string and parses every timestamp of every
-/// record: half of a batch's CPU.)
-#[derive(Deserialize)]
-struct KinesisEvent<'a> {
-    #[serde(rename = "Records", borrow)]
-    records: Vec<KinesisEventRecord<'a>>,
+/// A Kinesis Lambda event as the consumer reads it, parsed in one pass straight from the
+/// invocation's bytes (the binary's payload type): each record's data base64-decoded as it is
+/// parsed, its sequence number, its event source checked, and the first record's shard; every
+/// other field skipped. (`aws_lambda_events::KinesisEvent` copies every string and parses every
+/// timestamp of every record; taking the text first as a `RawValue` and parsing it again cost a
+/// second pass and a copy of the whole event.)
+#[derive(Debug, Default, Deserialize)]
+pub struct KinesisInvocation {
+    #[serde(rename = "Records")]
+    records: Records,
 }
 
-#[derive(Deserialize)]
-struct KinesisEventRecord<'a> {
-    #[serde(rename = "eventSource", borrow, default)]
-    event_source: Option<Cow<'a, str>>,
-    #[serde(rename = "eventID", borrow, default)]
-    event_id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    kinesis: KinesisData<'a>,
+/// The event's records, and the shard named by the first one's `eventID` (`shard:sequence`).
+#[derive(Debug, Default)]
+struct Records {
+    shard: Option<String>,
+    records: Vec<InvocationRecord>,
 }
 
-#[derive(Deserialize)]
-struct KinesisData<'a> {
-    #[serde(rename = "sequenceNumber", borrow)]
-    sequence_number: Cow<'a, str>,
-    #[serde(borrow)]
-    data: Cow<'a, str>,
+impl<'de> Deserialize<'de> for Records {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Records;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of Kinesis records")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Records, A::Error> {
+                let mut records = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+                // Only the first record's eventID is kept (the batch's shard).
+                let Some(first) = seq.next_element::<InvocationRecord<Option<EventId>>>()? else {
+                    return Ok(Records::default());
+                };
+                let InvocationRecord {
+                    event_source,
+                    event_id,
+                    kinesis,
+                } = first;
+                records.push(InvocationRecord {
+                    event_source,
+                    event_id: serde::de::IgnoredAny,
+                    kinesis,
+                });
+                while let Some(r) = seq.next_element::<InvocationRecord>()? {
+                    records.push(r);
+                }
+                Ok(Records {
+                    shard: event_id.map(|e| e.0),
+                    records,
+                })
+            }
+        }
+        d.deserialize_seq(Visitor)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct InvocationRecord<Id = serde::de::IgnoredAny> {
+    #[serde(rename = "eventSource", default)]
+    event_source: Option<EventSource>,
+    #[serde(rename = "eventID", default)]
+    event_id: Id,
+    kinesis: InvocationData,
+}
+
+#[derive(Debug, Deserialize)]
+struct InvocationData {
+    #[serde(rename = "sequenceNumber")]
+    sequence_number: String,
+    data: Base64Data,
+}
+
+/// A record's `eventSource`: only another source than Kinesis is kept (for the error).
+#[derive(Debug)]
+enum EventSource {
+    Kinesis,
+    Other(String),
+}
+
+/// The shard of an `eventID` (`shardId-…:sequence`).
+#[derive(Debug)]
+struct EventId(String);
+
+/// A record's data, decoded from base64 as it is parsed (the error kept for the handler).
+#[derive(Debug)]
+struct Base64Data(Result<Vec<u8>, base64::DecodeError>);
+
+/// A visitor of one string, mapped by `f` (so that a borrowed, copied or escaped string alike
+/// is read without a copy of its own).
+struct StrVisitor<F>(F, &'static str);
+
+impl<'de, T, F: FnOnce(&str) -> T> serde::de::Visitor<'de> for StrVisitor<F> {
+    type Value = T;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.1)
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<T, E> {
+        Ok((self.0)(v))
+    }
+}
+
+impl<'de> Deserialize<'de> for EventSource {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(StrVisitor(
+            |s: &str| match s {
+                "aws:kinesis" => EventSource::Kinesis,
+                other => EventSource::Other(other.to_owned()),
+            },
+            "an event source",
+        ))
+    }
+}
+
+impl<'de> Deserialize<'de> for EventId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(StrVisitor(
+            |s: &str| EventId(s.split(':').next().unwrap_or(s).to_owned()),
+            "an event id",
+        ))
+    }
+}
+
+impl<'de> Deserialize<'de> for Base64Data {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(StrVisitor(
+            |s: &str| Base64Data(base64::engine::general_purpose::STANDARD.decode(s.as_bytes())),
+            "base64 data",
+        ))
+    }
 }
 
 /// The staleness reported when the reference data was never loaded (and the cap of any other):
@@ -561,6 +656,10 @@ mod tests {
         let template = include_str!("../../../infra/template.yaml");
         assert!(template.contains("FEED_RETENTION_DAYS: !Ref ChangeFileRetentionDays"));
         assert!(template.contains("ExpirationInDays: !Ref ChangeFileRetentionDays"));
+        // And the allocator's settings.
+        for (name, value) in crate::ALLOCATOR_ENVIRONMENT {
+            assert!(template.contains(&format!("{name}: \"{value}\"")), "{name}");
+        }
     }
 
     /// Kinesis records made by AWS's own aggregation library (`aws-kinesis-agg`, pinned in

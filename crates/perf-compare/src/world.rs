@@ -249,7 +249,7 @@ impl World {
     /// Our orders consumer, writing under `output_prefix`, checking the change feed at most
     /// every `feed_poll_ms` milliseconds (0: every batch).
     pub fn our_consumer(&self, output_prefix: &str, feed_poll_ms: u64) -> FunctionSpec {
-        self.ours(
+        let mut spec = self.ours(
             "orders-consumer",
             &[
                 ("FEED_POLL_INTERVAL_MS", feed_poll_ms.to_string()),
@@ -259,7 +259,14 @@ impl World {
                 ("OUTPUT_PREFIX", output_prefix.to_owned()),
                 ("DEAD_LETTER_PREFIX", format!("{output_prefix}dead-letter/")),
             ],
-        )
+        );
+        // Its allocator's settings, as infra/ deploys it.
+        spec.env.extend(
+            orders_consumer::ALLOCATOR_ENVIRONMENT
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        spec
     }
 
     /// Our change-handler.
