@@ -157,7 +157,7 @@ where
         // over in bounded batches. On one CPU they take turns: the sum of the stages, as if in
         // sequence, plus one hand-over per batch.
         let this = &*self;
-        let metrics = &*cx.metrics;
+        let metrics = cx.metrics;
         let ambiguity = cx.policies.ambiguity;
         let (states, snapshot) = std::thread::scope(|scope| {
             let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Decoded<T, K>>>(HANDOVER_DEPTH);
