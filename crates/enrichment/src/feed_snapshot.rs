@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
-use std::sync::mpsc::SyncSender;
 use std::time::Duration;
 
 use change_protocol::{
@@ -26,14 +25,8 @@ use crate::sources::{Conditional, FeedSource, TableSource};
 use crate::table::{Enricher, ItemState, Stamp, TableLoader};
 use aws_plumbing::Clock;
 
-/// A decoded item on its way from the reading stage to the index build.
+/// A decoded item: its key, value and lookup key.
 type Decoded<T, K> = (ItemKey, T, Option<K>);
-
-/// Items per hand-over from the reading stage to the index build, and batches in flight: enough
-/// to keep both threads busy, few enough that the decoded items in transit stay a small part of
-/// the snapshot.
-const HANDOVER_BATCH: usize = 1024;
-const HANDOVER_DEPTH: usize = 8;
 
 fn ms(t: i64) -> Result<DateTime<Utc>, String> {
     DateTime::from_timestamp_millis(t).ok_or_else(|| format!("time {t} ms is out of range"))
@@ -152,24 +145,14 @@ where
             }
         }
         let clock_margin = Duration::from_millis(header.clock_margin_ms);
-        // Two stages on two threads: this one builds the indexed snapshot from decoded entries
-        // while a scoped thread reads them (gunzip, parse, per-item state, decode), handing them
-        // over in bounded batches. On one CPU they take turns: the sum of the stages, as if in
-        // sequence, plus one hand-over per batch.
-        let this = &*self;
-        let metrics = cx.metrics;
-        let ambiguity = cx.policies.ambiguity;
-        let (states, snapshot) = std::thread::scope(|scope| {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Decoded<T, K>>>(HANDOVER_DEPTH);
-            let reading = scope.spawn(move || this.read_entries(reader, metrics, &tx));
-            let snapshot = Snapshot::from_entries(ambiguity, rx.into_iter().flatten());
-            let states = match reading.join() {
-                Ok(r) => r,
-                Err(panic) => std::panic::resume_unwind(panic),
-            };
-            states.map(|states| (states, snapshot))
-        })
-        .map_err(|e| format!("snapshot {}: {e}", pointer.key))?;
+        // One thread, stages in sequence. Reading on a second thread while this one indexed
+        // was measured slower (docs/perf/snapshot-bench.md, round 2): every decoded value then
+        // crosses cores, and allocations move between the allocator's per-thread arenas.
+        let mut entries = Vec::with_capacity(header.items as usize);
+        let states = self
+            .read_entries(reader, cx.metrics, |e| entries.push(e))
+            .map_err(|e| format!("snapshot {}: {e}", pointer.key))?;
+        let snapshot = Snapshot::from_entries(cx.policies.ambiguity, entries);
         self.states = states;
         self.stream_arn = header.stream_arn.clone();
         self.newest_seen = None;
@@ -187,17 +170,16 @@ where
         })
     }
 
-    /// The reading stage of a snapshot load: every entry's state, and every item decoded, sent
-    /// to `out` in batches of [`HANDOVER_BATCH`]. Returns the states; stops at the first bad
-    /// line (the caller then discards what was built).
+    /// Reads a snapshot's entries: every entry's state, and every item decoded, given to `out`.
+    /// Returns the states; stops at the first bad line (the caller then discards what was
+    /// built).
     fn read_entries<R: BufRead>(
         &self,
         mut reader: SnapshotReader<R>,
         metrics: &Metrics,
-        out: &SyncSender<Vec<Decoded<T, K>>>,
+        mut out: impl FnMut(Decoded<T, K>),
     ) -> Result<HashMap<ItemKey, ItemState>, String> {
         let mut states = HashMap::new();
-        let mut batch = Vec::with_capacity(HANDOVER_BATCH);
         while let Some(entry) = reader.next_entry().map_err(|e| e.to_string())? {
             let key = ItemKey::from_item(&self.spec.key_attributes, entry.keys())
                 .map_err(|e| format!("an entry's keys: {e}"))?;
@@ -225,19 +207,9 @@ where
             }
             if let EntryBody::Item(item) = entry.body {
                 if let Some(e) = self.decode_entry(item, metrics) {
-                    batch.push(e);
-                    if batch.len() == HANDOVER_BATCH {
-                        let full =
-                            std::mem::replace(&mut batch, Vec::with_capacity(HANDOVER_BATCH));
-                        if out.send(full).is_err() {
-                            return Err("the index build stopped".into());
-                        }
-                    }
+                    out(e);
                 }
             }
-        }
-        if !batch.is_empty() && out.send(batch).is_err() {
-            return Err("the index build stopped".into());
         }
         Ok(states)
     }
