@@ -61,7 +61,7 @@ pub use seq::{SequenceError, SequenceNumber, SEQUENCE_WIDTH};
 /// Re-exported so producers and consumers name the same item type.
 pub use serde_dynamo::{AttributeValue, Item};
 pub use snapshot::{
-    snapshot_key, snapshot_pointer_key, write_snapshot, EntryStamp, SnapshotEntry, SnapshotError,
-    SnapshotHeader, SnapshotPointer, SnapshotReader, SnapshotWriter, DEFAULT_SNAPSHOT_PREFIX,
-    SNAPSHOT_KIND, SNAPSHOT_SCHEMA,
+    snapshot_key, snapshot_pointer_key, snapshot_schema_readable, write_snapshot, EntryBody,
+    EntryStamp, SnapshotEntry, SnapshotError, SnapshotHeader, SnapshotPointer, SnapshotReader,
+    SnapshotWriter, DEFAULT_SNAPSHOT_PREFIX, SNAPSHOT_KIND, SNAPSHOT_SCHEMA,
 };

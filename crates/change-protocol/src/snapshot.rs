@@ -16,8 +16,17 @@ use serde::{Deserialize, Serialize};
 use crate::key::format_key_time;
 use crate::{Item, SequenceNumber};
 
-/// The snapshot format this crate writes and reads. A consumer refuses any other.
-pub const SNAPSHOT_SCHEMA: u32 = 1;
+/// The snapshot format this crate writes: 2, where an item's entry carries no separate copy of
+/// its key attributes (they are among the item's own) and only a tombstone's entry carries them.
+/// Schema 1 (every entry with its keys) is still read ([`snapshot_schema_readable`]); a consumer
+/// refuses any other.
+pub const SNAPSHOT_SCHEMA: u32 = 2;
+
+/// Whether this version reads snapshots of `schema`: the current [`SNAPSHOT_SCHEMA`] and schema 1,
+/// the format of compactors before it.
+pub fn snapshot_schema_readable(schema: u32) -> bool {
+    schema == 1 || schema == SNAPSHOT_SCHEMA
+}
 
 /// The `kind` of a snapshot header and pointer.
 pub const SNAPSHOT_KIND: &str = "feed-snapshot";
@@ -78,20 +87,75 @@ pub enum EntryStamp {
 }
 
 /// One item, or one tombstone, of a snapshot.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct SnapshotEntry {
-    /// The item's key attributes.
-    pub keys: Item,
     /// The last sequence number applied to it (none when it was read but never changed).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<SequenceNumber>,
     /// How current the value is; `None` for an item as the Scan of R read it, with no change
     /// applied since (the follower keeps no state for those: R decides).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stamp: Option<EntryStamp>,
-    /// The item, in DynamoDB JSON; `None` for a tombstone.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub item: Option<Item>,
+    /// The item, or the key attributes of a removed one.
+    pub body: EntryBody,
+}
+
+/// What an entry holds.
+#[derive(Clone, Debug, PartialEq)]
+pub enum EntryBody {
+    /// An item, in DynamoDB JSON; its key attributes are among its attributes.
+    Item(Item),
+    /// A tombstone: the key attributes of a removed item whose sequence number is still needed.
+    Tombstone(Item),
+}
+
+impl SnapshotEntry {
+    /// The entry's key attributes: the item itself (it holds them among its other attributes),
+    /// or the tombstone's keys.
+    pub fn keys(&self) -> &Item {
+        match &self.body {
+            EntryBody::Item(item) | EntryBody::Tombstone(item) => item,
+        }
+    }
+
+    /// The item; `None` for a tombstone.
+    pub fn item(&self) -> Option<&Item> {
+        match &self.body {
+            EntryBody::Item(item) => Some(item),
+            EntryBody::Tombstone(_) => None,
+        }
+    }
+}
+
+/// An entry line as both schemas write it: schema 1 always with `keys`, schema 2 with `keys`
+/// only for a tombstone (an entry without `item`).
+#[derive(Deserialize)]
+struct EntryLine {
+    #[serde(default)]
+    keys: Option<Item>,
+    #[serde(default)]
+    seq: Option<SequenceNumber>,
+    #[serde(default)]
+    stamp: Option<EntryStamp>,
+    #[serde(default)]
+    item: Option<Item>,
+}
+
+impl EntryLine {
+    fn into_entry(self, schema: u32) -> Result<SnapshotEntry, &'static str> {
+        let body = match (schema, self.keys, self.item) {
+            // Schema 1 repeats an item's keys beside it; they are the item's own.
+            (1, Some(_), Some(item)) => EntryBody::Item(item),
+            (1, None, _) => return Err("an entry without keys"),
+            (_, None, Some(item)) => EntryBody::Item(item),
+            (_, Some(_), Some(_)) => return Err("an item entry with separate keys"),
+            (_, Some(keys), None) => EntryBody::Tombstone(keys),
+            (_, None, None) => return Err("an entry with neither an item nor keys"),
+        };
+        Ok(SnapshotEntry {
+            seq: self.seq,
+            stamp: self.stamp,
+            body,
+        })
+    }
 }
 
 /// The pointer to the latest snapshot of a table.
@@ -157,7 +221,7 @@ impl std::fmt::Display for SnapshotError {
             SnapshotError::Empty => write!(f, "snapshot is empty (no header line)"),
             SnapshotError::Schema { kind, schema } => write!(
                 f,
-                "snapshot is {kind:?} schema {schema}; this version reads {SNAPSHOT_KIND:?} schema {SNAPSHOT_SCHEMA}"
+                "snapshot is {kind:?} schema {schema}; this version reads {SNAPSHOT_KIND:?} schemas 1 and {SNAPSHOT_SCHEMA}"
             ),
             SnapshotError::Count { expected, found } => write!(
                 f,
@@ -186,7 +250,7 @@ impl SnapshotPointer {
 impl SnapshotHeader {
     /// Whether this version can read the snapshot.
     pub fn check_schema(&self) -> Result<(), SnapshotError> {
-        if self.kind == SNAPSHOT_KIND && self.schema == SNAPSHOT_SCHEMA {
+        if self.kind == SNAPSHOT_KIND && snapshot_schema_readable(self.schema) {
             Ok(())
         } else {
             Err(SnapshotError::Schema {
@@ -209,18 +273,21 @@ pub fn snapshot_pointer_key(prefix: &str, table: &str) -> String {
 }
 
 /// Writes a snapshot's lines one entry at a time (entries are borrowed, never collected): the
-/// header first, then [`push`](Self::push) per item or tombstone, then [`finish`](Self::finish),
-/// which checks the header's counts (the reader checks them too, so a truncated object is never
-/// taken for a small table).
+/// header first, then [`push_item`](Self::push_item) or [`push_tombstone`](Self::push_tombstone)
+/// per entry, then [`finish`](Self::finish), which checks the header's counts (the reader checks
+/// them too, so a truncated object is never taken for a small table). Always writes the current
+/// [`SNAPSHOT_SCHEMA`].
 pub struct SnapshotWriter<W> {
     out: W,
+    key_attributes: Vec<String>,
     expected: u64,
     written: u64,
 }
 
 #[derive(Serialize)]
 struct EntryRef<'a> {
-    keys: &'a Item,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    keys: Option<&'a Item>,
     #[serde(skip_serializing_if = "Option::is_none")]
     seq: Option<&'a SequenceNumber>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -230,34 +297,72 @@ struct EntryRef<'a> {
 }
 
 impl<W: Write> SnapshotWriter<W> {
-    /// Writes the header.
+    /// Writes the header; an error if it names another kind or schema than this writer's.
     pub fn new(mut out: W, header: &SnapshotHeader) -> std::io::Result<Self> {
+        if header.kind != SNAPSHOT_KIND || header.schema != SNAPSHOT_SCHEMA {
+            return Err(std::io::Error::other(format!(
+                "this writer writes {SNAPSHOT_KIND:?} schema {SNAPSHOT_SCHEMA}, the header says {:?} schema {}",
+                header.kind, header.schema
+            )));
+        }
         serde_json::to_writer(&mut out, header)?;
         out.write_all(b"\n")?;
         Ok(SnapshotWriter {
             out,
+            key_attributes: header.key_attributes.clone(),
             expected: header.items + header.tombstones,
             written: 0,
         })
     }
 
-    /// Writes one entry: `item` is `None` for a tombstone.
-    pub fn push(
+    /// Writes an item's entry; an error if the item lacks one of the header's key attributes
+    /// (its keys are read from the item).
+    pub fn push_item(
+        &mut self,
+        item: &Item,
+        seq: Option<&SequenceNumber>,
+        stamp: Option<EntryStamp>,
+    ) -> std::io::Result<()> {
+        if let Some(missing) = self.key_attributes.iter().find(|k| !item.contains_key(*k)) {
+            return Err(std::io::Error::other(format!(
+                "a snapshot item without its key attribute {missing:?}"
+            )));
+        }
+        self.line(&EntryRef {
+            keys: None,
+            seq,
+            stamp,
+            item: Some(item),
+        })
+    }
+
+    /// Writes a tombstone's entry: the removed item's key attributes.
+    pub fn push_tombstone(
         &mut self,
         keys: &Item,
         seq: Option<&SequenceNumber>,
         stamp: Option<EntryStamp>,
-        item: Option<&Item>,
     ) -> std::io::Result<()> {
-        serde_json::to_writer(
-            &mut self.out,
-            &EntryRef {
-                keys,
-                seq,
-                stamp,
-                item,
-            },
-        )?;
+        self.line(&EntryRef {
+            keys: Some(keys),
+            seq,
+            stamp,
+            item: None,
+        })
+    }
+
+    /// Writes one entry.
+    pub fn push(&mut self, entry: &SnapshotEntry) -> std::io::Result<()> {
+        match &entry.body {
+            EntryBody::Item(item) => self.push_item(item, entry.seq.as_ref(), entry.stamp),
+            EntryBody::Tombstone(keys) => {
+                self.push_tombstone(keys, entry.seq.as_ref(), entry.stamp)
+            }
+        }
+    }
+
+    fn line(&mut self, entry: &EntryRef<'_>) -> std::io::Result<()> {
+        serde_json::to_writer(&mut self.out, entry)?;
         self.out.write_all(b"\n")?;
         self.written += 1;
         Ok(())
@@ -284,7 +389,7 @@ pub fn write_snapshot<'a, W: Write>(
 ) -> std::io::Result<W> {
     let mut w = SnapshotWriter::new(out, header)?;
     for e in entries {
-        w.push(&e.keys, e.seq.as_ref(), e.stamp, e.item.as_ref())?;
+        w.push(e)?;
     }
     w.finish()
 }
@@ -345,11 +450,14 @@ impl<R: BufRead> SnapshotReader<R> {
             return Ok(None);
         }
         self.number += 1;
-        let entry =
-            serde_json::from_str(self.line.trim_end()).map_err(|e| SnapshotError::Line {
-                line: self.number,
-                error: e.to_string(),
-            })?;
+        let line = |error: String| SnapshotError::Line {
+            line: self.number,
+            error,
+        };
+        let entry = serde_json::from_str::<EntryLine>(self.line.trim_end())
+            .map_err(|e| line(e.to_string()))?
+            .into_entry(self.header.schema)
+            .map_err(|e| line(e.to_owned()))?;
         self.read += 1;
         Ok(Some(entry))
     }
@@ -390,39 +498,127 @@ mod tests {
         burger.insert("priority".into(), AttributeValue::S("high".into()));
         vec![
             SnapshotEntry {
-                keys: keys("burger"),
                 seq: Some(SequenceNumber::parse("000123").unwrap()),
                 stamp: Some(EntryStamp::Change { created_ms: 950 }),
-                item: Some(burger),
+                body: EntryBody::Item(burger),
             },
             SnapshotEntry {
-                keys: keys("donut"),
                 seq: Some(SequenceNumber::parse("000124").unwrap()),
                 stamp: Some(EntryStamp::Read {
                     from_ms: 960,
                     to_ms: 970,
                 }),
-                item: None,
+                body: EntryBody::Tombstone(keys("donut")),
             },
             SnapshotEntry {
-                keys: keys("pizza"),
                 seq: None,
                 stamp: None,
-                item: Some(keys("pizza")),
+                body: EntryBody::Item(keys("pizza")),
             },
         ]
+    }
+
+    fn read_all(bytes: &[u8]) -> Result<Vec<SnapshotEntry>, SnapshotError> {
+        let mut r = SnapshotReader::new(bytes)?;
+        let mut got = Vec::new();
+        while let Some(e) = r.next_entry()? {
+            got.push(e);
+        }
+        Ok(got)
+    }
+
+    /// `entries()` as a schema-1 snapshot (the format before schema 2): every entry with its
+    /// keys, an item's beside the item.
+    fn schema_1_bytes() -> Vec<u8> {
+        let mut h = header(2, 1);
+        h.schema = 1;
+        let mut out = serde_json::to_vec(&h).unwrap();
+        out.push(b'\n');
+        for e in entries() {
+            let AttributeValue::S(name) = &e.keys()["item"] else {
+                unreachable!()
+            };
+            let mut line = serde_json::json!({ "keys": keys(name) });
+            if let Some(seq) = &e.seq {
+                line["seq"] = serde_json::to_value(seq).unwrap();
+            }
+            if let Some(stamp) = &e.stamp {
+                line["stamp"] = serde_json::to_value(stamp).unwrap();
+            }
+            if let Some(item) = e.item() {
+                line["item"] = serde_json::to_value(item).unwrap();
+            }
+            serde_json::to_writer(&mut out, &line).unwrap();
+            out.push(b'\n');
+        }
+        out
     }
 
     #[test]
     fn lines_round_trip_with_header_and_tombstones() {
         let bytes = write_snapshot(Vec::new(), &header(2, 1), &entries()).unwrap();
-        let mut r = SnapshotReader::new(bytes.as_slice()).unwrap();
+        let r = SnapshotReader::new(bytes.as_slice()).unwrap();
         assert_eq!(r.header(), &header(2, 1));
-        let mut got = Vec::new();
-        while let Some(e) = r.next_entry().unwrap() {
-            got.push(e);
-        }
-        assert_eq!(got, entries());
+        assert_eq!(read_all(&bytes).unwrap(), entries());
+    }
+
+    #[test]
+    fn only_a_tombstone_carries_separate_keys() {
+        let bytes = write_snapshot(Vec::new(), &header(2, 1), &entries()).unwrap();
+        let text = String::from_utf8(bytes).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .skip(1)
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert!(lines[0].get("keys").is_none() && lines[0].get("item").is_some());
+        assert!(lines[1].get("keys").is_some() && lines[1].get("item").is_none());
+    }
+
+    #[test]
+    fn a_schema_1_snapshot_reads_as_the_same_entries() {
+        let bytes = schema_1_bytes();
+        assert_eq!(
+            SnapshotReader::new(bytes.as_slice())
+                .unwrap()
+                .header()
+                .schema,
+            1
+        );
+        assert_eq!(read_all(&bytes).unwrap(), entries());
+        // Schema 1 requires every entry's keys.
+        let text = String::from_utf8(bytes).unwrap();
+        let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        let mut first: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
+        first.as_object_mut().unwrap().remove("keys").unwrap();
+        lines[1] = first.to_string();
+        let e = read_all((lines.join("\n") + "\n").as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn a_schema_2_entry_has_either_an_item_or_keys() {
+        let mut out = serde_json::to_vec(&header(1, 0)).unwrap();
+        out.extend_from_slice(b"\n{\"seq\":\"000001\"}\n");
+        let e = read_all(&out).unwrap_err();
+        assert!(e.to_string().contains("neither an item nor keys"), "{e}");
+        let mut out = serde_json::to_vec(&header(1, 0)).unwrap();
+        out.extend_from_slice(
+            b"\n{\"keys\":{\"item\":{\"S\":\"a\"}},\"item\":{\"item\":{\"S\":\"a\"}}}\n",
+        );
+        let e = read_all(&out).unwrap_err();
+        assert!(e.to_string().contains("separate keys"), "{e}");
+    }
+
+    #[test]
+    fn the_writer_refuses_an_item_without_its_keys_and_another_schema() {
+        let mut w = SnapshotWriter::new(Vec::new(), &header(1, 0)).unwrap();
+        let mut no_key = Item::from(std::collections::HashMap::<String, AttributeValue>::new());
+        no_key.insert("priority".into(), AttributeValue::S("high".into()));
+        assert!(w.push_item(&no_key, None, None).is_err());
+        let mut h = header(0, 0);
+        h.schema = 1;
+        assert!(SnapshotWriter::new(Vec::new(), &h).is_err());
     }
 
     #[test]
@@ -445,10 +641,11 @@ mod tests {
     #[test]
     fn another_schema_is_refused_with_a_reason() {
         let mut h = header(0, 0);
-        h.schema = 2;
-        let bytes = write_snapshot(Vec::new(), &h, &[]).unwrap();
+        h.schema = 3;
+        let mut bytes = serde_json::to_vec(&h).unwrap();
+        bytes.push(b'\n');
         let e = SnapshotReader::new(bytes.as_slice()).err().unwrap();
-        assert!(e.to_string().contains("schema 2"), "{e}");
+        assert!(e.to_string().contains("schema 3"), "{e}");
         assert!(matches!(
             SnapshotReader::new(&b""[..]).err(),
             Some(SnapshotError::Empty)

@@ -148,7 +148,9 @@ fn bench(c: &mut Criterion) {
         entries
             .into_iter()
             .map(|e| {
-                let item = e.item.unwrap();
+                let change_protocol::EntryBody::Item(item) = e.body else {
+                    unreachable!("no tombstones here")
+                };
                 let key = enrichment::ItemKey::from_item(&names, &item).unwrap();
                 let p: Product = serde_dynamo::from_item(item).unwrap();
                 let lookup = Some(p.item.clone());
@@ -159,6 +161,12 @@ fn bench(c: &mut Criterion) {
     let mut stages = c.benchmark_group(format!("feed snapshot stages, {n} items"));
     stages.sample_size(10);
     stages.throughput(Throughput::Elements(n as u64));
+    stages.bench_function("0 gunzip alone", |b| {
+        b.iter(|| {
+            let mut gz = flate2::bufread::GzDecoder::new(body.as_slice());
+            std::io::copy(&mut gz, &mut std::io::sink()).unwrap()
+        })
+    });
     stages.bench_function("1 gunzip + parse lines", |b| b.iter(read));
     stages.bench_function("2 decode items and keys", |b| {
         b.iter_batched(read, decode, BatchSize::PerIteration)

@@ -21,10 +21,8 @@ fn entries(n: usize, share: usize) -> Vec<(ItemKey, Product, Option<String>)> {
         .map(|i| {
             let item = format!("dish-{:07}", i / share);
             let price = (i % share) as u32 + 100;
-            let key = ItemKey(vec![
-                KeyValue::S(item.clone()),
-                KeyValue::N(price.to_string()),
-            ]);
+            let key =
+                ItemKey::from_iter([KeyValue::S(item.clone()), KeyValue::N(price.to_string())]);
             let lookup = Some(item.clone());
             let p = Product {
                 item,

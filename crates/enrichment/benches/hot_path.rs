@@ -49,7 +49,7 @@ fn snapshot(extra: usize) -> Snapshot<Product, String> {
         .map(|(i, p)| ((*i).to_owned(), (*p).to_owned()))
         .chain((0..extra).map(|n| (format!("dish-{n}"), "low".to_owned())))
         .map(|(item, priority)| {
-            let key = ItemKey(vec![KeyValue::S(item.clone()), KeyValue::N("100".into())]);
+            let key = ItemKey::from_iter([KeyValue::S(item.clone()), KeyValue::N("100".into())]);
             (
                 key,
                 Product {

@@ -31,10 +31,7 @@ fn item(i: usize, priority: &str) -> Item {
 }
 
 fn key(i: usize) -> ItemKey {
-    ItemKey(vec![
-        KeyValue::S(format!("dish-{i}")),
-        KeyValue::N("100".into()),
-    ])
+    ItemKey::from_iter([KeyValue::S(format!("dish-{i}")), KeyValue::N("100".into())])
 }
 
 fn decode(items: &[Item]) -> Snapshot<Product, String> {

@@ -12,8 +12,9 @@ use crate::batch::Unmatched;
 use crate::feed::FeedSettings;
 use crate::snapshot::Ambiguity;
 
-/// Turns a DynamoDB item into the user's type.
-pub type Decoder<T> = Arc<dyn Fn(&Item) -> Result<T, String> + Send + Sync>;
+/// Turns a DynamoDB item into the user's type. The item is given by value, so a decoder can move
+/// its strings into the result instead of copying them (a full load decodes every item once).
+pub type Decoder<T> = Arc<dyn Fn(Item) -> Result<T, String> + Send + Sync>;
 /// Extracts the lookup key from an item; `None` leaves the item out of the lookup index.
 pub type LookupKeyFn<T, K> = Arc<dyn Fn(&T) -> Option<K> + Send + Sync>;
 
@@ -161,8 +162,8 @@ impl<T: serde::de::DeserializeOwned, K> EnricherConfig<T, K> {
             spec: TableSpec {
                 table_name: table_name.into(),
                 key_attributes: key_attributes.iter().map(|s| (*s).to_owned()).collect(),
-                decode: Arc::new(|item: &Item| {
-                    serde_dynamo::from_item(item.clone()).map_err(|e| e.to_string())
+                decode: Arc::new(|item: Item| {
+                    serde_dynamo::from_item(item).map_err(|e| e.to_string())
                 }),
                 scan_segments: 4,
             },
@@ -202,7 +203,7 @@ impl<K> EnricherConfig<Item, K> {
         lookup_key: impl Fn(&Item) -> Option<K> + Send + Sync + 'static,
     ) -> Self {
         EnricherConfig::new(table_name, key_attributes, lookup_key)
-            .with_decoder(Arc::new(|item: &Item| Ok(item.clone())))
+            .with_decoder(Arc::new(|item: Item| Ok(item)))
     }
 }
 
@@ -216,7 +217,7 @@ impl<T, K> EnricherConfig<T, K> {
         self.spec.scan_segments = n.max(1);
         self
     }
-    /// Replaces the decoder (e.g. to keep raw items: `Arc::new(|i| Ok(i.clone()))`).
+    /// Replaces the decoder (e.g. to keep raw items: `Arc::new(|i| Ok(i))`).
     pub fn with_decoder(mut self, d: Decoder<T>) -> Self {
         self.spec.decode = d;
         self

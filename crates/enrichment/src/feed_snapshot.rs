@@ -8,21 +8,25 @@
 //! the feed from L at once, before serving.
 
 use std::collections::HashMap;
-use std::io::{BufReader, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::time::Duration;
 
 use change_protocol::{
-    snapshot_pointer_key, EntryStamp, Item, SnapshotHeader, SnapshotPointer, SnapshotReader,
-    SnapshotWriter, SNAPSHOT_KIND, SNAPSHOT_SCHEMA,
+    snapshot_pointer_key, snapshot_schema_readable, EntryBody, EntryStamp, Item, SnapshotHeader,
+    SnapshotPointer, SnapshotReader, SnapshotWriter, SNAPSHOT_KIND, SNAPSHOT_SCHEMA,
 };
 use chrono::{DateTime, Utc};
 
 use crate::key::{ItemKey, LookupKey};
 use crate::loader::{Cx, FromFeedSnapshot, Loaded};
+use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
 use crate::sources::{Conditional, FeedSource, TableSource};
 use crate::table::{Enricher, ItemState, Stamp, TableLoader};
 use aws_plumbing::Clock;
+
+/// A decoded item: its key, value and lookup key.
+type Decoded<T, K> = (ItemKey, T, Option<K>);
 
 fn ms(t: i64) -> Result<DateTime<Utc>, String> {
     DateTime::from_timestamp_millis(t).ok_or_else(|| format!("time {t} ms is out of range"))
@@ -58,9 +62,9 @@ where
         let bytes = feed.get(&pointer_key).await.map_err(|e| e.to_string())?;
         let pointer: SnapshotPointer = serde_json::from_slice(&bytes)
             .map_err(|e| format!("snapshot pointer {pointer_key} is not valid: {e}"))?;
-        if pointer.kind != SNAPSHOT_KIND || pointer.schema != SNAPSHOT_SCHEMA {
+        if pointer.kind != SNAPSHOT_KIND || !snapshot_schema_readable(pointer.schema) {
             return Err(format!(
-                "snapshot {} is {:?} schema {}; this version reads {SNAPSHOT_KIND:?} schema {SNAPSHOT_SCHEMA}",
+                "snapshot {} is {:?} schema {}; this version reads {SNAPSHOT_KIND:?} schemas 1 and {SNAPSHOT_SCHEMA}",
                 pointer.key, pointer.kind, pointer.schema
             ));
         }
@@ -105,7 +109,7 @@ where
 
         let body = feed.get(&pointer.key).await.map_err(|e| e.to_string())?;
         let gz = flate2::bufread::GzDecoder::new(body.as_slice());
-        let mut reader = SnapshotReader::new(BufReader::new(gz))
+        let reader = SnapshotReader::new(BufReader::new(gz))
             .map_err(|e| format!("snapshot {}: {e}", pointer.key))?;
         let header = reader.header().clone();
         if header.table != pointer.table
@@ -141,16 +145,46 @@ where
             }
         }
         let clock_margin = Duration::from_millis(header.clock_margin_ms);
-        let mut states = HashMap::new();
+        // One thread, stages in sequence. Reading on a second thread while this one indexed
+        // was measured slower (docs/perf/snapshot-bench.md, round 2): every decoded value then
+        // crosses cores, and allocations move between the allocator's per-thread arenas.
         let mut entries = Vec::with_capacity(header.items as usize);
-        while let Some(entry) = reader
-            .next_entry()
-            .map_err(|e| format!("snapshot {}: {e}", pointer.key))?
-        {
-            let key = ItemKey::from_item(&self.spec.key_attributes, &entry.keys)
-                .map_err(|e| format!("snapshot {}: an entry's keys: {e}", pointer.key))?;
+        let states = self
+            .read_entries(reader, cx.metrics, |e| entries.push(e))
+            .map_err(|e| format!("snapshot {}: {e}", pointer.key))?;
+        let snapshot = Snapshot::from_entries(cx.policies.ambiguity, entries);
+        self.states = states;
+        self.stream_arn = header.stream_arn.clone();
+        self.newest_seen = None;
+        self.full_load_end = full_load_end;
+        self.margin_floor = clock_margin;
+        Ok(Loaded {
+            snapshot,
+            from_feed_snapshot: Some(FromFeedSnapshot {
+                key: pointer.key,
+                position,
+                write_window: Duration::from_millis(header.write_window_ms),
+                clock_margin,
+                scanned_at: full_load_end,
+            }),
+        })
+    }
+
+    /// Reads a snapshot's entries: every entry's state, and every item decoded, given to `out`.
+    /// Returns the states; stops at the first bad line (the caller then discards what was
+    /// built).
+    fn read_entries<R: BufRead>(
+        &self,
+        mut reader: SnapshotReader<R>,
+        metrics: &Metrics,
+        mut out: impl FnMut(Decoded<T, K>),
+    ) -> Result<HashMap<ItemKey, ItemState>, String> {
+        let mut states = HashMap::new();
+        while let Some(entry) = reader.next_entry().map_err(|e| e.to_string())? {
+            let key = ItemKey::from_item(&self.spec.key_attributes, entry.keys())
+                .map_err(|e| format!("an entry's keys: {e}"))?;
             match (entry.stamp, &entry.seq) {
-                (Some(stamp), seq) => {
+                (Some(stamp), _) => {
                     let stamp = match stamp {
                         EntryStamp::Change { created_ms } => Stamp::Change(created_ms),
                         EntryStamp::Read { from_ms, to_ms } => Stamp::Read {
@@ -161,40 +195,23 @@ where
                     states.insert(
                         key,
                         ItemState {
-                            seq: seq.clone(),
+                            seq: entry.seq,
                             stamp,
                         },
                     );
                 }
                 (None, None) => {}
                 (None, Some(_)) => {
-                    return Err(format!(
-                        "snapshot {}: entry {key} has a sequence number without a stamp",
-                        pointer.key
-                    ))
+                    return Err(format!("entry {key} has a sequence number without a stamp"))
                 }
             }
-            if let Some(item) = &entry.item {
-                if let Some(e) = self.decode_entry(item, cx.metrics) {
-                    entries.push(e);
+            if let EntryBody::Item(item) = entry.body {
+                if let Some(e) = self.decode_entry(item, metrics) {
+                    out(e);
                 }
             }
         }
-        self.states = states;
-        self.stream_arn = header.stream_arn.clone();
-        self.newest_seen = None;
-        self.full_load_end = full_load_end;
-        self.margin_floor = clock_margin;
-        Ok(Loaded {
-            snapshot: Snapshot::from_entries(cx.policies.ambiguity, entries),
-            from_feed_snapshot: Some(FromFeedSnapshot {
-                key: pointer.key,
-                position,
-                write_window: Duration::from_millis(header.write_window_ms),
-                clock_margin,
-                scanned_at: full_load_end,
-            }),
-        })
+        Ok(states)
     }
 }
 
@@ -289,12 +306,11 @@ where
                 Some((seq, stamp)) => (seq, Some(stamp)),
                 None => (None, None),
             };
-            w.push(&key.to_item(names), seq, stamp, Some(item.as_ref()))
-                .map_err(write)?;
+            w.push_item(item.as_ref(), seq, stamp).map_err(write)?;
         }
         for key in loader.states.keys().filter(|k| snapshot.get(k).is_none()) {
             let (seq, stamp) = stamp_of(key).map_or((None, None), |(q, s)| (q, Some(s)));
-            w.push(&key.to_item(names), seq, stamp, None)
+            w.push_tombstone(&key.to_item(names), seq, stamp)
                 .map_err(write)?;
         }
         Ok((w.finish().map_err(write)?, header))

@@ -107,7 +107,7 @@ pub use config::{
 };
 pub use feed::FeedSettings;
 pub use feed_snapshot::NotCurrent;
-pub use key::{ItemKey, KeyError, KeyValue, LookupKey};
+pub use key::{ItemKey, KeyError, KeyValue, KeyValueRef, LookupKey};
 pub use lifecycle::{Reader, ReferenceEnricher, RefreshError, RefreshReport, ReloadReason};
 pub use metrics::MetricsSnapshot;
 pub use objects::ObjectEnricher;

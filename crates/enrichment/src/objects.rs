@@ -312,7 +312,7 @@ where
         let mut keys = Vec::new();
         for (line, row) in rows {
             if let Ok(value) = row {
-                let item_key = ItemKey(vec![
+                let item_key = ItemKey::from_iter([
                     KeyValue::S(key.to_owned()),
                     KeyValue::N(line.to_string()),
                 ]);

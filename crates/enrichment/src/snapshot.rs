@@ -439,7 +439,7 @@ mod tests {
     use crate::key::KeyValue;
 
     fn key(item: &str, price: &str) -> ItemKey {
-        ItemKey(vec![KeyValue::S(item.into()), KeyValue::N(price.into())])
+        ItemKey::from_iter([KeyValue::S(item.into()), KeyValue::N(price.into())])
     }
 
     #[test]

@@ -280,7 +280,7 @@ where
         let mut entries = Vec::new();
         for item in pages.into_iter().flatten() {
             read += 1;
-            if let Some(entry) = self.decode_entry(&item, cx.metrics) {
+            if let Some(entry) = self.decode_entry(item, cx.metrics) {
                 entries.push(entry);
             }
         }
@@ -413,10 +413,10 @@ where
     /// key or does not decode.
     pub(crate) fn decode_entry(
         &self,
-        item: &Item,
+        item: Item,
         metrics: &Metrics,
     ) -> Option<(ItemKey, T, Option<K>)> {
-        let key = match ItemKey::from_item(&self.spec.key_attributes, item) {
+        let key = match ItemKey::from_item(&self.spec.key_attributes, &item) {
             Ok(k) => k,
             Err(e) => {
                 Metrics::add(&metrics.undecodable_items, 1);
@@ -439,7 +439,7 @@ where
 
     /// Puts `item` into `snapshot`; an item that no longer decodes is removed from it.
     fn insert_item(&self, snapshot: &mut Snapshot<T, K>, item: &Item, metrics: &Metrics) {
-        match self.decode_entry(item, metrics) {
+        match self.decode_entry(item.clone(), metrics) {
             Some((key, value, lookup)) => snapshot.upsert(key, value, lookup),
             None => {
                 if let Ok(key) = ItemKey::from_item(&self.spec.key_attributes, item) {

@@ -1400,6 +1400,44 @@ impl Rig {
         );
         key
     }
+
+    /// Rewrites the snapshot at `key` and its pointer as a compactor before schema 2 wrote them:
+    /// schema 1, every entry with its keys (an item's beside the item).
+    fn rewrite_as_schema_1(&self, key: &str) {
+        use std::io::{BufRead, Write};
+        let body = self.feed.object(key).unwrap();
+        let lines = std::io::BufReader::new(flate2::bufread::GzDecoder::new(body.as_slice()));
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let mut items_rewritten = 0;
+        for (i, line) in lines.lines().enumerate() {
+            let mut v: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+            if i == 0 {
+                assert_eq!(v["schema"], 2);
+                v["schema"] = 1.into();
+            } else if let Some(item) = v.get("item") {
+                assert!(v.get("keys").is_none());
+                let keys: serde_json::Map<_, _> = ["item", "price"]
+                    .into_iter()
+                    .map(|k| (k.to_owned(), item[k].clone()))
+                    .collect();
+                v["keys"] = keys.into();
+                items_rewritten += 1;
+            }
+            serde_json::to_writer(&mut gz, &v).unwrap();
+            gz.write_all(b"\n").unwrap();
+        }
+        assert!(items_rewritten > 0);
+        self.feed.put(key, gz.finish().unwrap());
+        let pointer_key = change_protocol::snapshot_pointer_key(
+            change_protocol::DEFAULT_SNAPSHOT_PREFIX,
+            "ProductPriority",
+        );
+        let mut pointer: change_protocol::SnapshotPointer =
+            serde_json::from_slice(&self.feed.object(&pointer_key).unwrap()).unwrap();
+        pointer.schema = 1;
+        self.feed
+            .put(&pointer_key, serde_json::to_vec(&pointer).unwrap());
+    }
 }
 
 #[tokio::test]
@@ -1431,6 +1469,15 @@ async fn a_new_consumer_starts_from_the_snapshot_reads_no_table_item_and_catches
 
 #[tokio::test(start_paused = true)]
 async fn a_consumer_started_from_a_snapshot_neither_repeats_nor_rolls_back_what_it_holds() {
+    started_from_a_snapshot_neither_repeats_nor_rolls_back(false).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_older_compactors_schema_1_snapshot_applies_the_same_rules() {
+    started_from_a_snapshot_neither_repeats_nor_rolls_back(true).await;
+}
+
+async fn started_from_a_snapshot_neither_repeats_nor_rolls_back(schema_1: bool) {
     let mut r = rig();
     let mut compactor = r.compactor();
     compactor.refresh().await;
@@ -1456,7 +1503,10 @@ async fn a_consumer_started_from_a_snapshot_neither_repeats_nor_rolls_back_what_
     tokio::time::advance(Duration::from_secs(61)).await;
     r.clock.advance(61_000);
     compactor.refresh().await;
-    r.publish(&compactor);
+    let key = r.publish(&compactor);
+    if schema_1 {
+        r.rewrite_as_schema_1(&key);
+    }
     // After the snapshot: a retried copy of the older burger change, and a late older pizza
     // change, both written under newer keys.
     r.clock.advance(100);
@@ -1466,7 +1516,7 @@ async fn a_consumer_started_from_a_snapshot_neither_repeats_nor_rolls_back_what_
     ]);
 
     let report = r.enricher.refresh().await;
-    assert!(report.snapshot.is_some());
+    assert_eq!(report.snapshot.as_deref(), Some(key.as_str()), "{report:?}");
     assert_eq!(
         r.priority("burger").as_deref(),
         Some("low"),

@@ -474,11 +474,11 @@ reference_class!(
             clock_margin_seconds,
         )?;
         let attribute = lookup_attribute.clone();
-        let decode = Arc::new(move |item: &Item| {
+        let decode = Arc::new(move |item: Item| {
             Python::attach(|py| {
-                item_to_python(py, item)
+                item_to_python(py, &item)
                     .map(|d| PyItem {
-                        lookup: lookup_of(item, &attribute),
+                        lookup: lookup_of(&item, &attribute),
                         value: d.into_any().unbind(),
                     })
                     .map_err(|e| e.to_string())
