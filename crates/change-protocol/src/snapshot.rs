@@ -142,8 +142,14 @@ struct EntryLine {
 impl EntryLine {
     fn into_entry(self, schema: u32) -> Result<SnapshotEntry, &'static str> {
         let body = match (schema, self.keys, self.item) {
-            // Schema 1 repeats an item's keys beside it; they are the item's own.
-            (1, Some(_), Some(item)) => EntryBody::Item(item),
+            // Schema 1 repeats an item's keys beside it; they must be the item's own (the old
+            // writer took both from the item), or the line is refused.
+            (1, Some(keys), Some(item)) => {
+                if keys.is_empty() || keys.iter().any(|(name, v)| item.get(name) != Some(v)) {
+                    return Err("an item entry whose keys are not the item's");
+                }
+                EntryBody::Item(item)
+            }
             (1, None, _) => return Err("an entry without keys"),
             (_, None, Some(item)) => EntryBody::Item(item),
             (_, Some(_), Some(_)) => return Err("an item entry with separate keys"),
@@ -594,6 +600,18 @@ mod tests {
         lines[1] = first.to_string();
         let e = read_all((lines.join("\n") + "\n").as_bytes()).unwrap_err();
         assert!(e.to_string().contains("line 2"), "{e}");
+        // … and keys that are the item's own: other keys, or none, are refused.
+        for bad in [
+            serde_json::json!({"item": {"S": "not-this-one"}}),
+            serde_json::json!({}),
+        ] {
+            let mut line: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
+            line["keys"] = bad;
+            let mut changed = lines.clone();
+            changed[1] = line.to_string();
+            let e = read_all((changed.join("\n") + "\n").as_bytes()).unwrap_err();
+            assert!(e.to_string().contains("not the item's"), "{e}");
+        }
     }
 
     #[test]

@@ -148,7 +148,10 @@ where
         // One thread, stages in sequence. Reading on a second thread while this one indexed
         // was measured slower (docs/perf/snapshot-bench.md, round 2): every decoded value then
         // crosses cores, and allocations move between the allocator's per-thread arenas.
-        let mut entries = Vec::with_capacity(header.items as usize);
+        // The header's count is checked against the lines at the end; until then it is only a
+        // hint, capped so a corrupt header cannot make this reserve without bound.
+        let hint = usize::try_from(header.items.min(1 << 22)).unwrap_or(1 << 22);
+        let mut entries = Vec::with_capacity(hint);
         let states = self
             .read_entries(reader, cx.metrics, |e| entries.push(e))
             .map_err(|e| format!("snapshot {}: {e}", pointer.key))?;
