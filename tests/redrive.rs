@@ -129,16 +129,12 @@ async fn a_change_handler_batch_discarded_in_an_s3_outage_is_redriven_and_every_
         |event| {
             let handler = &handler;
             async move {
-                match handler.handle(&event, "req").await {
-                    Ok(r) if r.batch_item_failures.is_empty() => Invocation::Success,
-                    Ok(r) => Invocation::PartialFailure(
-                        r.batch_item_failures
-                            .into_iter()
-                            .filter_map(|f| f.item_identifier)
-                            .collect(),
-                    ),
-                    Err(e) => Invocation::Error(e.to_string()),
-                }
+                Invocation::from_reported(handler.handle(&event, "req").await.map(|r| {
+                    r.batch_item_failures
+                        .into_iter()
+                        .filter_map(|f| f.item_identifier)
+                        .collect()
+                }))
             }
         },
         stop_rx,
@@ -398,16 +394,12 @@ async fn an_orders_batch_discarded_in_an_outage_is_redriven_without_duplicates()
         |event| {
             let consumer = &consumer;
             async move {
-                match consumer.handle(&event).await {
-                    Ok(r) if r.batch_item_failures.is_empty() => Invocation::Success,
-                    Ok(r) => Invocation::PartialFailure(
-                        r.batch_item_failures
-                            .into_iter()
-                            .filter_map(|f| f.item_identifier)
-                            .collect(),
-                    ),
-                    Err(e) => Invocation::Error(e.to_string()),
-                }
+                Invocation::from_reported(consumer.handle(&event).await.map(|r| {
+                    r.batch_item_failures
+                        .into_iter()
+                        .filter_map(|f| f.item_identifier)
+                        .collect()
+                }))
             }
         },
         stop_rx,

@@ -49,6 +49,18 @@ pub enum Invocation {
     Error(String),
 }
 
+impl Invocation {
+    /// What a handler answered, as the mapping reads it: the ids in `batchItemFailures` (none:
+    /// a success) or the invocation's error.
+    pub fn from_reported<E: std::fmt::Display>(answer: Result<Vec<String>, E>) -> Invocation {
+        match answer {
+            Ok(ids) if ids.is_empty() => Invocation::Success,
+            Ok(ids) => Invocation::PartialFailure(ids),
+            Err(e) => Invocation::Error(e.to_string()),
+        }
+    }
+}
+
 /// Counts of what the mapping did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MappingStats {

@@ -320,13 +320,6 @@ fn add(total: &mut MetricsSnapshot, m: &MetricsSnapshot) {
     total.flags += m.flags;
 }
 
-fn invocation<E: std::fmt::Display>(result: Result<Vec<String>, E>) -> Invocation {
-    match result {
-        Ok(ids) => Invocation::PartialFailure(ids),
-        Err(e) => Invocation::Error(e.to_string()),
-    }
-}
-
 /// Runs the walkthrough against `sdk`; `on_progress` is called about twice a second.
 pub async fn run(
     sdk: &aws_config::SdkConfig,
@@ -525,7 +518,7 @@ where
             let id = format!("local-{request}");
             let h = &change_handler;
             async move {
-                invocation(h.handle(&event, &id).await.map(|r| {
+                Invocation::from_reported(h.handle(&event, &id).await.map(|r| {
                     r.batch_item_failures
                         .into_iter()
                         .filter_map(|f| f.item_identifier)
@@ -539,7 +532,7 @@ where
         |event: Value| {
             let h = &s3_handler;
             async move {
-                invocation(h.handle(&event, "local").await.map(|r| {
+                Invocation::from_reported(h.handle(&event, "local").await.map(|r| {
                     r.batch_item_failures
                         .into_iter()
                         .map(|f| f.item_identifier)
@@ -606,7 +599,7 @@ where
                                     }
                                 }
                             }
-                            invocation(result.map(|(r, _)| {
+                            Invocation::from_reported(result.map(|(r, _)| {
                                 r.batch_item_failures
                                     .into_iter()
                                     .filter_map(|f| f.item_identifier)

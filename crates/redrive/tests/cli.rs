@@ -4,11 +4,7 @@
 
 use std::process::Command;
 
-use local_emulator::provision;
-use test_support::{emulator, list_keys, sdk_config, unique_name};
-
-const DDB_RECORD: &[u8] = include_bytes!("../../../events/example-s3-failure-dynamodb.json");
-const KINESIS_RECORD: &[u8] = include_bytes!("../../../events/example-s3-failure-kinesis.json");
+use test_support::{emulator, list_keys};
 
 mod common;
 
@@ -51,22 +47,9 @@ fn redrive_with(
 
 #[tokio::test]
 async fn the_command_replays_reports_and_exits_by_what_is_left() {
-    let sdk = sdk_config().await;
-    let s3 = aws_plumbing::s3_client(&sdk);
-    let (feed, failures) = (unique_name("feed"), unique_name("failures"));
-    for b in [&feed, &failures] {
-        provision::create_bucket(&s3, b)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
+    let (_, s3, feed, failures) = common::buckets().await;
     let key = "aws/lambda/0f1e-esm/shardId-00000001764061200000-864758bb/2026/11/25/2026-11-25T09.14.49-7c1d";
-    s3.put_object()
-        .bucket(&failures)
-        .key(key)
-        .body(DDB_RECORD.to_vec().into())
-        .send()
-        .await
-        .unwrap();
+    common::put(&s3, &failures, key, common::DDB_RECORD).await;
 
     let (code, out) = redrive(&feed, &failures, &["--dry-run"]);
     assert_eq!(code, 0, "{out}");
@@ -98,13 +81,13 @@ async fn the_command_replays_reports_and_exits_by_what_is_left() {
     assert_eq!(report["records"][0]["action"], "already-redriven");
 
     // An orders record, without the consumer's variables: left, and the exit status says so.
-    s3.put_object()
-        .bucket(&failures)
-        .key("aws/lambda/9a8b-esm/shardId-000000000002/2026/11/25/2026-11-25T09.38.06-5e4f")
-        .body(KINESIS_RECORD.to_vec().into())
-        .send()
-        .await
-        .unwrap();
+    common::put(
+        &s3,
+        &failures,
+        "aws/lambda/9a8b-esm/shardId-000000000002/2026/11/25/2026-11-25T09.38.06-5e4f",
+        common::KINESIS_RECORD,
+    )
+    .await;
     let (code, out) = redrive(&feed, &failures, &[]);
     assert_eq!(code, 1, "{out}");
     assert!(
@@ -116,21 +99,14 @@ async fn the_command_replays_reports_and_exits_by_what_is_left() {
 // Multi-threaded: the stub answers on the runtime while this thread waits for the binary.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_functions_own_variables_come_from_the_deployed_function() {
-    let sdk = sdk_config().await;
-    let s3 = aws_plumbing::s3_client(&sdk);
-    let (feed, failures) = (unique_name("feed"), unique_name("failures"));
-    for b in [&feed, &failures] {
-        provision::create_bucket(&s3, b)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
-    s3.put_object()
-        .bucket(&failures)
-        .key("aws/lambda/0f1e-esm/shardId-1/2026/11/25/2026-11-25T09.14.49-7c1d")
-        .body(DDB_RECORD.to_vec().into())
-        .send()
-        .await
-        .unwrap();
+    let (_, s3, feed, failures) = common::buckets().await;
+    common::put(
+        &s3,
+        &failures,
+        "aws/lambda/0f1e-esm/shardId-1/2026/11/25/2026-11-25T09.14.49-7c1d",
+        common::DDB_RECORD,
+    )
+    .await;
     // The deployed change-handler's variables: a prefix the code does not default to.
     let env = std::collections::BTreeMap::from([(
         "stack-change-handler".to_owned(),

@@ -5,33 +5,23 @@
 use std::time::Duration;
 
 use aws_plumbing::{OffsetClock, S3Store};
-use local_emulator::provision;
 use redrive::{Action, Deployed, Function, Redriver, S3FailureBucket, Settings};
-use test_support::{feed_config, sdk_config, unique_name};
+use test_support::feed_config;
 
 mod common;
 
 use common::lambda_stub;
 
-const DDB_RECORD: &[u8] = include_bytes!("../../../events/example-s3-failure-dynamodb.json");
-
 #[tokio::test]
 async fn a_record_is_replayed_by_invoking_the_deployed_function() {
-    let sdk = sdk_config().await;
-    let s3 = aws_plumbing::s3_client(&sdk);
-    let (feed, failures) = (unique_name("feed"), unique_name("failures"));
-    for b in [&feed, &failures] {
-        provision::create_bucket(&s3, b)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
+    let (sdk, s3, feed, failures) = common::buckets().await;
     let (endpoint, seen) = lambda_stub(Default::default()).await;
     let lambda = aws_sdk_lambda::Client::from_conf(
         aws_sdk_lambda::config::Builder::from(&sdk)
             .endpoint_url(&endpoint)
             .build(),
     );
-    let expected_payload = redrive::FailureRecord::parse(DDB_RECORD)
+    let expected_payload = redrive::FailureRecord::parse(common::DDB_RECORD)
         .unwrap()
         .payload
         .unwrap();
@@ -46,13 +36,7 @@ async fn a_record_is_replayed_by_invoking_the_deployed_function() {
         ("broken", Action::GapAnnounced, 2),
     ] {
         let key = format!("aws/lambda/esm-{name}/shardId-1/2026/11/25/2026-11-25T09.14.49-{name}");
-        s3.put_object()
-            .bucket(&failures)
-            .key(&key)
-            .body(DDB_RECORD.to_vec().into())
-            .send()
-            .await
-            .unwrap();
+        common::put(&s3, &failures, &key, common::DDB_RECORD).await;
         let functions = Deployed::with_sdk(
             feed_config(&feed),
             Err("none".into()),

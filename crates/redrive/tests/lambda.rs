@@ -4,11 +4,8 @@
 
 use std::time::Duration;
 
-use local_emulator::provision;
 use serde_json::json;
-use test_support::{emulator, list_keys, sdk_config, unique_name, RuntimeApiStub};
-
-const DDB_RECORD: &[u8] = include_bytes!("../../../events/example-s3-failure-dynamodb.json");
+use test_support::{emulator, list_keys, RuntimeApiStub};
 
 fn notification(bucket: &str, keys: &[&str]) -> serde_json::Value {
     let records: Vec<_> = keys
@@ -39,24 +36,13 @@ fn notification(bucket: &str, keys: &[&str]) -> serde_json::Value {
     json!({ "Records": records })
 }
 
+mod common;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_notified_record_is_redriven_by_the_function() {
-    let sdk = sdk_config().await;
-    let s3 = aws_plumbing::s3_client(&sdk);
-    let (feed, failures) = (unique_name("feed"), unique_name("failures"));
-    for b in [&feed, &failures] {
-        provision::create_bucket(&s3, b)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
+    let (_, s3, feed, failures) = common::buckets().await;
     let key = "aws/lambda/0f1e-esm/shardId-1/2026/11/25/2026-11-25T09.14.49-7c1d";
-    s3.put_object()
-        .bucket(&failures)
-        .key(key)
-        .body(DDB_RECORD.to_vec().into())
-        .send()
-        .await
-        .unwrap();
+    common::put(&s3, &failures, key, common::DDB_RECORD).await;
     // The notification's keys are URL-encoded (nothing to encode in Lambda's names), and one
     // object outside the records' prefix is not a record.
     let api = RuntimeApiStub::start_with_events(vec![notification(

@@ -5,8 +5,42 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use local_emulator::provision;
+use test_support::{sdk_config, unique_name};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+
+/// The documented DynamoDB-stream invocation record (events/), with its payload.
+pub(crate) const DDB_RECORD: &[u8] =
+    include_bytes!("../../../../events/example-s3-failure-dynamodb.json");
+/// The documented Kinesis invocation record.
+pub(crate) const KINESIS_RECORD: &[u8] =
+    include_bytes!("../../../../events/example-s3-failure-kinesis.json");
+
+/// The emulator's SDK configuration and S3 client, and two new buckets: the feed and the
+/// failure bucket.
+pub(crate) async fn buckets() -> (aws_plumbing::SdkConfig, aws_sdk_s3::Client, String, String) {
+    let sdk = sdk_config().await;
+    let s3 = aws_plumbing::s3_client(&sdk);
+    let (feed, failures) = (unique_name("feed"), unique_name("failures"));
+    for b in [&feed, &failures] {
+        provision::create_bucket(&s3, b)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    (sdk, s3, feed, failures)
+}
+
+/// Puts `body` at `bucket/key`.
+pub(crate) async fn put(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, body: &[u8]) {
+    s3.put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(body.to_vec().into())
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("putting {key}: {e}"));
+}
 
 /// A stub of Lambda's `POST /2015-03-31/functions/{name}/invocations` (`ok` answers no
 /// failures, `partial` reports a record, anything else is a function error) and
