@@ -1,20 +1,37 @@
 //! The immutable reference-data snapshot readers see.
 //!
-//! Items are kept by primary key and indexed by the user's lookup key. Both maps are persistent
-//! (`imbl`): building the next snapshot from the current one shares structure, so a delta of one
-//! change costs O(log n), not a copy of the table, and the old snapshot stays valid for readers
-//! that still hold it.
+//! A snapshot is a **base** built in bulk by a full load (a Scan, or a feed snapshot) plus the
+//! **changes** applied since. The base is flat: one `Vec` of items and two open-addressing hash
+//! tables of 4- and 8-byte slots (by primary key, and by the user's lookup key, whose items are
+//! chained through the `Vec`). It is built once, shared by every later version through an `Arc`,
+//! and never changes. The changes are persistent maps (`imbl`): building the next snapshot from
+//! the current one shares structure, so a delta of one change costs O(log n), not a copy of the
+//! table, and the old snapshot stays valid for readers that still hold it.
 //!
-//! Memory: an item's primary key and lookup key are allocated once ([`Keys`]) and shared by
-//! both maps (the items map's key, the index's key, a group's member), and the map slots hold
-//! pointers only: a HAMT node reserves room for all its slots, so small slots matter.
+//! Why two structures: a bulk load into the persistent maps walks a trie of 32-slot nodes per
+//! insert, which at a million items misses the cache at every level and keeps nodes a third
+//! full; the flat base costs one probe per table per item and a few bytes per slot
+//! (`docs/performance.md`). The changes since a full load are few by comparison (the next full
+//! load starts a new base).
+//!
+//! How the two agree: an item in the changes map overrides the base's item of the same key
+//! (`None` there removes it), and a lookup key in the changes' index is the whole answer for that
+//! key. Every change to an item puts the groups of its old and its new lookup key into the
+//! changes' index (a removed group as [`Indexed::Gone`] when the base has it), so a lookup key
+//! the changes' index does not hold is one no changed item ever had, and the base's answer for it
+//! is still right.
+//!
+//! Memory: in the changes, an item's primary key and lookup key are allocated once ([`Keys`]) and
+//! shared by both maps (the items map's key, the index's key, a group's member), and the map
+//! slots hold pointers only: a HAMT node reserves room for all its slots, so small slots matter.
 
 use std::borrow::Borrow;
 use std::fmt;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
 
 use equivalent::Equivalent;
+use hashbrown::HashTable;
 
 use crate::key::ItemKey;
 
@@ -47,6 +64,152 @@ pub enum Lookup<'a, T> {
     Missing,
     /// Several items have it and the policy is [`Ambiguity::Reject`]; how many.
     Ambiguous(usize),
+}
+
+/// No next item (the end of a lookup key's chain in the base).
+const END: u32 = u32::MAX;
+
+/// An item of the base.
+struct Entry<T, K> {
+    key: ItemKey,
+    lookup: Option<K>,
+    value: Arc<T>,
+    /// The next item with the same lookup key, or [`END`].
+    next: u32,
+}
+
+/// The items of the base that share one lookup key: the one with the lowest primary key first,
+/// the others chained from it.
+#[derive(Clone, Copy)]
+struct Group {
+    first: u32,
+    len: u32,
+}
+
+/// The flat part of a snapshot, built by a full load. Never changes once built.
+struct Base<T, K> {
+    entries: Vec<Entry<T, K>>,
+    /// Index into `entries`, by primary key.
+    by_key: HashTable<u32>,
+    /// Groups of `entries`, by lookup key.
+    by_lookup: HashTable<Group>,
+    hashing: Hashing,
+}
+
+impl<T, K: Hash + Eq> Base<T, K> {
+    fn empty() -> Self {
+        Base {
+            entries: Vec::new(),
+            by_key: HashTable::new(),
+            by_lookup: HashTable::new(),
+            hashing: Hashing::default(),
+        }
+    }
+
+    /// The base of these items; a key given twice keeps its last value and lookup key.
+    fn build(entries: impl IntoIterator<Item = (ItemKey, Arc<T>, Option<K>)>) -> Self {
+        let entries = entries.into_iter();
+        let reserve = entries.size_hint().0;
+        let hashing = Hashing::default();
+        let mut items: Vec<Entry<T, K>> = Vec::with_capacity(reserve);
+        let mut by_key: HashTable<u32> = HashTable::with_capacity(reserve);
+        for (key, value, lookup) in entries {
+            let hash = hashing.hash_one(&key);
+            if let Some(&i) = by_key.find(hash, |&i| items[i as usize].key == key) {
+                let e = &mut items[i as usize];
+                e.value = value;
+                e.lookup = lookup;
+                continue;
+            }
+            let i = u32::try_from(items.len())
+                .ok()
+                .filter(|&i| i != END)
+                .expect("fewer than 2^32 - 1 reference items");
+            by_key.insert_unique(hash, i, |&j| hashing.hash_one(&items[j as usize].key));
+            items.push(Entry {
+                key,
+                lookup,
+                value,
+                next: END,
+            });
+        }
+        // Then the groups, from the unique items: one slot per lookup key.
+        let mut by_lookup: HashTable<Group> = HashTable::with_capacity(items.len());
+        for i in 0..items.len() {
+            let Some(lookup) = &items[i].lookup else {
+                continue;
+            };
+            let hash = hashing.hash_one(lookup);
+            let same = |g: &Group| items[g.first as usize].lookup.as_ref() == Some(lookup);
+            let Some(group) = by_lookup.find_mut(hash, same) else {
+                // (Only items with a lookup key are grouped; hashed as the bare `K`, as found.)
+                let rehash = |g: &Group| {
+                    let lookup = items[g.first as usize].lookup.as_ref();
+                    lookup.map_or(0, |l| hashing.hash_one(l))
+                };
+                by_lookup.insert_unique(
+                    hash,
+                    Group {
+                        first: i as u32,
+                        len: 1,
+                    },
+                    rehash,
+                );
+                continue;
+            };
+            group.len += 1;
+            let first = group.first as usize;
+            if items[i].key < items[first].key {
+                items[i].next = group.first;
+                group.first = i as u32;
+            } else {
+                items[i].next = items[first].next;
+                items[first].next = i as u32;
+            }
+        }
+        Base {
+            entries: items,
+            by_key,
+            by_lookup,
+            hashing,
+        }
+    }
+
+    fn get(&self, key: &ItemKey) -> Option<&Entry<T, K>> {
+        let hash = self.hashing.hash_one(key);
+        self.by_key
+            .find(hash, |&i| self.entries[i as usize].key == *key)
+            .map(|&i| &self.entries[i as usize])
+    }
+
+    fn group<Q>(&self, lookup: &Q) -> Option<Group>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        if self.by_lookup.is_empty() {
+            return None;
+        }
+        let hash = self.hashing.hash_one(lookup);
+        self.by_lookup
+            .find(hash, |g| {
+                self.entries[g.first as usize]
+                    .lookup
+                    .as_ref()
+                    .is_some_and(|l| l.borrow() == lookup)
+            })
+            .copied()
+    }
+
+    /// The items of a group, lowest primary key first.
+    fn members(&self, group: Option<Group>) -> impl Iterator<Item = &Entry<T, K>> {
+        let mut next = group.map_or(END, |g| g.first);
+        std::iter::from_fn(move || {
+            let e = self.entries.get(next as usize)?;
+            next = e.next;
+            Some(e)
+        })
+    }
 }
 
 #[derive(Debug)]
@@ -157,12 +320,14 @@ impl<K: Borrow<Q>, Q: Eq + ?Sized> Equivalent<ByLookup<K>> for Query<'_, Q> {
     }
 }
 
-/// The items that share one lookup key. Most keys have one item: it is the index's key (its
-/// [`Keys`]), and the slot holds just its value.
+/// The items that share one lookup key, in the changes' index. Most keys have one item: it is
+/// the index's key (its [`Keys`]), and the slot holds just its value.
 #[derive(Debug)]
 enum Indexed<T, K> {
     One(Arc<T>),
     Many(Box<Many<T, K>>),
+    /// No item has the lookup key any more, though the base has a group for it.
+    Gone,
 }
 
 #[derive(Debug)]
@@ -179,23 +344,37 @@ impl<T, K> Clone for Indexed<T, K> {
                 members: m.members.clone(),
                 resolved: m.resolved.clone(),
             })),
+            Indexed::Gone => Indexed::Gone,
         }
     }
 }
 
 /// One version of the reference data. Cheap to clone; never changes once published.
 pub struct Snapshot<T, K: Hash + Eq + Clone> {
-    items: Map<ByKey<K>, Arc<T>>,
+    base: Arc<Base<T, K>>,
+    /// Items changed since the base: `None` removes the base's item of that key.
+    items: Map<ByKey<K>, Option<Arc<T>>>,
+    /// Every lookup key whose group changed since the base, with its whole group.
     index: Map<ByLookup<K>, Indexed<T, K>>,
+    len: usize,
+    /// The fewest changes worth a new base ([`COMPACT_AT`]).
+    compact_at: usize,
     ambiguity: Ambiguity,
     version: u64,
 }
 
+/// The fewest changes since the base for which a snapshot builds a new one (and at least a
+/// quarter of the base): below it, the changes map stays small whatever the base's size.
+const COMPACT_AT: usize = 4096;
+
 impl<T: fmt::Debug, K: Hash + Eq + Clone + fmt::Debug> fmt::Debug for Snapshot<T, K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Snapshot")
+            .field("base_items", &self.base.entries.len())
             .field("items", &self.items)
             .field("index", &self.index)
+            .field("len", &self.len)
+            .field("compact_at", &self.compact_at)
             .field("ambiguity", &self.ambiguity)
             .field("version", &self.version)
             .finish()
@@ -205,8 +384,11 @@ impl<T: fmt::Debug, K: Hash + Eq + Clone + fmt::Debug> fmt::Debug for Snapshot<T
 impl<T, K: Hash + Eq + Clone> Clone for Snapshot<T, K> {
     fn clone(&self) -> Self {
         Snapshot {
+            base: Arc::clone(&self.base),
             items: self.items.clone(),
             index: self.index.clone(),
+            len: self.len,
+            compact_at: self.compact_at,
             ambiguity: self.ambiguity,
             version: self.version,
         }
@@ -216,11 +398,18 @@ impl<T, K: Hash + Eq + Clone> Clone for Snapshot<T, K> {
 impl<T, K: Hash + Eq + Clone> Snapshot<T, K> {
     /// An empty snapshot (version 0: nothing loaded yet).
     pub(crate) fn empty(ambiguity: Ambiguity) -> Self {
+        Snapshot::with_base(ambiguity, Base::empty(), 0)
+    }
+
+    fn with_base(ambiguity: Ambiguity, base: Base<T, K>, version: u64) -> Self {
         Snapshot {
+            len: base.entries.len(),
+            base: Arc::new(base),
             items: Map::with_hasher(Hashing::default()),
             index: Map::with_hasher(Hashing::default()),
+            compact_at: COMPACT_AT,
             ambiguity,
-            version: 0,
+            version,
         }
     }
 
@@ -230,58 +419,36 @@ impl<T, K: Hash + Eq + Clone> Snapshot<T, K> {
         ambiguity: Ambiguity,
         entries: impl IntoIterator<Item = (ItemKey, T, Option<K>)>,
     ) -> Self {
-        let mut s = Snapshot::empty(ambiguity);
-        // The items first: a later duplicate replaces the whole slot, its keys with its value.
-        for (key, value, lookup) in entries {
-            s.items
-                .insert(ByKey(Arc::new(Keys { key, lookup })), Arc::new(value));
+        let entries = entries
+            .into_iter()
+            .map(|(key, value, lookup)| (key, Arc::new(value), lookup));
+        Snapshot::with_base(ambiguity, Base::build(entries), 1)
+    }
+
+    /// When the changes since the base have grown to a quarter of it (and at least
+    /// `compact_at`), builds a new base of the whole current data, sharing every value: the
+    /// changes map and the base's replaced items no longer both stay in memory, and lookups are
+    /// one probe again. A copy of the keys, O(n), once per n/4 changes: O(1) per change on
+    /// average, paid by the refresh that builds the next snapshot, never by a reader.
+    fn compact_if_large(&mut self) {
+        let changes = self.items.len();
+        if changes < self.compact_at || changes.saturating_mul(4) < self.base.entries.len() {
+            return;
         }
-        // Then the index, from unique items: one hash and one slot per lookup key.
-        for (keys, value) in &s.items {
-            let Some(lookup) = &keys.0.lookup else {
-                continue;
-            };
-            // (imbl's entry API would hash once, but its occupied entry gives back the key it
-            // was asked for, not the stored one, and walks the trie again to mutate.)
-            let Some((first, slot)) = s.index.get_key_value_mut(&Query(lookup)) else {
-                s.index.insert(
-                    ByLookup(Arc::clone(&keys.0)),
-                    Indexed::One(Arc::clone(value)),
-                );
-                continue;
-            };
-            match slot {
-                Indexed::One(first_value) => {
-                    let first = ByKey(Arc::clone(&first.0));
-                    let low = if keys.0.key < first.0.key {
-                        value
-                    } else {
-                        &*first_value
-                    };
-                    let resolved = match ambiguity {
-                        Ambiguity::LowestKey => Resolved::One(Arc::clone(low)),
-                        Ambiguity::Reject => Resolved::Ambiguous(2),
-                    };
-                    *slot = Indexed::Many(Box::new(Many {
-                        members: [first, keys.clone()].into_iter().collect(),
-                        resolved,
-                    }));
-                }
-                Indexed::Many(m) => {
-                    let lowest = m.members.get_min().is_none_or(|l| keys.0.key < l.0.key);
-                    m.members.insert(keys.clone());
-                    match ambiguity {
-                        Ambiguity::LowestKey if lowest => {
-                            m.resolved = Resolved::One(Arc::clone(value));
-                        }
-                        Ambiguity::LowestKey => {}
-                        Ambiguity::Reject => m.resolved = Resolved::Ambiguous(m.members.len()),
-                    }
-                }
-            }
-        }
-        s.version = 1;
-        s
+        let changed = self.items.iter().filter_map(|(k, v)| {
+            Some((k.0.key.clone(), Arc::clone(v.as_ref()?), k.0.lookup.clone()))
+        });
+        let unchanged = self
+            .base
+            .entries
+            .iter()
+            .filter(|e| !self.items.contains_key(&e.key))
+            .map(|e| (e.key.clone(), Arc::clone(&e.value), e.lookup.clone()));
+        let base = Base::build(changed.chain(unchanged));
+        debug_assert_eq!(base.entries.len(), self.len);
+        self.base = Arc::new(base);
+        self.items = Map::with_hasher(Hashing::default());
+        self.index = Map::with_hasher(Hashing::default());
     }
 
     /// The item for a lookup key. Synchronous and lock-free: the hot path.
@@ -290,29 +457,46 @@ impl<T, K: Hash + Eq + Clone> Snapshot<T, K> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        match self.index.get(&Query(key)) {
-            Some(Indexed::One(t)) => Lookup::Found(t),
-            Some(Indexed::Many(m)) => match &m.resolved {
-                Resolved::One(t) => Lookup::Found(t),
-                Resolved::Ambiguous(n) => Lookup::Ambiguous(*n),
-            },
+        if !self.index.is_empty() {
+            match self.index.get(&Query(key)) {
+                Some(Indexed::One(t)) => return Lookup::Found(t),
+                Some(Indexed::Many(m)) => {
+                    return match &m.resolved {
+                        Resolved::One(t) => Lookup::Found(t),
+                        Resolved::Ambiguous(n) => Lookup::Ambiguous(*n),
+                    };
+                }
+                Some(Indexed::Gone) => return Lookup::Missing,
+                None => {}
+            }
+        }
+        match self.base.group(key) {
             None => Lookup::Missing,
+            Some(g) if g.len > 1 && self.ambiguity == Ambiguity::Reject => {
+                Lookup::Ambiguous(g.len as usize)
+            }
+            Some(g) => Lookup::Found(&self.base.entries[g.first as usize].value),
         }
     }
 
     /// The item with a primary key.
     pub fn get(&self, key: &ItemKey) -> Option<&Arc<T>> {
-        self.items.get(key)
+        if !self.items.is_empty() {
+            if let Some(changed) = self.items.get(key) {
+                return changed.as_ref();
+            }
+        }
+        self.base.get(key).map(|e| &e.value)
     }
 
     /// Number of items.
     pub fn len(&self) -> usize {
-        self.items.len()
+        self.len
     }
 
     /// Whether there are no items.
     pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
+        self.len == 0
     }
 
     /// Increases with every published change; 0 before the first load.
@@ -322,7 +506,18 @@ impl<T, K: Hash + Eq + Clone> Snapshot<T, K> {
 
     /// Every primary key (unordered).
     pub fn keys(&self) -> impl Iterator<Item = &ItemKey> {
-        self.items.keys().map(|k| &k.0.key)
+        let changed = self
+            .items
+            .iter()
+            .filter(|(_, value)| value.is_some())
+            .map(|(k, _)| &k.0.key);
+        let unchanged = self
+            .base
+            .entries
+            .iter()
+            .filter(|e| self.items.is_empty() || !self.items.contains_key(&e.key))
+            .map(|e| &e.key);
+        changed.chain(unchanged)
     }
 
     pub(crate) fn set_version(&mut self, version: u64) {
@@ -334,103 +529,144 @@ impl<T, K: Hash + Eq + Clone> Snapshot<T, K> {
         self.upsert_entry(ByKey(Arc::new(Keys { key, lookup })), Arc::new(value));
     }
 
-    /// Copies the item at `key` in `from` (if any) into this snapshot, sharing its value and
-    /// its keys.
+    /// Copies the item at `key` in `from` (if any) into this snapshot, sharing its value (and
+    /// its keys, when `from` holds them as a change).
     pub(crate) fn copy_from(&mut self, from: &Snapshot<T, K>, key: &ItemKey) {
-        if let Some((keys, value)) = from.items.get_key_value(key) {
-            self.upsert_entry(keys.clone(), Arc::clone(value));
+        let entry = match from.items.get_key_value(key) {
+            Some((_, None)) => None,
+            Some((keys, Some(value))) => Some((keys.clone(), Arc::clone(value))),
+            None => from
+                .base
+                .get(key)
+                .map(|e| (from_base(e), Arc::clone(&e.value))),
+        };
+        if let Some((keys, value)) = entry {
+            self.upsert_entry(keys, value);
+        }
+    }
+
+    /// The lookup key of the item at `key`: `None` if there is no such item.
+    fn current_lookup(&self, key: &ItemKey) -> Option<Option<K>> {
+        match self.items.get_key_value(key) {
+            Some((_, None)) => None,
+            Some((keys, Some(_))) => Some(keys.0.lookup.clone()),
+            None => self.base.get(key).map(|e| e.lookup.clone()),
         }
     }
 
     fn upsert_entry(&mut self, keys: ByKey<K>, value: Arc<T>) {
-        let old = self
-            .items
-            .get_key_value(&keys.0.key)
-            .map(|(k, _)| k.clone());
-        self.items.insert(keys.clone(), Arc::clone(&value));
-        if let Some(old) = old {
-            if let Some(old_lookup) = &old.0.lookup {
-                if Some(old_lookup) != keys.0.lookup.as_ref() {
-                    self.unindex(old_lookup, &old.0.key);
-                }
+        let old = self.current_lookup(&keys.0.key);
+        if old.is_none() {
+            self.len += 1;
+        }
+        self.items.insert(keys.clone(), Some(value));
+        if let Some(Some(old)) = old {
+            if Some(&old) != keys.0.lookup.as_ref() {
+                self.regroup(&old, |members| {
+                    members.remove(&keys.0.key);
+                });
             }
         }
         if let Some(lookup) = &keys.0.lookup {
-            let slot = match self.index.get_key_value(&Query(lookup)) {
-                None => Indexed::One(value),
-                Some((first, Indexed::One(_))) if first.0.key == keys.0.key => Indexed::One(value),
-                Some((first, Indexed::One(_))) => {
-                    let members = [ByKey(Arc::clone(&first.0)), keys.clone()]
-                        .into_iter()
-                        .collect();
-                    self.many(members)
-                }
-                Some((_, Indexed::Many(m))) => {
-                    let mut members = m.members.clone();
-                    members.insert(keys.clone());
-                    self.many(members)
-                }
-            };
-            // The slot's key is this item's keys now (same lookup key, current allocation).
-            self.index.insert(ByLookup(Arc::clone(&keys.0)), slot);
+            self.regroup(lookup, |members| {
+                // Replaced: the member's keys are this item's current allocation.
+                members.remove(&keys.0.key);
+                members.insert(keys.clone());
+            });
         }
+        self.compact_if_large();
     }
 
     /// Removes the item at `key`, if any.
     pub(crate) fn remove(&mut self, key: &ItemKey) {
-        if let Some((keys, _)) = self.items.remove_with_key(key) {
-            if let Some(lookup) = &keys.0.lookup {
-                self.unindex(lookup, key);
-            }
+        let Some(lookup) = self.current_lookup(key) else {
+            return;
+        };
+        self.len -= 1;
+        if self.base.get(key).is_some() {
+            let keys = Keys {
+                key: key.clone(),
+                lookup: None,
+            };
+            self.items.insert(ByKey(Arc::new(keys)), None);
+        } else {
+            self.items.remove(key);
         }
+        if let Some(lookup) = lookup {
+            self.regroup(&lookup, |members| {
+                members.remove(key);
+            });
+        }
+        self.compact_if_large();
     }
 
-    /// Takes the item at `key` out of the group of `lookup`.
-    fn unindex(&mut self, lookup: &K, key: &ItemKey) {
-        let next = match self.index.get_key_value(&Query(lookup)) {
-            None => return,
-            Some((first, Indexed::One(_))) if &first.0.key == key => None,
-            Some((_, Indexed::One(_))) => return,
-            Some((_, Indexed::Many(m))) => {
-                let mut members = m.members.clone();
-                members.remove(key);
-                match members.len() {
-                    0 => None,
-                    1 => members.get_min().and_then(|only| {
-                        let value = self.items.get(&only.0.key)?;
-                        Some((only.clone(), Indexed::One(Arc::clone(value))))
-                    }),
-                    _ => members
-                        .get_min()
-                        .cloned()
-                        .map(|low| (low, self.many(members))),
+    /// Changes the group of `lookup` and puts it, resolved again, into the changes' index. The
+    /// items map must already hold the values of its members.
+    fn regroup(&mut self, lookup: &K, change: impl FnOnce(&mut imbl::OrdSet<ByKey<K>>)) {
+        let mut members = match self.index.get_key_value(&Query(lookup)) {
+            Some((first, Indexed::One(_))) => imbl::OrdSet::unit(ByKey(Arc::clone(&first.0))),
+            Some((_, Indexed::Many(m))) => m.members.clone(),
+            Some((_, Indexed::Gone)) => imbl::OrdSet::new(),
+            // Not changed since the base: the base's group is the whole of it.
+            None => self
+                .base
+                .members(self.base.group(lookup))
+                .map(from_base)
+                .collect(),
+        };
+        change(&mut members);
+        let slot = match members.len() {
+            0 if self.base.group(lookup).is_none() => {
+                self.index.remove(&Query(lookup));
+                return;
+            }
+            0 => {
+                let keys = Keys {
+                    key: ItemKey::new([]),
+                    lookup: Some(lookup.clone()),
+                };
+                (ByKey(Arc::new(keys)), Indexed::Gone)
+            }
+            1 => {
+                let Some(only) = members.get_min().cloned() else {
+                    return;
+                };
+                let value = self.get(&only.0.key).cloned();
+                match value {
+                    Some(value) => (only, Indexed::One(value)),
+                    None => (only, self.many(members)),
                 }
             }
+            _ => {
+                let Some(low) = members.get_min().cloned() else {
+                    return;
+                };
+                (low, self.many(members))
+            }
         };
-        match next {
-            // Keyed by a remaining member, so no removed item's keys stay alive in the index.
-            Some((member, slot)) => {
-                self.index.insert(ByLookup(member.0), slot);
-            }
-            None => {
-                self.index.remove(&Query(lookup));
-            }
-        }
+        // Keyed by a current member, so no removed item's keys stay alive in the index.
+        self.index.insert(ByLookup(slot.0 .0), slot.1);
     }
 
     /// A group of several items, resolved by the policy.
     fn many(&self, members: imbl::OrdSet<ByKey<K>>) -> Indexed<T, K> {
         let resolved = match self.ambiguity {
-            Ambiguity::LowestKey => {
-                match members.get_min().and_then(|low| self.items.get(&low.0.key)) {
-                    Some(value) => Resolved::One(Arc::clone(value)),
-                    None => Resolved::Ambiguous(members.len()),
-                }
-            }
+            Ambiguity::LowestKey => match members.get_min().and_then(|low| self.get(&low.0.key)) {
+                Some(value) => Resolved::One(Arc::clone(value)),
+                None => Resolved::Ambiguous(members.len()),
+            },
             Ambiguity::Reject => Resolved::Ambiguous(members.len()),
         };
         Indexed::Many(Box::new(Many { members, resolved }))
     }
+}
+
+/// A base item's keys as a change's (a copy: the base keeps its own).
+fn from_base<T, K: Clone>(e: &Entry<T, K>) -> ByKey<K> {
+    ByKey(Arc::new(Keys {
+        key: e.key.clone(),
+        lookup: e.lookup.clone(),
+    }))
 }
 
 #[cfg(test)]
@@ -565,8 +801,10 @@ mod tests {
         /// Any sequence of upserts and removals resolves every lookup key like a plain model:
         /// the item with the lowest primary key among those sharing it.
         #[test]
-        fn lookups_match_a_simple_model(ops in proptest::collection::vec((0u8..8, 0u8..3, proptest::bool::ANY), 0..60)) {
+        fn lookups_match_a_simple_model(ops in proptest::collection::vec((0u8..8, 0u8..3, proptest::bool::ANY), 0..60), compact_at in 1usize..6) {
             let mut s: Snapshot<String, String> = Snapshot::empty(Ambiguity::LowestKey);
+            // from every `compact_at` changes on, the changes become a new base
+            s.compact_at = compact_at;
             let mut model: std::collections::BTreeMap<ItemKey, (String, String)> = Default::default();
             for (i, (k, l, insert)) in ops.into_iter().enumerate() {
                 let item = key(&format!("i{k}"), "1");
@@ -599,6 +837,7 @@ mod tests {
             entries in proptest::collection::vec((0u8..12, 0u8..4, 0u8..5), 0..40),
             ops in proptest::collection::vec((0u8..12, 0u8..5, proptest::bool::ANY), 0..20),
             reject in proptest::bool::ANY,
+            compact_at in proptest::option::of(1usize..6),
         ) {
             let ambiguity = if reject { Ambiguity::Reject } else { Ambiguity::LowestKey };
             let item = |k: u8| key(&format!("i{}", k % 4), &format!("{}", k / 4));
@@ -614,6 +853,8 @@ mod tests {
                 bulk.push((item(k), value, lookup(l)));
             }
             let mut s = Snapshot::from_entries(ambiguity, bulk);
+            // a new base from every `compact_at` changes on (and a quarter of the base), or never
+            s.compact_at = compact_at.unwrap_or(usize::MAX);
             let check = |s: &Snapshot<String, String>, model: &std::collections::BTreeMap<ItemKey, (String, Option<String>)>| -> Result<(), proptest::test_runner::TestCaseError> {
                 proptest::prop_assert_eq!(s.len(), model.len());
                 for l in 0..4 {
@@ -634,6 +875,9 @@ mod tests {
                 for (k, (v, _)) in model {
                     proptest::prop_assert_eq!(s.get(k).map(|v| (**v).clone()), Some(v.clone()));
                 }
+                let mut keys: Vec<&ItemKey> = s.keys().collect();
+                keys.sort();
+                proptest::prop_assert_eq!(keys, model.keys().collect::<Vec<_>>());
                 Ok(())
             };
             check(&s, &model)?;
@@ -649,6 +893,11 @@ mod tests {
                     model.remove(&item(k));
                 }
                 check(&s, &model)?;
+            }
+            for k in 0..12 {
+                if !model.contains_key(&item(k)) {
+                    proptest::prop_assert!(s.get(&item(k)).is_none());
+                }
             }
             // the bulk-built version is untouched by the changes to its successor
             check(&before, &before_model)?;
