@@ -1,6 +1,7 @@
 //! Refresh costs on a 100k-item table: the full reload's decode-and-index step (DynamoDB
 //! items to the snapshot), and a delta (the next snapshot from the current one with 1 or 1,000
-//! changed items: persistent maps share structure, so this is not a copy of the table).
+//! changed items: the base is shared and the changes are persistent maps over it, so this is
+//! not a copy of the table).
 //!
 //! `cargo bench -p enrichment --bench refresh`
 

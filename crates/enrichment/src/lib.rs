@@ -22,8 +22,9 @@
 //!    item. An unreadable change file, a `gap` file, a new stream ARN or an opaque entry
 //!    without keys triggers a full reload, and says why ([`ReloadReason`]). Objects: the object a
 //!    flag or an S3-kind change file names is read again (a 404 removes its rows).
-//! 4. **Swap**: the next snapshot is built from the current one (persistent maps share
-//!    structure) and published through an `ArcSwap`; readers never block.
+//! 4. **Swap**: the next snapshot is built from the current one (a full load's flat base is
+//!    shared, the changes since are persistent maps over it) and published through an
+//!    `ArcSwap`; readers never block.
 //! 5. **Read**: [`enrich`](ReferenceEnricher::enrich) walks a batch in order; a record classified as a flag
 //!    refreshes at its position, so every record after it sees the change.
 //!
