@@ -6,8 +6,7 @@
 //! published converges to the table.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use aws_plumbing::{s3_client, S3Store, SystemClock};
@@ -19,10 +18,7 @@ use test_support::{through_proxy, Fault, FeedRig, HttpFaultProxy, Rule};
 
 mod common;
 
-use common::{consumer_with, table_view, Consumer};
-
-const KEYS: usize = 20;
-const WRITES_PER_WRITER: usize = 500;
+use common::{consumer_with, table_view, writes_while, Consumer, KEYS};
 
 type RigCompactor = Compactor<DynamoDbTable, S3Feed, S3Store, SystemClock>;
 
@@ -51,54 +47,6 @@ fn consumer(rig: &FeedRig) -> Consumer {
 
 fn view(c: &Consumer) -> BTreeMap<String, String> {
     common::view(c, (0..KEYS).map(|k| format!("item-{k:02}")))
-}
-
-/// Runs the 1,000 writes while the change-handler delivers (4 polls a second, every third batch
-/// written twice as a retry would) and `during` runs alongside until the writers are done.
-async fn writes_while(rig: &FeedRig, during: impl AsyncFnMut(&AtomicBool)) {
-    let (table, handler) = (&rig.table, &rig.handler);
-    let batches = AtomicUsize::new(0);
-    let deliver = || async {
-        while let Some(event) = rig.next_event().await {
-            let r = handler.handle(&event, "req").await.unwrap();
-            assert!(r.batch_item_failures.is_empty());
-            if batches.fetch_add(1, Ordering::SeqCst).is_multiple_of(3) {
-                handler.handle(&event, "req-retry").await.unwrap();
-            }
-        }
-    };
-    let done = Arc::new(AtomicBool::new(false));
-    let writer = |seed: u64| {
-        let table = table.clone();
-        async move {
-            let mut rng = fastrand::Rng::with_seed(seed);
-            for n in 0..WRITES_PER_WRITER {
-                let item = format!("item-{:02}", rng.usize(..KEYS));
-                match rng.u8(..10) {
-                    0 | 1 => table.delete(&item).await,
-                    2..=5 => table.put(&item, &format!("w{seed}-{n}")).await,
-                    _ => {
-                        table.put(&item, &format!("w{seed}-{n}a")).await;
-                        table.put(&item, &format!("w{seed}-{n}b")).await;
-                    }
-                }
-            }
-        }
-    };
-    let producer = async {
-        while !done.load(Ordering::SeqCst) {
-            deliver().await;
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-        deliver().await;
-    };
-    let writers = async {
-        tokio::join!(writer(1), writer(2));
-        done.store(true, Ordering::SeqCst);
-    };
-    let mut during = during;
-    tokio::join!(producer, writers, during(&done));
-    deliver().await;
 }
 
 async fn seed(rig: &FeedRig) {

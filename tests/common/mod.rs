@@ -5,6 +5,7 @@
 #![allow(dead_code)] // each test file uses part of it
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use aws_plumbing::s3_client;
@@ -112,4 +113,59 @@ pub(crate) async fn table_view(
             (s("item"), s("priority"))
         })
         .collect()
+}
+
+/// The keys of the 1,000-write scenario (`item-00` …), and the writes of each of its two writers.
+pub(crate) const KEYS: usize = 20;
+pub(crate) const WRITES_PER_WRITER: usize = 500;
+
+/// Hands every pending stream batch to the change-handler; every third batch (counted in
+/// `batches`) twice, as a retried invocation would write it.
+pub(crate) async fn deliver(rig: &FeedRig, batches: &AtomicUsize) {
+    while let Some(event) = rig.next_event().await {
+        let r = rig.handler.handle(&event, "req").await.unwrap();
+        assert!(r.batch_item_failures.is_empty());
+        if batches.fetch_add(1, Ordering::SeqCst).is_multiple_of(3) {
+            rig.handler.handle(&event, "req-retry").await.unwrap();
+        }
+    }
+}
+
+/// Runs the 1,000 random writes (two writers: puts, the same key twice in quick succession,
+/// deletes) while the change-handler delivers (4 polls a second, see [`deliver`]) and `during`
+/// runs alongside until the writers are done; then delivers what is left.
+pub(crate) async fn writes_while(rig: &FeedRig, during: impl AsyncFnMut(&AtomicBool)) {
+    let batches = AtomicUsize::new(0);
+    let done = AtomicBool::new(false);
+    let writer = |seed: u64| {
+        let table = rig.table.clone();
+        async move {
+            let mut rng = fastrand::Rng::with_seed(seed);
+            for n in 0..WRITES_PER_WRITER {
+                let item = format!("item-{:02}", rng.usize(..KEYS));
+                match rng.u8(..10) {
+                    0 | 1 => table.delete(&item).await,
+                    2..=5 => table.put(&item, &format!("w{seed}-{n}")).await,
+                    _ => {
+                        table.put(&item, &format!("w{seed}-{n}a")).await;
+                        table.put(&item, &format!("w{seed}-{n}b")).await;
+                    }
+                }
+            }
+        }
+    };
+    let producer = async {
+        while !done.load(Ordering::SeqCst) {
+            deliver(rig, &batches).await;
+            tokio::time::sleep(Duration::from_millis(250)).await; // Lambda polls 4 times a second
+        }
+        deliver(rig, &batches).await;
+    };
+    let writers = async {
+        tokio::join!(writer(1), writer(2));
+        done.store(true, Ordering::SeqCst);
+    };
+    let mut during = during;
+    tokio::join!(producer, writers, during(&done));
+    deliver(rig, &batches).await;
 }
