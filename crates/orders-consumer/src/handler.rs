@@ -435,23 +435,25 @@ async fn join_objects<Fd: FeedSource + ObjectSource + Clone>(
 /// them one after the other made S3 latency the larger part of the handler time.
 pub const CONCURRENT_WRITES: usize = 16;
 
-/// A Kinesis Lambda event as the consumer reads it, parsed in one pass straight from the
-/// invocation's bytes (the binary's payload type): each record's data base64-decoded as it is
-/// parsed, its sequence number, its event source checked, and the first record's shard; every
-/// other field skipped. (`aws_lambda_events::KinesisEvent` copies every string and parses every
-/// timestamp of every record; taking the text first as a `RawValue` and parsing it again cost a
-/// second pass and a copy of the whole event.)
+/// A Kinesis Lambda event as the consumer reads it, parsed straight from the invocation's
+/// bytes (the binary's payload type): each record's data base64-decoded as it is parsed, its
+/// sequence number, its event source checked, and the first record's shard; every other field
+/// skipped. (`aws_lambda_events::KinesisEvent` copies every string and parses every timestamp
+/// of every record.)
 ///
 /// Its `Deserialize` takes the event's text as the deserializer lends it (a borrowed
-/// [`RawValue`](serde_json::value::RawValue): `serde_json::from_slice` or `from_str`, as
-/// `lambda_runtime` uses) and parses that text with serde_json alone. `lambda_runtime` wraps
+/// [`RawValue`](serde_json::value::RawValue), no copy: `serde_json::from_slice` or `from_str`,
+/// as `lambda_runtime` uses) and parses that text with serde_json alone. `lambda_runtime` wraps
 /// every payload's parse in `serde_path_to_error`, which copies each object key into a
-/// `String` as it goes (13 a record here) to name the field of an error; the text skipped once
-/// as a borrowed `RawValue` costs less. A payload that is not a Kinesis event fails with the
-/// same message as before (the runtime's, with the field's path): the text is parsed again
-/// through `serde_path_to_error` for it. A deserializer that cannot lend its input
-/// (`serde_json::from_reader`, a `Value`) cannot produce this type: use
-/// [`OrdersConsumer::handle`] or [`OrdersConsumer::handle_raw`] there.
+/// `String` as it goes (13 a record here) to name the field of an error; the one skipping pass
+/// of the borrowed `RawValue` costs less (docs/perf/floor-run.md, round 6). A payload that is
+/// not a Kinesis event fails with the same message as before (the runtime's, with the field's
+/// path): the text is parsed again through `serde_path_to_error` for it. (Its line and column
+/// count from the value's first character, which is the body's first for every event Lambda
+/// sends; a body that is not JSON at all fails in the skipping pass, with serde_json's syntax
+/// error.) A deserializer that cannot lend its input (`serde_json::from_reader`, a `Value`)
+/// cannot produce this type: use [`OrdersConsumer::handle`] or [`OrdersConsumer::handle_raw`]
+/// there.
 #[derive(Debug, Default)]
 pub struct KinesisInvocation {
     records: Records,
