@@ -190,9 +190,9 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectStore>
         &self,
         payload: &Value,
     ) -> Result<(KinesisEventResponse, BatchSummary), HandlerError> {
-        let event = KinesisInvocation::deserialize(payload)
+        let event = InvocationFields::deserialize(payload)
             .map_err(|e| HandlerError::InvalidEvent(e.to_string()))?;
-        self.handle_invocation(event).await
+        self.handle_invocation(event.into()).await
     }
 
     /// Handles one invocation given as its JSON text and says what it did; see
@@ -201,9 +201,9 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectStore>
         &self,
         payload: &str,
     ) -> Result<(KinesisEventResponse, BatchSummary), HandlerError> {
-        let event: KinesisInvocation =
+        let event: InvocationFields =
             serde_json::from_str(payload).map_err(|e| HandlerError::InvalidEvent(e.to_string()))?;
-        self.handle_invocation(event).await
+        self.handle_invocation(event.into()).await
     }
 
     /// Handles one invocation as the runtime parsed it (the binary does this) and says what it
@@ -435,16 +435,78 @@ async fn join_objects<Fd: FeedSource + ObjectSource + Clone>(
 /// them one after the other made S3 latency the larger part of the handler time.
 pub const CONCURRENT_WRITES: usize = 16;
 
-/// A Kinesis Lambda event as the consumer reads it, parsed in one pass straight from the
-/// invocation's bytes (the binary's payload type): each record's data base64-decoded as it is
-/// parsed, its sequence number, its event source checked, and the first record's shard; every
-/// other field skipped. (`aws_lambda_events::KinesisEvent` copies every string and parses every
-/// timestamp of every record; taking the text first as a `RawValue` and parsing it again cost a
-/// second pass and a copy of the whole event.)
-#[derive(Debug, Default, Deserialize)]
+/// A Kinesis Lambda event as the consumer reads it, parsed straight from the invocation's
+/// bytes (the binary's payload type): each record's data base64-decoded as it is parsed, its
+/// sequence number, its event source checked, and the first record's shard; every other field
+/// skipped. (`aws_lambda_events::KinesisEvent` copies every string and parses every timestamp
+/// of every record.)
+///
+/// Its `Deserialize` takes the event's text as the deserializer lends it (a borrowed
+/// [`RawValue`](serde_json::value::RawValue), no copy: `serde_json::from_slice` or `from_str`,
+/// as `lambda_runtime` uses) and parses that text with serde_json alone. `lambda_runtime` wraps
+/// every payload's parse in `serde_path_to_error`, which copies each object key into a
+/// `String` as it goes (13 a record here) to name the field of an error; the one skipping pass
+/// of the borrowed `RawValue` costs less (docs/perf/floor-run.md, round 6). A payload that is
+/// not a Kinesis event fails with the same message as before (the runtime's, with the field's
+/// path): the text is parsed again through `serde_path_to_error` for it. (Its line and column
+/// count from the value's first character, which is the body's first for every event Lambda
+/// sends; a body that is not JSON at all fails in the skipping pass, with serde_json's syntax
+/// error.) A deserializer that cannot lend its input (`serde_json::from_reader`, a `Value`)
+/// cannot produce this type: use [`OrdersConsumer::handle`] or [`OrdersConsumer::handle_raw`]
+/// there.
+#[derive(Debug, Default)]
 pub struct KinesisInvocation {
+    records: Records,
+}
+
+/// The fields of [`KinesisInvocation`], parsed by serde's derive (the other entries, and the
+/// binary's payload type underneath).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename = "KinesisInvocation", expecting = "struct KinesisInvocation")]
+struct InvocationFields {
     #[serde(rename = "Records")]
     records: Records,
+}
+
+impl From<InvocationFields> for KinesisInvocation {
+    fn from(fields: InvocationFields) -> Self {
+        KinesisInvocation {
+            records: fields.records,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for KinesisInvocation {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = <&'de serde_json::value::RawValue>::deserialize(d)?;
+        KinesisInvocation::from_json(raw.get()).map_err(serde::de::Error::custom)
+    }
+}
+
+impl KinesisInvocation {
+    /// The event of the JSON text `text`, or the message `lambda_runtime` gives when its own
+    /// parse (through `serde_path_to_error`) fails: `[path] path: error` (`error` alone for an
+    /// error at the top level). Put inside the runtime's message, whose path is then the top
+    /// level, that gives the runtime's message of a failed parse of the same text.
+    fn from_json(text: &str) -> Result<KinesisInvocation, String> {
+        let plain = match serde_json::from_str::<InvocationFields>(text) {
+            Ok(fields) => return Ok(fields.into()),
+            Err(e) => e,
+        };
+        let tracked = &mut serde_json::Deserializer::from_str(text);
+        match serde_path_to_error::deserialize::<_, InvocationFields>(tracked) {
+            Err(e) => {
+                let path = e.path().to_string();
+                Err(if path == "." {
+                    e.to_string()
+                } else {
+                    format!("[{path}] {e}")
+                })
+            }
+            // (never: both parses read the same text)
+            Ok(_) => Err(plain.to_string()),
+        }
+    }
 }
 
 /// The event's records, and the shard named by the first one's `eventID` (`shard:sequence`).
@@ -942,6 +1004,57 @@ print(json.dumps(out))
         assert!(template.contains("REFERENCE_OBJECTS_BUCKET: !Ref ReferenceBucket"));
         assert!(template.contains("REFERENCE_OBJECTS_PREFIX: !Ref ReferencePrefix"));
         assert!(template.contains("Resource: !Sub \"${ReferenceBucket.Arn}/${ReferencePrefix}*\""));
+    }
+
+    /// `lambda_runtime`'s parse of a payload (`serde_path_to_error` around `from_slice`) and
+    /// its message when it fails, as the runtime's `DeserializeError` words it after its context.
+    fn runtime_parse<T: serde::de::DeserializeOwned>(body: &str) -> Result<T, String> {
+        let jd = &mut serde_json::Deserializer::from_slice(body.as_bytes());
+        serde_path_to_error::deserialize::<_, T>(jd).map_err(|e| {
+            let path = e.path().to_string();
+            if path == "." {
+                format!("{e}")
+            } else {
+                format!("[{path}] {e}")
+            }
+        })
+    }
+
+    #[test]
+    fn the_payload_type_parses_events_as_the_derive_does_and_fails_with_the_same_message() {
+        let records = [order("salad", 1), order("pizza", 2)];
+        let event = kinesis_event(&records).to_string();
+        let ours = runtime_parse::<KinesisInvocation>(&event).unwrap();
+        let derived: KinesisInvocation = runtime_parse::<InvocationFields>(&event).unwrap().into();
+        assert_eq!(format!("{ours:?}"), format!("{derived:?}"));
+        assert_eq!(ours.records.records.len(), 2);
+        assert_eq!(ours.records.shard.as_deref(), Some("shardId-000000000002"));
+        for body in [
+            "5",
+            "[]",
+            "{}",
+            r#"{"Records":5}"#,
+            r#"{"Records":[{"kinesis":{"sequenceNumber":"1","data":7}}]}"#,
+            r#"{"Records":[{"eventSource":"aws:kinesis","kinesis":{"data":"eyJ9"}}]}"#,
+            r#"{"Records":[{"eventID":3,"kinesis":{"sequenceNumber":"1","data":""}}]}"#,
+            r#"{"Records":[{"kinesis":{"sequenceNumber":"1","data":""}},{"kinesis":{}}]}"#,
+            r#"{"Records":[{"eventSource":["x"],"kinesis":{"sequenceNumber":"1","data":""}}]}"#,
+        ] {
+            let derived = runtime_parse::<InvocationFields>(body).unwrap_err();
+            let ours = runtime_parse::<KinesisInvocation>(body).unwrap_err();
+            assert_eq!(ours, derived, "{body}");
+        }
+        // (the message names the field, and the type as before)
+        let message = runtime_parse::<KinesisInvocation>(r#"{"Records":5}"#).unwrap_err();
+        assert!(
+            message.starts_with("[Records] Records: invalid type"),
+            "{message}"
+        );
+        let message = runtime_parse::<KinesisInvocation>("5").unwrap_err();
+        assert!(
+            message.contains("expected struct KinesisInvocation"),
+            "{message}"
+        );
     }
 
     #[test]

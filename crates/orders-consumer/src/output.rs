@@ -53,24 +53,6 @@ pub struct Naming<'a> {
 }
 
 #[derive(Serialize)]
-struct EnrichedLine<'a> {
-    item: &'a str,
-    priority: Option<&'a str>,
-    price: Option<&'a serde_json::Number>,
-    cost: &'a serde_json::Number,
-    customer_id: Option<i64>,
-    shard: &'a str,
-    sequence_number: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    sub_sequence_number: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    unmatched: Option<String>,
-    /// The second reference's columns under their configured field (none: no field).
-    #[serde(flatten)]
-    reference: Option<BTreeMap<&'a str, BTreeMap<&'a str, &'a serde_json::Value>>>,
-}
-
-#[derive(Serialize)]
 struct DeadLetter<'a> {
     reason: String,
     shard: &'a str,
@@ -144,8 +126,9 @@ struct Partitions<'o> {
 }
 
 impl<'o> Partitions<'o> {
-    fn get(&mut self, item: &'o str, priority: &'o str) -> &mut Partition {
-        let index = match self.by_values.get(&(item, priority)) {
+    /// The index in `all` of the partition of (item, priority), added if new.
+    fn index(&mut self, item: &'o str, priority: &'o str) -> usize {
+        match self.by_values.get(&(item, priority)) {
             Some(&i) => i,
             None => {
                 let path = format!(
@@ -166,15 +149,63 @@ impl<'o> Partitions<'o> {
                 self.by_values.insert((item, priority), i);
                 i
             }
-        };
-        &mut self.all[index]
+        }
     }
+}
+
+/// What each enriched line of a reference item starts with, and its partition, by the item's
+/// address: found once per item and batch instead of hashing its (item, priority) and writing
+/// its fields for every line. The batch's outcomes hold each item (an `Arc`) until the build
+/// is done, so an address names one item throughout.
+#[derive(Default)]
+struct Starts {
+    by_item: HashMap<usize, (usize, Vec<u8>), foldhash::fast::FixedState>,
+}
+
+/// The fields of a batch's lines that are the same on every line, written once.
+struct LineParts<'a> {
+    /// `,"shard":<shard>,"sequence_number":`
+    shard: Vec<u8>,
+    /// The line field for the second reference's columns, and the join column left out of it.
+    reference_object_field: Option<(&'a str, &'a str)>,
+}
+
+impl LineParts<'_> {
+    fn new<'a>(naming: &Naming<'a>) -> LineParts<'a> {
+        let mut shard = b",\"shard\":".to_vec();
+        write_json(&mut shard, naming.shard);
+        shard.extend_from_slice(b",\"sequence_number\":");
+        LineParts {
+            shard,
+            reference_object_field: naming.reference_object_field,
+        }
+    }
+}
+
+/// `value` as JSON (serde_json's compact form), appended to `out`.
+fn write_json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    serde_json::to_writer(&mut *out, value).unwrap_or_default();
+}
+
+/// An enriched line's start, up to its order's cost: `{"item":…,"priority":…,"price":…,"cost":`.
+fn line_start(item: &str, priority: Option<&str>, price: Option<&serde_json::Number>) -> Vec<u8> {
+    let mut start = Vec::with_capacity(64);
+    start.extend_from_slice(b"{\"item\":");
+    write_json(&mut start, item);
+    start.extend_from_slice(b",\"priority\":");
+    write_json(&mut start, &priority);
+    start.extend_from_slice(b",\"price\":");
+    write_json(&mut start, &price);
+    start.extend_from_slice(b",\"cost\":");
+    start
 }
 
 /// Builds the output objects of one batch from its outcomes, in input order.
 pub fn build(naming: &Naming<'_>, outcomes: Vec<Outcome<Input, Product>>) -> BatchOutput {
     let mut out = BatchOutput::default();
     let mut partitions = Partitions::default();
+    let mut starts = Starts::default();
+    let parts = LineParts::new(naming);
     let mut dead = Vec::new();
     let dead_letter = |dead: &mut Vec<u8>, input: &Input, reason: String| {
         let text = std::str::from_utf8(&input.data).ok();
@@ -198,21 +229,36 @@ pub fn build(naming: &Naming<'_>, outcomes: Vec<Outcome<Input, Product>>) -> Bat
                     continue;
                 };
                 out.enriched += 1;
-                write_line(&mut partitions, naming, order, record, Some(item), None);
+                let (index, start) = starts
+                    .by_item
+                    .entry(Arc::as_ptr(item) as usize)
+                    .or_insert_with(|| {
+                        let index = partitions.index(item.item.as_str(), item.priority.as_str());
+                        let start = line_start(&item.item, Some(&item.priority), Some(&item.price));
+                        (index, start)
+                    });
+                let partition = &mut partitions.all[*index];
+                write_line(&mut partition.body, &parts, start, order, record, None);
+                partition.lines += 1;
             }
             Outcome::Passed { record, reason } => {
                 let Some(order) = order_of(record) else {
                     continue;
                 };
                 out.passed += 1;
+                let index = partitions.index(order.dish.as_str(), UNMATCHED_PARTITION);
+                let start = line_start(&order.dish, None, None);
+                let partition = &mut partitions.all[index];
+                let reason = reason.to_string();
                 write_line(
-                    &mut partitions,
-                    naming,
+                    &mut partition.body,
+                    &parts,
+                    &start,
                     order,
                     record,
-                    None,
-                    Some(reason.to_string()),
+                    Some(&reason),
                 );
+                partition.lines += 1;
             }
             Outcome::Rejected { record, reason } => {
                 out.unmatched_dead_lettered += 1;
@@ -261,43 +307,45 @@ pub fn build(naming: &Naming<'_>, outcomes: Vec<Outcome<Input, Product>>) -> Bat
     out
 }
 
-fn write_line<'o>(
-    partitions: &mut Partitions<'o>,
-    naming: &Naming<'_>,
-    order: &'o Order,
+/// Appends an order's line to `body`: `start` (its item's fields, [`line_start`]), then the
+/// order's and the record's. The same bytes as serde_json's for `EnrichedLine` (the tests'
+/// reference), written in pieces: a batch's lines share most of them.
+fn write_line(
+    body: &mut Vec<u8>,
+    parts: &LineParts<'_>,
+    start: &[u8],
+    order: &Order,
     input: &Input,
-    item: Option<&'o Arc<Product>>,
-    unmatched: Option<String>,
+    unmatched: Option<&str>,
 ) {
-    let priority = item.map(|p| p.priority.as_str());
-    let item_value = item.map_or(order.dish.as_str(), |p| p.item.as_str());
-    let reference = match (naming.reference_object_field, &input.reference_object) {
-        (Some((field, join)), Some(row)) => {
-            let columns = row
-                .iter()
-                .filter(|(k, _)| k.as_str() != join)
-                .map(|(k, v)| (k.as_str(), v))
-                .collect();
-            Some(BTreeMap::from([(field, columns)]))
-        }
-        _ => None,
-    };
-    let line = EnrichedLine {
-        item: item_value,
-        priority,
-        price: item.map(|p| &p.price),
-        cost: &order.cost,
-        customer_id: order.customer_id,
-        shard: naming.shard,
-        sequence_number: &input.sequence_number,
-        sub_sequence_number: input.sub_sequence,
-        unmatched,
-        reference,
-    };
-    let partition = partitions.get(item_value, priority.unwrap_or(UNMATCHED_PARTITION));
-    serde_json::to_writer(&mut partition.body, &line).unwrap_or_default();
-    partition.body.push(b'\n');
-    partition.lines += 1;
+    body.extend_from_slice(start);
+    write_json(body, &order.cost);
+    body.extend_from_slice(b",\"customer_id\":");
+    write_json(body, &order.customer_id);
+    body.extend_from_slice(&parts.shard);
+    write_json(body, input.sequence_number.as_str());
+    if let Some(sub) = input.sub_sequence {
+        body.extend_from_slice(b",\"sub_sequence_number\":");
+        write_json(body, &sub);
+    }
+    if let Some(unmatched) = unmatched {
+        body.extend_from_slice(b",\"unmatched\":");
+        write_json(body, unmatched);
+    }
+    if let (Some((field, join)), Some(row)) =
+        (parts.reference_object_field, &input.reference_object)
+    {
+        let columns: BTreeMap<&str, &serde_json::Value> = row
+            .iter()
+            .filter(|(k, _)| k.as_str() != join)
+            .map(|(k, v)| (k.as_str(), v))
+            .collect();
+        body.push(b',');
+        write_json(body, field);
+        body.push(b':');
+        write_json(body, &columns);
+    }
+    body.extend_from_slice(b"}\n");
 }
 
 #[cfg(test)]
@@ -337,6 +385,183 @@ mod tests {
             dead_letter_prefix: "dead/",
             reference_object_field: None,
         }
+    }
+
+    /// An enriched line as serde_json writes it: the reference for [`write_line`]'s bytes.
+    #[derive(Serialize)]
+    struct EnrichedLine<'a> {
+        item: &'a str,
+        priority: Option<&'a str>,
+        price: Option<&'a serde_json::Number>,
+        cost: &'a serde_json::Number,
+        customer_id: Option<i64>,
+        shard: &'a str,
+        sequence_number: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        sub_sequence_number: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        unmatched: Option<String>,
+        #[serde(flatten)]
+        reference: Option<BTreeMap<&'a str, BTreeMap<&'a str, &'a serde_json::Value>>>,
+    }
+
+    #[test]
+    fn lines_are_the_bytes_serde_json_writes_for_them() {
+        let numbers: Vec<serde_json::Number> = vec![
+            0.into(),
+            12.into(),
+            (-7).into(),
+            u64::MAX.into(),
+            serde_json::Number::from_f64(12.5).unwrap(),
+            serde_json::Number::from_f64(-0.001).unwrap(),
+            serde_json::Number::from_f64(1e300).unwrap(),
+        ];
+        let texts = [
+            "burger",
+            "",
+            "a\"b\\c",
+            "tab\there\nline",
+            "é ✓ \u{1}",
+            "__unmatched__",
+        ];
+        let row: ReferenceRow = [
+            ("item".to_owned(), serde_json::json!("burger")),
+            ("allergens".to_owned(), serde_json::json!("")),
+            ("kcal".to_owned(), serde_json::json!(512.5)),
+            (
+                "tags".to_owned(),
+                serde_json::json!(["a\"", null, {"x": 1}]),
+            ),
+        ]
+        .into_iter()
+        .collect();
+        let row = Arc::new(row);
+        let mut cases = 0;
+        for (n, number) in numbers.iter().enumerate() {
+            for (t, text) in texts.iter().enumerate() {
+                let other = texts[(t + n + 1) % texts.len()];
+                let order = Order {
+                    dish: (*text).to_owned(),
+                    cost: number.clone(),
+                    customer_id: [None, Some(0), Some(-3), Some(i64::MAX)][(n + t) % 4],
+                };
+                let product = Product {
+                    item: other.to_owned(),
+                    price: numbers[(n + t) % numbers.len()].clone(),
+                    priority: (*text).to_owned(),
+                };
+                for variant in 0..8 {
+                    let input = Input {
+                        sequence_number: if variant % 2 == 0 {
+                            format!("{n:056}")
+                        } else {
+                            other.to_owned()
+                        },
+                        sub_sequence: (variant & 2 != 0).then_some(n as u64 * 1000),
+                        data: Vec::new(),
+                        record: Record::Order(order.clone()),
+                        reference_object: (variant & 4 != 0).then(|| Arc::clone(&row)),
+                    };
+                    let naming = Naming {
+                        shard: texts[(t + 2) % texts.len()],
+                        reference_object_field: (variant & 4 != 0).then_some((other, "item")),
+                        ..naming()
+                    };
+                    let parts = LineParts::new(&naming);
+                    for item in [Some(&product), None] {
+                        let unmatched = item.is_none().then(|| format!("{text} {n}"));
+                        let start = match item {
+                            Some(p) => line_start(&p.item, Some(&p.priority), Some(&p.price)),
+                            None => line_start(&order.dish, None, None),
+                        };
+                        let mut ours = Vec::new();
+                        write_line(
+                            &mut ours,
+                            &parts,
+                            &start,
+                            &order,
+                            &input,
+                            unmatched.as_deref(),
+                        );
+                        let reference =
+                            match (naming.reference_object_field, &input.reference_object) {
+                                (Some((field, join)), Some(row)) => {
+                                    let columns = row
+                                        .iter()
+                                        .filter(|(k, _)| k.as_str() != join)
+                                        .map(|(k, v)| (k.as_str(), v))
+                                        .collect();
+                                    Some(BTreeMap::from([(field, columns)]))
+                                }
+                                _ => None,
+                            };
+                        let line = EnrichedLine {
+                            item: item.map_or(order.dish.as_str(), |p| p.item.as_str()),
+                            priority: item.map(|p| p.priority.as_str()),
+                            price: item.map(|p| &p.price),
+                            cost: &order.cost,
+                            customer_id: order.customer_id,
+                            shard: naming.shard,
+                            sequence_number: &input.sequence_number,
+                            sub_sequence_number: input.sub_sequence,
+                            unmatched,
+                            reference,
+                        };
+                        let mut theirs = serde_json::to_vec(&line).unwrap();
+                        theirs.push(b'\n');
+                        assert_eq!(
+                            String::from_utf8_lossy(&ours),
+                            String::from_utf8_lossy(&theirs)
+                        );
+                        cases += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(cases, numbers.len() * texts.len() * 16);
+    }
+
+    #[test]
+    fn items_with_one_partition_share_its_object_and_keep_their_own_fields() {
+        // GIVEN two items of one (item, priority) that differ in price (the range key), and an
+        // item whose values escape to the same path as another's
+        let cheap = product("burger", "medium");
+        let dear = Arc::new(Product {
+            price: 99.into(),
+            ..(*cheap).clone()
+        });
+        let outcomes = vec![
+            Outcome::Enriched {
+                record: input("burger", 1),
+                item: Arc::clone(&cheap),
+            },
+            Outcome::Enriched {
+                record: input("burger", 2),
+                item: Arc::clone(&dear),
+            },
+            Outcome::Enriched {
+                record: input("burger", 3),
+                item: Arc::clone(&cheap),
+            },
+        ];
+        // WHEN the batch's objects are built
+        let out = build(&naming(), outcomes);
+        // THEN one object, each line with its own item's price, in input order
+        assert_eq!(out.objects.len(), 1);
+        let prices: Vec<(i64, i64)> = out.objects[0]
+            .1
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_slice(l).unwrap();
+                (
+                    v["customer_id"].as_i64().unwrap(),
+                    v["price"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(prices, [(1, 10), (2, 99), (3, 10)]);
+        assert_eq!(out.partitions["item=burger/priority=medium/"], 3);
     }
 
     #[test]
