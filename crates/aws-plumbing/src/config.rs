@@ -40,6 +40,59 @@ pub fn optional_var(get: &impl Fn(&str) -> Option<String>, var: &str) -> Option<
     get(var).filter(|v| !v.trim().is_empty())
 }
 
+/// Reads an optional whole-number variable through `get`: `default` when it is unset, else its
+/// value if it parses and lies in `range`.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] naming `var`, its value and `expected` (what a valid value is).
+pub fn number_var(
+    get: &impl Fn(&str) -> Option<String>,
+    var: &'static str,
+    default: u64,
+    range: impl std::ops::RangeBounds<u64>,
+    expected: &str,
+) -> Result<u64, ConfigError> {
+    match optional_var(get, var) {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|n| range.contains(n))
+            .ok_or_else(|| ConfigError::Invalid {
+                var,
+                value: v,
+                reason: expected.to_owned(),
+            }),
+    }
+}
+
+/// Reads `REFERENCE_KEY_ATTRIBUTES` through `get`: the reference table's key attribute names,
+/// comma-separated, hash key first (default `item,price`, the seed's `ProductPriority`).
+///
+/// # Errors
+/// [`ConfigError::Invalid`] unless it names one or two attributes.
+pub fn key_attributes_var(
+    get: &impl Fn(&str) -> Option<String>,
+) -> Result<Vec<String>, ConfigError> {
+    let var = "REFERENCE_KEY_ATTRIBUTES";
+    let names: Vec<String> = optional_var(get, var)
+        .as_deref()
+        .unwrap_or("item,price")
+        .split(',')
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if names.is_empty() || names.len() > 2 {
+        return Err(ConfigError::Invalid {
+            var,
+            value: names.join(","),
+            reason: "one or two attribute names (hash key, range key)".into(),
+        });
+    }
+    Ok(names)
+}
+
 /// Checks the general rules for S3 bucket names (3–63 lowercase letters, digits, `-` or `.`,
 /// starting and ending with a letter or digit), so a typo fails at start-up, not per batch.
 ///
@@ -98,6 +151,37 @@ mod tests {
     fn an_optional_variable_that_is_blank_is_unset() {
         assert_eq!(optional_var(&env(&[("X", "")]), "X"), None);
         assert_eq!(optional_var(&env(&[("X", "1")]), "X").as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn a_number_is_its_default_when_unset_and_refused_by_name_outside_its_range() {
+        let n = |v: &str| number_var(&env(&[("N", v)]), "N", 7, 2..=10, "2 to 10");
+        assert_eq!(n(""), Ok(7));
+        assert_eq!(n(" 3 "), Ok(3));
+        assert_eq!(n("10"), Ok(10));
+        for bad in ["1", "11", "-2", "2.5", "x"] {
+            assert_eq!(
+                n(bad),
+                Err(ConfigError::Invalid {
+                    var: "N",
+                    value: bad.to_owned(),
+                    reason: "2 to 10".into()
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn key_attributes_are_one_or_two_names() {
+        let k = |v: &str| key_attributes_var(&env(&[("REFERENCE_KEY_ATTRIBUTES", v)]));
+        assert_eq!(k("").unwrap(), ["item", "price"]);
+        assert_eq!(k(" pk , sk ").unwrap(), ["pk", "sk"]);
+        assert_eq!(k("pk").unwrap(), ["pk"]);
+        for bad in ["a,b,c", ",,"] {
+            let err = k(bad).unwrap_err().to_string();
+            assert!(err.contains("REFERENCE_KEY_ATTRIBUTES"), "{err}");
+            assert!(err.contains("one or two attribute names"), "{err}");
+        }
     }
 
     #[test]

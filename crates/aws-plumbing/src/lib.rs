@@ -27,7 +27,9 @@ mod sdk;
 /// The SDK configuration [`sdk_config`] loads, for crates that build their clients from it.
 pub use aws_config::SdkConfig;
 pub use clock::{Clock, OffsetClock, SystemClock};
-pub use config::{optional_var, required_var, validate_bucket, ConfigError};
+pub use config::{
+    key_attributes_var, number_var, optional_var, required_var, validate_bucket, ConfigError,
+};
 pub use s3::{Bytes, Conditional, ListPage, ObjectBody, ObjectStore, S3Error, S3Store, StoreError};
 pub use s3_key::{decode_key, KeyDecodeError};
 pub use sdk::{s3_client, sdk_config};

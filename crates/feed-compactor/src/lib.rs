@@ -17,7 +17,10 @@
 use std::io::Write;
 use std::time::Duration;
 
-use aws_plumbing::{optional_var, required_var, validate_bucket, Clock, ConfigError, ObjectStore};
+use aws_plumbing::{
+    key_attributes_var, number_var, optional_var, required_var, validate_bucket, Clock,
+    ConfigError, ObjectStore,
+};
 use change_protocol::{
     snapshot_key, snapshot_pointer_key, Item, SnapshotPointer, DEFAULT_SNAPSHOT_PREFIX,
 };
@@ -62,31 +65,16 @@ impl Config {
     pub fn from_lookup(get: &impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let or =
             |var: &str, default: &str| optional_var(get, var).unwrap_or_else(|| default.to_owned());
-        let number =
-            |var: &'static str, default: u64, min: u64| -> Result<u64, ConfigError> {
-                match optional_var(get, var) {
-                    None => Ok(default),
-                    Some(v) => v.trim().parse::<u64>().ok().filter(|n| *n >= min).ok_or(
-                        ConfigError::Invalid {
-                            var,
-                            value: v,
-                            reason: format!("a whole number, at least {min}"),
-                        },
-                    ),
-                }
-            };
-        let key_attributes: Vec<String> = or("REFERENCE_KEY_ATTRIBUTES", "item,price")
-            .split(',')
-            .map(|s| s.trim().to_owned())
-            .filter(|s| !s.is_empty())
-            .collect();
-        if key_attributes.is_empty() || key_attributes.len() > 2 {
-            return Err(ConfigError::Invalid {
-                var: "REFERENCE_KEY_ATTRIBUTES",
-                value: key_attributes.join(","),
-                reason: "one or two attribute names (hash key, range key)".into(),
-            });
-        }
+        let number = |var: &'static str, default: u64, min: u64| {
+            number_var(
+                get,
+                var,
+                default,
+                min..,
+                &format!("a whole number, at least {min}"),
+            )
+        };
+        let key_attributes = key_attributes_var(get)?;
         let change_bucket = required_var(get, "CHANGE_BUCKET")?;
         validate_bucket("CHANGE_BUCKET", &change_bucket)?;
         let change_prefix = or("CHANGE_PREFIX", "change_flags/");

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use aws_plumbing::{optional_var, required_var, ConfigError};
+use aws_plumbing::{key_attributes_var, number_var, optional_var, required_var, ConfigError};
 use enrichment::Unmatched;
 
 /// The orders consumer's settings.
@@ -84,34 +84,17 @@ impl Config {
                 value: unmatched_text.clone(),
                 reason,
             })?;
-        let secs = |var: &'static str, default: u64| -> Result<Duration, ConfigError> {
-            match optional_var(get, var) {
-                None => Ok(Duration::from_secs(default)),
-                Some(v) => v
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|s| *s > 0)
-                    .map(Duration::from_secs)
-                    .ok_or(ConfigError::Invalid {
-                        var,
-                        value: v,
-                        reason: "not a positive whole number of seconds".into(),
-                    }),
-            }
+        let secs = |var: &'static str, default: u64| {
+            number_var(
+                get,
+                var,
+                default,
+                1..,
+                "not a positive whole number of seconds",
+            )
+            .map(Duration::from_secs)
         };
-        let key_attributes: Vec<String> = or("REFERENCE_KEY_ATTRIBUTES", "item,price")
-            .split(',')
-            .map(|s| s.trim().to_owned())
-            .filter(|s| !s.is_empty())
-            .collect();
-        if key_attributes.is_empty() || key_attributes.len() > 2 {
-            return Err(ConfigError::Invalid {
-                var: "REFERENCE_KEY_ATTRIBUTES",
-                value: key_attributes.join(","),
-                reason: "one or two attribute names (hash key, range key)".into(),
-            });
-        }
+        let key_attributes = key_attributes_var(get)?;
         let change_bucket = required_var(get, "CHANGE_BUCKET")?;
         let reference_objects =
             optional_var(get, "REFERENCE_OBJECTS_PREFIX").map(|prefix| ReferenceObjects {
@@ -174,34 +157,24 @@ impl Config {
             legacy_flag_dish: or("LEGACY_FLAG_DISH", "CHANGE_FLAG"),
             write_window: secs("WRITE_WINDOW_SECS", 20)?,
             max_staleness: secs("MAX_STALENESS_SECS", 900)?,
-            feed_retention: match optional_var(get, "FEED_RETENTION_DAYS") {
-                None => Duration::from_secs(7 * 24 * 3600),
-                Some(v) => v
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|d| (2..=36_500).contains(d))
-                    .map(|d| Duration::from_secs(d * 24 * 3600))
-                    .ok_or(ConfigError::Invalid {
-                        var: "FEED_RETENTION_DAYS",
-                        value: v,
-                        reason: "a whole number of days, at least 2 (consumers reload when their \
-                                 last listing is older than this minus a day)"
-                            .into(),
-                    })?,
-            },
-            feed_poll_interval: match optional_var(get, "FEED_POLL_INTERVAL_MS") {
-                None => Duration::from_secs(1),
-                Some(v) => v
-                    .trim()
-                    .parse::<u64>()
-                    .map(Duration::from_millis)
-                    .map_err(|_| ConfigError::Invalid {
-                        var: "FEED_POLL_INTERVAL_MS",
-                        value: v,
-                        reason: "not a whole number of milliseconds".into(),
-                    })?,
-            },
+            feed_retention: Duration::from_secs(
+                number_var(
+                    get,
+                    "FEED_RETENTION_DAYS",
+                    7,
+                    2..=36_500,
+                    "a whole number of days, at least 2 (consumers reload when their last \
+                     listing is older than this minus a day)",
+                )? * 24
+                    * 3600,
+            ),
+            feed_poll_interval: Duration::from_millis(number_var(
+                get,
+                "FEED_POLL_INTERVAL_MS",
+                1000,
+                ..,
+                "not a whole number of milliseconds",
+            )?),
         })
     }
 }
