@@ -848,67 +848,34 @@ mod tests {
             compact_at in proptest::option::of(1usize..6),
         ) {
             let ambiguity = if reject { Ambiguity::Reject } else { Ambiguity::LowestKey };
-            let item = |k: u8| key(&format!("i{}", k % 4), &format!("{}", k / 4));
-            // lookup key 4 stands for none
-            let lookup = |l: u8| (l < 4).then(|| format!("l{l}"));
-            let mut model: std::collections::BTreeMap<ItemKey, (String, Option<String>)> = Default::default();
+            let mut model = Model::new();
             let mut one_by_one: Snapshot<String, String> = Snapshot::empty(ambiguity);
             let mut bulk = Vec::new();
             for (i, (k, v, l)) in entries.into_iter().enumerate() {
                 let value = format!("v{i}-{v}");
-                one_by_one.upsert(item(k), value.clone(), lookup(l));
-                model.insert(item(k), (value.clone(), lookup(l)));
-                bulk.push((item(k), value, lookup(l)));
+                one_by_one.upsert(r_item(k), value.clone(), r_lookup(l));
+                model.insert(r_item(k), (value.clone(), r_lookup(l)));
+                bulk.push((r_item(k), value, r_lookup(l)));
             }
             let mut s = Snapshot::from_entries(ambiguity, bulk);
             // a new base from every `compact_at` changes on (and a quarter of the base), or never
             s.compact_at = compact_at.unwrap_or(usize::MAX);
-            let check = |s: &Snapshot<String, String>, model: &std::collections::BTreeMap<ItemKey, (String, Option<String>)>| -> Result<(), proptest::test_runner::TestCaseError> {
-                proptest::prop_assert_eq!(s.len(), model.len());
-                for l in 0..4 {
-                    let lk = format!("l{l}");
-                    let group: Vec<&String> = model.values().filter(|(_, g)| g.as_deref() == Some(lk.as_str())).map(|(v, _)| v).collect();
-                    let expected = match (group.len(), ambiguity) {
-                        (0, _) => None,
-                        (1, _) | (_, Ambiguity::LowestKey) => Some(Ok(group[0].clone())),
-                        (n, Ambiguity::Reject) => Some(Err(n)),
-                    };
-                    let got = match s.lookup(lk.as_str()) {
-                        Lookup::Found(v) => Some(Ok((**v).clone())),
-                        Lookup::Ambiguous(n) => Some(Err(n)),
-                        Lookup::Missing => None,
-                    };
-                    proptest::prop_assert_eq!(got, expected);
-                }
-                for (k, (v, _)) in model {
-                    proptest::prop_assert_eq!(s.get(k).map(|v| (**v).clone()), Some(v.clone()));
-                }
-                let mut keys: Vec<&ItemKey> = s.keys().collect();
-                keys.sort();
-                proptest::prop_assert_eq!(keys, model.keys().collect::<Vec<_>>());
-                Ok(())
-            };
-            check(&s, &model)?;
-            check(&one_by_one, &model)?;
+            r_check(&s, &model, ambiguity)?;
+            r_check(&one_by_one, &model, ambiguity)?;
             let before = s.clone();
             let before_model = model.clone();
             for (i, (k, l, insert)) in ops.into_iter().enumerate() {
                 if insert {
-                    s.upsert(item(k), format!("u{i}"), lookup(l));
-                    model.insert(item(k), (format!("u{i}"), lookup(l)));
+                    s.upsert(r_item(k), format!("u{i}"), r_lookup(l));
+                    model.insert(r_item(k), (format!("u{i}"), r_lookup(l)));
                 } else {
-                    s.remove(&item(k));
-                    model.remove(&item(k));
+                    s.remove(&r_item(k));
+                    model.remove(&r_item(k));
                 }
-                check(&s, &model)?;
-            }
-            for k in 0..12 {
-                if !model.contains_key(&item(k)) {
-                    proptest::prop_assert!(s.get(&item(k)).is_none());
-                }
+                r_check(&s, &model, ambiguity)?;
             }
             // the bulk-built version is untouched by the changes to its successor
-            check(&before, &before_model)?;
+            r_check(&before, &before_model, ambiguity)?;
         }
     }
 
