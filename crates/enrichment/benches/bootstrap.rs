@@ -2,6 +2,8 @@
 //! table, so the figure is decode and index, without DynamoDB's own time) against the feed
 //! snapshot the feed-compactor keeps (GET, gunzip, parse each line, decode, index). Both end
 //! with the first poll of the (empty) feed. `BENCH_ITEMS` sets the table size (default 100,000).
+//! A third group is the S3-object enricher's first load of as many rows, in one CSV object and
+//! in ten.
 //!
 //! `cargo bench -p enrichment --bench bootstrap`
 
@@ -11,7 +13,9 @@ use std::time::Duration;
 use change_protocol::{AttributeValue, Item, SnapshotPointer, DEFAULT_SNAPSHOT_PREFIX};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use enrichment::testing::{MemoryBucket, MemoryTable};
-use enrichment::{Enricher, EnricherConfig, FeedSettings, SystemClock};
+use enrichment::{
+    Enricher, EnricherConfig, FeedSettings, ObjectConfig, ObjectEnricher, SystemClock,
+};
 
 #[derive(Debug, serde::Deserialize)]
 struct Product {
@@ -179,6 +183,49 @@ fn bench(c: &mut Criterion) {
         )
     });
     stages.finish();
+
+    objects(c, n, &rt);
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct Dish {
+    dish: String,
+    #[allow(dead_code)]
+    category: String,
+}
+
+/// The S3-object enricher's first load: `n` CSV rows in one object, and in ten.
+fn objects(c: &mut Criterion, n: usize, rt: &tokio::runtime::Runtime) {
+    let mut group = c.benchmark_group(format!("reference objects, first load of {n} rows"));
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(n as u64));
+    for parts in [1, 10] {
+        let bucket = MemoryBucket::default();
+        for part in 0..parts {
+            let mut csv = String::from("dish,category\n");
+            for i in (part..n).step_by(parts) {
+                csv.push_str(&format!("dish-{i:07},mains\n"));
+            }
+            bucket.put(&format!("reference/part-{part:02}.csv"), csv.into_bytes());
+        }
+        group.bench_function(format!("{parts} objects"), |b| {
+            b.iter_batched(
+                || {
+                    let config = ObjectConfig::new("ref-bucket", "reference/", |d: &Dish| {
+                        Some(d.dish.clone())
+                    });
+                    ObjectEnricher::new(config, bucket.clone(), None::<MemoryBucket>, SystemClock)
+                },
+                |mut e| {
+                    rt.block_on(e.refresh());
+                    assert_eq!(e.snapshot().len(), n);
+                    e
+                },
+                BatchSize::PerIteration,
+            )
+        });
+    }
+    group.finish();
 }
 
 criterion_group!(benches, bench);

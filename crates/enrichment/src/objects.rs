@@ -21,6 +21,9 @@ use crate::snapshot::Snapshot;
 use crate::sources::{FeedSource, ObjectBody, ObjectSource, S3Feed, S3Objects};
 use aws_plumbing::{Clock, SystemClock};
 
+/// An object's rows as the snapshot takes them: item key (object key, line), value, lookup key.
+type Rows<T, K> = Vec<(ItemKey, T, Option<K>)>;
+
 /// Reference rows from S3 objects, kept current object by object, with the same lifecycle,
 /// policies and counters as the table [`Enricher`](crate::Enricher).
 ///
@@ -111,26 +114,32 @@ where
                 None => break,
             }
         }
-        let mut next = Snapshot::empty(cx.policies.ambiguity);
+        // Every object's rows are read first and the snapshot built from them in bulk (one
+        // flat base, as a table's full load), not row by row.
+        let mut rows = Vec::new();
+        let mut kept = Vec::new();
         let mut loaded = HashMap::new();
         for key in keys {
             if let Some(body) = self.objects.get(&key).await? {
                 Metrics::add(&cx.metrics.objects_read, 1);
-                match self.load_object(&mut next, &key, body, None, cx) {
-                    Some(l) => {
+                match self.parse_object(&key, body, cx) {
+                    Some((l, object_rows)) => {
+                        rows.extend(object_rows);
                         loaded.insert(key, l);
                     }
                     // Rejected: the rows it had keep serving, across full loads too.
                     None => {
                         if let Some(previous) = self.loaded.get(&key) {
-                            for row in &previous.rows {
-                                next.copy_from(current, row);
-                            }
+                            kept.push(previous.clone());
                             loaded.insert(key, previous.clone());
                         }
                     }
                 }
             }
+        }
+        let mut next = Snapshot::from_entries(cx.policies.ambiguity, rows);
+        for row in kept.iter().flat_map(|l| &l.rows) {
+            next.copy_from(current, row);
         }
         self.loaded = loaded;
         info!(
@@ -256,8 +265,14 @@ where
                 }
                 Some(body) => {
                     Metrics::add(&cx.metrics.objects_read, 1);
-                    if let Some(l) = self.load_object(&mut next, &key, body, previous.as_ref(), cx)
-                    {
+                    // Rejected: its previous rows stay.
+                    if let Some((l, rows)) = self.parse_object(&key, body, cx) {
+                        for row in previous.iter().flat_map(|l| &l.rows) {
+                            next.remove(row);
+                        }
+                        for (item_key, value, lookup) in rows {
+                            next.upsert(item_key, value, lookup);
+                        }
                         self.loaded.insert(key, l);
                     }
                 }
@@ -266,16 +281,15 @@ where
         Ok(next)
     }
 
-    /// Parses one object into `next`, replacing its previous rows. With [`BadRows::RejectObject`]
-    /// a bad row leaves the previous rows in place and returns `None`.
-    fn load_object(
+    /// Parses one object: what is kept of it and its rows (item key, value, lookup key).
+    /// `None` when it is rejected: an object that does not parse, or with
+    /// [`BadRows::RejectObject`] one with a bad row (its previous rows then stay).
+    fn parse_object(
         &self,
-        next: &mut Snapshot<T, K>,
         key: &str,
         body: ObjectBody,
-        previous: Option<&Loaded>,
         cx: &mut Cx<'_>,
-    ) -> Option<Loaded> {
+    ) -> Option<(Loaded, Rows<T, K>)> {
         let report: &mut RefreshReport = cx.report;
         let rows = match parse_rows::<T>(key, &body.bytes, body.content_encoding.as_deref()) {
             Ok(rows) => rows,
@@ -306,10 +320,8 @@ where
             }
             report.problems.extend(bad);
         }
-        for row in previous.iter().flat_map(|l| &l.rows) {
-            next.remove(row);
-        }
         let mut keys = Vec::new();
+        let mut entries = Vec::new();
         for (line, row) in rows {
             if let Ok(value) = row {
                 let item_key = ItemKey::from_iter([
@@ -317,13 +329,16 @@ where
                     KeyValue::N(line.to_string()),
                 ]);
                 let lookup = (self.lookup_key)(&value);
-                next.upsert(item_key.clone(), value, lookup);
-                keys.push(item_key);
+                keys.push(item_key.clone());
+                entries.push((item_key, value, lookup));
             }
         }
-        Some(Loaded {
-            etag: body.etag,
-            rows: keys,
-        })
+        Some((
+            Loaded {
+                etag: body.etag,
+                rows: keys,
+            },
+            entries,
+        ))
     }
 }
