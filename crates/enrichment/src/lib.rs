@@ -125,3 +125,6 @@ mod tests;
 
 #[cfg(test)]
 mod objects_tests;
+
+#[cfg(test)]
+mod objects_model_tests;
