@@ -6,8 +6,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use change_protocol::{ChangeFlag, ObjectChange};
+use change_protocol::ChangeFlag;
 
+use crate::objects_tests::{flag, gap_file};
 use crate::testing::MemoryBucket;
 use crate::*;
 
@@ -72,51 +73,6 @@ impl Rng {
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
-}
-
-fn flag(objects: &MemoryBucket, key: &str, removed: bool, etag: Option<String>) -> ChangeFlag {
-    let etag = etag.or_else(|| objects.etag(key).map(|e| e.trim_matches('"').to_owned()));
-    ChangeFlag::new(
-        ObjectChange {
-            bucket: "ref-bucket".into(),
-            key: key.into(),
-            event_name: if removed {
-                "ObjectRemoved:Delete"
-            } else {
-                "ObjectCreated:Put"
-            }
-            .into(),
-            removed,
-            event_time: "2026-11-26T01:00:00.000Z".into(),
-            version_id: None,
-            etag,
-            sequencer: None,
-        },
-        None,
-    )
-}
-
-fn gap_file(objects: &MemoryBucket, n: u64) {
-    let gap = change_protocol::ChangeFile {
-        schema_version: 1,
-        kind: change_protocol::ChangeKind::Gap,
-        written_at: String::new(),
-        write_window_ms: 20_000,
-        producer: "test".into(),
-        source: change_protocol::Source::default(),
-        changes: vec![],
-        opaque: vec![],
-        objects: vec![],
-        reason: None,
-    };
-    let key = change_protocol::ChangeKey {
-        time: chrono::Utc::now(),
-        label: change_protocol::source_label("gap"),
-        sequences: None,
-        unique: Some(format!("g{n}")),
-    }
-    .to_key("change_flags/");
-    objects.put(&key, gap.to_vec());
 }
 
 fn body(rng: &mut Rng, counter: &mut u64, key: &str) -> Vec<u8> {
@@ -250,7 +206,7 @@ async fn walk(seed: u64, ambiguity: Ambiguity, bad_rows: BadRows) {
             0..=2 => {
                 let b = body(&mut rng, &mut counter, key);
                 objects.put(key, b);
-                stale_flags.push(flag(&objects, key, false, None));
+                stale_flags.push(flag(&objects, key, false));
                 name = format!("{step}: put {key}");
             }
             // a delete, not yet notified
@@ -262,7 +218,7 @@ async fn walk(seed: u64, ambiguity: Ambiguity, bad_rows: BadRows) {
             // a removal flag for an object that is there: an undelete)
             4..=6 => {
                 let removed = objects.object(key).is_none() || rng.below(4) == 0;
-                let f = flag(&objects, key, removed, None);
+                let f = flag(&objects, key, removed);
                 let held_etag = model.get(key).and_then(|h| h.etag.clone());
                 let duplicate = !removed && held_etag.is_some() && held_etag == f.change.etag;
                 e.enrich(vec![()], |_| Classified::ChangeFlag(f.clone()))
@@ -311,7 +267,7 @@ async fn walk(seed: u64, ambiguity: Ambiguity, bad_rows: BadRows) {
             // a full load (a gap file)
             _ => {
                 gaps += 1;
-                gap_file(&objects, gaps);
+                gap_file(&objects, &format!("g{gaps}"));
                 let report = e.refresh().await;
                 assert!(
                     matches!(report.full_reload, Some(ReloadReason::Gap { .. })),

@@ -29,7 +29,32 @@ fn put(objects: &MemoryBucket, key: &str, body: &[u8]) {
     objects.put(key, body.to_vec());
 }
 
-fn flag(objects: &MemoryBucket, key: &str, removed: bool) -> ChangeFlag {
+/// Writes a gap change file (unique part `unique`) into the feed: every follower reloads fully.
+pub(crate) fn gap_file(objects: &MemoryBucket, unique: &str) {
+    let gap = change_protocol::ChangeFile {
+        schema_version: 1,
+        kind: change_protocol::ChangeKind::Gap,
+        written_at: String::new(),
+        write_window_ms: 20_000,
+        producer: "test".into(),
+        source: change_protocol::Source::default(),
+        changes: vec![],
+        opaque: vec![],
+        objects: vec![],
+        reason: None,
+    };
+    let key = change_protocol::ChangeKey {
+        time: chrono::Utc::now(),
+        label: change_protocol::source_label("gap"),
+        sequences: None,
+        unique: Some(unique.to_owned()),
+    }
+    .to_key("change_flags/");
+    objects.put(&key, gap.to_vec());
+}
+
+/// A flag for the object at `key` as the s3-event-handler writes it (its current ETag).
+pub(crate) fn flag(objects: &MemoryBucket, key: &str, removed: bool) -> ChangeFlag {
     let etag = objects.etag(key).map(|e| e.trim_matches('"').to_owned());
     ChangeFlag::new(
         ObjectChange {
@@ -301,26 +326,7 @@ async fn a_rejected_object_keeps_its_rows_across_a_full_load() {
         b"item,priority\nsalad,low,extra\n",
     );
     // A full reload (here announced by a gap file) reads every object again.
-    let gap = change_protocol::ChangeFile {
-        schema_version: 1,
-        kind: change_protocol::ChangeKind::Gap,
-        written_at: String::new(),
-        write_window_ms: 20_000,
-        producer: "test".into(),
-        source: change_protocol::Source::default(),
-        changes: vec![],
-        opaque: vec![],
-        objects: vec![],
-        reason: None,
-    };
-    let key = change_protocol::ChangeKey {
-        time: chrono::Utc::now(),
-        label: change_protocol::source_label("gap"),
-        sequences: None,
-        unique: Some("g".into()),
-    }
-    .to_key("change_flags/");
-    objects.put(&key, gap.to_vec());
+    gap_file(&objects, "g");
     let report = e.refresh().await;
     assert!(matches!(report.full_reload, Some(ReloadReason::Gap { .. })));
     assert!(report.problems[0].contains("reference/b.csv"), "{report:?}");
