@@ -130,15 +130,15 @@ where
                     // Rejected: the rows it had keep serving, across full loads too.
                     None => {
                         if let Some(previous) = self.loaded.get(&key) {
-                            kept.push(previous.clone());
-                            loaded.insert(key, previous.clone());
+                            loaded.insert(key.clone(), previous.clone());
+                            kept.push(key);
                         }
                     }
                 }
             }
         }
         let mut next = Snapshot::from_entries(cx.policies.ambiguity, rows);
-        for row in kept.iter().flat_map(|l| &l.rows) {
+        for row in kept.iter().flat_map(|key| &loaded[key].rows) {
             next.copy_from(current, row);
         }
         self.loaded = loaded;
