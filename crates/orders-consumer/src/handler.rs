@@ -447,11 +447,14 @@ pub const CONCURRENT_WRITES: usize = 16;
 /// every payload's parse in `serde_path_to_error`, which copies each object key into a
 /// `String` as it goes (13 a record here) to name the field of an error; the one skipping pass
 /// of the borrowed `RawValue` costs less (docs/perf/floor-run.md, round 6). A payload that is
-/// not a Kinesis event fails with the same message as before (the runtime's, with the field's
-/// path): the text is parsed again through `serde_path_to_error` for it. (Its line and column
-/// count from the value's first character, which is the body's first for every event Lambda
-/// sends; a body that is not JSON at all fails in the skipping pass, with serde_json's syntax
-/// error.) A deserializer that cannot lend its input (`serde_json::from_reader`, a `Value`)
+/// JSON but not a Kinesis event fails with the same message as before (the runtime's, with the
+/// field's path): the text is parsed again through `serde_path_to_error` for it. (Its line and
+/// column count from the value's first character, which is the body's first for every event
+/// Lambda sends.) A payload that is not well-formed JSON (a syntax error anywhere, or invalid
+/// UTF-8 even in a field this type skips) fails in the skipping pass, with serde_json's error
+/// and its line and column but not the field's path; Lambda sends only well-formed JSON, so
+/// only a hand-made invocation meets that. A deserializer that cannot lend its input
+/// (`serde_json::from_reader`, a `Value`)
 /// cannot produce this type: use [`OrdersConsumer::handle`] or [`OrdersConsumer::handle_raw`]
 /// there.
 #[derive(Debug, Default)]
@@ -1055,6 +1058,11 @@ print(json.dumps(out))
             message.contains("expected struct KinesisInvocation"),
             "{message}"
         );
+        // A body that is not well-formed JSON (never sent by Lambda): serde_json's syntax error
+        // with its position, without the field's path.
+        let message = runtime_parse::<KinesisInvocation>(r#"{"Records":[{"kinesis":{"data":"ab"#)
+            .unwrap_err();
+        assert_eq!(message, "EOF while parsing a string at line 1 column 34");
     }
 
     #[test]
