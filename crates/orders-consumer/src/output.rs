@@ -335,15 +335,20 @@ fn write_line(
     if let (Some((field, join)), Some(row)) =
         (parts.reference_object_field, &input.reference_object)
     {
-        let columns: BTreeMap<&str, &serde_json::Value> = row
-            .iter()
-            .filter(|(k, _)| k.as_str() != join)
-            .map(|(k, v)| (k.as_str(), v))
-            .collect();
+        // The row is already in key order: its columns written as they stand, the join left out.
         body.push(b',');
         write_json(body, field);
-        body.push(b':');
-        write_json(body, &columns);
+        body.extend_from_slice(b":{");
+        let columns = row.iter().filter(|(k, _)| k.as_str() != join);
+        for (n, (k, v)) in columns.enumerate() {
+            if n > 0 {
+                body.push(b',');
+            }
+            write_json(body, k.as_str());
+            body.push(b':');
+            write_json(body, v);
+        }
+        body.push(b'}');
     }
     body.extend_from_slice(b"}\n");
 }
