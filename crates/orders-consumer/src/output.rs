@@ -526,6 +526,61 @@ mod tests {
         assert_eq!(cases, numbers.len() * texts.len() * 16);
     }
 
+    /// An item whose priority changed at a flag mid-batch (a new `Arc` from the
+    /// refreshed snapshot), the old one still used after the flag by another reading of it:
+    /// each line carries its own item's values and lands in its own partition.
+    #[test]
+    fn an_item_changed_at_a_flag_mid_batch_writes_its_new_values_after_it() {
+        let before = product("burger", "medium");
+        let after = product("burger", "high");
+        let outcomes = vec![
+            Outcome::Enriched {
+                record: input("burger", 1),
+                item: Arc::clone(&before),
+            },
+            Outcome::Flag,
+            Outcome::Enriched {
+                record: input("burger", 2),
+                item: Arc::clone(&after),
+            },
+            Outcome::Enriched {
+                record: input("burger", 3),
+                item: Arc::clone(&before),
+            },
+            Outcome::Enriched {
+                record: input("burger", 4),
+                item: after,
+            },
+        ];
+        drop(before);
+        let out = build(&naming(), outcomes);
+        let mut lines = Vec::new();
+        for (key, body) in &out.objects {
+            for l in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                let v: serde_json::Value = serde_json::from_slice(l).unwrap();
+                lines.push((
+                    v["customer_id"].as_i64().unwrap(),
+                    v["priority"].as_str().unwrap().to_owned(),
+                    key.clone(),
+                ));
+            }
+        }
+        lines.sort();
+        let want: Vec<(i64, String, String)> =
+            [(1, "medium"), (2, "high"), (3, "medium"), (4, "high")]
+                .into_iter()
+                .map(|(n, p)| {
+                    (
+                        n,
+                        p.to_owned(),
+                        format!("out/item=burger/priority={p}/shardId-000000000000-1.jsonl"),
+                    )
+                })
+                .collect();
+        assert_eq!(lines, want);
+        assert_eq!(out.accounted(), 5);
+    }
+
     #[test]
     fn items_with_one_partition_share_its_object_and_keep_their_own_fields() {
         // GIVEN two items of one (item, priority) that differ in price (the range key), and an
