@@ -5,15 +5,14 @@
 //! batch is written twice (a retried invocation), so each consumer also meets duplicates.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::atomic::AtomicUsize;
 
 use aws_sdk_dynamodb::types::StreamViewType;
 use test_support::FeedRig;
 
 mod common;
 
-use common::{consumer_with, table_view, writes_while, Consumer, KEYS};
+use common::{consumer_with, table_view, writes_while, Consumer, Rounds, KEYS};
 
 fn consumer(rig: &FeedRig) -> Consumer {
     consumer_with(&rig.sdk, &rig.table.name, &rig.bucket, |c| {
@@ -39,20 +38,17 @@ async fn three_consumers_converge_to_the_table_after_1000_concurrent_random_writ
     let mut late = consumer(&rig);
     a.refresh().await;
     b.refresh().await;
-    writes_while(&rig, async |done: &AtomicBool| {
-        let mut started_late = false;
-        while !done.load(Ordering::SeqCst) {
+    writes_while(&rig, async |rounds: &Rounds| {
+        let mut round = 0;
+        while rounds.next().await {
+            round += 1;
             a.refresh().await;
             b.refresh().await;
-            if !started_late {
-                // A full load (parallel Scan) while the writers are busy.
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                late.refresh().await;
-                started_late = true;
-            } else {
+            // The late consumer's full load (parallel Scan) runs while the middle round's
+            // writes are made; from then on it follows the feed like the others.
+            if round >= Rounds::count() / 2 {
                 late.refresh().await;
             }
-            tokio::time::sleep(Duration::from_millis(30)).await;
         }
     })
     .await;

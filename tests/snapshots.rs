@@ -5,20 +5,17 @@
 //! snapshot that loses or rolls back a change: a consumer started from *each* snapshot it
 //! published converges to the table.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
-
 use aws_plumbing::{s3_client, S3Store, SystemClock};
 use aws_sdk_dynamodb::types::StreamViewType;
 use change_protocol::{snapshot_pointer_key, DEFAULT_SNAPSHOT_PREFIX};
 use enrichment::{DynamoDbTable, S3Feed};
 use feed_compactor::{Compactor, Config};
+use std::collections::BTreeMap;
 use test_support::{through_proxy, Fault, FeedRig, HttpFaultProxy, Rule};
 
 mod common;
 
-use common::{consumer_with, table_view, writes_while, Consumer, KEYS};
+use common::{consumer_with, table_view, writes_while, Consumer, Rounds, KEYS};
 
 type RigCompactor = Compactor<DynamoDbTable, S3Feed, S3Store, SystemClock>;
 
@@ -69,16 +66,17 @@ async fn consumers_started_from_snapshots_mid_way_converge_to_the_table_without_
     scanning.refresh().await;
     let mut from_snapshots: Vec<Consumer> = Vec::new();
 
-    writes_while(&rig, async |done: &AtomicBool| {
+    writes_while(&rig, async |rounds: &Rounds| {
         let mut round = 0;
-        while !done.load(Ordering::SeqCst) {
+        while rounds.next().await {
             round += 1;
             compactor.run_once().await.expect("a compactor run");
             scanning.refresh().await;
             for c in &mut from_snapshots {
                 c.refresh().await;
             }
-            // Two consumers start from whatever snapshot is latest, a third and two thirds in.
+            // Two consumers start from whatever snapshot is latest, in the second and the
+            // fourth round.
             if round == 2 || round == 4 {
                 let mut c = consumer(&rig);
                 let report = c.refresh().await;
@@ -88,11 +86,14 @@ async fn consumers_started_from_snapshots_mid_way_converge_to_the_table_without_
                 );
                 from_snapshots.push(c);
             }
-            tokio::time::sleep(Duration::from_millis(150)).await;
         }
     })
     .await;
-    assert_eq!(from_snapshots.len(), 2, "the writes lasted long enough");
+    assert_eq!(
+        from_snapshots.len(),
+        2,
+        "the scenario has more than four rounds"
+    );
 
     let truth = table_view(&rig.table.ddb, &rig.table.name).await;
     compactor.run_once().await.expect("last run");
@@ -139,30 +140,38 @@ async fn under_faults_every_snapshot_the_compactor_published_converges_to_the_ta
         .run_once()
         .await
         .expect("first run, before the faults");
-    proxy.set_rules(
-        [
-            ("s3", "PutObject"),
-            ("s3", "GetObject"),
-            ("s3", "ListObjectsV2"),
-            ("dynamodb", "BatchGetItem"),
-        ]
-        .into_iter()
-        .flat_map(|(service, operation)| {
-            [Fault::ServerError, Fault::Reset].map(|fault| Rule {
-                service,
-                operation,
-                fault,
-                rate: 0.02,
-            })
+    // Faults in every other round: a run that failed part-way is followed by one that must
+    // publish (the writes of two rounds since), so the scenario meets both however many runs
+    // the faults break.
+    let faults: Vec<Rule> = [
+        ("s3", "PutObject"),
+        ("s3", "GetObject"),
+        ("s3", "ListObjectsV2"),
+        ("dynamodb", "BatchGetItem"),
+    ]
+    .into_iter()
+    .flat_map(|(service, operation)| {
+        [Fault::ServerError, Fault::Reset].map(|fault| Rule {
+            service,
+            operation,
+            fault,
+            rate: 0.02,
         })
-        .collect(),
-    );
+    })
+    .collect();
     let pointer_key = snapshot_pointer_key(DEFAULT_SNAPSHOT_PREFIX, &rig.table.name);
     let mut pointers: Vec<Vec<u8>> = vec![rig.read(&pointer_key).await];
     let (mut failed, mut published) = (0, 0);
 
-    writes_while(&rig, async |done: &AtomicBool| {
-        while !done.load(Ordering::SeqCst) {
+    writes_while(&rig, async |rounds: &Rounds| {
+        let mut round = 0;
+        while rounds.next().await {
+            round += 1;
+            proxy.set_rules(if round % 2 == 1 {
+                faults.clone()
+            } else {
+                Vec::new()
+            });
             match compactor.run_once().await {
                 Ok(r) if r.published.is_some() => {
                     published += 1;
@@ -174,7 +183,6 @@ async fn under_faults_every_snapshot_the_compactor_published_converges_to_the_ta
                     println!("run failed: {e}");
                 }
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     })
     .await;

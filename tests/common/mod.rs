@@ -5,7 +5,7 @@
 #![allow(dead_code)] // each test file uses part of it
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use aws_plumbing::s3_client;
@@ -13,6 +13,7 @@ use enrichment::{
     DynamoDbTable, Enricher, EnricherConfig, FeedSettings, Lookup, S3Feed, SystemClock,
 };
 use test_support::{through_proxy, FeedRig};
+use tokio::sync::{watch, Semaphore};
 
 /// A `ProductPriority` item as the tests read it.
 #[derive(Debug, serde::Deserialize)]
@@ -118,6 +119,8 @@ pub(crate) async fn table_view(
 /// The keys of the 1,000-write scenario (`item-00` …), and the writes of each of its two writers.
 pub(crate) const KEYS: usize = 20;
 pub(crate) const WRITES_PER_WRITER: usize = 500;
+/// The writes (of both writers together) that one round of the scenario releases.
+pub(crate) const WRITES_PER_ROUND: usize = 40;
 
 /// Hands every pending stream batch to the change-handler; every third batch (counted in
 /// `batches`) twice, as a retried invocation would write it.
@@ -131,17 +134,67 @@ pub(crate) async fn deliver(rig: &FeedRig, batches: &AtomicUsize) {
     }
 }
 
+/// The rounds of the 1,000-write scenario. The writers write only what a round released; the
+/// next round starts once the writes released before it are written and delivered. So the
+/// scenario interleaves by count, not by time: a round's work runs while that round's writes
+/// are made, and sees every earlier round's changes in the feed, however busy the machine.
+pub(crate) struct Rounds {
+    permits: Semaphore,
+    released: AtomicUsize,
+    written: AtomicUsize,
+    delivered: watch::Sender<usize>,
+}
+
+impl Rounds {
+    const WRITES: usize = 2 * WRITES_PER_WRITER;
+
+    fn new() -> Rounds {
+        Rounds {
+            permits: Semaphore::new(0),
+            released: AtomicUsize::new(0),
+            written: AtomicUsize::new(0),
+            delivered: watch::Sender::new(0),
+        }
+    }
+
+    /// Waits until every write released so far is written and delivered, then releases the
+    /// next round's writes and returns `true`; `false` once all the writes are delivered.
+    pub(crate) async fn next(&self) -> bool {
+        let released = self.released.load(Ordering::SeqCst);
+        self.delivered
+            .subscribe()
+            .wait_for(|d| *d >= released)
+            .await
+            .expect("the scenario's producer is running");
+        if released == Self::WRITES {
+            return false;
+        }
+        let round = WRITES_PER_ROUND.min(Self::WRITES - released);
+        self.released.store(released + round, Ordering::SeqCst);
+        self.permits.add_permits(round);
+        true
+    }
+
+    /// How many rounds the scenario has.
+    pub(crate) const fn count() -> usize {
+        Self::WRITES.div_ceil(WRITES_PER_ROUND)
+    }
+}
+
 /// Runs the 1,000 random writes (two writers: puts, the same key twice in quick succession,
-/// deletes) while the change-handler delivers (4 polls a second, see [`deliver`]) and `during`
-/// runs alongside until the writers are done; then delivers what is left.
-pub(crate) async fn writes_while(rig: &FeedRig, during: impl AsyncFnMut(&AtomicBool)) {
+/// deletes) in [`Rounds`] that `during` starts with [`Rounds::next`], while the change-handler
+/// delivers (4 polls a second, see [`deliver`]); then delivers what is left. `during` must call
+/// `next` until it returns `false`.
+pub(crate) async fn writes_while(rig: &FeedRig, during: impl AsyncFnOnce(&Rounds)) {
     let batches = AtomicUsize::new(0);
-    let done = AtomicBool::new(false);
+    let rounds = Rounds::new();
     let writer = |seed: u64| {
         let table = rig.table.clone();
+        let rounds = &rounds;
         async move {
             let mut rng = fastrand::Rng::with_seed(seed);
             for n in 0..WRITES_PER_WRITER {
+                rounds.permits.acquire().await.expect("open").forget();
                 let item = format!("item-{:02}", rng.usize(..KEYS));
                 match rng.u8(..10) {
                     0 | 1 => table.delete(&item).await,
@@ -151,21 +204,21 @@ pub(crate) async fn writes_while(rig: &FeedRig, during: impl AsyncFnMut(&AtomicB
                         table.put(&item, &format!("w{seed}-{n}b")).await;
                     }
                 }
+                rounds.written.fetch_add(1, Ordering::SeqCst);
             }
         }
     };
     let producer = async {
-        while !done.load(Ordering::SeqCst) {
+        loop {
+            let written = rounds.written.load(Ordering::SeqCst);
             deliver(rig, &batches).await;
+            rounds.delivered.send_replace(written);
+            if written == Rounds::WRITES {
+                break;
+            }
             tokio::time::sleep(Duration::from_millis(250)).await; // Lambda polls 4 times a second
         }
-        deliver(rig, &batches).await;
     };
-    let writers = async {
-        tokio::join!(writer(1), writer(2));
-        done.store(true, Ordering::SeqCst);
-    };
-    let mut during = during;
-    tokio::join!(producer, writers, during(&done));
+    tokio::join!(producer, writer(1), writer(2), during(&rounds));
     deliver(rig, &batches).await;
 }

@@ -6,9 +6,9 @@
 //! change-handler and the change feed; later a reference object in S3 changes, and the
 //! s3-event-handler puts a flag on every shard. At the end the output is read back from S3.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -26,34 +26,39 @@ use serde_json::Value;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::generator::{generate, SentOrder};
+use crate::generator::{Generator, SentOrder};
 use local_emulator::provision::{
-    mappings, provision, set_priority, Clients, Names, REFERENCE_OBJECT,
+    mappings, provision, set_priority, Clients, Names, Provisioned, REFERENCE_OBJECT,
 };
 
-/// How the demo runs.
+/// How the scripted walkthrough runs: by count of orders, so it makes its changes at the same
+/// places in the stream however busy the machine is.
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// How long orders are generated.
-    pub duration: Duration,
     /// Orders a second.
     pub rate: u32,
-    /// When the walkthrough's update happens.
-    pub update_at: Duration,
-    /// When the S3 reference object changes.
-    pub s3_change_at: Duration,
-    /// How long to wait for the consumers to drain the stream at the end.
+    /// Orders put (and consumed) before burger's priority changes from medium to high.
+    pub update_after: usize,
+    /// Orders put before the S3 reference object changes (and not before every shard's consumer
+    /// wrote a burger with the new priority).
+    pub s3_change_after: usize,
+    /// Orders put after every shard met the S3 change's flag.
+    pub orders_after_flags: usize,
+    /// How long to wait for the consumers at each step (to consume the orders before the
+    /// update, and to drain the stream at the end) before giving up.
     pub drain_timeout: Duration,
 }
 
 impl Default for Options {
+    /// About 40 s at 40 orders a second: the update after 15 s of orders, the S3 change after
+    /// 25 s.
     fn default() -> Self {
         Options {
-            duration: Duration::from_secs(40),
             rate: 40,
-            update_at: Duration::from_secs(15),
-            s3_change_at: Duration::from_secs(25),
-            drain_timeout: Duration::from_secs(30),
+            update_after: 600,
+            s3_change_after: 1000,
+            orders_after_flags: 600,
+            drain_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -84,6 +89,8 @@ pub struct Progress {
     pub burger_high: usize,
     /// Where each dish landed last: dish → the priority partition of its latest enriched order.
     pub landing: BTreeMap<String, String>,
+    /// Shards whose consumer enriched a salad order in a batch after the one with its last flag.
+    pub shards_with_salad_after_flag: usize,
 }
 
 impl Progress {
@@ -107,10 +114,12 @@ pub struct LiveOptions {
     pub drain_timeout: Duration,
 }
 
-/// The times of the scripted changes, when the demo made them.
+/// The scripted changes: when the demo made them, and where in the orders.
 #[derive(Clone, Copy, Debug, Default)]
 struct Changes {
     update_at: Option<Duration>,
+    updated_after: Option<usize>,
+    applied_after: Option<usize>,
     s3_change_at: Option<Duration>,
 }
 
@@ -146,6 +155,11 @@ pub struct Summary {
     pub partitions: BTreeMap<String, usize>,
     /// When the update was made.
     pub update_at: Option<Duration>,
+    /// How many orders were put (and consumed) before the update.
+    pub updated_after: Option<usize>,
+    /// How many orders were put before every shard's consumer had written a burger with the
+    /// new priority: every later order is enriched with it.
+    pub applied_after: Option<usize>,
     /// When the first burger order was written to priority=high.
     pub first_high_burger_at: Option<Duration>,
     /// When the S3 reference object was changed.
@@ -320,45 +334,21 @@ fn add(total: &mut MetricsSnapshot, m: &MetricsSnapshot) {
     total.flags += m.flags;
 }
 
-/// Runs the walkthrough against `sdk`; `on_progress` is called about twice a second.
+/// Runs the scripted walkthrough against `sdk`; `on_progress` is called about twice a second.
+/// It is driven by count of orders ([`Options`]), so it makes its changes at the same places
+/// in the stream on a quiet machine and on a busy one.
 pub async fn run(
     sdk: &aws_config::SdkConfig,
     names: &Names,
     options: &Options,
     on_progress: impl Fn(&Progress),
 ) -> Result<Summary> {
-    let reference_key = format!("{}{REFERENCE_OBJECT}", names.reference_prefix);
-    let names_ = names.clone();
-    let (update_at, s3_change_at) = (options.update_at, options.s3_change_at);
-    // The walkthrough's two changes, made while orders flow.
-    let changes = move |c: Clients, started: Instant| async move {
-        tokio::time::sleep_until(started + update_at).await;
-        let update_at = started.elapsed();
-        set_priority(&c.ddb, &names_.table, "burger", "high").await?;
-        tokio::time::sleep_until(started + s3_change_at).await;
-        let s3_at = started.elapsed();
-        c.s3.put_object()
-            .bucket(&names_.bucket)
-            .key(&reference_key)
-            .body(changed_reference_object().into_bytes().into())
-            .send()
-            .await
-            .context("changing the reference object")?;
-        anyhow::Ok(Changes {
-            update_at: Some(update_at),
-            s3_change_at: Some(s3_at),
-        })
-    };
-    let duration = options.duration;
     drive(
         sdk,
         names,
+        Script::<std::future::Pending<()>>::Walkthrough(options.clone()),
         options.rate,
         options.drain_timeout,
-        move |started| tokio::time::sleep_until(started + duration),
-        changes,
-        // The S3 change's flag, on every shard.
-        true,
         on_progress,
     )
     .await
@@ -377,11 +367,9 @@ pub async fn live(
     drive(
         sdk,
         names,
+        Script::Live(stop),
         options.rate,
         options.drain_timeout,
-        move |_| stop,
-        |_, _| async { anyhow::Ok(Changes::default()) },
-        false,
         on_progress,
     )
     .await
@@ -393,44 +381,37 @@ pub fn changed_reference_object() -> String {
     format!("item,category\nburger,mains\npizza,mains\nsalad,{NEW_SALAD_CATEGORY}\n")
 }
 
-/// Provisions, runs the functions behind their mappings while orders are generated until
-/// `until(started)` completes and `changes` has made its changes, drains the stream (every order
-/// consumed, and with `flag_on_every_shard` the S3 change's flag met on every shard), and reads
-/// the output back.
-#[allow(clippy::too_many_arguments)]
-async fn drive<U, Ch, ChF>(
-    sdk: &aws_config::SdkConfig,
-    names: &Names,
-    rate: u32,
-    drain_timeout: Duration,
-    until: impl FnOnce(Instant) -> U,
-    changes: Ch,
-    flag_on_every_shard: bool,
-    on_progress: impl Fn(&Progress),
-) -> Result<Summary>
-where
-    U: Future<Output = ()>,
-    Ch: FnOnce(Clients, Instant) -> ChF,
-    ChF: Future<Output = Result<Changes>>,
-{
-    let c = Clients::new(sdk);
-    let p = provision(&c, names).await?;
+/// What orders flow for: the scripted walkthrough, or until a stop (the interactive mode).
+enum Script<S> {
+    Walkthrough(Options),
+    Live(S),
+}
 
-    let feed = |prefix: &str| FeedConfig {
+/// The functions as deployed: one change-handler, one s3-event-handler, and one orders consumer
+/// per shard (each shard's batches run in their own Lambda environment).
+struct Functions {
+    change_handler: ChangeHandler<S3Store, SystemClock>,
+    s3_handler: S3EventHandler<S3Store, KinesisStream, SystemClock>,
+    consumers: Vec<OrdersConsumer<DynamoDbTable, S3Feed, S3Store>>,
+}
+
+/// Builds the functions with the configuration infra/ gives them.
+fn functions(c: &Clients, names: &Names, shards: usize) -> Result<Functions> {
+    let feed = || FeedConfig {
         bucket: names.bucket.clone(),
-        prefix: prefix.to_owned(),
+        prefix: names.change_prefix.clone(),
         legacy_flag_key: None,
         write_window: Duration::from_secs(20),
     };
     let change_handler = ChangeHandler::new(FeedWriter::new(
-        feed(&names.change_prefix),
+        feed(),
         S3Store::new(c.s3.clone()),
         SystemClock,
         change_handler::PRODUCER,
     ));
     let s3_handler = S3EventHandler::new(
         s3_event_handler::Config {
-            feed: feed(&names.change_prefix),
+            feed: feed(),
             flag_stream: names.stream.clone(),
             reference_prefix: names.reference_prefix.clone(),
             reference_bucket: Some(names.bucket.clone()),
@@ -447,10 +428,7 @@ where
             .map(|(_, value)| value.clone())
     })
     .context("the demo's orders-consumer variables")?;
-    // One consumer per shard: each shard's batches run in their own Lambda environment.
-    let consumers: Vec<_> = p
-        .shards
-        .iter()
+    let consumers = (0..shards)
         .map(|_| {
             OrdersConsumer::new(
                 consumer_config.clone(),
@@ -465,14 +443,21 @@ where
             )
         })
         .collect();
+    Ok(Functions {
+        change_handler,
+        s3_handler,
+        consumers,
+    })
+}
 
-    let started = Instant::now();
-    let progress = Arc::new(Mutex::new(Progress::default()));
-    let first_high = Arc::new(Mutex::new(None::<Duration>));
-    let flags_at = Arc::new(Mutex::new(BTreeMap::<String, String>::new()));
-    let (stop_tx, stop_rx) = watch::channel(false);
+/// The template's event source mappings (batch sizes, starting positions) at Lambda's rates.
+struct Mappings {
+    table: DynamoDbStreamMapping,
+    queue: SqsMapping,
+    shards: Vec<KinesisShardMapping>,
+}
 
-    // The template's event source mappings (batch sizes, starting positions) at Lambda's rates.
+fn event_source_mappings(c: &Clients, names: &Names, p: &Provisioned) -> Mappings {
     let mappings = mappings();
     // Discarded batches go where infra/'s FailureBucket would hold them: Lambda's invocation
     // records under `aws/lambda/` (in the demo's one bucket), for the redrive to replay.
@@ -483,40 +468,231 @@ where
             format!("arn:aws:lambda:us-east-1:000000000000:function:{function}"),
         )
     };
-    let table_mapping = DynamoDbStreamMapping::new(
-        c.streams.clone(),
-        p.table_stream_arn.clone(),
-        mappings.change_handler,
-    )
-    .with_on_failure(destination("change-handler"));
-    let queue_mapping = SqsMapping::new(
-        c.sqs.clone(),
-        p.queue_url.clone(),
-        p.queue_arn.clone(),
-        mappings.s3_event_handler,
-    );
-    let shard_config = mappings.orders_consumer;
-    let shard_mappings: Vec<_> = p
-        .shards
-        .iter()
-        .map(|s| {
-            KinesisShardMapping::new(
-                c.kinesis.clone(),
-                names.stream.clone(),
-                p.stream_arn.clone(),
-                s.clone(),
-                shard_config.clone(),
-            )
-            .with_on_failure(destination("orders-consumer"))
+    Mappings {
+        table: DynamoDbStreamMapping::new(
+            c.streams.clone(),
+            p.table_stream_arn.clone(),
+            mappings.change_handler,
+        )
+        .with_on_failure(destination("change-handler")),
+        queue: SqsMapping::new(
+            c.sqs.clone(),
+            p.queue_url.clone(),
+            p.queue_arn.clone(),
+            mappings.s3_event_handler,
+        ),
+        shards: p
+            .shards
+            .iter()
+            .map(|s| {
+                KinesisShardMapping::new(
+                    c.kinesis.clone(),
+                    names.stream.clone(),
+                    p.stream_arn.clone(),
+                    s.clone(),
+                    mappings.orders_consumer.clone(),
+                )
+                .with_on_failure(destination("orders-consumer"))
+            })
+            .collect(),
+    }
+}
+
+/// What the consumers' batches showed while the demo ran.
+#[derive(Debug, Default)]
+struct Observed {
+    progress: Progress,
+    /// Per shard, the sequence number of the last flag met.
+    flags_at: BTreeMap<String, String>,
+    /// Shards whose consumer wrote a burger order to priority=high.
+    high_shards: BTreeSet<String>,
+    /// Shards whose consumer enriched a salad in a batch after the one with its last flag.
+    salad_after_flag: BTreeSet<String>,
+    first_high_burger_at: Option<Duration>,
+}
+
+impl Observed {
+    /// Counts one orders-consumer batch of `shard` that completed.
+    fn batch(&mut self, shard: String, summary: &orders_consumer::BatchSummary, at: Duration) {
+        let o = &summary.output;
+        if let Some(seq) = summary.flags_at.last() {
+            self.flags_at.insert(shard.clone(), seq.clone());
+            self.salad_after_flag.remove(&shard);
+        } else if self.flags_at.contains_key(&shard)
+            && o.partition_values.values().any(|(item, _)| item == "salad")
+        {
+            self.salad_after_flag.insert(shard.clone());
+        }
+        self.progress.shards_with_salad_after_flag = self.salad_after_flag.len();
+        let p = &mut self.progress;
+        p.consumed += summary.records;
+        p.enriched += o.enriched;
+        p.unmatched += o.unmatched_dead_lettered + o.passed + o.dropped;
+        p.rejected += o.invalid;
+        p.flags += o.flags;
+        let burgers = |priority: &str| {
+            o.partitions
+                .get(&format!("item=burger/priority={priority}/"))
+                .copied()
+                .unwrap_or(0)
+        };
+        p.burger_medium += burgers("medium");
+        let high = burgers("high");
+        p.burger_high += high;
+        for (item, priority) in o.partition_values.values() {
+            p.landing.insert(item.clone(), priority.clone());
+        }
+        if high > 0 {
+            self.high_shards.insert(shard);
+            self.first_high_burger_at.get_or_insert(at);
+        }
+    }
+}
+
+/// The running demo as its script sees it: the generator, what the consumers showed, and the
+/// scripted changes made so far.
+struct Run<'a> {
+    c: &'a Clients,
+    names: &'a Names,
+    shards: usize,
+    started: Instant,
+    patience: Duration,
+    generator: Generator,
+    observed: &'a Mutex<Observed>,
+    changes: Changes,
+}
+
+impl Run<'_> {
+    fn observed(&self) -> std::sync::MutexGuard<'_, Observed> {
+        self.observed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Puts orders until `done(orders put, what the consumers showed)`.
+    async fn send_until(&mut self, done: impl Fn(usize, &Observed) -> bool) -> Result<()> {
+        let observed = self.observed;
+        let lock = || observed.lock().unwrap_or_else(|e| e.into_inner());
+        self.generator
+            .send_until(|sent| done(sent, &lock()), &mut |_| {
+                lock().progress.sent += 1
+            })
+            .await
+    }
+
+    /// Waits (orders not flowing) until `done` holds; gives up after the drain timeout.
+    async fn wait_until(&self, what: &str, done: impl Fn(&Observed) -> bool) -> Result<()> {
+        let deadline = Instant::now() + self.patience;
+        while !done(&self.observed()) {
+            if Instant::now() > deadline {
+                bail!("waited {:?} for {what}", self.patience);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
+
+    /// The walkthrough's script, by count of orders: orders with the old values, all consumed;
+    /// the table update; orders until every shard's consumer wrote a burger with the new
+    /// priority; orders up to the S3 change; orders until every shard met its flag, and more.
+    async fn walkthrough(&mut self, o: &Options) -> Result<()> {
+        let shards = self.shards;
+        self.send_until(|sent, _| sent >= o.update_after).await?;
+        let before = self.generator.sent().len();
+        self.wait_until("the orders before the update to be consumed", |w| {
+            w.progress.consumed >= before
         })
-        .collect();
+        .await?;
+        self.changes.updated_after = Some(before);
+        self.changes.update_at = Some(self.started.elapsed());
+        set_priority(&self.c.ddb, &self.names.table, "burger", "high").await?;
+
+        self.send_until(|_, w| w.high_shards.len() >= shards)
+            .await?;
+        self.changes.applied_after = Some(self.generator.sent().len());
+
+        self.send_until(|sent, _| sent >= o.s3_change_after).await?;
+        self.changes.s3_change_at = Some(self.started.elapsed());
+        let reference_key = format!("{}{REFERENCE_OBJECT}", self.names.reference_prefix);
+        self.c
+            .s3
+            .put_object()
+            .bucket(&self.names.bucket)
+            .key(&reference_key)
+            .body(changed_reference_object().into_bytes().into())
+            .send()
+            .await
+            .context("changing the reference object")?;
+
+        self.send_until(|_, w| w.flags_at.len() >= shards).await?;
+        let target = self.generator.sent().len() + o.orders_after_flags;
+        self.send_until(|sent, _| sent >= target).await
+    }
+
+    /// Waits until every order put is consumed and, with `expected_flags`, that many flags
+    /// met; a batch discarded after its last retry is accounted for (its orders and flags are
+    /// in the failure records, for the redrive), not waited for.
+    async fn drain(&self, mappings: &Mappings, expected_flags: usize) -> Result<()> {
+        let sent = self.generator.sent().len();
+        let deadline = Instant::now() + self.patience;
+        loop {
+            let (consumed, flags) = {
+                let o = self.observed();
+                (o.progress.consumed, o.progress.flags)
+            };
+            let discarded: u64 = mappings.shards.iter().map(|m| m.discarded_records()).sum();
+            let (lost_orders, lost_flags) = if discarded > 0 {
+                discarded_orders_and_flags(&self.c.s3, &self.names.bucket).await?
+            } else {
+                (0, 0)
+            };
+            let orders = consumed.saturating_sub(flags) + lost_orders;
+            if orders >= sent && flags + lost_flags >= expected_flags {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the consumers processed {orders} of {sent} orders and met {flags} of {expected_flags} flags within {:?}",
+                    self.patience
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// The shard a Kinesis event's records came from (`shardId:sequenceNumber` event ids).
+fn shard_of(event: &Value) -> String {
+    event["Records"][0]["eventID"]
+        .as_str()
+        .and_then(|id| id.split(':').next())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The demo in its steps: provision, functions, mappings, generate (the script), drain,
+/// summarise.
+async fn drive<S: Future<Output = ()>>(
+    sdk: &aws_config::SdkConfig,
+    names: &Names,
+    script: Script<S>,
+    rate: u32,
+    patience: Duration,
+    on_progress: impl Fn(&Progress),
+) -> Result<Summary> {
+    let c = Clients::new(sdk);
+    let p = provision(&c, names).await?;
+    let f = functions(&c, names, p.shards.len())?;
+    let m = event_source_mappings(&c, names, &p);
+
+    let started = Instant::now();
+    let observed = Mutex::new(Observed::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
 
     let mut request = 0u64;
-    let table_task = table_mapping.run(
+    let table_task = m.table.run(
         |event: Value| {
             request += 1;
             let id = format!("local-{request}");
-            let h = &change_handler;
+            let h = &f.change_handler;
             async move {
                 Invocation::from_reported(h.handle(&event, &id).await.map(|r| {
                     r.batch_item_failures
@@ -528,9 +704,9 @@ where
         },
         stop_rx.clone(),
     );
-    let queue_task = queue_mapping.run(
+    let queue_task = m.queue.run(
         |event: Value| {
-            let h = &s3_handler;
+            let h = &f.s3_handler;
             async move {
                 Invocation::from_reported(h.handle(&event, "local").await.map(|r| {
                     r.batch_item_failures
@@ -542,133 +718,78 @@ where
         },
         stop_rx.clone(),
     );
+    let observed_ = &observed;
     let shard_tasks = join_all(
-        shard_mappings
+        m.shards
             .iter()
-            .zip(&consumers)
+            .zip(&f.consumers)
             .map(|(mapping, consumer)| {
-                let progress = progress.clone();
-                let first_high = first_high.clone();
-                let flags_at = flags_at.clone();
                 mapping.run(
-                    move |event: Value| {
-                        let progress = progress.clone();
-                        let first_high = first_high.clone();
-                        let flags_at = flags_at.clone();
-                        async move {
-                            let result = consumer.handle_batch(&event).await;
-                            if let Ok((_, summary)) = &result {
-                                if summary.failed.is_none() {
-                                    if let Some(seq) = summary.flags_at.last() {
-                                        let shard = event["Records"][0]["eventID"]
-                                            .as_str()
-                                            .and_then(|id| id.split(':').next())
-                                            .unwrap_or_default()
-                                            .to_owned();
-                                        flags_at
-                                            .lock()
-                                            .unwrap_or_else(|e| e.into_inner())
-                                            .insert(shard, seq.clone());
-                                    }
-                                    let o = &summary.output;
-                                    let mut p = progress.lock().unwrap_or_else(|e| e.into_inner());
-                                    p.consumed += summary.records;
-                                    p.enriched += o.enriched;
-                                    p.unmatched += o.unmatched_dead_lettered + o.passed + o.dropped;
-                                    p.rejected += o.invalid;
-                                    p.flags += o.flags;
-                                    p.burger_medium += o
-                                        .partitions
-                                        .get("item=burger/priority=medium/")
-                                        .copied()
-                                        .unwrap_or(0);
-                                    let high = o
-                                        .partitions
-                                        .get("item=burger/priority=high/")
-                                        .copied()
-                                        .unwrap_or(0);
-                                    p.burger_high += high;
-                                    for (item, priority) in o.partition_values.values() {
-                                        p.landing.insert(item.clone(), priority.clone());
-                                    }
-                                    if high > 0 {
-                                        first_high
-                                            .lock()
-                                            .unwrap_or_else(|e| e.into_inner())
-                                            .get_or_insert(started.elapsed());
-                                    }
-                                }
+                    move |event: Value| async move {
+                        let result = consumer.handle_batch(&event).await;
+                        if let Ok((_, summary)) = &result {
+                            if summary.failed.is_none() {
+                                observed_.lock().unwrap_or_else(|e| e.into_inner()).batch(
+                                    shard_of(&event),
+                                    summary,
+                                    started.elapsed(),
+                                );
                             }
-                            Invocation::from_reported(result.map(|(r, _)| {
-                                r.batch_item_failures
-                                    .into_iter()
-                                    .filter_map(|f| f.item_identifier)
-                                    .collect()
-                            }))
                         }
+                        Invocation::from_reported(result.map(|(r, _)| {
+                            r.batch_item_failures
+                                .into_iter()
+                                .filter_map(|f| f.item_identifier)
+                                .collect()
+                        }))
                     },
                     stop_rx.clone(),
                 )
             }),
     );
 
-    let sent_count = Arc::new(Mutex::new(0usize));
-    let shard_count = p.shards.len();
+    let mut run = Run {
+        c: &c,
+        names,
+        shards: p.shards.len(),
+        started,
+        patience,
+        generator: Generator::new(c.kinesis.clone(), &names.stream, rate, started),
+        observed: &observed,
+        changes: Changes::default(),
+    };
     let script = async {
-        let generator = generate(
-            &c.kinesis,
-            &names.stream,
-            rate,
-            until(started),
-            started,
-            |_| {
-                *sent_count.lock().unwrap_or_else(|e| e.into_inner()) += 1;
-            },
-        );
-        let events = changes(c.clone(), started);
-        let (sent, times) = tokio::join!(generator, events);
-        let sent = sent?;
-        let times = times?;
-        // Drain: every order consumed, and (scripted) the S3 change's flag seen on every shard.
-        let expected_flags = if flag_on_every_shard { shard_count } else { 0 };
-        let deadline = Instant::now() + drain_timeout;
-        loop {
-            let (consumed, flags) = {
-                let p = progress.lock().unwrap_or_else(|e| e.into_inner());
-                (p.consumed, p.flags)
-            };
-            // A batch discarded after its last retry is accounted for (its orders and flags
-            // are in the failure records, for the redrive), not waited for.
-            let discarded: u64 = shard_mappings.iter().map(|m| m.discarded_records()).sum();
-            let (lost_orders, lost_flags) = if discarded > 0 {
-                discarded_orders_and_flags(&c.s3, &names.bucket).await?
-            } else {
-                (0, 0)
-            };
-            let orders = consumed.saturating_sub(flags) + lost_orders;
-            if orders >= sent.len() && flags + lost_flags >= expected_flags {
-                break;
+        let expected_flags = match script {
+            Script::Walkthrough(options) => {
+                run.walkthrough(&options).await?;
+                run.shards
             }
-            if Instant::now() > deadline {
-                let _ = stop_tx.send(true);
-                bail!(
-                    "the consumers processed {orders} of {} orders and met {flags} of {expected_flags} flags within {drain_timeout:?}",
-                    sent.len()
-                );
+            Script::Live(stop) => {
+                let observed = &observed;
+                run.generator
+                    .send_while(stop, &mut |_| {
+                        observed
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .progress
+                            .sent += 1
+                    })
+                    .await?;
+                0
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        };
+        let drained = run.drain(&m, expected_flags).await;
         let _ = stop_tx.send(true);
-        anyhow::Ok((sent, times))
+        drained?;
+        anyhow::Ok(run)
     };
     let ticker = async {
         let mut stop = stop_rx.clone();
         loop {
             {
-                let mut p = progress.lock().unwrap_or_else(|e| e.into_inner());
-                p.elapsed = started.elapsed();
-                p.sent = *sent_count.lock().unwrap_or_else(|e| e.into_inner());
-                on_progress(&p);
+                let mut o = observed.lock().unwrap_or_else(|e| e.into_inner());
+                o.progress.elapsed = started.elapsed();
+                on_progress(&o.progress);
             }
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
@@ -676,17 +797,22 @@ where
             }
         }
     };
-    let (table_stats, queue_stats, shard_stats, script, ()) =
+    let (table_stats, queue_stats, shard_stats, run, ()) =
         tokio::join!(table_task, queue_task, shard_tasks, script, ticker);
-    let (sent, changes) = script?;
+    let run = run?;
+    let changes = run.changes;
+    let sent = run.generator.into_sent();
 
+    let observed = observed.into_inner().unwrap_or_else(|e| e.into_inner());
     let mut summary = Summary {
-        progress: progress.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        progress: observed.progress,
         sent,
         update_at: changes.update_at,
+        updated_after: changes.updated_after,
+        applied_after: changes.applied_after,
         s3_change_at: changes.s3_change_at,
-        flags_at: flags_at.lock().unwrap_or_else(|e| e.into_inner()).clone(),
-        first_high_burger_at: *first_high.lock().unwrap_or_else(|e| e.into_inner()),
+        flags_at: observed.flags_at,
+        first_high_burger_at: observed.first_high_burger_at,
         ..Summary::default()
     };
     summary.progress.elapsed = started.elapsed();
@@ -701,7 +827,7 @@ where
             .mappings
             .push((format!("orders-consumer ({shard})"), stats?));
     }
-    for consumer in &consumers {
+    for consumer in &f.consumers {
         add(&mut summary.consumer_requests, &consumer.metrics().await);
     }
     if !summary.failure_records().is_empty() {

@@ -26,28 +26,90 @@ pub struct SentOrder {
     pub at: Duration,
 }
 
-/// Puts `rate` orders a second until `until` completes (in ten batches a second), with random
-/// dishes, costs 10..150 and customer ids, spread over the shards by partition key.
-pub async fn generate(
-    kinesis: &aws_sdk_kinesis::Client,
-    stream: &str,
-    rate: u32,
-    until: impl Future<Output = ()>,
+/// Puts random orders into a stream at a steady rate (in ten batches a second): random dishes,
+/// costs 10..150 and customer ids, spread over the shards by partition key. The dishes and keys
+/// come from a fixed seed, so the n-th order is the same in every run; the demo drives it by
+/// count ([`Generator::send_until`]) between its scripted changes.
+#[derive(Debug)]
+pub struct Generator {
+    kinesis: aws_sdk_kinesis::Client,
+    stream: String,
+    per_tick: usize,
+    rng: fastrand::Rng,
     started: Instant,
-    mut sent: impl FnMut(&SentOrder),
-) -> Result<Vec<SentOrder>> {
-    let mut rng = fastrand::Rng::with_seed(0x5eed);
-    let mut orders = Vec::new();
-    let per_tick = (rate / 10).max(1) as usize;
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    let until = std::pin::pin!(until);
-    let mut until = until.fuse();
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            () = &mut until => break,
+    sent: Vec<SentOrder>,
+}
+
+impl Generator {
+    /// A generator of `rate` orders a second into `stream`; `started` is the demo's start.
+    pub fn new(
+        kinesis: aws_sdk_kinesis::Client,
+        stream: &str,
+        rate: u32,
+        started: Instant,
+    ) -> Generator {
+        Generator {
+            kinesis,
+            stream: stream.to_owned(),
+            per_tick: (rate / 10).max(1) as usize,
+            rng: fastrand::Rng::with_seed(0x5eed),
+            started,
+            sent: Vec::new(),
         }
-        let batch: Vec<(String, Vec<u8>, String)> = (0..per_tick)
+    }
+
+    /// The orders put so far, in the order they were put.
+    pub fn sent(&self) -> &[SentOrder] {
+        &self.sent
+    }
+
+    /// The orders put, once the generator is done.
+    pub fn into_sent(self) -> Vec<SentOrder> {
+        self.sent
+    }
+
+    /// Puts orders until `done(orders put so far)` says so (checked before each batch); `sent`
+    /// is called for each order put.
+    pub async fn send_until(
+        &mut self,
+        mut done: impl FnMut(usize) -> bool,
+        sent: &mut impl FnMut(&SentOrder),
+    ) -> Result<()> {
+        self.send_while_pending(std::future::pending(), &mut done, sent)
+            .await
+    }
+
+    /// Puts orders until `until` completes.
+    pub async fn send_while(
+        &mut self,
+        until: impl Future<Output = ()>,
+        sent: &mut impl FnMut(&SentOrder),
+    ) -> Result<()> {
+        self.send_while_pending(until, &mut |_| false, sent).await
+    }
+
+    async fn send_while_pending(
+        &mut self,
+        until: impl Future<Output = ()>,
+        done: &mut impl FnMut(usize) -> bool,
+        sent: &mut impl FnMut(&SentOrder),
+    ) -> Result<()> {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let until = std::pin::pin!(until);
+        let mut until = until.fuse();
+        while !done(self.sent.len()) {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = &mut until => break,
+            }
+            self.put_batch(sent).await?;
+        }
+        Ok(())
+    }
+
+    async fn put_batch(&mut self, sent: &mut impl FnMut(&SentOrder)) -> Result<()> {
+        let rng = &mut self.rng;
+        let batch: Vec<(String, Vec<u8>, String)> = (0..self.per_tick)
             .map(|_| {
                 let dish = DISHES[rng.usize(..DISHES.len())];
                 let customer = rng.u32(1000..10_000);
@@ -67,14 +129,15 @@ pub async fn generate(
                     .build()
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let out = kinesis
+        let out = self
+            .kinesis
             .put_records()
-            .stream_name(stream)
+            .stream_name(&self.stream)
             .set_records(Some(entries))
             .send()
             .await
             .context("putting orders")?;
-        let at = started.elapsed();
+        let at = self.started.elapsed();
         for ((dish, _, _), r) in batch.iter().zip(out.records()) {
             if let (Some(shard), Some(seq)) = (r.shard_id(), r.sequence_number()) {
                 let order = SentOrder {
@@ -84,9 +147,9 @@ pub async fn generate(
                     at,
                 };
                 sent(&order);
-                orders.push(order);
+                self.sent.push(order);
             }
         }
+        Ok(())
     }
-    Ok(orders)
 }

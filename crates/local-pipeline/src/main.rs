@@ -15,18 +15,18 @@ use local_pipeline::demo::{self, LiveOptions, Options, Progress};
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// Seconds of order generation.
-    #[arg(long, default_value_t = 40)]
-    duration_secs: u64,
     /// Orders per second.
     #[arg(long, default_value_t = 40)]
     rate: u32,
-    /// Second at which burger's priority changes from medium to high.
-    #[arg(long, default_value_t = 15)]
-    update_at_secs: u64,
-    /// Second at which the S3 reference object changes.
-    #[arg(long, default_value_t = 25)]
-    s3_change_at_secs: u64,
+    /// Orders put (and consumed) before burger's priority changes from medium to high.
+    #[arg(long, default_value_t = Options::default().update_after)]
+    update_after: usize,
+    /// Orders put before the S3 reference object changes.
+    #[arg(long, default_value_t = Options::default().s3_change_after)]
+    s3_change_after: usize,
+    /// Orders put after every shard met the S3 change's flag.
+    #[arg(long, default_value_t = Options::default().orders_after_flags)]
+    orders_after_flags: usize,
     /// Keep the pipeline running until Ctrl-C, and change the reference data yourself with the
     /// `aws` commands it prints (the seed's walkthrough); no scripted changes.
     #[arg(long)]
@@ -38,11 +38,12 @@ struct Args {
 }
 
 /// The progress line: on a terminal rewritten in place; otherwise printed every 5 s, and (live)
-/// whenever a dish lands somewhere new or a flag arrives.
+/// whenever a dish lands somewhere new, a flag arrives or a shard enriches its first salad after
+/// its flag.
 struct Show {
     tty: bool,
     live: bool,
-    last: std::sync::Mutex<(String, usize)>,
+    last: std::sync::Mutex<(String, usize, usize)>,
 }
 
 impl Show {
@@ -53,7 +54,10 @@ impl Show {
         );
         let landing = p.landing_line();
         if self.live {
-            line = format!("{line} | {landing}");
+            line = format!(
+                "{line} | salad after its flag on {} shards | {landing}",
+                p.shards_with_salad_after_flag
+            );
         }
         if self.tty {
             eprint!("\r{line}");
@@ -61,10 +65,11 @@ impl Show {
             return;
         }
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        let changed = self.live && (last.0 != landing || last.1 != p.flags);
+        let now = (landing, p.flags, p.shards_with_salad_after_flag);
+        let changed = self.live && *last != now;
         if changed || p.elapsed.as_millis() % 5000 < 500 {
             eprintln!("{line}");
-            *last = (landing, p.flags);
+            *last = now;
         }
     }
 }
@@ -121,12 +126,6 @@ async fn main() -> Result<()> {
         )
         .init();
     let args = Args::parse();
-    ensure!(
-        args.interactive
-            || (args.update_at_secs < args.duration_secs
-                && args.s3_change_at_secs < args.duration_secs),
-        "the changes must happen while orders flow"
-    );
     let emulator = LocalEmulator::connect_or_start()?;
     println!(
         "stream-refdata walkthrough on the local pipeline — emulator {} ({})",
@@ -164,15 +163,15 @@ async fn main() -> Result<()> {
         demo::live(&sdk, &names, &options, stop, |p| show.show(p)).await?
     } else {
         println!(
-            "{} orders/s for {} s over 4 shards; burger medium -> high at {} s; S3 reference object changes at {} s",
-            args.rate, args.duration_secs, args.update_at_secs, args.s3_change_at_secs
+            "{} orders/s over 4 shards; burger medium -> high after {} orders; the S3 reference object changes after {}; {} more orders once every shard met its flag",
+            args.rate, args.update_after, args.s3_change_after, args.orders_after_flags
         );
         let options = Options {
-            duration: Duration::from_secs(args.duration_secs),
             rate: args.rate,
-            update_at: Duration::from_secs(args.update_at_secs),
-            s3_change_at: Duration::from_secs(args.s3_change_at_secs),
-            drain_timeout: Duration::from_secs(60),
+            update_after: args.update_after,
+            s3_change_after: args.s3_change_after,
+            orders_after_flags: args.orders_after_flags,
+            ..Options::default()
         };
         demo::run(&sdk, &names, &options, |p| show.show(p)).await?
     };
@@ -228,6 +227,11 @@ async fn main() -> Result<()> {
             first_high.as_secs_f64()
         ),
         _ => {}
+    }
+    if let (Some(before), Some(applied)) = (s.updated_after, s.applied_after) {
+        println!(
+            "  the first {before} orders were consumed before the update; from order {applied} on, every shard's consumer had applied it"
+        );
     }
     println!("  where each dish landed last: {}", p.landing_line());
     if let Some(prop) = s.propagation() {

@@ -116,8 +116,8 @@ fn the_seeds_commands_run_by_the_aws_cli_reach_the_output() {
     // WHEN the user replaces the S3 reference object, and THEN its flag reaches every shard
     run_printed(&printed[1]);
     pipeline.wait_for("flags 4", Duration::from_secs(60));
-    // (salad orders after each shard's flag: about one a second per shard)
-    std::thread::sleep(Duration::from_secs(6));
+    // (and a salad order after each shard's flag, enriched)
+    pipeline.wait_for("salad after its flag on 4 shards", Duration::from_secs(90));
     let listing = run_printed(&printed[2]);
     assert!(
         listing.contains("item=burger/priority=high/"),

@@ -5,7 +5,7 @@
 2. a refresh after one change against the original job's reload of the whole table (a Scan of
    every item, deserialized with boto3's TypeDeserializer into dicts): table reads and time.
 
-Needs AWS_ENDPOINT_URL (an emulator) and target/debug/pump-stream (the real change-handler
+Needs AWS_ENDPOINT_URL (an emulator) and PUMP_STREAM (tests/bin/pump-stream: the real change-handler
 writing the feed); `scripts/bench-python` runs it with both. Prints Markdown.
 """
 
@@ -75,7 +75,7 @@ def main():
     s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
     print(f"creating a table of {args.items} items…", file=sys.stderr)
     table, bucket = create_table(ddb, s3, args.items)
-    pump = subprocess.Popen([str(ROOT / "target/debug/pump-stream"), table, bucket], stderr=subprocess.DEVNULL)
+    pump = subprocess.Popen([os.environ["PUMP_STREAM"], table, bucket], stderr=subprocess.DEVNULL)
     try:
         ref = TableReference(table, ["item", "price"], "item", bucket, poll_interval_seconds=0.0, clock_margin_seconds=0.0)
         # The pump writes the seed's change files: follow until they are all applied.

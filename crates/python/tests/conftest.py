@@ -1,7 +1,8 @@
 """Fixtures of the Python package's tests: the emulator (moto's server, started by scripts/test,
 reached through AWS_ENDPOINT_URL), a reference table with its stream and the original's five
-items, a feed bucket, and the real change-handler writing the feed (target/debug/pump-stream,
-which stands in for the event source mapping)."""
+items, a feed bucket, and the real change-handler writing the feed (tests/bin/pump-stream,
+which stands in for the event source mapping; scripts/test builds it and names it in
+PUMP_STREAM)."""
 
 import os
 import pathlib
@@ -13,7 +14,6 @@ import boto3
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
-PUMP = ROOT / "target" / "debug" / "pump-stream"
 ORIGINAL_ITEMS = [
     ("pizza", "low"),
     ("burger", "medium"),
@@ -21,6 +21,19 @@ ORIGINAL_ITEMS = [
     ("ice-cream", "very very high"),
     ("pasta", "very high"),
 ]
+
+
+def pump_stream():
+    """The pump-stream binary: PUMP_STREAM, or where cargo builds it (scripts/cargo-bin)."""
+    path = os.environ.get("PUMP_STREAM")
+    if not path:
+        out = subprocess.run(
+            [str(ROOT / "scripts" / "cargo-bin"), "-p", "end-to-end", "--bin", "pump-stream"],
+            cwd=ROOT, check=True, capture_output=True, text=True,
+        )
+        path = out.stdout.split()[-1]
+    assert pathlib.Path(path).exists(), f"{path} is missing: scripts/test builds it"
+    return path
 
 
 def endpoint():
@@ -73,8 +86,7 @@ class Reference:
         s3.create_bucket(Bucket=self.bucket)
         for item, priority in ORIGINAL_ITEMS:
             put(ddb, self.table, item, priority)
-        assert PUMP.exists(), f"{PUMP} is missing: scripts/test builds it (cargo build -p test-support --bin pump-stream)"
-        self.pump = subprocess.Popen([str(PUMP), self.table, self.bucket], stderr=subprocess.DEVNULL)
+        self.pump = subprocess.Popen([str(pump_stream()), self.table, self.bucket], stderr=subprocess.DEVNULL)
 
     def change_files(self):
         out = self.s3.list_objects_v2(Bucket=self.bucket, Prefix="change_flags/2")

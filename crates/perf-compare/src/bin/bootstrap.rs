@@ -100,7 +100,12 @@ fn median(v: &mut [Duration]) -> Duration {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let bin_dir = std::env::current_dir()?.join("target/release");
+    // The functions' binaries are built beside this one (same target dir and profile).
+    let exe = std::env::current_exe()?;
+    let bin_dir = exe
+        .parent()
+        .context("the binary's directory")?
+        .to_path_buf();
     eprintln!("creating a table of {} items on the emulator…", args.items);
     let world = World::create(args.items, Paths::in_repository(bin_dir)).await?;
 
