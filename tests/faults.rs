@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use aws_sdk_dynamodb::types::StreamViewType;
 use change_protocol::StreamChange;
-use esm_emulation::{DynamoDbStreamMapping, Invocation, MappingConfig};
+use event_source_mappings::{DynamoDbStreamMapping, Invocation, MappingConfig};
 use test_support::{emulator, through_proxy, Fault, FeedRig, HttpFaultProxy, Rule};
 use tokio::sync::watch;
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use aws_plumbing::{OffsetClock, S3Store};
 use aws_sdk_dynamodb::types::StreamViewType;
 use change_protocol::ChangeKind;
-use esm_emulation::{
+use event_source_mappings::{
     DynamoDbStreamMapping, Invocation, KinesisShardMapping, MappingConfig, S3Destination,
 };
 use local_emulator::provision;

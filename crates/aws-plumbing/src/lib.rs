@@ -15,7 +15,6 @@
 //!
 //! It knows nothing of the change feed's format: that is `change-protocol`; writing it is
 //! `feed-writer`.
-#![warn(missing_docs)]
 
 mod clock;
 mod config;

@@ -24,7 +24,6 @@
 //! be written within `W - 5 s`, the handler reports the sequence number of `Records[0]`, so the
 //! whole batch is retried and written again under a newer key. Records that can never be typed
 //! are not reported: a retry cannot fix them, and they would block the shard.
-#![warn(missing_docs)]
 
 pub mod event;
 pub mod handler;

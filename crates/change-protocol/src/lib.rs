@@ -38,7 +38,6 @@
 //! assert_eq!(file.opaque[0].typed_keys().unwrap().len(), 2);
 //! ```
 //! ```json
-#![warn(missing_docs)]
 #![doc = include_str!("../tests/data/example-change-file.json")]
 //! ```
 

@@ -290,6 +290,15 @@ pub struct SnapshotWriter<W> {
     written: u64,
 }
 
+impl<W> std::fmt::Debug for SnapshotWriter<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotWriter")
+            .field("expected", &self.expected)
+            .field("written", &self.written)
+            .finish_non_exhaustive()
+    }
+}
+
 #[derive(Serialize)]
 struct EntryRef<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -408,6 +417,16 @@ pub struct SnapshotReader<R> {
     number: usize,
     header: SnapshotHeader,
     read: u64,
+}
+
+impl<R> std::fmt::Debug for SnapshotReader<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotReader")
+            .field("header", &self.header)
+            .field("line", &self.number)
+            .field("read", &self.read)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<R: BufRead> SnapshotReader<R> {

@@ -106,7 +106,7 @@ fn bench(c: &mut Criterion) {
             || Vec::with_capacity(100_000),
             |out: &mut Vec<u8>| {
                 for raw in &orders {
-                    let o: Order = serde_json::from_slice(black_box(raw)).unwrap();
+                    let o: Order<'_> = serde_json::from_slice(black_box(raw)).unwrap();
                     let e = Enriched {
                         cost: o.cost,
                         price: None,
@@ -127,7 +127,7 @@ fn bench(c: &mut Criterion) {
             || Vec::with_capacity(100_000),
             |out: &mut Vec<u8>| {
                 for raw in &orders {
-                    let o: Order = serde_json::from_slice(black_box(raw)).unwrap();
+                    let o: Order<'_> = serde_json::from_slice(black_box(raw)).unwrap();
                     let found = match snap.lookup(o.dish.as_ref()) {
                         Lookup::Found(p) => Some(p),
                         _ => None,

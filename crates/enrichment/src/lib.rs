@@ -40,7 +40,7 @@
 //! or reject the record as ambiguous.
 //!
 //! The lifecycle is written once ([`ReferenceEnricher`]); what is loaded is a loader's business
-//! (`table.rs`, `objects.rs`), so both kinds share every rule, policy ([`Policies`]) and counter.
+//! (`table/`, `objects/`), so both kinds share every rule, policy ([`Policies`]) and counter.
 //! The contract these rules implement is `docs/design.md` in the repository.
 //!
 //! # Example: embedding it in a consumer loop
@@ -81,44 +81,47 @@
 //!
 //! Without AWS, the in-memory sources of `enrichment::testing` (feature `testing`) stand in for the table
 //! and the bucket; the examples on [`Enricher`], [`ObjectEnricher`] and [`Reader`] use them.
-#![warn(missing_docs)]
 
-mod batch;
-mod config;
 mod feed;
-mod feed_snapshot;
 mod key;
 mod lifecycle;
-mod loader;
 mod metrics;
 mod objects;
-mod rows;
+mod policy;
 mod snapshot;
 mod sources;
 mod table;
 
 #[cfg(any(test, feature = "testing"))]
+#[path = "sources/memory.rs"]
 pub mod testing;
 
+/// The library guide: what you choose when embedding the crate and what you get back (tables
+/// and objects in S3). The rules behind it are the repository's `docs/design.md`.
+pub mod guide {
+    #![doc = include_str!("../docs/guide.md")]
+    #![doc = include_str!("../docs/objects.md")]
+}
+
 pub use aws_plumbing::{Clock, SystemClock};
-pub use batch::{BatchReport, Classified, Outcome, Unmatched, UnmatchedReason};
-pub use config::{
-    BadRows, Decoder, EnricherConfig, LookupKeyFn, ObjectConfig, ObjectSpec, Policies,
-    ReferenceConfig, TableSpec,
-};
 pub use feed::FeedSettings;
-pub use feed_snapshot::NotCurrent;
 pub use key::{ItemKey, KeyError, KeyValue, KeyValueRef, LookupKey};
-pub use lifecycle::{Reader, ReferenceEnricher, RefreshError, RefreshReport, ReloadReason};
+pub use lifecycle::config::{
+    Decoder, EnricherConfig, LookupKeyFn, ObjectConfig, ObjectSpec, ReferenceConfig, TableSpec,
+};
+pub use lifecycle::outcome::{BatchReport, Classified, Outcome, UnmatchedReason};
+pub use lifecycle::report::{RefreshError, RefreshReport, ReloadReason};
+pub use lifecycle::{Reader, ReferenceEnricher};
 pub use metrics::MetricsSnapshot;
+pub use objects::rows::{format_of, parse_rows, Format, ObjectError, RowError, Rows};
 pub use objects::ObjectEnricher;
-pub use rows::{format_of, parse_rows, Format, ObjectError, RowError, Rows};
+pub use policy::{BadRows, Policies, Unmatched};
 pub use snapshot::{Ambiguity, Lookup, Snapshot};
 pub use sources::{
     BatchGet, Conditional, DynamoDbTable, FeedSource, ListPage, ObjectBody, ObjectSource, S3Feed,
     S3Objects, ScanPage, SourceError, TableSource,
 };
-pub use table::Enricher;
+pub use table::{Enricher, NotCurrent};
 
 #[cfg(test)]
 mod tests;

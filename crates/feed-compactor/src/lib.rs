@@ -12,7 +12,6 @@
 //!
 //! Run it on a schedule as a Lambda function (infra/ runs it every 5 minutes), or as a command
 //! (the binary without a Lambda Runtime API runs once and prints what it did).
-#![warn(missing_docs)]
 
 use std::io::Write;
 use std::time::Duration;
@@ -166,6 +165,15 @@ pub struct Compactor<Tb: TableSource, Fd, S, C> {
     /// The follower's snapshot version and time of the last snapshot written.
     last_published: Option<(u64, DateTime<Utc>)>,
     latest_position: Option<DateTime<Utc>>,
+}
+
+impl<Tb: TableSource, Fd, S, C> std::fmt::Debug for Compactor<Tb, Fd, S, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Compactor")
+            .field("config", &self.config)
+            .field("last_published", &self.last_published)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<Tb, Fd, S, C> Compactor<Tb, Fd, S, C>

@@ -19,7 +19,6 @@
 //! ([`aws_plumbing::S3Store`], and the local emulator) in integration tests. Configuration helpers,
 //! the SDK configuration and the S3 adapter are the workspace's shared plumbing, in
 //! `aws-plumbing`; this crate holds only the writer.
-#![warn(missing_docs)]
 
 mod config;
 mod writer;

@@ -69,6 +69,17 @@ pub struct OrdersConsumer<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone
     catalog_errors: std::sync::atomic::AtomicU64,
 }
 
+impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S> std::fmt::Debug
+    for OrdersConsumer<Tb, Fd, S>
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrdersConsumer")
+            .field("config", &self.config)
+            .field("objects", &self.objects.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectStore>
     OrdersConsumer<Tb, Fd, S>
 {

@@ -13,7 +13,7 @@ The original job reads orders from Kinesis, and in `foreachBatch` reloads the wh
   reason, instead of being dropped.
 
 On Glue, run it with `--additional-python-modules` pointing at the package's wheel (see the
-README); `main()` reads the job arguments. Locally, `run()` takes any streaming DataFrame of
+crates/python/README.md); `main()` reads the job arguments. Locally, `run()` takes any streaming DataFrame of
 orders (the test uses a directory of JSON files) and the same batch function.
 """
 

@@ -44,6 +44,7 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 }
 
 /// A reference item: the Python value, and its lookup key (computed once, on the Rust side).
+#[derive(Debug)]
 pub struct PyItem {
     lookup: Option<String>,
     value: Py<PyAny>,
@@ -423,6 +424,12 @@ pub struct TableReference {
     table: std::sync::Mutex<Option<(u64, Py<PyDict>)>>,
 }
 
+impl std::fmt::Debug for TableReference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TableReference").finish_non_exhaustive()
+    }
+}
+
 reference_class!(
     TableReference,
     /// A reference to `table`, keyed by `key_attributes` (hash key first), looked up by the
@@ -510,6 +517,7 @@ reference_class!(
 
 /// A row of an S3 reference object, as a Python dict (converted once, when its object is
 /// loaded).
+#[derive(Debug)]
 pub struct PyRow {
     value: Py<PyAny>,
 }
@@ -547,6 +555,12 @@ pub struct ObjectReference {
     lookup_attr: String,
     /// The lookup table of the current version, built on first use.
     table: std::sync::Mutex<Option<(u64, Py<PyDict>)>>,
+}
+
+impl std::fmt::Debug for ObjectReference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectReference").finish_non_exhaustive()
+    }
 }
 
 reference_class!(

@@ -24,7 +24,6 @@
 //! | `CHANGE_PREFIX` | `change_flags/` | prefix of the change feed; must not overlap `REFERENCE_PREFIX` in the same bucket |
 //! | `LEGACY_FLAG_PAYLOAD` | unset | JSON also put on every shard, e.g. `{"dish":"CHANGE_FLAG","cost":0,"customer_id":0}` |
 //! | `WRITE_WINDOW_SECS` | `20` | write window W of the change feed |
-#![warn(missing_docs)]
 
 pub mod config;
 pub mod event;

@@ -1,0 +1,357 @@
+//! Reference data kept as objects in S3 (JSON Lines or CSV, optionally gzip).
+//!
+//! The full load reads every object under a prefix; after it, **one object** is read again when a
+//! change flag or an S3-kind change file says it changed (a removal, or a 404, drops its rows).
+//! A row's primary key is its object key and line, so an object's rows are replaced as a whole.
+
+use std::collections::{BTreeSet, HashMap};
+
+use change_protocol::{ChangeFlag, ChangeKind, ObjectChange};
+use serde::de::DeserializeOwned;
+use tracing::{info, warn};
+
+use crate::feed::Fetched;
+use crate::key::{ItemKey, KeyValue, LookupKey};
+use crate::lifecycle::config::{LookupKeyFn, ObjectConfig, ObjectSpec};
+use crate::lifecycle::loader::{self, Applied, Cx, Loader};
+use crate::lifecycle::report::{RefreshError, RefreshReport, ReloadReason};
+use crate::lifecycle::ReferenceEnricher;
+use crate::metrics::Metrics;
+use crate::policy::BadRows;
+use rows::parse_rows;
+
+pub(crate) mod rows;
+use crate::snapshot::Snapshot;
+use crate::sources::{FeedSource, ObjectBody, ObjectSource, S3Feed, S3Objects};
+use aws_plumbing::{Clock, SystemClock};
+
+/// An object's rows as the snapshot takes them: item key (object key, line), value, lookup key.
+type Rows<T, K> = Vec<(ItemKey, T, Option<K>)>;
+
+/// Reference rows from S3 objects, kept current object by object, with the same lifecycle,
+/// policies and counters as the table [`Enricher`](crate::Enricher).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use enrichment::testing::MemoryBucket;
+/// use enrichment::{ObjectConfig, ObjectEnricher, SystemClock};
+///
+/// #[derive(serde::Deserialize)]
+/// struct Dish { dish: String, category: String }
+///
+/// // In production: S3Objects and S3Feed on the AWS SDK; here an in-memory bucket.
+/// let bucket = MemoryBucket::default();
+/// bucket.put("reference/dishes.csv", b"dish,category\nburger,mains\n".to_vec());
+/// let config = ObjectConfig::new("ref-bucket", "reference/", |d: &Dish| Some(d.dish.clone()));
+/// let mut enricher = ObjectEnricher::new(config, bucket, None::<MemoryBucket>, SystemClock);
+/// enricher.refresh().await;
+/// assert_eq!(enricher.reader().lookup("burger").unwrap().category, "mains");
+/// # }
+/// ```
+pub type ObjectEnricher<T, K = String, Ob = S3Objects, Fd = S3Feed, C = SystemClock> =
+    ReferenceEnricher<ObjectLoader<T, K, Ob>, Fd, C>;
+
+impl<T, K, Ob, Fd, C> ObjectEnricher<T, K, Ob, Fd, C>
+where
+    T: DeserializeOwned + Send + Sync + 'static,
+    K: LookupKey,
+    Ob: ObjectSource,
+    Fd: FeedSource,
+    C: Clock,
+{
+    /// An enricher on `objects`, following `feed` for S3-kind change files (optional: flags
+    /// alone also work). Nothing is loaded until the first refresh.
+    pub fn new(config: ObjectConfig<T, K>, objects: Ob, feed: Option<Fd>, clock: C) -> Self {
+        let loader = ObjectLoader {
+            spec: config.spec,
+            lookup_key: config.lookup_key,
+            objects,
+            loaded: HashMap::new(),
+        };
+        ReferenceEnricher::with_loader(loader, config.policies, feed, clock)
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Loaded {
+    etag: Option<String>,
+    rows: Vec<ItemKey>,
+}
+
+fn bare_etag(e: &str) -> &str {
+    e.trim_matches('"')
+}
+
+/// The [`Loader`] of reference objects: their rows, and which rows each object holds.
+#[allow(unreachable_pub)] // named only through `ObjectEnricher`
+pub struct ObjectLoader<T, K, Ob> {
+    spec: ObjectSpec,
+    lookup_key: LookupKeyFn<T, K>,
+    objects: Ob,
+    loaded: HashMap<String, Loaded>,
+}
+
+impl<T, K, Ob> std::fmt::Debug for ObjectLoader<T, K, Ob> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectLoader")
+            .field("spec", &self.spec)
+            .field("objects_loaded", &self.loaded.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T, K, Ob> Loader for ObjectLoader<T, K, Ob>
+where
+    T: DeserializeOwned + Send + Sync + 'static,
+    K: LookupKey,
+    Ob: ObjectSource,
+{
+    type Value = T;
+    type Key = K;
+
+    /// Objects have no feed snapshot: a full load lists and reads them.
+    async fn full_load<F: FeedSource>(
+        &mut self,
+        _reason: &ReloadReason,
+        _feed: Option<&F>,
+        current: &Snapshot<T, K>,
+        cx: &mut Cx<'_>,
+    ) -> Result<loader::Loaded<Snapshot<T, K>>, RefreshError> {
+        let mut keys = BTreeSet::new();
+        let mut token = None;
+        loop {
+            let page = self.objects.list(&self.spec.prefix, token.take()).await?;
+            keys.extend(page.keys.into_iter().filter(|k| !k.ends_with('/')));
+            match page.next {
+                Some(t) => token = Some(t),
+                None => break,
+            }
+        }
+        // Every object's rows are read first and the snapshot built from them in bulk (one
+        // flat base, as a table's full load), not row by row.
+        let mut rows = Vec::new();
+        let mut kept = Vec::new();
+        let mut loaded = HashMap::new();
+        for key in keys {
+            if let Some(body) = self.objects.get(&key).await? {
+                Metrics::add(&cx.metrics.objects_read, 1);
+                match self.parse_object(&key, body, cx) {
+                    Some((l, object_rows)) => {
+                        rows.extend(object_rows);
+                        loaded.insert(key, l);
+                    }
+                    // Rejected: the rows it had keep serving, across full loads too.
+                    None => {
+                        if let Some(previous) = self.loaded.get(&key) {
+                            loaded.insert(key.clone(), previous.clone());
+                            kept.push(key);
+                        }
+                    }
+                }
+            }
+        }
+        let mut next = Snapshot::from_entries(cx.policies.ambiguity, rows);
+        for row in kept.iter().flat_map(|key| &loaded[key].rows) {
+            next.copy_from(current, row);
+        }
+        self.loaded = loaded;
+        info!(
+            objects = self.loaded.len(),
+            "full load of reference objects"
+        );
+        Ok(loader::Loaded::direct(next))
+    }
+
+    async fn apply(
+        &mut self,
+        files: &[Fetched],
+        current: &Snapshot<T, K>,
+        cx: &mut Cx<'_>,
+    ) -> Result<Applied<Snapshot<T, K>>, RefreshError> {
+        let mut keys = BTreeSet::new();
+        let mut gap = None;
+        for fetched in files {
+            match &fetched.content {
+                Err(e) => {
+                    gap = Some(ReloadReason::UnreadableFile {
+                        file: fetched.key.clone(),
+                        error: e.to_string(),
+                    })
+                }
+                Ok(f) if f.kind == ChangeKind::Gap => {
+                    gap = Some(ReloadReason::Gap {
+                        file: fetched.key.clone(),
+                    })
+                }
+                Ok(f) if f.kind == ChangeKind::S3 => {
+                    for c in f.objects.iter().filter(|c| self.ours(c)) {
+                        if !self.applied(c) {
+                            keys.insert(c.key.clone());
+                        }
+                    }
+                }
+                Ok(_) => Metrics::add(&cx.metrics.ignored_files, 1),
+            }
+        }
+        if let Some(reason) = gap {
+            return Ok(Applied::Reload(reason));
+        }
+        if keys.is_empty() {
+            return Ok(Applied::Delta(None));
+        }
+        Ok(Applied::Delta(Some(self.reload(keys, current, cx).await?)))
+    }
+
+    fn concerns(&self, flag: &ChangeFlag) -> bool {
+        self.ours(&flag.change)
+    }
+
+    /// A flag names its object: a change already applied (a duplicate notification) needs
+    /// nothing; else that object is read again.
+    async fn apply_flag(
+        &mut self,
+        flag: &ChangeFlag,
+        current: &Snapshot<T, K>,
+        cx: &mut Cx<'_>,
+    ) -> Result<Option<Applied<Snapshot<T, K>>>, RefreshError> {
+        let change = &flag.change; // ours: the lifecycle asked `concerns` first
+        if self.applied(change) {
+            return Ok(Some(Applied::Delta(None)));
+        }
+        let keys = BTreeSet::from([change.key.clone()]);
+        Ok(Some(Applied::Delta(Some(
+            self.reload(keys, current, cx).await?,
+        ))))
+    }
+}
+
+impl<T, K, Ob> ObjectLoader<T, K, Ob>
+where
+    T: DeserializeOwned + Send + Sync + 'static,
+    K: LookupKey,
+    Ob: ObjectSource,
+{
+    fn ours(&self, c: &ObjectChange) -> bool {
+        c.bucket == self.spec.bucket && c.key.starts_with(&self.spec.prefix)
+    }
+
+    /// Whether the snapshot already holds the object `c` names, by ETag (a duplicate
+    /// notification). Removals are never taken as applied, even of an object not held: in a
+    /// versioned bucket, removing a delete marker (an undelete) is reported as a removal, and
+    /// only a GET tells.
+    fn applied(&self, c: &ObjectChange) -> bool {
+        if c.removed {
+            return false;
+        }
+        match (
+            self.loaded.get(&c.key).and_then(|l| l.etag.as_deref()),
+            &c.etag,
+        ) {
+            (Some(a), Some(b)) => bare_etag(a) == bare_etag(b),
+            _ => false,
+        }
+    }
+
+    /// Reads the given objects again (removing the rows of those that are gone) into a copy of
+    /// `current`. Every GET happens before anything changes, so a failed read changes nothing.
+    async fn reload(
+        &mut self,
+        keys: BTreeSet<String>,
+        current: &Snapshot<T, K>,
+        cx: &mut Cx<'_>,
+    ) -> Result<Snapshot<T, K>, RefreshError> {
+        let mut bodies = Vec::new();
+        for key in keys {
+            let body = self.objects.get(&key).await?;
+            bodies.push((key, body));
+        }
+        let mut next = current.clone();
+        for (key, body) in bodies {
+            cx.report.reread += 1;
+            let previous = self.loaded.get(&key).cloned();
+            match body {
+                None => {
+                    for row in previous.iter().flat_map(|l| &l.rows) {
+                        next.remove(row);
+                    }
+                    self.loaded.remove(&key);
+                }
+                Some(body) => {
+                    Metrics::add(&cx.metrics.objects_read, 1);
+                    // Rejected: its previous rows stay.
+                    if let Some((l, rows)) = self.parse_object(&key, body, cx) {
+                        for row in previous.iter().flat_map(|l| &l.rows) {
+                            next.remove(row);
+                        }
+                        for (item_key, value, lookup) in rows {
+                            next.upsert(item_key, value, lookup);
+                        }
+                        self.loaded.insert(key, l);
+                    }
+                }
+            }
+        }
+        Ok(next)
+    }
+
+    /// Parses one object: what is kept of it and its rows (item key, value, lookup key).
+    /// `None` when it is rejected: an object that does not parse, or with
+    /// [`BadRows::RejectObject`] one with a bad row (its previous rows then stay).
+    fn parse_object(
+        &self,
+        key: &str,
+        body: ObjectBody,
+        cx: &mut Cx<'_>,
+    ) -> Option<(Loaded, Rows<T, K>)> {
+        let report: &mut RefreshReport = cx.report;
+        let rows = match parse_rows::<T>(key, &body.bytes, body.content_encoding.as_deref()) {
+            Ok(rows) => rows,
+            Err(e) => {
+                Metrics::add(&cx.metrics.bad_objects, 1);
+                warn!(error = %e, "reference object rejected; its previous rows stay");
+                report.problems.push(e.to_string());
+                return None;
+            }
+        };
+        let bad: Vec<String> = rows
+            .iter()
+            .filter_map(|(_, r)| r.as_ref().err().map(ToString::to_string))
+            .collect();
+        if !bad.is_empty() {
+            Metrics::add(&cx.metrics.bad_rows, bad.len() as u64);
+            for b in &bad {
+                warn!(row = %b, "reference row does not parse");
+            }
+            if self.spec.bad_rows == BadRows::RejectObject {
+                Metrics::add(&cx.metrics.bad_objects, 1);
+                report.problems.push(format!(
+                    "{key} rejected ({} bad rows; first: {})",
+                    bad.len(),
+                    bad[0]
+                ));
+                return None;
+            }
+            report.problems.extend(bad);
+        }
+        let mut keys = Vec::new();
+        let mut entries = Vec::new();
+        for (line, row) in rows {
+            if let Ok(value) = row {
+                let item_key = ItemKey::from_iter([
+                    KeyValue::S(key.to_owned()),
+                    KeyValue::N(line.to_string()),
+                ]);
+                let lookup = (self.lookup_key)(&value);
+                keys.push(item_key.clone());
+                entries.push((item_key, value, lookup));
+            }
+        }
+        Some((
+            Loaded {
+                etag: body.etag,
+                rows: keys,
+            },
+            entries,
+        ))
+    }
+}

@@ -1,0 +1,322 @@
+//! Feed snapshots of a table (`docs/design.md`, feed snapshots): a consumer's full load starts
+//! from the latest one instead of a Scan when it passes every check, and a follower of raw items
+//! (the feed-compactor) writes one from what it holds.
+//!
+//! A snapshot carries the follower's whole per-item state (sequence numbers, stamps,
+//! tombstones), the Scan end R it descends from, the table's stream, and the feed position L, so
+//! a consumer started from it applies exactly the rules it would after its own Scan, and follows
+//! the feed from L at once, before serving.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::time::Duration;
+
+use change_protocol::{
+    snapshot_pointer_key, snapshot_schema_readable, EntryBody, EntryStamp, Item, SnapshotHeader,
+    SnapshotPointer, SnapshotReader, SnapshotWriter, SNAPSHOT_KIND, SNAPSHOT_SCHEMA,
+};
+use chrono::{DateTime, Utc};
+
+use super::ordering::{ItemState, Stamp};
+use super::{Enricher, TableLoader};
+use crate::key::{ItemKey, LookupKey};
+use crate::lifecycle::loader::{Cx, FromFeedSnapshot, Loaded};
+use crate::metrics::Metrics;
+use crate::snapshot::Snapshot;
+use crate::sources::{Conditional, FeedSource, TableSource};
+use aws_plumbing::Clock;
+
+/// A decoded item: its key, value and lookup key.
+type Decoded<T, K> = (ItemKey, T, Option<K>);
+
+fn ms(t: i64) -> Result<DateTime<Utc>, String> {
+    DateTime::from_timestamp_millis(t).ok_or_else(|| format!("time {t} ms is out of range"))
+}
+
+impl<T, K, Tb> TableLoader<T, K, Tb>
+where
+    T: Send + Sync + 'static,
+    K: LookupKey,
+    Tb: TableSource,
+{
+    /// Loads the table's latest feed snapshot, or says why not (the caller then Scans). Every
+    /// check of the contract: a pointer and a snapshot of this table, schema, key attributes,
+    /// the table's current stream (`described`), a position within the change files' retention,
+    /// and entry counts that match. The loader's state is replaced only when all of it passed.
+    pub(crate) async fn load_feed_snapshot<F: FeedSource>(
+        &mut self,
+        feed: &F,
+        prefix: &str,
+        described: Option<&str>,
+        cx: &mut Cx<'_>,
+    ) -> Result<Loaded<Snapshot<T, K>>, String> {
+        let table = self.spec.table_name.clone();
+        let pointer_key = snapshot_pointer_key(prefix, &table);
+        match feed
+            .head_state(&pointer_key, None)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            Conditional::Missing => return Err(format!("no snapshot pointer at {pointer_key}")),
+            Conditional::NotModified | Conditional::Changed(_) => {}
+        }
+        let bytes = feed.get(&pointer_key).await.map_err(|e| e.to_string())?;
+        let pointer: SnapshotPointer = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("snapshot pointer {pointer_key} is not valid: {e}"))?;
+        if pointer.kind != SNAPSHOT_KIND || !snapshot_schema_readable(pointer.schema) {
+            return Err(format!(
+                "snapshot {} is {:?} schema {}; this version reads {SNAPSHOT_KIND:?} schemas 1 and {SNAPSHOT_SCHEMA}",
+                pointer.key, pointer.kind, pointer.schema
+            ));
+        }
+        if pointer.table != table {
+            return Err(format!(
+                "snapshot {} is of table {}, not {table}",
+                pointer.key, pointer.table
+            ));
+        }
+        if pointer.stream_arn.as_deref() != described {
+            return Err(format!(
+                "snapshot {} follows stream {}, the table's stream is {} (a new stream: its changes were never in that snapshot)",
+                pointer.key,
+                pointer.stream_arn.as_deref().unwrap_or("none"),
+                described.unwrap_or("none")
+            ));
+        }
+        if let Some(hint) = &self.newest_seen {
+            if pointer.stream_arn.as_deref() != Some(hint.as_str()) {
+                return Err(format!(
+                    "a change file came from stream {hint}, newer than snapshot {}'s",
+                    pointer.key
+                ));
+            }
+        }
+        let position = ms(pointer.position_ms)?;
+        let now = cx.clock.now();
+        let age = (now - position).to_std().unwrap_or_default();
+        let limit = cx
+            .policies
+            .feed
+            .retention
+            .saturating_sub(Duration::from_secs(24 * 3600));
+        if age > limit {
+            return Err(format!(
+                "snapshot {} is {} s old, beyond the change files' retention minus a day ({} s)",
+                pointer.key,
+                age.as_secs(),
+                limit.as_secs()
+            ));
+        }
+
+        let body = feed.get(&pointer.key).await.map_err(|e| e.to_string())?;
+        let gz = flate2::bufread::GzDecoder::new(body.as_slice());
+        let reader = SnapshotReader::new(BufReader::new(gz))
+            .map_err(|e| format!("snapshot {}: {e}", pointer.key))?;
+        let header = reader.header().clone();
+        if header.table != pointer.table
+            || header.stream_arn != pointer.stream_arn
+            || header.position_ms != pointer.position_ms
+        {
+            return Err(format!(
+                "snapshot {} does not match its pointer (table, stream or position)",
+                pointer.key
+            ));
+        }
+        if header.key_attributes != self.spec.key_attributes {
+            return Err(format!(
+                "snapshot {} keys items by {:?}, this consumer by {:?}",
+                pointer.key, header.key_attributes, self.spec.key_attributes
+            ));
+        }
+        let full_load_end = header.full_load_end_ms.map(ms).transpose()?;
+        // The maximum age exists to check the data against the table itself: a snapshot that
+        // descends from a Scan older than that is not a fresh load (the caller Scans).
+        if let Some(max_age) = cx.policies.max_age {
+            let scanned = full_load_end.map(|r| (now - r).to_std().unwrap_or_default());
+            if scanned.is_none_or(|a| a > max_age) {
+                return Err(format!(
+                    "snapshot {} descends from a Scan {} old, beyond the maximum age ({} s)",
+                    pointer.key,
+                    scanned.map_or("of unknown age".to_owned(), |a| format!(
+                        "{} s",
+                        a.as_secs()
+                    )),
+                    max_age.as_secs()
+                ));
+            }
+        }
+        let clock_margin = Duration::from_millis(header.clock_margin_ms);
+        // One thread, stages in sequence. Reading on a second thread while this one indexed
+        // was measured slower (docs/perf/snapshot-bench.md, round 2): every decoded value then
+        // crosses cores, and allocations move between the allocator's per-thread arenas.
+        // The header's count is checked against the lines at the end; until then it is only a
+        // hint, capped so a corrupt header cannot make this reserve without bound.
+        let hint = usize::try_from(header.items.min(1 << 22)).unwrap_or(1 << 22);
+        let mut entries = Vec::with_capacity(hint);
+        let states = self
+            .read_entries(reader, cx.metrics, |e| entries.push(e))
+            .map_err(|e| format!("snapshot {}: {e}", pointer.key))?;
+        let snapshot = Snapshot::from_entries(cx.policies.ambiguity, entries);
+        self.states = states;
+        self.stream_arn = header.stream_arn.clone();
+        self.newest_seen = None;
+        self.full_load_end = full_load_end;
+        self.margin_floor = clock_margin;
+        Ok(Loaded {
+            snapshot,
+            from_feed_snapshot: Some(FromFeedSnapshot {
+                key: pointer.key,
+                position,
+                write_window: Duration::from_millis(header.write_window_ms),
+                clock_margin,
+                scanned_at: full_load_end,
+            }),
+        })
+    }
+
+    /// Reads a snapshot's entries: every entry's state, and every item decoded, given to `out`.
+    /// Returns the states; stops at the first bad line (the caller then discards what was
+    /// built).
+    fn read_entries<R: BufRead>(
+        &self,
+        mut reader: SnapshotReader<R>,
+        metrics: &Metrics,
+        mut out: impl FnMut(Decoded<T, K>),
+    ) -> Result<HashMap<ItemKey, ItemState>, String> {
+        let mut states = HashMap::new();
+        while let Some(entry) = reader.next_entry().map_err(|e| e.to_string())? {
+            let key = ItemKey::from_item(&self.spec.key_attributes, entry.keys())
+                .map_err(|e| format!("an entry's keys: {e}"))?;
+            match (entry.stamp, &entry.seq) {
+                (Some(stamp), _) => {
+                    let stamp = match stamp {
+                        EntryStamp::Change { created_ms } => Stamp::Change(created_ms),
+                        EntryStamp::Read { from_ms, to_ms } => Stamp::Read {
+                            from: from_ms,
+                            to: to_ms,
+                        },
+                    };
+                    states.insert(
+                        key,
+                        ItemState {
+                            seq: entry.seq,
+                            stamp,
+                        },
+                    );
+                }
+                (None, None) => {}
+                (None, Some(_)) => {
+                    return Err(format!("entry {key} has a sequence number without a stamp"))
+                }
+            }
+            if let EntryBody::Item(item) = entry.body {
+                if let Some(e) = self.decode_entry(item, metrics) {
+                    out(e);
+                }
+            }
+        }
+        Ok(states)
+    }
+}
+
+/// Why a follower cannot write a snapshot now.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NotCurrent {
+    /// Nothing is loaded yet.
+    #[error("nothing loaded yet")]
+    NotLoaded,
+    /// A full reload was asked for and has not succeeded.
+    #[error("a full reload is pending: {0}")]
+    ReloadPending(String),
+    /// The last refresh failed: what is held may miss changes.
+    #[error("the last refresh failed: {0}")]
+    RefreshFailed(String),
+    /// The follower has no feed (nothing to follow from a position).
+    #[error("no change feed followed")]
+    NoFeed,
+    /// Writing failed.
+    #[error("writing the snapshot failed: {0}")]
+    Write(String),
+}
+
+impl<K, Tb, Fd, C> Enricher<Item, K, Tb, Fd, C>
+where
+    K: LookupKey,
+    Tb: TableSource,
+    Fd: FeedSource,
+    C: Clock,
+{
+    /// Writes what this follower of raw items holds as a feed snapshot into `out` (uncompressed
+    /// JSON Lines; the caller compresses), one entry at a time: every item with its state, and
+    /// every tombstone. Refused unless the data is current: loaded, no reload pending, the last
+    /// refresh succeeded, the feed followed. `created` is the snapshot's time.
+    pub fn write_feed_snapshot<W: Write>(
+        &self,
+        out: W,
+        created: DateTime<Utc>,
+    ) -> Result<(W, SnapshotHeader), NotCurrent> {
+        if !self.is_loaded() {
+            return Err(NotCurrent::NotLoaded);
+        }
+        if let Some(reason) = self.pending_reload() {
+            return Err(NotCurrent::ReloadPending(reason.to_string()));
+        }
+        if let Some(e) = self.last_error() {
+            return Err(NotCurrent::RefreshFailed(e.to_owned()));
+        }
+        let (position, window) = self.follower_position().ok_or(NotCurrent::NoFeed)?;
+        let loader = self.loader();
+        let snapshot = self.snapshot();
+        let tombstones = loader
+            .states
+            .keys()
+            .filter(|k| snapshot.get(k).is_none())
+            .count() as u64;
+        let header = SnapshotHeader {
+            kind: SNAPSHOT_KIND.into(),
+            schema: SNAPSHOT_SCHEMA,
+            table: loader.spec.table_name.clone(),
+            key_attributes: loader.spec.key_attributes.clone(),
+            stream_arn: loader.stream_arn.clone(),
+            position_ms: position.timestamp_millis(),
+            full_load_end_ms: loader.full_load_end.map(|r| r.timestamp_millis()),
+            write_window_ms: window.as_millis() as u64,
+            clock_margin_ms: (self.policies().feed.clock_margin.max(loader.margin_floor))
+                .as_millis() as u64,
+            created_ms: created.timestamp_millis(),
+            items: snapshot.len() as u64,
+            tombstones,
+        };
+        let names = &loader.spec.key_attributes;
+        let write = |e: std::io::Error| NotCurrent::Write(e.to_string());
+        let mut w = SnapshotWriter::new(out, &header).map_err(write)?;
+        let stamp_of = |key: &ItemKey| {
+            loader.states.get(key).map(|s| {
+                let stamp = match s.stamp {
+                    Stamp::Change(created_ms) => EntryStamp::Change { created_ms },
+                    Stamp::Read { from, to } => EntryStamp::Read {
+                        from_ms: from,
+                        to_ms: to,
+                    },
+                };
+                (s.seq.as_ref(), stamp)
+            })
+        };
+        for key in snapshot.keys() {
+            let Some(item) = snapshot.get(key) else {
+                continue;
+            };
+            let (seq, stamp) = match stamp_of(key) {
+                Some((seq, stamp)) => (seq, Some(stamp)),
+                None => (None, None),
+            };
+            w.push_item(item.as_ref(), seq, stamp).map_err(write)?;
+        }
+        for key in loader.states.keys().filter(|k| snapshot.get(k).is_none()) {
+            let (seq, stamp) = stamp_of(key).map_or((None, None), |(q, s)| (q, Some(s)));
+            w.push_tombstone(&key.to_item(names), seq, stamp)
+                .map_err(write)?;
+        }
+        Ok((w.finish().map_err(write)?, header))
+    }
+}

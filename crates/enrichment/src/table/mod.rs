@@ -1,0 +1,516 @@
+//! Reference data kept in a DynamoDB table, followed through the change-handler's change files.
+//!
+//! The full load is a consistent, parallel Scan; R, the time its last page returned, bounds the
+//! changes it may have missed. Per item the loader keeps the last applied sequence number (a
+//! removal keeps it as a tombstone), so each change applies once and newest wins. A change
+//! applies from its new image when its sequence number is newer and its creation second is not
+//! older than the applied change's; a change without an image, one whose creation time
+//! disagrees with sequence order, an `opaque` entry, or a change stamped before R plus the clock
+//! margin is applied by a consistent re-read (BatchGetItem). A gap file, an unreadable file, a
+//! new stream or an entry without keys asks for a full reload. The rules are stated in
+//! `docs/design.md` (the change feed).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use change_protocol::{
+    ChangeFile, ChangeFlag, ChangeKind, EventName, Item, SequenceNumber, StreamChange,
+};
+use chrono::{DateTime, Utc};
+use futures_util::future::try_join_all;
+use tracing::warn;
+
+use crate::feed::Fetched;
+use crate::key::{ItemKey, LookupKey};
+use crate::lifecycle::config::{EnricherConfig, LookupKeyFn, TableSpec};
+use crate::lifecycle::loader::{Applied, Cx, Loaded, Loader};
+use crate::lifecycle::report::{RefreshError, ReloadReason};
+use crate::lifecycle::ReferenceEnricher;
+use ordering::{split_stream_arn, stream_order, verdict, ItemState, Stamp, StreamOrder, Verdict};
+
+mod feed_snapshot;
+pub(crate) mod ordering;
+
+use crate::metrics::Metrics;
+use crate::snapshot::Snapshot;
+use crate::sources::{DynamoDbTable, FeedSource, S3Feed, SourceError, TableSource};
+use aws_plumbing::{Clock, SystemClock};
+pub use feed_snapshot::NotCurrent;
+
+/// Reference data from a DynamoDB table, kept current from the change feed. The common case
+/// needs only the item type: `Enricher<Product>` reads the table through the AWS SDK, follows
+/// the feed in S3 and positions it with the system clock.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use enrichment::testing::{item, MemoryBucket, MemoryTable};
+/// use enrichment::{Classified, Enricher, EnricherConfig, Outcome, SystemClock};
+///
+/// #[derive(serde::Deserialize)]
+/// struct Product { item: String, priority: String }
+///
+/// // In production: DynamoDbTable and S3Feed on the AWS SDK; here their in-memory stand-ins.
+/// let table = MemoryTable::new(&["item"]);
+/// table.put(item(&[("item", "burger"), ("priority", "medium")]));
+/// let feed = MemoryBucket::default();
+/// let config = EnricherConfig::new("ProductPriority", &["item"], |p: &Product| Some(p.item.clone()));
+/// let mut enricher = Enricher::new(config, table, Some(feed), SystemClock);
+///
+/// let (outcomes, report) = enricher
+///     .process_batch(vec!["burger", "donut"], |dish| Classified::Data(dish.to_string()))
+///     .await;
+/// assert!(report.reconciles());
+/// assert!(matches!(&outcomes[0], Outcome::Enriched { item, .. } if item.priority == "medium"));
+/// assert!(matches!(&outcomes[1], Outcome::Rejected { .. })); // no reference item: dead-letter it
+/// # }
+/// ```
+pub type Enricher<T, K = String, Tb = DynamoDbTable, Fd = S3Feed, C = SystemClock> =
+    ReferenceEnricher<TableLoader<T, K, Tb>, Fd, C>;
+
+impl<T, K, Tb, Fd, C> Enricher<T, K, Tb, Fd, C>
+where
+    T: Send + Sync + 'static,
+    K: LookupKey,
+    Tb: TableSource,
+    Fd: FeedSource,
+    C: Clock,
+{
+    /// An enricher reading `table` and following `feed` (without a feed, only flags and the
+    /// maximum age refresh it, by full reloads: the original design's behaviour). Nothing is
+    /// loaded until the first refresh.
+    pub fn new(config: EnricherConfig<T, K>, table: Tb, feed: Option<Fd>, clock: C) -> Self {
+        let loader = TableLoader {
+            spec: config.spec,
+            lookup_key: config.lookup_key,
+            table,
+            states: HashMap::new(),
+            stream_arn: None,
+            newest_seen: None,
+            full_load_end: None,
+            margin_floor: Duration::ZERO,
+        };
+        ReferenceEnricher::with_loader(loader, config.policies, feed, clock)
+    }
+}
+
+/// Items re-read by key, with the newest sequence number that asked for it (none for an opaque
+/// entry).
+type Rereads = BTreeMap<ItemKey, Option<SequenceNumber>>;
+
+/// The [`Loader`] of a DynamoDB table: the reference items and each one's applied change.
+#[allow(unreachable_pub)] // named only through `Enricher`
+pub struct TableLoader<T, K, Tb> {
+    pub(crate) spec: TableSpec<T>,
+    lookup_key: LookupKeyFn<T, K>,
+    table: Tb,
+    pub(crate) states: HashMap<ItemKey, ItemState>,
+    /// The table's stream the data follows: recorded at each full load, never moved otherwise.
+    pub(crate) stream_arn: Option<String>,
+    /// The newest stream of the table seen in a file (a hint for the next full load, in case
+    /// DescribeTable still names the previous stream).
+    pub(crate) newest_seen: Option<String>,
+    pub(crate) full_load_end: Option<DateTime<Utc>>,
+    /// A clock margin R and the read stamps were taken with, when larger than ours (they came
+    /// from a feed snapshot, on the feed-compactor's clock); zero after our own Scan.
+    pub(crate) margin_floor: Duration,
+}
+
+impl<T, K, Tb> std::fmt::Debug for TableLoader<T, K, Tb> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TableLoader")
+            .field("spec", &self.spec)
+            .field("items_followed", &self.states.len())
+            .field("stream_arn", &self.stream_arn)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Which full loads may start from a feed snapshot: those nothing newer than a snapshot asked
+/// for. A gap, a new stream, an unreadable file or an entry without keys came after it (or the
+/// snapshot may descend from the same loss), and a maximum-age reload exists to check the data
+/// against the table itself: those Scan.
+fn snapshot_allowed(reason: &ReloadReason) -> bool {
+    matches!(
+        reason,
+        ReloadReason::FirstLoad | ReloadReason::BeyondRetention
+    )
+}
+
+impl<T, K, Tb> Loader for TableLoader<T, K, Tb>
+where
+    T: Send + Sync + 'static,
+    K: LookupKey,
+    Tb: TableSource,
+{
+    type Value = T;
+    type Key = K;
+
+    async fn full_load<F: FeedSource>(
+        &mut self,
+        reason: &ReloadReason,
+        feed: Option<&F>,
+        _current: &Snapshot<T, K>,
+        cx: &mut Cx<'_>,
+    ) -> Result<Loaded<Snapshot<T, K>>, RefreshError> {
+        let described = self.table.latest_stream_arn().await?;
+        let prefix = cx.policies.feed.snapshot_prefix.clone();
+        if let (Some(prefix), Some(feed), true) = (prefix, feed, snapshot_allowed(reason)) {
+            match self
+                .load_feed_snapshot(feed, &prefix, described.as_deref(), cx)
+                .await
+            {
+                Ok(loaded) => {
+                    Metrics::add(&cx.metrics.snapshot_loads, 1);
+                    return Ok(loaded);
+                }
+                Err(why) => {
+                    Metrics::add(&cx.metrics.snapshot_fallbacks, 1);
+                    warn!(table = %self.spec.table_name, %why, "no usable feed snapshot; scanning the table");
+                    cx.report.snapshot_refused = Some(why);
+                }
+            }
+        }
+        Metrics::add(&cx.metrics.scan_loads, 1);
+        let total = self.spec.scan_segments.max(1);
+        let scans = (0..total).map(|segment| scan_segment(self.table.clone(), segment, total));
+        let pages = try_join_all(scans).await?;
+        let end = cx.clock.now();
+        let mut read = 0u64;
+        let mut entries = Vec::new();
+        for item in pages.into_iter().flatten() {
+            read += 1;
+            if let Some(entry) = self.decode_entry(item, cx.metrics) {
+                entries.push(entry);
+            }
+        }
+        Metrics::add(&cx.metrics.items_read, read);
+        self.states.clear();
+        self.full_load_end = Some(end);
+        self.margin_floor = Duration::ZERO;
+        // The stream the load follows: the table's current one, or a newer one a file already
+        // came from (DescribeTable may still name the previous stream for a moment).
+        let hint = self.newest_seen.take();
+        self.stream_arn = match (described, hint) {
+            (Some(d), Some(h)) if stream_order(Some(&d), &h) == StreamOrder::Newer => Some(h),
+            (Some(d), _) => Some(d),
+            (None, h) => h,
+        };
+        Ok(Loaded::direct(Snapshot::from_entries(
+            cx.policies.ambiguity,
+            entries,
+        )))
+    }
+
+    async fn apply(
+        &mut self,
+        files: &[Fetched],
+        current: &Snapshot<T, K>,
+        cx: &mut Cx<'_>,
+    ) -> Result<Applied<Snapshot<T, K>>, RefreshError> {
+        let mut next = current.clone();
+        let mut staged: HashMap<ItemKey, ItemState> = HashMap::new();
+        let mut rereads = Rereads::new();
+        let mut need_full = None;
+        // The newest stream of this poll: a file of an older one, even listed later, is ignored.
+        let mut stream_arn = self.stream_arn.clone();
+
+        for fetched in files {
+            let file = match &fetched.content {
+                Ok(f) => f,
+                Err(e) => {
+                    need_full = Some(ReloadReason::UnreadableFile {
+                        file: fetched.key.clone(),
+                        error: e.to_string(),
+                    });
+                    continue;
+                }
+            };
+            match file.kind {
+                ChangeKind::Gap => {
+                    need_full = Some(ReloadReason::Gap {
+                        file: fetched.key.clone(),
+                    });
+                    continue;
+                }
+                ChangeKind::S3 => {
+                    Metrics::add(&cx.metrics.ignored_files, 1);
+                    continue;
+                }
+                ChangeKind::Dynamodb => {}
+            }
+            if file.source.table.as_deref() != Some(self.spec.table_name.as_str()) {
+                Metrics::add(&cx.metrics.ignored_files, 1);
+                continue;
+            }
+            let arn = file.source.stream_arn.clone().unwrap_or_default();
+            match stream_order(stream_arn.as_deref(), &arn) {
+                StreamOrder::Current => {}
+                StreamOrder::Older | StreamOrder::Foreign => {
+                    Metrics::add(&cx.metrics.ignored_files, 1);
+                    Metrics::add(&cx.metrics.other_stream_files, 1);
+                    continue;
+                }
+                StreamOrder::Newer => {
+                    need_full = Some(ReloadReason::NewStream {
+                        stream_arn: arn.clone(),
+                        table: self.spec.table_name.clone(),
+                    });
+                    if split_stream_arn(&arn).is_some() {
+                        self.newest_seen = Some(arn.clone());
+                        stream_arn = Some(arn);
+                    }
+                    continue;
+                }
+            }
+            self.apply_file(
+                file,
+                &mut next,
+                &mut staged,
+                &mut rereads,
+                &mut need_full,
+                cx,
+            );
+        }
+
+        if let Some(reason) = need_full {
+            return Ok(Applied::Reload(reason));
+        }
+        if !rereads.is_empty() {
+            cx.report.reread = rereads.len();
+            self.reread(rereads, &mut next, &mut staged, cx).await?;
+        }
+        self.states.extend(staged);
+        let changed = cx.report.applied > 0 || cx.report.reread > 0;
+        Ok(Applied::Delta(changed.then_some(next)))
+    }
+
+    /// A protocol flag names an S3 object, never table data (the original kind of flag, which
+    /// names nothing, polls the feed at its position).
+    fn concerns(&self, _flag: &ChangeFlag) -> bool {
+        false
+    }
+
+    /// A protocol flag names an S3 object: not table data, so nothing to do (the original
+    /// kind of flag, which names nothing, polls the feed at its position).
+    async fn apply_flag(
+        &mut self,
+        _flag: &ChangeFlag,
+        _current: &Snapshot<T, K>,
+        _cx: &mut Cx<'_>,
+    ) -> Result<Option<Applied<Snapshot<T, K>>>, RefreshError> {
+        Ok(Some(Applied::Delta(None))) // not reached: `concerns` is false
+    }
+}
+
+impl<T, K, Tb> TableLoader<T, K, Tb>
+where
+    T: Send + Sync + 'static,
+    K: LookupKey,
+    Tb: TableSource,
+{
+    /// Key, value and lookup key of an item, or `None` (counted and logged) when it has no usable
+    /// key or does not decode.
+    pub(crate) fn decode_entry(
+        &self,
+        item: Item,
+        metrics: &Metrics,
+    ) -> Option<(ItemKey, T, Option<K>)> {
+        let key = match ItemKey::from_item(&self.spec.key_attributes, &item) {
+            Ok(k) => k,
+            Err(e) => {
+                Metrics::add(&metrics.undecodable_items, 1);
+                warn!(error = %e, "reference item without a usable key; left out");
+                return None;
+            }
+        };
+        match (self.spec.decode)(item) {
+            Ok(value) => {
+                let lookup = (self.lookup_key)(&value);
+                Some((key, value, lookup))
+            }
+            Err(e) => {
+                Metrics::add(&metrics.undecodable_items, 1);
+                warn!(key = %key, error = %e, "reference item does not decode; left out");
+                None
+            }
+        }
+    }
+
+    /// Puts `item` into `snapshot`; an item that no longer decodes is removed from it.
+    fn insert_item(&self, snapshot: &mut Snapshot<T, K>, item: &Item, metrics: &Metrics) {
+        match self.decode_entry(item.clone(), metrics) {
+            Some((key, value, lookup)) => snapshot.upsert(key, value, lookup),
+            None => {
+                if let Ok(key) = ItemKey::from_item(&self.spec.key_attributes, item) {
+                    snapshot.remove(&key);
+                }
+            }
+        }
+    }
+
+    fn apply_file(
+        &self,
+        file: &ChangeFile,
+        next: &mut Snapshot<T, K>,
+        staged: &mut HashMap<ItemKey, ItemState>,
+        rereads: &mut Rereads,
+        need_full: &mut Option<ReloadReason>,
+        cx: &mut Cx<'_>,
+    ) {
+        let margin =
+            chrono::Duration::from_std(cx.policies.feed.clock_margin.max(self.margin_floor))
+                .unwrap_or_default();
+        let reread_before = self.full_load_end.map(|r| (r + margin).timestamp_millis());
+        for change in &file.changes {
+            let key = match ItemKey::from_item(&self.spec.key_attributes, &change.keys) {
+                Ok(k) => k,
+                Err(e) => {
+                    *need_full = Some(ReloadReason::ChangeWithoutKey {
+                        event_id: change.event_id.clone(),
+                        error: e.to_string(),
+                    });
+                    continue;
+                }
+            };
+            let state = staged.get(&key).or_else(|| self.states.get(&key));
+            let verdict = verdict(
+                state,
+                &change.sequence_number,
+                change.approximate_creation_ms,
+                margin.num_milliseconds(),
+            );
+            if verdict == Verdict::Skip {
+                Metrics::add(&cx.metrics.changes_skipped, 1);
+                continue;
+            }
+            let order_disagrees = verdict == Verdict::Reread;
+            let no_image = change.new_image.is_none() && change.event_name != EventName::Remove;
+            let around_full_load =
+                reread_before.is_some_and(|r| change.approximate_creation_ms < r);
+            if order_disagrees || no_image || around_full_load {
+                let entry = rereads.entry(key).or_insert(None);
+                if entry.as_ref().is_none_or(|s| change.sequence_number > *s) {
+                    *entry = Some(change.sequence_number.clone());
+                }
+                continue;
+            }
+            self.apply_change(change, key, next, staged, cx.metrics);
+            cx.report.applied += 1;
+            Metrics::add(&cx.metrics.changes_applied, 1);
+        }
+        for opaque in &file.opaque {
+            match opaque
+                .typed_keys()
+                .and_then(|k| ItemKey::from_item(&self.spec.key_attributes, &k).ok())
+            {
+                Some(key) => {
+                    rereads.entry(key).or_insert(None);
+                }
+                None => {
+                    *need_full = Some(ReloadReason::OpaqueWithoutKeys {
+                        reason: opaque.reason.clone(),
+                    });
+                }
+            }
+        }
+    }
+
+    fn apply_change(
+        &self,
+        change: &StreamChange,
+        key: ItemKey,
+        next: &mut Snapshot<T, K>,
+        staged: &mut HashMap<ItemKey, ItemState>,
+        metrics: &Metrics,
+    ) {
+        match (&change.event_name, &change.new_image) {
+            (EventName::Remove, _) => next.remove(&key),
+            (_, Some(image)) => self.insert_item(next, image, metrics),
+            (_, None) => {}
+        }
+        staged.insert(
+            key,
+            ItemState {
+                seq: Some(change.sequence_number.clone()),
+                stamp: Stamp::Change(change.approximate_creation_ms),
+            },
+        );
+    }
+
+    async fn reread(
+        &self,
+        keys: Rereads,
+        next: &mut Snapshot<T, K>,
+        staged: &mut HashMap<ItemKey, ItemState>,
+        cx: &mut Cx<'_>,
+    ) -> Result<(), RefreshError> {
+        let metrics = cx.metrics;
+        let names = &self.spec.key_attributes;
+        let mut found: HashSet<ItemKey> = HashSet::new();
+        let all: Vec<ItemKey> = keys.keys().cloned().collect();
+        let read_from = cx.clock.now().timestamp_millis();
+        for chunk in all.chunks(100) {
+            let mut pending: Vec<Item> = chunk.iter().map(|k| k.to_item(names)).collect();
+            let mut attempts = 0;
+            while !pending.is_empty() {
+                attempts += 1;
+                if attempts > 8 {
+                    return Err(RefreshError::Unprocessed(pending.len()));
+                }
+                if attempts > 1 {
+                    tokio::time::sleep(Duration::from_millis(50 << attempts.min(6))).await;
+                }
+                let got = self.table.batch_get(std::mem::take(&mut pending)).await?;
+                Metrics::add(&metrics.items_read, got.items.len() as u64);
+                for item in &got.items {
+                    if let Ok(k) = ItemKey::from_item(names, item) {
+                        found.insert(k);
+                    }
+                    self.insert_item(next, item, metrics);
+                }
+                pending = got.unprocessed;
+            }
+        }
+        Metrics::add(&metrics.items_reread, keys.len() as u64);
+        // A read item is as new as the read (see `verdict`).
+        let read_at = cx.clock.now().timestamp_millis();
+        for (key, seq) in keys {
+            if !found.contains(&key) {
+                next.remove(&key);
+            }
+            let previous = staged.get(&key).or_else(|| self.states.get(&key)).cloned();
+            let seq = match (seq, previous.and_then(|p| p.seq)) {
+                (Some(s), Some(p)) => Some(s.max(p)),
+                (s, p) => s.or(p),
+            };
+            staged.insert(
+                key,
+                ItemState {
+                    seq,
+                    stamp: Stamp::Read {
+                        from: read_from,
+                        to: read_at,
+                    },
+                },
+            );
+        }
+        Ok(())
+    }
+}
+
+async fn scan_segment<Tb: TableSource>(
+    table: Tb,
+    segment: i32,
+    total: i32,
+) -> Result<Vec<Item>, SourceError> {
+    let mut items = Vec::new();
+    let mut start = None;
+    loop {
+        let page = table.scan_page(segment, total, start.take()).await?;
+        items.extend(page.items);
+        match page.next {
+            Some(next) => start = Some(next),
+            None => return Ok(items),
+        }
+    }
+}
