@@ -73,7 +73,7 @@ fn rows(key: &str, bytes: &[u8]) -> String {
         item: String,
         priority: String,
     }
-    match enrichment::parse_rows::<Row>(key, bytes, None) {
+    match enrichment::rows::parse_rows::<Row>(key, bytes, None) {
         Err(e) => format!("error: {e}"),
         Ok(rows) => rows
             .iter()

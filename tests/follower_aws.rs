@@ -5,9 +5,8 @@
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::StreamViewType;
-use enrichment::{
-    FeedSettings, ObjectConfig, ObjectEnricher, ReloadReason, S3Feed, S3Objects, SystemClock,
-};
+use enrichment::sources::{S3Feed, S3Objects};
+use enrichment::{FeedSettings, ObjectConfig, ObjectEnricher, ReloadReason, SystemClock};
 use local_emulator::provision;
 use test_support::{emulator, FeedRig, FlagRig, HttpFaultProxy, Rule, StreamPump};
 

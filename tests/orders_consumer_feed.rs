@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use aws_plumbing::s3_client;
 use aws_sdk_dynamodb::types::StreamViewType;
-use enrichment::{DynamoDbTable, S3Feed};
+use enrichment::sources::{DynamoDbTable, S3Feed};
 use orders_consumer::{Config, OrdersConsumer};
 use serde_json::Value;
 use test_support::{FeedRig, MemoryStore};

@@ -6,9 +6,8 @@ use std::time::Duration;
 
 use aws_sdk_kinesis::primitives::Blob;
 use change_protocol::ChangeFlag;
-use enrichment::{
-    Classified, FeedSettings, ObjectConfig, ObjectEnricher, Outcome, S3Feed, S3Objects, SystemClock,
-};
+use enrichment::sources::{S3Feed, S3Objects};
+use enrichment::{Classified, FeedSettings, ObjectConfig, ObjectEnricher, Outcome, SystemClock};
 use test_support::FlagRig;
 
 #[derive(Debug, serde::Deserialize)]

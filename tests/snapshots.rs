@@ -8,7 +8,7 @@
 use aws_plumbing::{s3_client, S3Store, SystemClock};
 use aws_sdk_dynamodb::types::StreamViewType;
 use change_protocol::{snapshot_pointer_key, DEFAULT_SNAPSHOT_PREFIX};
-use enrichment::{DynamoDbTable, S3Feed};
+use enrichment::sources::{DynamoDbTable, S3Feed};
 use feed_compactor::{Compactor, Config};
 use std::collections::BTreeMap;
 use test_support::{through_proxy, Fault, FeedRig, HttpFaultProxy, Rule};
@@ -17,7 +17,7 @@ mod common;
 
 use common::{consumer_with, table_view, writes_while, Consumer, Rounds, KEYS};
 
-type RigCompactor = Compactor<DynamoDbTable, S3Feed, S3Store, SystemClock>;
+type RigCompactor = Compactor<DynamoDbTable, S3Feed, S3Store>;
 
 fn compactor(rig: &FeedRig, sdk: &aws_config::SdkConfig) -> RigCompactor {
     let config = Config::from_lookup(&|k: &str| match k {

@@ -9,9 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use aws_plumbing::s3_client;
-use enrichment::{
-    DynamoDbTable, Enricher, EnricherConfig, FeedSettings, Lookup, S3Feed, SystemClock,
-};
+use enrichment::sources::{DynamoDbTable, S3Feed};
+use enrichment::{FeedSettings, Lookup, SystemClock, TableConfig, TableEnricher};
 use test_support::{through_proxy, FeedRig};
 use tokio::sync::{watch, Semaphore};
 
@@ -23,7 +22,7 @@ pub(crate) struct Product {
 }
 
 /// A consumer of the table and its feed, through the emulator.
-pub(crate) type Consumer = Enricher<Product, String, DynamoDbTable, S3Feed, SystemClock>;
+pub(crate) type Consumer = TableEnricher<Product, String, DynamoDbTable, S3Feed>;
 
 /// A consumer of `table` and the feed in `bucket`, through `sdk`.
 pub(crate) fn consumer(sdk: &aws_config::SdkConfig, table: &str, bucket: &str) -> Consumer {
@@ -35,9 +34,9 @@ pub(crate) fn consumer_with(
     sdk: &aws_config::SdkConfig,
     table: &str,
     bucket: &str,
-    tweak: impl FnOnce(EnricherConfig<Product, String>) -> EnricherConfig<Product, String>,
+    tweak: impl FnOnce(TableConfig<Product, String>) -> TableConfig<Product, String>,
 ) -> Consumer {
-    let config = EnricherConfig::new(table.to_owned(), &["item", "price"], |p: &Product| {
+    let config = TableConfig::new(table.to_owned(), &["item", "price"], |p: &Product| {
         Some(p.item.clone())
     })
     .with_feed(FeedSettings {
@@ -45,7 +44,7 @@ pub(crate) fn consumer_with(
         clock_margin: Duration::ZERO,
         ..FeedSettings::default()
     });
-    Enricher::new(
+    TableEnricher::new(
         tweak(config),
         DynamoDbTable::new(aws_sdk_dynamodb::Client::new(sdk), table.to_owned()),
         Some(S3Feed::new(s3_client(sdk), bucket.to_owned())),

@@ -1,5 +1,8 @@
 //! Wall-clock UTC time, behind a seam so tests can move it.
 
+use std::fmt;
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 
 /// The source of the UTC time: it names change files (producers) and positions the feed
@@ -7,6 +10,50 @@ use chrono::{DateTime, Utc};
 pub trait Clock: Send + Sync + 'static {
     /// The current UTC time.
     fn now(&self) -> DateTime<Utc>;
+
+    /// This clock as a [`SharedClock`] (a shared clock is not wrapped again).
+    fn shared(self) -> SharedClock
+    where
+        Self: Sized,
+    {
+        SharedClock::new(self)
+    }
+}
+
+/// Any [`Clock`], shared: one type whatever the clock, cheap to clone. Everything that takes
+/// "now" holds one, so a test's clock or an [`OffsetClock`] replaces the system clock without a
+/// type parameter on every type that reads it (nothing on a hot path reads the clock).
+#[derive(Clone)]
+pub struct SharedClock(Arc<dyn Clock>);
+
+impl SharedClock {
+    /// Shares `clock`.
+    pub fn new(clock: impl Clock) -> SharedClock {
+        SharedClock(Arc::new(clock))
+    }
+}
+
+impl Default for SharedClock {
+    /// The system clock.
+    fn default() -> Self {
+        SharedClock::new(SystemClock)
+    }
+}
+
+impl fmt::Debug for SharedClock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("SharedClock").field(&self.0.now()).finish()
+    }
+}
+
+impl Clock for SharedClock {
+    fn now(&self) -> DateTime<Utc> {
+        self.0.now()
+    }
+
+    fn shared(self) -> SharedClock {
+        self
+    }
 }
 
 /// The system clock.

@@ -15,17 +15,17 @@ use crate::event::{parse_event, Batch, EventError};
 pub fn deployed(
     config: feed_writer::FeedConfig,
     sdk: &aws_plumbing::SdkConfig,
-) -> ChangeHandler<aws_plumbing::S3Store, aws_plumbing::SystemClock> {
+) -> ChangeHandler<aws_plumbing::S3Store> {
     deployed_with_clock(config, sdk, aws_plumbing::SystemClock)
 }
 
 /// [`deployed`] with its keys' time from `clock` (outside AWS: S3's time, see
 /// [`aws_plumbing::OffsetClock`]).
-pub fn deployed_with_clock<C: Clock>(
+pub fn deployed_with_clock(
     config: feed_writer::FeedConfig,
     sdk: &aws_plumbing::SdkConfig,
-    clock: C,
-) -> ChangeHandler<aws_plumbing::S3Store, C> {
+    clock: impl Clock,
+) -> ChangeHandler<aws_plumbing::S3Store> {
     let store = aws_plumbing::S3Store::new(aws_plumbing::s3_client(sdk));
     ChangeHandler::new(FeedWriter::new(config, store, clock, PRODUCER))
 }
@@ -60,13 +60,13 @@ impl From<HandlerError> for Diagnostic {
 
 /// The change-handler: a [`FeedWriter`] and nothing else, so tests pass fakes or the real SDK.
 #[derive(Debug)]
-pub struct ChangeHandler<S, C> {
-    writer: FeedWriter<S, C>,
+pub struct ChangeHandler<S> {
+    writer: FeedWriter<S>,
 }
 
-impl<S: ObjectStore, C: Clock> ChangeHandler<S, C> {
+impl<S: ObjectStore> ChangeHandler<S> {
     /// A handler writing through `writer`.
-    pub fn new(writer: FeedWriter<S, C>) -> Self {
+    pub fn new(writer: FeedWriter<S>) -> Self {
         ChangeHandler { writer }
     }
 

@@ -29,7 +29,7 @@ fn event(name: &str) -> Value {
     serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
 }
 
-fn handler(legacy: Option<&str>) -> (ChangeHandler<Shared, SystemClock>, Arc<MemoryStore>) {
+fn handler(legacy: Option<&str>) -> (ChangeHandler<Shared>, Arc<MemoryStore>) {
     let store = Arc::new(MemoryStore::new());
     let config = FeedConfig {
         bucket: "feed".into(),

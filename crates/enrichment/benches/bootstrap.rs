@@ -14,7 +14,7 @@ use change_protocol::{AttributeValue, Item, SnapshotPointer, DEFAULT_SNAPSHOT_PR
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use enrichment::testing::{MemoryBucket, MemoryTable};
 use enrichment::{
-    Enricher, EnricherConfig, FeedSettings, ObjectConfig, ObjectEnricher, SystemClock,
+    FeedSettings, ObjectConfig, ObjectEnricher, SystemClock, TableConfig, TableEnricher,
 };
 
 #[derive(Debug, serde::Deserialize)]
@@ -60,21 +60,21 @@ fn consumer(
     table: &MemoryTable,
     bucket: &MemoryBucket,
     snapshots: bool,
-) -> Enricher<Product, String, MemoryTable, MemoryBucket, SystemClock> {
-    let config = EnricherConfig::new("ProductPriority", &["item", "price"], |p: &Product| {
+) -> TableEnricher<Product, String, MemoryTable, MemoryBucket> {
+    let config = TableConfig::new("ProductPriority", &["item", "price"], |p: &Product| {
         Some(p.item.clone())
     })
     .with_feed(settings(snapshots));
-    Enricher::new(config, table.clone(), Some(bucket.clone()), SystemClock)
+    TableEnricher::new(config, table.clone(), Some(bucket.clone()), SystemClock)
 }
 
 /// Publishes the table's snapshot into `bucket` as the feed-compactor does.
 fn publish(table: &MemoryTable, bucket: &MemoryBucket, rt: &tokio::runtime::Runtime) -> usize {
-    let config = EnricherConfig::raw("ProductPriority", &["item", "price"], |_: &Item| {
+    let config = TableConfig::raw("ProductPriority", &["item", "price"], |_: &Item| {
         None::<String>
     })
     .with_feed(settings(false));
-    let mut follower = Enricher::new(config, table.clone(), Some(bucket.clone()), SystemClock);
+    let mut follower = TableEnricher::new(config, table.clone(), Some(bucket.clone()), SystemClock);
     rt.block_on(follower.refresh());
     let now = chrono::Utc::now();
     let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -155,7 +155,7 @@ fn bench(c: &mut Criterion) {
                 let change_protocol::EntryBody::Item(item) = e.body else {
                     unreachable!("no tombstones here")
                 };
-                let key = enrichment::ItemKey::from_item(&names, &item).unwrap();
+                let key = enrichment::key::ItemKey::from_item(&names, &item).unwrap();
                 let p: Product = serde_dynamo::from_item(item).unwrap();
                 let lookup = Some(p.item.clone());
                 (key, p, lookup)

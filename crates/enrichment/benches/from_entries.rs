@@ -6,7 +6,8 @@
 //! `cargo bench -p enrichment --bench from_entries`
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use enrichment::{Ambiguity, ItemKey, KeyValue};
+use enrichment::key::{ItemKey, KeyValue};
+use enrichment::Ambiguity;
 
 #[derive(Clone, Debug)]
 #[allow(dead_code)]

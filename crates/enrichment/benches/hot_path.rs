@@ -8,7 +8,8 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use enrichment::{Ambiguity, ItemKey, KeyValue, Lookup, Snapshot};
+use enrichment::key::{ItemKey, KeyValue};
+use enrichment::{Ambiguity, Lookup, Snapshot};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug)]

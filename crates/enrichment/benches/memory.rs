@@ -15,7 +15,8 @@
 use std::collections::HashMap;
 
 use change_protocol::{AttributeValue, Item};
-use enrichment::{Ambiguity, ItemKey};
+use enrichment::key::ItemKey;
+use enrichment::Ambiguity;
 
 /// Resident memory of this process in bytes (Linux `/proc/self/status`, `VmRSS`).
 fn rss() -> usize {

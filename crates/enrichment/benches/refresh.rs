@@ -10,7 +10,8 @@ use std::hint::black_box;
 
 use change_protocol::{AttributeValue, Item};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use enrichment::{Ambiguity, ItemKey, KeyValue, Snapshot};
+use enrichment::key::{ItemKey, KeyValue};
+use enrichment::{Ambiguity, Snapshot};
 
 #[derive(Debug, serde::Deserialize)]
 struct Product {

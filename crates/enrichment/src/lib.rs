@@ -1,6 +1,6 @@
 //! Reference data in memory for streaming enrichment, refreshed only when it changes.
 //!
-//! A streaming consumer embeds an [`Enricher`] (reference data in a DynamoDB table) or an
+//! A streaming consumer embeds an [`TableEnricher`] (reference data in a DynamoDB table) or an
 //! [`ObjectEnricher`] (reference data as objects in S3): it loads the reference data once, then follows
 //! the S3 change feed that the `change-handler` Lambda writes, applying each change as a delta
 //! (no table read when the change carries its new image), and enriches records with a
@@ -45,7 +45,8 @@
 //!
 //! # Example: embedding it in a consumer loop
 //! ```no_run
-//! use enrichment::{Classified, DynamoDbTable, Enricher, EnricherConfig, Outcome, S3Feed, SystemClock};
+//! use enrichment::{Classified, TableEnricher, TableConfig, Outcome, SystemClock};
+//! use enrichment::sources::{DynamoDbTable, S3Feed};
 //!
 //! #[derive(serde::Deserialize)]
 //! struct Product { item: String, priority: String }
@@ -53,12 +54,12 @@
 //! # async fn next_batch() -> Vec<String> { vec![] }
 //! # async fn run() {
 //! let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-//! let config = EnricherConfig::new("ProductPriority", &["item", "price"], |p: &Product| {
+//! let config = TableConfig::new("ProductPriority", &["item", "price"], |p: &Product| {
 //!     Some(p.item.clone())
 //! });
 //! let table = DynamoDbTable::new(aws_sdk_dynamodb::Client::new(&sdk), "ProductPriority");
 //! let feed = S3Feed::new(aws_sdk_s3::Client::new(&sdk), "demo-bucket-123456789012");
-//! let mut enricher: Enricher<Product> = Enricher::new(config, table, Some(feed), SystemClock);
+//! let mut enricher: TableEnricher<Product> = TableEnricher::new(config, table, Some(feed), SystemClock);
 //!
 //! loop {
 //!     let dishes = next_batch().await; // e.g. decoded Kinesis records
@@ -80,16 +81,16 @@
 //! ```
 //!
 //! Without AWS, the in-memory sources of `enrichment::testing` (feature `testing`) stand in for the table
-//! and the bucket; the examples on [`Enricher`], [`ObjectEnricher`] and [`Reader`] use them.
+//! and the bucket; the examples on [`TableEnricher`], [`ObjectEnricher`] and [`Reader`] use them.
 
 mod feed;
-mod key;
+pub mod key;
 mod lifecycle;
 mod metrics;
 mod objects;
 mod policy;
 mod snapshot;
-mod sources;
+pub mod sources;
 mod table;
 
 #[cfg(any(test, feature = "testing"))]
@@ -105,23 +106,16 @@ pub mod guide {
 
 pub use aws_plumbing::{Clock, SystemClock};
 pub use feed::FeedSettings;
-pub use key::{ItemKey, KeyError, KeyValue, KeyValueRef, LookupKey};
-pub use lifecycle::config::{
-    Decoder, EnricherConfig, LookupKeyFn, ObjectConfig, ObjectSpec, ReferenceConfig, TableSpec,
-};
+pub use key::LookupKey;
+pub use lifecycle::config::{self, ObjectConfig, TableConfig};
 pub use lifecycle::outcome::{BatchReport, Classified, Outcome, UnmatchedReason};
 pub use lifecycle::report::{RefreshError, RefreshReport, ReloadReason};
 pub use lifecycle::{Reader, ReferenceEnricher};
 pub use metrics::MetricsSnapshot;
-pub use objects::rows::{format_of, parse_rows, Format, ObjectError, RowError, Rows};
-pub use objects::ObjectEnricher;
-pub use policy::{BadRows, Policies, Unmatched};
-pub use snapshot::{Ambiguity, Lookup, Snapshot};
-pub use sources::{
-    BatchGet, Conditional, DynamoDbTable, FeedSource, ListPage, ObjectBody, ObjectSource, S3Feed,
-    S3Objects, ScanPage, SourceError, TableSource,
-};
-pub use table::{Enricher, NotCurrent};
+pub use objects::{rows, ObjectEnricher};
+pub use policy::{Ambiguity, BadRows, Policies, Unmatched};
+pub use snapshot::{Lookup, Snapshot};
+pub use table::{NotCurrent, TableEnricher};
 
 #[cfg(test)]
 mod tests;

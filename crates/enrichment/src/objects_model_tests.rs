@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use change_protocol::ChangeFlag;
 
+use crate::config::*;
+use crate::key::*;
 use crate::objects_tests::{flag, gap_file};
+use crate::rows::*;
 use crate::testing::MemoryBucket;
 use crate::*;
 
@@ -18,7 +21,7 @@ struct Row {
     priority: String,
 }
 
-type E = ObjectEnricher<Row, String, MemoryBucket, MemoryBucket, SystemClock>;
+type E = ObjectEnricher<Row, String, MemoryBucket, MemoryBucket>;
 
 const OBJECTS: [&str; 4] = [
     "reference/o0.csv",

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use change_protocol::{ChangeFlag, ObjectChange};
 
+use crate::config::*;
 use crate::testing::MemoryBucket;
 use crate::*;
 
@@ -13,7 +14,7 @@ struct Row {
     priority: String,
 }
 
-type E = ObjectEnricher<Row, String, MemoryBucket, MemoryBucket, SystemClock>;
+type E = ObjectEnricher<Row, String, MemoryBucket, MemoryBucket>;
 
 fn enricher(objects: &MemoryBucket, bad_rows: BadRows) -> E {
     let config = ObjectConfig::new("ref-bucket", "reference/", |r: &Row| Some(r.item.clone()))

@@ -5,10 +5,10 @@
 use std::time::Duration;
 
 use crate::feed::FeedSettings;
-pub(crate) use crate::snapshot::Ambiguity;
+pub use crate::snapshot::Ambiguity;
 
 /// The rules every enricher follows, whatever it loads. One struct, one set of defaults; set
-/// them through the `with_*` methods of [`ReferenceConfig`](crate::ReferenceConfig).
+/// them through the `with_*` methods of [`ReferenceConfig`](crate::config::ReferenceConfig).
 #[derive(Clone, Debug)]
 pub struct Policies {
     /// Several items per lookup key (default: the lowest primary key wins).

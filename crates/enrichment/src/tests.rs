@@ -10,6 +10,8 @@ use change_protocol::{
 };
 use chrono::{DateTime, Utc};
 
+use crate::config::*;
+use crate::sources::*;
 use crate::testing::{MemoryBucket, MemoryTable};
 use crate::*;
 
@@ -59,11 +61,11 @@ struct Rig {
     table: MemoryTable,
     feed: MemoryBucket,
     clock: ManualClock,
-    enricher: Enricher<Product, String, MemoryTable, MemoryBucket, ManualClock>,
+    enricher: TableEnricher<Product, String, MemoryTable, MemoryBucket>,
 }
 
 fn rig_with(
-    config: impl FnOnce(EnricherConfig<Product, String>) -> EnricherConfig<Product, String>,
+    config: impl FnOnce(TableConfig<Product, String>) -> TableConfig<Product, String>,
 ) -> Rig {
     let table = MemoryTable::new(&["item", "price"]);
     table.set_stream_arn(Some(ARN));
@@ -79,12 +81,12 @@ fn rig_with(
         ..FeedSettings::default()
     };
     let cfg = config(
-        EnricherConfig::new("ProductPriority", &["item", "price"], |p: &Product| {
+        TableConfig::new("ProductPriority", &["item", "price"], |p: &Product| {
             Some(p.item.clone())
         })
         .with_feed(settings),
     );
-    let enricher = Enricher::new(cfg, table.clone(), Some(feed.clone()), clock.clone());
+    let enricher = TableEnricher::new(cfg, table.clone(), Some(feed.clone()), clock.clone());
     Rig {
         table,
         feed,
@@ -462,8 +464,8 @@ async fn a_new_stream_arn_forces_a_full_reload_and_old_stream_files_are_ignored(
 async fn listing_pages_are_all_read() {
     let mut r = rig();
     r.feed = r.feed.clone().with_page_size(2);
-    let mut e = Enricher::new(
-        EnricherConfig::new("ProductPriority", &["item", "price"], |p: &Product| {
+    let mut e = TableEnricher::new(
+        TableConfig::new("ProductPriority", &["item", "price"], |p: &Product| {
             Some(p.item.clone())
         })
         .with_feed(FeedSettings {
@@ -559,11 +561,11 @@ async fn a_flag_in_the_middle_of_a_batch_splits_old_and_new_data_at_its_position
 async fn without_a_feed_a_flag_reloads_the_table_like_the_original() {
     let table = MemoryTable::new(&["item", "price"]);
     table.put(product("burger", "medium"));
-    let cfg = EnricherConfig::new("ProductPriority", &["item", "price"], |p: &Product| {
+    let cfg = TableConfig::new("ProductPriority", &["item", "price"], |p: &Product| {
         Some(p.item.clone())
     });
-    let mut e: Enricher<Product, String, MemoryTable, MemoryBucket, SystemClock> =
-        Enricher::new(cfg, table.clone(), None, SystemClock);
+    let mut e: TableEnricher<Product, String, MemoryTable, MemoryBucket> =
+        TableEnricher::new(cfg, table.clone(), None, SystemClock);
     e.refresh().await;
     table.put(product("burger", "high"));
     let (outcomes, _) = e
@@ -687,14 +689,14 @@ async fn ambiguous_lookup_keys_follow_the_policy() {
 async fn raw_mode_keeps_attribute_maps() {
     let table = MemoryTable::new(&["item", "price"]);
     table.put(product("burger", "medium"));
-    let cfg = EnricherConfig::raw("ProductPriority", &["item", "price"], |i: &Item| {
+    let cfg = TableConfig::raw("ProductPriority", &["item", "price"], |i: &Item| {
         match i.get("item") {
             Some(AttributeValue::S(s)) => Some(s.clone()),
             _ => None,
         }
     });
-    let mut e: Enricher<Item, String, MemoryTable, MemoryBucket, SystemClock> =
-        Enricher::new(cfg, table, None, SystemClock);
+    let mut e: TableEnricher<Item, String, MemoryTable, MemoryBucket> =
+        TableEnricher::new(cfg, table, None, SystemClock);
     e.refresh().await;
     let item = e.reader().lookup("burger").unwrap();
     assert_eq!(
@@ -1215,8 +1217,8 @@ fn slow_enricher(
     r: &Rig,
     table: SlowTable,
     margin: Duration,
-) -> Enricher<Product, String, SlowTable, MemoryBucket, ManualClock> {
-    let cfg = EnricherConfig::new("ProductPriority", &["item", "price"], |p: &Product| {
+) -> TableEnricher<Product, String, SlowTable, MemoryBucket> {
+    let cfg = TableConfig::new("ProductPriority", &["item", "price"], |p: &Product| {
         Some(p.item.clone())
     })
     .with_feed(FeedSettings {
@@ -1224,7 +1226,7 @@ fn slow_enricher(
         clock_margin: margin,
         ..FeedSettings::default()
     });
-    Enricher::new(cfg, table, Some(r.feed.clone()), r.clock.clone())
+    TableEnricher::new(cfg, table, Some(r.feed.clone()), r.clock.clone())
 }
 
 const BASE: i64 = 1_795_650_000_000;
@@ -1295,13 +1297,13 @@ async fn with_a_zero_margin_a_change_made_while_the_read_was_answered_is_not_ski
 async fn without_a_feed_a_failing_maximum_age_reload_is_not_current() {
     let table = MemoryTable::new(&["item", "price"]);
     table.put(product("burger", "medium"));
-    let cfg = EnricherConfig::new("ProductPriority", &["item", "price"], |p: &Product| {
+    let cfg = TableConfig::new("ProductPriority", &["item", "price"], |p: &Product| {
         Some(p.item.clone())
     })
     .with_max_age(Some(Duration::from_secs(600)))
     .with_max_staleness(Some(Duration::from_secs(900)));
-    let mut e: Enricher<Product, String, MemoryTable, MemoryBucket, SystemClock> =
-        Enricher::new(cfg, table.clone(), None, SystemClock);
+    let mut e: TableEnricher<Product, String, MemoryTable, MemoryBucket> =
+        TableEnricher::new(cfg, table.clone(), None, SystemClock);
     e.refresh().await;
     table.set_failing(true);
     // The maximum age is this consumer's only refresh (no feed); it fails for an hour.
@@ -1358,19 +1360,19 @@ async fn a_flag_for_s3_objects_holds_nothing_while_a_table_reload_is_pending() {
 
 // --- Feed snapshots (docs/design.md, feed snapshots) ---
 
-type RawFollower = Enricher<Item, String, MemoryTable, MemoryBucket, ManualClock>;
+type RawFollower = TableEnricher<Item, String, MemoryTable, MemoryBucket>;
 
 impl Rig {
     /// A follower of raw items on the rig's table, feed and clock: what the feed-compactor runs.
     fn compactor(&self) -> RawFollower {
-        let config = EnricherConfig::raw("ProductPriority", &["item", "price"], |_: &Item| {
+        let config = TableConfig::raw("ProductPriority", &["item", "price"], |_: &Item| {
             None::<String>
         })
         .with_feed(FeedSettings {
             poll_interval: Duration::ZERO,
             ..FeedSettings::default()
         });
-        Enricher::new(
+        TableEnricher::new(
             config,
             self.table.clone(),
             Some(self.feed.clone()),
@@ -1737,13 +1739,13 @@ async fn the_retention_counts_from_the_snapshots_position_not_from_the_load() {
         bucket: r.feed.clone(),
         failing: failing.clone(),
     };
-    let config = EnricherConfig::new("ProductPriority", &["item", "price"], |p: &Product| {
+    let config = TableConfig::new("ProductPriority", &["item", "price"], |p: &Product| {
         Some(p.item.clone())
     })
     .with_max_age(None)
     .with_feed(settings);
-    let mut consumer: Enricher<Product, String, MemoryTable, ListingFails, ManualClock> =
-        Enricher::new(config, r.table.clone(), Some(feed), r.clock.clone());
+    let mut consumer: TableEnricher<Product, String, MemoryTable, ListingFails> =
+        TableEnricher::new(config, r.table.clone(), Some(feed), r.clock.clone());
 
     // 1.9 days after L: the snapshot is within the retention minus a day (2 days): loaded; the
     // catch-up listing fails.
@@ -1799,14 +1801,14 @@ async fn the_first_listing_from_a_snapshot_uses_the_compactors_margin_on_its_clo
     let compactor_clock = ManualClock(Arc::new(Mutex::new(
         r.clock.now() + chrono::Duration::milliseconds(lead),
     )));
-    let config = EnricherConfig::raw("ProductPriority", &["item", "price"], |_: &Item| {
+    let config = TableConfig::raw("ProductPriority", &["item", "price"], |_: &Item| {
         None::<String>
     })
     .with_feed(FeedSettings {
         poll_interval: Duration::ZERO,
         ..FeedSettings::default() // 5 s margin: covers its 4 s lead
     });
-    let mut compactor: RawFollower = Enricher::new(
+    let mut compactor: RawFollower = TableEnricher::new(
         config,
         r.table.clone(),
         Some(r.feed.clone()),

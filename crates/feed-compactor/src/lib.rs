@@ -18,15 +18,14 @@ use std::time::Duration;
 
 use aws_plumbing::{
     key_attributes_var, number_var, optional_var, required_var, validate_bucket, Clock,
-    ConfigError, ObjectStore,
+    ConfigError, ObjectStore, SharedClock,
 };
 use change_protocol::{
     snapshot_key, snapshot_pointer_key, Item, SnapshotPointer, DEFAULT_SNAPSHOT_PREFIX,
 };
 use chrono::{DateTime, Utc};
-use enrichment::{
-    Enricher, EnricherConfig, FeedSettings, FeedSource, NotCurrent, RefreshReport, TableSource,
-};
+use enrichment::sources::{FeedSource, TableSource};
+use enrichment::{FeedSettings, NotCurrent, RefreshReport, TableConfig, TableEnricher};
 use serde::Serialize;
 use tracing::info;
 
@@ -157,17 +156,17 @@ pub struct RunReport {
 }
 
 /// The compactor: a follower of raw items, and where its snapshots go.
-pub struct Compactor<Tb: TableSource, Fd, S, C> {
+pub struct Compactor<Tb: TableSource, Fd, S> {
     config: Config,
-    follower: Enricher<Item, String, Tb, Fd, C>,
+    follower: TableEnricher<Item, String, Tb, Fd>,
     store: S,
-    clock: C,
+    clock: SharedClock,
     /// The follower's snapshot version and time of the last snapshot written.
     last_published: Option<(u64, DateTime<Utc>)>,
     latest_position: Option<DateTime<Utc>>,
 }
 
-impl<Tb: TableSource, Fd, S, C> std::fmt::Debug for Compactor<Tb, Fd, S, C> {
+impl<Tb: TableSource, Fd, S> std::fmt::Debug for Compactor<Tb, Fd, S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Compactor")
             .field("config", &self.config)
@@ -176,18 +175,18 @@ impl<Tb: TableSource, Fd, S, C> std::fmt::Debug for Compactor<Tb, Fd, S, C> {
     }
 }
 
-impl<Tb, Fd, S, C> Compactor<Tb, Fd, S, C>
+impl<Tb, Fd, S> Compactor<Tb, Fd, S>
 where
     Tb: TableSource,
     Fd: FeedSource,
     S: ObjectStore,
-    C: Clock + Clone,
 {
     /// A compactor following `feed` for `table`, writing through `store`. Nothing is read until
     /// the first run.
-    pub fn new(config: Config, table: Tb, feed: Fd, store: S, clock: C) -> Self {
+    pub fn new(config: Config, table: Tb, feed: Fd, store: S, clock: impl Clock) -> Self {
+        let clock = clock.shared();
         let keys: Vec<&str> = config.key_attributes.iter().map(String::as_str).collect();
-        let follower_config = EnricherConfig::raw(config.table.clone(), &keys, |_: &Item| {
+        let follower_config = TableConfig::raw(config.table.clone(), &keys, |_: &Item| {
             None::<String> // no lookups: the compactor only holds and writes the items
         })
         .with_feed(FeedSettings {
@@ -201,7 +200,7 @@ where
         // The compactor is the consumers' Scan: no staleness policy of its own.
         .with_max_staleness(None);
         Compactor {
-            follower: Enricher::new(follower_config, table, Some(feed), clock.clone()),
+            follower: TableEnricher::new(follower_config, table, Some(feed), clock.clone()),
             config,
             store,
             clock,

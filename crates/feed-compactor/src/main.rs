@@ -2,7 +2,7 @@
 //! schedule) or, outside Lambda, one run as a command. The logic is in the library.
 
 use aws_plumbing::{init, s3_client, sdk_config, S3Store, SystemClock};
-use enrichment::{DynamoDbTable, S3Feed};
+use enrichment::sources::{DynamoDbTable, S3Feed};
 use feed_compactor::{embedded_metrics, Compactor, Config};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::Value;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use change_protocol::{snapshot_pointer_key, AttributeValue, SnapshotPointer};
 use enrichment::testing::{MemoryBucket, MemoryTable};
-use enrichment::{Enricher, EnricherConfig, FeedSettings, SystemClock};
+use enrichment::{FeedSettings, SystemClock, TableConfig, TableEnricher};
 
 use super::*;
 
@@ -45,7 +45,7 @@ fn setup() -> (MemoryTable, MemoryBucket) {
 fn compactor(
     table: &MemoryTable,
     bucket: &MemoryBucket,
-) -> Compactor<MemoryTable, MemoryBucket, MemoryBucket, SystemClock> {
+) -> Compactor<MemoryTable, MemoryBucket, MemoryBucket> {
     Compactor::new(
         config(),
         table.clone(),
@@ -71,15 +71,15 @@ struct Product {
 fn consumer(
     table: &MemoryTable,
     bucket: &MemoryBucket,
-) -> Enricher<Product, String, MemoryTable, MemoryBucket, SystemClock> {
-    let config = EnricherConfig::new("ProductPriority", &["item", "price"], |p: &Product| {
+) -> TableEnricher<Product, String, MemoryTable, MemoryBucket> {
+    let config = TableConfig::new("ProductPriority", &["item", "price"], |p: &Product| {
         Some(p.item.clone())
     })
     .with_feed(FeedSettings {
         poll_interval: Duration::ZERO,
         ..FeedSettings::default()
     });
-    Enricher::new(config, table.clone(), Some(bucket.clone()), SystemClock)
+    TableEnricher::new(config, table.clone(), Some(bucket.clone()), SystemClock)
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ use change_protocol::{
 use chrono::{DateTime, Utc};
 use tokio::time::{timeout_at, Instant};
 
-use aws_plumbing::{Clock, ObjectStore, StoreError};
+use aws_plumbing::{Clock, ObjectStore, SharedClock, StoreError};
 
 use crate::FeedConfig;
 
@@ -51,20 +51,25 @@ pub enum WriteError {
 
 /// Writes change files for one producer, under [`FeedConfig`]'s rules.
 #[derive(Debug)]
-pub struct FeedWriter<S, C> {
+pub struct FeedWriter<S> {
     config: FeedConfig,
     store: S,
-    clock: C,
+    clock: SharedClock,
     producer: String,
 }
 
-impl<S: ObjectStore, C: Clock> FeedWriter<S, C> {
+impl<S: ObjectStore> FeedWriter<S> {
     /// `producer` names the writer in each file, e.g. `change-handler 0.1.0`.
-    pub fn new(config: FeedConfig, store: S, clock: C, producer: impl Into<String>) -> Self {
+    pub fn new(
+        config: FeedConfig,
+        store: S,
+        clock: impl Clock,
+        producer: impl Into<String>,
+    ) -> Self {
         FeedWriter {
             config,
             store,
-            clock,
+            clock: clock.shared(),
             producer: producer.into(),
         }
     }
@@ -260,7 +265,7 @@ mod tests {
         })
     }
 
-    fn writer(store: FakeStore, legacy: Option<&str>) -> FeedWriter<FakeStore, SteppingClock> {
+    fn writer(store: FakeStore, legacy: Option<&str>) -> FeedWriter<FakeStore> {
         FeedWriter::new(
             config(legacy),
             store,

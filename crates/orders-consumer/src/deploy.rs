@@ -3,7 +3,7 @@
 //! here, so a replay runs with the function's own configuration and clients.
 
 use aws_plumbing::{s3_client, S3Store, SdkConfig};
-use enrichment::{DynamoDbTable, S3Feed, S3Objects};
+use enrichment::sources::{DynamoDbTable, S3Feed, S3Objects};
 
 use crate::catalog::GlueCatalog;
 use crate::{Config, OrdersConsumer};

@@ -2,9 +2,10 @@
 
 use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};
 use aws_plumbing::{ObjectStore, StoreError};
+use enrichment::sources::{FeedSource, ObjectSource, TableSource};
 use enrichment::{
-    Classified, Enricher, EnricherConfig, FeedSettings, FeedSource, MetricsSnapshot, ObjectConfig,
-    ObjectEnricher, ObjectSource, Outcome, SystemClock, TableSource, Unmatched,
+    Classified, FeedSettings, MetricsSnapshot, ObjectConfig, ObjectEnricher, Outcome, SystemClock,
+    TableConfig, TableEnricher, Unmatched,
 };
 
 use base64::Engine;
@@ -54,12 +55,12 @@ pub struct BatchSummary {
 }
 
 /// The second reference's enricher: rows of objects in S3, read through `Fd`.
-type Objects<Fd> = ObjectEnricher<ReferenceRow, String, Fd, Fd, SystemClock>;
+type Objects<Fd> = ObjectEnricher<ReferenceRow, String, Fd, Fd>;
 
 /// The orders consumer: an enricher kept warm across invocations, and the output store.
 pub struct OrdersConsumer<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S> {
     config: Config,
-    enricher: Mutex<Enricher<Product, String, Tb, Fd, SystemClock>>,
+    enricher: Mutex<TableEnricher<Product, String, Tb, Fd>>,
     /// The second reference (objects in S3), when configured.
     objects: Option<Mutex<Objects<Fd>>>,
     store: S,
@@ -88,7 +89,7 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectStore>
     pub fn new(config: Config, table: Tb, feed: Fd, store: S) -> Self {
         let keys: Vec<&str> = config.key_attributes.iter().map(String::as_str).collect();
         let enricher_config =
-            EnricherConfig::new(config.reference_table.clone(), &keys, |p: &Product| {
+            TableConfig::new(config.reference_table.clone(), &keys, |p: &Product| {
                 Some(p.item.clone())
             })
             .with_unmatched(config.unmatched)
@@ -102,7 +103,7 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectStore>
                 ..FeedSettings::default()
             });
         OrdersConsumer {
-            enricher: Mutex::new(Enricher::new(
+            enricher: Mutex::new(TableEnricher::new(
                 enricher_config,
                 table,
                 Some(feed),

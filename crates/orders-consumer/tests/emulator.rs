@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use aws_plumbing::{s3_client, ObjectStore, StoreError};
 use aws_sdk_dynamodb::types::StreamViewType;
-use enrichment::{DynamoDbTable, S3Feed, Unmatched};
+use enrichment::sources::{DynamoDbTable, S3Feed};
+use enrichment::Unmatched;
 use orders_consumer::{Config, OrdersConsumer};
 use serde_json::Value;
 use test_support::{sdk_config, unique_name, MemoryStore, ReferenceTable};

@@ -20,10 +20,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use change_protocol::{AttributeValue, Item};
+use enrichment::sources::{DynamoDbTable, S3Feed, S3Objects};
 use enrichment::{
-    Classified, DynamoDbTable, Enricher, EnricherConfig, FeedSettings, MetricsSnapshot,
-    ObjectConfig, ObjectEnricher, Outcome, Reader, RefreshReport, S3Feed, S3Objects, SystemClock,
-    Unmatched, UnmatchedReason,
+    Classified, FeedSettings, MetricsSnapshot, ObjectConfig, ObjectEnricher, Outcome, Reader,
+    RefreshReport, SystemClock, TableConfig, TableEnricher, Unmatched, UnmatchedReason,
 };
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -416,7 +416,7 @@ fn feed_and_policies(
 /// load, from the feed-compactor's snapshot when there is one).
 #[pyclass(frozen, module = "stream_refdata")]
 pub struct TableReference {
-    inner: tokio::sync::Mutex<Enricher<PyItem, String, DynamoDbTable, S3Feed, SystemClock>>,
+    inner: tokio::sync::Mutex<TableEnricher<PyItem, String, DynamoDbTable, S3Feed>>,
     reader: Reader<PyItem, String>,
     /// The attribute (or column) items are looked up by.
     lookup_attr: String,
@@ -493,14 +493,14 @@ reference_class!(
         });
         let keys: Vec<&str> = key_attributes.iter().map(String::as_str).collect();
         let config =
-            EnricherConfig::decoded(table.clone(), &keys, decode, |i: &PyItem| i.lookup.clone())
+            TableConfig::decoded(table.clone(), &keys, decode, |i: &PyItem| i.lookup.clone())
                 .with_feed(feed)
                 .with_unmatched(unmatched)
                 .with_max_staleness(max_staleness)
                 .with_max_age(max_age);
         let sdk = py.detach(|| sdk_config(endpoint_url));
         let s3 = aws_plumbing::s3_client(&sdk);
-        let enricher = Enricher::new(
+        let enricher = TableEnricher::new(
             config,
             DynamoDbTable::new(aws_sdk_dynamodb::Client::new(&sdk), table),
             Some(S3Feed::new(s3, feed_bucket)),
@@ -549,7 +549,7 @@ fn row_lookup(row: &PyRow, key: &str) -> Option<String> {
 /// prefix in S3, kept current from the change feed and the in-stream flags.
 #[pyclass(frozen, module = "stream_refdata")]
 pub struct ObjectReference {
-    inner: tokio::sync::Mutex<ObjectEnricher<PyRow, String, S3Objects, S3Feed, SystemClock>>,
+    inner: tokio::sync::Mutex<ObjectEnricher<PyRow, String, S3Objects, S3Feed>>,
     reader: Reader<PyRow, String>,
     /// The attribute (or column) items are looked up by.
     lookup_attr: String,

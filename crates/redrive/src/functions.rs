@@ -47,8 +47,8 @@ pub trait Functions {
 /// function named with [`Deployed::invoking`], the deployed function itself through the Lambda
 /// API.
 pub struct Deployed {
-    change_handler: Option<ChangeHandler<S3Store, OffsetClock>>,
-    gap_writer: FeedWriter<S3Store, OffsetClock>,
+    change_handler: Option<ChangeHandler<S3Store>>,
+    gap_writer: FeedWriter<S3Store>,
     orders: Result<DeployedConsumer, String>,
     invoke: Vec<(Function, String, aws_sdk_lambda::Client)>,
 }

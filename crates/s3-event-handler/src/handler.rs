@@ -66,15 +66,15 @@ pub struct Handled {
 
 /// The s3-event-handler.
 #[derive(Debug)]
-pub struct S3EventHandler<S, F, C> {
+pub struct S3EventHandler<S, F> {
     config: Config,
-    writer: FeedWriter<S, C>,
+    writer: FeedWriter<S>,
     flags: FlagSender<F>,
 }
 
-impl<S: ObjectStore, F: FlagStream, C: Clock> S3EventHandler<S, F, C> {
+impl<S: ObjectStore, F: FlagStream> S3EventHandler<S, F> {
     /// A handler writing through `store` and putting flags on `stream`.
-    pub fn new(config: Config, store: S, stream: F, clock: C) -> Self {
+    pub fn new(config: Config, store: S, stream: F, clock: impl Clock) -> Self {
         let writer = FeedWriter::new(config.feed.clone(), store, clock, PRODUCER);
         S3EventHandler {
             config,

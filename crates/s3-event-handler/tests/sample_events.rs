@@ -136,7 +136,7 @@ fn config(legacy: Option<&str>) -> Config {
 }
 
 struct Rig {
-    handler: S3EventHandler<Shared, FakeStream, SystemClock>,
+    handler: S3EventHandler<Shared, FakeStream>,
     store: Arc<MemoryStore>,
     stream: FakeStream,
 }

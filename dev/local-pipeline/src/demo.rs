@@ -14,7 +14,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use aws_plumbing::{S3Store, SystemClock};
 use change_handler::ChangeHandler;
-use enrichment::{DynamoDbTable, MetricsSnapshot, S3Feed};
+use enrichment::sources::{DynamoDbTable, S3Feed};
+use enrichment::MetricsSnapshot;
 use event_source_mappings::{
     DynamoDbStreamMapping, Invocation, KinesisShardMapping, MappingStats, S3Destination, SqsMapping,
 };
@@ -390,8 +391,8 @@ enum Script<S> {
 /// The functions as deployed: one change-handler, one s3-event-handler, and one orders consumer
 /// per shard (each shard's batches run in their own Lambda environment).
 struct Functions {
-    change_handler: ChangeHandler<S3Store, SystemClock>,
-    s3_handler: S3EventHandler<S3Store, KinesisStream, SystemClock>,
+    change_handler: ChangeHandler<S3Store>,
+    s3_handler: S3EventHandler<S3Store, KinesisStream>,
     consumers: Vec<OrdersConsumer<DynamoDbTable, S3Feed, S3Store>>,
 }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 use change_protocol::Item;
-use enrichment::{
+use enrichment::sources::{
     Conditional, DynamoDbTable, FeedSource, ListPage, ObjectBody, ObjectSource, ScanPage,
     SourceError, TableSource,
 };
@@ -66,8 +66,11 @@ impl TableSource for InMemoryTable {
         })
     }
 
-    async fn batch_get(&self, _keys: Vec<Item>) -> Result<enrichment::BatchGet, SourceError> {
-        Ok(enrichment::BatchGet::default())
+    async fn batch_get(
+        &self,
+        _keys: Vec<Item>,
+    ) -> Result<enrichment::sources::BatchGet, SourceError> {
+        Ok(enrichment::sources::BatchGet::default())
     }
 }
 

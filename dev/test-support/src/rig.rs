@@ -111,7 +111,7 @@ pub struct FeedRig {
     /// A DynamoDB Streams client.
     pub streams: aws_sdk_dynamodbstreams::Client,
     /// The change-handler, writing the feed in [`FeedRig::bucket`].
-    pub handler: ChangeHandler<S3Store, SystemClock>,
+    pub handler: ChangeHandler<S3Store>,
     pump: Mutex<StreamPump>,
 }
 
@@ -150,15 +150,12 @@ impl FeedRig {
     }
 
     /// A change-handler that writes the feed to `bucket` instead (a missing bucket, say).
-    pub fn handler_for(&self, bucket: &str) -> ChangeHandler<S3Store, SystemClock> {
+    pub fn handler_for(&self, bucket: &str) -> ChangeHandler<S3Store> {
         change_handler(bucket, &self.s3)
     }
 
     /// A change-handler that writes this rig's feed through `sdk` (e.g. [`through_proxy`]).
-    pub fn handler_through(
-        &self,
-        sdk: &aws_config::SdkConfig,
-    ) -> ChangeHandler<S3Store, SystemClock> {
+    pub fn handler_through(&self, sdk: &aws_config::SdkConfig) -> ChangeHandler<S3Store> {
         change_handler(&self.bucket, &s3_client(sdk))
     }
 
@@ -215,7 +212,7 @@ impl FeedRig {
     }
 }
 
-fn change_handler(bucket: &str, s3: &aws_sdk_s3::Client) -> ChangeHandler<S3Store, SystemClock> {
+fn change_handler(bucket: &str, s3: &aws_sdk_s3::Client) -> ChangeHandler<S3Store> {
     ChangeHandler::new(FeedWriter::new(
         feed_config(bucket),
         S3Store::new(s3.clone()),
@@ -242,7 +239,7 @@ pub struct FlagRig {
     pub stream: String,
     /// The s3-event-handler: change files to [`FlagRig::feed_bucket`], flags to
     /// [`FlagRig::stream`].
-    pub handler: S3EventHandler<S3Store, KinesisStream, SystemClock>,
+    pub handler: S3EventHandler<S3Store, KinesisStream>,
 }
 
 impl FlagRig {
@@ -284,7 +281,7 @@ impl FlagRig {
     pub fn handler_through(
         &self,
         sdk: &aws_config::SdkConfig,
-    ) -> S3EventHandler<S3Store, KinesisStream, SystemClock> {
+    ) -> S3EventHandler<S3Store, KinesisStream> {
         S3EventHandler::new(
             self.config(),
             S3Store::new(self.s3.clone()),

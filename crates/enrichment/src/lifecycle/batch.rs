@@ -12,9 +12,8 @@ use crate::metrics::Metrics;
 use crate::policy::Unmatched;
 use crate::snapshot::Lookup;
 use crate::sources::FeedSource;
-use aws_plumbing::Clock;
 
-impl<L: Loader, Fd: FeedSource, C: Clock> ReferenceEnricher<L, Fd, C> {
+impl<L: Loader, Fd: FeedSource> ReferenceEnricher<L, Fd> {
     /// Walks a batch in order: lookups against one snapshot, a refresh at each flag.
     pub(super) async fn walk<R>(
         &mut self,

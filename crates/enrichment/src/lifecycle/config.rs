@@ -44,7 +44,7 @@ pub struct ObjectSpec {
 }
 
 /// How an enricher is set up: what it loads (`S`), how a value finds its lookup key, and the
-/// shared [`Policies`]. Use the two named forms, [`EnricherConfig`] for a table and
+/// shared [`Policies`]. Use the two named forms, [`TableConfig`] for a table and
 /// [`ObjectConfig`] for S3 objects.
 pub struct ReferenceConfig<S, T, K> {
     pub(crate) spec: S,
@@ -52,8 +52,8 @@ pub struct ReferenceConfig<S, T, K> {
     pub(crate) policies: Policies,
 }
 
-/// The configuration of a table [`Enricher`](crate::Enricher).
-pub type EnricherConfig<T, K = String> = ReferenceConfig<TableSpec<T>, T, K>;
+/// The configuration of a table [`TableEnricher`](crate::TableEnricher).
+pub type TableConfig<T, K = String> = ReferenceConfig<TableSpec<T>, T, K>;
 /// The configuration of an [`ObjectEnricher`](crate::ObjectEnricher).
 pub type ObjectConfig<T, K = String> = ReferenceConfig<ObjectSpec, T, K>;
 
@@ -103,7 +103,7 @@ impl<S, T, K> ReferenceConfig<S, T, K> {
     }
 }
 
-impl<T: serde::de::DeserializeOwned, K> EnricherConfig<T, K> {
+impl<T: serde::de::DeserializeOwned, K> TableConfig<T, K> {
     /// A table `table_name` with key attributes `key_attributes` (hash key first, e.g.
     /// `["item", "price"]`), items decoded into `T` with serde_dynamo and indexed by
     /// `lookup_key`. Defaults: 4 parallel Scan segments and the [`Policies`] defaults (lowest
@@ -129,8 +129,8 @@ impl<T: serde::de::DeserializeOwned, K> EnricherConfig<T, K> {
     }
 }
 
-impl<T, K> EnricherConfig<T, K> {
-    /// Like [`new`](EnricherConfig::new), with the items decoded by `decode` instead of serde
+impl<T, K> TableConfig<T, K> {
+    /// Like [`new`](TableConfig::new), with the items decoded by `decode` instead of serde
     /// (for items that are not a Rust type, such as the Python package's objects).
     pub fn decoded(
         table_name: impl Into<String>,
@@ -151,19 +151,19 @@ impl<T, K> EnricherConfig<T, K> {
     }
 }
 
-impl<K> EnricherConfig<Item, K> {
-    /// Like [`EnricherConfig::new`], but items are kept as raw attribute maps (no user type).
+impl<K> TableConfig<Item, K> {
+    /// Like [`TableConfig::new`], but items are kept as raw attribute maps (no user type).
     pub fn raw(
         table_name: impl Into<String>,
         key_attributes: &[&str],
         lookup_key: impl Fn(&Item) -> Option<K> + Send + Sync + 'static,
     ) -> Self {
-        EnricherConfig::new(table_name, key_attributes, lookup_key)
+        TableConfig::new(table_name, key_attributes, lookup_key)
             .with_decoder(Arc::new(|item: Item| Ok(item)))
     }
 }
 
-impl<T, K> EnricherConfig<T, K> {
+impl<T, K> TableConfig<T, K> {
     /// The reference table's name; change files of other tables are ignored.
     pub fn table_name(&self) -> &str {
         &self.spec.table_name

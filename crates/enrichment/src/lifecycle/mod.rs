@@ -17,13 +17,13 @@ use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::policy::Policies;
 use crate::snapshot::{Lookup, Snapshot};
 use crate::sources::FeedSource;
-use aws_plumbing::Clock;
+use aws_plumbing::{Clock, SharedClock};
 use loader::{Applied, Cx, Loader};
 use outcome::{BatchReport, Classified, Outcome};
 use report::{RefreshError, RefreshReport, ReloadReason};
 
 mod batch;
-pub(crate) mod config;
+pub mod config;
 pub(crate) mod loader;
 pub(crate) mod outcome;
 pub(crate) mod report;
@@ -63,15 +63,15 @@ impl Backoff {
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// use enrichment::testing::{item, MemoryBucket, MemoryTable};
-/// use enrichment::{Enricher, EnricherConfig, SystemClock};
+/// use enrichment::{TableEnricher, TableConfig, SystemClock};
 ///
 /// #[derive(serde::Deserialize)]
 /// struct Product { item: String, priority: String }
 ///
 /// let table = MemoryTable::new(&["item"]);
 /// table.put(item(&[("item", "burger"), ("priority", "high")]));
-/// let config = EnricherConfig::new("ProductPriority", &["item"], |p: &Product| Some(p.item.clone()));
-/// let mut enricher = Enricher::new(config, table, None::<MemoryBucket>, SystemClock);
+/// let config = TableConfig::new("ProductPriority", &["item"], |p: &Product| Some(p.item.clone()));
+/// let mut enricher = TableEnricher::new(config, table, None::<MemoryBucket>, SystemClock);
 /// enricher.refresh().await;
 ///
 /// let reader = enricher.reader(); // clone it into as many tasks as you like
@@ -119,17 +119,17 @@ impl<T, K: Hash + Eq + Clone> Reader<T, K> {
 }
 
 /// Holds one consumer's reference data and keeps it current: the lifecycle, generic over what is
-/// loaded. Use it through its two names, [`Enricher`](crate::Enricher) (a DynamoDB table) and
+/// loaded. Use it through its two names, [`TableEnricher`](crate::TableEnricher) (a DynamoDB table) and
 /// [`ObjectEnricher`](crate::ObjectEnricher) (objects in S3).
 ///
 /// Call [`refresh`](Self::refresh) (or [`process_batch`](Self::process_batch), which does) once
 /// per micro-batch; look records up synchronously through [`reader`](Self::reader) or
 /// [`enrich`](Self::enrich).
-pub struct ReferenceEnricher<L: Loader, Fd, C> {
+pub struct ReferenceEnricher<L: Loader, Fd> {
     loader: L,
     policies: Policies,
     feed: Option<Fd>,
-    clock: C,
+    clock: SharedClock,
     current: Arc<ArcSwap<Snapshot<L::Value, L::Key>>>,
     metrics: Arc<Metrics>,
     follower: FeedFollower,
@@ -143,7 +143,7 @@ pub struct ReferenceEnricher<L: Loader, Fd, C> {
     last_error: Option<String>,
 }
 
-impl<L: Loader, Fd, C> fmt::Debug for ReferenceEnricher<L, Fd, C> {
+impl<L: Loader, Fd> fmt::Debug for ReferenceEnricher<L, Fd> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ReferenceEnricher")
             .field("policies", &self.policies)
@@ -154,9 +154,14 @@ impl<L: Loader, Fd, C> fmt::Debug for ReferenceEnricher<L, Fd, C> {
     }
 }
 
-impl<L: Loader, Fd: FeedSource, C: Clock> ReferenceEnricher<L, Fd, C> {
+impl<L: Loader, Fd: FeedSource> ReferenceEnricher<L, Fd> {
     /// The lifecycle around `loader`. Nothing is loaded until the first refresh.
-    pub(crate) fn with_loader(loader: L, policies: Policies, feed: Option<Fd>, clock: C) -> Self {
+    pub(crate) fn with_loader(
+        loader: L,
+        policies: Policies,
+        feed: Option<Fd>,
+        clock: SharedClock,
+    ) -> Self {
         ReferenceEnricher {
             loader,
             follower: FeedFollower::new(policies.feed.clone()),

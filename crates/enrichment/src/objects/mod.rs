@@ -20,16 +20,16 @@ use crate::metrics::Metrics;
 use crate::policy::BadRows;
 use rows::parse_rows;
 
-pub(crate) mod rows;
+pub mod rows;
 use crate::snapshot::Snapshot;
 use crate::sources::{FeedSource, ObjectBody, ObjectSource, S3Feed, S3Objects};
-use aws_plumbing::{Clock, SystemClock};
+use aws_plumbing::Clock;
 
 /// An object's rows as the snapshot takes them: item key (object key, line), value, lookup key.
 type Rows<T, K> = Vec<(ItemKey, T, Option<K>)>;
 
 /// Reference rows from S3 objects, kept current object by object, with the same lifecycle,
-/// policies and counters as the table [`Enricher`](crate::Enricher).
+/// policies and counters as the table [`TableEnricher`](crate::TableEnricher).
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -48,27 +48,31 @@ type Rows<T, K> = Vec<(ItemKey, T, Option<K>)>;
 /// assert_eq!(enricher.reader().lookup("burger").unwrap().category, "mains");
 /// # }
 /// ```
-pub type ObjectEnricher<T, K = String, Ob = S3Objects, Fd = S3Feed, C = SystemClock> =
-    ReferenceEnricher<ObjectLoader<T, K, Ob>, Fd, C>;
+pub type ObjectEnricher<T, K = String, Ob = S3Objects, Fd = S3Feed> =
+    ReferenceEnricher<ObjectLoader<T, K, Ob>, Fd>;
 
-impl<T, K, Ob, Fd, C> ObjectEnricher<T, K, Ob, Fd, C>
+impl<T, K, Ob, Fd> ObjectEnricher<T, K, Ob, Fd>
 where
     T: DeserializeOwned + Send + Sync + 'static,
     K: LookupKey,
     Ob: ObjectSource,
     Fd: FeedSource,
-    C: Clock,
 {
     /// An enricher on `objects`, following `feed` for S3-kind change files (optional: flags
     /// alone also work). Nothing is loaded until the first refresh.
-    pub fn new(config: ObjectConfig<T, K>, objects: Ob, feed: Option<Fd>, clock: C) -> Self {
+    pub fn new(
+        config: ObjectConfig<T, K>,
+        objects: Ob,
+        feed: Option<Fd>,
+        clock: impl Clock,
+    ) -> Self {
         let loader = ObjectLoader {
             spec: config.spec,
             lookup_key: config.lookup_key,
             objects,
             loaded: HashMap::new(),
         };
-        ReferenceEnricher::with_loader(loader, config.policies, feed, clock)
+        ReferenceEnricher::with_loader(loader, config.policies, feed, clock.shared())
     }
 }
 

@@ -1,7 +1,7 @@
 //! In-memory sources, to test a consumer without AWS or an emulator (feature `testing`).
 //!
-//! [`MemoryTable`] stands in for [`DynamoDbTable`](crate::DynamoDbTable) and [`MemoryBucket`]
-//! for [`S3Feed`](crate::S3Feed) and [`S3Objects`](crate::S3Objects). Both are cheap to clone
+//! [`MemoryTable`] stands in for [`DynamoDbTable`](crate::sources::DynamoDbTable) and [`MemoryBucket`]
+//! for [`S3Feed`](crate::sources::S3Feed) and [`S3Objects`](crate::sources::S3Objects). Both are cheap to clone
 //! (clones share their contents), count their calls, and can be made to fail, so a test can
 //! write a change file, take the source down, and check what the enricher serves meanwhile.
 //!
@@ -9,7 +9,7 @@
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! use std::time::Duration;
 //! use enrichment::testing::{item, MemoryBucket, MemoryTable};
-//! use enrichment::{Enricher, EnricherConfig, FeedSettings, SystemClock};
+//! use enrichment::{TableEnricher, TableConfig, FeedSettings, SystemClock};
 //!
 //! #[derive(serde::Deserialize)]
 //! struct Product { item: String, priority: String }
@@ -17,9 +17,9 @@
 //! let table = MemoryTable::new(&["item"]);
 //! table.put(item(&[("item", "burger"), ("priority", "medium")]));
 //! let feed = MemoryBucket::default();
-//! let config = EnricherConfig::new("ProductPriority", &["item"], |p: &Product| Some(p.item.clone()))
+//! let config = TableConfig::new("ProductPriority", &["item"], |p: &Product| Some(p.item.clone()))
 //!     .with_feed(FeedSettings { poll_interval: Duration::ZERO, ..FeedSettings::default() });
-//! let mut enricher = Enricher::new(config, table.clone(), Some(feed.clone()), SystemClock);
+//! let mut enricher = TableEnricher::new(config, table.clone(), Some(feed.clone()), SystemClock);
 //! enricher.refresh().await;
 //!
 //! feed.set_failing(true); // S3 is down: the last snapshot keeps serving

@@ -18,13 +18,12 @@ use change_protocol::{
 use chrono::{DateTime, Utc};
 
 use super::ordering::{ItemState, Stamp};
-use super::{Enricher, TableLoader};
+use super::{TableEnricher, TableLoader};
 use crate::key::{ItemKey, LookupKey};
 use crate::lifecycle::loader::{Cx, FromFeedSnapshot, Loaded};
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
 use crate::sources::{Conditional, FeedSource, TableSource};
-use aws_plumbing::Clock;
 
 /// A decoded item: its key, value and lookup key.
 type Decoded<T, K> = (ItemKey, T, Option<K>);
@@ -239,12 +238,11 @@ pub enum NotCurrent {
     Write(String),
 }
 
-impl<K, Tb, Fd, C> Enricher<Item, K, Tb, Fd, C>
+impl<K, Tb, Fd> TableEnricher<Item, K, Tb, Fd>
 where
     K: LookupKey,
     Tb: TableSource,
     Fd: FeedSource,
-    C: Clock,
 {
     /// Writes what this follower of raw items holds as a feed snapshot into `out` (uncompressed
     /// JSON Lines; the caller compresses), one entry at a time: every item with its state, and

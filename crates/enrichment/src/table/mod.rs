@@ -22,7 +22,7 @@ use tracing::warn;
 
 use crate::feed::Fetched;
 use crate::key::{ItemKey, LookupKey};
-use crate::lifecycle::config::{EnricherConfig, LookupKeyFn, TableSpec};
+use crate::lifecycle::config::{LookupKeyFn, TableConfig, TableSpec};
 use crate::lifecycle::loader::{Applied, Cx, Loaded, Loader};
 use crate::lifecycle::report::{RefreshError, ReloadReason};
 use crate::lifecycle::ReferenceEnricher;
@@ -34,17 +34,17 @@ pub(crate) mod ordering;
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
 use crate::sources::{DynamoDbTable, FeedSource, S3Feed, SourceError, TableSource};
-use aws_plumbing::{Clock, SystemClock};
+use aws_plumbing::Clock;
 pub use feed_snapshot::NotCurrent;
 
 /// Reference data from a DynamoDB table, kept current from the change feed. The common case
-/// needs only the item type: `Enricher<Product>` reads the table through the AWS SDK, follows
+/// needs only the item type: `TableEnricher<Product>` reads the table through the AWS SDK, follows
 /// the feed in S3 and positions it with the system clock.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// use enrichment::testing::{item, MemoryBucket, MemoryTable};
-/// use enrichment::{Classified, Enricher, EnricherConfig, Outcome, SystemClock};
+/// use enrichment::{Classified, TableEnricher, TableConfig, Outcome, SystemClock};
 ///
 /// #[derive(serde::Deserialize)]
 /// struct Product { item: String, priority: String }
@@ -53,8 +53,8 @@ pub use feed_snapshot::NotCurrent;
 /// let table = MemoryTable::new(&["item"]);
 /// table.put(item(&[("item", "burger"), ("priority", "medium")]));
 /// let feed = MemoryBucket::default();
-/// let config = EnricherConfig::new("ProductPriority", &["item"], |p: &Product| Some(p.item.clone()));
-/// let mut enricher = Enricher::new(config, table, Some(feed), SystemClock);
+/// let config = TableConfig::new("ProductPriority", &["item"], |p: &Product| Some(p.item.clone()));
+/// let mut enricher = TableEnricher::new(config, table, Some(feed), SystemClock);
 ///
 /// let (outcomes, report) = enricher
 ///     .process_batch(vec!["burger", "donut"], |dish| Classified::Data(dish.to_string()))
@@ -64,21 +64,20 @@ pub use feed_snapshot::NotCurrent;
 /// assert!(matches!(&outcomes[1], Outcome::Rejected { .. })); // no reference item: dead-letter it
 /// # }
 /// ```
-pub type Enricher<T, K = String, Tb = DynamoDbTable, Fd = S3Feed, C = SystemClock> =
-    ReferenceEnricher<TableLoader<T, K, Tb>, Fd, C>;
+pub type TableEnricher<T, K = String, Tb = DynamoDbTable, Fd = S3Feed> =
+    ReferenceEnricher<TableLoader<T, K, Tb>, Fd>;
 
-impl<T, K, Tb, Fd, C> Enricher<T, K, Tb, Fd, C>
+impl<T, K, Tb, Fd> TableEnricher<T, K, Tb, Fd>
 where
     T: Send + Sync + 'static,
     K: LookupKey,
     Tb: TableSource,
     Fd: FeedSource,
-    C: Clock,
 {
     /// An enricher reading `table` and following `feed` (without a feed, only flags and the
     /// maximum age refresh it, by full reloads: the original design's behaviour). Nothing is
     /// loaded until the first refresh.
-    pub fn new(config: EnricherConfig<T, K>, table: Tb, feed: Option<Fd>, clock: C) -> Self {
+    pub fn new(config: TableConfig<T, K>, table: Tb, feed: Option<Fd>, clock: impl Clock) -> Self {
         let loader = TableLoader {
             spec: config.spec,
             lookup_key: config.lookup_key,
@@ -89,7 +88,7 @@ where
             full_load_end: None,
             margin_floor: Duration::ZERO,
         };
-        ReferenceEnricher::with_loader(loader, config.policies, feed, clock)
+        ReferenceEnricher::with_loader(loader, config.policies, feed, clock.shared())
     }
 }
 
@@ -98,7 +97,7 @@ where
 type Rereads = BTreeMap<ItemKey, Option<SequenceNumber>>;
 
 /// The [`Loader`] of a DynamoDB table: the reference items and each one's applied change.
-#[allow(unreachable_pub)] // named only through `Enricher`
+#[allow(unreachable_pub)] // named only through `TableEnricher`
 pub struct TableLoader<T, K, Tb> {
     pub(crate) spec: TableSpec<T>,
     lookup_key: LookupKeyFn<T, K>,

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context, Result};
 use aws_plumbing::{s3_client, S3Store, SystemClock};
 use clap::Parser;
-use enrichment::{DynamoDbTable, S3Feed};
+use enrichment::sources::{DynamoDbTable, S3Feed};
 use feed_compactor::Compactor;
 use orders_consumer::{Config, OrdersConsumer};
 use perf_compare::workload::{kinesis_batch, Orders};
