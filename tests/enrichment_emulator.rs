@@ -8,9 +8,7 @@ use change_protocol::{head_key, HeadPointer};
 use enrichment::{Classified, Outcome, ReloadReason};
 use test_support::{FaultProxy, FeedRig};
 
-mod common;
-
-use common::{Consumer, FeedConsumers};
+use crate::common::{Consumer, FeedConsumers};
 
 /// The producer side: table (seeded, the inserts delivered), stream, change-handler, feed bucket.
 async fn producer(view: StreamViewType) -> FeedRig {

@@ -15,9 +15,7 @@ use event_source_mappings::{DynamoDbStreamMapping, Invocation, MappingConfig};
 use test_support::{emulator, through_proxy, Fault, FeedRig, HttpFaultProxy, Rule};
 use tokio::sync::watch;
 
-mod common;
-
-use common::{consumer, table_view, view};
+use crate::common::{consumer, table_view, view};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_percent_s3_faults_lose_no_change() {

@@ -10,9 +10,7 @@ use enrichment::{FeedSettings, ObjectConfig, ObjectEnricher, ReloadReason, Syste
 use local_emulator::provision;
 use test_support::{emulator, FeedRig, FlagRig, HttpFaultProxy, Rule, StreamPump};
 
-mod common;
-
-use common::{consumer, FeedConsumers};
+use crate::common::{consumer, FeedConsumers};
 
 /// Re-creates the rig's table under the same name (as a restore or a re-creation does): a new
 /// stream, and nothing of what happened in between was streamed. Returns the new stream's ARN.
@@ -45,7 +43,7 @@ async fn a_new_stream_makes_a_consumer_that_loaded_before_it_reload() {
     c.refresh().await;
     c.refresh().await;
     assert_eq!(
-        common::view(&c, ["pizza".into()])
+        crate::common::view(&c, ["pizza".into()])
             .get("pizza")
             .map(String::as_str),
         Some("low")
@@ -76,7 +74,7 @@ async fn a_new_stream_makes_a_consumer_that_loaded_before_it_reload() {
         matches!(&report.full_reload, Some(ReloadReason::NewStream { stream_arn, .. }) if *stream_arn == new_arn),
         "{report:?}"
     );
-    let seen = common::view(&c, ["pizza".into(), "burger".into()]);
+    let seen = crate::common::view(&c, ["pizza".into(), "burger".into()]);
     assert_eq!(seen.get("pizza"), None);
     assert_eq!(seen.get("burger").map(String::as_str), Some("high"));
 
@@ -85,7 +83,7 @@ async fn a_new_stream_makes_a_consumer_that_loaded_before_it_reload() {
     assert!(response.batch_item_failures.is_empty());
     let report = c.refresh().await;
     assert_eq!(report.full_reload, None, "{report:?}");
-    assert_eq!(common::view(&c, ["pizza".into()]).get("pizza"), None);
+    assert_eq!(crate::common::view(&c, ["pizza".into()]).get("pizza"), None);
     assert!(c.metrics().other_stream_files >= 1);
 
     // AND a consumer that starts now records the new stream and follows it without a reload

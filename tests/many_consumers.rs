@@ -10,9 +10,7 @@ use std::sync::atomic::AtomicUsize;
 use aws_sdk_dynamodb::types::StreamViewType;
 use test_support::FeedRig;
 
-mod common;
-
-use common::{consumer_with, table_view, writes_while, Consumer, Rounds, KEYS};
+use crate::common::{consumer_with, table_view, writes_while, Consumer, Rounds, KEYS};
 
 fn consumer(rig: &FeedRig) -> Consumer {
     consumer_with(&rig.sdk, &rig.table.name, &rig.bucket, |c| {
@@ -21,7 +19,7 @@ fn consumer(rig: &FeedRig) -> Consumer {
 }
 
 fn view(c: &Consumer) -> BTreeMap<String, String> {
-    common::view(c, (0..KEYS).map(|k| format!("item-{k:02}")))
+    crate::common::view(c, (0..KEYS).map(|k| format!("item-{k:02}")))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -31,7 +29,7 @@ async fn three_consumers_converge_to_the_table_after_1000_concurrent_random_writ
     for k in 0..KEYS {
         table.put(&format!("item-{k:02}"), "p0").await;
     }
-    common::deliver(&rig, &AtomicUsize::new(0)).await;
+    crate::common::deliver(&rig, &AtomicUsize::new(0)).await;
 
     let mut a = consumer(&rig);
     let mut b = consumer(&rig);

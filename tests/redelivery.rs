@@ -8,9 +8,7 @@ use aws_sdk_dynamodb::types::StreamViewType;
 use serde_json::Value;
 use test_support::FeedRig;
 
-mod common;
-
-use common::{Consumer, FeedConsumers};
+use crate::common::{Consumer, FeedConsumers};
 
 /// An empty table with a stream, the feed, the change-handler (`test_support::FeedRig`).
 async fn rig() -> FeedRig {

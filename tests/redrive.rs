@@ -21,9 +21,7 @@ use test_support::{
 };
 use tokio::sync::watch;
 
-mod common;
-
-use common::{view, FeedConsumers};
+use crate::common::{view, FeedConsumers};
 
 /// Every S3 PutObject through the proxy fails: an outage of the writes.
 fn s3_write_outage() -> Vec<Rule> {

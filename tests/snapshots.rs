@@ -5,35 +5,23 @@
 //! snapshot that loses or rolls back a change: a consumer started from *each* snapshot it
 //! published converges to the table.
 
-use aws_plumbing::{s3_client, S3Store, SystemClock};
+use aws_plumbing::s3_client;
 use aws_sdk_dynamodb::types::StreamViewType;
 use change_protocol::{snapshot_pointer_key, DEFAULT_SNAPSHOT_PREFIX};
-use enrichment::sources::{DynamoDbTable, S3Feed};
-use feed_compactor::{Compactor, Config};
+use feed_compactor::{Config, DeployedCompactor};
 use std::collections::BTreeMap;
 use test_support::{through_proxy, Fault, FeedRig, HttpFaultProxy, Rule};
 
-mod common;
+use crate::common::{consumer_with, table_view, writes_while, Consumer, Rounds, KEYS};
 
-use common::{consumer_with, table_view, writes_while, Consumer, Rounds, KEYS};
-
-type RigCompactor = Compactor<DynamoDbTable, S3Feed, S3Store>;
-
-fn compactor(rig: &FeedRig, sdk: &aws_config::SdkConfig) -> RigCompactor {
+fn compactor(rig: &FeedRig, sdk: &aws_config::SdkConfig) -> DeployedCompactor {
     let config = Config::from_lookup(&|k: &str| match k {
         "REFERENCE_TABLE" => Some(rig.table.name.clone()),
         "CHANGE_BUCKET" => Some(rig.bucket.clone()),
         _ => None,
     })
     .expect("configuration");
-    let s3 = s3_client(sdk);
-    Compactor::new(
-        config,
-        DynamoDbTable::new(aws_sdk_dynamodb::Client::new(sdk), rig.table.name.clone()),
-        S3Feed::new(s3.clone(), rig.bucket.clone()),
-        S3Store::new(s3),
-        SystemClock,
-    )
+    feed_compactor::deployed(config, sdk)
 }
 
 fn consumer(rig: &FeedRig) -> Consumer {
@@ -43,7 +31,7 @@ fn consumer(rig: &FeedRig) -> Consumer {
 }
 
 fn view(c: &Consumer) -> BTreeMap<String, String> {
-    common::view(c, (0..KEYS).map(|k| format!("item-{k:02}")))
+    crate::common::view(c, (0..KEYS).map(|k| format!("item-{k:02}")))
 }
 
 async fn seed(rig: &FeedRig) {

@@ -65,21 +65,24 @@ class TableReference(_Reference):
         key_attributes: Sequence[str],
         lookup_attribute: str,
         feed_bucket: str,
-        feed_prefix: str = "change_flags/",
+        feed_prefix: str = ...,
         *,
-        unmatched: str = "dead-letter",
-        max_staleness_seconds: Optional[float] = 900.0,
-        max_age_seconds: Optional[float] = 21600.0,
-        poll_interval_seconds: float = 1.0,
-        write_window_seconds: float = 20.0,
-        retention_days: int = 7,
-        snapshot_prefix: Optional[str] = "feed-snapshots/",
-        clock_margin_seconds: float = 5.0,
+        unmatched: str = ...,
+        max_staleness_seconds: Optional[float] = ...,
+        max_age_seconds: Optional[float] = ...,
+        poll_interval_seconds: float = ...,
+        write_window_seconds: float = ...,
+        retention_days: int = ...,
+        snapshot_prefix: Optional[str] = ...,
+        clock_margin_seconds: float = ...,
         endpoint_url: Optional[str] = None,
     ) -> None:
         """A reference to a DynamoDB table keyed by `key_attributes` (hash key first), looked up
-        by `lookup_attribute`. `unmatched`: dead-letter (rejected with a reason), pass or drop.
-        Nothing is read until the first refresh. Raises ValueError on a bad argument."""
+        by `lookup_attribute`. An argument left out takes the library's default (the package
+        README's table). `unmatched`: dead-letter (rejected with a reason), pass or drop;
+        `max_staleness_seconds`, `max_age_seconds`: None for never; `snapshot_prefix`: None never
+        looks for a feed snapshot. Nothing is read until the first refresh. Raises ValueError on
+        a bad argument."""
 
 class ObjectReference(_Reference):
     def __init__(
@@ -88,16 +91,17 @@ class ObjectReference(_Reference):
         prefix: str,
         key_column: str,
         feed_bucket: str,
-        feed_prefix: str = "change_flags/",
+        feed_prefix: str = ...,
         *,
-        unmatched: str = "dead-letter",
-        max_staleness_seconds: Optional[float] = 900.0,
-        max_age_seconds: Optional[float] = 21600.0,
-        poll_interval_seconds: float = 1.0,
-        write_window_seconds: float = 20.0,
-        retention_days: int = 7,
-        clock_margin_seconds: float = 5.0,
+        unmatched: str = ...,
+        max_staleness_seconds: Optional[float] = ...,
+        max_age_seconds: Optional[float] = ...,
+        poll_interval_seconds: float = ...,
+        write_window_seconds: float = ...,
+        retention_days: int = ...,
+        clock_margin_seconds: float = ...,
         endpoint_url: Optional[str] = None,
     ) -> None:
         """A reference to the objects under `prefix` in `bucket` (CSV with a header or JSON
-        Lines, optionally gzip), rows looked up by `key_column`."""
+        Lines, optionally gzip), rows looked up by `key_column`; the other arguments are
+        `TableReference`'s."""

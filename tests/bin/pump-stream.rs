@@ -6,9 +6,6 @@
 
 use std::time::Duration;
 
-use aws_plumbing::{s3_client, S3Store, SystemClock};
-use change_handler::{ChangeHandler, PRODUCER};
-use feed_writer::FeedWriter;
 use test_support::{feed_config, sdk_config, StreamPump};
 
 #[tokio::main]
@@ -30,12 +27,7 @@ async fn main() {
         std::process::exit(2);
     };
     let mut pump = StreamPump::new(aws_sdk_dynamodbstreams::Client::new(&sdk), arn).await;
-    let handler = ChangeHandler::new(FeedWriter::new(
-        feed_config(bucket),
-        S3Store::new(s3_client(&sdk)),
-        SystemClock,
-        PRODUCER,
-    ));
+    let handler = change_handler::deployed(feed_config(bucket), &sdk);
     eprintln!("pump-stream: {arn} -> s3://{bucket}/change_flags/");
     let mut batch = 0u64;
     loop {

@@ -18,6 +18,9 @@ use tracing::debug;
 use crate::metrics::Metrics;
 use crate::sources::{Conditional, FeedSource, SourceError};
 
+#[cfg(test)]
+mod tests;
+
 /// How the feed is followed.
 #[derive(Clone, Debug)]
 pub struct FeedSettings {

@@ -118,10 +118,4 @@ pub use snapshot::{Lookup, Snapshot};
 pub use table::{NotCurrent, TableEnricher};
 
 #[cfg(test)]
-mod tests;
-
-#[cfg(test)]
-mod objects_tests;
-
-#[cfg(test)]
-mod objects_model_tests;
+mod test_support;

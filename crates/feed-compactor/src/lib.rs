@@ -29,6 +29,9 @@ use enrichment::{FeedSettings, NotCurrent, RefreshReport, TableConfig, TableEnri
 use serde::Serialize;
 use tracing::info;
 
+mod deploy;
+pub use deploy::{deployed, deployed_with_clock, DeployedCompactor};
+
 /// The compactor's settings, from the environment of the function or the command.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {

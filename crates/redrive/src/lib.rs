@@ -30,6 +30,7 @@
 //! changed in between, an order can land in a different partition than that partial object:
 //! the replay overwrites its own objects, not one in another partition.
 
+pub mod cli;
 mod functions;
 mod record;
 mod redrive;

@@ -26,10 +26,12 @@
 //! | `WRITE_WINDOW_SECS` | `20` | write window W of the change feed |
 
 pub mod config;
+mod deploy;
 pub mod event;
 pub mod flags;
 pub mod handler;
 
 pub use config::Config;
+pub use deploy::{deployed, deployed_with_clock};
 pub use flags::{FlagSender, FlagStream, KinesisStream};
 pub use handler::{HandlerError, S3EventHandler, PRODUCER};

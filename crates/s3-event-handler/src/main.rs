@@ -1,8 +1,8 @@
 //! The s3-event-handler binary: configuration, clients, runtime. The logic is in the library.
 
-use aws_plumbing::{init, s3_client, sdk_config, S3Store, SystemClock};
+use aws_plumbing::{init, sdk_config};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
-use s3_event_handler::{Config, KinesisStream, S3EventHandler};
+use s3_event_handler::Config;
 use serde_json::Value;
 
 #[tokio::main]
@@ -11,11 +11,7 @@ async fn main() -> Result<(), Error> {
     // A bad variable ends the process with a sentence, reported as the function's init error.
     let config = init::or_exit("s3-event-handler", Config::from_env()).await;
     let sdk = sdk_config(Some(config.feed.write_budget())).await;
-    let stream = KinesisStream::new(
-        aws_sdk_kinesis::Client::new(&sdk),
-        config.flag_stream.clone(),
-    );
-    let handler = S3EventHandler::new(config, S3Store::new(s3_client(&sdk)), stream, SystemClock);
+    let handler = s3_event_handler::deployed(config, &sdk);
     let handler = &handler;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         handler

@@ -12,16 +12,15 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use aws_plumbing::{S3Store, SystemClock};
+use aws_plumbing::S3Store;
 use change_handler::ChangeHandler;
-use enrichment::sources::{DynamoDbTable, S3Feed};
 use enrichment::MetricsSnapshot;
 use event_source_mappings::{
     DynamoDbStreamMapping, Invocation, KinesisShardMapping, MappingStats, S3Destination, SqsMapping,
 };
-use feed_writer::{FeedConfig, FeedWriter};
+use feed_writer::FeedConfig;
 use futures_util::future::join_all;
-use orders_consumer::OrdersConsumer;
+use orders_consumer::DeployedConsumer;
 use s3_event_handler::{KinesisStream, S3EventHandler};
 use serde_json::Value;
 use tokio::sync::watch;
@@ -388,40 +387,30 @@ enum Script<S> {
     Live(S),
 }
 
-/// The functions as deployed: one change-handler, one s3-event-handler, and one orders consumer
-/// per shard (each shard's batches run in their own Lambda environment).
+/// The functions as deployed, each built through its crate's composition root: one
+/// change-handler, one s3-event-handler, and one orders consumer per shard (each shard's
+/// batches run in their own Lambda environment).
 struct Functions {
     change_handler: ChangeHandler<S3Store>,
     s3_handler: S3EventHandler<S3Store, KinesisStream>,
-    consumers: Vec<OrdersConsumer<DynamoDbTable, S3Feed, S3Store>>,
+    consumers: Vec<DeployedConsumer>,
 }
 
 /// Builds the functions with the configuration infra/ gives them.
-fn functions(c: &Clients, names: &Names, shards: usize) -> Result<Functions> {
+fn functions(sdk: &aws_config::SdkConfig, names: &Names, shards: usize) -> Result<Functions> {
     let feed = || FeedConfig {
         bucket: names.bucket.clone(),
         prefix: names.change_prefix.clone(),
         legacy_flag_key: None,
         write_window: Duration::from_secs(20),
     };
-    let change_handler = ChangeHandler::new(FeedWriter::new(
-        feed(),
-        S3Store::new(c.s3.clone()),
-        SystemClock,
-        change_handler::PRODUCER,
-    ));
-    let s3_handler = S3EventHandler::new(
-        s3_event_handler::Config {
-            feed: feed(),
-            flag_stream: names.stream.clone(),
-            reference_prefix: names.reference_prefix.clone(),
-            reference_bucket: Some(names.bucket.clone()),
-            legacy_flag_payload: None,
-        },
-        S3Store::new(c.s3.clone()),
-        KinesisStream::new(c.kinesis.clone(), names.stream.clone()),
-        SystemClock,
-    );
+    let s3_config = s3_event_handler::Config {
+        feed: feed(),
+        flag_stream: names.stream.clone(),
+        reference_prefix: names.reference_prefix.clone(),
+        reference_bucket: Some(names.bucket.clone()),
+        legacy_flag_payload: None,
+    };
     let vars = consumer_variables(names);
     let consumer_config = orders_consumer::Config::from_lookup(&|v: &str| {
         vars.iter()
@@ -429,25 +418,12 @@ fn functions(c: &Clients, names: &Names, shards: usize) -> Result<Functions> {
             .map(|(_, value)| value.clone())
     })
     .context("the demo's orders-consumer variables")?;
-    let consumers = (0..shards)
-        .map(|_| {
-            OrdersConsumer::new(
-                consumer_config.clone(),
-                DynamoDbTable::new(c.ddb.clone(), names.table.clone()),
-                S3Feed::new(c.s3.clone(), names.bucket.clone()),
-                // As the binary writes its output (here to the emulator, over http).
-                S3Store::new(c.s3.clone()).with_unsigned_payloads(),
-            )
-            .with_reference_objects(
-                S3Feed::new(c.s3.clone(), names.bucket.clone()),
-                S3Feed::new(c.s3.clone(), names.bucket.clone()),
-            )
-        })
-        .collect();
     Ok(Functions {
-        change_handler,
-        s3_handler,
-        consumers,
+        change_handler: change_handler::deployed(feed(), sdk),
+        s3_handler: s3_event_handler::deployed(s3_config, sdk),
+        consumers: (0..shards)
+            .map(|_| orders_consumer::deployed(consumer_config.clone(), sdk))
+            .collect(),
     })
 }
 
@@ -681,7 +657,7 @@ async fn drive<S: Future<Output = ()>>(
 ) -> Result<Summary> {
     let c = Clients::new(sdk);
     let p = provision(&c, names).await?;
-    let f = functions(&c, names, p.shards.len())?;
+    let f = functions(sdk, names, p.shards.len())?;
     let m = event_source_mappings(&c, names, &p);
 
     let started = Instant::now();

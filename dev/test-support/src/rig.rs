@@ -11,12 +11,12 @@
 
 use std::time::Duration;
 
-use aws_plumbing::{s3_client, S3Store, SystemClock};
+use aws_plumbing::{s3_client, S3Store};
 use aws_sdk_dynamodb::types::StreamViewType;
 use aws_sdk_dynamodbstreams::types::Record;
-use change_handler::{ChangeHandler, PRODUCER};
+use change_handler::ChangeHandler;
 use change_protocol::{ChangeFile, ChangeKey};
-use feed_writer::{FeedConfig, FeedWriter};
+use feed_writer::FeedConfig;
 use local_emulator::provision;
 use s3_event_handler::{KinesisStream, S3EventHandler};
 use serde_json::Value;
@@ -128,7 +128,7 @@ impl FeedRig {
             .unwrap_or_else(|e| panic!("{e}"));
         let streams = aws_sdk_dynamodbstreams::Client::new(&sdk);
         let pump = StreamPump::new(streams.clone(), &table.stream_arn).await;
-        let handler = change_handler(&bucket, &s3);
+        let handler = change_handler(&bucket, &sdk);
         FeedRig {
             sdk,
             table,
@@ -151,12 +151,12 @@ impl FeedRig {
 
     /// A change-handler that writes the feed to `bucket` instead (a missing bucket, say).
     pub fn handler_for(&self, bucket: &str) -> ChangeHandler<S3Store> {
-        change_handler(bucket, &self.s3)
+        change_handler(bucket, &self.sdk)
     }
 
     /// A change-handler that writes this rig's feed through `sdk` (e.g. [`through_proxy`]).
     pub fn handler_through(&self, sdk: &aws_config::SdkConfig) -> ChangeHandler<S3Store> {
-        change_handler(&self.bucket, &s3_client(sdk))
+        change_handler(&self.bucket, sdk)
     }
 
     /// The Lambda event for the stream records written since the last call (or since the
@@ -212,13 +212,8 @@ impl FeedRig {
     }
 }
 
-fn change_handler(bucket: &str, s3: &aws_sdk_s3::Client) -> ChangeHandler<S3Store> {
-    ChangeHandler::new(FeedWriter::new(
-        feed_config(bucket),
-        S3Store::new(s3.clone()),
-        SystemClock,
-        PRODUCER,
-    ))
+fn change_handler(bucket: &str, sdk: &aws_config::SdkConfig) -> ChangeHandler<S3Store> {
+    change_handler::deployed(feed_config(bucket), sdk)
 }
 
 /// The S3 side of the pattern: a reference bucket whose notifications for `reference/` go to
@@ -254,12 +249,7 @@ impl FlagRig {
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         let stream = create_stream(&kinesis, provision::SHARD_COUNT).await;
-        let handler = S3EventHandler::new(
-            config(&feed_bucket, &stream, &reference),
-            S3Store::new(s3.clone()),
-            KinesisStream::new(kinesis.clone(), stream.clone()),
-            SystemClock,
-        );
+        let handler = s3_event_handler::deployed(config(&feed_bucket, &stream, &reference), &sdk);
         FlagRig {
             sdk,
             reference,
@@ -282,12 +272,7 @@ impl FlagRig {
         &self,
         sdk: &aws_config::SdkConfig,
     ) -> S3EventHandler<S3Store, KinesisStream> {
-        S3EventHandler::new(
-            self.config(),
-            S3Store::new(self.s3.clone()),
-            KinesisStream::new(aws_sdk_kinesis::Client::new(sdk), self.stream.clone()),
-            SystemClock,
-        )
+        s3_event_handler::deployed(self.config(), sdk)
     }
 
     /// What the SQS event source mapping does, until the queue is empty: receive, invoke the

@@ -28,6 +28,9 @@ pub(crate) mod loader;
 pub(crate) mod outcome;
 pub(crate) mod report;
 
+#[cfg(test)]
+mod tests;
+
 /// Waits between attempts of a failed full reload: 1 s, doubling, at most a minute. The first
 /// load is not held back (there is nothing to serve meanwhile).
 #[derive(Debug, Default)]

@@ -21,6 +21,10 @@ use crate::policy::BadRows;
 use rows::parse_rows;
 
 pub mod rows;
+
+#[cfg(test)]
+mod tests;
+
 use crate::snapshot::Snapshot;
 use crate::sources::{FeedSource, ObjectBody, ObjectSource, S3Feed, S3Objects};
 use aws_plumbing::Clock;

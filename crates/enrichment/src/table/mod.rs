@@ -31,6 +31,9 @@ use ordering::{split_stream_arn, stream_order, verdict, ItemState, Stamp, Stream
 mod feed_snapshot;
 pub(crate) mod ordering;
 
+#[cfg(test)]
+mod tests;
+
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
 use crate::sources::{DynamoDbTable, FeedSource, S3Feed, SourceError, TableSource};

@@ -11,10 +11,9 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use aws_plumbing::{s3_client, S3Store, SystemClock};
+use aws_plumbing::{s3_client, S3Store};
 use clap::Parser;
 use enrichment::sources::{DynamoDbTable, S3Feed};
-use feed_compactor::Compactor;
 use orders_consumer::{Config, OrdersConsumer};
 use perf_compare::workload::{kinesis_batch, Orders};
 use perf_compare::world::{Paths, World};
@@ -117,17 +116,7 @@ async fn main() -> Result<()> {
         "CHANGE_BUCKET" => Some(world.bucket.clone()),
         _ => None,
     })?;
-    let s3 = s3_client(&sdk);
-    let mut compactor = Compactor::new(
-        config,
-        DynamoDbTable::new(
-            aws_sdk_dynamodb::Client::new(&sdk),
-            world.table.name.clone(),
-        ),
-        S3Feed::new(s3.clone(), world.bucket.clone()),
-        S3Store::new(s3),
-        SystemClock,
-    );
+    let mut compactor = feed_compactor::deployed(config, &sdk);
     let started = Instant::now();
     let first = compactor
         .run_once()

@@ -1,4 +1,6 @@
-//! A model-based random walk over the object enricher: full loads by gap file, flags, duplicate
+//! The object rules under a model-based random walk (`docs/design.md`, 2 reference data kept in
+//! S3: **Fetch the current object**, **No shortcut for removals**, **A rejected object keeps its
+//! previous rows**; 3: **The flag's object first**): full loads by gap file, flags, duplicate
 //! flags, removals, undeletes, rejected objects, lookup-key groups that span objects, both
 //! ambiguity policies and both bad-row policies. Every step compares every lookup, the
 //! snapshot's size and the counters with a model of the documented behaviour.
@@ -8,20 +10,11 @@ use std::time::Duration;
 
 use change_protocol::ChangeFlag;
 
-use crate::config::*;
 use crate::key::*;
-use crate::objects_tests::{flag, gap_file};
 use crate::rows::*;
+use crate::test_support::objects::{flag, gap_file, Row, RowEnricher};
 use crate::testing::MemoryBucket;
 use crate::*;
-
-#[derive(Debug, serde::Deserialize)]
-struct Row {
-    item: String,
-    priority: String,
-}
-
-type E = ObjectEnricher<Row, String, MemoryBucket, MemoryBucket>;
 
 const OBJECTS: [&str; 4] = [
     "reference/o0.csv",
@@ -102,7 +95,7 @@ fn body(rng: &mut Rng, counter: &mut u64, key: &str) -> Vec<u8> {
     csv.into_bytes()
 }
 
-fn check(e: &E, model: &BTreeMap<String, Held>, ambiguity: Ambiguity, step: &str) {
+fn check(e: &RowEnricher, model: &BTreeMap<String, Held>, ambiguity: Ambiguity, step: &str) {
     let s = e.snapshot();
     let total: usize = model.values().map(|h| h.rows.len()).sum();
     assert_eq!(s.len(), total, "len after {step}: {model:?}");
@@ -155,7 +148,8 @@ async fn walk(seed: u64, ambiguity: Ambiguity, bad_rows: BadRows) {
             poll_interval: Duration::ZERO,
             ..FeedSettings::default()
         });
-    let mut e: E = ObjectEnricher::new(config, objects.clone(), Some(objects.clone()), SystemClock);
+    let mut e: RowEnricher =
+        ObjectEnricher::new(config, objects.clone(), Some(objects.clone()), SystemClock);
     let mut model: BTreeMap<String, Held> = BTreeMap::new();
     let (mut reads, mut bad_objects, mut bad_rows_n) = (0u64, 0u64, 0u64);
     // what the enricher would count reading `key` now

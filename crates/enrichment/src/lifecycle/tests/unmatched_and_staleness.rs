@@ -1,0 +1,128 @@
+//! **Unmatched policy** and **Stale data is dead-lettered, not failed** (`docs/design.md`, 5
+//! unmatched records and staleness), with their neighbour, the `Ambiguity` policy for several
+//! items per lookup key: a record without its reference item, or with several, follows its policy
+//! and is counted; a failing source leaves the last good snapshot serving, and past the staleness
+//! limit records are rejected as stale instead of failing the batch, for tables and objects
+//! alike.
+
+use std::time::Duration;
+
+use change_protocol::AttributeValue;
+
+use crate::test_support::objects::{following, seeded};
+use crate::test_support::*;
+use crate::*;
+
+#[tokio::test]
+async fn unmatched_records_follow_the_policy_and_are_counted() {
+    for (policy, expect) in [
+        (Unmatched::Reject, (0, 1, 0)),
+        (Unmatched::Pass, (1, 0, 0)),
+        (Unmatched::Drop, (0, 0, 1)),
+    ] {
+        let mut r = rig_with(|c| c.with_unmatched(policy));
+        let (outcomes, report) = r
+            .enricher
+            .process_batch(vec!["burger", "donut", "not json"], |r| match *r {
+                "not json" => Classified::Invalid("expected value at line 1".into()),
+                d => Classified::Data(d.to_owned()),
+            })
+            .await;
+        assert_eq!(
+            (report.passed, report.rejected, report.dropped),
+            expect,
+            "{policy:?}"
+        );
+        assert_eq!((report.enriched, report.invalid), (1, 1));
+        assert!(report.reconciles());
+        assert_eq!(outcomes.len(), 3);
+        assert_eq!(r.enricher.metrics().misses, 1);
+    }
+}
+
+#[tokio::test]
+async fn ambiguous_lookup_keys_follow_the_policy() {
+    let mut r = rig_with(|c| c.with_ambiguity(Ambiguity::Reject));
+    let mut second = product("burger", "low");
+    second.insert("price".into(), AttributeValue::N("200".into()));
+    r.table.put(second);
+    let (_, report) = r
+        .enricher
+        .process_batch(vec!["burger"], |r| Classified::Data((*r).to_owned()))
+        .await;
+    assert_eq!(report.rejected, 1);
+    assert_eq!(r.enricher.metrics().ambiguous, 1);
+}
+
+#[tokio::test]
+async fn a_failing_source_keeps_the_last_snapshot_serving_and_recovers() {
+    let mut r = rig();
+    r.enricher.refresh().await;
+    r.clock.advance(AFTER_LOAD);
+    r.feed.set_failing(true);
+    r.write(&[modify(10, "burger", "high", AFTER_LOAD)]);
+    let report = r.refresh_later().await;
+    assert!(report.error.unwrap().contains("injected failure"));
+    assert_eq!(
+        r.priority("burger").as_deref(),
+        Some("medium"),
+        "last good snapshot"
+    );
+    assert!(r.enricher.last_error().is_some());
+    assert_eq!(r.enricher.metrics().refresh_errors, 1);
+    r.feed.set_failing(false);
+    let report = r.refresh_later().await;
+    assert_eq!(report.error, None);
+    assert_eq!(r.priority("burger").as_deref(), Some("high"));
+    assert!(r.enricher.last_error().is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn past_the_staleness_limit_records_are_rejected_as_stale() {
+    let mut r = rig_with(|c| c.with_max_staleness(Some(Duration::from_secs(60))));
+    r.enricher.refresh().await;
+    r.feed.set_failing(true);
+    tokio::time::advance(Duration::from_secs(30)).await;
+    let (_, report) = r
+        .enricher
+        .process_batch(vec!["burger"], |r| Classified::Data((*r).to_owned()))
+        .await;
+    assert_eq!(report.enriched, 1, "within the limit the old data serves");
+    tokio::time::advance(Duration::from_secs(31)).await;
+    let (outcomes, report) = r
+        .enricher
+        .process_batch(vec!["burger"], |r| Classified::Data((*r).to_owned()))
+        .await;
+    assert_eq!(report.rejected, 1);
+    let Outcome::Rejected { reason, .. } = &outcomes[0] else {
+        panic!("{outcomes:?}")
+    };
+    assert!(reason.to_string().contains("stale"), "{reason}");
+    assert!(r.enricher.metrics().staleness.unwrap() > Duration::from_secs(60));
+}
+
+#[tokio::test(start_paused = true)]
+async fn object_consumers_reject_records_as_stale_past_the_limit() {
+    let objects = seeded();
+    let mut e = following(&objects, |c| {
+        c.with_max_staleness(Some(Duration::from_secs(60)))
+    });
+    e.refresh().await;
+    objects.set_failing(true);
+    tokio::time::advance(Duration::from_secs(30)).await;
+    let (_, report) = e
+        .process_batch(vec!["burger"], |r| Classified::Data((*r).to_owned()))
+        .await;
+    assert!(report.refreshes[0].error.is_some());
+    assert_eq!(report.enriched, 1, "within the limit the old data serves");
+    tokio::time::advance(Duration::from_secs(31)).await;
+    let (outcomes, report) = e
+        .process_batch(vec!["burger"], |r| Classified::Data((*r).to_owned()))
+        .await;
+    assert_eq!(report.rejected, 1);
+    let Outcome::Rejected { reason, .. } = &outcomes[0] else {
+        panic!("{outcomes:?}")
+    };
+    assert!(reason.to_string().contains("stale"), "{reason}");
+    assert!(e.last_error().is_some_and(|e| e.contains("injected")));
+}

@@ -1,0 +1,208 @@
+//! **Then the feed from L, before serving** and **Schemas** (`docs/design.md`, 5a feed
+//! snapshots): a consumer started from a snapshot takes its per-item state, so it neither repeats
+//! nor rolls back what it holds (from an older compactor's schema 1 snapshot too); it follows the
+//! feed from the snapshot's L, with the look-back widened by the snapshot's W and margin, and
+//! counts the retention from that L.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use change_protocol::{EventName, Item};
+
+use crate::test_support::*;
+use crate::testing::MemoryTable;
+use crate::*;
+
+#[tokio::test(start_paused = true)]
+async fn a_consumer_started_from_a_snapshot_neither_repeats_nor_rolls_back_what_it_holds() {
+    started_from_a_snapshot_neither_repeats_nor_rolls_back(false).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_older_compactors_schema_1_snapshot_applies_the_same_rules() {
+    started_from_a_snapshot_neither_repeats_nor_rolls_back(true).await;
+}
+
+async fn started_from_a_snapshot_neither_repeats_nor_rolls_back(schema_1: bool) {
+    let mut r = rig();
+    let mut compactor = r.compactor();
+    compactor.refresh().await;
+    r.clock.advance(AFTER_LOAD);
+    r.write(&[modify(10, "burger", "high", AFTER_LOAD)]);
+    r.clock.advance(100);
+    r.table.delete(&keys("pizza"));
+    r.write(&[
+        modify(12, "burger", "low", AFTER_LOAD + 1000),
+        Change {
+            seq: 30,
+            event: EventName::Remove,
+            item: "pizza",
+            priority: None,
+            created_ms: AFTER_LOAD + 2000,
+        },
+    ]);
+    r.clock.advance(100);
+    compactor.refresh().await;
+    // Past the look-back window (a minute later the compactor's safety listing moves its
+    // position): the consumer will not list those files again, only the snapshot's per-item
+    // state (sequence numbers, the tombstone) can decide.
+    tokio::time::advance(Duration::from_secs(61)).await;
+    r.clock.advance(61_000);
+    compactor.refresh().await;
+    let key = r.publish(&compactor);
+    if schema_1 {
+        r.rewrite_as_schema_1(&key);
+    }
+    // After the snapshot: a retried copy of the older burger change, and a late older pizza
+    // change, both written under newer keys.
+    r.clock.advance(100);
+    r.write(&[
+        modify(10, "burger", "high", AFTER_LOAD),
+        modify(25, "pizza", "high", AFTER_LOAD + 1500),
+    ]);
+
+    let report = r.enricher.refresh().await;
+    assert_eq!(report.snapshot.as_deref(), Some(key.as_str()), "{report:?}");
+    assert_eq!(
+        r.priority("burger").as_deref(),
+        Some("low"),
+        "the older change is not applied again over the newer one"
+    );
+    assert_eq!(
+        r.priority("pizza"),
+        None,
+        "the snapshot's tombstone keeps pizza removed"
+    );
+    assert_eq!(r.enricher.metrics().items_read, 0);
+}
+
+/// The retention rule ("a consumer whose last listing is older than the retention minus a day does
+/// a full reload") counts from the snapshot's position L, where the consumer follows from, not from
+/// the moment the snapshot was loaded. A consumer that starts from a snapshot 1.9 days old
+/// (retention 3 days, so accepted) and cannot list for a while reloads fully once L is past the
+/// retention: the change files right after L have expired.
+#[tokio::test(start_paused = true)]
+async fn the_retention_counts_from_the_snapshots_position_not_from_the_load() {
+    let settings = FeedSettings {
+        poll_interval: Duration::ZERO,
+        retention: Duration::from_secs(3 * 24 * 3600),
+        ..FeedSettings::default()
+    };
+    let r = rig_with(|c| c.with_max_age(None).with_feed(settings.clone()));
+    let mut compactor = r.compactor();
+    compactor.refresh().await;
+    r.publish(&compactor); // L = the compactor's Scan position; the compactor then stops
+    r.clock.advance(AFTER_LOAD);
+    r.table.put(product("burger", "high"));
+    let file = r.write(&[modify(10, "burger", "high", AFTER_LOAD)]);
+
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let feed = ListingFails {
+        bucket: r.feed.clone(),
+        failing: failing.clone(),
+    };
+    let config = TableConfig::new("ProductPriority", &["item", "price"], |p: &Product| {
+        Some(p.item.clone())
+    })
+    .with_max_age(None)
+    .with_feed(settings);
+    let mut consumer: TableEnricher<Product, String, MemoryTable, ListingFails> =
+        TableEnricher::new(config, r.table.clone(), Some(feed), r.clock.clone());
+
+    // 1.9 days after L: the snapshot is within the retention minus a day (2 days): loaded; the
+    // catch-up listing fails.
+    let step = Duration::from_secs(19 * 24 * 360);
+    tokio::time::advance(step).await;
+    r.clock.advance(step.as_millis() as i64);
+    let report = consumer.refresh().await;
+    assert!(report.snapshot.is_some(), "{report:?}");
+    assert!(report.error.is_some(), "{report:?}");
+
+    // Listings keep failing for 1.2 days: L is now 3.1 days old, past the retention, and the
+    // file written right after L has expired (the bucket's lifecycle rule).
+    for _ in 0..12 {
+        let step = Duration::from_secs(24 * 360);
+        tokio::time::advance(step).await;
+        r.clock.advance(step.as_millis() as i64);
+        consumer.refresh().await;
+    }
+    r.feed.remove(&file);
+    failing.store(false, std::sync::atomic::Ordering::SeqCst);
+
+    let report = consumer.refresh().await;
+    let burger = consumer
+        .reader()
+        .lookup("burger")
+        .map(|p| p.priority.clone());
+    assert_eq!(
+        burger.as_deref(),
+        Some("high"),
+        "the last listing the consumer follows from (L) is 3.1 days old, past the retention: \
+         a full reload was due, yet it listed from L and missed the expired change ({report:?})"
+    );
+}
+
+/// The first listing from a snapshot starts from its position L with the clock margin L was taken
+/// with, on the compactor's clock, not with the consumer's own margin. Each follower satisfies the
+/// margin rule on its own (the compactor's clock leads by 4 s, within its 5 s margin; the
+/// consumer's own clock and the producers' are exact, so it runs with 1 s); with its own margin the
+/// consumer would start its first listing too late and never see a change file that became visible
+/// just after the compactor's listing (19 s after its key time, within W).
+#[tokio::test]
+async fn the_first_listing_from_a_snapshot_uses_the_compactors_margin_on_its_clock() {
+    let mut r = rig_with(|c| {
+        c.with_feed(FeedSettings {
+            poll_interval: Duration::ZERO,
+            clock_margin: Duration::from_secs(1),
+            ..FeedSettings::default()
+        })
+    });
+    // The compactor's clock leads the producers' (and the consumer's) by 4 s.
+    let lead = 4_000;
+    let compactor_clock = ManualClock(Arc::new(Mutex::new(
+        r.clock.now() + chrono::Duration::milliseconds(lead),
+    )));
+    let config = TableConfig::raw("ProductPriority", &["item", "price"], |_: &Item| {
+        None::<String>
+    })
+    .with_feed(FeedSettings {
+        poll_interval: Duration::ZERO,
+        ..FeedSettings::default() // 5 s margin: covers its 4 s lead
+    });
+    let mut compactor: RawFollower = TableEnricher::new(
+        config,
+        r.table.clone(),
+        Some(r.feed.clone()),
+        compactor_clock.clone(),
+    );
+    let advance = |ms: i64| {
+        r.clock.advance(ms);
+        compactor_clock.advance(ms);
+    };
+    compactor.refresh().await; // Scan
+    advance(60_000);
+    r.table.put(product("salad", "low"));
+    r.write(&[modify(5, "salad", "low", 60_000)]);
+    compactor.refresh().await; // a complete listing at t1: L = t1 + 4 s (its clock)
+
+    // A producer read its key time 19 s before t1 and its PUT became visible just after the
+    // compactor's listing (within W = 20 s): the burger change is in no listing before L.
+    r.table.put(product("burger", "high"));
+    r.clock.advance(-19_000);
+    r.write(&[modify(10, "burger", "high", 60_000 - 19_500)]);
+    r.clock.advance(19_000);
+    r.publish(&compactor);
+    advance(100);
+
+    let report = r.enricher.refresh().await;
+    assert!(report.snapshot.is_some(), "{report:?}");
+    assert_eq!(r.priority("salad").as_deref(), Some("low"));
+    // The compactor itself, following on, sees the file (its look-back uses its own margin).
+    let own = compactor.refresh().await;
+    assert_eq!(own.applied, 1, "{own:?}");
+    assert_eq!(
+        r.priority("burger").as_deref(),
+        Some("high"),
+        "the consumer listed from L − W − 1 s on the compactor's clock and skipped the file"
+    );
+}

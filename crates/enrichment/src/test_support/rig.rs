@@ -1,0 +1,258 @@
+//! The table consumer's rig: an in-memory table of three products, a feed, a manual clock and a
+//! consumer that follows the feed; it writes change files and gap files as the producers do, and
+//! publishes feed snapshots as the compactor does.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use change_protocol::{
+    head_key, source_label, ChangeFile, ChangeKey, ChangeKind, EventName, HeadPointer, Item,
+    OpaqueRecord, SequenceNumber, SequenceRange, Source, StreamChange,
+};
+use chrono::DateTime;
+
+use super::{keys, product, put_gap_file, Change, ManualClock, Product, ARN, PREFIX};
+use crate::config::*;
+use crate::testing::{MemoryBucket, MemoryTable};
+use crate::*;
+
+/// A table consumer following the feed, on an in-memory table (salad high, pizza low, burger
+/// medium), an in-memory feed and a manual clock.
+pub(crate) struct Rig {
+    pub(crate) table: MemoryTable,
+    pub(crate) feed: MemoryBucket,
+    pub(crate) clock: ManualClock,
+    pub(crate) enricher: TableEnricher<Product, String, MemoryTable, MemoryBucket>,
+}
+
+/// A rig whose consumer's configuration `config` adjusts (the feed polled at every refresh).
+pub(crate) fn rig_with(
+    config: impl FnOnce(TableConfig<Product, String>) -> TableConfig<Product, String>,
+) -> Rig {
+    let table = MemoryTable::new(&["item", "price"]);
+    table.set_stream_arn(Some(ARN));
+    for (item, priority) in [("salad", "high"), ("pizza", "low"), ("burger", "medium")] {
+        table.put(product(item, priority));
+    }
+    let feed = MemoryBucket::default();
+    let clock = ManualClock(Arc::new(Mutex::new(
+        DateTime::from_timestamp_millis(1_795_650_000_000).unwrap(),
+    )));
+    let settings = FeedSettings {
+        poll_interval: Duration::ZERO,
+        ..FeedSettings::default()
+    };
+    let cfg = config(
+        TableConfig::new("ProductPriority", &["item", "price"], |p: &Product| {
+            Some(p.item.clone())
+        })
+        .with_feed(settings),
+    );
+    let enricher = TableEnricher::new(cfg, table.clone(), Some(feed.clone()), clock.clone());
+    Rig {
+        table,
+        feed,
+        clock,
+        enricher,
+    }
+}
+
+/// A rig with the default configuration.
+pub(crate) fn rig() -> Rig {
+    rig_with(|c| c)
+}
+
+/// A stream change of `item` as the change-handler writes it (a new image if `priority` is
+/// given).
+fn change(seq: u64, event: EventName, item: &str, priority: Option<&str>) -> StreamChange {
+    StreamChange {
+        index: 0,
+        event_id: format!("e{seq}"),
+        event_name: event,
+        sequence_number: SequenceNumber::parse(&seq.to_string()).unwrap(),
+        approximate_creation_ms: 0,
+        stream_view_type: Some("NEW_AND_OLD_IMAGES".into()),
+        keys: keys(item),
+        new_image: priority.map(|p| product(item, p)),
+        old_image: None,
+        user_identity: None,
+    }
+}
+
+impl Rig {
+    /// Writes a change file at the clock's time, then the pointer, as the producer does.
+    pub(crate) fn write(&self, changes: &[Change<'_>]) -> String {
+        self.write_file(changes, ARN, vec![])
+    }
+
+    /// Writes a change file of `arn`'s stream with `opaque` entries at the clock's time, then the
+    /// pointer.
+    pub(crate) fn write_file(
+        &self,
+        changes: &[Change<'_>],
+        arn: &str,
+        opaque: Vec<OpaqueRecord>,
+    ) -> String {
+        let base = 1_795_650_000_000;
+        let list: Vec<StreamChange> = changes
+            .iter()
+            .map(|c| {
+                let mut sc = change(c.seq, c.event, c.item, c.priority);
+                sc.approximate_creation_ms = base + c.created_ms;
+                sc
+            })
+            .collect();
+        let seqs = list.first().map(|f| SequenceRange {
+            first: f.sequence_number.clone(),
+            last: list.last().unwrap().sequence_number.clone(),
+        });
+        let key = ChangeKey {
+            time: self.clock.now(),
+            label: source_label(arn),
+            unique: seqs.is_none().then(|| format!("u{}", self.clock.ms())),
+            sequences: seqs,
+        }
+        .to_key(PREFIX);
+        let file = ChangeFile {
+            schema_version: 1,
+            kind: ChangeKind::Dynamodb,
+            written_at: String::new(),
+            write_window_ms: 20_000,
+            producer: "test".into(),
+            source: Source {
+                label: source_label(arn),
+                table: Some("ProductPriority".into()),
+                stream_arn: Some(arn.into()),
+                region: None,
+                bucket: None,
+            },
+            changes: list,
+            opaque,
+            objects: vec![],
+            reason: None,
+        };
+        self.feed.put(&key, file.to_vec());
+        self.point_head_at(&key);
+        key
+    }
+
+    /// Points the feed's `_head` at `key`, as a producer does after its change file.
+    pub(crate) fn point_head_at(&self, key: &str) {
+        let pointer = HeadPointer {
+            latest: key.into(),
+            written_at: String::new(),
+        };
+        self.feed
+            .put(&head_key(PREFIX), serde_json::to_vec(&pointer).unwrap());
+    }
+
+    /// The priority the consumer serves for `item`.
+    pub(crate) fn priority(&self, item: &str) -> Option<String> {
+        self.enricher
+            .reader()
+            .lookup(item)
+            .map(|p| p.priority.clone())
+    }
+
+    /// A refresh after the clock moved past the producer's write (and the full load's margin).
+    pub(crate) async fn refresh_later(&mut self) -> RefreshReport {
+        self.clock.advance(100);
+        self.enricher.refresh().await
+    }
+}
+
+impl Rig {
+    /// Writes a `gap` change file at the clock's time, then the pointer.
+    pub(crate) fn write_gap(&self) -> String {
+        let key = put_gap_file(
+            &self.feed,
+            self.clock.now(),
+            &format!("gap-{}", self.clock.ms()),
+        );
+        self.point_head_at(&key);
+        key
+    }
+}
+
+/// A follower of raw items: what the feed-compactor runs.
+pub(crate) type RawFollower = TableEnricher<Item, String, MemoryTable, MemoryBucket>;
+
+impl Rig {
+    /// A follower of raw items on the rig's table, feed and clock: what the feed-compactor runs.
+    pub(crate) fn compactor(&self) -> RawFollower {
+        let config = TableConfig::raw("ProductPriority", &["item", "price"], |_: &Item| {
+            None::<String>
+        })
+        .with_feed(FeedSettings {
+            poll_interval: Duration::ZERO,
+            ..FeedSettings::default()
+        });
+        TableEnricher::new(
+            config,
+            self.table.clone(),
+            Some(self.feed.clone()),
+            self.clock.clone(),
+        )
+    }
+
+    /// Publishes `follower`'s snapshot as the compactor does: the compressed object, then the
+    /// pointer to it. Returns the object's key.
+    pub(crate) fn publish(&self, follower: &RawFollower) -> String {
+        let now = self.clock.now();
+        let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let (gz, header) = follower.write_feed_snapshot(gz, now).expect("current");
+        let key = change_protocol::snapshot_key(
+            change_protocol::DEFAULT_SNAPSHOT_PREFIX,
+            &header.table,
+            now,
+        );
+        self.feed.put(&key, gz.finish().unwrap());
+        let pointer = change_protocol::SnapshotPointer::to(key.clone(), &header);
+        self.feed.put(
+            &change_protocol::snapshot_pointer_key(
+                change_protocol::DEFAULT_SNAPSHOT_PREFIX,
+                &header.table,
+            ),
+            serde_json::to_vec(&pointer).unwrap(),
+        );
+        key
+    }
+
+    /// Rewrites the snapshot at `key` and its pointer as a compactor before schema 2 wrote them:
+    /// schema 1, every entry with its keys (an item's beside the item).
+    pub(crate) fn rewrite_as_schema_1(&self, key: &str) {
+        use std::io::{BufRead, Write};
+        let body = self.feed.object(key).unwrap();
+        let lines = std::io::BufReader::new(flate2::bufread::GzDecoder::new(body.as_slice()));
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let mut items_rewritten = 0;
+        for (i, line) in lines.lines().enumerate() {
+            let mut v: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+            if i == 0 {
+                assert_eq!(v["schema"], 2);
+                v["schema"] = 1.into();
+            } else if let Some(item) = v.get("item") {
+                assert!(v.get("keys").is_none());
+                let keys: serde_json::Map<_, _> = ["item", "price"]
+                    .into_iter()
+                    .map(|k| (k.to_owned(), item[k].clone()))
+                    .collect();
+                v["keys"] = keys.into();
+                items_rewritten += 1;
+            }
+            serde_json::to_writer(&mut gz, &v).unwrap();
+            gz.write_all(b"\n").unwrap();
+        }
+        assert!(items_rewritten > 0);
+        self.feed.put(key, gz.finish().unwrap());
+        let pointer_key = change_protocol::snapshot_pointer_key(
+            change_protocol::DEFAULT_SNAPSHOT_PREFIX,
+            "ProductPriority",
+        );
+        let mut pointer: change_protocol::SnapshotPointer =
+            serde_json::from_slice(&self.feed.object(&pointer_key).unwrap()).unwrap();
+        pointer.schema = 1;
+        self.feed
+            .put(&pointer_key, serde_json::to_vec(&pointer).unwrap());
+    }
+}
