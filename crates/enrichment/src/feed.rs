@@ -203,25 +203,7 @@ impl FeedFollower {
             }
         }
 
-        let position = self.listing_start.unwrap_or(now);
-        let start_after = format!(
-            "{}{}",
-            self.settings.prefix,
-            format_key_time(position - self.look_back())
-        );
-        let mut token = None;
-        let mut keys = Vec::new();
-        loop {
-            Metrics::add(&metrics.feed_lists, 1);
-            let page = source
-                .list(&self.settings.prefix, &start_after, token.take())
-                .await?;
-            keys.extend(page.keys);
-            match page.next {
-                Some(t) => token = Some(t),
-                None => break,
-            }
-        }
+        let keys = self.list_since(source, now, metrics).await?;
         for key in keys {
             if self.applied.contains_key(&key) || self.ignored.contains(&key) {
                 continue;
@@ -249,6 +231,35 @@ impl FeedFollower {
         Metrics::add(&metrics.change_files_read, polled.files.len() as u64);
         polled.listing_started = Some(now);
         Ok(Some(polled))
+    }
+
+    /// Every key after the look-back from the position (`now` before the first listing), all
+    /// pages of it.
+    async fn list_since<F: FeedSource>(
+        &self,
+        source: &F,
+        now: DateTime<Utc>,
+        metrics: &Metrics,
+    ) -> Result<Vec<String>, SourceError> {
+        let position = self.listing_start.unwrap_or(now);
+        let start_after = format!(
+            "{}{}",
+            self.settings.prefix,
+            format_key_time(position - self.look_back())
+        );
+        let mut token = None;
+        let mut keys = Vec::new();
+        loop {
+            Metrics::add(&metrics.feed_lists, 1);
+            let page = source
+                .list(&self.settings.prefix, &start_after, token.take())
+                .await?;
+            keys.extend(page.keys);
+            match page.next {
+                Some(t) => token = Some(t),
+                None => return Ok(keys),
+            }
+        }
     }
 
     /// Marks what a poll found as applied and moves the position forward.

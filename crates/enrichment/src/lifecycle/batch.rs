@@ -14,6 +14,23 @@ use crate::snapshot::Lookup;
 use crate::sources::FeedSource;
 
 impl<L: Loader, Fd: FeedSource> ReferenceEnricher<L, Fd> {
+    /// A flag in the batch: the refresh it asks for, counted; if it fails, the records after
+    /// it are held for a retry of the batch.
+    async fn at_flag(&mut self, flag: &Classified<L::Key>, report: &mut BatchReport) {
+        report.flags += 1;
+        Metrics::add(&self.counters().flags, 1);
+        let change = match flag {
+            Classified::ChangeFlag(f) => Some(f),
+            _ => None,
+        };
+        let r = self.refresh_at_flag(change).await;
+        if let Some(error) = &r.error {
+            warn!(%error, "refresh at a change flag failed; the records after it are held for a retry of the batch");
+            report.retry = Some(format!("refresh at a change flag failed: {error}"));
+        }
+        report.refreshes.push(r);
+    }
+
     /// Walks a batch in order: lookups against one snapshot, a refresh at each flag.
     pub(super) async fn walk<R>(
         &mut self,
@@ -36,18 +53,7 @@ impl<L: Loader, Fd: FeedSource> ReferenceEnricher<L, Fd> {
             }
             let key = match classify(&record) {
                 flag @ (Classified::Flag | Classified::ChangeFlag(_)) => {
-                    report.flags += 1;
-                    Metrics::add(&core.counters().flags, 1);
-                    let change = match &flag {
-                        Classified::ChangeFlag(f) => Some(f),
-                        _ => None,
-                    };
-                    let r = core.refresh_at_flag(change).await;
-                    if let Some(error) = &r.error {
-                        warn!(%error, "refresh at a change flag failed; the records after it are held for a retry of the batch");
-                        report.retry = Some(format!("refresh at a change flag failed: {error}"));
-                    }
-                    report.refreshes.push(r);
+                    core.at_flag(&flag, &mut report).await;
                     snapshot = core.snapshot();
                     stale = core.is_too_stale();
                     outcomes.push(Outcome::Flag);
@@ -86,27 +92,45 @@ impl<L: Loader, Fd: FeedSource> ReferenceEnricher<L, Fd> {
                     }
                 }
             };
-            let policy = if matches!(reason, UnmatchedReason::Stale { .. }) {
-                Unmatched::Reject
-            } else {
-                core.policies().unmatched
-            };
-            match policy {
-                Unmatched::Reject => {
-                    report.rejected += 1;
-                    outcomes.push(Outcome::Rejected { record, reason });
-                }
-                Unmatched::Pass => {
-                    report.passed += 1;
-                    outcomes.push(Outcome::Passed { record, reason });
-                }
-                Unmatched::Drop => {
-                    report.dropped += 1;
-                    warn!(?key, %reason, "unmatched record dropped (UNMATCHED=drop)");
-                    outcomes.push(Outcome::Dropped { reason });
-                }
-            }
+            outcomes.push(unmatched(
+                core.policies().unmatched,
+                &key,
+                record,
+                reason,
+                &mut report,
+            ));
         }
         (outcomes, report)
+    }
+}
+
+/// What the unmatched `policy` makes of a record without an item (a stale snapshot always
+/// rejects), counted in `report`.
+fn unmatched<R, K: std::fmt::Debug, T>(
+    policy: Unmatched,
+    key: &K,
+    record: R,
+    reason: UnmatchedReason,
+    report: &mut BatchReport,
+) -> Outcome<R, T> {
+    let policy = if matches!(reason, UnmatchedReason::Stale { .. }) {
+        Unmatched::Reject
+    } else {
+        policy
+    };
+    match policy {
+        Unmatched::Reject => {
+            report.rejected += 1;
+            Outcome::Rejected { record, reason }
+        }
+        Unmatched::Pass => {
+            report.passed += 1;
+            Outcome::Passed { record, reason }
+        }
+        Unmatched::Drop => {
+            report.dropped += 1;
+            warn!(?key, %reason, "unmatched record dropped (UNMATCHED=drop)");
+            Outcome::Dropped { reason }
+        }
     }
 }

@@ -49,63 +49,7 @@ where
         described: Option<&str>,
         cx: &mut Cx<'_>,
     ) -> Result<Loaded<Snapshot<T, K>>, String> {
-        let table = self.spec.table_name.clone();
-        let pointer_key = snapshot_pointer_key(prefix, &table);
-        match feed
-            .head_state(&pointer_key, None)
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            Conditional::Missing => return Err(format!("no snapshot pointer at {pointer_key}")),
-            Conditional::NotModified | Conditional::Changed(_) => {}
-        }
-        let bytes = feed.get(&pointer_key).await.map_err(|e| e.to_string())?;
-        let pointer: SnapshotPointer = serde_json::from_slice(&bytes)
-            .map_err(|e| format!("snapshot pointer {pointer_key} is not valid: {e}"))?;
-        if pointer.kind != SNAPSHOT_KIND || !snapshot_schema_readable(pointer.schema) {
-            return Err(format!(
-                "snapshot {} is {:?} schema {}; this version reads {SNAPSHOT_KIND:?} schemas 1 and {SNAPSHOT_SCHEMA}",
-                pointer.key, pointer.kind, pointer.schema
-            ));
-        }
-        if pointer.table != table {
-            return Err(format!(
-                "snapshot {} is of table {}, not {table}",
-                pointer.key, pointer.table
-            ));
-        }
-        if pointer.stream_arn.as_deref() != described {
-            return Err(format!(
-                "snapshot {} follows stream {}, the table's stream is {} (a new stream: its changes were never in that snapshot)",
-                pointer.key,
-                pointer.stream_arn.as_deref().unwrap_or("none"),
-                described.unwrap_or("none")
-            ));
-        }
-        if let Some(hint) = &self.newest_seen {
-            if pointer.stream_arn.as_deref() != Some(hint.as_str()) {
-                return Err(format!(
-                    "a change file came from stream {hint}, newer than snapshot {}'s",
-                    pointer.key
-                ));
-            }
-        }
-        let position = ms(pointer.position_ms)?;
-        let now = cx.clock.now();
-        let age = (now - position).to_std().unwrap_or_default();
-        let limit = cx
-            .policies
-            .feed
-            .retention
-            .saturating_sub(Duration::from_secs(24 * 3600));
-        if age > limit {
-            return Err(format!(
-                "snapshot {} is {} s old, beyond the change files' retention minus a day ({} s)",
-                pointer.key,
-                age.as_secs(),
-                limit.as_secs()
-            ));
-        }
+        let (pointer, position, now) = self.checked_pointer(feed, prefix, described, cx).await?;
 
         let body = feed.get(&pointer.key).await.map_err(|e| e.to_string())?;
         let gz = flate2::bufread::GzDecoder::new(body.as_slice());
@@ -171,6 +115,77 @@ where
                 scanned_at: full_load_end,
             }),
         })
+    }
+
+    /// The table's latest snapshot pointer, if it passes the checks that need only the pointer:
+    /// kind and schema, table, the table's current stream (`described`) and any newer stream
+    /// seen, and a position within the change files' retention. Returns it with its position L
+    /// and the time it was checked at.
+    async fn checked_pointer<F: FeedSource>(
+        &self,
+        feed: &F,
+        prefix: &str,
+        described: Option<&str>,
+        cx: &Cx<'_>,
+    ) -> Result<(SnapshotPointer, DateTime<Utc>, DateTime<Utc>), String> {
+        let table = self.spec.table_name.clone();
+        let pointer_key = snapshot_pointer_key(prefix, &table);
+        match feed
+            .head_state(&pointer_key, None)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            Conditional::Missing => return Err(format!("no snapshot pointer at {pointer_key}")),
+            Conditional::NotModified | Conditional::Changed(_) => {}
+        }
+        let bytes = feed.get(&pointer_key).await.map_err(|e| e.to_string())?;
+        let pointer: SnapshotPointer = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("snapshot pointer {pointer_key} is not valid: {e}"))?;
+        if pointer.kind != SNAPSHOT_KIND || !snapshot_schema_readable(pointer.schema) {
+            return Err(format!(
+                "snapshot {} is {:?} schema {}; this version reads {SNAPSHOT_KIND:?} schemas 1 and {SNAPSHOT_SCHEMA}",
+                pointer.key, pointer.kind, pointer.schema
+            ));
+        }
+        if pointer.table != table {
+            return Err(format!(
+                "snapshot {} is of table {}, not {table}",
+                pointer.key, pointer.table
+            ));
+        }
+        if pointer.stream_arn.as_deref() != described {
+            return Err(format!(
+                "snapshot {} follows stream {}, the table's stream is {} (a new stream: its changes were never in that snapshot)",
+                pointer.key,
+                pointer.stream_arn.as_deref().unwrap_or("none"),
+                described.unwrap_or("none")
+            ));
+        }
+        if let Some(hint) = &self.newest_seen {
+            if pointer.stream_arn.as_deref() != Some(hint.as_str()) {
+                return Err(format!(
+                    "a change file came from stream {hint}, newer than snapshot {}'s",
+                    pointer.key
+                ));
+            }
+        }
+        let position = ms(pointer.position_ms)?;
+        let now = cx.clock.now();
+        let age = (now - position).to_std().unwrap_or_default();
+        let limit = cx
+            .policies
+            .feed
+            .retention
+            .saturating_sub(Duration::from_secs(24 * 3600));
+        if age > limit {
+            return Err(format!(
+                "snapshot {} is {} s old, beyond the change files' retention minus a day ({} s)",
+                pointer.key,
+                age.as_secs(),
+                limit.as_secs()
+            ));
+        }
+        Ok((pointer, position, now))
     }
 
     /// Reads a snapshot's entries: every entry's state, and every item decoded, given to `out`.

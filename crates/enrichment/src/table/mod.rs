@@ -217,53 +217,11 @@ where
         let mut stream_arn = self.stream_arn.clone();
 
         for fetched in files {
-            let file = match &fetched.content {
-                Ok(f) => f,
-                Err(e) => {
-                    need_full = Some(ReloadReason::UnreadableFile {
-                        file: fetched.key.clone(),
-                        error: e.to_string(),
-                    });
-                    continue;
-                }
-            };
-            match file.kind {
-                ChangeKind::Gap => {
-                    need_full = Some(ReloadReason::Gap {
-                        file: fetched.key.clone(),
-                    });
-                    continue;
-                }
-                ChangeKind::S3 => {
-                    Metrics::add(&cx.metrics.ignored_files, 1);
-                    continue;
-                }
-                ChangeKind::Dynamodb => {}
-            }
-            if file.source.table.as_deref() != Some(self.spec.table_name.as_str()) {
-                Metrics::add(&cx.metrics.ignored_files, 1);
+            let Some(file) =
+                self.file_to_apply(fetched, &mut stream_arn, &mut need_full, cx.metrics)
+            else {
                 continue;
-            }
-            let arn = file.source.stream_arn.clone().unwrap_or_default();
-            match stream_order(stream_arn.as_deref(), &arn) {
-                StreamOrder::Current => {}
-                StreamOrder::Older | StreamOrder::Foreign => {
-                    Metrics::add(&cx.metrics.ignored_files, 1);
-                    Metrics::add(&cx.metrics.other_stream_files, 1);
-                    continue;
-                }
-                StreamOrder::Newer => {
-                    need_full = Some(ReloadReason::NewStream {
-                        stream_arn: arn.clone(),
-                        table: self.spec.table_name.clone(),
-                    });
-                    if split_stream_arn(&arn).is_some() {
-                        self.newest_seen = Some(arn.clone());
-                        stream_arn = Some(arn);
-                    }
-                    continue;
-                }
-            }
+            };
             self.apply_file(
                 file,
                 &mut next,
@@ -310,6 +268,66 @@ where
     K: LookupKey,
     Tb: TableSource,
 {
+    /// The change file of `fetched` when it is to be applied as a delta: `None` for a file to
+    /// ignore (another kind, table or an older or foreign stream: counted) or one that asks for
+    /// a full reload (unreadable, a gap, a newer stream: set in `need_full`). `stream_arn` is the
+    /// newest stream of the poll so far.
+    fn file_to_apply<'f>(
+        &mut self,
+        fetched: &'f Fetched,
+        stream_arn: &mut Option<String>,
+        need_full: &mut Option<ReloadReason>,
+        metrics: &Metrics,
+    ) -> Option<&'f ChangeFile> {
+        let file = match &fetched.content {
+            Ok(f) => f,
+            Err(e) => {
+                *need_full = Some(ReloadReason::UnreadableFile {
+                    file: fetched.key.clone(),
+                    error: e.to_string(),
+                });
+                return None;
+            }
+        };
+        match file.kind {
+            ChangeKind::Gap => {
+                *need_full = Some(ReloadReason::Gap {
+                    file: fetched.key.clone(),
+                });
+                return None;
+            }
+            ChangeKind::S3 => {
+                Metrics::add(&metrics.ignored_files, 1);
+                return None;
+            }
+            ChangeKind::Dynamodb => {}
+        }
+        if file.source.table.as_deref() != Some(self.spec.table_name.as_str()) {
+            Metrics::add(&metrics.ignored_files, 1);
+            return None;
+        }
+        let arn = file.source.stream_arn.clone().unwrap_or_default();
+        match stream_order(stream_arn.as_deref(), &arn) {
+            StreamOrder::Current => Some(file),
+            StreamOrder::Older | StreamOrder::Foreign => {
+                Metrics::add(&metrics.ignored_files, 1);
+                Metrics::add(&metrics.other_stream_files, 1);
+                None
+            }
+            StreamOrder::Newer => {
+                *need_full = Some(ReloadReason::NewStream {
+                    stream_arn: arn.clone(),
+                    table: self.spec.table_name.clone(),
+                });
+                if split_stream_arn(&arn).is_some() {
+                    self.newest_seen = Some(arn.clone());
+                    *stream_arn = Some(arn);
+                }
+                None
+            }
+        }
+    }
+
     /// Key, value and lookup key of an item, or `None` (counted and logged) when it has no usable
     /// key or does not decode.
     pub(crate) fn decode_entry(
