@@ -35,19 +35,15 @@
 
 use std::borrow::Borrow;
 use std::fmt;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::Hash;
 use std::sync::Arc;
 
-use equivalent::Equivalent;
-use hashbrown::HashTable;
-
 use crate::key::ItemKey;
+use base::{Base, Entry, Hashing};
+use keys::{ByKey, ByLookup, Keys, Query};
 
-/// The maps' hasher. foldhash is several times faster than the standard SipHash on these short
-/// keys and not DoS-resistant: the keys come from the user's own table (and a feed snapshot of
-/// it), not from untrusted input, so a hash-flooding attack would need write access to the
-/// reference table itself. Seeded per process.
-type Hashing = foldhash::fast::RandomState;
+mod base;
+mod keys;
 
 type Map<K, V> = imbl::GenericHashMap<K, V, Hashing, imbl::shared_ptr::DefaultSharedPtr>;
 
@@ -74,152 +70,6 @@ pub enum Lookup<'a, T> {
     Ambiguous(usize),
 }
 
-/// No next item (the end of a lookup key's chain in the base).
-const END: u32 = u32::MAX;
-
-/// An item of the base.
-struct Entry<T, K> {
-    key: ItemKey,
-    lookup: Option<K>,
-    value: Arc<T>,
-    /// The next item with the same lookup key, or [`END`].
-    next: u32,
-}
-
-/// The items of the base that share one lookup key: the one with the lowest primary key first,
-/// the others chained from it.
-#[derive(Clone, Copy)]
-struct Group {
-    first: u32,
-    len: u32,
-}
-
-/// The flat part of a snapshot, built by a full load. Never changes once built.
-struct Base<T, K> {
-    entries: Vec<Entry<T, K>>,
-    /// Index into `entries`, by primary key.
-    by_key: HashTable<u32>,
-    /// Groups of `entries`, by lookup key.
-    by_lookup: HashTable<Group>,
-    hashing: Hashing,
-}
-
-impl<T, K: Hash + Eq> Base<T, K> {
-    fn empty() -> Self {
-        Base {
-            entries: Vec::new(),
-            by_key: HashTable::new(),
-            by_lookup: HashTable::new(),
-            hashing: Hashing::default(),
-        }
-    }
-
-    /// The base of these items; a key given twice keeps its last value and lookup key.
-    fn build(entries: impl IntoIterator<Item = (ItemKey, Arc<T>, Option<K>)>) -> Self {
-        let entries = entries.into_iter();
-        let reserve = entries.size_hint().0;
-        let hashing = Hashing::default();
-        let mut items: Vec<Entry<T, K>> = Vec::with_capacity(reserve);
-        let mut by_key: HashTable<u32> = HashTable::with_capacity(reserve);
-        for (key, value, lookup) in entries {
-            let hash = hashing.hash_one(&key);
-            if let Some(&i) = by_key.find(hash, |&i| items[i as usize].key == key) {
-                let e = &mut items[i as usize];
-                e.value = value;
-                e.lookup = lookup;
-                continue;
-            }
-            let i = u32::try_from(items.len())
-                .ok()
-                .filter(|&i| i != END)
-                .expect("fewer than 2^32 - 1 reference items");
-            by_key.insert_unique(hash, i, |&j| hashing.hash_one(&items[j as usize].key));
-            items.push(Entry {
-                key,
-                lookup,
-                value,
-                next: END,
-            });
-        }
-        // Then the groups, from the unique items: one slot per lookup key.
-        let mut by_lookup: HashTable<Group> = HashTable::with_capacity(items.len());
-        for i in 0..items.len() {
-            let Some(lookup) = &items[i].lookup else {
-                continue;
-            };
-            let hash = hashing.hash_one(lookup);
-            let same = |g: &Group| items[g.first as usize].lookup.as_ref() == Some(lookup);
-            let Some(group) = by_lookup.find_mut(hash, same) else {
-                // (Only items with a lookup key are grouped; hashed as the bare `K`, as found.)
-                let rehash = |g: &Group| {
-                    let lookup = items[g.first as usize].lookup.as_ref();
-                    lookup.map_or(0, |l| hashing.hash_one(l))
-                };
-                by_lookup.insert_unique(
-                    hash,
-                    Group {
-                        first: i as u32,
-                        len: 1,
-                    },
-                    rehash,
-                );
-                continue;
-            };
-            group.len += 1;
-            let first = group.first as usize;
-            if items[i].key < items[first].key {
-                items[i].next = group.first;
-                group.first = i as u32;
-            } else {
-                items[i].next = items[first].next;
-                items[first].next = i as u32;
-            }
-        }
-        Base {
-            entries: items,
-            by_key,
-            by_lookup,
-            hashing,
-        }
-    }
-
-    fn get(&self, key: &ItemKey) -> Option<&Entry<T, K>> {
-        let hash = self.hashing.hash_one(key);
-        self.by_key
-            .find(hash, |&i| self.entries[i as usize].key == *key)
-            .map(|&i| &self.entries[i as usize])
-    }
-
-    fn group<Q>(&self, lookup: &Q) -> Option<Group>
-    where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        if self.by_lookup.is_empty() {
-            return None;
-        }
-        let hash = self.hashing.hash_one(lookup);
-        self.by_lookup
-            .find(hash, |g| {
-                self.entries[g.first as usize]
-                    .lookup
-                    .as_ref()
-                    .is_some_and(|l| l.borrow() == lookup)
-            })
-            .copied()
-    }
-
-    /// The items of a group, lowest primary key first.
-    fn members(&self, group: Option<Group>) -> impl Iterator<Item = &Entry<T, K>> {
-        let mut next = group.map_or(END, |g| g.first);
-        std::iter::from_fn(move || {
-            let e = self.entries.get(next as usize)?;
-            next = e.next;
-            Some(e)
-        })
-    }
-}
-
 #[derive(Debug)]
 enum Resolved<T> {
     One(Arc<T>),
@@ -232,99 +82,6 @@ impl<T> Clone for Resolved<T> {
             Resolved::One(t) => Resolved::One(Arc::clone(t)),
             Resolved::Ambiguous(n) => Resolved::Ambiguous(*n),
         }
-    }
-}
-
-/// An item's primary key and lookup key, in one allocation shared by both maps.
-#[derive(Debug)]
-struct Keys<K> {
-    key: ItemKey,
-    lookup: Option<K>,
-}
-
-/// [`Keys`] as the items map's key and a group's member: hashed, compared and ordered by the
-/// primary key alone.
-#[derive(Debug)]
-struct ByKey<K>(Arc<Keys<K>>);
-
-impl<K> Clone for ByKey<K> {
-    fn clone(&self) -> Self {
-        ByKey(Arc::clone(&self.0))
-    }
-}
-
-impl<K> PartialEq for ByKey<K> {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.key == other.0.key
-    }
-}
-
-impl<K> Eq for ByKey<K> {}
-
-impl<K> PartialOrd for ByKey<K> {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl<K> Ord for ByKey<K> {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.0.key.cmp(&other.0.key)
-    }
-}
-
-impl<K> Hash for ByKey<K> {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.0.key.hash(state);
-    }
-}
-
-impl<K> Borrow<ItemKey> for ByKey<K> {
-    fn borrow(&self) -> &ItemKey {
-        &self.0.key
-    }
-}
-
-/// [`Keys`] with a lookup key as the index's key: hashed and compared by the lookup key alone
-/// (as the lookup key itself hashes, so a [`Query`] finds it).
-#[derive(Debug)]
-struct ByLookup<K>(Arc<Keys<K>>);
-
-impl<K> Clone for ByLookup<K> {
-    fn clone(&self) -> Self {
-        ByLookup(Arc::clone(&self.0))
-    }
-}
-
-impl<K: PartialEq> PartialEq for ByLookup<K> {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.lookup == other.0.lookup
-    }
-}
-
-impl<K: Eq> Eq for ByLookup<K> {}
-
-impl<K: Hash> Hash for ByLookup<K> {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        // Only keys with a lookup key are indexed; hashed as the bare `K`, not the `Option`.
-        if let Some(lookup) = &self.0.lookup {
-            lookup.hash(state);
-        }
-    }
-}
-
-/// A lookup key (or what it borrows as, e.g. `&str` for `String`) to find a [`ByLookup`] by.
-struct Query<'a, Q: ?Sized>(&'a Q);
-
-impl<Q: Hash + ?Sized> Hash for Query<'_, Q> {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.0.hash(state);
-    }
-}
-
-impl<K: Borrow<Q>, Q: Eq + ?Sized> Equivalent<ByLookup<K>> for Query<'_, Q> {
-    fn equivalent(&self, key: &ByLookup<K>) -> bool {
-        key.0.lookup.as_ref().is_some_and(|l| l.borrow() == self.0)
     }
 }
 
