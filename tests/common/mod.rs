@@ -133,13 +133,17 @@ pub(crate) async fn deliver(rig: &FeedRig, batches: &AtomicUsize) {
     }
 }
 
-/// The rounds of the 1,000-write scenario. The writers write only what a round released; the
-/// next round starts once the writes released before it are written and delivered. So the
-/// scenario interleaves by count, not by time: a round's work runs while that round's writes
-/// are made, and sees every earlier round's changes in the feed, however busy the machine.
+/// The rounds of the 1,000-write scenario. The writers write only what a round released; a
+/// round starts once the writes of the rounds before the previous one are written and
+/// delivered. So the scenario interleaves by count, not by time: a round's work runs while its
+/// own writes are made and the previous round's are still being delivered (change files and
+/// the feed's pointer written while consumers poll and list), and it sees at least every
+/// change of the rounds before that, however busy the machine.
 pub(crate) struct Rounds {
     permits: Semaphore,
     released: AtomicUsize,
+    /// The writes released before the last round: what the next round waits to be delivered.
+    lagging: AtomicUsize,
     written: AtomicUsize,
     delivered: watch::Sender<usize>,
 }
@@ -151,24 +155,32 @@ impl Rounds {
         Rounds {
             permits: Semaphore::new(0),
             released: AtomicUsize::new(0),
+            lagging: AtomicUsize::new(0),
             written: AtomicUsize::new(0),
             delivered: watch::Sender::new(0),
         }
     }
 
-    /// Waits until every write released so far is written and delivered, then releases the
-    /// next round's writes and returns `true`; `false` once all the writes are delivered.
+    /// Waits until the writes released before the last round are written and delivered, then
+    /// releases the next round's writes and returns `true`; `false` once all the writes are
+    /// delivered.
     pub(crate) async fn next(&self) -> bool {
         let released = self.released.load(Ordering::SeqCst);
+        let wait_for = if released == Self::WRITES {
+            released
+        } else {
+            self.lagging.load(Ordering::SeqCst)
+        };
         self.delivered
             .subscribe()
-            .wait_for(|d| *d >= released)
+            .wait_for(|d| *d >= wait_for)
             .await
             .expect("the scenario's producer is running");
         if released == Self::WRITES {
             return false;
         }
         let round = WRITES_PER_ROUND.min(Self::WRITES - released);
+        self.lagging.store(released, Ordering::SeqCst);
         self.released.store(released + round, Ordering::SeqCst);
         self.permits.add_permits(round);
         true

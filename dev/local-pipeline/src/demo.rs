@@ -544,15 +544,30 @@ impl Run<'_> {
         self.observed.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Puts orders until `done(orders put, what the consumers showed)`.
-    async fn send_until(&mut self, done: impl Fn(usize, &Observed) -> bool) -> Result<()> {
+    /// Puts orders until `done(orders put, what the consumers showed)`; gives up (an error
+    /// naming `what`) when that has not happened within the patience.
+    async fn send_until(
+        &mut self,
+        what: &str,
+        done: impl Fn(usize, &Observed) -> bool,
+    ) -> Result<()> {
         let observed = self.observed;
         let lock = || observed.lock().unwrap_or_else(|e| e.into_inner());
+        let deadline = Instant::now() + self.patience;
+        let mut reached = false;
         self.generator
-            .send_until(|sent| done(sent, &lock()), &mut |_| {
-                lock().progress.sent += 1
-            })
-            .await
+            .send_until(
+                |sent| {
+                    reached = done(sent, &lock());
+                    reached || Instant::now() > deadline
+                },
+                &mut |_| lock().progress.sent += 1,
+            )
+            .await?;
+        if !reached {
+            bail!("sent orders for {:?} without {what}", self.patience);
+        }
+        Ok(())
     }
 
     /// Waits (orders not flowing) until `done` holds; gives up after the drain timeout.
@@ -572,7 +587,10 @@ impl Run<'_> {
     /// priority; orders up to the S3 change; orders until every shard met its flag, and more.
     async fn walkthrough(&mut self, o: &Options) -> Result<()> {
         let shards = self.shards;
-        self.send_until(|sent, _| sent >= o.update_after).await?;
+        self.send_until("the orders before the update", |sent, _| {
+            sent >= o.update_after
+        })
+        .await?;
         let before = self.generator.sent().len();
         self.wait_until("the orders before the update to be consumed", |w| {
             w.progress.consumed >= before
@@ -582,11 +600,16 @@ impl Run<'_> {
         self.changes.update_at = Some(self.started.elapsed());
         set_priority(&self.c.ddb, &self.names.table, "burger", "high").await?;
 
-        self.send_until(|_, w| w.high_shards.len() >= shards)
-            .await?;
+        self.send_until("every consumer applying the update", |_, w| {
+            w.high_shards.len() >= shards
+        })
+        .await?;
         self.changes.applied_after = Some(self.generator.sent().len());
 
-        self.send_until(|sent, _| sent >= o.s3_change_after).await?;
+        self.send_until("the orders before the S3 change", |sent, _| {
+            sent >= o.s3_change_after
+        })
+        .await?;
         self.changes.s3_change_at = Some(self.started.elapsed());
         let reference_key = format!("{}{REFERENCE_OBJECT}", self.names.reference_prefix);
         self.c
@@ -599,9 +622,11 @@ impl Run<'_> {
             .await
             .context("changing the reference object")?;
 
-        self.send_until(|_, w| w.flags_at.len() >= shards).await?;
+        self.send_until("the flag on every shard", |_, w| w.flags_at.len() >= shards)
+            .await?;
         let target = self.generator.sent().len() + o.orders_after_flags;
-        self.send_until(|sent, _| sent >= target).await
+        self.send_until("the orders after the flags", |sent, _| sent >= target)
+            .await
     }
 
     /// Waits until every order put is consumed and, with `expected_flags`, that many flags

@@ -266,8 +266,8 @@ impl FlagRig {
         config(&self.feed_bucket, &self.stream, &self.reference)
     }
 
-    /// An s3-event-handler like [`FlagRig::handler`] whose Kinesis calls go through `sdk`
-    /// (e.g. [`through_proxy`]).
+    /// An s3-event-handler like [`FlagRig::handler`] whose calls (Kinesis and S3) go through
+    /// `sdk` (e.g. [`through_proxy`]).
     pub fn handler_through(
         &self,
         sdk: &aws_config::SdkConfig,
