@@ -41,8 +41,9 @@ impl Default for SharedClock {
 }
 
 impl fmt::Debug for SharedClock {
+    /// Does not read the clock (a test's clock may move when read).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("SharedClock").field(&self.0.now()).finish()
+        f.write_str("SharedClock")
     }
 }
 
@@ -92,33 +93,71 @@ impl OffsetClock {
     /// offset within a second (the header's resolution) is taken as none.
     ///
     /// # Errors
-    /// When the response has no parseable `Date` header (e.g. the bucket is unreachable).
+    /// [`MeasureError`] when the response has no parseable `Date` header (e.g. the bucket is
+    /// unreachable: the SDK's error is then its source).
     pub async fn measure(
         s3: &aws_sdk_s3::Client,
         bucket: &str,
         probe_key: &str,
-    ) -> Result<OffsetClock, String> {
+    ) -> Result<OffsetClock, MeasureError> {
         let before = Utc::now();
         let result = s3.head_object().bucket(bucket).key(probe_key).send().await;
         let after = Utc::now();
-        let date = match &result {
-            Ok(_) => None,
-            Err(e) => e
-                .raw_response()
-                .and_then(|r| r.headers().get("date"))
-                .map(str::to_owned),
+        let (date, failure) = match result {
+            Ok(_) => (None, None),
+            Err(e) => (
+                e.raw_response()
+                    .and_then(|r| r.headers().get("date"))
+                    .map(str::to_owned),
+                Some(e),
+            ),
         };
         let Some(date) = date else {
-            return Err(format!(
-                "no Date header from s3://{bucket}/{probe_key} to measure S3's clock by"
-            ));
+            return Err(MeasureError::NoDate {
+                bucket: bucket.to_owned(),
+                key: probe_key.to_owned(),
+                source: failure.map(Box::new),
+            });
         };
         let server = DateTime::parse_from_rfc2822(&date)
-            .map_err(|e| format!("S3's Date header {date:?} is not a date: {e}"))?
+            .map_err(|source| MeasureError::NotADate {
+                date: date.clone(),
+                source,
+            })?
             .with_timezone(&Utc);
         Ok(OffsetClock::new(offset_from(server, before, after)))
     }
 }
+
+/// Why [`OffsetClock::measure`] could not measure S3's clock.
+#[derive(Debug, thiserror::Error)]
+pub enum MeasureError {
+    /// The HEAD's answer had no `Date` header: the request failed before S3 answered (its
+    /// error is the source), or it succeeded (the probe key exists; no error to read it from).
+    #[error("no Date header from s3://{bucket}/{key} to measure S3's clock by")]
+    NoDate {
+        /// The bucket probed.
+        bucket: String,
+        /// The key probed.
+        key: String,
+        /// The failed HEAD, if it failed.
+        #[source]
+        source: Option<Box<HeadObjectFailure>>,
+    },
+    /// The `Date` header is not an RFC 2822 date.
+    #[error("S3's Date header {date:?} is not a date: {source}")]
+    NotADate {
+        /// The header's value.
+        date: String,
+        /// Why it does not parse.
+        #[source]
+        source: chrono::ParseError,
+    },
+}
+
+/// The SDK's error for a failed HeadObject.
+type HeadObjectFailure =
+    aws_sdk_s3::error::SdkError<aws_sdk_s3::operation::head_object::HeadObjectError>;
 
 /// The offset of a server whose `Date` (whole seconds, so up to 1 s behind its clock) was
 /// answered between `before` and `after` on this clock; none when within a second.

@@ -109,11 +109,17 @@ fn short_type_name<E>() -> &'static str {
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
     /// `AWS_LAMBDA_RUNTIME_API` does not make a valid URL.
-    #[error("the Runtime API address {0:?} is not a host:port")]
-    Address(String),
-    /// The request could not be sent or answered.
+    #[error("the Runtime API address {address:?} is not a host:port")]
+    Address {
+        /// The value of `AWS_LAMBDA_RUNTIME_API`.
+        address: String,
+        /// Why the URL made of it does not parse.
+        #[source]
+        source: hyper::http::uri::InvalidUri,
+    },
+    /// The request could not be built, sent or answered (the HTTP client's error is the source).
     #[error("posting the init error to the Runtime API failed: {0}")]
-    Request(String),
+    Request(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The Runtime API answered with a status other than 2xx.
     #[error("the Runtime API answered the init error with HTTP {0}")]
     Status(u16),
@@ -132,18 +138,21 @@ pub enum ReportError {
 pub async fn report(runtime_api: &str, error: &InitError) -> Result<(), ReportError> {
     let uri: hyper::Uri = format!("http://{runtime_api}{INIT_ERROR_PATH}")
         .parse()
-        .map_err(|_| ReportError::Address(runtime_api.to_owned()))?;
+        .map_err(|source| ReportError::Address {
+            address: runtime_api.to_owned(),
+            source,
+        })?;
     let request = hyper::Request::post(uri)
         .header(ERROR_TYPE_HEADER, INIT_ERROR_CATEGORY)
         .header(hyper::header::CONTENT_TYPE, "application/json")
         .body(Full::new(Bytes::from(error.to_json())))
-        .map_err(|e| ReportError::Request(e.to_string()))?;
+        .map_err(|e| ReportError::Request(e.into()))?;
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let exchange = async {
         let response = client
             .request(request)
             .await
-            .map_err(|e| ReportError::Request(e.to_string()))?;
+            .map_err(|e| ReportError::Request(e.into()))?;
         let status = response.status();
         // Read the (empty) answer so the connection ends cleanly.
         let _ = response.into_body().collect().await;
@@ -262,7 +271,7 @@ mod tests {
         );
         assert!(matches!(
             report("not a host", &init).await.unwrap_err(),
-            ReportError::Address(_)
+            ReportError::Address { .. }
         ));
     }
 }

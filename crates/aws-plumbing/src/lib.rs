@@ -25,7 +25,7 @@ mod sdk;
 
 /// The SDK configuration [`sdk_config`] loads, for crates that build their clients from it.
 pub use aws_config::SdkConfig;
-pub use clock::{Clock, OffsetClock, SharedClock, SystemClock};
+pub use clock::{Clock, MeasureError, OffsetClock, SharedClock, SystemClock};
 pub use config::{
     key_attributes_var, number_var, optional_var, required_var, validate_bucket, ConfigError,
 };

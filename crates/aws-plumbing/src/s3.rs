@@ -12,6 +12,9 @@ use aws_sdk_s3::primitives::ByteStream;
 pub use bytes::Bytes;
 
 /// A PutObject that failed; the message carries the SDK's whole error chain.
+// The SDK's error itself is not kept (yet): fakes in other crates (test-support's MemoryStore,
+// enrichment's MemoryBucket) build this struct from its three fields, so a `source` field
+// waits until they build it through a constructor.
 #[derive(Debug, thiserror::Error)]
 #[error("PutObject s3://{bucket}/{key} failed: {message}")]
 pub struct StoreError {
@@ -24,21 +27,25 @@ pub struct StoreError {
 }
 
 /// A read from S3 that failed. `operation` names the API call (`GetObject`, `ListObjectsV2`);
-/// the message carries the SDK's whole error chain.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// the message carries the SDK's whole error chain, and the SDK's error itself is the source.
+#[derive(Debug, thiserror::Error)]
 #[error("{operation} failed: {message}")]
 pub struct S3Error {
     /// The API operation.
     pub operation: &'static str,
     /// What the service or the transport said.
     pub message: String,
+    /// The SDK's error (the failed call, or the body that could not be read).
+    #[source]
+    pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
 impl S3Error {
-    fn sdk(operation: &'static str, e: impl std::error::Error) -> S3Error {
+    fn sdk(operation: &'static str, e: impl std::error::Error + Send + Sync + 'static) -> S3Error {
         S3Error {
             operation,
-            message: DisplayErrorContext(e).to_string(),
+            message: DisplayErrorContext(&e).to_string(),
+            source: Some(Box::new(e)),
         }
     }
 }
@@ -161,6 +168,7 @@ impl S3Store {
                 let bytes = out.body.collect().await.map_err(|e| S3Error {
                     operation: "GetObject",
                     message: format!("reading the body of {key}: {e}"),
+                    source: Some(Box::new(e)),
                 })?;
                 Ok(Some(ObjectBody {
                     bytes: bytes.into_bytes().to_vec(),

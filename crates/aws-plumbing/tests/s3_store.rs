@@ -3,10 +3,10 @@
 
 use std::sync::{Arc, Mutex};
 
-use aws_plumbing::{s3_client, Conditional, ObjectStore, S3Store};
+use aws_plumbing::{s3_client, Conditional, MeasureError, ObjectStore, OffsetClock, S3Store};
 use aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_s3::config::{ConfigBag, Intercept, RuntimeComponents};
-use aws_sdk_s3::error::BoxError;
+use aws_sdk_s3::error::{BoxError, SdkError};
 use test_support::{sdk_config, unique_name};
 
 async fn store_with_bucket() -> (S3Store, String) {
@@ -125,6 +125,14 @@ async fn a_failed_call_names_its_operation() {
     let err = s3.get("bucket", "k").await.unwrap_err();
     assert_eq!(err.operation, "GetObject");
     assert!(err.to_string().starts_with("GetObject failed: "), "{err}");
+    // The SDK's error is kept as the source, not only as text.
+    let source = std::error::Error::source(&err).expect("the SDK's error");
+    assert!(
+        source
+            .downcast_ref::<SdkError<aws_sdk_s3::operation::get_object::GetObjectError>>()
+            .is_some(),
+        "{source:?}"
+    );
     let err = s3
         .get_if_none_match("bucket", "k", Some("\"e\""))
         .await
@@ -132,6 +140,25 @@ async fn a_failed_call_names_its_operation() {
     assert_eq!(err.operation, "GetObject");
     let err = s3.list_page("bucket", "", None, None).await.unwrap_err();
     assert_eq!(err.operation, "ListObjectsV2");
+    assert!(std::error::Error::source(&err).is_some(), "{err}");
+    // No answer, so no Date header to measure S3's clock by: the failed HEAD is the source.
+    let err = OffsetClock::measure(s3.client(), "bucket", "probe")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "no Date header from s3://bucket/probe to measure S3's clock by"
+    );
+    assert!(
+        matches!(
+            err,
+            MeasureError::NoDate {
+                source: Some(_),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     let err = s3.put("bucket", "k", vec![]).await.unwrap_err();
     assert!(
         err.to_string()

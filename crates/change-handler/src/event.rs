@@ -7,8 +7,8 @@
 
 use aws_lambda_events::event::dynamodb::EventRecord;
 use change_protocol::{
-    source_label, ChangeFile, ChangeKind, EventName, Item, OpaqueRecord, SequenceNumber,
-    SequenceRange, Source, StreamChange, UserIdentity, SCHEMA_VERSION,
+    source_label, ChangeFile, ChangeKind, EventName, Item, OpaqueRecord, SequenceError,
+    SequenceNumber, SequenceRange, Source, StreamChange, UserIdentity, SCHEMA_VERSION,
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -140,7 +140,7 @@ pub fn parse_event(payload: &Value) -> Result<Batch, EventError> {
             }
             Err(reason) => opaque.push(OpaqueRecord {
                 index,
-                reason,
+                reason: reason.to_string(),
                 sequence_number: raw_sequence(raw).map(str::to_owned),
                 keys: raw.get("dynamodb").and_then(|d| d.get("Keys")).cloned(),
                 raw: raw.clone(),
@@ -217,19 +217,38 @@ fn raw_sequence(raw: &Value) -> Option<&str> {
     raw.get("dynamodb")?.get("SequenceNumber")?.as_str()
 }
 
+/// Why one record cannot be typed: its [`OpaqueRecord::reason`] is this error's message.
+#[derive(Debug, thiserror::Error)]
+enum RecordError {
+    /// The record does not deserialize as a stream record.
+    #[error("not a DynamoDB stream record: {0}")]
+    NotARecord(#[source] serde_json::Error),
+    /// Its `eventName` is not INSERT, MODIFY or REMOVE.
+    #[error("unknown eventName {0:?}")]
+    UnknownEventName(String),
+    /// It has no `dynamodb.SequenceNumber`.
+    #[error("no dynamodb.SequenceNumber")]
+    NoSequenceNumber,
+    /// Its `dynamodb.SequenceNumber` is not a sequence number.
+    #[error("dynamodb.SequenceNumber: {0}")]
+    BadSequenceNumber(#[source] SequenceError),
+    /// It has no (or empty) `dynamodb.Keys`.
+    #[error("no dynamodb.Keys")]
+    NoKeys,
+}
+
 /// Types one record, or says why it cannot be typed.
-fn parse_record(index: usize, raw: &Value) -> Result<StreamChange, String> {
-    let record =
-        EventRecord::deserialize(raw).map_err(|e| format!("not a DynamoDB stream record: {e}"))?;
+fn parse_record(index: usize, raw: &Value) -> Result<StreamChange, RecordError> {
+    let record = EventRecord::deserialize(raw).map_err(RecordError::NotARecord)?;
     let event_name = EventName::parse(&record.event_name)
-        .ok_or_else(|| format!("unknown eventName {:?}", record.event_name))?;
+        .ok_or_else(|| RecordError::UnknownEventName(record.event_name.clone()))?;
     let stream = record.change;
     let sequence_number = match stream.sequence_number.as_deref() {
-        None => return Err("no dynamodb.SequenceNumber".to_owned()),
-        Some(s) => SequenceNumber::parse(s).map_err(|e| format!("dynamodb.SequenceNumber: {e}"))?,
+        None => return Err(RecordError::NoSequenceNumber),
+        Some(s) => SequenceNumber::parse(s).map_err(RecordError::BadSequenceNumber)?,
     };
     if stream.keys.is_empty() {
-        return Err("no dynamodb.Keys".to_owned());
+        return Err(RecordError::NoKeys);
     }
     let image = |item: Item| (!item.is_empty()).then_some(item);
     Ok(StreamChange {
@@ -345,6 +364,27 @@ mod tests {
         assert_eq!((range.first.as_str(), range.last.as_str()), ("5", "5"));
         assert_eq!(batch.first_record_sequence.as_deref(), Some("2"));
         assert_eq!(batch.counts_by_event(), (0, 0, 1));
+    }
+
+    #[test]
+    fn a_record_that_cannot_be_typed_keeps_why_as_its_source() {
+        use std::error::Error as _;
+        let e =
+            parse_record(0, &record("MODIFY", Some("2"), json!({"odd": {"X": 1}}))).unwrap_err();
+        assert!(
+            e.source().is_some_and(|s| s.is::<serde_json::Error>()),
+            "{e}"
+        );
+        assert!(
+            e.to_string().starts_with("not a DynamoDB stream record: "),
+            "{e}"
+        );
+        let e = parse_record(0, &record("INSERT", Some("12ab"), good_image())).unwrap_err();
+        assert!(e.source().is_some_and(|s| s.is::<SequenceError>()), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "dynamodb.SequenceNumber: sequence number \"12ab\" has a character that is not a digit"
+        );
     }
 
     #[test]

@@ -190,12 +190,19 @@ pub struct SnapshotPointer {
 pub enum SnapshotError {
     /// Reading failed (for a compressed snapshot, also a damaged compressed stream).
     Io(std::io::Error),
-    /// Line `line` (1-based) is not what the format says.
+    /// Line `line` (1-based) is not the JSON the format says.
     Line {
         /// The line number.
         line: usize,
+        /// Why it does not parse.
+        error: serde_json::Error,
+    },
+    /// Line `line` (1-based) parses but is not a valid entry (keys and item do not agree).
+    Entry {
+        /// The line number.
+        line: usize,
         /// What is wrong.
-        error: String,
+        reason: &'static str,
     },
     /// The snapshot is empty (no header).
     Empty,
@@ -215,7 +222,18 @@ pub enum SnapshotError {
     },
 }
 
-impl std::error::Error for SnapshotError {}
+impl std::error::Error for SnapshotError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SnapshotError::Io(e) => Some(e),
+            SnapshotError::Line { error, .. } => Some(error),
+            SnapshotError::Entry { .. }
+            | SnapshotError::Empty
+            | SnapshotError::Schema { .. }
+            | SnapshotError::Count { .. } => None,
+        }
+    }
+}
 
 impl std::fmt::Display for SnapshotError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -223,6 +241,9 @@ impl std::fmt::Display for SnapshotError {
             SnapshotError::Io(e) => write!(f, "snapshot unreadable: {e}"),
             SnapshotError::Line { line, error } => {
                 write!(f, "snapshot line {line} is not valid: {error}")
+            }
+            SnapshotError::Entry { line, reason } => {
+                write!(f, "snapshot line {line} is not valid: {reason}")
             }
             SnapshotError::Empty => write!(f, "snapshot is empty (no header line)"),
             SnapshotError::Schema { kind, schema } => write!(
@@ -436,11 +457,8 @@ impl<R: BufRead> SnapshotReader<R> {
         if input.read_line(&mut line).map_err(SnapshotError::Io)? == 0 {
             return Err(SnapshotError::Empty);
         }
-        let header: SnapshotHeader =
-            serde_json::from_str(line.trim_end()).map_err(|e| SnapshotError::Line {
-                line: 1,
-                error: e.to_string(),
-            })?;
+        let header: SnapshotHeader = serde_json::from_str(line.trim_end())
+            .map_err(|error| SnapshotError::Line { line: 1, error })?;
         header.check_schema()?;
         Ok(SnapshotReader {
             input,
@@ -475,14 +493,11 @@ impl<R: BufRead> SnapshotReader<R> {
             return Ok(None);
         }
         self.number += 1;
-        let line = |error: String| SnapshotError::Line {
-            line: self.number,
-            error,
-        };
+        let line = self.number;
         let entry = serde_json::from_str::<EntryLine>(self.line.trim_end())
-            .map_err(|e| line(e.to_string()))?
+            .map_err(|error| SnapshotError::Line { line, error })?
             .into_entry(self.header.schema)
-            .map_err(|e| line(e.to_owned()))?;
+            .map_err(|reason| SnapshotError::Entry { line, reason })?;
         self.read += 1;
         Ok(Some(entry))
     }
@@ -631,6 +646,23 @@ mod tests {
             let e = read_all((changed.join("\n") + "\n").as_bytes()).unwrap_err();
             assert!(e.to_string().contains("not the item's"), "{e}");
         }
+    }
+
+    #[test]
+    fn a_line_that_is_not_json_keeps_the_parse_error_as_its_source() {
+        use std::error::Error as _;
+        let mut out = serde_json::to_vec(&header(1, 0)).unwrap();
+        out.extend_from_slice(b"\n{oops\n");
+        let e = read_all(&out).unwrap_err();
+        assert!(matches!(e, SnapshotError::Line { line: 2, .. }), "{e}");
+        let source = e.source().expect("the JSON error");
+        assert!(source.is::<serde_json::Error>(), "{source:?}");
+        assert!(e.to_string().contains(&source.to_string()), "{e}");
+        let e = SnapshotReader::new(&b"{oops\n"[..]).err().unwrap();
+        assert!(
+            e.source().is_some_and(|s| s.is::<serde_json::Error>()),
+            "{e}"
+        );
     }
 
     #[test]

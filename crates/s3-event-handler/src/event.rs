@@ -4,13 +4,15 @@
 //! The payload is parsed generically first and then dispatched on its shape, so each SQS
 //! message is judged on its own (one bad message is reported, the others go through).
 
+use std::fmt;
+
 use aws_lambda_events::event::s3::S3EventRecord;
 use change_protocol::ObjectChange;
 use serde::Deserialize;
 use serde_json::Value;
 
 /// Why a payload cannot be handled at all.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum EventError {
     /// Neither an S3 event, an SQS event nor an S3 test event.
     #[error("payload is not an S3 notification, an SQS event or an s3:TestEvent: {0}")]
@@ -21,8 +23,58 @@ pub enum EventError {
         /// The record's position.
         index: usize,
         /// What was wrong.
-        reason: String,
+        #[source]
+        reason: RecordError,
     },
+}
+
+/// Why one notification record cannot be handled.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// The record does not deserialize as an S3 event record.
+    #[error("not an S3 event record: {0}")]
+    NotARecord(#[source] serde_json::Error),
+    /// Its `eventSource` is not `aws:s3`.
+    #[error("eventSource is {0:?}, not aws:s3")]
+    OtherSource(Option<String>),
+    /// A field it must have is missing (named by its path, e.g. `s3.object.key`).
+    #[error("no {0}")]
+    Missing(&'static str),
+    /// Its object key is not validly URL-encoded.
+    #[error("{0}")]
+    Key(#[from] KeyDecodeError),
+}
+
+/// Why one SQS message's body cannot be handled.
+///
+/// Its `Debug` is its message (as the `String` it replaced showed), so a logged or printed
+/// [`Delivery`] says what was wrong with each message.
+#[derive(thiserror::Error)]
+pub enum MessageError {
+    /// The message has no body.
+    #[error("message has no body")]
+    NoBody,
+    /// The body is not JSON.
+    #[error("message body is not JSON: {0}")]
+    NotJson(#[source] serde_json::Error),
+    /// The body is JSON without a `Records` array.
+    #[error("message body is not an S3 notification (no Records)")]
+    NotANotification,
+    /// One of the body's records cannot be handled.
+    #[error("Records[{index}]: {reason}")]
+    BadRecord {
+        /// The record's position in the body.
+        index: usize,
+        /// What was wrong.
+        #[source]
+        reason: RecordError,
+    },
+}
+
+impl fmt::Debug for MessageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.to_string(), f)
+    }
 }
 
 /// Object keys in notifications are URL-encoded; the strict decoder is shared plumbing (the
@@ -62,12 +114,12 @@ pub struct Notification {
 }
 
 /// One SQS message of a batch.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Message {
     /// The SQS message id (what `batchItemFailures` reports).
     pub message_id: String,
     /// Its notifications, or why its body could not be understood.
-    pub content: Result<Body, String>,
+    pub content: Result<Body, MessageError>,
 }
 
 /// What a notification body holds.
@@ -80,7 +132,7 @@ pub enum Body {
 }
 
 /// A whole invocation payload.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Delivery {
     /// S3 invoked the function directly.
     Direct(Body),
@@ -135,15 +187,15 @@ fn parse_sqs_message(index: usize, raw: &Value) -> Result<Message, EventError> {
         .ok_or_else(|| EventError::Unrecognised(format!("Records[{index}] has no messageId")))?
         .to_owned();
     let content = match raw.get("body").and_then(Value::as_str) {
-        None => Err("message has no body".to_owned()),
+        None => Err(MessageError::NoBody),
         Some(body) => match serde_json::from_str::<Value>(body) {
-            Err(e) => Err(format!("message body is not JSON: {e}")),
+            Err(e) => Err(MessageError::NotJson(e)),
             Ok(v) if is_test_event(&v) => Ok(Body::TestEvent),
             Ok(v) => match v.get("Records").and_then(Value::as_array) {
-                None => Err("message body is not an S3 notification (no Records)".to_owned()),
+                None => Err(MessageError::NotANotification),
                 Some(records) => parse_records(records)
                     .map(Body::Records)
-                    .map_err(|(i, reason)| format!("Records[{i}]: {reason}")),
+                    .map_err(|(index, reason)| MessageError::BadRecord { index, reason }),
             },
         },
     };
@@ -153,7 +205,7 @@ fn parse_sqs_message(index: usize, raw: &Value) -> Result<Message, EventError> {
     })
 }
 
-fn parse_records(records: &[Value]) -> Result<Vec<Notification>, (usize, String)> {
+fn parse_records(records: &[Value]) -> Result<Vec<Notification>, (usize, RecordError)> {
     records
         .iter()
         .enumerate()
@@ -161,19 +213,23 @@ fn parse_records(records: &[Value]) -> Result<Vec<Notification>, (usize, String)
         .collect()
 }
 
-fn parse_record(raw: &Value) -> Result<Notification, String> {
-    let record =
-        S3EventRecord::deserialize(raw).map_err(|e| format!("not an S3 event record: {e}"))?;
+fn parse_record(raw: &Value) -> Result<Notification, RecordError> {
+    let record = S3EventRecord::deserialize(raw).map_err(RecordError::NotARecord)?;
     if record.event_source.as_deref() != Some("aws:s3") {
-        return Err(format!(
-            "eventSource is {:?}, not aws:s3",
-            record.event_source
-        ));
+        return Err(RecordError::OtherSource(record.event_source));
     }
-    let event_name = record.event_name.ok_or("no eventName")?;
-    let bucket = record.s3.bucket.name.ok_or("no s3.bucket.name")?;
-    let raw_key = record.s3.object.key.ok_or("no s3.object.key")?;
-    let key = decode_key(&raw_key).map_err(|e| e.to_string())?;
+    let event_name = record.event_name.ok_or(RecordError::Missing("eventName"))?;
+    let bucket = record
+        .s3
+        .bucket
+        .name
+        .ok_or(RecordError::Missing("s3.bucket.name"))?;
+    let raw_key = record
+        .s3
+        .object
+        .key
+        .ok_or(RecordError::Missing("s3.object.key"))?;
+    let key = decode_key(&raw_key)?;
     let change_type = change_type(&event_name);
     Ok(Notification {
         change: ObjectChange {
@@ -211,6 +267,70 @@ mod tests {
             .contains("%zz"));
         assert!(decode_key("trailing%4").is_err());
         assert!(decode_key("not-utf8%FF").is_err());
+    }
+
+    fn s3_record(key: &str) -> Value {
+        serde_json::json!({"eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+            "eventTime": "2026-11-26T01:00:00.000Z", "eventName": "ObjectCreated:Put",
+            "userIdentity": {"principalId": "A"}, "requestParameters": {"sourceIPAddress": "1.2.3.4"},
+            "responseElements": {}, "s3": {"s3SchemaVersion": "1.0", "bucket": {"name": "b"},
+            "object": {"key": key, "size": 1, "eTag": "e", "sequencer": "01"}}})
+    }
+
+    #[test]
+    fn a_record_that_cannot_be_handled_keeps_why_as_its_source() {
+        use std::error::Error as _;
+        let err =
+            parse_payload(&serde_json::json!({"Records": [s3_record("bad%zz")]})).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("S3 notification Records[0] is invalid: object key \"bad%zz\""),
+            "{err}"
+        );
+        let record = err.source().expect("the record's error");
+        assert!(
+            record.source().is_some_and(|s| s.is::<KeyDecodeError>()),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_message_that_cannot_be_handled_keeps_why_and_shows_it_in_debug() {
+        use std::error::Error as _;
+        let sqs = |body: &str| serde_json::json!({"Records": [{"eventSource": "aws:sqs", "messageId": "m1", "body": body}]});
+        let Delivery::Sqs(messages) = parse_payload(&sqs("{oops")).unwrap() else {
+            panic!("an SQS delivery");
+        };
+        let err = messages[0].content.as_ref().unwrap_err();
+        assert!(
+            err.source().is_some_and(|s| s.is::<serde_json::Error>()),
+            "{err}"
+        );
+        assert!(
+            err.to_string().starts_with("message body is not JSON: "),
+            "{err}"
+        );
+        assert_eq!(format!("{err:?}"), format!("{:?}", err.to_string()));
+        let body = serde_json::json!({"Records": [s3_record("ok"), {"eventSource": "aws:sqs"}]});
+        let Delivery::Sqs(messages) = parse_payload(&sqs(&body.to_string())).unwrap() else {
+            panic!("an SQS delivery");
+        };
+        let err = messages[0].content.as_ref().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                MessageError::BadRecord {
+                    index: 1,
+                    reason: RecordError::NotARecord(_)
+                }
+            ),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with("Records[1]: not an S3 event record: "),
+            "{err}"
+        );
     }
 
     #[test]

@@ -49,15 +49,18 @@ pub struct PutResult {
 }
 
 /// A Kinesis call failed.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 #[error("{operation} on stream {stream} failed: {message}")]
 pub struct StreamError {
     /// The operation.
     pub operation: &'static str,
     /// The stream.
     pub stream: String,
-    /// What was said.
+    /// What was said (for the SDK's errors, their whole chain).
     pub message: String,
+    /// The SDK's error, if the failure was one.
+    #[source]
+    pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
 /// The two Kinesis calls the sender needs. Implemented on the SDK by [`KinesisStream`].
@@ -72,7 +75,7 @@ pub trait FlagStream: Send + Sync {
 }
 
 /// Why flags could not be delivered.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum FlagError {
     /// A Kinesis call failed outright.
     #[error(transparent)]
@@ -229,11 +232,16 @@ impl KinesisStream {
         self.stream.starts_with("arn:")
     }
 
-    fn error(&self, operation: &'static str, e: impl std::error::Error) -> StreamError {
+    fn error(
+        &self,
+        operation: &'static str,
+        e: impl std::error::Error + Send + Sync + 'static,
+    ) -> StreamError {
         StreamError {
             operation,
             stream: self.stream.clone(),
-            message: DisplayErrorContext(e).to_string(),
+            message: DisplayErrorContext(&e).to_string(),
+            source: Some(Box::new(e)),
         }
     }
 }
@@ -336,6 +344,7 @@ mod tests {
                     operation: "PutRecords",
                     stream: "s".into(),
                     message: format!("{} records: at most 500 per request", entries.len()),
+                    source: None,
                 });
             }
             self.calls.lock().unwrap().push(entries.len());

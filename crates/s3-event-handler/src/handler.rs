@@ -103,18 +103,19 @@ impl<S: ObjectStore, F: FlagStream> S3EventHandler<S, F> {
             Delivery::Sqs(messages) => {
                 let mut response = SqsBatchResponse::default();
                 for m in messages {
-                    let result = match m.content {
-                        Ok(Body::TestEvent) => {
-                            info!(message_id = %m.message_id, "s3:TestEvent ignored");
-                            Ok(())
-                        }
-                        Ok(Body::Records(n)) => self
-                            .process(&n, &m.message_id)
-                            .await
-                            .map(|_| ())
-                            .map_err(|e| e.to_string()),
-                        Err(reason) => Err(reason),
-                    };
+                    let result: Result<(), Box<dyn std::error::Error + Send + Sync>> =
+                        match m.content {
+                            Ok(Body::TestEvent) => {
+                                info!(message_id = %m.message_id, "s3:TestEvent ignored");
+                                Ok(())
+                            }
+                            Ok(Body::Records(n)) => self
+                                .process(&n, &m.message_id)
+                                .await
+                                .map(|_| ())
+                                .map_err(Into::into),
+                            Err(reason) => Err(reason.into()),
+                        };
                     if let Err(reason) = result {
                         error!(message_id = %m.message_id, %reason, "message not handled; reported for redelivery");
                         let mut failure = BatchItemFailure::default();

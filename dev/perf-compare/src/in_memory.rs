@@ -84,10 +84,7 @@ impl FeedSource for EmptyFeed {
     }
 
     async fn get(&self, key: &str) -> Result<Vec<u8>, SourceError> {
-        Err(SourceError {
-            operation: "GetObject",
-            message: format!("no object {key}"),
-        })
+        Err(SourceError::new("GetObject", format!("no object {key}")))
     }
 
     async fn head_state(&self, _: &str, _: Option<&str>) -> Result<Conditional, SourceError> {

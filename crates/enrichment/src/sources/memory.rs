@@ -45,10 +45,7 @@ use crate::sources::{
 };
 
 fn injected(operation: &'static str) -> SourceError {
-    SourceError {
-        operation,
-        message: "injected failure (testing source set to fail)".into(),
-    }
+    SourceError::new(operation, "injected failure (testing source set to fail)")
 }
 
 /// An item of string attributes, e.g. `item(&[("item", "burger"), ("priority", "high")])`.
@@ -307,10 +304,8 @@ impl FeedSource for MemoryBucket {
     async fn get(&self, key: &str) -> Result<Vec<u8>, SourceError> {
         self.check("GetObject")?;
         self.gets.fetch_add(1, Ordering::SeqCst);
-        self.object(key).ok_or_else(|| SourceError {
-            operation: "GetObject",
-            message: format!("NoSuchKey: {key}"),
-        })
+        self.object(key)
+            .ok_or_else(|| SourceError::new("GetObject", format!("NoSuchKey: {key}")))
     }
 
     async fn head_state(&self, key: &str, etag: Option<&str>) -> Result<Conditional, SourceError> {

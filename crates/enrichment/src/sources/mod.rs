@@ -16,7 +16,7 @@ use change_protocol::Item;
 pub use aws_plumbing::{Conditional, ListPage, ObjectBody};
 
 /// A call to a source failed. `operation` names the API call; the message carries the SDK's
-/// whole error chain.
+/// whole error chain, and the SDK's error stays the [`source`](std::error::Error::source).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{operation} failed: {message}")]
 pub struct SourceError {
@@ -24,13 +24,30 @@ pub struct SourceError {
     pub operation: &'static str,
     /// What went wrong.
     pub message: String,
+    /// The error that caused it, when there is one (shared: reports are cloned).
+    #[source]
+    cause: Option<std::sync::Arc<dyn std::error::Error + Send + Sync>>,
 }
 
 impl SourceError {
-    fn sdk(operation: &'static str, e: impl std::error::Error) -> SourceError {
+    /// A failure of `operation` that `message` describes, with no underlying error (a source
+    /// that is not an SDK client, such as an in-memory one).
+    pub fn new(operation: &'static str, message: impl Into<String>) -> SourceError {
         SourceError {
             operation,
-            message: aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string(),
+            message: message.into(),
+            cause: None,
+        }
+    }
+
+    fn sdk(
+        operation: &'static str,
+        e: impl std::error::Error + Send + Sync + 'static,
+    ) -> SourceError {
+        SourceError {
+            operation,
+            message: aws_sdk_dynamodb::error::DisplayErrorContext(&e).to_string(),
+            cause: Some(std::sync::Arc::new(e)),
         }
     }
 }
@@ -258,7 +275,8 @@ impl From<S3Error> for SourceError {
     fn from(e: S3Error) -> SourceError {
         SourceError {
             operation: e.operation,
-            message: e.message,
+            message: e.message.clone(),
+            cause: Some(std::sync::Arc::new(e)),
         }
     }
 }
@@ -279,10 +297,10 @@ impl FeedSource for S3Bucket {
     async fn get(&self, key: &str) -> Result<Vec<u8>, SourceError> {
         match self.store.get(&self.bucket, key).await? {
             Some(body) => Ok(body.bytes),
-            None => Err(SourceError {
-                operation: "GetObject",
-                message: format!("NoSuchKey: {key} is listed but gone"),
-            }),
+            None => Err(SourceError::new(
+                "GetObject",
+                format!("NoSuchKey: {key} is listed but gone"),
+            )),
         }
     }
 

@@ -104,10 +104,7 @@ impl FeedSource for ListingFails {
         token: Option<String>,
     ) -> Result<ListPage, SourceError> {
         if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(SourceError {
-                operation: "ListObjectsV2",
-                message: "injected failure".into(),
-            });
+            return Err(SourceError::new("ListObjectsV2", "injected failure"));
         }
         FeedSource::list(&self.bucket, prefix, start_after, token).await
     }
