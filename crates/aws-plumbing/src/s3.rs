@@ -11,10 +11,8 @@ use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::primitives::ByteStream;
 pub use bytes::Bytes;
 
-/// A PutObject that failed; the message carries the SDK's whole error chain.
-// The SDK's error itself is not kept (yet): fakes in other crates (test-support's MemoryStore,
-// enrichment's MemoryBucket) build this struct from its three fields, so a `source` field
-// waits until they build it through a constructor.
+/// A PutObject that failed; the message carries the SDK's whole error chain, and the SDK's
+/// error itself is the source.
 #[derive(Debug, thiserror::Error)]
 #[error("PutObject s3://{bucket}/{key} failed: {message}")]
 pub struct StoreError {
@@ -24,6 +22,22 @@ pub struct StoreError {
     pub key: String,
     /// What the service or the transport said.
     pub message: String,
+    /// The SDK's error, when the write went through the SDK.
+    #[source]
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl StoreError {
+    /// A failed write of `bucket`/`key` that `message` describes, with no underlying error (a
+    /// store that is not an SDK client, such as a test's fake).
+    pub fn new(bucket: &str, key: &str, message: impl Into<String>) -> StoreError {
+        StoreError {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            message: message.into(),
+            source: None,
+        }
+    }
 }
 
 /// A read from S3 that failed. `operation` names the API call (`GetObject`, `ListObjectsV2`);
@@ -282,6 +296,7 @@ impl ObjectStore for S3Store {
             bucket: bucket.to_owned(),
             key: key.to_owned(),
             message: DisplayErrorContext(&e).to_string(),
+            source: Some(Box::new(e)),
         })
     }
 }

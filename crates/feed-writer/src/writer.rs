@@ -208,11 +208,7 @@ mod tests {
             };
             tokio::time::sleep(delay).await;
             if self.fail_keys_containing.is_some_and(|s| key.contains(s)) {
-                return Err(StoreError {
-                    bucket: bucket.into(),
-                    key: key.into(),
-                    message: "NoSuchBucket".into(),
-                });
+                return Err(StoreError::new(bucket, key, "NoSuchBucket"));
             }
             self.puts
                 .lock()

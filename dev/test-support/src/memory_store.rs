@@ -77,11 +77,11 @@ impl ObjectStore for MemoryStore {
         }
         match step {
             Some(Step::Fail) | Some(Step::FailAfter(_)) => {
-                return Err(StoreError {
-                    bucket: bucket.to_owned(),
-                    key: key.to_owned(),
-                    message: "injected failure: ServiceUnavailable".to_owned(),
-                })
+                return Err(StoreError::new(
+                    bucket,
+                    key,
+                    "injected failure: ServiceUnavailable",
+                ))
             }
             Some(Step::Delay(d)) => tokio::time::sleep(d).await,
             None => {}

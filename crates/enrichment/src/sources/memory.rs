@@ -346,11 +346,11 @@ impl aws_plumbing::ObjectStore for MemoryBucket {
         body: impl Into<aws_plumbing::Bytes> + Send,
     ) -> Result<(), aws_plumbing::StoreError> {
         if self.failing.load(Ordering::SeqCst) {
-            return Err(aws_plumbing::StoreError {
-                bucket: bucket.to_owned(),
-                key: key.to_owned(),
-                message: "injected failure".into(),
-            });
+            return Err(aws_plumbing::StoreError::new(
+                bucket,
+                key,
+                "injected failure",
+            ));
         }
         MemoryBucket::put(self, key, body.into().to_vec());
         Ok(())
