@@ -13,24 +13,62 @@
 use std::collections::HashSet;
 use std::future::Future;
 
-use aws_sdk_glue::types::{PartitionInput, SerDeInfo, StorageDescriptor};
+use aws_sdk_glue::error::{DisplayErrorContext, SdkError};
+use aws_sdk_glue::operation::batch_create_partition::BatchCreatePartitionError;
+use aws_sdk_glue::types::{PartitionError, PartitionInput, SerDeInfo, StorageDescriptor};
 
 /// One output partition: its values (item, priority, as written) and its S3 location.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Partition {
+pub(crate) struct Partition {
     /// The partition values, in the table's partition-key order (`item`, `priority`).
-    pub values: Vec<String>,
+    pub(crate) values: Vec<String>,
     /// `s3://bucket/prefix/item=…/priority=…/`.
-    pub location: String,
+    pub(crate) location: String,
 }
 
 /// A registration that failed; the message names the call and the partitions.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("registering partitions in the Glue Data Catalog failed: {0}")]
-pub struct CatalogError(pub String);
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CatalogError {
+    /// The BatchCreatePartition call on `database.table` failed: the SDK's error.
+    #[error(
+        "registering partitions in the Glue Data Catalog failed: BatchCreatePartition on \
+         {database}.{table}: {}",
+        DisplayErrorContext(.source.as_ref())
+    )]
+    Call {
+        database: String,
+        table: String,
+        #[source]
+        source: Box<SdkError<BatchCreatePartitionError>>,
+    },
+    /// Glue refused these partitions (for another reason than that they exist): its error of
+    /// each, with the partition's values.
+    #[error(
+        "registering partitions in the Glue Data Catalog failed: {}",
+        refused(.0)
+    )]
+    Refused(Vec<PartitionError>),
+}
 
-/// Registers partitions. Implemented on the Glue client by [`GlueCatalog`].
-pub trait PartitionCatalog: Send + Sync {
+/// Each refused partition's values and Glue's message, `; ` between them.
+fn refused(errors: &[PartitionError]) -> String {
+    errors
+        .iter()
+        .map(|e| {
+            format!(
+                "{:?}: {}",
+                e.partition_values(),
+                e.error_detail()
+                    .and_then(|d| d.error_message())
+                    .unwrap_or("no message")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Registers partitions. Implemented on the Glue client by [`GlueCatalog`]; tests pass fakes.
+pub(crate) trait PartitionCatalog: Send + Sync {
     /// Registers `partitions` (existing ones are not an error).
     fn register(
         &self,
@@ -38,7 +76,8 @@ pub trait PartitionCatalog: Send + Sync {
     ) -> impl Future<Output = Result<(), CatalogError>> + Send;
 }
 
-/// [`PartitionCatalog`] on the SDK's Glue client, for one table whose data is JSON Lines.
+/// The partition catalog on the SDK's Glue client, for one table whose data is JSON Lines: what
+/// [`OrdersConsumer::with_catalog`](crate::OrdersConsumer::with_catalog) registers partitions in.
 #[derive(Clone, Debug)]
 pub struct GlueCatalog {
     client: aws_sdk_glue::Client,
@@ -97,15 +136,12 @@ impl PartitionCatalog for GlueCatalog {
                 .set_partition_input_list(Some(inputs))
                 .send()
                 .await
-                .map_err(|e| {
-                    CatalogError(format!(
-                        "BatchCreatePartition on {}.{}: {}",
-                        self.database,
-                        self.table,
-                        aws_sdk_glue::error::DisplayErrorContext(e)
-                    ))
+                .map_err(|source| CatalogError::Call {
+                    database: self.database.clone(),
+                    table: self.table.clone(),
+                    source: Box::new(source),
                 })?;
-            let failed: Vec<String> = out
+            let refused: Vec<PartitionError> = out
                 .errors()
                 .iter()
                 .filter(|e| {
@@ -113,18 +149,10 @@ impl PartitionCatalog for GlueCatalog {
                         .and_then(|d| d.error_code())
                         .is_none_or(|c| c != "AlreadyExistsException")
                 })
-                .map(|e| {
-                    format!(
-                        "{:?}: {}",
-                        e.partition_values(),
-                        e.error_detail()
-                            .and_then(|d| d.error_message())
-                            .unwrap_or("no message")
-                    )
-                })
+                .cloned()
                 .collect();
-            if !failed.is_empty() {
-                return Err(CatalogError(failed.join("; ")));
+            if !refused.is_empty() {
+                return Err(CatalogError::Refused(refused));
             }
         }
         Ok(())
@@ -133,12 +161,12 @@ impl PartitionCatalog for GlueCatalog {
 
 /// The partitions an environment has registered: each is registered once.
 #[derive(Debug, Default)]
-pub struct Registered(std::sync::Mutex<HashSet<Vec<String>>>);
+pub(crate) struct Registered(std::sync::Mutex<HashSet<Vec<String>>>);
 
 impl Registered {
     /// Registers those of `partitions` not registered yet by this environment. On failure none
     /// of them is remembered, so the next batch that writes to them tries again.
-    pub async fn register_new<C: PartitionCatalog>(
+    pub(crate) async fn register_new<C: PartitionCatalog>(
         &self,
         catalog: &C,
         partitions: Vec<Partition>,
@@ -175,10 +203,17 @@ mod tests {
         async fn register(&self, _: &[Partition]) -> Result<(), CatalogError> {
             self.calls.fetch_add(1, Ordering::SeqCst);
             if self.failing.load(Ordering::SeqCst) {
-                Err(CatalogError("injected".into()))
+                Err(CatalogError::Refused(Vec::new()))
             } else {
                 Ok(())
             }
+        }
+    }
+
+    /// Errors compare by what they say (an SDK error has no equality of its own).
+    impl PartialEq for CatalogError {
+        fn eq(&self, other: &Self) -> bool {
+            self.to_string() == other.to_string()
         }
     }
 

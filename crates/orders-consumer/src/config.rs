@@ -74,74 +74,12 @@ impl Config {
 
     /// Reads the settings through `get`.
     pub fn from_lookup(get: &impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let or =
-            |var: &str, default: &str| optional_var(get, var).unwrap_or_else(|| default.to_owned());
-        let unmatched_text = or("UNMATCHED", "dead-letter");
-        let unmatched = unmatched_text
-            .parse()
-            .map_err(|reason| ConfigError::Invalid {
-                var: "UNMATCHED",
-                value: unmatched_text.clone(),
-                reason,
-            })?;
-        let secs = |var: &'static str, default: u64| {
-            number_var(
-                get,
-                var,
-                default,
-                1..,
-                "not a positive whole number of seconds",
-            )
-            .map(Duration::from_secs)
-        };
+        let unmatched = unmatched_var(get)?;
         let key_attributes = key_attributes_var(get)?;
         let change_bucket = required_var(get, "CHANGE_BUCKET")?;
-        let reference_objects =
-            optional_var(get, "REFERENCE_OBJECTS_PREFIX").map(|prefix| ReferenceObjects {
-                bucket: optional_var(get, "REFERENCE_OBJECTS_BUCKET")
-                    .unwrap_or_else(|| change_bucket.clone()),
-                prefix,
-                key: or("REFERENCE_OBJECTS_KEY", "item"),
-                field: or("REFERENCE_OBJECTS_FIELD", "menu"),
-            });
-        if let Some(r) = &reference_objects {
-            const LINE_FIELDS: [&str; 9] = [
-                "item",
-                "priority",
-                "price",
-                "cost",
-                "customer_id",
-                "shard",
-                "sequence_number",
-                "sub_sequence_number",
-                "unmatched",
-            ];
-            if LINE_FIELDS.contains(&r.field.as_str()) {
-                return Err(ConfigError::Invalid {
-                    var: "REFERENCE_OBJECTS_FIELD",
-                    value: r.field.clone(),
-                    reason: "names a field every output line already has".into(),
-                });
-            }
-        }
-        let catalog = match (
-            optional_var(get, "GLUE_DATABASE"),
-            optional_var(get, "GLUE_TABLE"),
-        ) {
-            (Some(d), Some(t)) => Some((d, t)),
-            (None, None) => None,
-            (Some(_), None) => return Err(ConfigError::Missing { var: "GLUE_TABLE" }),
-            (None, Some(_)) => {
-                return Err(ConfigError::Missing {
-                    var: "GLUE_DATABASE",
-                })
-            }
-        };
-        let snapshot_prefix = match optional_var(get, "SNAPSHOT_PREFIX") {
-            None => Some(change_protocol::DEFAULT_SNAPSHOT_PREFIX.to_owned()),
-            Some(v) if v.trim() == "none" => None,
-            Some(v) => Some(v),
-        };
+        let reference_objects = reference_objects_vars(get, &change_bucket)?;
+        let catalog = catalog_vars(get)?;
+        let snapshot_prefix = snapshot_prefix_var(get);
         Ok(Config {
             snapshot_prefix,
             catalog,
@@ -149,34 +87,139 @@ impl Config {
             reference_table: required_var(get, "REFERENCE_TABLE")?,
             key_attributes,
             change_bucket,
-            change_prefix: or("CHANGE_PREFIX", "change_flags/"),
+            change_prefix: or_default(get, "CHANGE_PREFIX", "change_flags/"),
             output_bucket: required_var(get, "OUTPUT_BUCKET")?,
-            output_prefix: or("OUTPUT_PREFIX", "enriched/"),
-            dead_letter_prefix: or("DEAD_LETTER_PREFIX", "dead-letter/"),
+            output_prefix: or_default(get, "OUTPUT_PREFIX", "enriched/"),
+            dead_letter_prefix: or_default(get, "DEAD_LETTER_PREFIX", "dead-letter/"),
             unmatched,
-            legacy_flag_dish: or("LEGACY_FLAG_DISH", "CHANGE_FLAG"),
-            write_window: secs("WRITE_WINDOW_SECS", 20)?,
-            max_staleness: secs("MAX_STALENESS_SECS", 900)?,
-            feed_retention: Duration::from_secs(
-                number_var(
-                    get,
-                    "FEED_RETENTION_DAYS",
-                    7,
-                    2..=36_500,
-                    "a whole number of days, at least 2 (consumers reload when their last \
-                     listing is older than this minus a day)",
-                )? * 24
-                    * 3600,
-            ),
-            feed_poll_interval: Duration::from_millis(number_var(
-                get,
-                "FEED_POLL_INTERVAL_MS",
-                1000,
-                ..,
-                "not a whole number of milliseconds",
-            )?),
+            legacy_flag_dish: or_default(get, "LEGACY_FLAG_DISH", "CHANGE_FLAG"),
+            write_window: seconds_var(get, "WRITE_WINDOW_SECS", 20)?,
+            max_staleness: seconds_var(get, "MAX_STALENESS_SECS", 900)?,
+            feed_retention: feed_retention_var(get)?,
+            feed_poll_interval: feed_poll_interval_var(get)?,
         })
     }
+}
+
+/// The fields every output line has: `REFERENCE_OBJECTS_FIELD` cannot name one of them.
+const LINE_FIELDS: [&str; 9] = [
+    "item",
+    "priority",
+    "price",
+    "cost",
+    "customer_id",
+    "shard",
+    "sequence_number",
+    "sub_sequence_number",
+    "unmatched",
+];
+
+/// `var` through `get`, or `default` when it is unset (or blank).
+fn or_default(get: &impl Fn(&str) -> Option<String>, var: &str, default: &str) -> String {
+    optional_var(get, var).unwrap_or_else(|| default.to_owned())
+}
+
+/// `UNMATCHED`: `dead-letter` (default), `pass` or `drop`.
+fn unmatched_var(get: &impl Fn(&str) -> Option<String>) -> Result<Unmatched, ConfigError> {
+    let text = or_default(get, "UNMATCHED", "dead-letter");
+    text.parse().map_err(|reason| ConfigError::Invalid {
+        var: "UNMATCHED",
+        value: text.clone(),
+        reason,
+    })
+}
+
+/// `REFERENCE_OBJECTS_*`: the second reference, when its prefix is set (its bucket by default
+/// `change_bucket`).
+fn reference_objects_vars(
+    get: &impl Fn(&str) -> Option<String>,
+    change_bucket: &str,
+) -> Result<Option<ReferenceObjects>, ConfigError> {
+    let Some(prefix) = optional_var(get, "REFERENCE_OBJECTS_PREFIX") else {
+        return Ok(None);
+    };
+    let objects = ReferenceObjects {
+        bucket: optional_var(get, "REFERENCE_OBJECTS_BUCKET")
+            .unwrap_or_else(|| change_bucket.to_owned()),
+        prefix,
+        key: or_default(get, "REFERENCE_OBJECTS_KEY", "item"),
+        field: or_default(get, "REFERENCE_OBJECTS_FIELD", "menu"),
+    };
+    if LINE_FIELDS.contains(&objects.field.as_str()) {
+        return Err(ConfigError::Invalid {
+            var: "REFERENCE_OBJECTS_FIELD",
+            value: objects.field,
+            reason: "names a field every output line already has".into(),
+        });
+    }
+    Ok(Some(objects))
+}
+
+/// `GLUE_DATABASE` and `GLUE_TABLE`: both or neither.
+fn catalog_vars(
+    get: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<(String, String)>, ConfigError> {
+    match (
+        optional_var(get, "GLUE_DATABASE"),
+        optional_var(get, "GLUE_TABLE"),
+    ) {
+        (Some(d), Some(t)) => Ok(Some((d, t))),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(ConfigError::Missing { var: "GLUE_TABLE" }),
+        (None, Some(_)) => Err(ConfigError::Missing {
+            var: "GLUE_DATABASE",
+        }),
+    }
+}
+
+/// `SNAPSHOT_PREFIX`: the feed-compactor's default prefix when unset, none when `none`.
+fn snapshot_prefix_var(get: &impl Fn(&str) -> Option<String>) -> Option<String> {
+    match optional_var(get, "SNAPSHOT_PREFIX") {
+        None => Some(change_protocol::DEFAULT_SNAPSHOT_PREFIX.to_owned()),
+        Some(v) if v.trim() == "none" => None,
+        Some(v) => Some(v),
+    }
+}
+
+/// A positive whole number of seconds in `var`, `default` when unset.
+fn seconds_var(
+    get: &impl Fn(&str) -> Option<String>,
+    var: &'static str,
+    default: u64,
+) -> Result<Duration, ConfigError> {
+    number_var(
+        get,
+        var,
+        default,
+        1..,
+        "not a positive whole number of seconds",
+    )
+    .map(Duration::from_secs)
+}
+
+/// `FEED_RETENTION_DAYS`: whole days, at least 2 (default 7).
+fn feed_retention_var(get: &impl Fn(&str) -> Option<String>) -> Result<Duration, ConfigError> {
+    let days = number_var(
+        get,
+        "FEED_RETENTION_DAYS",
+        7,
+        2..=36_500,
+        "a whole number of days, at least 2 (consumers reload when their last \
+         listing is older than this minus a day)",
+    )?;
+    Ok(Duration::from_secs(days * 24 * 3600))
+}
+
+/// `FEED_POLL_INTERVAL_MS`: whole milliseconds (default 1000).
+fn feed_poll_interval_var(get: &impl Fn(&str) -> Option<String>) -> Result<Duration, ConfigError> {
+    number_var(
+        get,
+        "FEED_POLL_INTERVAL_MS",
+        1000,
+        ..,
+        "not a whole number of milliseconds",
+    )
+    .map(Duration::from_millis)
 }
 
 #[cfg(test)]

@@ -1,33 +1,84 @@
 //! The Lambda handler: a Kinesis batch in, enriched orders and dead letters out.
+//!
+//! A batch goes through a pipeline of named steps, each a function in its own module under
+//! `handler/` (the log lines stay in this module, under its target):
+//!
+//! 1. decode (`decode::decode`): the event's records (their data base64-decoded as the
+//!    [`KinesisInvocation`] was parsed, in `event`) into the batch's inputs, KPL aggregates
+//!    de-aggregated into their user records, each classified (order, flag, or invalid);
+//! 2. join the objects reference (`join::join_objects`, when configured): each order's row of the
+//!    second reference (objects in S3), flags at their position;
+//! 3. enrich (`enrich::enrich`): each order's item of the reference table, flags at their
+//!    position;
+//! 4. build the output (`crate::output::build`): the objects, named from the batch's shard and
+//!    first record;
+//! 5. write (`write::write`): the objects put, a few at a time;
+//! 6. register the partitions (`register::register_partitions`, when configured): new output
+//!    partitions in the Glue Data Catalog;
+//! 7. report (`report`): the response, the batch's log line and its embedded metrics.
+//!
+//! A step that cannot complete (a reference not current, an object not written) reports the
+//! batch's **first** record for retry; a bad record never fails the invocation (it is
+//! dead-lettered), only a payload that is not a Kinesis event does ([`HandlerError`]).
 
-use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};
-use aws_plumbing::{ObjectStore, StoreError};
+mod decode;
+mod enrich;
+mod event;
+mod join;
+mod register;
+mod report;
+mod write;
+
+use aws_lambda_events::event::streams::KinesisEventResponse;
+use aws_plumbing::ObjectStore;
 use enrichment::sources::{FeedSource, ObjectSource, TableSource};
 use enrichment::{
-    Classified, FeedSettings, MetricsSnapshot, ObjectConfig, ObjectEnricher, Outcome, SystemClock,
-    TableConfig, TableEnricher, Unmatched,
+    FeedSettings, MetricsSnapshot, ObjectConfig, ObjectEnricher, SystemClock, TableConfig,
+    TableEnricher, Unmatched,
 };
 
-use base64::Engine;
-use futures_util::{StreamExt, TryStreamExt};
 use lambda_runtime::Diagnostic;
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::Mutex;
 use tracing::{error, info};
 
-use crate::catalog::{GlueCatalog, Partition, Registered};
+use crate::catalog::{GlueCatalog, Registered};
 use crate::config::Config;
-use crate::kpl::{deaggregate, Deaggregated};
-use crate::orders::{classify, Product, Record, ReferenceRow};
-use crate::output::{build, BatchOutput, Input, Naming};
+use crate::orders::{Product, ReferenceRow};
+use crate::output::{build, BatchOutput, Naming};
 
-/// Why an invocation fails as a whole.
+use decode::{decode, Batch};
+use enrich::enrich;
+use event::InvocationFields;
+pub use event::KinesisInvocation;
+use join::join_objects;
+use register::register_partitions;
+pub use report::embedded_metrics;
+use report::{failure, print_embedded_metrics};
+use write::write;
+
+/// Why an invocation fails as a whole: its payload is not a Kinesis event. The runtime reports
+/// each as an `InvalidEvent`; the cause, when there is one, is the error's `source`.
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {
-    /// Not a Kinesis event.
+    /// Not a Kinesis event: the payload does not parse as one.
     #[error("payload is not a Kinesis event: {0}")]
-    InvalidEvent(String),
+    InvalidEvent(#[source] serde_json::Error),
+    /// A record of the event comes from another event source.
+    #[error("payload is not a Kinesis event: a record has eventSource {0:?}")]
+    OtherEventSource(String),
+    /// A record's data is not base64.
+    #[error(
+        "payload is not a Kinesis event: Records[{index}].kinesis.data is not base64: {source}"
+    )]
+    InvalidData {
+        /// The record's index in the event.
+        index: usize,
+        /// Why its data does not decode.
+        #[source]
+        source: base64::DecodeError,
+    },
 }
 
 impl From<HandlerError> for Diagnostic {
@@ -54,13 +105,16 @@ pub struct BatchSummary {
     pub catalog_error: Option<String>,
 }
 
+/// The reference table's enricher: `Product` items read through `Tb`, following the feed in `Fd`.
+type Table<Tb, Fd> = TableEnricher<Product, String, Tb, Fd>;
+
 /// The second reference's enricher: rows of objects in S3, read through `Fd`.
 type Objects<Fd> = ObjectEnricher<ReferenceRow, String, Fd, Fd>;
 
 /// The orders consumer: an enricher kept warm across invocations, and the output store.
 pub struct OrdersConsumer<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S> {
     config: Config,
-    enricher: Mutex<TableEnricher<Product, String, Tb, Fd>>,
+    enricher: Mutex<Table<Tb, Fd>>,
     /// The second reference (objects in S3), when configured.
     objects: Option<Mutex<Objects<Fd>>>,
     store: S,
@@ -202,8 +256,7 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectStore>
         &self,
         payload: &Value,
     ) -> Result<(KinesisEventResponse, BatchSummary), HandlerError> {
-        let event = InvocationFields::deserialize(payload)
-            .map_err(|e| HandlerError::InvalidEvent(e.to_string()))?;
+        let event = InvocationFields::deserialize(payload).map_err(HandlerError::InvalidEvent)?;
         self.handle_invocation(event.into()).await
     }
 
@@ -214,124 +267,97 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectStore>
         payload: &str,
     ) -> Result<(KinesisEventResponse, BatchSummary), HandlerError> {
         let event: InvocationFields =
-            serde_json::from_str(payload).map_err(|e| HandlerError::InvalidEvent(e.to_string()))?;
+            serde_json::from_str(payload).map_err(HandlerError::InvalidEvent)?;
         self.handle_invocation(event.into()).await
     }
 
     /// Handles one invocation as the runtime parsed it (the binary does this) and says what it
-    /// did. If any output object cannot be written, or the reference data was never loaded, the
-    /// batch's **first** record is reported, so the whole batch is retried from it and rewrites
-    /// the same object names. Bad records never fail the invocation: they are dead-lettered.
+    /// did: the batch through the pipeline's steps (see the [module](self)). If any output
+    /// object cannot be written, or the reference data is not current, the batch's **first**
+    /// record is reported, so the whole batch is retried from it and rewrites the same object
+    /// names. Bad records never fail the invocation: they are dead-lettered.
     pub async fn handle_invocation(
         &self,
         event: KinesisInvocation,
     ) -> Result<(KinesisEventResponse, BatchSummary), HandlerError> {
-        let Records { shard, records } = event.records;
-        if let Some(other) = records.iter().find_map(|r| match &r.event_source {
-            Some(EventSource::Other(s)) => Some(s),
-            _ => None,
-        }) {
-            return Err(HandlerError::InvalidEvent(format!(
-                "a record has eventSource {other:?}"
-            )));
-        }
-        let Some(first) = records.first() else {
+        // 1. decode
+        let Some(batch) = decode(event, &self.config.legacy_flag_dish)? else {
             return Ok((KinesisEventResponse::default(), BatchSummary::default()));
         };
-        let first_sequence = first.kinesis.sequence_number.clone();
-        let shard = shard.unwrap_or_else(|| "unknown-shard".to_owned());
-        let mut inputs: Vec<Input> = Vec::with_capacity(records.len());
-        for (i, r) in records.into_iter().enumerate() {
-            let data = r.kinesis.data.0.map_err(|e| {
-                HandlerError::InvalidEvent(format!("Records[{i}].kinesis.data is not base64: {e}"))
-            })?;
-            let sequence_number = r.kinesis.sequence_number;
-            match deaggregate(&data) {
-                Ok(Deaggregated::Plain) => inputs.push(Input {
-                    record: classify(&data, &self.config.legacy_flag_dish),
-                    sequence_number,
-                    sub_sequence: None,
-                    reference_object: None,
-                    data,
-                }),
-                // Each user record is one input, named by its record's sequence number and its
-                // sub-sequence number; failures reported to the mapping still name the batch's
-                // first Kinesis record, so an aggregate is retried whole.
-                Ok(Deaggregated::Aggregated(users)) => {
-                    inputs.extend(users.into_iter().map(|u| Input {
-                        record: classify(&u.data, &self.config.legacy_flag_dish),
-                        sequence_number: sequence_number.clone(),
-                        sub_sequence: Some(u.sub_sequence),
-                        reference_object: None,
-                        data: u.data,
-                    }))
-                }
-                // Never skipped: the whole Kinesis record is dead-lettered with the reason.
-                Err(e) => inputs.push(Input {
-                    record: Record::Invalid(e.to_string()),
-                    sequence_number,
-                    sub_sequence: None,
-                    reference_object: None,
-                    data,
-                }),
-            }
-        }
-        let records = inputs.len();
-        let first_sub_sequence = inputs.first().and_then(|i| i.sub_sequence);
-        let flags_at: Vec<String> = inputs
-            .iter()
-            .filter(|i| matches!(i.record, Record::Flag(_)))
-            .map(|i| i.sequence_number.clone())
-            .collect();
+        let records = batch.inputs.len();
+        let first_sub_sequence = batch.first_sub_sequence();
+        let flags_at = batch.flags_at();
+        let Batch {
+            shard,
+            first_sequence,
+            mut inputs,
+        } = batch;
+        // 2. join the objects reference
         if let Some(objects) = &self.objects {
-            if let Err(reason) = join_objects(&mut *objects.lock().await, &mut inputs).await {
-                error!(%shard, first_sequence, %reason, "reference objects not current for this batch; reporting it for retry");
+            if let Err(e) = join_objects(&mut *objects.lock().await, &mut inputs).await {
+                error!(%shard, first_sequence, reason = %e, "reference objects not current for this batch; reporting it for retry");
                 let summary = BatchSummary {
                     records,
-                    failed: Some(reason),
+                    failed: Some(e.to_string()),
                     ..BatchSummary::default()
                 };
                 return Ok((failure(&first_sequence), summary));
             }
         }
-
-        let mut enricher = self.enricher.lock().await;
-        let (outcomes, report) = enricher
-            .process_batch(inputs, |i| match &i.record {
-                Record::Order(o) => Classified::Data(o.dish.clone()),
-                Record::Flag(f) => Classified::ChangeFlag(f.clone()),
-                Record::LegacyFlag => Classified::Flag,
-                Record::Invalid(reason) => Classified::Invalid(reason.clone()),
-            })
-            .await;
-        let never_loaded = !enricher.is_loaded();
-        drop(enricher);
         let mut summary = BatchSummary {
             records,
             flags_at,
             ..BatchSummary::default()
         };
-        if never_loaded || report.retry.is_some() {
-            let reason = report.retry.clone().unwrap_or_else(|| {
-                report
-                    .refreshes
-                    .iter()
-                    .find_map(|r| r.error.clone())
-                    .unwrap_or_else(|| "reference data not loaded".into())
-            });
-            error!(%shard, first_sequence, %reason, "reference data not current for this batch; reporting it for retry");
-            if self.emf {
+        // 3. enrich (the table's lock is released before a failure's metrics take it again)
+        let enriched = enrich(&mut *self.enricher.lock().await, inputs).await;
+        let outcomes = match enriched {
+            Ok(outcomes) => outcomes,
+            Err(e) => {
+                error!(%shard, first_sequence, reason = %e, "reference data not current for this batch; reporting it for retry");
                 // The staleness alarm must see a consumer that cannot load or refresh.
-                let metrics = self.enricher.lock().await.metrics();
-                println!("{}", embedded_metrics(&BatchOutput::default(), &metrics));
+                self.report_metrics(&BatchOutput::default()).await;
+                summary.failed = Some(e.to_string());
+                return Ok((failure(&first_sequence), summary));
             }
-            summary.failed = Some(reason);
+        };
+        // 4. build the output
+        let naming = self.naming(&shard, &first_sequence, first_sub_sequence);
+        let output = build(&naming, outcomes);
+        // 5. write
+        if let Err(e) = write(&self.store, &self.config.output_bucket, &output).await {
+            error!(%shard, first_sequence, error = %e, "output not written; reporting the batch for retry");
+            summary.failed = Some(e.to_string());
+            summary.output = output;
             return Ok((failure(&first_sequence), summary));
         }
+        // 6. register the partitions: never a batch failure (the orders are written; the next
+        // batch tries again)
+        if let Some((catalog, registered)) = &self.catalog {
+            if let Err(e) = register_partitions(catalog, registered, &self.config, &output).await {
+                self.catalog_errors
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                error!(%shard, first_sequence, error = %e, "output partitions not registered in the catalog; the batch is written");
+                summary.catalog_error = Some(e.to_string());
+            }
+        }
+        // 7. report
+        self.report(&shard, records, &output).await;
+        summary.output = output;
+        Ok((KinesisEventResponse::default(), summary))
+    }
 
-        let naming = Naming {
-            shard: &shard,
-            first_sequence: &first_sequence,
+    /// How the objects of the batch from `shard` whose first record is `first_sequence` (and
+    /// `first_sub_sequence`) are named, and where they go.
+    fn naming<'a>(
+        &'a self,
+        shard: &'a str,
+        first_sequence: &'a str,
+        first_sub_sequence: Option<u64>,
+    ) -> Naming<'a> {
+        Naming {
+            shard,
+            first_sequence,
             first_sub_sequence,
             reference_object_field: self
                 .config
@@ -340,35 +366,12 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectStore>
                 .map(|r| (r.field.as_str(), r.key.as_str())),
             output_prefix: &self.config.output_prefix,
             dead_letter_prefix: &self.config.dead_letter_prefix,
-        };
-        let output = build(&naming, outcomes);
-        if let Err(e) = self.write(&output).await {
-            error!(%shard, first_sequence, error = %e, "output not written; reporting the batch for retry");
-            summary.failed = Some(e.to_string());
-            summary.output = output;
-            return Ok((failure(&first_sequence), summary));
         }
-        if let Some((catalog, registered)) = &self.catalog {
-            let base = format!(
-                "s3://{}/{}",
-                self.config.output_bucket, self.config.output_prefix
-            );
-            let partitions = output
-                .partition_values
-                .iter()
-                .map(|(path, (item, priority))| Partition {
-                    values: vec![item.clone(), priority.clone()],
-                    location: format!("{base}{path}"),
-                })
-                .collect();
-            // Never a batch failure: the orders are written; the next batch tries again.
-            if let Err(e) = registered.register_new(catalog, partitions).await {
-                self.catalog_errors
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                error!(%shard, first_sequence, error = %e, "output partitions not registered in the catalog; the batch is written");
-                summary.catalog_error = Some(e.to_string());
-            }
-        }
+    }
+
+    /// Reports a written batch of `records` records from `shard` that produced `output`: its
+    /// log line, and its metrics.
+    async fn report(&self, shard: &str, records: usize, output: &BatchOutput) {
         info!(
             %shard,
             records,
@@ -381,323 +384,24 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectStore>
             objects = output.objects.len(),
             "batch written"
         );
+        self.report_metrics(output).await;
+    }
+
+    /// Prints the metrics of a batch that produced `output` (and the enricher's), when
+    /// embedded metrics are on.
+    async fn report_metrics(&self, output: &BatchOutput) {
         if self.emf {
             let metrics = self.enricher.lock().await.metrics();
-            println!("{}", embedded_metrics(&output, &metrics));
-        }
-        summary.output = output;
-        Ok((KinesisEventResponse::default(), summary))
-    }
-
-    /// Writes the batch's objects, up to [`CONCURRENT_WRITES`] at a time. Any failure fails
-    /// the batch (which is retried whole and rewrites the same names).
-    async fn write(&self, output: &BatchOutput) -> Result<(), StoreError> {
-        futures_util::stream::iter(&output.objects)
-            .map(|(key, body)| {
-                self.store
-                    .put(&self.config.output_bucket, key, body.clone())
-            })
-            .buffer_unordered(CONCURRENT_WRITES)
-            .try_collect::<()>()
-            .await
-    }
-}
-
-/// Enriches `inputs` in order with the second reference (flags at their position): a matched
-/// order gets its row; an order the reference is too stale for is dead-lettered with that reason.
-/// `Err` when the batch must be retried (never loaded, or a flag's refresh failed).
-async fn join_objects<Fd: FeedSource + ObjectSource + Clone>(
-    objects: &mut Objects<Fd>,
-    inputs: &mut [Input],
-) -> Result<(), String> {
-    let indices: Vec<usize> = (0..inputs.len()).collect();
-    let (outcomes, report) = objects
-        .process_batch(indices, |i| match &inputs[*i].record {
-            Record::Order(o) => Classified::Data(o.dish.clone()),
-            Record::Flag(f) => Classified::ChangeFlag(f.clone()),
-            // The original's flag means "the table changed": not the objects' business (a
-            // failed poll there must not hold a batch that only the table concerns).
-            Record::LegacyFlag => Classified::Invalid("legacy flag (table)".into()),
-            Record::Invalid(reason) => Classified::Invalid(reason.clone()),
-        })
-        .await;
-    if let Some(retry) = report.retry {
-        return Err(format!("reference objects: {retry}"));
-    }
-    if !objects.is_loaded() {
-        let error = report.refreshes.iter().find_map(|r| r.error.clone());
-        return Err(format!(
-            "reference objects not loaded: {}",
-            error.unwrap_or_default()
-        ));
-    }
-    for outcome in outcomes {
-        match outcome {
-            Outcome::Enriched { record, item } => inputs[record].reference_object = Some(item),
-            Outcome::Rejected { record, reason } => {
-                inputs[record].record = Record::Invalid(format!("reference objects: {reason}"));
-            }
-            _ => {}
+            print_embedded_metrics(output, &metrics);
         }
     }
-    Ok(())
-}
-
-/// Output objects written at once per batch: a batch spans a few dozen partitions, and writing
-/// them one after the other made S3 latency the larger part of the handler time.
-pub const CONCURRENT_WRITES: usize = 16;
-
-/// A Kinesis Lambda event as the consumer reads it, parsed straight from the invocation's
-/// bytes (the binary's payload type): each record's data base64-decoded as it is parsed, its
-/// sequence number, its event source checked, and the first record's shard; every other field
-/// skipped. (`aws_lambda_events::KinesisEvent` copies every string and parses every timestamp
-/// of every record.)
-///
-/// Its `Deserialize` takes the event's text as the deserializer lends it (a borrowed
-/// [`RawValue`](serde_json::value::RawValue), no copy: `serde_json::from_slice` or `from_str`,
-/// as `lambda_runtime` uses) and parses that text with serde_json alone. `lambda_runtime` wraps
-/// every payload's parse in `serde_path_to_error`, which copies each object key into a
-/// `String` as it goes (13 a record here) to name the field of an error; the one skipping pass
-/// of the borrowed `RawValue` costs less (docs/perf/floor-run.md, round 6). A payload that is
-/// JSON but not a Kinesis event fails with the same message as before (the runtime's, with the
-/// field's path): the text is parsed again through `serde_path_to_error` for it. (Its line and
-/// column count from the value's first character, which is the body's first for every event
-/// Lambda sends.) A payload that is not well-formed JSON (a syntax error anywhere, or invalid
-/// UTF-8 even in a field this type skips) fails in the skipping pass, with serde_json's error
-/// and its line and column but not the field's path; Lambda sends only well-formed JSON, so
-/// only a hand-made invocation meets that. A deserializer that cannot lend its input
-/// (`serde_json::from_reader`, a `Value`)
-/// cannot produce this type: use [`OrdersConsumer::handle`] or [`OrdersConsumer::handle_raw`]
-/// there.
-#[derive(Debug, Default)]
-pub struct KinesisInvocation {
-    records: Records,
-}
-
-/// The fields of [`KinesisInvocation`], parsed by serde's derive (the other entries, and the
-/// binary's payload type underneath).
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename = "KinesisInvocation", expecting = "struct KinesisInvocation")]
-struct InvocationFields {
-    #[serde(rename = "Records")]
-    records: Records,
-}
-
-impl From<InvocationFields> for KinesisInvocation {
-    fn from(fields: InvocationFields) -> Self {
-        KinesisInvocation {
-            records: fields.records,
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for KinesisInvocation {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let raw = <&'de serde_json::value::RawValue>::deserialize(d)?;
-        KinesisInvocation::from_json(raw.get()).map_err(serde::de::Error::custom)
-    }
-}
-
-impl KinesisInvocation {
-    /// The event of the JSON text `text`, or the message `lambda_runtime` gives when its own
-    /// parse (through `serde_path_to_error`) fails: `[path] path: error` (`error` alone for an
-    /// error at the top level). Put inside the runtime's message, whose path is then the top
-    /// level, that gives the runtime's message of a failed parse of the same text.
-    fn from_json(text: &str) -> Result<KinesisInvocation, String> {
-        let plain = match serde_json::from_str::<InvocationFields>(text) {
-            Ok(fields) => return Ok(fields.into()),
-            Err(e) => e,
-        };
-        let tracked = &mut serde_json::Deserializer::from_str(text);
-        match serde_path_to_error::deserialize::<_, InvocationFields>(tracked) {
-            Err(e) => {
-                let path = e.path().to_string();
-                Err(if path == "." {
-                    e.to_string()
-                } else {
-                    format!("[{path}] {e}")
-                })
-            }
-            // (never: both parses read the same text)
-            Ok(_) => Err(plain.to_string()),
-        }
-    }
-}
-
-/// The event's records, and the shard named by the first one's `eventID` (`shard:sequence`).
-#[derive(Debug, Default)]
-struct Records {
-    shard: Option<String>,
-    records: Vec<InvocationRecord>,
-}
-
-impl<'de> Deserialize<'de> for Records {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = Records;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a list of Kinesis records")
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<Records, A::Error> {
-                let mut records = Vec::with_capacity(seq.size_hint().unwrap_or(0));
-                // Only the first record's eventID is kept (the batch's shard).
-                let Some(first) = seq.next_element::<InvocationRecord<Option<EventId>>>()? else {
-                    return Ok(Records::default());
-                };
-                let InvocationRecord {
-                    event_source,
-                    event_id,
-                    kinesis,
-                } = first;
-                records.push(InvocationRecord {
-                    event_source,
-                    event_id: serde::de::IgnoredAny,
-                    kinesis,
-                });
-                while let Some(r) = seq.next_element::<InvocationRecord>()? {
-                    records.push(r);
-                }
-                Ok(Records {
-                    shard: event_id.map(|e| e.0),
-                    records,
-                })
-            }
-        }
-        d.deserialize_seq(Visitor)
-    }
-}
-
-#[derive(Debug, Deserialize)]
-struct InvocationRecord<Id = serde::de::IgnoredAny> {
-    #[serde(rename = "eventSource", default)]
-    event_source: Option<EventSource>,
-    #[serde(rename = "eventID", default)]
-    event_id: Id,
-    kinesis: InvocationData,
-}
-
-#[derive(Debug, Deserialize)]
-struct InvocationData {
-    #[serde(rename = "sequenceNumber")]
-    sequence_number: String,
-    data: Base64Data,
-}
-
-/// A record's `eventSource`: only another source than Kinesis is kept (for the error).
-#[derive(Debug)]
-enum EventSource {
-    Kinesis,
-    Other(String),
-}
-
-/// The shard of an `eventID` (`shardId-…:sequence`).
-#[derive(Debug)]
-struct EventId(String);
-
-/// A record's data, decoded from base64 as it is parsed (the error kept for the handler).
-#[derive(Debug)]
-struct Base64Data(Result<Vec<u8>, base64::DecodeError>);
-
-/// A visitor of one string, mapped by `f` (so that a borrowed, copied or escaped string alike
-/// is read without a copy of its own).
-struct StrVisitor<F>(F, &'static str);
-
-impl<'de, T, F: FnOnce(&str) -> T> serde::de::Visitor<'de> for StrVisitor<F> {
-    type Value = T;
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.1)
-    }
-    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<T, E> {
-        Ok((self.0)(v))
-    }
-}
-
-impl<'de> Deserialize<'de> for EventSource {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_str(StrVisitor(
-            |s: &str| match s {
-                "aws:kinesis" => EventSource::Kinesis,
-                other => EventSource::Other(other.to_owned()),
-            },
-            "an event source",
-        ))
-    }
-}
-
-impl<'de> Deserialize<'de> for EventId {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_str(StrVisitor(
-            |s: &str| EventId(s.split(':').next().unwrap_or(s).to_owned()),
-            "an event id",
-        ))
-    }
-}
-
-impl<'de> Deserialize<'de> for Base64Data {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_str(StrVisitor(
-            |s: &str| Base64Data(base64::engine::general_purpose::STANDARD.decode(s.as_bytes())),
-            "base64 data",
-        ))
-    }
-}
-
-/// The staleness reported when the reference data was never loaded (and the cap of any other):
-/// a year, far above any alarm threshold, and inside the range CloudWatch accepts for a metric
-/// value (an unbounded value such as `f64::MAX` is rejected and the metric is dropped).
-pub const STALENESS_UNKNOWN_SECS: f64 = 365.0 * 24.0 * 3600.0;
-
-/// One CloudWatch embedded-metric-format log line for a batch.
-pub fn embedded_metrics(output: &BatchOutput, m: &MetricsSnapshot) -> Value {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    let metric = |name: &str, unit: &str| serde_json::json!({"Name": name, "Unit": unit});
-    serde_json::json!({
-        "_aws": {
-            "Timestamp": now,
-            "CloudWatchMetrics": [{
-                "Namespace": "StreamRefdata",
-                "Dimensions": [["Function"]],
-                "Metrics": [
-                    metric("ReferenceStalenessSeconds", "Seconds"),
-                    metric("EnrichedOrders", "Count"),
-                    metric("UnmatchedOrders", "Count"),
-                    metric("InvalidRecords", "Count"),
-                    metric("ChangeFlags", "Count"),
-                ],
-            }],
-        },
-        "Function": "orders-consumer",
-        "ReferenceStalenessSeconds": m
-            .staleness
-            .map_or(STALENESS_UNKNOWN_SECS, |s| s.as_secs_f64().min(STALENESS_UNKNOWN_SECS)),
-        "EnrichedOrders": output.enriched,
-        "UnmatchedOrders": output.unmatched_dead_lettered + output.passed + output.dropped,
-        "InvalidRecords": output.invalid,
-        "ChangeFlags": output.flags,
-        "RefreshErrors": m.refresh_errors,
-        "FullRefreshes": m.full_refreshes,
-        "DynamoDbItemsRead": m.items_read,
-    })
-}
-
-fn failure(sequence: &str) -> KinesisEventResponse {
-    let mut f = KinesisBatchItemFailure::default();
-    f.item_identifier = Some(sequence.to_owned());
-    let mut r = KinesisEventResponse::default();
-    r.batch_item_failures.push(f);
-    r
 }
 
 #[cfg(test)]
 mod tests {
+    use super::report::STALENESS_UNKNOWN_SECS;
     use super::*;
+    use base64::Engine;
     use enrichment::testing::{MemoryBucket, MemoryTable};
     use std::time::Duration;
 

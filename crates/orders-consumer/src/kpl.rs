@@ -14,7 +14,7 @@
 use md5::{Digest, Md5};
 
 /// The magic bytes that start an aggregated record.
-pub const MAGIC: [u8; 4] = [0xF3, 0x89, 0x9A, 0xC2];
+pub(crate) const MAGIC: [u8; 4] = [0xF3, 0x89, 0x9A, 0xC2];
 const DIGEST_LEN: usize = 16;
 
 /// The KPL's `AggregatedRecord` message.
@@ -52,19 +52,19 @@ struct Tag {
 
 /// One user record of an aggregated Kinesis record.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UserRecord {
+pub(crate) struct UserRecord {
     /// Its own partition key.
-    pub partition_key: String,
+    pub(crate) partition_key: String,
     /// Its index in the aggregate.
-    pub sub_sequence: u64,
+    pub(crate) sub_sequence: u64,
     /// Its data.
-    pub data: Vec<u8>,
+    pub(crate) data: Vec<u8>,
 }
 
 /// Why a record with the magic bytes is not a valid aggregate. The whole Kinesis record is
 /// dead-lettered with this reason.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum AggregateError {
+pub(crate) enum AggregateError {
     /// Too short to hold a body and a digest.
     #[error("KPL aggregated record of {0} bytes is too short for its MD5 trailer")]
     TooShort(usize),
@@ -73,7 +73,7 @@ pub enum AggregateError {
     Checksum,
     /// The body is not an `AggregatedRecord`.
     #[error("KPL aggregated record has an invalid protobuf body: {0}")]
-    Protobuf(String),
+    Protobuf(#[source] prost::DecodeError),
     /// The aggregate holds no user record (never written by the KPL; reported, not skipped).
     #[error("KPL aggregated record holds no user records")]
     Empty,
@@ -91,7 +91,7 @@ pub enum AggregateError {
 
 /// What a Kinesis record's data holds.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Deaggregated {
+pub(crate) enum Deaggregated {
     /// An ordinary record (no magic bytes).
     Plain,
     /// The user records of an aggregate, in order.
@@ -102,7 +102,7 @@ pub enum Deaggregated {
 ///
 /// # Errors
 /// [`AggregateError`] when the data starts with the magic bytes but is not a valid aggregate.
-pub fn deaggregate(data: &[u8]) -> Result<Deaggregated, AggregateError> {
+pub(crate) fn deaggregate(data: &[u8]) -> Result<Deaggregated, AggregateError> {
     let Some(rest) = data.strip_prefix(&MAGIC) else {
         return Ok(Deaggregated::Plain);
     };
@@ -113,8 +113,8 @@ pub fn deaggregate(data: &[u8]) -> Result<Deaggregated, AggregateError> {
     if Md5::digest(body).as_slice() != digest {
         return Err(AggregateError::Checksum);
     }
-    let aggregate = <AggregatedRecord as prost::Message>::decode(body)
-        .map_err(|e| AggregateError::Protobuf(e.to_string()))?;
+    let aggregate =
+        <AggregatedRecord as prost::Message>::decode(body).map_err(AggregateError::Protobuf)?;
     if aggregate.records.is_empty() {
         return Err(AggregateError::Empty);
     }
@@ -142,39 +142,39 @@ pub fn deaggregate(data: &[u8]) -> Result<Deaggregated, AggregateError> {
         .map(Deaggregated::Aggregated)
 }
 
-/// Aggregates user records (partition key, data) in the KPL format: for tests and tools that
-/// produce aggregated records (the consumer only reads them).
-pub fn aggregate(records: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut keys: Vec<String> = Vec::new();
-    let entries = records
-        .iter()
-        .map(|(key, data)| {
-            let index = keys.iter().position(|k| k == key).unwrap_or_else(|| {
-                keys.push((*key).to_owned());
-                keys.len() - 1
-            });
-            AggregatedEntry {
-                partition_key_index: index as u64,
-                explicit_hash_key_index: None,
-                data: data.to_vec(),
-                tags: vec![],
-            }
-        })
-        .collect();
-    let body = prost::Message::encode_to_vec(&AggregatedRecord {
-        partition_key_table: keys,
-        explicit_hash_key_table: vec![],
-        records: entries,
-    });
-    let mut out = MAGIC.to_vec();
-    out.extend_from_slice(&body);
-    out.extend_from_slice(Md5::digest(&body).as_slice());
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Aggregates user records (partition key, data) in the KPL format (the consumer only reads
+    /// them).
+    fn aggregate(records: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut keys: Vec<String> = Vec::new();
+        let entries = records
+            .iter()
+            .map(|(key, data)| {
+                let index = keys.iter().position(|k| k == key).unwrap_or_else(|| {
+                    keys.push((*key).to_owned());
+                    keys.len() - 1
+                });
+                AggregatedEntry {
+                    partition_key_index: index as u64,
+                    explicit_hash_key_index: None,
+                    data: data.to_vec(),
+                    tags: vec![],
+                }
+            })
+            .collect();
+        let body = prost::Message::encode_to_vec(&AggregatedRecord {
+            partition_key_table: keys,
+            explicit_hash_key_table: vec![],
+            records: entries,
+        });
+        let mut out = MAGIC.to_vec();
+        out.extend_from_slice(&body);
+        out.extend_from_slice(Md5::digest(&body).as_slice());
+        out
+    }
 
     #[test]
     fn plain_records_pass_through() {

@@ -18,21 +18,25 @@
 //! need a columnar writer (the `parquet`/`arrow` crates), a schema, and batching many records
 //! per file to be worth it (small Parquet files per micro-batch are worse than JSON Lines).
 
+// Public modules only where a user names an item by its module path: the catalog's client
+// (`catalog::GlueCatalog`, for `OrdersConsumer::with_catalog`), the metric line
+// (`handler::embedded_metrics`), the classification of a record (`orders::classify`) and what a
+// batch wrote (`output::BatchOutput`, a `BatchSummary`'s output). Each shows only those items.
 pub mod catalog;
-pub mod config;
-pub mod deploy;
+mod config;
+mod deploy;
 pub mod handler;
-pub mod kpl;
+mod kpl;
 pub mod orders;
 pub mod output;
-pub mod partition;
+mod partition;
 
 pub use config::{Config, ReferenceObjects};
 pub use deploy::{deployed, DeployedConsumer};
+pub use handler::{BatchSummary, HandlerError, KinesisInvocation, OrdersConsumer};
 
 /// The function's environment for its allocator (mimalloc), set by infra/ and by the local
 /// runs that measure it: freed memory is kept in the process instead of being returned to the
 /// kernel after a delay and faulted in (zeroed) again by the next batch. A Lambda function's
 /// memory is reserved for it anyway; the process never holds more than its peak.
 pub const ALLOCATOR_ENVIRONMENT: &[(&str, &str)] = &[("MIMALLOC_PURGE_DELAY", "-1")];
-pub use handler::{BatchSummary, HandlerError, OrdersConsumer};

@@ -3,8 +3,7 @@
 
 use aws_plumbing::{init, sdk_config};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
-use orders_consumer::handler::KinesisInvocation;
-use orders_consumer::Config;
+use orders_consumer::{Config, KinesisInvocation};
 
 /// The binary's allocator (the library leaves it to its users). With glibc's malloc each
 /// 5,000-order batch freed megabytes back to the kernel and faulted them in again, and

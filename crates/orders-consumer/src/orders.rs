@@ -18,18 +18,18 @@ pub struct Order {
 
 /// A reference item of `ProductPriority`.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
-pub struct Product {
+pub(crate) struct Product {
     /// Hash key.
-    pub item: String,
+    pub(crate) item: String,
     /// Range key.
-    pub price: serde_json::Number,
+    pub(crate) price: serde_json::Number,
     /// What the walkthrough changes.
-    pub priority: String,
+    pub(crate) priority: String,
 }
 
 /// A row of the optional second reference kept as objects in S3 (columns as they are: CSV
 /// values are strings, JSON Lines values keep their JSON types).
-pub type ReferenceRow = std::collections::BTreeMap<String, serde_json::Value>;
+pub(crate) type ReferenceRow = std::collections::BTreeMap<String, serde_json::Value>;
 
 /// What a stream record is.
 #[derive(Clone, Debug, PartialEq)]

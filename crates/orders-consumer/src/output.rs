@@ -5,6 +5,9 @@
 //! Every line carries its source shard and sequence number (and sub-sequence number for a user
 //! record of a KPL aggregate), so downstream can de-duplicate when a reference change between two
 //! attempts moved a record to another partition.
+//!
+//! The handler's fourth step (build the output). Of this module only [`BatchOutput`], what a
+//! batch wrote (a [`BatchSummary`](crate::BatchSummary)'s output), is public.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -18,38 +21,38 @@ use crate::orders::{Order, Product, Record, ReferenceRow};
 use crate::partition::escape_partition_value;
 
 /// The priority partition of orders written un-enriched (`UNMATCHED=pass`).
-pub const UNMATCHED_PARTITION: &str = "__unmatched__";
+pub(crate) const UNMATCHED_PARTITION: &str = "__unmatched__";
 
 /// One input record of a batch.
 #[derive(Clone, Debug)]
-pub struct Input {
+pub(crate) struct Input {
     /// Its Kinesis record's sequence number.
-    pub sequence_number: String,
+    pub(crate) sequence_number: String,
     /// Its index in a KPL aggregate (`None` for an ordinary Kinesis record).
-    pub sub_sequence: Option<u64>,
+    pub(crate) sub_sequence: Option<u64>,
     /// Its data.
-    pub data: Vec<u8>,
+    pub(crate) data: Vec<u8>,
     /// What it is.
-    pub record: Record,
+    pub(crate) record: Record,
     /// Its row of the second reference (objects in S3), when one is configured and matched.
-    pub reference_object: Option<Arc<ReferenceRow>>,
+    pub(crate) reference_object: Option<Arc<ReferenceRow>>,
 }
 
 /// Where the batch came from and where its output goes.
 #[derive(Clone, Debug)]
-pub struct Naming<'a> {
+pub(crate) struct Naming<'a> {
     /// The batch's shard id.
-    pub shard: &'a str,
+    pub(crate) shard: &'a str,
     /// Its first record's sequence number.
-    pub first_sequence: &'a str,
+    pub(crate) first_sequence: &'a str,
     /// Its first user record's sub-sequence number, when that record is a KPL aggregate.
-    pub first_sub_sequence: Option<u64>,
+    pub(crate) first_sub_sequence: Option<u64>,
     /// Output prefix.
-    pub output_prefix: &'a str,
+    pub(crate) output_prefix: &'a str,
     /// Dead-letter prefix.
-    pub dead_letter_prefix: &'a str,
+    pub(crate) dead_letter_prefix: &'a str,
     /// The line field for the second reference's columns, and the join column left out of it.
-    pub reference_object_field: Option<(&'a str, &'a str)>,
+    pub(crate) reference_object_field: Option<(&'a str, &'a str)>,
 }
 
 #[derive(Serialize)]
@@ -201,17 +204,108 @@ fn line_start(item: &str, priority: Option<&str>, price: Option<&serde_json::Num
 }
 
 /// Builds the output objects of one batch from its outcomes, in input order.
-pub fn build(naming: &Naming<'_>, outcomes: Vec<Outcome<Input, Product>>) -> BatchOutput {
-    let mut out = BatchOutput::default();
-    let mut partitions = Partitions::default();
-    let mut starts = Starts::default();
-    let parts = LineParts::new(naming);
-    let mut dead = Vec::new();
-    let dead_letter = |dead: &mut Vec<u8>, input: &Input, reason: String| {
+pub(crate) fn build(naming: &Naming<'_>, outcomes: Vec<Outcome<Input, Product>>) -> BatchOutput {
+    let mut lines = Lines::new(naming);
+    for outcome in &outcomes {
+        lines.add(outcome);
+    }
+    lines.into_output()
+}
+
+/// A batch's lines as [`build`] writes them: each partition's body, the dead letters, and the
+/// counts. Partitions are found by values borrowed from the batch's outcomes (`'o`).
+struct Lines<'o> {
+    naming: &'o Naming<'o>,
+    parts: LineParts<'o>,
+    partitions: Partitions<'o>,
+    starts: Starts,
+    dead: Vec<u8>,
+    out: BatchOutput,
+}
+
+impl<'o> Lines<'o> {
+    fn new(naming: &'o Naming<'o>) -> Self {
+        Lines {
+            naming,
+            parts: LineParts::new(naming),
+            partitions: Partitions::default(),
+            starts: Starts::default(),
+            dead: Vec::new(),
+            out: BatchOutput::default(),
+        }
+    }
+
+    /// Writes (or counts) one outcome.
+    fn add(&mut self, outcome: &'o Outcome<Input, Product>) {
+        match outcome {
+            Outcome::Enriched { record, item } => self.enriched(record, item),
+            Outcome::Passed { record, reason } => self.passed(record, reason),
+            Outcome::Rejected { record, reason } => {
+                self.out.unmatched_dead_lettered += 1;
+                self.dead_letter(record, rejected_reason(reason, record));
+            }
+            Outcome::Dropped { .. } => self.out.dropped += 1,
+            Outcome::Flag => self.out.flags += 1,
+            Outcome::Invalid { record, reason } => {
+                self.out.invalid += 1;
+                self.dead_letter(record, reason.clone());
+            }
+            // A batch with held records is reported for retry by the handler and never built.
+            Outcome::Held { .. } => {}
+        }
+    }
+
+    /// An enriched order's line, in its reference item's partition.
+    fn enriched(&mut self, record: &'o Input, item: &'o Arc<Product>) {
+        let Some(order) = order_of(record) else {
+            return;
+        };
+        self.out.enriched += 1;
+        let (index, start) = self
+            .starts
+            .by_item
+            .entry(Arc::as_ptr(item) as usize)
+            .or_insert_with(|| {
+                let index = self
+                    .partitions
+                    .index(item.item.as_str(), item.priority.as_str());
+                let start = line_start(&item.item, Some(&item.priority), Some(&item.price));
+                (index, start)
+            });
+        let partition = &mut self.partitions.all[*index];
+        write_line(&mut partition.body, &self.parts, start, order, record, None);
+        partition.lines += 1;
+    }
+
+    /// An order written un-enriched (`UNMATCHED=pass`), in its dish's unmatched partition.
+    fn passed(&mut self, record: &'o Input, reason: &UnmatchedReason) {
+        let Some(order) = order_of(record) else {
+            return;
+        };
+        self.out.passed += 1;
+        let index = self
+            .partitions
+            .index(order.dish.as_str(), UNMATCHED_PARTITION);
+        let start = line_start(&order.dish, None, None);
+        let partition = &mut self.partitions.all[index];
+        let reason = reason.to_string();
+        write_line(
+            &mut partition.body,
+            &self.parts,
+            &start,
+            order,
+            record,
+            Some(&reason),
+        );
+        partition.lines += 1;
+    }
+
+    /// A dead letter: the record's data (as text, or base64 when it is not UTF-8) and why.
+    fn dead_letter(&mut self, input: &Input, reason: String) {
         let text = std::str::from_utf8(&input.data).ok();
         let line = DeadLetter {
             reason,
-            shard: naming.shard,
+            shard: self.naming.shard,
             sequence_number: &input.sequence_number,
             sub_sequence_number: input.sub_sequence,
             data: text,
@@ -219,92 +313,57 @@ pub fn build(naming: &Naming<'_>, outcomes: Vec<Outcome<Input, Product>>) -> Bat
                 .is_none()
                 .then(|| base64::engine::general_purpose::STANDARD.encode(&input.data)),
         };
-        serde_json::to_writer(&mut *dead, &line).unwrap_or_default();
-        dead.push(b'\n');
-    };
-    for outcome in &outcomes {
-        match outcome {
-            Outcome::Enriched { record, item } => {
-                let Some(order) = order_of(record) else {
-                    continue;
-                };
-                out.enriched += 1;
-                let (index, start) = starts
-                    .by_item
-                    .entry(Arc::as_ptr(item) as usize)
-                    .or_insert_with(|| {
-                        let index = partitions.index(item.item.as_str(), item.priority.as_str());
-                        let start = line_start(&item.item, Some(&item.priority), Some(&item.price));
-                        (index, start)
-                    });
-                let partition = &mut partitions.all[*index];
-                write_line(&mut partition.body, &parts, start, order, record, None);
-                partition.lines += 1;
-            }
-            Outcome::Passed { record, reason } => {
-                let Some(order) = order_of(record) else {
-                    continue;
-                };
-                out.passed += 1;
-                let index = partitions.index(order.dish.as_str(), UNMATCHED_PARTITION);
-                let start = line_start(&order.dish, None, None);
-                let partition = &mut partitions.all[index];
-                let reason = reason.to_string();
-                write_line(
-                    &mut partition.body,
-                    &parts,
-                    &start,
-                    order,
-                    record,
-                    Some(&reason),
-                );
-                partition.lines += 1;
-            }
-            Outcome::Rejected { record, reason } => {
-                out.unmatched_dead_lettered += 1;
-                let text = match (reason, order_of(record)) {
-                    (UnmatchedReason::NoItem, Some(o)) => {
-                        format!("no reference item for dish {:?}", o.dish)
-                    }
-                    (UnmatchedReason::Ambiguous(n), Some(o)) => {
-                        format!("{n} reference items for dish {:?}", o.dish)
-                    }
-                    (r, _) => r.to_string(),
-                };
-                dead_letter(&mut dead, record, text);
-            }
-            Outcome::Dropped { .. } => out.dropped += 1,
-            Outcome::Flag => out.flags += 1,
-            Outcome::Invalid { record, reason } => {
-                out.invalid += 1;
-                dead_letter(&mut dead, record, reason.clone());
-            }
-            // A batch with held records is reported for retry by the handler and never built.
-            Outcome::Held { .. } => {}
-        }
+        serde_json::to_writer(&mut self.dead, &line).unwrap_or_default();
+        self.dead.push(b'\n');
     }
-    // Shard, first sequence number and, for an aggregate, its first user record's sub-sequence
-    // number: a batch retried from its first record gets the same names.
-    let name = match naming.first_sub_sequence {
+
+    /// The batch's objects, in path order, the dead letters last, with their counts.
+    fn into_output(self) -> BatchOutput {
+        let Lines {
+            naming,
+            partitions,
+            dead,
+            mut out,
+            ..
+        } = self;
+        let name = object_name(naming);
+        let mut all = partitions.all;
+        all.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+        for p in all {
+            out.objects.push((
+                format!("{}{}{name}", naming.output_prefix, p.path),
+                p.body.into(),
+            ));
+            out.partitions.insert(p.path.clone(), p.lines);
+            out.partition_values.insert(p.path, p.values);
+        }
+        if !dead.is_empty() {
+            out.objects
+                .push((format!("{}{name}", naming.dead_letter_prefix), dead.into()));
+        }
+        out
+    }
+}
+
+/// Why an order is dead-lettered as unmatched: the dish it has no (single) reference item for.
+fn rejected_reason(reason: &UnmatchedReason, record: &Input) -> String {
+    match (reason, order_of(record)) {
+        (UnmatchedReason::NoItem, Some(o)) => format!("no reference item for dish {:?}", o.dish),
+        (UnmatchedReason::Ambiguous(n), Some(o)) => {
+            format!("{n} reference items for dish {:?}", o.dish)
+        }
+        (r, _) => r.to_string(),
+    }
+}
+
+/// The batch's object name after its partition path or the dead-letter prefix: shard, first
+/// sequence number and, for an aggregate, its first user record's sub-sequence number, so a
+/// batch retried from its first record gets the same names.
+fn object_name(naming: &Naming<'_>) -> String {
+    match naming.first_sub_sequence {
         None => format!("{}-{}.jsonl", naming.shard, naming.first_sequence),
         Some(sub) => format!("{}-{}-{sub}.jsonl", naming.shard, naming.first_sequence),
-    };
-    // Objects in path order, the dead letters last.
-    let mut all = partitions.all;
-    all.sort_unstable_by(|a, b| a.path.cmp(&b.path));
-    for p in all {
-        out.objects.push((
-            format!("{}{}{name}", naming.output_prefix, p.path),
-            p.body.into(),
-        ));
-        out.partitions.insert(p.path.clone(), p.lines);
-        out.partition_values.insert(p.path, p.values);
     }
-    if !dead.is_empty() {
-        out.objects
-            .push((format!("{}{name}", naming.dead_letter_prefix), dead.into()));
-    }
-    out
 }
 
 /// Appends an order's line to `body`: `start` (its item's fields, [`line_start`]), then the

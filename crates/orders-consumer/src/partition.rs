@@ -1,10 +1,10 @@
 //! Partition paths `item=…/priority=…/`, escaped as Spark and Hive escape them.
 
 /// Longest escaped value kept whole; longer values are cut and get a hash suffix.
-pub const MAX_VALUE_LEN: usize = 128;
+pub(crate) const MAX_VALUE_LEN: usize = 128;
 
 /// The value Hive writes for an empty partition value.
-pub const DEFAULT_PARTITION: &str = "__HIVE_DEFAULT_PARTITION__";
+pub(crate) const DEFAULT_PARTITION: &str = "__HIVE_DEFAULT_PARTITION__";
 
 fn needs_escape(c: char) -> bool {
     c.is_control()
@@ -19,7 +19,7 @@ fn needs_escape(c: char) -> bool {
 /// `" # % ' * / : = ? \ { [ ] ^` (spaces stay: `priority=very high`), turns an empty value into
 /// `__HIVE_DEFAULT_PARTITION__`, and caps the length (a cut value ends in `~` and 16 hex digits
 /// of a hash of the whole value, so two long values stay apart).
-pub fn escape_partition_value(value: &str) -> String {
+pub(crate) fn escape_partition_value(value: &str) -> String {
     if value.is_empty() {
         return DEFAULT_PARTITION.to_owned();
     }

@@ -1,0 +1,58 @@
+//! Step 2, join the objects reference: each order gets its row of the second reference (objects
+//! in S3), flags taking effect at their position in the batch.
+
+use enrichment::sources::{FeedSource, ObjectSource};
+use enrichment::{Classified, Outcome};
+
+use crate::orders::Record;
+use crate::output::Input;
+
+use super::Objects;
+
+/// Why the second reference cannot serve this batch: the batch is reported for retry.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum JoinError {
+    /// A flag's refresh failed (the enricher's reason).
+    #[error("reference objects: {0}")]
+    Retry(String),
+    /// The objects were never loaded (the reason of the last failed refresh, if any).
+    #[error("reference objects not loaded: {}", .0.as_deref().unwrap_or_default())]
+    NotLoaded(Option<String>),
+}
+
+/// Enriches `inputs` in order with the second reference (flags at their position): a matched
+/// order gets its row; an order the reference is too stale for is dead-lettered with that reason.
+/// `Err` when the batch must be retried (never loaded, or a flag's refresh failed).
+pub(super) async fn join_objects<Fd: FeedSource + ObjectSource + Clone>(
+    objects: &mut Objects<Fd>,
+    inputs: &mut [Input],
+) -> Result<(), JoinError> {
+    let indices: Vec<usize> = (0..inputs.len()).collect();
+    let (outcomes, report) = objects
+        .process_batch(indices, |i| match &inputs[*i].record {
+            Record::Order(o) => Classified::Data(o.dish.clone()),
+            Record::Flag(f) => Classified::ChangeFlag(f.clone()),
+            // The original's flag means "the table changed": not the objects' business (a
+            // failed poll there must not hold a batch that only the table concerns).
+            Record::LegacyFlag => Classified::Invalid("legacy flag (table)".into()),
+            Record::Invalid(reason) => Classified::Invalid(reason.clone()),
+        })
+        .await;
+    if let Some(retry) = report.retry {
+        return Err(JoinError::Retry(retry));
+    }
+    if !objects.is_loaded() {
+        let error = report.refreshes.iter().find_map(|r| r.error.clone());
+        return Err(JoinError::NotLoaded(error));
+    }
+    for outcome in outcomes {
+        match outcome {
+            Outcome::Enriched { record, item } => inputs[record].reference_object = Some(item),
+            Outcome::Rejected { record, reason } => {
+                inputs[record].record = Record::Invalid(format!("reference objects: {reason}"));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
