@@ -110,7 +110,7 @@ impl Config {
 pub enum CompactError {
     /// The follower's refresh failed: what it holds may miss changes.
     #[error("refresh failed, no snapshot written: {0}")]
-    Refresh(String),
+    Refresh(#[source] enrichment::RefreshError),
     /// The follower's data is not current (a reload pending, nothing loaded).
     #[error("no snapshot written: {0}")]
     NotCurrent(#[from] NotCurrent),

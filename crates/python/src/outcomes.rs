@@ -22,8 +22,11 @@ pub(crate) fn report_to_python<'py>(
     d.set_item("files", r.files)?;
     d.set_item("applied", r.applied)?;
     d.set_item("reread", r.reread)?;
-    d.set_item("error", r.error.clone())?;
-    d.set_item("reload_error", r.reload_error.clone())?;
+    d.set_item("error", r.error.as_ref().map(ToString::to_string))?;
+    d.set_item(
+        "reload_error",
+        r.reload_error.as_ref().map(ToString::to_string),
+    )?;
     d.set_item("problems", r.problems.clone())?;
     d.set_item("snapshot", r.snapshot.clone())?;
     d.set_item("snapshot_refused", r.snapshot_refused.clone())?;

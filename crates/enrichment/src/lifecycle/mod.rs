@@ -298,7 +298,7 @@ impl<L: Loader, Fd: FeedSource> ReferenceEnricher<L, Fd> {
                     "refresh failed; serving the last good snapshot"
                 );
                 self.last_error = Some(e.to_string());
-                report.error = Some(e.to_string());
+                report.error = Some(e);
             }
         }
         if report.did_work() {
@@ -317,7 +317,12 @@ impl<L: Loader, Fd: FeedSource> ReferenceEnricher<L, Fd> {
                 applied = report.applied,
                 reread = report.reread,
                 problems = report.problems.len(),
-                error = report.error.as_deref().unwrap_or("-"),
+                error = report
+                    .error
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .as_deref()
+                    .unwrap_or("-"),
                 items = self.current.load().len(),
                 "reference data refreshed"
             );
@@ -375,7 +380,7 @@ impl<L: Loader, Fd: FeedSource> ReferenceEnricher<L, Fd> {
                         Metrics::add(&self.metrics.refresh_errors, 1);
                         warn!(error = %e, "maximum-age reload failed; following the feed, retrying after a backoff");
                         self.backoff.failed(&e);
-                        report.reload_error = Some(e.to_string());
+                        report.reload_error = Some(e);
                     }
                 }
             }

@@ -109,7 +109,7 @@ pub enum Outcome<R, T> {
 
 /// Counts of one batch;
 /// `records = enriched + passed + rejected + dropped + flags + invalid + held`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub struct BatchReport {
     /// Records in.
     pub records: usize,

@@ -79,7 +79,7 @@ impl fmt::Display for ReloadReason {
 }
 
 /// What a refresh did.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub struct RefreshReport {
     /// Everything was loaded again, and why.
     pub full_reload: Option<ReloadReason>,
@@ -89,11 +89,12 @@ pub struct RefreshReport {
     pub applied: usize,
     /// Items re-read from the table, or objects loaded again.
     pub reread: usize,
-    /// The refresh failed; the last good snapshot keeps serving.
-    pub error: Option<String>,
+    /// The refresh failed; the last good snapshot keeps serving. Displays the whole chain; its
+    /// `source()` is the failed call's error.
+    pub error: Option<RefreshError>,
     /// A maximum-age reload failed, but the feed was followed: the data is current, and the
     /// reload is tried again after a backoff.
-    pub reload_error: Option<String>,
+    pub reload_error: Option<RefreshError>,
     /// Reference data that was rejected (bad rows or objects, with key and line).
     pub problems: Vec<String>,
     /// The full load started from this feed snapshot (its key), then followed the feed from it.

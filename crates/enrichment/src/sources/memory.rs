@@ -24,7 +24,7 @@
 //!
 //! feed.set_failing(true); // S3 is down: the last snapshot keeps serving
 //! let report = enricher.refresh().await;
-//! assert!(report.error.unwrap().contains("injected failure"));
+//! assert!(report.error.unwrap().to_string().contains("injected failure"));
 //! assert_eq!(enricher.reader().lookup("burger").unwrap().priority, "medium");
 //! assert_eq!(table.scans(), 4); // one page for each of the 4 Scan segments: loaded once
 //! # }

@@ -38,7 +38,10 @@ pub(super) async fn enrich<Tb: TableSource, Fd: FeedSource>(
         return Err(EnrichError::Retry(retry));
     }
     if !table.is_loaded() {
-        let error = report.refreshes.into_iter().find_map(|r| r.error);
+        let error = report
+            .refreshes
+            .into_iter()
+            .find_map(|r| r.error.map(|e| e.to_string()));
         return Err(EnrichError::NotLoaded(error));
     }
     Ok(outcomes)

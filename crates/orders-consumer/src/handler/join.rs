@@ -42,7 +42,10 @@ pub(super) async fn join_objects<Fd: FeedSource + ObjectSource + Clone>(
         return Err(JoinError::Retry(retry));
     }
     if !objects.is_loaded() {
-        let error = report.refreshes.iter().find_map(|r| r.error.clone());
+        let error = report
+            .refreshes
+            .iter()
+            .find_map(|r| r.error.as_ref().map(ToString::to_string));
         return Err(JoinError::NotLoaded(error));
     }
     for outcome in outcomes {

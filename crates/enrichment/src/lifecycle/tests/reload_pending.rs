@@ -60,8 +60,8 @@ async fn failed_reload_attempts_back_off() {
         let report = r.refresh_later().await;
         if !report
             .error
-            .as_deref()
-            .is_some_and(|e| e.contains("next attempt in"))
+            .as_ref()
+            .is_some_and(|e| e.to_string().contains("next attempt in"))
         {
             attempts += 1;
         }
