@@ -725,18 +725,33 @@ print(json.dumps(out))
         assert!(template.contains("Resource: !Sub \"${ReferenceBucket.Arn}/${ReferencePrefix}*\""));
     }
 
-    /// `lambda_runtime`'s parse of a payload (`serde_path_to_error` around `from_slice`) and
-    /// its message when it fails, as the runtime's `DeserializeError` words it after its context.
-    fn runtime_parse<T: serde::de::DeserializeOwned>(body: &str) -> Result<T, String> {
-        let jd = &mut serde_json::Deserializer::from_slice(body.as_bytes());
-        serde_path_to_error::deserialize::<_, T>(jd).map_err(|e| {
-            let path = e.path().to_string();
+    /// Why [`runtime_parse`] failed: serde's error at the path of the field it names, worded
+    /// as the runtime's `DeserializeError` words it after its context; serde's error is the
+    /// source.
+    #[derive(Debug)]
+    struct RuntimeParseError(serde_path_to_error::Error<serde_json::Error>);
+
+    impl std::fmt::Display for RuntimeParseError {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            let path = self.0.path().to_string();
             if path == "." {
-                format!("{e}")
+                write!(f, "{}", self.0)
             } else {
-                format!("[{path}] {e}")
+                write!(f, "[{path}] {}", self.0)
             }
-        })
+        }
+    }
+
+    impl std::error::Error for RuntimeParseError {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(self.0.inner())
+        }
+    }
+
+    /// `lambda_runtime`'s parse of a payload (`serde_path_to_error` around `from_slice`).
+    fn runtime_parse<T: serde::de::DeserializeOwned>(body: &str) -> Result<T, RuntimeParseError> {
+        let jd = &mut serde_json::Deserializer::from_slice(body.as_bytes());
+        serde_path_to_error::deserialize::<_, T>(jd).map_err(RuntimeParseError)
     }
 
     #[test]
@@ -761,15 +776,23 @@ print(json.dumps(out))
         ] {
             let derived = runtime_parse::<InvocationFields>(body).unwrap_err();
             let ours = runtime_parse::<KinesisInvocation>(body).unwrap_err();
-            assert_eq!(ours, derived, "{body}");
+            assert_eq!(ours.to_string(), derived.to_string(), "{body}");
+            assert!(
+                std::error::Error::source(&ours).is_some_and(|s| s.is::<serde_json::Error>()),
+                "{body}"
+            );
         }
         // (the message names the field, and the type as before)
-        let message = runtime_parse::<KinesisInvocation>(r#"{"Records":5}"#).unwrap_err();
+        let message = runtime_parse::<KinesisInvocation>(r#"{"Records":5}"#)
+            .unwrap_err()
+            .to_string();
         assert!(
             message.starts_with("[Records] Records: invalid type"),
             "{message}"
         );
-        let message = runtime_parse::<KinesisInvocation>("5").unwrap_err();
+        let message = runtime_parse::<KinesisInvocation>("5")
+            .unwrap_err()
+            .to_string();
         assert!(
             message.contains("expected struct KinesisInvocation"),
             "{message}"
@@ -777,7 +800,8 @@ print(json.dumps(out))
         // A body that is not well-formed JSON (never sent by Lambda): serde_json's syntax error
         // with its position, without the field's path.
         let message = runtime_parse::<KinesisInvocation>(r#"{"Records":[{"kinesis":{"data":"ab"#)
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert_eq!(message, "EOF while parsing a string at line 1 column 34");
     }
 
