@@ -19,17 +19,141 @@ use chrono::{DateTime, Utc};
 
 use super::ordering::{ItemState, Stamp};
 use super::{TableEnricher, TableLoader};
-use crate::key::{ItemKey, LookupKey};
+use crate::key::{ItemKey, KeyError, LookupKey};
 use crate::lifecycle::loader::{Cx, FromFeedSnapshot, Loaded};
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
-use crate::sources::{Conditional, FeedSource, TableSource};
+use crate::sources::{Conditional, FeedSource, SourceError, TableSource};
 
 /// A decoded item: its key, value and lookup key.
 type Decoded<T, K> = (ItemKey, T, Option<K>);
 
-fn ms(t: i64) -> Result<DateTime<Utc>, String> {
-    DateTime::from_timestamp_millis(t).ok_or_else(|| format!("time {t} ms is out of range"))
+/// Why a table's latest feed snapshot is not loaded (the full load Scans instead). Each says
+/// which snapshot and what was wrong; an underlying error stays the `source()`.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SnapshotRefused {
+    /// Reading the pointer or the snapshot from the feed failed.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// The table has no snapshot pointer.
+    #[error("no snapshot pointer at {0}")]
+    NoPointer(String),
+    /// The pointer is not the JSON the format says.
+    #[error("snapshot pointer {key} is not valid: {source}")]
+    BadPointer {
+        /// The pointer's key.
+        key: String,
+        /// Why it does not parse.
+        source: serde_json::Error,
+    },
+    /// The pointer names a kind or schema this version does not read.
+    #[error("snapshot {key} is {kind:?} schema {schema}; this version reads {SNAPSHOT_KIND:?} schemas 1 and {SNAPSHOT_SCHEMA}")]
+    Schema {
+        /// The snapshot's key.
+        key: String,
+        /// The pointer's kind.
+        kind: String,
+        /// The pointer's schema.
+        schema: u32,
+    },
+    /// The pointer is of another table.
+    #[error("snapshot {key} is of table {found}, not {expected}")]
+    OtherTable {
+        /// The snapshot's key.
+        key: String,
+        /// The table the pointer names.
+        found: String,
+        /// This consumer's table.
+        expected: String,
+    },
+    /// The snapshot follows another stream than the table's current one.
+    #[error(
+        "snapshot {key} follows stream {}, the table's stream is {} (a new stream: its changes were never in that snapshot)",
+        found.as_deref().unwrap_or("none"),
+        described.as_deref().unwrap_or("none")
+    )]
+    OtherStream {
+        /// The snapshot's key.
+        key: String,
+        /// The stream the snapshot follows.
+        found: Option<String>,
+        /// The table's stream, as described.
+        described: Option<String>,
+    },
+    /// A change file came from a newer stream than the snapshot's.
+    #[error("a change file came from stream {seen}, newer than snapshot {key}'s")]
+    NewerStreamSeen {
+        /// The snapshot's key.
+        key: String,
+        /// The newer stream.
+        seen: String,
+    },
+    /// A time in the pointer or header is not representable.
+    #[error("time {0} ms is out of range")]
+    TimeOutOfRange(i64),
+    /// The position is older than the change files' retention minus a day.
+    #[error("snapshot {key} is {} s old, beyond the change files' retention minus a day ({} s)", age.as_secs(), limit.as_secs())]
+    BeyondRetention {
+        /// The snapshot's key.
+        key: String,
+        /// The position's age.
+        age: Duration,
+        /// The retention minus a day.
+        limit: Duration,
+    },
+    /// The snapshot's header does not say what its pointer says.
+    #[error("snapshot {0} does not match its pointer (table, stream or position)")]
+    NotItsPointer(String),
+    /// The snapshot keys items by other attributes than this consumer.
+    #[error("snapshot {key} keys items by {found:?}, this consumer by {expected:?}")]
+    KeyAttributes {
+        /// The snapshot's key.
+        key: String,
+        /// The snapshot's key attributes.
+        found: Vec<String>,
+        /// This consumer's key attributes.
+        expected: Vec<String>,
+    },
+    /// The snapshot descends from a Scan older than the maximum age (or of unknown age).
+    #[error(
+        "snapshot {key} descends from a Scan {} old, beyond the maximum age ({} s)",
+        scanned.map_or("of unknown age".to_owned(), |a| format!("{} s", a.as_secs())),
+        max_age.as_secs()
+    )]
+    BeyondMaximumAge {
+        /// The snapshot's key.
+        key: String,
+        /// The age of its Scan, when known.
+        scanned: Option<Duration>,
+        /// The maximum age.
+        max_age: Duration,
+    },
+    /// The snapshot's header or entries cannot be read.
+    #[error("snapshot {key}: {source}")]
+    Unreadable {
+        /// The snapshot's key.
+        key: String,
+        /// What was wrong.
+        source: BadEntry,
+    },
+}
+
+/// Why a snapshot's lines cannot be taken: the first bad one.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BadEntry {
+    /// A line is not readable or not the format's.
+    #[error(transparent)]
+    Read(#[from] change_protocol::SnapshotError),
+    /// An entry's keys are not this table's.
+    #[error("an entry's keys: {0}")]
+    Keys(#[source] KeyError),
+    /// An entry has a sequence number but no stamp.
+    #[error("entry {0} has a sequence number without a stamp")]
+    SeqWithoutStamp(ItemKey),
+}
+
+fn ms(t: i64) -> Result<DateTime<Utc>, SnapshotRefused> {
+    DateTime::from_timestamp_millis(t).ok_or(SnapshotRefused::TimeOutOfRange(t))
 }
 
 impl<T, K, Tb> TableLoader<T, K, Tb>
@@ -48,28 +172,29 @@ where
         prefix: &str,
         described: Option<&str>,
         cx: &mut Cx<'_>,
-    ) -> Result<Loaded<Snapshot<T, K>>, String> {
+    ) -> Result<Loaded<Snapshot<T, K>>, SnapshotRefused> {
         let (pointer, position, now) = self.checked_pointer(feed, prefix, described, cx).await?;
 
-        let body = feed.get(&pointer.key).await.map_err(|e| e.to_string())?;
+        let body = feed.get(&pointer.key).await?;
         let gz = flate2::bufread::GzDecoder::new(body.as_slice());
-        let reader = SnapshotReader::new(BufReader::new(gz))
-            .map_err(|e| format!("snapshot {}: {e}", pointer.key))?;
+        let unreadable = |e: BadEntry| SnapshotRefused::Unreadable {
+            key: pointer.key.clone(),
+            source: e,
+        };
+        let reader = SnapshotReader::new(BufReader::new(gz)).map_err(|e| unreadable(e.into()))?;
         let header = reader.header().clone();
         if header.table != pointer.table
             || header.stream_arn != pointer.stream_arn
             || header.position_ms != pointer.position_ms
         {
-            return Err(format!(
-                "snapshot {} does not match its pointer (table, stream or position)",
-                pointer.key
-            ));
+            return Err(SnapshotRefused::NotItsPointer(pointer.key));
         }
         if header.key_attributes != self.spec.key_attributes {
-            return Err(format!(
-                "snapshot {} keys items by {:?}, this consumer by {:?}",
-                pointer.key, header.key_attributes, self.spec.key_attributes
-            ));
+            return Err(SnapshotRefused::KeyAttributes {
+                key: pointer.key,
+                found: header.key_attributes,
+                expected: self.spec.key_attributes.clone(),
+            });
         }
         let full_load_end = header.full_load_end_ms.map(ms).transpose()?;
         // The maximum age exists to check the data against the table itself: a snapshot that
@@ -77,15 +202,11 @@ where
         if let Some(max_age) = cx.policies.max_age {
             let scanned = full_load_end.map(|r| (now - r).to_std().unwrap_or_default());
             if scanned.is_none_or(|a| a > max_age) {
-                return Err(format!(
-                    "snapshot {} descends from a Scan {} old, beyond the maximum age ({} s)",
-                    pointer.key,
-                    scanned.map_or("of unknown age".to_owned(), |a| format!(
-                        "{} s",
-                        a.as_secs()
-                    )),
-                    max_age.as_secs()
-                ));
+                return Err(SnapshotRefused::BeyondMaximumAge {
+                    key: pointer.key,
+                    scanned,
+                    max_age,
+                });
             }
         }
         let clock_margin = Duration::from_millis(header.clock_margin_ms);
@@ -98,7 +219,7 @@ where
         let mut entries = Vec::with_capacity(hint);
         let states = self
             .read_entries(reader, cx.metrics, |e| entries.push(e))
-            .map_err(|e| format!("snapshot {}: {e}", pointer.key))?;
+            .map_err(unreadable)?;
         let snapshot = Snapshot::from_entries(cx.policies.ambiguity, entries);
         self.states = states;
         self.stream_arn = header.stream_arn.clone();
@@ -127,46 +248,46 @@ where
         prefix: &str,
         described: Option<&str>,
         cx: &Cx<'_>,
-    ) -> Result<(SnapshotPointer, DateTime<Utc>, DateTime<Utc>), String> {
+    ) -> Result<(SnapshotPointer, DateTime<Utc>, DateTime<Utc>), SnapshotRefused> {
         let table = self.spec.table_name.clone();
         let pointer_key = snapshot_pointer_key(prefix, &table);
-        match feed
-            .head_state(&pointer_key, None)
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            Conditional::Missing => return Err(format!("no snapshot pointer at {pointer_key}")),
+        match feed.head_state(&pointer_key, None).await? {
+            Conditional::Missing => return Err(SnapshotRefused::NoPointer(pointer_key)),
             Conditional::NotModified | Conditional::Changed(_) => {}
         }
-        let bytes = feed.get(&pointer_key).await.map_err(|e| e.to_string())?;
-        let pointer: SnapshotPointer = serde_json::from_slice(&bytes)
-            .map_err(|e| format!("snapshot pointer {pointer_key} is not valid: {e}"))?;
+        let bytes = feed.get(&pointer_key).await?;
+        let pointer: SnapshotPointer =
+            serde_json::from_slice(&bytes).map_err(|e| SnapshotRefused::BadPointer {
+                key: pointer_key,
+                source: e,
+            })?;
         if pointer.kind != SNAPSHOT_KIND || !snapshot_schema_readable(pointer.schema) {
-            return Err(format!(
-                "snapshot {} is {:?} schema {}; this version reads {SNAPSHOT_KIND:?} schemas 1 and {SNAPSHOT_SCHEMA}",
-                pointer.key, pointer.kind, pointer.schema
-            ));
+            return Err(SnapshotRefused::Schema {
+                key: pointer.key,
+                kind: pointer.kind,
+                schema: pointer.schema,
+            });
         }
         if pointer.table != table {
-            return Err(format!(
-                "snapshot {} is of table {}, not {table}",
-                pointer.key, pointer.table
-            ));
+            return Err(SnapshotRefused::OtherTable {
+                key: pointer.key,
+                found: pointer.table,
+                expected: table,
+            });
         }
         if pointer.stream_arn.as_deref() != described {
-            return Err(format!(
-                "snapshot {} follows stream {}, the table's stream is {} (a new stream: its changes were never in that snapshot)",
-                pointer.key,
-                pointer.stream_arn.as_deref().unwrap_or("none"),
-                described.unwrap_or("none")
-            ));
+            return Err(SnapshotRefused::OtherStream {
+                key: pointer.key,
+                found: pointer.stream_arn,
+                described: described.map(str::to_owned),
+            });
         }
         if let Some(hint) = &self.newest_seen {
             if pointer.stream_arn.as_deref() != Some(hint.as_str()) {
-                return Err(format!(
-                    "a change file came from stream {hint}, newer than snapshot {}'s",
-                    pointer.key
-                ));
+                return Err(SnapshotRefused::NewerStreamSeen {
+                    key: pointer.key,
+                    seen: hint.clone(),
+                });
             }
         }
         let position = ms(pointer.position_ms)?;
@@ -178,12 +299,11 @@ where
             .retention
             .saturating_sub(Duration::from_secs(24 * 3600));
         if age > limit {
-            return Err(format!(
-                "snapshot {} is {} s old, beyond the change files' retention minus a day ({} s)",
-                pointer.key,
-                age.as_secs(),
-                limit.as_secs()
-            ));
+            return Err(SnapshotRefused::BeyondRetention {
+                key: pointer.key,
+                age,
+                limit,
+            });
         }
         Ok((pointer, position, now))
     }
@@ -196,11 +316,11 @@ where
         mut reader: SnapshotReader<R>,
         metrics: &Metrics,
         mut out: impl FnMut(Decoded<T, K>),
-    ) -> Result<HashMap<ItemKey, ItemState>, String> {
+    ) -> Result<HashMap<ItemKey, ItemState>, BadEntry> {
         let mut states = HashMap::new();
-        while let Some(entry) = reader.next_entry().map_err(|e| e.to_string())? {
+        while let Some(entry) = reader.next_entry()? {
             let key = ItemKey::from_item(&self.spec.key_attributes, entry.keys())
-                .map_err(|e| format!("an entry's keys: {e}"))?;
+                .map_err(BadEntry::Keys)?;
             match (entry.stamp, &entry.seq) {
                 (Some(stamp), _) => {
                     let stamp = match stamp {
@@ -219,9 +339,7 @@ where
                     );
                 }
                 (None, None) => {}
-                (None, Some(_)) => {
-                    return Err(format!("entry {key} has a sequence number without a stamp"))
-                }
+                (None, Some(_)) => return Err(BadEntry::SeqWithoutStamp(key)),
             }
             if let EntryBody::Item(item) = entry.body {
                 if let Some(e) = self.decode_entry(item, metrics) {

@@ -168,7 +168,7 @@ where
                 Err(why) => {
                     Metrics::add(&cx.metrics.snapshot_fallbacks, 1);
                     warn!(table = %self.spec.table_name, %why, "no usable feed snapshot; scanning the table");
-                    cx.report.snapshot_refused = Some(why);
+                    cx.report.snapshot_refused = Some(why.to_string());
                 }
             }
         }
