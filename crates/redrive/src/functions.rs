@@ -2,23 +2,107 @@
 
 use std::future::Future;
 
-use aws_plumbing::{ObjectStore, OffsetClock, S3Store, SdkConfig, StoreError};
+use aws_plumbing::{
+    ConfigError, ObjectStore, OffsetClock, S3Error, S3Store, SdkConfig, StoreError,
+};
 use change_handler::ChangeHandler;
-use feed_writer::{FeedConfig, FeedWriter};
+use feed_writer::{FeedConfig, FeedWriter, WriteError};
 use orders_consumer::DeployedConsumer;
 use serde_json::Value;
 
 use crate::Function;
 
-/// Why a payload was not replayed.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+/// Why the redrive has no configuration for a function: its variables are wrong, or the
+/// caller left it out on purpose (`"none".into()`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unconfigured {
+    /// The function's variables are missing or wrong.
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    /// The caller gave no configuration, for the reason stated.
+    #[error("{0}")]
+    Omitted(String),
+}
+
+impl From<&str> for Unconfigured {
+    fn from(reason: &str) -> Self {
+        Unconfigured::Omitted(reason.to_owned())
+    }
+}
+
+/// Why a payload was not replayed. The handler's own error, the SDK's or the JSON parser's
+/// is the `source`.
+#[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
     /// The redrive has no configuration for this function.
     #[error("no configuration for the {0}: {1}")]
-    NotConfigured(Function, String),
-    /// The handler failed (an error, or it reported records in `batchItemFailures`).
+    NotConfigured(Function, #[source] Unconfigured),
+    /// The handler reported a failure: a function error, or records in `batchItemFailures`.
     #[error("{0}")]
     Failed(String),
+    /// The deployed function could not be invoked.
+    #[error("Invoke {function}: {}", aws_sdk_lambda::error::DisplayErrorContext(.source.as_ref()))]
+    Invoke {
+        /// The deployed function's name.
+        function: String,
+        /// What the Lambda API said.
+        #[source]
+        source:
+            Box<aws_sdk_lambda::error::SdkError<aws_sdk_lambda::operation::invoke::InvokeError>>,
+    },
+    /// The deployed function's response is not JSON.
+    #[error("{function} answered something that is not JSON ({source}): {body}")]
+    NotJson {
+        /// The deployed function's name.
+        function: String,
+        /// What it answered.
+        body: String,
+        /// Why that does not parse.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The record's payload is not JSON.
+    #[error("payload is not JSON: {0}")]
+    Payload(#[source] serde_json::Error),
+    /// The change-handler failed the invocation.
+    #[error("{0}")]
+    ChangeHandler(#[source] change_handler::HandlerError),
+    /// The orders consumer failed the invocation.
+    #[error("{0}")]
+    OrdersConsumer(#[source] orders_consumer::HandlerError),
+    /// The handler's response could not be read back as JSON.
+    #[error("{0}")]
+    Response(#[source] serde_json::Error),
+}
+
+/// Why the failure bucket could not be listed, read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum BucketError {
+    /// Listing failed.
+    #[error("listing s3://{bucket}/{prefix}: {source}")]
+    List {
+        /// The failure bucket.
+        bucket: String,
+        /// The prefix listed.
+        prefix: String,
+        /// What S3 said.
+        #[source]
+        source: S3Error,
+    },
+    /// Reading an object failed.
+    #[error("reading s3://{bucket}/{key}: {source}")]
+    Get {
+        /// The failure bucket.
+        bucket: String,
+        /// The object read.
+        key: String,
+        /// What S3 said.
+        #[source]
+        source: S3Error,
+    },
+    /// Writing an object failed.
+    #[error("{0}")]
+    Put(#[source] StoreError),
 }
 
 /// The handlers a discarded batch goes back through, and the feed a gap is announced in.
@@ -39,7 +123,7 @@ pub trait Functions {
         &self,
         reason: &str,
         unique: &str,
-    ) -> impl Future<Output = Result<String, String>>;
+    ) -> impl Future<Output = Result<String, WriteError>>;
 }
 
 /// The functions as deployed, in-process: the same handler code and configuration variables
@@ -47,18 +131,17 @@ pub trait Functions {
 /// function named with [`Deployed::invoking`], the deployed function itself through the Lambda
 /// API.
 pub struct Deployed {
-    change_handler: Option<ChangeHandler<S3Store>>,
+    change_handler: ChangeHandler<S3Store>,
     gap_writer: FeedWriter<S3Store>,
-    orders: Result<DeployedConsumer, String>,
+    orders: Result<DeployedConsumer, Unconfigured>,
     invoke: Vec<(Function, String, aws_sdk_lambda::Client)>,
 }
 
 impl std::fmt::Debug for Deployed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Deployed")
-            .field("change_handler", &self.change_handler.is_some())
             .field("orders", &self.orders.is_ok())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -79,14 +162,17 @@ impl Deployed {
         orders: &impl Fn(&str) -> Option<String>,
     ) -> Result<Deployed, aws_plumbing::ConfigError> {
         let feed = FeedConfig::from_lookup(feed)?;
-        let orders = orders_consumer::Config::from_lookup(orders).map_err(|e| e.to_string());
+        let orders = orders_consumer::Config::from_lookup(orders).map_err(Unconfigured::from);
         Ok(Deployed::new(feed, orders).await)
     }
 
     /// From the functions' configurations (`orders`: the consumer's, or why there is none),
     /// with SDK clients from the environment as the functions load them, and S3's clock: the
     /// change files and gaps it writes are named from S3's time, not this machine's.
-    pub async fn new(feed: FeedConfig, orders: Result<orders_consumer::Config, String>) -> Self {
+    pub async fn new(
+        feed: FeedConfig,
+        orders: Result<orders_consumer::Config, Unconfigured>,
+    ) -> Self {
         // The change-handler's own SDK settings: the operation timeout is its write budget.
         let handler_sdk = aws_plumbing::sdk_config(Some(feed.write_budget())).await;
         let sdk = aws_plumbing::sdk_config(None).await;
@@ -114,17 +200,13 @@ impl Deployed {
     /// for the change-handler and the gap writer, `sdk` for the orders consumer.
     pub fn with_sdk(
         feed: FeedConfig,
-        orders: Result<orders_consumer::Config, String>,
+        orders: Result<orders_consumer::Config, Unconfigured>,
         handler_sdk: &SdkConfig,
         sdk: &SdkConfig,
         clock: OffsetClock,
     ) -> Self {
         Deployed {
-            change_handler: Some(change_handler::deployed_with_clock(
-                feed.clone(),
-                handler_sdk,
-                clock,
-            )),
+            change_handler: change_handler::deployed_with_clock(feed.clone(), handler_sdk, clock),
             gap_writer: FeedWriter::new(
                 feed,
                 S3Store::new(aws_plumbing::s3_client(handler_sdk)),
@@ -165,11 +247,9 @@ async fn invoke(
         .payload(aws_sdk_lambda::primitives::Blob::new(payload.as_bytes()))
         .send()
         .await
-        .map_err(|e| {
-            ReplayError::Failed(format!(
-                "Invoke {name}: {}",
-                aws_sdk_lambda::error::DisplayErrorContext(e)
-            ))
+        .map_err(|source| ReplayError::Invoke {
+            function: name.to_owned(),
+            source: Box::new(source),
         })?;
     let body = out
         .payload()
@@ -180,10 +260,10 @@ async fn invoke(
             "{name} failed ({kind}): {body}"
         )));
     }
-    serde_json::from_str(&body).map_err(|e| {
-        ReplayError::Failed(format!(
-            "{name} answered something that is not JSON ({e}): {body}"
-        ))
+    serde_json::from_str(&body).map_err(|source| ReplayError::NotJson {
+        function: name.to_owned(),
+        body,
+        source,
     })
 }
 
@@ -220,16 +300,13 @@ impl Functions for Deployed {
         }
         let response = match function {
             Function::ChangeHandler => {
-                let handler = self.change_handler.as_ref().ok_or_else(|| {
-                    ReplayError::NotConfigured(function, "set CHANGE_BUCKET".into())
-                })?;
-                let event: Value = serde_json::from_str(payload)
-                    .map_err(|e| ReplayError::Failed(format!("payload is not JSON: {e}")))?;
-                let r = handler
+                let event: Value = serde_json::from_str(payload).map_err(ReplayError::Payload)?;
+                let r = self
+                    .change_handler
                     .handle(&event, request_id)
                     .await
-                    .map_err(|e| ReplayError::Failed(e.to_string()))?;
-                serde_json::to_value(r).map_err(|e| ReplayError::Failed(e.to_string()))?
+                    .map_err(ReplayError::ChangeHandler)?;
+                serde_json::to_value(r).map_err(ReplayError::Response)?
             }
             Function::OrdersConsumer => {
                 let consumer = self
@@ -239,19 +316,18 @@ impl Functions for Deployed {
                 let r = consumer
                     .handle_raw(payload)
                     .await
-                    .map_err(|e| ReplayError::Failed(e.to_string()))?;
-                serde_json::to_value(r).map_err(|e| ReplayError::Failed(e.to_string()))?
+                    .map_err(ReplayError::OrdersConsumer)?;
+                serde_json::to_value(r).map_err(ReplayError::Response)?
             }
         };
         no_failures(&response)
     }
 
-    async fn announce_gap(&self, reason: &str, unique: &str) -> Result<String, String> {
+    async fn announce_gap(&self, reason: &str, unique: &str) -> Result<String, WriteError> {
         self.gap_writer
             .write_gap(reason, unique)
             .await
             .map(|w| w.key)
-            .map_err(|e| e.to_string())
     }
 }
 
@@ -259,11 +335,12 @@ impl Functions for Deployed {
 /// [`S3FailureBucket`]; tests pass fakes.
 pub trait FailureBucket: Send + Sync {
     /// Every key under `prefix`.
-    fn list(&self, prefix: &str) -> impl Future<Output = Result<Vec<String>, String>> + Send;
+    fn list(&self, prefix: &str) -> impl Future<Output = Result<Vec<String>, BucketError>> + Send;
     /// The object's bytes, `None` if there is none.
-    fn get(&self, key: &str) -> impl Future<Output = Result<Option<Vec<u8>>, String>> + Send;
+    fn get(&self, key: &str) -> impl Future<Output = Result<Option<Vec<u8>>, BucketError>> + Send;
     /// Writes a (small) object.
-    fn put(&self, key: &str, body: Vec<u8>) -> impl Future<Output = Result<(), String>> + Send;
+    fn put(&self, key: &str, body: Vec<u8>)
+        -> impl Future<Output = Result<(), BucketError>> + Send;
 }
 
 /// The failure bucket in S3.
@@ -284,7 +361,7 @@ impl S3FailureBucket {
 }
 
 impl FailureBucket for S3FailureBucket {
-    async fn list(&self, prefix: &str) -> Result<Vec<String>, String> {
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, BucketError> {
         let mut keys = Vec::new();
         let mut token = None;
         loop {
@@ -292,7 +369,11 @@ impl FailureBucket for S3FailureBucket {
                 .store
                 .list_page(&self.bucket, prefix, None, token)
                 .await
-                .map_err(|e| format!("listing s3://{}/{prefix}: {e}", self.bucket))?;
+                .map_err(|source| BucketError::List {
+                    bucket: self.bucket.clone(),
+                    prefix: prefix.to_owned(),
+                    source,
+                })?;
             keys.extend(page.keys);
             match page.next {
                 Some(t) => token = Some(t),
@@ -301,18 +382,22 @@ impl FailureBucket for S3FailureBucket {
         }
     }
 
-    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BucketError> {
         self.store
             .get(&self.bucket, key)
             .await
             .map(|o| o.map(|o| o.bytes))
-            .map_err(|e| format!("reading s3://{}/{key}: {e}", self.bucket))
+            .map_err(|source| BucketError::Get {
+                bucket: self.bucket.clone(),
+                key: key.to_owned(),
+                source,
+            })
     }
 
-    async fn put(&self, key: &str, body: Vec<u8>) -> Result<(), String> {
+    async fn put(&self, key: &str, body: Vec<u8>) -> Result<(), BucketError> {
         self.store
             .put(&self.bucket, key, body)
             .await
-            .map_err(|e: StoreError| e.to_string())
+            .map_err(BucketError::Put)
     }
 }

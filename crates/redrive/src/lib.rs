@@ -35,7 +35,9 @@ mod functions;
 mod record;
 mod redrive;
 
-pub use functions::{Deployed, FailureBucket, Functions, ReplayError, S3FailureBucket};
+pub use functions::{
+    BucketError, Deployed, FailureBucket, Functions, ReplayError, S3FailureBucket, Unconfigured,
+};
 pub use record::{BatchInfo, FailureRecord, Function, RecordError};
 pub use redrive::{
     Action, Marker, Outcome, Redriver, Report, Settings, DEFAULT_FAILURE_PREFIX,

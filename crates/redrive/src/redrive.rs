@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
-use crate::functions::{FailureBucket, Functions, ReplayError};
+use crate::functions::{BucketError, FailureBucket, Functions, ReplayError};
 use crate::record::{FailureRecord, Function};
 
 /// Where Lambda writes invocation records (`aws/lambda/<ESM-UUID>/<shard>/…`).
@@ -130,6 +130,17 @@ pub struct Marker {
     pub error: Option<String>,
 }
 
+/// Why a marker was not written.
+#[derive(Debug, thiserror::Error)]
+enum MarkerError {
+    /// It did not serialize.
+    #[error("{0}")]
+    Encode(#[from] serde_json::Error),
+    /// The failure bucket refused it.
+    #[error("{0}")]
+    Put(#[from] BucketError),
+}
+
 /// A redrive over one failure bucket.
 #[derive(Debug)]
 pub struct Redriver<B, F> {
@@ -154,7 +165,7 @@ impl<B: FailureBucket, F: Functions> Redriver<B, F> {
 
     /// Every record under the failure prefix (never the redrive's own markers, should the
     /// prefixes overlap).
-    pub async fn run(&self) -> Result<Report, String> {
+    pub async fn run(&self) -> Result<Report, BucketError> {
         let keys: Vec<String> = self
             .bucket
             .list(&self.settings.failure_prefix)
@@ -166,7 +177,7 @@ impl<B: FailureBucket, F: Functions> Redriver<B, F> {
     }
 
     /// Only these records (the keys of a notification, say).
-    pub async fn run_keys(&self, keys: &[String]) -> Result<Report, String> {
+    pub async fn run_keys(&self, keys: &[String]) -> Result<Report, BucketError> {
         let markers = self.markers().await?;
         let mut report = Report {
             dry_run: self.settings.dry_run,
@@ -190,7 +201,7 @@ impl<B: FailureBucket, F: Functions> Redriver<B, F> {
     }
 
     /// The markers already written, by the record's key.
-    async fn markers(&self) -> Result<BTreeMap<String, Marker>, String> {
+    async fn markers(&self) -> Result<BTreeMap<String, Marker>, BucketError> {
         let prefix = &self.settings.marker_prefix;
         let mut markers = BTreeMap::new();
         for key in self.bucket.list(prefix).await? {
@@ -285,9 +296,9 @@ impl<B: FailureBucket, F: Functions> Redriver<B, F> {
                     outcome.detail = e.to_string();
                     return outcome;
                 }
-                Err(ReplayError::Failed(e)) => {
+                Err(e) => {
                     warn!(key, attempt, error = %e, "replay failed");
-                    last = e;
+                    last = e.to_string();
                 }
             }
             if attempt < self.settings.attempts {
@@ -380,8 +391,8 @@ impl<B: FailureBucket, F: Functions> Redriver<B, F> {
         outcome
     }
 
-    async fn write_marker(&self, key: &str, marker: &Marker) -> Result<(), String> {
-        let body = serde_json::to_vec(marker).map_err(|e| e.to_string())?;
-        self.bucket.put(&self.marker_key(key), body).await
+    async fn write_marker(&self, key: &str, marker: &Marker) -> Result<(), MarkerError> {
+        let body = serde_json::to_vec(marker)?;
+        Ok(self.bucket.put(&self.marker_key(key), body).await?)
     }
 }

@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use feed_writer::WriteError;
+
 use super::*;
 
 const DDB_RECORD: &[u8] = include_bytes!("../../../events/example-s3-failure-dynamodb.json");
@@ -26,17 +28,17 @@ impl Bucket {
 }
 
 impl FailureBucket for &Bucket {
-    async fn list(&self, prefix: &str) -> Result<Vec<String>, String> {
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, BucketError> {
         Ok(self
             .keys()
             .into_iter()
             .filter(|k| k.starts_with(prefix))
             .collect())
     }
-    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BucketError> {
         Ok(self.0.lock().unwrap().get(key).cloned())
     }
-    async fn put(&self, key: &str, body: Vec<u8>) -> Result<(), String> {
+    async fn put(&self, key: &str, body: Vec<u8>) -> Result<(), BucketError> {
         self.0.lock().unwrap().insert(key.to_owned(), body);
         Ok(())
     }
@@ -62,7 +64,7 @@ impl Functions for &Fake {
         }
         Ok(())
     }
-    async fn announce_gap(&self, reason: &str, _: &str) -> Result<String, String> {
+    async fn announce_gap(&self, reason: &str, _: &str) -> Result<String, WriteError> {
         let mut gaps = self.gaps.lock().unwrap();
         gaps.push(reason.to_owned());
         Ok(format!("change_flags/gap-{}.json", gaps.len()))
