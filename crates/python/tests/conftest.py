@@ -92,6 +92,19 @@ class Reference:
         out = self.s3.list_objects_v2(Bucket=self.bucket, Prefix="change_flags/2")
         return [o["Key"] for o in out.get("Contents", [])]
 
+    def set_priority(self, item, priority, wait=True):
+        """The seed's update: `item`'s priority set to `priority` in the table; with `wait`,
+        returns once the pump has written the change file for it."""
+        files = len(self.change_files()) if wait else 0
+        self.ddb.update_item(
+            TableName=self.table,
+            Key={"item": {"S": item}, "price": {"N": "100"}},
+            UpdateExpression="SET priority = :s",
+            ExpressionAttributeValues={":s": {"S": priority}},
+        )
+        if wait:
+            self.wait_for_change_files(files + 1)
+
     def wait_for_change_files(self, n, timeout=30):
         deadline = time.time() + timeout
         while time.time() < deadline:

@@ -45,12 +45,7 @@ def test_a_change_with_its_image_costs_no_table_read(reference):
     assert table["burger"] is ref.lookup("burger") and len(table) == 5
     assert ref.lookup_table() is table, "one dict per version"
 
-    reference.ddb.update_item(
-        TableName=reference.table,
-        Key={"item": {"S": "burger"}, "price": {"N": "100"}},
-        UpdateExpression="SET priority = :s",
-        ExpressionAttributeValues={":s": {"S": "high"}},
-    )
+    reference.set_priority("burger", "high", wait=False)
     refresh_until(ref, lambda: ref.lookup("burger")["priority"] == "high")
     m = ref.metrics()
     assert m["items_read"] == read, "the change applied from its image: no table read"
@@ -93,14 +88,7 @@ def test_a_flag_in_a_batch_splits_old_and_new_data_at_its_position(reference):
     ref = table_reference(reference, poll_interval_seconds=3600.0)
     ref.refresh()  # the full load
     ref.refresh()  # the first poll: the next one is an hour away, but for flags
-    files = len(reference.change_files())
-    reference.ddb.update_item(
-        TableName=reference.table,
-        Key={"item": {"S": "burger"}, "price": {"N": "100"}},
-        UpdateExpression="SET priority = :s",
-        ExpressionAttributeValues={":s": {"S": "high"}},
-    )
-    reference.wait_for_change_files(files + 1)
+    reference.set_priority("burger", "high")
     orders = [{"dish": "burger", "n": 1}, {"dish": "CHANGE_FLAG"}, {"dish": "burger", "n": 2}]
     outcomes, report = ref.enrich_batch(
         orders, key=lambda o: o["dish"], is_flag=lambda o: o["dish"] == "CHANGE_FLAG"
