@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use change_protocol::{AttributeValue, Item};
-use enrichment::config::Decoder;
+use enrichment::config::{DecodeError, Decoder};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyList, PySet};
@@ -44,9 +44,8 @@ impl PyItem {
                     value: item_to_python(py, &item)?.into_any().unbind(),
                 })
             })
-            // The enrichment crate's `Decoder` takes the reason as text (the Python exception's
-            // type and message).
-            .map_err(|e: PyErr| e.to_string())
+            // Described by the Python exception's type and message, and kept as the source.
+            .map_err(|e: PyErr| DecodeError::wrap(e))
         })
     }
 

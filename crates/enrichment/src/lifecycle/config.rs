@@ -13,7 +13,37 @@ use crate::policy::{Ambiguity, BadRows, Policies, Unmatched};
 
 /// Turns a DynamoDB item into the user's type. The item is given by value, so a decoder can move
 /// its strings into the result instead of copying them (a full load decodes every item once).
-pub type Decoder<T> = Arc<dyn Fn(Item) -> Result<T, String> + Send + Sync>;
+pub type Decoder<T> = Arc<dyn Fn(Item) -> Result<T, DecodeError> + Send + Sync>;
+
+/// Why a [`Decoder`] could not turn an item into the user's type. The item is then left out
+/// (counted and logged with this text); the error behind it, when there is one, stays the
+/// [`source`](std::error::Error::source).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct DecodeError {
+    message: String,
+    #[source]
+    cause: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl DecodeError {
+    /// An error that `message` describes, with no underlying error.
+    pub fn new(message: impl Into<String>) -> DecodeError {
+        DecodeError {
+            message: message.into(),
+            cause: None,
+        }
+    }
+
+    /// The error `cause` (e.g. serde's), described by its own text and kept as the source.
+    pub fn wrap(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> DecodeError {
+        let cause = cause.into();
+        DecodeError {
+            message: cause.to_string(),
+            cause: Some(cause),
+        }
+    }
+}
 /// Extracts the lookup key from an item; `None` leaves the item out of the lookup index.
 pub type LookupKeyFn<T, K> = Arc<dyn Fn(&T) -> Option<K> + Send + Sync>;
 
@@ -119,7 +149,7 @@ impl<T: serde::de::DeserializeOwned, K> TableConfig<T, K> {
                 table_name: table_name.into(),
                 key_attributes: key_attributes.iter().map(|s| (*s).to_owned()).collect(),
                 decode: Arc::new(|item: Item| {
-                    serde_dynamo::from_item(item).map_err(|e| e.to_string())
+                    serde_dynamo::from_item(item).map_err(DecodeError::wrap)
                 }),
                 scan_segments: 4,
             },
