@@ -27,6 +27,7 @@ mod event;
 mod join;
 mod register;
 mod report;
+mod served;
 mod write;
 
 use aws_lambda_events::event::streams::KinesisEventResponse;

@@ -1,6 +1,7 @@
 //! Order records and what a stream record can be. Pure.
 
 use change_protocol::{ChangeFlag, FLAG_MARKER};
+use enrichment::Classified;
 use serde::{Deserialize, Serialize};
 
 /// An order as the original's data generator writes it.
@@ -42,6 +43,23 @@ pub enum Record {
     LegacyFlag,
     /// Not an order: why.
     Invalid(String),
+}
+
+impl Record {
+    /// What the record is to a reference's batch: an order is looked up by its dish, a protocol
+    /// flag refreshes the reference at its position, and the original design's flag is what
+    /// `legacy_flag` says it is to that reference.
+    pub(crate) fn classified(
+        &self,
+        legacy_flag: impl FnOnce() -> Classified<String>,
+    ) -> Classified<String> {
+        match self {
+            Record::Order(o) => Classified::Data(o.dish.clone()),
+            Record::Flag(f) => Classified::ChangeFlag(f.clone()),
+            Record::LegacyFlag => legacy_flag(),
+            Record::Invalid(reason) => Classified::Invalid(reason.clone()),
+        }
+    }
 }
 
 /// Classifies a record's data. `legacy_flag_dish` is the original's flag dish (`CHANGE_FLAG`).

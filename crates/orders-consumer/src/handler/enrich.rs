@@ -4,9 +4,10 @@
 use enrichment::sources::{FeedSource, TableSource};
 use enrichment::{Classified, Outcome};
 
-use crate::orders::{Product, Record};
+use crate::orders::Product;
 use crate::output::Input;
 
+use super::served::served;
 use super::Table;
 
 /// Why the reference table cannot serve this batch: the batch is reported for retry.
@@ -27,22 +28,13 @@ pub(super) async fn enrich<Tb: TableSource, Fd: FeedSource>(
     inputs: Vec<Input>,
 ) -> Result<Vec<Outcome<Input, Product>>, EnrichError> {
     let (outcomes, report) = table
-        .process_batch(inputs, |i| match &i.record {
-            Record::Order(o) => Classified::Data(o.dish.clone()),
-            Record::Flag(f) => Classified::ChangeFlag(f.clone()),
-            Record::LegacyFlag => Classified::Flag,
-            Record::Invalid(reason) => Classified::Invalid(reason.clone()),
-        })
+        .process_batch(inputs, |i| i.record.classified(|| Classified::Flag))
         .await;
-    if let Some(retry) = report.retry {
-        return Err(EnrichError::Retry(retry));
-    }
-    if !table.is_loaded() {
-        let error = report
-            .refreshes
-            .into_iter()
-            .find_map(|r| r.error.map(|e| e.to_string()));
-        return Err(EnrichError::NotLoaded(error));
-    }
-    Ok(outcomes)
+    served(
+        outcomes,
+        report,
+        table.is_loaded(),
+        EnrichError::Retry,
+        EnrichError::NotLoaded,
+    )
 }

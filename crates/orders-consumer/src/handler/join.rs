@@ -7,6 +7,7 @@ use enrichment::{Classified, Outcome};
 use crate::orders::Record;
 use crate::output::Input;
 
+use super::served::served;
 use super::Objects;
 
 /// Why the second reference cannot serve this batch: the batch is reported for retry.
@@ -29,25 +30,21 @@ pub(super) async fn join_objects<Fd: FeedSource + ObjectSource + Clone>(
 ) -> Result<(), JoinError> {
     let indices: Vec<usize> = (0..inputs.len()).collect();
     let (outcomes, report) = objects
-        .process_batch(indices, |i| match &inputs[*i].record {
-            Record::Order(o) => Classified::Data(o.dish.clone()),
-            Record::Flag(f) => Classified::ChangeFlag(f.clone()),
+        .process_batch(indices, |i| {
             // The original's flag means "the table changed": not the objects' business (a
             // failed poll there must not hold a batch that only the table concerns).
-            Record::LegacyFlag => Classified::Invalid("legacy flag (table)".into()),
-            Record::Invalid(reason) => Classified::Invalid(reason.clone()),
+            inputs[*i]
+                .record
+                .classified(|| Classified::Invalid("legacy flag (table)".into()))
         })
         .await;
-    if let Some(retry) = report.retry {
-        return Err(JoinError::Retry(retry));
-    }
-    if !objects.is_loaded() {
-        let error = report
-            .refreshes
-            .iter()
-            .find_map(|r| r.error.as_ref().map(ToString::to_string));
-        return Err(JoinError::NotLoaded(error));
-    }
+    let outcomes = served(
+        outcomes,
+        report,
+        objects.is_loaded(),
+        JoinError::Retry,
+        JoinError::NotLoaded,
+    )?;
     for outcome in outcomes {
         match outcome {
             Outcome::Enriched { record, item } => inputs[record].reference_object = Some(item),
