@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
 use crate::functions::{BucketError, FailureBucket, Functions, ReplayError};
-use crate::record::{FailureRecord, Function};
+use crate::record::{FailureRecord, Function, RecordError};
 
 /// Where Lambda writes invocation records (`aws/lambda/<ESM-UUID>/<shard>/…`).
 pub const DEFAULT_FAILURE_PREFIX: &str = "aws/lambda/";
@@ -76,6 +76,26 @@ pub struct Outcome {
     pub detail: String,
     /// The gap file, when one was announced.
     pub gap_key: Option<String>,
+}
+
+impl Outcome {
+    /// A record not (yet) handled: left, nothing known about it.
+    fn left(key: &str) -> Outcome {
+        Outcome {
+            key: key.to_owned(),
+            function: None,
+            records: None,
+            action: Action::Left,
+            detail: String::new(),
+            gap_key: None,
+        }
+    }
+
+    /// The outcome, with `detail` saying why.
+    fn because(mut self, detail: impl Into<String>) -> Outcome {
+        self.detail = detail.into();
+        self
+    }
 }
 
 /// What a run did, record by record, with the totals.
@@ -222,15 +242,10 @@ impl<B: FailureBucket, F: Functions> Redriver<B, F> {
         Ok(markers)
     }
 
+    /// One record: skipped if redriven before, else read, parsed and replayed; what cannot
+    /// be replayed is announced or left.
     async fn one(&self, key: &str, marker: Option<&Marker>) -> Outcome {
-        let mut outcome = Outcome {
-            key: key.to_owned(),
-            function: None,
-            records: None,
-            action: Action::Left,
-            detail: String::new(),
-            gap_key: None,
-        };
+        let mut outcome = Outcome::left(key);
         if let Some(m) = marker.filter(|m| m.action == Action::Redriven) {
             outcome.action = Action::AlreadyRedriven;
             outcome.detail = format!("redriven at {}", m.at);
@@ -239,32 +254,12 @@ impl<B: FailureBucket, F: Functions> Redriver<B, F> {
         let announced = marker.and_then(|m| m.gap_key.clone());
         let bytes = match self.bucket.get(key).await {
             Ok(Some(b)) => b,
-            Ok(None) => {
-                outcome.detail = "the record is gone (deleted since the listing)".into();
-                return outcome;
-            }
-            Err(e) => {
-                outcome.detail = format!("could not read the record: {e}");
-                return outcome;
-            }
+            Ok(None) => return outcome.because("the record is gone (deleted since the listing)"),
+            Err(e) => return outcome.because(format!("could not read the record: {e}")),
         };
         let record = match FailureRecord::parse(&bytes) {
             Ok(r) => r,
-            // An orders batch, by its batch-info field, that cannot be read: a gap would not
-            // bring those orders back, so it is left for the operator.
-            Err(e) if Function::named_in(&bytes) == Some(Function::OrdersConsumer) => {
-                outcome.function = Some(Function::OrdersConsumer);
-                outcome.detail =
-                    format!("unreadable record: {e}; these orders are not in the output");
-                return outcome;
-            }
-            // Otherwise it may have been a reference change: announce a gap (a full reload by
-            // every consumer is always safe).
-            Err(e) => {
-                return self
-                    .gap(outcome, announced, format!("unreadable record: {e}"))
-                    .await
-            }
+            Err(e) => return self.unreadable(outcome, &bytes, announced, e).await,
         };
         outcome.function = Some(record.function);
         outcome.records = Some(record.batch.batch_size);
@@ -280,39 +275,76 @@ impl<B: FailureBucket, F: Functions> Redriver<B, F> {
             );
             return outcome;
         }
+        match self.replay(key, &record, payload).await {
+            Ok(()) => self.redriven(outcome, &record).await,
+            Err(e @ ReplayError::NotConfigured(..)) => outcome.because(e.to_string()),
+            Err(e) => {
+                let why = format!(
+                    "the {} kept failing ({} attempts): {e}",
+                    record.function, self.settings.attempts
+                );
+                self.unreplayable(outcome, &record, announced, why).await
+            }
+        }
+    }
+
+    /// A record that does not parse.
+    async fn unreadable(
+        &self,
+        mut outcome: Outcome,
+        bytes: &[u8],
+        announced: Option<String>,
+        e: RecordError,
+    ) -> Outcome {
+        // An orders batch, by its batch-info field, that cannot be read: a gap would not bring
+        // those orders back, so it is left for the operator.
+        if Function::named_in(bytes) == Some(Function::OrdersConsumer) {
+            outcome.function = Some(Function::OrdersConsumer);
+            return outcome.because(format!(
+                "unreadable record: {e}; these orders are not in the output"
+            ));
+        }
+        // Otherwise it may have been a reference change: announce a gap (a full reload by every
+        // consumer is always safe).
+        self.gap(outcome, announced, format!("unreadable record: {e}"))
+            .await
+    }
+
+    /// Replays the record's payload up to `attempts` times, the pause doubling between: the
+    /// last error when no attempt succeeded, at once for a missing configuration (a retry
+    /// cannot help).
+    async fn replay(
+        &self,
+        key: &str,
+        record: &FailureRecord,
+        payload: &str,
+    ) -> Result<(), ReplayError> {
         // The last part of the key is Lambda's random UUID: it names a change file written
         // for a batch without sequence numbers.
         let request_id = format!("redrive-{}", key.rsplit('/').next().unwrap_or(key));
-        let mut last = String::new();
         let mut pause = self.settings.backoff;
-        for attempt in 1..=self.settings.attempts.max(1) {
-            match self
+        let mut attempt = 1;
+        loop {
+            let e = match self
                 .functions
                 .replay(record.function, payload, &request_id)
                 .await
             {
-                Ok(()) => return self.redriven(outcome, &record).await,
-                Err(e @ ReplayError::NotConfigured(..)) => {
-                    outcome.detail = e.to_string();
-                    return outcome;
-                }
-                Err(e) => {
-                    warn!(key, attempt, error = %e, "replay failed");
-                    last = e.to_string();
-                }
+                Ok(()) => return Ok(()),
+                Err(e @ ReplayError::NotConfigured(..)) => return Err(e),
+                Err(e) => e,
+            };
+            warn!(key, attempt, error = %e, "replay failed");
+            if attempt >= self.settings.attempts {
+                return Err(e);
             }
-            if attempt < self.settings.attempts {
-                tokio::time::sleep(pause).await;
-                pause *= 2;
-            }
+            tokio::time::sleep(pause).await;
+            pause *= 2;
+            attempt += 1;
         }
-        let why = format!(
-            "the {} kept failing ({} attempts): {last}",
-            record.function, self.settings.attempts
-        );
-        self.unreplayable(outcome, &record, announced, why).await
     }
 
+    /// A record replayed: its marker written, so a next run skips it.
     async fn redriven(&self, mut outcome: Outcome, record: &FailureRecord) -> Outcome {
         let marker = Marker {
             action: Action::Redriven,
@@ -333,9 +365,11 @@ impl<B: FailureBucket, F: Functions> Redriver<B, F> {
         outcome
     }
 
+    /// A record that cannot be replayed: a gap for a change-handler batch, an orders batch
+    /// left (a gap would not bring those orders back).
     async fn unreplayable(
         &self,
-        mut outcome: Outcome,
+        outcome: Outcome,
         record: &FailureRecord,
         announced: Option<String>,
         why: String,
@@ -343,8 +377,7 @@ impl<B: FailureBucket, F: Functions> Redriver<B, F> {
         match record.function {
             Function::ChangeHandler => self.gap(outcome, announced, why).await,
             Function::OrdersConsumer => {
-                outcome.detail = format!("{why}; these orders are not in the output");
-                outcome
+                outcome.because(format!("{why}; these orders are not in the output"))
             }
         }
     }
