@@ -90,9 +90,13 @@ pub(crate) struct FeedFollower {
     /// How much older than `last_listing` the position really is: after a load from a feed
     /// snapshot, its position L is as old as the snapshot (the retention rule counts from L).
     listing_age: Duration,
-    /// A clock margin the position was taken with, when larger than ours: a feed snapshot's L
-    /// is on the feed-compactor's clock, so the look-back from it needs its margin.
+    /// The clock margin the loaded data was taken with, when larger than ours: after a load from
+    /// a feed snapshot, its R, read stamps and position L are on the feed-compactor's clock. Zero
+    /// after a load of our own.
     margin_floor: Duration,
+    /// Whether the position is still the feed snapshot's L (the look-back from it needs the
+    /// snapshot's margin), not one of our own listings.
+    position_from_snapshot: bool,
     last_poll: Option<Instant>,
 }
 
@@ -108,6 +112,7 @@ impl FeedFollower {
             last_listing: None,
             listing_age: Duration::ZERO,
             margin_floor: Duration::ZERO,
+            position_from_snapshot: false,
             last_poll: None,
         }
     }
@@ -123,12 +128,13 @@ impl FeedFollower {
             .is_some_and(|t| t.elapsed() + self.listing_age > limit)
     }
 
-    /// Sets the feed position (taken before a full load).
+    /// Sets the feed position (taken before a full load of our own).
     pub(crate) fn set_position(&mut self, at: DateTime<Utc>) {
         self.listing_start = Some(at);
         self.last_listing = Some(Instant::now());
         self.listing_age = Duration::ZERO;
         self.margin_floor = Duration::ZERO;
+        self.position_from_snapshot = false;
     }
 
     /// Follows from a feed snapshot's position `at` (taken `age` ago, on a clock within
@@ -149,6 +155,14 @@ impl FeedFollower {
         self.set_position(at);
         self.listing_age = age;
         self.margin_floor = margin;
+        self.position_from_snapshot = true;
+    }
+
+    /// The clock margin the loaded data needs: ours, or the feed snapshot's it was loaded from
+    /// when larger (until the next load of our own). Changes stamped before R plus this margin
+    /// are re-read, and a feed snapshot written from this data records it.
+    pub(crate) fn clock_margin(&self) -> Duration {
+        self.settings.clock_margin.max(self.margin_floor)
     }
 
     /// The position to follow from (the start of the last complete listing, or of the full load)
@@ -157,12 +171,14 @@ impl FeedFollower {
         self.listing_start.map(|at| (at, self.max_window))
     }
 
-    /// The look-back: the largest W seen plus the clock margin.
+    /// The look-back: the largest W seen plus the clock margin the position was taken with.
     fn look_back(&self) -> chrono::Duration {
-        chrono::Duration::from_std(
-            self.max_window + self.settings.clock_margin.max(self.margin_floor),
-        )
-        .unwrap_or(chrono::Duration::MAX)
+        let margin = if self.position_from_snapshot {
+            self.clock_margin()
+        } else {
+            self.settings.clock_margin
+        };
+        chrono::Duration::from_std(self.max_window + margin).unwrap_or(chrono::Duration::MAX)
     }
 
     /// Lists (or checks the pointer) and fetches new change files. Nothing is marked applied
@@ -274,7 +290,7 @@ impl FeedFollower {
             self.listing_start = Some(started);
             self.last_listing = Some(mono);
             self.listing_age = Duration::ZERO;
-            self.margin_floor = Duration::ZERO;
+            self.position_from_snapshot = false;
             if polled.etag.is_some() {
                 self.head_etag.clone_from(&polled.etag);
             }

@@ -21,10 +21,13 @@ use crate::snapshot::Snapshot;
 use crate::sources::FeedSource;
 use aws_plumbing::Clock;
 
-/// What a loader may use during one step: the policies, the counters, the clock, and the
-/// report of the refresh it is part of.
+/// What a loader may use during one step: the policies, the clock margin the data needs, the
+/// counters, the clock, and the report of the refresh it is part of.
 pub struct Cx<'a> {
     pub(crate) policies: &'a Policies,
+    /// The clock margin the loaded data was taken with: the policy's, or a feed snapshot's
+    /// when larger (the feed follower keeps it).
+    pub(crate) clock_margin: std::time::Duration,
     pub(crate) metrics: &'a Metrics,
     pub(crate) clock: &'a dyn Clock,
     pub(crate) report: &'a mut RefreshReport,

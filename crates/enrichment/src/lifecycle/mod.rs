@@ -279,6 +279,11 @@ impl<L: Loader, Fd: FeedSource> ReferenceEnricher<L, Fd> {
         &self.loader
     }
 
+    /// The clock margin the loaded data was taken with (see [`Cx::clock_margin`]).
+    pub(crate) fn clock_margin(&self) -> Duration {
+        self.follower.clock_margin()
+    }
+
     /// The feed position L and the largest W seen, when a feed is followed.
     pub(crate) fn follower_position(&self) -> Option<(chrono::DateTime<chrono::Utc>, Duration)> {
         self.feed.as_ref()?;
@@ -438,6 +443,7 @@ impl<L: Loader, Fd: FeedSource> ReferenceEnricher<L, Fd> {
         if let Some(flag) = flag {
             let mut cx = Cx {
                 policies: &self.policies,
+                clock_margin: self.follower.clock_margin(),
                 metrics: &self.metrics,
                 clock: &self.clock,
                 report,
@@ -478,6 +484,7 @@ impl<L: Loader, Fd: FeedSource> ReferenceEnricher<L, Fd> {
         } else {
             let mut cx = Cx {
                 policies: &self.policies,
+                clock_margin: self.follower.clock_margin(),
                 metrics: &self.metrics,
                 clock: &self.clock,
                 report,
@@ -515,6 +522,7 @@ impl<L: Loader, Fd: FeedSource> ReferenceEnricher<L, Fd> {
         let started = Instant::now();
         let mut cx = Cx {
             policies: &self.policies,
+            clock_margin: self.follower.clock_margin(),
             metrics: &self.metrics,
             clock: &self.clock,
             report,

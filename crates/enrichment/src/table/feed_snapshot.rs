@@ -225,7 +225,6 @@ where
         self.stream_arn = header.stream_arn.clone();
         self.newest_seen = None;
         self.full_load_end = full_load_end;
-        self.margin_floor = clock_margin;
         Ok(Loaded {
             snapshot,
             from_feed_snapshot: Some(FromFeedSnapshot {
@@ -412,8 +411,7 @@ where
             position_ms: position.timestamp_millis(),
             full_load_end_ms: loader.full_load_end.map(|r| r.timestamp_millis()),
             write_window_ms: window.as_millis() as u64,
-            clock_margin_ms: (self.policies().feed.clock_margin.max(loader.margin_floor))
-                .as_millis() as u64,
+            clock_margin_ms: self.clock_margin().as_millis() as u64,
             created_ms: created.timestamp_millis(),
             items: snapshot.len() as u64,
             tombstones,

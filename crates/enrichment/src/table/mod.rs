@@ -89,7 +89,6 @@ where
             stream_arn: None,
             newest_seen: None,
             full_load_end: None,
-            margin_floor: Duration::ZERO,
         };
         ReferenceEnricher::with_loader(loader, config.policies, feed, clock.shared())
     }
@@ -111,10 +110,9 @@ pub struct TableLoader<T, K, Tb> {
     /// The newest stream of the table seen in a file (a hint for the next full load, in case
     /// DescribeTable still names the previous stream).
     pub(crate) newest_seen: Option<String>,
+    /// R: when the last full load's Scan ended (or the Scan a feed snapshot descends from). The
+    /// clock margin it was taken with is the feed follower's ([`Cx::clock_margin`]).
     pub(crate) full_load_end: Option<DateTime<Utc>>,
-    /// A clock margin R and the read stamps were taken with, when larger than ours (they came
-    /// from a feed snapshot, on the feed-compactor's clock); zero after our own Scan.
-    pub(crate) margin_floor: Duration,
 }
 
 impl<T, K, Tb> std::fmt::Debug for TableLoader<T, K, Tb> {
@@ -188,7 +186,6 @@ where
         Metrics::add(&cx.metrics.items_read, read);
         self.states.clear();
         self.full_load_end = Some(end);
-        self.margin_floor = Duration::ZERO;
         // The stream the load follows: the table's current one, or a newer one a file already
         // came from (DescribeTable may still name the previous stream for a moment).
         let hint = self.newest_seen.take();
@@ -377,9 +374,7 @@ where
         need_full: &mut Option<ReloadReason>,
         cx: &mut Cx<'_>,
     ) {
-        let margin =
-            chrono::Duration::from_std(cx.policies.feed.clock_margin.max(self.margin_floor))
-                .unwrap_or_default();
+        let margin = chrono::Duration::from_std(cx.clock_margin).unwrap_or_default();
         let reread_before = self.full_load_end.map(|r| (r + margin).timestamp_millis());
         for change in &file.changes {
             let key = match ItemKey::from_item(&self.spec.key_attributes, &change.keys) {
