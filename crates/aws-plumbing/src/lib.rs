@@ -22,6 +22,7 @@ pub mod init;
 mod s3;
 mod s3_key;
 mod sdk;
+pub mod vars;
 
 /// The SDK configuration [`sdk_config`] loads, for crates that build their clients from it.
 pub use aws_config::SdkConfig;

@@ -225,21 +225,17 @@ fn feed_poll_interval_var(get: &impl Fn(&str) -> Option<String>) -> Result<Durat
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
+    /// The required variables, then `pairs`.
     fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let mut map: HashMap<String, String> = [
+        let required = [
             ("REFERENCE_TABLE", "ProductPriority"),
             ("CHANGE_BUCKET", "demo-bucket"),
             ("OUTPUT_BUCKET", "demo-bucket"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        for (k, v) in pairs {
-            map.insert(k.to_string(), v.to_string());
-        }
-        Config::from_lookup(&move |k: &str| map.get(k).cloned())
+        ];
+        Config::from_lookup(&aws_plumbing::vars::from_pairs(
+            required.into_iter().chain(pairs.iter().copied()),
+        ))
     }
 
     #[test]

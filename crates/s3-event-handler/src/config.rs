@@ -70,21 +70,23 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
+    /// The required variables, then `pairs`.
     fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let mut map: HashMap<String, String> = [
+        let required = [
             ("CHANGE_BUCKET", "feed-bucket"),
             ("FLAG_STREAM", "SourceKinesisStream"),
             ("REFERENCE_PREFIX", "reference/"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        for (k, v) in pairs {
-            map.insert(k.to_string(), v.to_string());
-        }
-        Config::from_lookup(&move |k: &str| map.get(k).cloned())
+        ];
+        Config::from_lookup(&aws_plumbing::vars::from_pairs(
+            required.into_iter().chain(pairs.iter().copied()),
+        ))
+    }
+
+    /// `pairs` are refused with an error that names `named`.
+    fn assert_refused(pairs: &[(&str, &str)], named: &str) {
+        let err = config(pairs).unwrap_err();
+        assert!(err.to_string().contains(named), "{err}");
     }
 
     #[test]
@@ -101,18 +103,23 @@ mod tests {
 
     #[test]
     fn missing_and_invalid_variables_are_named() {
-        let err = config(&[("FLAG_STREAM", "")]).unwrap_err();
-        assert!(err.to_string().contains("FLAG_STREAM"), "{err}");
-        let err = config(&[("LEGACY_FLAG_PAYLOAD", "{not json")]).unwrap_err();
-        assert!(err.to_string().contains("LEGACY_FLAG_PAYLOAD"), "{err}");
+        assert_refused(&[("FLAG_STREAM", "")], "FLAG_STREAM");
+        assert_refused(
+            &[("LEGACY_FLAG_PAYLOAD", "{not json")],
+            "LEGACY_FLAG_PAYLOAD",
+        );
     }
 
     #[test]
     fn a_feed_overlapping_the_reference_prefix_is_refused() {
-        let err = config(&[("CHANGE_PREFIX", "reference/changes/")]).unwrap_err();
-        assert!(err.to_string().contains("would trigger it"), "{err}");
-        let err = config(&[("REFERENCE_PREFIX", "change_flags/ref/")]).unwrap_err();
-        assert!(err.to_string().contains("CHANGE_PREFIX"), "{err}");
+        assert_refused(
+            &[("CHANGE_PREFIX", "reference/changes/")],
+            "would trigger it",
+        );
+        assert_refused(
+            &[("REFERENCE_PREFIX", "change_flags/ref/")],
+            "CHANGE_PREFIX",
+        );
         // Different buckets: no overlap.
         assert!(config(&[
             ("REFERENCE_PREFIX", "change_flags/ref/"),
