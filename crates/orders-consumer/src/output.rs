@@ -440,6 +440,21 @@ mod tests {
         })
     }
 
+    /// The order `input(dish, n)`, enriched with `item`.
+    fn enriched(dish: &str, n: u64, item: &Arc<Product>) -> Outcome<Input, Product> {
+        Outcome::Enriched {
+            record: input(dish, n),
+            item: Arc::clone(item),
+        }
+    }
+
+    /// The JSON lines of an object's `body`, in order.
+    fn json_lines(body: &[u8]) -> impl Iterator<Item = serde_json::Value> + '_ {
+        body.split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+    }
+
     fn naming() -> Naming<'static> {
         Naming {
             shard: "shardId-000000000000",
@@ -593,30 +608,17 @@ mod tests {
         let before = product("burger", "medium");
         let after = product("burger", "high");
         let outcomes = vec![
-            Outcome::Enriched {
-                record: input("burger", 1),
-                item: Arc::clone(&before),
-            },
+            enriched("burger", 1, &before),
             Outcome::Flag,
-            Outcome::Enriched {
-                record: input("burger", 2),
-                item: Arc::clone(&after),
-            },
-            Outcome::Enriched {
-                record: input("burger", 3),
-                item: Arc::clone(&before),
-            },
-            Outcome::Enriched {
-                record: input("burger", 4),
-                item: after,
-            },
+            enriched("burger", 2, &after),
+            enriched("burger", 3, &before),
+            enriched("burger", 4, &after),
         ];
         drop(before);
         let out = build(&naming(), outcomes);
         let mut lines = Vec::new();
         for (key, body) in &out.objects {
-            for l in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-                let v: serde_json::Value = serde_json::from_slice(l).unwrap();
+            for v in json_lines(body) {
                 lines.push((
                     v["customer_id"].as_i64().unwrap(),
                     v["priority"].as_str().unwrap().to_owned(),
@@ -650,29 +652,16 @@ mod tests {
             ..(*cheap).clone()
         });
         let outcomes = vec![
-            Outcome::Enriched {
-                record: input("burger", 1),
-                item: Arc::clone(&cheap),
-            },
-            Outcome::Enriched {
-                record: input("burger", 2),
-                item: Arc::clone(&dear),
-            },
-            Outcome::Enriched {
-                record: input("burger", 3),
-                item: Arc::clone(&cheap),
-            },
+            enriched("burger", 1, &cheap),
+            enriched("burger", 2, &dear),
+            enriched("burger", 3, &cheap),
         ];
         // WHEN the batch's objects are built
         let out = build(&naming(), outcomes);
         // THEN one object, each line with its own item's price, in input order
         assert_eq!(out.objects.len(), 1);
-        let prices: Vec<(i64, i64)> = out.objects[0]
-            .1
-            .split(|b| *b == b'\n')
-            .filter(|l| !l.is_empty())
-            .map(|l| {
-                let v: serde_json::Value = serde_json::from_slice(l).unwrap();
+        let prices: Vec<(i64, i64)> = json_lines(&out.objects[0].1)
+            .map(|v| {
                 (
                     v["customer_id"].as_i64().unwrap(),
                     v["price"].as_i64().unwrap(),
@@ -689,26 +678,14 @@ mod tests {
         // whose partition (pizza, unmatched) is also that of an item whose priority is named
         // like the unmatched partition
         let outcomes = vec![
-            Outcome::Enriched {
-                record: input("salad", 1),
-                item: product("salad", "high"),
-            },
-            Outcome::Enriched {
-                record: input("burger", 2),
-                item: product("burger", "medium"),
-            },
+            enriched("salad", 1, &product("salad", "high")),
+            enriched("burger", 2, &product("burger", "medium")),
             Outcome::Passed {
                 record: input("pizza", 3),
                 reason: UnmatchedReason::NoItem,
             },
-            Outcome::Enriched {
-                record: input("pizza", 4),
-                item: product("pizza", UNMATCHED_PARTITION),
-            },
-            Outcome::Enriched {
-                record: input("salad", 5),
-                item: product("salad", "high"),
-            },
+            enriched("pizza", 4, &product("pizza", UNMATCHED_PARTITION)),
+            enriched("salad", 5, &product("salad", "high")),
         ];
         // WHEN the batch's objects are built
         let out = build(&naming(), outcomes);
@@ -723,13 +700,8 @@ mod tests {
             ]
         );
         let customers = |body: &[u8]| -> Vec<i64> {
-            body.split(|b| *b == b'\n')
-                .filter(|l| !l.is_empty())
-                .map(|l| {
-                    serde_json::from_slice::<serde_json::Value>(l).unwrap()["customer_id"]
-                        .as_i64()
-                        .unwrap()
-                })
+            json_lines(body)
+                .map(|v| v["customer_id"].as_i64().unwrap())
                 .collect()
         };
         assert_eq!(customers(&out.objects[1].1), [3, 4]);
