@@ -5,6 +5,8 @@ use std::future::Future;
 use aws_plumbing::{
     ConfigError, ObjectStore, OffsetClock, S3Error, S3Store, SdkConfig, StoreError,
 };
+use aws_sdk_lambda::error::{DisplayErrorContext, SdkError};
+use aws_sdk_lambda::operation::invoke::InvokeError;
 use change_handler::ChangeHandler;
 use feed_writer::{FeedConfig, FeedWriter, WriteError};
 use orders_consumer::DeployedConsumer;
@@ -41,14 +43,13 @@ pub enum ReplayError {
     #[error("{0}")]
     Failed(String),
     /// The deployed function could not be invoked.
-    #[error("Invoke {function}: {}", aws_sdk_lambda::error::DisplayErrorContext(.source.as_ref()))]
+    #[error("Invoke {function}: {}", DisplayErrorContext(.source.as_ref()))]
     Invoke {
         /// The deployed function's name.
         function: String,
         /// What the Lambda API said.
         #[source]
-        source:
-            Box<aws_sdk_lambda::error::SdkError<aws_sdk_lambda::operation::invoke::InvokeError>>,
+        source: Box<SdkError<InvokeError>>,
     },
     /// The deployed function's response is not JSON.
     #[error("{function} answered something that is not JSON ({source}): {body}")]
@@ -73,6 +74,16 @@ pub enum ReplayError {
     /// The handler's response could not be read back as JSON.
     #[error("{0}")]
     Response(#[source] serde_json::Error),
+}
+
+impl ReplayError {
+    /// The Invoke call on the deployed function `function` failed.
+    fn invoke(function: &str, source: SdkError<InvokeError>) -> ReplayError {
+        ReplayError::Invoke {
+            function: function.to_owned(),
+            source: Box::new(source),
+        }
+    }
 }
 
 /// Why the failure bucket could not be listed, read or written.
@@ -247,10 +258,7 @@ async fn invoke(
         .payload(aws_sdk_lambda::primitives::Blob::new(payload.as_bytes()))
         .send()
         .await
-        .map_err(|source| ReplayError::Invoke {
-            function: name.to_owned(),
-            source: Box::new(source),
-        })?;
+        .map_err(|e| ReplayError::invoke(name, e))?;
     let body = out
         .payload()
         .map(|b| String::from_utf8_lossy(b.as_ref()).into_owned())

@@ -71,11 +71,34 @@ impl Functions for &Fake {
     }
 }
 
+impl Fake {
+    /// Handlers of which `functions` fail every replay.
+    fn failing(functions: &[Function]) -> Fake {
+        Fake {
+            failing: functions.to_vec(),
+            ..Fake::default()
+        }
+    }
+
+    /// Handlers of which `functions` have no configuration.
+    fn missing(functions: &[Function]) -> Fake {
+        Fake {
+            missing: functions.to_vec(),
+            ..Fake::default()
+        }
+    }
+}
+
 fn settings() -> Settings {
     Settings {
         backoff: Duration::ZERO,
         ..Settings::default()
     }
+}
+
+/// A redrive of `bucket` through `fake`, with no pause between attempts.
+fn redriver<'a>(bucket: &'a Bucket, fake: &'a Fake) -> Redriver<&'a Bucket, &'a Fake> {
+    Redriver::new(bucket, fake, settings())
 }
 
 const DDB_KEY: &str = "aws/lambda/esm-1/shardId-1/2026/11/25/2026-11-25T09.14.49-a";
@@ -107,7 +130,7 @@ fn the_documented_records_parse_with_their_payloads() {
 async fn a_record_is_replayed_once_and_a_second_run_is_a_no_op() {
     let bucket = Bucket::with(&[(DDB_KEY, DDB_RECORD), (KIN_KEY, KINESIS_RECORD)]);
     let fake = Fake::default();
-    let r = Redriver::new(&bucket, &fake, settings());
+    let r = redriver(&bucket, &fake);
     let first = r.run().await.unwrap();
     assert_eq!(first.count(Action::Redriven), 2, "{first:?}");
     assert_eq!(first.unresolved(), 0);
@@ -158,7 +181,7 @@ async fn an_unreadable_record_announces_one_gap_and_stays() {
     let garbled = "aws/lambda/x/s/2026/11/25/garbled";
     let bucket = Bucket::with(&[(garbled, b"{\"requestContext\": ")]);
     let fake = Fake::default();
-    let r = Redriver::new(&bucket, &fake, settings());
+    let r = redriver(&bucket, &fake);
     let first = r.run().await.unwrap();
     assert_eq!(first.count(Action::GapAnnounced), 1);
     assert_eq!(first.unresolved(), 1);
@@ -183,12 +206,8 @@ async fn an_unreadable_record_announces_one_gap_and_stays() {
 #[tokio::test]
 async fn a_change_handler_that_keeps_failing_gets_a_gap_and_orders_are_left() {
     let bucket = Bucket::with(&[(DDB_KEY, DDB_RECORD), (KIN_KEY, KINESIS_RECORD)]);
-    let fake = Fake {
-        failing: vec![Function::ChangeHandler, Function::OrdersConsumer],
-        ..Fake::default()
-    };
-    let r = Redriver::new(&bucket, &fake, settings());
-    let report = r.run().await.unwrap();
+    let fake = Fake::failing(&[Function::ChangeHandler, Function::OrdersConsumer]);
+    let report = redriver(&bucket, &fake).run().await.unwrap();
     let by_key = |k: &str| report.records.iter().find(|o| o.key == k).unwrap();
     assert_eq!(by_key(DDB_KEY).action, Action::GapAnnounced);
     assert!(
@@ -205,18 +224,12 @@ async fn a_change_handler_that_keeps_failing_gets_a_gap_and_orders_are_left() {
 #[tokio::test]
 async fn a_batch_that_failed_before_is_replayed_when_it_can_be() {
     let bucket = Bucket::with(&[(DDB_KEY, DDB_RECORD)]);
-    let failing = Fake {
-        failing: vec![Function::ChangeHandler],
-        ..Fake::default()
-    };
-    let report = Redriver::new(&bucket, &failing, settings())
-        .run()
-        .await
-        .unwrap();
+    let failing = Fake::failing(&[Function::ChangeHandler]);
+    let report = redriver(&bucket, &failing).run().await.unwrap();
     assert_eq!(report.count(Action::GapAnnounced), 1);
     // The outage is over: the next run replays it and marks it redriven.
     let healthy = Fake::default();
-    let r = Redriver::new(&bucket, &healthy, settings());
+    let r = redriver(&bucket, &healthy);
     assert_eq!(r.run().await.unwrap().count(Action::Redriven), 1);
     assert_eq!(r.run().await.unwrap().count(Action::AlreadyRedriven), 1);
     assert!(healthy.gaps.lock().unwrap().is_empty());
@@ -264,14 +277,8 @@ async fn a_damaged_orders_record_is_left_not_gapped_and_markers_are_never_record
 #[tokio::test]
 async fn a_missing_configuration_leaves_the_record_without_a_gap() {
     let bucket = Bucket::with(&[(KIN_KEY, KINESIS_RECORD)]);
-    let fake = Fake {
-        missing: vec![Function::OrdersConsumer],
-        ..Fake::default()
-    };
-    let report = Redriver::new(&bucket, &fake, settings())
-        .run()
-        .await
-        .unwrap();
+    let fake = Fake::missing(&[Function::OrdersConsumer]);
+    let report = redriver(&bucket, &fake).run().await.unwrap();
     assert_eq!(report.count(Action::Left), 1);
     assert!(report.records[0].detail.contains("no configuration"));
     assert!(fake.gaps.lock().unwrap().is_empty());
