@@ -10,22 +10,11 @@ use crate::reference::{reference_class, ReadSide};
 use crate::runtime::sdk_config;
 use crate::values::PyRow;
 
-/// Reference data kept as objects (CSV with a header, or JSON Lines; optionally gzip) under a
-/// prefix in S3, kept current from the change feed and the in-stream flags.
-#[pyclass(frozen, module = "stream_refdata")]
-pub struct ObjectReference {
-    inner: tokio::sync::Mutex<ObjectEnricher<PyRow, String, S3Objects, S3Feed>>,
-    read: ReadSide<PyRow>,
-}
-
-impl std::fmt::Debug for ObjectReference {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ObjectReference").finish_non_exhaustive()
-    }
-}
-
 reference_class!(
-    ObjectReference,
+    /// Reference data kept as objects (CSV with a header, or JSON Lines; optionally gzip) under
+    /// a prefix in S3, kept current from the change feed and the in-stream flags.
+    pub struct ObjectReference(ObjectEnricher<PyRow, String, S3Objects, S3Feed>, PyRow);
+
     /// A reference to the objects under `prefix` in `bucket`, looked up by column
     /// `key_column`, following the change feed in `feed_bucket` under `feed_prefix`. An
     /// argument left out takes the Rust crate's default (its `Policies::default()`).

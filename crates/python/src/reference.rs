@@ -116,10 +116,28 @@ pub(crate) fn classify(
     Ok(classes)
 }
 
-/// The Python methods of a reference class: `$name` has an `inner` enricher (behind a Tokio
-/// mutex) and a `read` side ([`ReadSide`]); `$constructor` is its `#[new]`.
+/// A reference class: `$name`, the Python class, holds its `$enricher` (behind a Tokio mutex,
+/// `inner`) and the read side of its `$value`s (`read`, a [`ReadSide`]), and has the Python
+/// methods every reference has; `$constructor` is its `#[new]`.
 macro_rules! reference_class {
-    ($name:ident, $($constructor:tt)*) => {
+    (
+        $(#[$doc:meta])*
+        pub struct $name:ident($enricher:ty, $value:ty);
+        $($constructor:tt)*
+    ) => {
+        $(#[$doc])*
+        #[pyclass(frozen, module = "stream_refdata")]
+        pub struct $name {
+            inner: tokio::sync::Mutex<$enricher>,
+            read: $crate::reference::ReadSide<$value>,
+        }
+
+        impl std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($name)).finish_non_exhaustive()
+            }
+        }
+
         #[pymethods]
         impl $name {
             $($constructor)*

@@ -10,22 +10,11 @@ use crate::reference::{reference_class, ReadSide};
 use crate::runtime::sdk_config;
 use crate::values::PyItem;
 
-/// Reference data in a DynamoDB table, kept current from the change feed (and, for a first
-/// load, from the feed-compactor's snapshot when there is one).
-#[pyclass(frozen, module = "stream_refdata")]
-pub struct TableReference {
-    inner: tokio::sync::Mutex<TableEnricher<PyItem, String, DynamoDbTable, S3Feed>>,
-    read: ReadSide<PyItem>,
-}
-
-impl std::fmt::Debug for TableReference {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TableReference").finish_non_exhaustive()
-    }
-}
-
 reference_class!(
-    TableReference,
+    /// Reference data in a DynamoDB table, kept current from the change feed (and, for a first
+    /// load, from the feed-compactor's snapshot when there is one).
+    pub struct TableReference(TableEnricher<PyItem, String, DynamoDbTable, S3Feed>, PyItem);
+
     /// A reference to `table`, keyed by `key_attributes` (hash key first), looked up by the
     /// value of `lookup_attribute`, following the change feed in `feed_bucket` under
     /// `feed_prefix`. Nothing is read until the first `refresh()`. An argument left out takes
