@@ -11,7 +11,9 @@ sets `set`, maps `dict`, lists `list`, booleans `bool`, NULL `None`, as boto3's
 `TypeDeserializer` gives them; binary values are `bytes` (boto3 wraps them in its `Binary`).
 """
 
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, TypedDict
+
+from typing_extensions import Unpack
 
 __version__: str
 
@@ -58,6 +60,22 @@ class _Reference:
         the batch must be retried (a flag's refresh failed)."""
     def __len__(self) -> int: ...
 
+class _Options(TypedDict, total=False):
+    """The keyword arguments both reference classes take. An argument left out takes the
+    library's default (the package README's table)."""
+
+    unmatched: str
+    """dead-letter (rejected with a reason), pass or drop."""
+    max_staleness_seconds: Optional[float]
+    """The staleness limit; None never rejects records as stale."""
+    max_age_seconds: Optional[float]
+    """The maximum age of a full load; None never reloads without a reason."""
+    poll_interval_seconds: float
+    write_window_seconds: float
+    retention_days: int
+    clock_margin_seconds: float
+    endpoint_url: Optional[str]
+
 class TableReference(_Reference):
     def __init__(
         self,
@@ -67,22 +85,13 @@ class TableReference(_Reference):
         feed_bucket: str,
         feed_prefix: str = ...,
         *,
-        unmatched: str = ...,
-        max_staleness_seconds: Optional[float] = ...,
-        max_age_seconds: Optional[float] = ...,
-        poll_interval_seconds: float = ...,
-        write_window_seconds: float = ...,
-        retention_days: int = ...,
         snapshot_prefix: Optional[str] = ...,
-        clock_margin_seconds: float = ...,
-        endpoint_url: Optional[str] = None,
+        **options: Unpack[_Options],
     ) -> None:
         """A reference to a DynamoDB table keyed by `key_attributes` (hash key first), looked up
-        by `lookup_attribute`. An argument left out takes the library's default (the package
-        README's table). `unmatched`: dead-letter (rejected with a reason), pass or drop;
-        `max_staleness_seconds`, `max_age_seconds`: None for never; `snapshot_prefix`: None never
-        looks for a feed snapshot. Nothing is read until the first refresh. Raises ValueError on
-        a bad argument."""
+        by `lookup_attribute`. `snapshot_prefix`: None never looks for a feed snapshot; the
+        other keyword arguments are `_Options`. Nothing is read until the first refresh.
+        Raises ValueError on a bad argument."""
 
 class ObjectReference(_Reference):
     def __init__(
@@ -92,15 +101,7 @@ class ObjectReference(_Reference):
         key_column: str,
         feed_bucket: str,
         feed_prefix: str = ...,
-        *,
-        unmatched: str = ...,
-        max_staleness_seconds: Optional[float] = ...,
-        max_age_seconds: Optional[float] = ...,
-        poll_interval_seconds: float = ...,
-        write_window_seconds: float = ...,
-        retention_days: int = ...,
-        clock_margin_seconds: float = ...,
-        endpoint_url: Optional[str] = None,
+        **options: Unpack[_Options],
     ) -> None:
         """A reference to the objects under `prefix` in `bucket` (CSV with a header or JSON
         Lines, optionally gzip), rows looked up by `key_column`; the other arguments are
