@@ -43,6 +43,21 @@ pub struct BatchInfo {
     pub batch_size: usize,
 }
 
+/// A batch that exhausted its retries, as its invocation record states it.
+#[derive(Clone, Copy, Debug)]
+pub struct DiscardedBatch<'a> {
+    /// Which stream it came from.
+    pub kind: StreamKind,
+    /// Where it was in its stream.
+    pub info: &'a BatchInfo,
+    /// The last invocation's event.
+    pub payload: &'a Value,
+    /// What that invocation answered.
+    pub last: &'a Invocation,
+    /// How often the batch was invoked.
+    pub invoke_count: u64,
+}
+
 /// An S3 bucket as a mapping's on-failure destination.
 #[derive(Clone, Debug)]
 pub struct S3Destination {
@@ -89,17 +104,15 @@ impl S3Destination {
         &self.bucket
     }
 
-    /// The invocation record of a discarded batch: `payload` is the last invocation's event,
-    /// `last` what that invocation answered, `invoke_count` how often the batch was invoked.
-    pub fn record(
-        &self,
-        kind: StreamKind,
-        info: &BatchInfo,
-        payload: &Value,
-        last: &Invocation,
-        invoke_count: u64,
-        now: DateTime<Utc>,
-    ) -> Value {
+    /// The invocation record of a discarded `batch`, written at `now`.
+    pub fn record(&self, batch: &DiscardedBatch<'_>, now: DateTime<Utc>) -> Value {
+        let DiscardedBatch {
+            kind,
+            info,
+            payload,
+            last,
+            invoke_count,
+        } = *batch;
         let time = |t: &Option<DateTime<Utc>>| {
             t.map(|t| match kind {
                 // DynamoDB's creation times are whole seconds.
@@ -149,20 +162,11 @@ impl S3Destination {
         )
     }
 
-    /// Writes the record of a discarded batch; returns its key.
-    pub async fn send(
-        &self,
-        kind: StreamKind,
-        info: &BatchInfo,
-        payload: &Value,
-        last: &Invocation,
-        invoke_count: u64,
-    ) -> Result<String, MappingError> {
+    /// Writes the record of a discarded `batch`; returns its key.
+    pub async fn send(&self, batch: &DiscardedBatch<'_>) -> Result<String, MappingError> {
         let now = Utc::now();
-        let key = self.key(&info.shard_id, now);
-        let body = self
-            .record(kind, info, payload, last, invoke_count, now)
-            .to_string();
+        let key = self.key(&batch.info.shard_id, now);
+        let body = self.record(batch, now).to_string();
         self.client
             .put_object()
             .bucket(&self.bucket)
@@ -170,10 +174,9 @@ impl S3Destination {
             .body(ByteStream::from(body.into_bytes()))
             .send()
             .await
-            .map_err(|e| MappingError {
-                operation: "PutObject (on-failure destination)",
-                stream_arn: info.stream_arn.clone(),
-                message: aws_sdk_s3::error::DisplayErrorContext(e).to_string(),
+            .map_err(|e| {
+                let operation = "PutObject (on-failure destination)";
+                MappingError::new(operation, &batch.info.stream_arn, e)
             })?;
         Ok(key)
     }
@@ -213,7 +216,14 @@ mod tests {
         };
         let payload = json!({"Records": [{"eventID": "1"}, {"eventID": "2"}]});
         let last = Invocation::Error("boom".into());
-        let r = d.record(StreamKind::DynamoDb, &info, &payload, &last, 4, at);
+        let batch = DiscardedBatch {
+            kind: StreamKind::DynamoDb,
+            info: &info,
+            payload: &payload,
+            last: &last,
+            invoke_count: 4,
+        };
+        let r = d.record(&batch, at);
         assert_eq!(r["requestContext"]["condition"], "RetryAttemptsExhausted");
         assert_eq!(r["requestContext"]["approximateInvokeCount"], 4);
         assert_eq!(r["responseContext"]["functionError"], "Unhandled");
@@ -228,7 +238,13 @@ mod tests {
             .expect("payload is an escaped JSON string");
         assert_eq!(serde_json::from_str::<Value>(text).unwrap(), payload);
         let partial = Invocation::PartialFailure(vec!["x".into()]);
-        let k = d.record(StreamKind::Kinesis, &info, &payload, &partial, 1, at);
+        let kinesis = DiscardedBatch {
+            kind: StreamKind::Kinesis,
+            last: &partial,
+            invoke_count: 1,
+            ..batch
+        };
+        let k = d.record(&kinesis, at);
         assert!(k["responseContext"].get("functionError").is_none());
         assert!(k["KinesisBatchInfo"].is_object() && k.get("DDBStreamBatchInfo").is_none());
 

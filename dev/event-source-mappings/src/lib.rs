@@ -7,8 +7,10 @@
 //! - [`dynamodb_stream_event`]: Streams API records to the Lambda event (`eventSourceARN` added,
 //!   timestamps in epoch seconds);
 //! - [`DynamoDbStreamMapping`]: polls every shard of a stream at Lambda's rate (4 times a
-//!   second), invokes a handler, and on a reported failure retries from the first failed
+//!   second), invokes a [`Handler`], and on a reported failure retries from the first failed
 //!   record (`ReportBatchItemFailures` semantics), or the whole batch on an invocation error;
+//!   [`KinesisShardMapping`] does the same for one Kinesis shard (both are a [`StreamMapping`]),
+//!   [`SqsMapping`] for a queue;
 //! - [`MappingConfig::maximum_retry_attempts`] and [`S3Destination`]: a batch that exhausts its
 //!   retries is discarded and, with a destination, recorded in S3 as Lambda records it (the
 //!   invocation record with the whole payload, under `aws/lambda/<ESM-UUID>/<shard>/…`);
@@ -22,9 +24,9 @@ mod mapping;
 mod s3;
 mod streams;
 
-pub use destination::{BatchInfo, S3Destination, StreamKind};
-pub use dynamodb::dynamodb_stream_event;
+pub use destination::{BatchInfo, DiscardedBatch, S3Destination, StreamKind};
+pub use dynamodb::{dynamodb_stream_event, DynamoDbStream, DynamoDbStreamMapping};
 pub use kinesis::kinesis_event;
-pub use mapping::{DynamoDbStreamMapping, Invocation, MappingConfig, MappingError, MappingStats};
+pub use mapping::{Handler, Invocation, MappingConfig, MappingError, MappingStats, StreamMapping};
 pub use s3::{normalize_s3_notification, sqs_event};
-pub use streams::{KinesisShardMapping, SqsMapping};
+pub use streams::{KinesisShard, KinesisShardMapping, SqsMapping};

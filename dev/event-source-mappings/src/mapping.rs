@@ -1,16 +1,16 @@
-//! A DynamoDB Streams event source mapping: poll, invoke, retry from the failed record.
+//! What every event source mapping shares: its settings, what a handler answers, its counts
+//! and errors; and what the stream mappings share: a batch that exhausts its retries is
+//! discarded, to the on-failure destination when there is one.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use aws_sdk_dynamodbstreams::error::DisplayErrorContext;
-use aws_sdk_dynamodbstreams::types::{Record, ShardIteratorType};
+use aws_sdk_kinesis::error::DisplayErrorContext;
 use serde_json::Value;
-use tokio::sync::watch;
-use tracing::{debug, warn};
+use tracing::warn;
 
-use crate::destination::{BatchInfo, S3Destination, StreamKind};
-use crate::dynamodb_stream_event;
+use crate::destination::{DiscardedBatch, S3Destination};
 
 /// How a mapping polls and retries.
 #[derive(Clone, Debug)]
@@ -61,6 +61,28 @@ impl Invocation {
     }
 }
 
+/// The function a mapping invokes: a batch's Lambda event in, what the invocation answered
+/// out. Any `FnMut(Value) -> impl Future<Output = Invocation>` is one.
+pub trait Handler {
+    /// The invocation, answered.
+    type Answer: Future<Output = Invocation>;
+
+    /// Invokes the function with `event`.
+    fn invoke(&mut self, event: Value) -> Self::Answer;
+}
+
+impl<F, Fut> Handler for F
+where
+    F: FnMut(Value) -> Fut,
+    Fut: Future<Output = Invocation>,
+{
+    type Answer = Fut;
+
+    fn invoke(&mut self, event: Value) -> Fut {
+        self(event)
+    }
+}
+
 /// Counts of what the mapping did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MappingStats {
@@ -92,48 +114,47 @@ pub struct MappingError {
     pub message: String,
 }
 
-struct Shard {
-    id: String,
-    iterator: Option<String>,
-    /// Records of a failed invocation, to deliver again before reading on.
-    pending: Vec<Record>,
-    /// The iterator after `pending`.
-    next_iterator: Option<String>,
-    /// Invocations of `pending` so far.
-    attempts: u64,
+impl MappingError {
+    /// `operation` on `target` (a stream's or queue's ARN) failed with the SDK's error `e`.
+    pub(crate) fn new(
+        operation: &'static str,
+        target: &str,
+        e: impl std::error::Error,
+    ) -> MappingError {
+        MappingError {
+            operation,
+            stream_arn: target.to_owned(),
+            message: DisplayErrorContext(e).to_string(),
+        }
+    }
 }
 
-/// Polls one DynamoDB stream and invokes a handler, as Lambda's event source mapping does.
+/// A stream's event source mapping: polls `S` (a DynamoDB stream, or one Kinesis shard),
+/// invokes a handler, retries a failed batch from its first failed record, and discards a
+/// batch that exhausts its retries ([`MappingConfig::maximum_retry_attempts`]).
 #[derive(Debug)]
-pub struct DynamoDbStreamMapping {
-    client: aws_sdk_dynamodbstreams::Client,
-    stream_arn: String,
-    config: MappingConfig,
+pub struct StreamMapping<S> {
+    pub(crate) stream: S,
+    pub(crate) config: MappingConfig,
     on_failure: Option<S3Destination>,
     /// Records discarded so far (read while the mapping runs).
-    discarded_records: std::sync::atomic::AtomicU64,
+    discarded_records: AtomicU64,
 }
 
-impl DynamoDbStreamMapping {
-    /// A mapping on `stream_arn`.
-    pub fn new(
-        client: aws_sdk_dynamodbstreams::Client,
-        stream_arn: impl Into<String>,
-        config: MappingConfig,
-    ) -> Self {
-        DynamoDbStreamMapping {
-            client,
-            stream_arn: stream_arn.into(),
+impl<S> StreamMapping<S> {
+    /// A mapping on `stream`, without an on-failure destination.
+    pub(crate) fn on(stream: S, config: MappingConfig) -> Self {
+        StreamMapping {
+            stream,
             config,
             on_failure: None,
-            discarded_records: std::sync::atomic::AtomicU64::new(0),
+            discarded_records: AtomicU64::new(0),
         }
     }
 
     /// Records discarded so far, after their batch's last retry (while the mapping runs).
     pub fn discarded_records(&self) -> u64 {
-        self.discarded_records
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.discarded_records.load(Ordering::Relaxed)
     }
 
     /// Discarded batches (see [`MappingConfig::maximum_retry_attempts`]) are recorded in
@@ -143,264 +164,47 @@ impl DynamoDbStreamMapping {
         self
     }
 
-    fn error(&self, operation: &'static str, e: impl std::error::Error) -> MappingError {
-        MappingError {
-            operation,
-            stream_arn: self.stream_arn.clone(),
-            message: DisplayErrorContext(e).to_string(),
-        }
-    }
-
-    async fn shards(&self) -> Result<Vec<Shard>, MappingError> {
-        let described = self
-            .client
-            .describe_stream()
-            .stream_arn(&self.stream_arn)
-            .send()
-            .await
-            .map_err(|e| self.error("DescribeStream", e))?;
-        let ids: Vec<String> = described
-            .stream_description()
-            .map(|d| {
-                d.shards()
-                    .iter()
-                    .filter_map(|s| s.shard_id().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let position = if self.config.trim_horizon {
-            ShardIteratorType::TrimHorizon
-        } else {
-            ShardIteratorType::Latest
-        };
-        let mut shards = Vec::new();
-        for id in ids {
-            let iterator = self
-                .client
-                .get_shard_iterator()
-                .stream_arn(&self.stream_arn)
-                .shard_id(&id)
-                .shard_iterator_type(position.clone())
-                .send()
-                .await
-                .map_err(|e| self.error("GetShardIterator", e))?
-                .shard_iterator;
-            shards.push(Shard {
-                id,
-                iterator,
-                pending: Vec::new(),
-                next_iterator: None,
-                attempts: 0,
-            });
-        }
-        Ok(shards)
-    }
-
-    /// Polls until `stop` turns true, invoking `handler` with each batch's Lambda event.
-    /// Failed batches are retried (with the poll interval as back-off) until they succeed,
-    /// like the change-handler's mapping with unbounded retries.
-    pub async fn run<H, Fut>(
-        &self,
-        mut handler: H,
-        mut stop: watch::Receiver<bool>,
-    ) -> Result<MappingStats, MappingError>
-    where
-        H: FnMut(Value) -> Fut,
-        Fut: Future<Output = Invocation>,
-    {
-        let mut shards = self.shards().await?;
-        let mut stats = MappingStats::default();
-        while !*stop.borrow() {
-            let mut busy = false;
-            for shard in &mut shards {
-                busy |= self.poll_shard(shard, &mut handler, &mut stats).await?;
-            }
-            // Like Lambda, read on at once while a shard has records; wait a poll interval
-            // only when every shard was empty (or a batch is waiting to be retried).
-            if busy {
-                continue;
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(self.config.poll_interval) => {}
-                _ = stop.changed() => {}
-            }
-        }
-        Ok(stats)
-    }
-
-    /// Polls one shard and invokes the handler if it has records; true if the batch succeeded
-    /// and the shard may have more.
-    async fn poll_shard<H, Fut>(
-        &self,
-        shard: &mut Shard,
-        handler: &mut H,
-        stats: &mut MappingStats,
-    ) -> Result<bool, MappingError>
-    where
-        H: FnMut(Value) -> Fut,
-        Fut: Future<Output = Invocation>,
-    {
-        let retry = !shard.pending.is_empty();
-        if !retry {
-            let Some(iterator) = shard.iterator.clone() else {
-                return Ok(false); // a closed shard, read to its end
-            };
-            let out = self
-                .client
-                .get_records()
-                .shard_iterator(iterator)
-                .limit(self.config.batch_size)
-                .send()
-                .await
-                .map_err(|e| self.error("GetRecords", e))?;
-            stats.polls += 1;
-            if out.records().is_empty() {
-                shard.iterator = out.next_shard_iterator;
-                return Ok(false);
-            }
-            shard.pending = out.records().to_vec();
-            shard.next_iterator = out.next_shard_iterator;
-        } else {
-            stats.retries += 1;
-        }
-        let event = dynamodb_stream_event(&self.stream_arn, &shard.pending);
-        stats.invocations += 1;
-        stats.records_delivered += shard.pending.len() as u64;
-        shard.attempts += 1;
-        let outcome = handler(event).await;
-        match &outcome {
-            Invocation::Success => {
-                shard.pending.clear();
-                shard.attempts = 0;
-                shard.iterator = shard.next_iterator.take();
-                return Ok(true);
-            }
-            Invocation::PartialFailure(ids) if ids.is_empty() => {
-                shard.pending.clear();
-                shard.attempts = 0;
-                shard.iterator = shard.next_iterator.take();
-                return Ok(true);
-            }
-            Invocation::PartialFailure(ids) => {
-                let first_failed = shard.pending.iter().position(|r| {
-                    r.dynamodb()
-                        .and_then(|d| d.sequence_number())
-                        .is_some_and(|s| ids.iter().any(|id| id == s))
-                });
-                match first_failed {
-                    Some(i) => {
-                        debug!(shard = %shard.id, from = i, "retrying from the first failed record");
-                        shard.pending.drain(..i);
-                    }
-                    None => {
-                        warn!(shard = %shard.id, ?ids, "reported ids not in the batch; retrying it whole")
-                    }
-                }
-            }
-            Invocation::Error(message) => {
-                warn!(shard = %shard.id, %message, "invocation failed; retrying the batch");
-            }
-        }
-        let exhausted = self
-            .config
+    /// Whether a batch invoked `attempts` times has exhausted its retries.
+    pub(crate) fn exhausted(&self, attempts: u64) -> bool {
+        self.config
             .maximum_retry_attempts
-            .is_some_and(|max| shard.attempts > u64::from(max));
-        if exhausted {
-            // The event of the failing suffix, as the next retry would have delivered it.
-            let event = dynamodb_stream_event(&self.stream_arn, &shard.pending);
-            if self.discard(shard, &event, &outcome, stats).await {
-                shard.pending.clear();
-                shard.attempts = 0;
-                shard.iterator = shard.next_iterator.take();
-                return Ok(true);
-            }
-        }
-        Ok(false)
+            .is_some_and(|max| attempts > u64::from(max))
     }
 
-    /// Records a discarded batch in the destination (or drops it, without one, as Lambda
-    /// does); false if the record could not be written, so the batch stays to be retried.
-    async fn discard(
+    /// Discards `batch`: writes its invocation record to the on-failure destination, or logs
+    /// that it was dropped when there is none (as Lambda does); false if the record could not
+    /// be written, so the batch stays to be retried.
+    pub(crate) async fn discard(
         &self,
-        shard: &Shard,
-        event: &Value,
-        last: &Invocation,
+        batch: &DiscardedBatch<'_>,
         stats: &mut MappingStats,
     ) -> bool {
-        let seq = |r: Option<&Record>| {
-            r.and_then(|r| r.dynamodb())
-                .and_then(|d| d.sequence_number())
-                .unwrap_or_default()
-                .to_owned()
-        };
-        let created = |r: Option<&Record>| {
-            r.and_then(|r| r.dynamodb())
-                .and_then(|d| d.approximate_creation_date_time())
-                .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), 0))
-        };
-        let info = BatchInfo {
-            stream_arn: self.stream_arn.clone(),
-            shard_id: shard.id.clone(),
-            start_sequence_number: seq(shard.pending.first()),
-            end_sequence_number: seq(shard.pending.last()),
-            first_arrival: created(shard.pending.first()),
-            last_arrival: created(shard.pending.last()),
-            batch_size: shard.pending.len(),
-        };
-        let discarded = discard_batch(
-            self.on_failure.as_ref(),
-            StreamKind::DynamoDb,
-            &info,
-            event,
-            last,
-            shard.attempts,
-            stats,
-        )
-        .await;
-        if discarded {
-            self.discarded_records.fetch_add(
-                shard.pending.len() as u64,
-                std::sync::atomic::Ordering::Relaxed,
-            );
+        let info = batch.info;
+        match &self.on_failure {
+            None => {
+                warn!(shard = %info.shard_id, records = info.batch_size, "retries exhausted; batch discarded (no on-failure destination)");
+            }
+            Some(destination) => match destination.send(batch).await {
+                Ok(key) => {
+                    warn!(
+                        shard = %info.shard_id,
+                        records = info.batch_size,
+                        bucket = destination.bucket(),
+                        key,
+                        "retries exhausted; batch discarded to the on-failure destination"
+                    );
+                    stats.failure_records.push(key);
+                }
+                Err(e) => {
+                    warn!(error = %e, "the on-failure destination refused the record; the batch stays");
+                    return false;
+                }
+            },
         }
-        discarded
-    }
-}
-
-/// Shared by the stream mappings: writes the invocation record of a discarded batch, or logs
-/// that it was dropped when there is no destination.
-pub(crate) async fn discard_batch(
-    destination: Option<&S3Destination>,
-    kind: StreamKind,
-    info: &BatchInfo,
-    event: &Value,
-    last: &Invocation,
-    attempts: u64,
-    stats: &mut MappingStats,
-) -> bool {
-    let Some(destination) = destination else {
-        warn!(shard = %info.shard_id, records = info.batch_size, "retries exhausted; batch discarded (no on-failure destination)");
         stats.discarded += 1;
         stats.discarded_records += info.batch_size as u64;
-        return true;
-    };
-    match destination.send(kind, info, event, last, attempts).await {
-        Ok(key) => {
-            warn!(
-                shard = %info.shard_id,
-                records = info.batch_size,
-                bucket = destination.bucket(),
-                key,
-                "retries exhausted; batch discarded to the on-failure destination"
-            );
-            stats.discarded += 1;
-            stats.discarded_records += info.batch_size as u64;
-            stats.failure_records.push(key);
-            true
-        }
-        Err(e) => {
-            warn!(error = %e, "the on-failure destination refused the record; the batch stays");
-            false
-        }
+        self.discarded_records
+            .fetch_add(info.batch_size as u64, Ordering::Relaxed);
+        true
     }
 }

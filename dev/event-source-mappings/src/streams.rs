@@ -1,6 +1,5 @@
 //! Kinesis shard and SQS queue event source mappings.
 
-use std::future::Future;
 use std::time::Duration;
 
 use aws_sdk_kinesis::types::{Record, ShardIteratorType};
@@ -8,33 +7,24 @@ use serde_json::Value;
 use tokio::sync::watch;
 use tracing::warn;
 
-use crate::destination::{BatchInfo, S3Destination, StreamKind};
-use crate::mapping::discard_batch;
+use crate::destination::{BatchInfo, DiscardedBatch, StreamKind};
+use crate::mapping::{Handler, StreamMapping};
 use crate::{kinesis_event, sqs_event, Invocation, MappingConfig, MappingError, MappingStats};
 
-fn error(operation: &'static str, target: &str, e: impl std::error::Error) -> MappingError {
-    MappingError {
-        operation,
-        stream_arn: target.to_owned(),
-        message: aws_sdk_kinesis::error::DisplayErrorContext(e).to_string(),
-    }
-}
-
-/// One Kinesis shard's event source mapping (Lambda polls each shard once a second): in AWS
-/// each shard's batches go to their own invocation, in order, one at a time.
+/// The Kinesis shard a [`KinesisShardMapping`] polls.
 #[derive(Debug)]
-pub struct KinesisShardMapping {
+pub struct KinesisShard {
     client: aws_sdk_kinesis::Client,
     stream_name: String,
     stream_arn: String,
     shard_id: String,
-    config: MappingConfig,
-    on_failure: Option<S3Destination>,
-    /// Records discarded so far (read while the mapping runs).
-    discarded_records: std::sync::atomic::AtomicU64,
 }
 
-impl KinesisShardMapping {
+/// One Kinesis shard's event source mapping (Lambda polls each shard once a second): in AWS
+/// each shard's batches go to their own invocation, in order, one at a time.
+pub type KinesisShardMapping = StreamMapping<KinesisShard>;
+
+impl StreamMapping<KinesisShard> {
     /// A mapping on one shard; `config.poll_interval` should be 1 s to match Lambda.
     pub fn new(
         client: aws_sdk_kinesis::Client,
@@ -43,28 +33,13 @@ impl KinesisShardMapping {
         shard_id: impl Into<String>,
         config: MappingConfig,
     ) -> Self {
-        KinesisShardMapping {
+        let shard = KinesisShard {
             client,
             stream_name: stream_name.into(),
             stream_arn: stream_arn.into(),
             shard_id: shard_id.into(),
-            config,
-            on_failure: None,
-            discarded_records: std::sync::atomic::AtomicU64::new(0),
-        }
-    }
-
-    /// Records discarded so far, after their batch's last retry (while the mapping runs).
-    pub fn discarded_records(&self) -> u64 {
-        self.discarded_records
-            .load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// Discarded batches (see [`MappingConfig::maximum_retry_attempts`]) are recorded in
-    /// `destination`, as an S3 on-failure destination does.
-    pub fn with_on_failure(mut self, destination: S3Destination) -> Self {
-        self.on_failure = Some(destination);
-        self
+        };
+        StreamMapping::on(shard, config)
     }
 
     fn batch_info(&self, pending: &[Record]) -> BatchInfo {
@@ -73,8 +48,8 @@ impl KinesisShardMapping {
                 .and_then(|t| chrono::DateTime::from_timestamp_millis(t.to_millis().ok()?))
         };
         BatchInfo {
-            stream_arn: self.stream_arn.clone(),
-            shard_id: self.shard_id.clone(),
+            stream_arn: self.stream.stream_arn.clone(),
+            shard_id: self.stream.shard_id.clone(),
             start_sequence_number: pending
                 .first()
                 .map(|r| r.sequence_number().to_owned())
@@ -91,34 +66,45 @@ impl KinesisShardMapping {
 
     /// The shard.
     pub fn shard_id(&self) -> &str {
-        &self.shard_id
+        &self.stream.shard_id
+    }
+
+    fn error(&self, operation: &'static str, e: impl std::error::Error) -> MappingError {
+        MappingError::new(operation, &self.stream.stream_arn, e)
+    }
+
+    /// The Lambda event of `records`, read from this shard.
+    fn event(&self, records: &[Record]) -> Value {
+        let KinesisShard {
+            stream_arn,
+            shard_id,
+            ..
+        } = &self.stream;
+        kinesis_event(stream_arn, shard_id, "us-east-1", records)
     }
 
     /// Polls until `stop` turns true and the shard is drained. A reported failure is retried
     /// from the first failed record; an invocation error retries the whole batch.
-    pub async fn run<H, Fut>(
+    pub async fn run(
         &self,
-        mut handler: H,
+        mut handler: impl Handler,
         mut stop: watch::Receiver<bool>,
-    ) -> Result<MappingStats, MappingError>
-    where
-        H: FnMut(Value) -> Fut,
-        Fut: Future<Output = Invocation>,
-    {
+    ) -> Result<MappingStats, MappingError> {
         let position = if self.config.trim_horizon {
             ShardIteratorType::TrimHorizon
         } else {
             ShardIteratorType::Latest
         };
         let mut iterator = self
+            .stream
             .client
             .get_shard_iterator()
-            .stream_name(&self.stream_name)
-            .shard_id(&self.shard_id)
+            .stream_name(&self.stream.stream_name)
+            .shard_id(&self.stream.shard_id)
             .shard_iterator_type(position)
             .send()
             .await
-            .map_err(|e| error("GetShardIterator", &self.stream_arn, e))?
+            .map_err(|e| self.error("GetShardIterator", e))?
             .shard_iterator;
         let mut stats = MappingStats::default();
         let mut pending: Vec<Record> = Vec::new();
@@ -129,13 +115,14 @@ impl KinesisShardMapping {
             if pending.is_empty() {
                 if let Some(it) = iterator.clone() {
                     let out = self
+                        .stream
                         .client
                         .get_records()
                         .shard_iterator(it)
                         .limit(self.config.batch_size)
                         .send()
                         .await
-                        .map_err(|e| error("GetRecords", &self.stream_arn, e))?;
+                        .map_err(|e| self.error("GetRecords", e))?;
                     stats.polls += 1;
                     if out.records().is_empty() {
                         iterator = out.next_shard_iterator;
@@ -149,51 +136,9 @@ impl KinesisShardMapping {
             }
             if !pending.is_empty() {
                 got_records = true;
-                let event = kinesis_event(&self.stream_arn, &self.shard_id, "us-east-1", &pending);
-                stats.invocations += 1;
-                stats.records_delivered += pending.len() as u64;
                 attempts += 1;
-                let outcome = handler(event).await;
-                match &outcome {
-                    Invocation::Success => pending.clear(),
-                    Invocation::PartialFailure(ids) if ids.is_empty() => pending.clear(),
-                    Invocation::PartialFailure(ids) => {
-                        if let Some(i) = pending
-                            .iter()
-                            .position(|r| ids.iter().any(|id| id == r.sequence_number()))
-                        {
-                            pending.drain(..i);
-                        }
-                    }
-                    Invocation::Error(message) => {
-                        warn!(shard = %self.shard_id, %message, "invocation failed; retrying the batch");
-                    }
-                }
-                let exhausted = self
-                    .config
-                    .maximum_retry_attempts
-                    .is_some_and(|max| attempts > u64::from(max));
-                if !pending.is_empty() && exhausted {
-                    let event =
-                        kinesis_event(&self.stream_arn, &self.shard_id, "us-east-1", &pending);
-                    let info = self.batch_info(&pending);
-                    let destination = self.on_failure.as_ref();
-                    if discard_batch(
-                        destination,
-                        StreamKind::Kinesis,
-                        &info,
-                        &event,
-                        &outcome,
-                        attempts,
-                        &mut stats,
-                    )
-                    .await
-                    {
-                        self.discarded_records
-                            .fetch_add(pending.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                        pending.clear();
-                    }
-                }
+                self.invoke(&mut handler, &mut pending, attempts, &mut stats)
+                    .await;
                 if pending.is_empty() {
                     attempts = 0;
                     iterator = next_iterator.take();
@@ -207,6 +152,50 @@ impl KinesisShardMapping {
                     _ = tokio::time::sleep(self.config.poll_interval) => {}
                     _ = stop.changed() => {}
                 }
+            }
+        }
+    }
+
+    /// Invokes `handler` with `pending` (its `attempts`-th invocation): what is left pending
+    /// after it is what failed, from the first failed record, unless the batch is done with
+    /// (delivered, or discarded after its last retry).
+    async fn invoke(
+        &self,
+        handler: &mut impl Handler,
+        pending: &mut Vec<Record>,
+        attempts: u64,
+        stats: &mut MappingStats,
+    ) {
+        stats.invocations += 1;
+        stats.records_delivered += pending.len() as u64;
+        let outcome = handler.invoke(self.event(pending)).await;
+        match &outcome {
+            Invocation::Success => pending.clear(),
+            Invocation::PartialFailure(ids) if ids.is_empty() => pending.clear(),
+            Invocation::PartialFailure(ids) => {
+                if let Some(i) = pending
+                    .iter()
+                    .position(|r| ids.iter().any(|id| id == r.sequence_number()))
+                {
+                    pending.drain(..i);
+                }
+            }
+            Invocation::Error(message) => {
+                warn!(shard = %self.stream.shard_id, %message, "invocation failed; retrying the batch");
+            }
+        }
+        if !pending.is_empty() && self.exhausted(attempts) {
+            let info = self.batch_info(pending);
+            let event = self.event(pending);
+            let batch = DiscardedBatch {
+                kind: StreamKind::Kinesis,
+                info: &info,
+                payload: &event,
+                last: &outcome,
+                invoke_count: attempts,
+            };
+            if self.discard(&batch, stats).await {
+                pending.clear();
             }
         }
     }
@@ -239,15 +228,11 @@ impl SqsMapping {
     }
 
     /// Polls until `stop` turns true.
-    pub async fn run<H, Fut>(
+    pub async fn run(
         &self,
-        mut handler: H,
+        mut handler: impl Handler,
         mut stop: watch::Receiver<bool>,
-    ) -> Result<MappingStats, MappingError>
-    where
-        H: FnMut(Value) -> Fut,
-        Fut: Future<Output = Invocation>,
-    {
+    ) -> Result<MappingStats, MappingError> {
         let mut stats = MappingStats::default();
         while !*stop.borrow() {
             let out = self
@@ -257,18 +242,15 @@ impl SqsMapping {
                 .max_number_of_messages(self.config.batch_size.clamp(1, 10))
                 .send()
                 .await
-                .map_err(|e| error("ReceiveMessage", &self.queue_arn, e))?;
+                .map_err(|e| MappingError::new("ReceiveMessage", &self.queue_arn, e))?;
             stats.polls += 1;
             let messages = out.messages();
             if !messages.is_empty() {
                 stats.invocations += 1;
                 stats.records_delivered += messages.len() as u64;
-                let failed: Vec<String> = match handler(sqs_event(
-                    &self.queue_arn,
-                    "us-east-1",
-                    messages,
-                ))
-                .await
+                let failed: Vec<String> = match handler
+                    .invoke(sqs_event(&self.queue_arn, "us-east-1", messages))
+                    .await
                 {
                     Invocation::Success => vec![],
                     Invocation::PartialFailure(ids) => ids,
@@ -294,7 +276,7 @@ impl SqsMapping {
                             .receipt_handle(receipt)
                             .send()
                             .await
-                            .map_err(|e| error("DeleteMessage", &self.queue_arn, e))?;
+                            .map_err(|e| MappingError::new("DeleteMessage", &self.queue_arn, e))?;
                     }
                 }
                 continue;
