@@ -41,6 +41,17 @@ fn heading(out: &mut String, title: &str, columns: &[&str]) {
     let _ = writeln!(out, "|{}", "---|".repeat(columns.len()));
 }
 
+/// A row of two durations, ours and the other side's, and their ratio.
+fn duration_row(out: &mut String, measure: &str, ours: Duration, theirs: Duration) {
+    let _ = writeln!(
+        out,
+        "| {measure} | {} | {} | {} |",
+        ms(ours),
+        ms(theirs),
+        ratio(ours.as_secs_f64(), theirs.as_secs_f64())
+    );
+}
+
 fn startup_of(r: &Report, name: &str) -> Duration {
     r.startup
         .iter()
@@ -110,14 +121,11 @@ fn floor_section(out: &mut String, f: &Floor) {
         p.as_secs_f64() * 1e6,
         ratio(o.as_secs_f64(), p.as_secs_f64())
     );
-    let (to, tp) = (median(&f.ours_times), median(&f.floor_times));
-    let _ = writeln!(
+    duration_row(
         out,
-        "| handler time per {}-order batch (median) | {} | {} | {} |",
-        f.batch_size,
-        ms(to),
-        ms(tp),
-        ratio(to.as_secs_f64(), tp.as_secs_f64())
+        &format!("handler time per {}-order batch (median)", f.batch_size),
+        median(&f.ours_times),
+        median(&f.floor_times),
     );
     let batches = f.batches.max(1) as f64;
     let puts = f.ours_requests.get("s3/PutObject").copied().unwrap_or(0);
@@ -213,13 +221,11 @@ impl Report {
                 per_change(&t.peer),
                 ratio(per_change(&t.ours), per_change(&t.peer))
             );
-            let (co, cp) = (median(&t.ours.change_times), median(&t.peer.change_times));
-            let _ = writeln!(
-                out,
-                "| change function time per stream record (median) | {} | {} | {} |",
-                ms(co),
-                ms(cp),
-                ratio(co.as_secs_f64(), cp.as_secs_f64())
+            duration_row(
+                &mut out,
+                "change function time per stream record (median)",
+                median(&t.ours.change_times),
+                median(&t.peer.change_times),
             );
         }
         for (ours, peer, what) in [
@@ -229,25 +235,22 @@ impl Report {
         .into_iter()
         .filter(|_| !self.startup.is_empty())
         {
-            let (o, p) = (startup_of(self, ours), startup_of(self, peer));
-            let _ = writeln!(
-                out,
-                "| start to ready for the first event, {what} (median) | {} | {} | {} |",
-                ms(o),
-                ms(p),
-                ratio(o.as_secs_f64(), p.as_secs_f64())
+            duration_row(
+                &mut out,
+                &format!("start to ready for the first event, {what} (median)"),
+                startup_of(self, ours),
+                startup_of(self, peer),
             );
         }
         if !self.live.is_empty() {
             let (o, om) = propagation(&self.live, true);
             let (p, pm) = propagation(&self.live, false);
             for (q, label) in [(0.5, "p50"), (0.95, "p95")] {
-                let _ = writeln!(
-                    out,
-                    "| propagation, table write to first enriched record with the new value, {label} | {} | {} | {} |",
-                    ms(quantile(&o, q)),
-                    ms(quantile(&p, q)),
-                    ratio(quantile(&o, q).as_secs_f64(), quantile(&p, q).as_secs_f64())
+                duration_row(
+                    &mut out,
+                    &format!("propagation, table write to first enriched record with the new value, {label}"),
+                    quantile(&o, q),
+                    quantile(&p, q),
                 );
             }
             if om + pm > 0 {
