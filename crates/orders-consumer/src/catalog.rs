@@ -15,6 +15,7 @@ use std::future::Future;
 
 use aws_sdk_glue::error::{DisplayErrorContext, SdkError};
 use aws_sdk_glue::operation::batch_create_partition::BatchCreatePartitionError;
+use aws_sdk_glue::types::builders::StorageDescriptorBuilder;
 use aws_sdk_glue::types::{PartitionError, PartitionInput, SerDeInfo, StorageDescriptor};
 
 /// One output partition: its values (item, priority, as written) and its S3 location.
@@ -100,6 +101,21 @@ impl GlueCatalog {
     }
 }
 
+/// How the output under `location` is stored, as its table and each partition declare it:
+/// JSON Lines as text, read with the OpenX JSON SerDe. The table's columns are the caller's to
+/// add.
+pub fn json_lines_storage(location: impl Into<String>) -> StorageDescriptorBuilder {
+    StorageDescriptor::builder()
+        .location(location)
+        .input_format("org.apache.hadoop.mapred.TextInputFormat")
+        .output_format("org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat")
+        .serde_info(
+            SerDeInfo::builder()
+                .serialization_library("org.openx.data.jsonserde.JsonSerDe")
+                .build(),
+        )
+}
+
 /// Glue takes at most 100 partitions a BatchCreatePartition call.
 const PER_CALL: usize = 100;
 
@@ -111,20 +127,7 @@ impl PartitionCatalog for GlueCatalog {
                 .map(|p| {
                     PartitionInput::builder()
                         .set_values(Some(p.values.clone()))
-                        .storage_descriptor(
-                            StorageDescriptor::builder()
-                                .location(&p.location)
-                                .input_format("org.apache.hadoop.mapred.TextInputFormat")
-                                .output_format(
-                                    "org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat",
-                                )
-                                .serde_info(
-                                    SerDeInfo::builder()
-                                        .serialization_library("org.openx.data.jsonserde.JsonSerDe")
-                                        .build(),
-                                )
-                                .build(),
-                        )
+                        .storage_descriptor(json_lines_storage(&p.location).build())
                         .build()
                 })
                 .collect();
