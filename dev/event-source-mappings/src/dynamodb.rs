@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use crate::destination::{BatchInfo, DiscardedBatch, StreamKind};
-use crate::mapping::{Handler, StreamMapping};
+use crate::mapping::{get_records, Handler, StreamMapping};
 use crate::{Invocation, MappingConfig, MappingError, MappingStats};
 
 fn attributes(map: Option<&HashMap<String, AttributeValue>>) -> Option<Value> {
@@ -198,15 +198,8 @@ impl StreamMapping<DynamoDbStream> {
             let Some(iterator) = shard.iterator.clone() else {
                 return Ok(false); // a closed shard, read to its end
             };
-            let out = self
-                .stream
-                .client
-                .get_records()
-                .shard_iterator(iterator)
-                .limit(self.config.batch_size)
-                .send()
-                .await
-                .map_err(|e| self.error("GetRecords", e))?;
+            let DynamoDbStream { client, stream_arn } = &self.stream;
+            let out = get_records!(client, iterator, self.config.batch_size, stream_arn)?;
             stats.polls += 1;
             if out.records().is_empty() {
                 shard.iterator = out.next_shard_iterator;

@@ -129,6 +129,22 @@ impl MappingError {
     }
 }
 
+/// One GetRecords call at a shard iterator, written once for the two stream clients whose
+/// call reads the same (DynamoDB Streams, Kinesis): the SDK's output, or the [`MappingError`]
+/// on `$target` (the stream's ARN).
+macro_rules! get_records {
+    ($client:expr, $iterator:expr, $limit:expr, $target:expr) => {
+        $client
+            .get_records()
+            .shard_iterator($iterator)
+            .limit($limit)
+            .send()
+            .await
+            .map_err(|e| $crate::MappingError::new("GetRecords", $target, e))
+    };
+}
+pub(crate) use get_records;
+
 /// A stream's event source mapping: polls `S` (a DynamoDB stream, or one Kinesis shard),
 /// invokes a handler, retries a failed batch from its first failed record, and discards a
 /// batch that exhausts its retries ([`MappingConfig::maximum_retry_attempts`]).

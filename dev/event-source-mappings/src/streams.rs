@@ -8,7 +8,7 @@ use tokio::sync::watch;
 use tracing::warn;
 
 use crate::destination::{BatchInfo, DiscardedBatch, StreamKind};
-use crate::mapping::{Handler, StreamMapping};
+use crate::mapping::{get_records, Handler, StreamMapping};
 use crate::{kinesis_event, sqs_event, Invocation, MappingConfig, MappingError, MappingStats};
 
 /// The Kinesis shard a [`KinesisShardMapping`] polls.
@@ -114,15 +114,10 @@ impl StreamMapping<KinesisShard> {
             let mut got_records = false;
             if pending.is_empty() {
                 if let Some(it) = iterator.clone() {
-                    let out = self
-                        .stream
-                        .client
-                        .get_records()
-                        .shard_iterator(it)
-                        .limit(self.config.batch_size)
-                        .send()
-                        .await
-                        .map_err(|e| self.error("GetRecords", e))?;
+                    let KinesisShard {
+                        client, stream_arn, ..
+                    } = &self.stream;
+                    let out = get_records!(client, it, self.config.batch_size, stream_arn)?;
                     stats.polls += 1;
                     if out.records().is_empty() {
                         iterator = out.next_shard_iterator;
