@@ -11,7 +11,9 @@
 //!   [`S3Store::get_if_none_match`]) for the crates that follow the change feed;
 //! - [`Clock`] and [`SystemClock`]: the UTC time, behind a seam so tests can move it;
 //! - [`init`]: an error at start-up ends the process with a sentence in the log and, on Lambda,
-//!   the function's init error (`POST /2018-06-01/runtime/init/error`), instead of a debug dump.
+//!   the function's init error (`POST /2018-06-01/runtime/init/error`), instead of a debug dump;
+//! - `testing` (feature `testing`): `MemoryStore`, the in-memory S3 that every crate's tests
+//!   share.
 //!
 //! It knows nothing of the change feed's format: that is `change-protocol`; writing it is
 //! `feed-writer`.
@@ -22,6 +24,8 @@ pub mod init;
 mod s3;
 mod s3_key;
 mod sdk;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod vars;
 
 /// The SDK configuration [`sdk_config`] loads, for crates that build their clients from it.

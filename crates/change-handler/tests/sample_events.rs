@@ -1,44 +1,33 @@
 //! The handler over the sample events in `events/`, with an in-memory store.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use aws_plumbing::{ObjectStore, StoreError, SystemClock};
+use aws_lambda_events::event::streams::DynamoDbEventResponse;
+use aws_plumbing::SystemClock;
 use change_handler::{ChangeHandler, HandlerError, PRODUCER};
 use change_protocol::{ChangeFile, ChangeKey, EventName, HeadPointer};
 use feed_writer::{FeedConfig, FeedWriter};
-use serde_json::{json, Value};
-use test_support::MemoryStore;
+use serde_json::json;
+use test_support::{priorities, sample_event, MemoryStore};
 
-/// Shares one [`MemoryStore`] between the handler and the test.
-#[derive(Clone)]
-struct Shared(Arc<MemoryStore>);
-impl ObjectStore for Shared {
-    async fn put(
-        &self,
-        bucket: &str,
-        key: &str,
-        body: impl Into<aws_plumbing::Bytes> + Send,
-    ) -> Result<(), StoreError> {
-        self.0.put(bucket, key, body).await
-    }
-}
-
-fn event(name: &str) -> Value {
-    let path = format!("{}/../../events/{name}", env!("CARGO_MANIFEST_DIR"));
-    serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
-}
-
-fn handler(legacy: Option<&str>) -> (ChangeHandler<Shared>, Arc<MemoryStore>) {
-    let store = Arc::new(MemoryStore::new());
+/// The handler writing to a fresh store, and the store (a clone sharing its objects).
+fn handler(legacy: Option<&str>) -> (ChangeHandler<MemoryStore>, MemoryStore) {
+    let store = MemoryStore::new();
     let config = FeedConfig {
         bucket: "feed".into(),
         prefix: "change_flags/".into(),
         legacy_flag_key: legacy.map(str::to_owned),
         write_window: Duration::from_secs(20),
     };
-    let writer = FeedWriter::new(config, Shared(store.clone()), SystemClock, PRODUCER);
+    let writer = FeedWriter::new(config, store.clone(), SystemClock, PRODUCER);
     (ChangeHandler::new(writer), store)
+}
+
+/// A fresh handler's answer to the sample event `name` (request `request_id`), and its store.
+async fn handle_sample(name: &str, request_id: &str) -> (DynamoDbEventResponse, MemoryStore) {
+    let (h, store) = handler(None);
+    let response = h.handle(&sample_event(name), request_id).await.unwrap();
+    (response, store)
 }
 
 /// The one change file the store holds.
@@ -49,30 +38,19 @@ fn only_file(store: &MemoryStore) -> (String, ChangeFile) {
         .filter(|k| ChangeKey::parse("change_flags/", k).is_ok())
         .collect();
     assert_eq!(keys.len(), 1, "{keys:?}");
-    let file = ChangeFile::from_slice(&store.get("feed", &keys[0]).unwrap()).unwrap();
+    let file = ChangeFile::from_slice(&store.object("feed", &keys[0]).unwrap()).unwrap();
     (keys[0].clone(), file)
 }
 
 #[tokio::test]
 async fn walkthrough_modify_becomes_a_change_file_with_both_images() {
-    let (h, store) = handler(None);
-    let response = h
-        .handle(&event("example-dynamodb-modify-burger.json"), "req-1")
-        .await
-        .unwrap();
+    let (response, store) = handle_sample("example-dynamodb-modify-burger.json", "req-1").await;
     assert!(response.batch_item_failures.is_empty());
     let (key, file) = only_file(&store);
     assert_eq!(file.changes.len(), 1);
     let c = &file.changes[0];
     assert_eq!(c.event_name, EventName::Modify);
-    assert_eq!(
-        c.new_image.as_ref().unwrap()["priority"],
-        change_protocol::AttributeValue::S("high".into())
-    );
-    assert_eq!(
-        c.old_image.as_ref().unwrap()["priority"],
-        change_protocol::AttributeValue::S("medium".into())
-    );
+    assert_eq!(priorities(c), (Some("medium"), Some("high")));
     assert_eq!(
         c.keys["price"],
         change_protocol::AttributeValue::N("100".into())
@@ -86,7 +64,7 @@ async fn walkthrough_modify_becomes_a_change_file_with_both_images() {
     assert_eq!(range.first, range.last);
     assert!(key.contains(&file.written_at));
     let pointer: HeadPointer =
-        serde_json::from_slice(&store.get("feed", "change_flags/_head").unwrap()).unwrap();
+        serde_json::from_slice(&store.object("feed", "change_flags/_head").unwrap()).unwrap();
     assert_eq!(pointer.latest, key);
 }
 
@@ -106,8 +84,7 @@ async fn each_sample_event_keeps_every_record() {
             ],
         ),
     ] {
-        let (h, store) = handler(None);
-        let response = h.handle(&event(name), "req").await.unwrap();
+        let (response, store) = handle_sample(name, "req").await;
         assert!(response.batch_item_failures.is_empty(), "{name}");
         let (_, file) = only_file(&store);
         let names: Vec<EventName> = file.changes.iter().map(|c| c.event_name).collect();
@@ -123,10 +100,7 @@ async fn each_sample_event_keeps_every_record() {
 
 #[tokio::test]
 async fn keys_only_changes_carry_keys_and_no_images() {
-    let (h, store) = handler(None);
-    h.handle(&event("example-dynamodb-keys-only.json"), "req")
-        .await
-        .unwrap();
+    let (_, store) = handle_sample("example-dynamodb-keys-only.json", "req").await;
     let (_, file) = only_file(&store);
     let c = &file.changes[0];
     assert_eq!(c.stream_view_type.as_deref(), Some("KEYS_ONLY"));
@@ -136,10 +110,7 @@ async fn keys_only_changes_carry_keys_and_no_images() {
 
 #[tokio::test]
 async fn remove_carries_the_old_image_only() {
-    let (h, store) = handler(None);
-    h.handle(&event("example-dynamodb-remove.json"), "req")
-        .await
-        .unwrap();
+    let (_, store) = handle_sample("example-dynamodb-remove.json", "req").await;
     let (_, file) = only_file(&store);
     assert!(file.changes[0].new_image.is_none());
     assert!(file.changes[0].old_image.is_some());
@@ -147,11 +118,8 @@ async fn remove_carries_the_old_image_only() {
 
 #[tokio::test]
 async fn untypeable_records_are_written_as_opaque_and_not_reported() {
-    let (h, store) = handler(None);
-    let response = h
-        .handle(&event("example-dynamodb-untypeable-records.json"), "req-77")
-        .await
-        .unwrap();
+    let (response, store) =
+        handle_sample("example-dynamodb-untypeable-records.json", "req-77").await;
     assert!(
         response.batch_item_failures.is_empty(),
         "a retry cannot fix these, so they must not block the shard"
@@ -200,7 +168,7 @@ async fn a_payload_that_is_not_a_dynamodb_event_is_an_invocation_error() {
 #[tokio::test]
 async fn a_failed_write_reports_the_first_record_and_the_retry_succeeds() {
     let (h, store) = handler(None);
-    let batch = event("example-dynamodb-batch.json");
+    let batch = sample_event("example-dynamodb-batch.json");
     store.fail_next(1);
     let response = h.handle(&batch, "req").await.unwrap();
     let reported: Vec<_> = response
@@ -219,7 +187,7 @@ async fn a_failed_write_reports_the_first_record_and_the_retry_succeeds() {
 #[tokio::test(start_paused = true)]
 async fn a_write_slower_than_the_window_is_reported_and_retried_under_a_new_key() {
     let (h, store) = handler(None);
-    let batch = event("example-dynamodb-insert.json");
+    let batch = sample_event("example-dynamodb-insert.json");
     store.delay_next(Duration::from_secs(16));
     let response = h.handle(&batch, "req").await.unwrap();
     assert_eq!(
@@ -241,7 +209,7 @@ async fn a_failed_pointer_write_fails_the_batch() {
     store.delay_next(Duration::ZERO);
     store.fail_next(1);
     let response = h
-        .handle(&event("example-dynamodb-insert.json"), "req")
+        .handle(&sample_event("example-dynamodb-insert.json"), "req")
         .await
         .unwrap();
     assert_eq!(response.batch_item_failures.len(), 1);
@@ -250,7 +218,7 @@ async fn a_failed_pointer_write_fails_the_batch() {
 #[tokio::test]
 async fn no_sequence_number_to_report_fails_the_invocation() {
     let (h, store) = handler(None);
-    let mut payload = event("example-dynamodb-insert.json");
+    let mut payload = sample_event("example-dynamodb-insert.json");
     payload["Records"][0]["dynamodb"]
         .as_object_mut()
         .unwrap()
@@ -263,7 +231,7 @@ async fn no_sequence_number_to_report_fails_the_invocation() {
 #[tokio::test]
 async fn legacy_marker_is_written_after_the_change_file() {
     let (h, store) = handler(Some("change_flags/CHANGE_FLAG"));
-    h.handle(&event("example-dynamodb-modify-burger.json"), "req")
+    h.handle(&sample_event("example-dynamodb-modify-burger.json"), "req")
         .await
         .unwrap();
     let keys = store.put_keys();

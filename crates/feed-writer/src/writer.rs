@@ -179,44 +179,9 @@ fn truncate_to_ms(t: DateTime<Utc>) -> DateTime<Utc> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aws_plumbing::testing::MemoryStore;
     use change_protocol::{ChangeKind, SequenceNumber, Source};
     use std::sync::atomic::{AtomicI64, Ordering};
-    use std::sync::Mutex;
-
-    #[derive(Default)]
-    struct FakeStore {
-        puts: Mutex<Vec<(String, String, Vec<u8>)>>,
-        /// How long each put takes, in order; missing entries take no time.
-        delays: Mutex<Vec<Duration>>,
-        fail_keys_containing: Option<&'static str>,
-    }
-
-    impl ObjectStore for FakeStore {
-        async fn put(
-            &self,
-            bucket: &str,
-            key: &str,
-            body: impl Into<aws_plumbing::Bytes> + Send,
-        ) -> Result<(), StoreError> {
-            let delay = {
-                let mut d = self.delays.lock().unwrap();
-                if d.is_empty() {
-                    Duration::ZERO
-                } else {
-                    d.remove(0)
-                }
-            };
-            tokio::time::sleep(delay).await;
-            if self.fail_keys_containing.is_some_and(|s| key.contains(s)) {
-                return Err(StoreError::new(bucket, key, "NoSuchBucket"));
-            }
-            self.puts
-                .lock()
-                .unwrap()
-                .push((bucket.into(), key.into(), Vec::from(body.into())));
-            Ok(())
-        }
-    }
 
     /// A clock that moves one second forward each time it is read.
     struct SteppingClock(AtomicI64);
@@ -261,10 +226,10 @@ mod tests {
         })
     }
 
-    fn writer(store: FakeStore, legacy: Option<&str>) -> FeedWriter<FakeStore> {
+    fn writer(legacy: Option<&str>) -> FeedWriter<MemoryStore> {
         FeedWriter::new(
             config(legacy),
-            store,
+            MemoryStore::new(),
             SteppingClock(AtomicI64::new(1_795_650_067_123)),
             "test 1",
         )
@@ -272,10 +237,9 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn writes_file_then_pointer_then_legacy_marker() {
-        let w = writer(FakeStore::default(), Some("change_flags/CHANGE_FLAG"));
+        let w = writer(Some("change_flags/CHANGE_FLAG"));
         let written = w.write(file(), range(), None).await.unwrap();
-        let puts = w.store.puts.lock().unwrap();
-        let keys: Vec<&str> = puts.iter().map(|p| p.1.as_str()).collect();
+        let keys = w.store.put_keys();
         assert_eq!(
             keys,
             [
@@ -286,27 +250,28 @@ mod tests {
         );
         let parsed = ChangeKey::parse("change_flags/", &written.key).unwrap();
         assert_eq!(parsed.sequences, range());
-        let body = ChangeFile::from_slice(&puts[0].2).unwrap();
+        let body = ChangeFile::from_slice(&w.store.object("feed", &keys[0]).unwrap()).unwrap();
         assert_eq!(body.written_at, "20261125T234107.123Z");
         assert_eq!(body.write_window_ms, 20_000);
         assert_eq!(body.producer, "test 1");
         assert!(written
             .key
             .starts_with("change_flags/20261125T234107.123Z-"));
-        let pointer: HeadPointer = serde_json::from_slice(&puts[1].2).unwrap();
+        let pointer = w.store.object("feed", &keys[1]).unwrap();
+        let pointer: HeadPointer = serde_json::from_slice(&pointer).unwrap();
         assert_eq!(pointer.latest, written.key);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_gap_is_a_gap_file_with_its_reason_and_the_pointer() {
-        let w = writer(FakeStore::default(), None);
+        let w = writer(None);
         let written = w
             .write_gap("batch 42 discarded", "redrive-1")
             .await
             .unwrap();
-        let puts = w.store.puts.lock().unwrap();
-        assert_eq!(puts.len(), 2, "the gap file, then the pointer");
-        let body = ChangeFile::from_slice(&puts[0].2).unwrap();
+        let keys = w.store.put_keys();
+        assert_eq!(keys.len(), 2, "the gap file, then the pointer");
+        let body = ChangeFile::from_slice(&w.store.object("feed", &keys[0]).unwrap()).unwrap();
         assert_eq!(body.kind, ChangeKind::Gap);
         assert_eq!(body.reason.as_deref(), Some("batch 42 discarded"));
         assert!(body.changes.is_empty() && body.opaque.is_empty());
@@ -317,22 +282,18 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_refused_put_is_an_error_and_no_pointer_is_written() {
-        let store = FakeStore {
-            fail_keys_containing: Some(".json"),
-            ..FakeStore::default()
-        };
-        let w = writer(store, None);
+        let w = writer(None);
+        w.store.fail_next_with("NoSuchBucket");
         let err = w.write(file(), range(), None).await.unwrap_err();
         assert!(matches!(err, WriteError::Store(_)), "{err}");
         assert!(err.to_string().contains("NoSuchBucket"));
-        assert!(w.store.puts.lock().unwrap().is_empty());
+        assert!(w.store.put_keys().is_empty());
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_put_slower_than_the_budget_is_late_and_the_retry_gets_a_new_key() {
-        let store = FakeStore::default();
-        store.delays.lock().unwrap().push(Duration::from_secs(16));
-        let w = writer(store, None);
+        let w = writer(None);
+        w.store.delay_next(Duration::from_secs(16));
         let err = w.write(file(), range(), None).await.unwrap_err();
         let WriteError::Late {
             key: late_key,
@@ -343,7 +304,7 @@ mod tests {
         };
         assert_eq!(budget, Duration::from_secs(15));
         assert!(
-            w.store.puts.lock().unwrap().is_empty(),
+            w.store.put_keys().is_empty(),
             "no pointer after a late write"
         );
 
@@ -357,31 +318,25 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_put_just_inside_the_budget_is_acknowledged() {
-        let store = FakeStore::default();
-        store
-            .delays
-            .lock()
-            .unwrap()
-            .push(Duration::from_millis(14_900));
-        let w = writer(store, None);
+        let w = writer(None);
+        w.store.delay_next(Duration::from_millis(14_900));
         let written = w.write(file(), range(), None).await.unwrap();
         assert!(written.elapsed >= Duration::from_millis(14_900));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_failed_pointer_fails_the_batch() {
-        let store = FakeStore {
-            fail_keys_containing: Some("_head"),
-            ..FakeStore::default()
-        };
-        let w = writer(store, None);
+        let w = writer(None);
+        // The change file goes through, the pointer after it fails.
+        w.store.delay_next(Duration::ZERO);
+        w.store.fail_next(1);
         let err = w.write(file(), range(), None).await.unwrap_err();
         assert!(matches!(err, WriteError::Pointer { .. }), "{err}");
     }
 
     #[tokio::test(start_paused = true)]
     async fn unique_id_names_files_without_sequence_numbers() {
-        let w = writer(FakeStore::default(), None);
+        let w = writer(None);
         let written = w.write(file(), None, Some("req/1 2")).await.unwrap();
         let parsed = ChangeKey::parse("change_flags/", &written.key).unwrap();
         assert_eq!(parsed.unique.as_deref(), Some("req_1_2"));

@@ -405,6 +405,7 @@ mod tests {
     use base64::Engine;
     use enrichment::testing::{MemoryBucket, MemoryTable};
     use std::time::Duration;
+    use test_support::MemoryStore;
 
     fn config(pairs: &[(&str, &str)]) -> Config {
         let mut all = vec![
@@ -428,7 +429,7 @@ mod tests {
             config(&[("FEED_RETENTION_DAYS", "30")]),
             MemoryTable::new(&["item", "price"]),
             MemoryBucket::default(),
-            test_support::MemoryStore::new(),
+            MemoryStore::new(),
         );
         assert_eq!(
             consumer.policies().await.feed.retention,
@@ -529,7 +530,7 @@ print(json.dumps(out))
         let last = bytes.len() - 1;
         bytes[last] ^= 0xFF;
         *damaged = base64::engine::general_purpose::STANDARD.encode(bytes);
-        let store = test_support::MemoryStore::new();
+        let store = MemoryStore::new();
         let consumer = OrdersConsumer::new(config(&[]), products(), MemoryBucket::default(), store);
         // WHEN the consumer handles them
         let (response, summary) = consumer
@@ -548,7 +549,7 @@ print(json.dumps(out))
         assert_eq!(out.accounted(), summary.records);
         let dead = consumer
             .store
-            .get(
+            .object(
                 "out-bucket",
                 &format!("dead-letter/shardId-000000000002-{}-0.jsonl", first_seq()),
             )
@@ -557,23 +558,19 @@ print(json.dumps(out))
         assert!(dead.contains("wrong MD5 checksum"), "{dead}");
         // Each line names its record and sub-sequence number; (sequence, sub-sequence) is unique.
         let mut seen = std::collections::HashSet::new();
-        for key in consumer.store.put_keys() {
-            let body = consumer.store.get("out-bucket", &key).unwrap();
-            for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-                let v: Value = serde_json::from_slice(line).unwrap();
-                if v.get("reason")
-                    .is_some_and(|r| r.as_str().unwrap().contains("MD5"))
-                {
-                    continue;
-                }
-                let id = (
-                    v["sequence_number"].as_str().unwrap().to_owned(),
-                    v["sub_sequence_number"]
-                        .as_u64()
-                        .expect("a sub-sequence number"),
-                );
-                assert!(seen.insert(id), "{v}");
+        for v in written_lines(&consumer.store) {
+            if v.get("reason")
+                .is_some_and(|r| r.as_str().unwrap().contains("MD5"))
+            {
+                continue;
             }
+            let id = (
+                v["sequence_number"].as_str().unwrap().to_owned(),
+                v["sub_sequence_number"]
+                    .as_u64()
+                    .expect("a sub-sequence number"),
+            );
+            assert!(seen.insert(id), "{v}");
         }
         assert_eq!(seen.len(), 200);
         assert!(seen.iter().all(|(_, sub)| *sub < 40));
@@ -620,7 +617,7 @@ print(json.dumps(out))
             ]),
             products(),
             MemoryBucket::default(),
-            test_support::MemoryStore::new(),
+            MemoryStore::new(),
         )
         .with_reference_objects(objects.clone(), MemoryBucket::default());
         // (a first batch loads both references; the next batch's objects have the same names)
@@ -647,13 +644,7 @@ print(json.dumps(out))
         assert!(response.batch_item_failures.is_empty(), "{summary:?}");
         // THEN orders before the flag carry the old row, every order after it the new one,
         // and an order without a row (pizza) is still written, without the menu field
-        let mut lines: Vec<Value> = Vec::new();
-        for key in consumer.store.put_keys() {
-            let body = consumer.store.get("out-bucket", &key).unwrap();
-            for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-                lines.push(serde_json::from_slice(line).unwrap());
-            }
-        }
+        let lines = written_lines(&consumer.store);
         let category = |customer: i64| {
             lines
                 .iter()
@@ -697,6 +688,19 @@ print(json.dumps(out))
             .unwrap();
         assert_eq!(response.batch_item_failures.len(), 1, "{summary:?}");
         assert!(summary.failed.unwrap().contains("reference objects"));
+    }
+
+    /// Every line of every object written to the output bucket, as JSON, in the order of the
+    /// puts.
+    fn written_lines(store: &MemoryStore) -> Vec<Value> {
+        let mut lines = Vec::new();
+        for key in store.put_keys() {
+            let body = store.object("out-bucket", &key).unwrap();
+            for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                lines.push(serde_json::from_slice(line).unwrap());
+            }
+        }
+        lines
     }
 
     fn first_seq() -> String {

@@ -3,43 +3,27 @@
 //! injection). The consumer following changes that the real change-handler writes is a
 //! cross-crate scenario, in the workspace's `tests/orders_consumer_feed.rs`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use aws_plumbing::{s3_client, ObjectStore, StoreError};
+use aws_plumbing::s3_client;
 use aws_sdk_dynamodb::types::StreamViewType;
 use enrichment::sources::{DynamoDbTable, S3Feed};
 use enrichment::Unmatched;
 use orders_consumer::{Config, OrdersConsumer};
 use serde_json::Value;
-use test_support::{sdk_config, unique_name, MemoryStore, ReferenceTable};
-
-#[derive(Clone)]
-struct Shared(Arc<MemoryStore>);
-impl ObjectStore for Shared {
-    async fn put(
-        &self,
-        bucket: &str,
-        key: &str,
-        body: impl Into<aws_plumbing::Bytes> + Send,
-    ) -> Result<(), StoreError> {
-        self.0.put(bucket, key, body).await
-    }
-}
+use test_support::{sample_event, sdk_config, unique_name, MemoryStore, ReferenceTable};
 
 fn sample() -> Value {
-    let path = format!(
-        "{}/../../events/example-kinesis-orders.json",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    sample_event("example-kinesis-orders.json")
 }
 
-/// The reference table with the original's five items and an empty feed bucket.
+/// The reference table with the original's five items, an empty feed bucket, and the store
+/// the consumers write to.
 struct Rig {
     table: ReferenceTable,
     bucket: String,
     sdk: aws_config::SdkConfig,
+    store: MemoryStore,
 }
 
 async fn rig() -> Rig {
@@ -53,7 +37,12 @@ async fn rig() -> Rig {
     table.seed().await;
     let bucket = unique_name("demo-bucket");
     s3.create_bucket().bucket(&bucket).send().await.unwrap();
-    Rig { table, bucket, sdk }
+    Rig {
+        table,
+        bucket,
+        sdk,
+        store: MemoryStore::new(),
+    }
 }
 
 impl Rig {
@@ -78,23 +67,20 @@ impl Rig {
         }
     }
 
-    fn consumer(
-        &self,
-        config: Config,
-        store: Arc<MemoryStore>,
-    ) -> OrdersConsumer<DynamoDbTable, S3Feed, Shared> {
+    /// A consumer of `config` writing to the rig's store.
+    fn consumer(&self, config: Config) -> OrdersConsumer<DynamoDbTable, S3Feed, MemoryStore> {
         let table = DynamoDbTable::new(
             aws_sdk_dynamodb::Client::new(&self.sdk),
             config.reference_table.clone(),
         );
         let feed = S3Feed::new(s3_client(&self.sdk), self.bucket.clone());
-        OrdersConsumer::new(config, table, feed, Shared(store))
+        OrdersConsumer::new(config, table, feed, self.store.clone())
     }
 }
 
 fn lines(store: &MemoryStore, key: &str) -> Vec<Value> {
     let body = store
-        .get("out", key)
+        .object("out", key)
         .unwrap_or_else(|| panic!("no object {key}"));
     body.split(|b| *b == b'\n')
         .filter(|l| !l.is_empty())
@@ -108,8 +94,7 @@ const NAME: &str =
 #[tokio::test]
 async fn orders_are_enriched_into_partitions_and_nothing_is_lost() {
     let r = rig().await;
-    let store = Arc::new(MemoryStore::new());
-    let consumer = r.consumer(r.config(Unmatched::Reject), store.clone());
+    let consumer = r.consumer(r.config(Unmatched::Reject));
     let (response, summary) = consumer.handle_batch(&sample()).await.unwrap();
     assert!(response.batch_item_failures.is_empty());
 
@@ -125,7 +110,7 @@ async fn orders_are_enriched_into_partitions_and_nothing_is_lost() {
     );
     assert_eq!(out.accounted(), summary.records, "in = out + rejected");
     let burger = lines(
-        &store,
+        &r.store,
         &format!("enriched/item=burger/priority=medium/{NAME}"),
     );
     assert_eq!(burger.len(), 1);
@@ -134,14 +119,15 @@ async fn orders_are_enriched_into_partitions_and_nothing_is_lost() {
     assert_eq!(burger[0]["cost"], 42);
     assert_eq!(burger[0]["customer_id"], 1001);
     assert_eq!(burger[0]["shard"], "shardId-000000000002");
-    assert!(store
-        .get(
+    assert!(r
+        .store
+        .object(
             "out",
             &format!("enriched/item=ice-cream/priority=very very high/{NAME}")
         )
         .is_some());
 
-    let dead = lines(&store, &format!("dead-letter/{NAME}"));
+    let dead = lines(&r.store, &format!("dead-letter/{NAME}"));
     let reasons: Vec<&str> = dead.iter().map(|d| d["reason"].as_str().unwrap()).collect();
     assert_eq!(reasons.len(), 3);
     assert!(
@@ -156,12 +142,11 @@ async fn orders_are_enriched_into_partitions_and_nothing_is_lost() {
 #[tokio::test]
 async fn a_retried_batch_overwrites_its_own_objects() {
     let r = rig().await;
-    let store = Arc::new(MemoryStore::new());
-    let consumer = r.consumer(r.config(Unmatched::Reject), store.clone());
+    let consumer = r.consumer(r.config(Unmatched::Reject));
     consumer.handle_batch(&sample()).await.unwrap();
-    let first: Vec<String> = store.put_keys();
+    let first: Vec<String> = r.store.put_keys();
     consumer.handle_batch(&sample()).await.unwrap();
-    let all = store.put_keys();
+    let all = r.store.put_keys();
     let mut distinct = all.clone();
     distinct.sort();
     distinct.dedup();
@@ -173,9 +158,8 @@ async fn a_retried_batch_overwrites_its_own_objects() {
 #[tokio::test]
 async fn an_output_failure_reports_the_first_record() {
     let r = rig().await;
-    let store = Arc::new(MemoryStore::new());
-    let consumer = r.consumer(r.config(Unmatched::Reject), store.clone());
-    store.fail_next(1);
+    let consumer = r.consumer(r.config(Unmatched::Reject));
+    r.store.fail_next(1);
     let (response, summary) = consumer.handle_batch(&sample()).await.unwrap();
     let ids: Vec<_> = response
         .batch_item_failures
@@ -192,12 +176,11 @@ async fn an_output_failure_reports_the_first_record() {
 #[tokio::test]
 async fn unmatched_pass_writes_an_unmatched_partition() {
     let r = rig().await;
-    let store = Arc::new(MemoryStore::new());
-    let consumer = r.consumer(r.config(Unmatched::Pass), store.clone());
+    let consumer = r.consumer(r.config(Unmatched::Pass));
     let (_, summary) = consumer.handle_batch(&sample()).await.unwrap();
     assert_eq!(summary.output.passed, 1);
     let donut = lines(
-        &store,
+        &r.store,
         &format!("enriched/item=donut/priority=__unmatched__/{NAME}"),
     );
     assert_eq!(donut[0]["priority"], Value::Null);
@@ -210,26 +193,21 @@ async fn unmatched_pass_writes_an_unmatched_partition() {
 #[tokio::test]
 async fn reference_data_that_cannot_be_loaded_fails_the_batch_not_the_init() {
     let r = rig().await;
-    let store = Arc::new(MemoryStore::new());
     let mut config = r.config(Unmatched::Reject);
     config.reference_table = "NoSuchTable".into();
-    let consumer = r.consumer(config, store.clone());
+    let consumer = r.consumer(config);
     let (response, summary) = consumer.handle_batch(&sample()).await.unwrap();
     assert_eq!(response.batch_item_failures.len(), 1);
     let failed = summary.failed.unwrap();
     assert!(failed.contains("DescribeTable"), "{failed}");
-    assert!(store.put_keys().is_empty());
+    assert!(r.store.put_keys().is_empty());
 }
 
 #[tokio::test]
 async fn other_payloads_are_invocation_errors() {
     let r = rig().await;
-    let consumer = r.consumer(r.config(Unmatched::Reject), Arc::new(MemoryStore::new()));
-    let path = format!(
-        "{}/../../events/example-dynamodb-insert.json",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let ddb: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let consumer = r.consumer(r.config(Unmatched::Reject));
+    let ddb = sample_event("example-dynamodb-insert.json");
     assert!(consumer.handle(&ddb).await.is_err());
     assert!(consumer.handle(&serde_json::json!("x")).await.is_err());
     // A Kinesis record whose data is not base64, or without a sequence number: named errors.
@@ -287,16 +265,15 @@ fn embedded_metrics_name_the_staleness_metric_the_alarm_watches() {
 #[tokio::test]
 async fn a_crash_after_part_of_the_output_is_retried_without_duplicates() {
     let r = rig().await;
-    let store = Arc::new(MemoryStore::new());
-    let consumer = r.consumer(r.config(Unmatched::Reject), store.clone());
+    let consumer = r.consumer(r.config(Unmatched::Reject));
     // The first object is written, the second write fails after the others finished (the
     // function "crashes"): the batch is reported and the event source mapping retries it from
     // its first record.
-    store.delay_next(Duration::ZERO);
-    store.fail_next_after(Duration::from_millis(50));
+    r.store.delay_next(Duration::ZERO);
+    r.store.fail_next_after(Duration::from_millis(50));
     let (response, _) = consumer.handle_batch(&sample()).await.unwrap();
     assert_eq!(response.batch_item_failures.len(), 1);
-    let partial = store.put_keys();
+    let partial = r.store.put_keys();
     let (response, summary) = consumer.handle_batch(&sample()).await.unwrap();
     assert!(response.batch_item_failures.is_empty());
     assert!(
@@ -305,14 +282,14 @@ async fn a_crash_after_part_of_the_output_is_retried_without_duplicates() {
     );
 
     // No object written under two names: the retry rewrote the partial one.
-    let keys = store.put_keys();
+    let keys = r.store.put_keys();
     let distinct: std::collections::BTreeSet<&String> = keys.iter().collect();
     assert_eq!(distinct.len(), summary.output.objects.len());
     assert!(distinct.contains(&partial[0]));
     // De-duplicated by (shard, sequence number), every record that is written appears once.
     let mut seen = std::collections::BTreeMap::new();
     for key in distinct {
-        for line in lines(&store, key) {
+        for line in lines(&r.store, key) {
             *seen
                 .entry((
                     line["shard"].as_str().unwrap().to_owned(),
@@ -377,9 +354,8 @@ async fn new_output_partitions_are_registered_in_the_glue_catalog() {
     let r = rig().await;
     let (glue, database, table) = glue_table(&r.sdk).await;
     let catalog = orders_consumer::catalog::GlueCatalog::new(glue.clone(), &database, &table);
-    let store = Arc::new(MemoryStore::new());
     let consumer = r
-        .consumer(r.config(Unmatched::Reject), store.clone())
+        .consumer(r.config(Unmatched::Reject))
         .with_catalog(catalog.clone());
     // WHEN a batch is written (twice: a retry, or a later batch to the same partitions)
     let (_, summary) = consumer.handle_batch(&sample()).await.unwrap();
@@ -418,7 +394,7 @@ async fn new_output_partitions_are_registered_in_the_glue_catalog() {
     )));
     // AND another environment registering the same partitions is not an error (idempotent)
     let other = r
-        .consumer(r.config(Unmatched::Reject), store.clone())
+        .consumer(r.config(Unmatched::Reject))
         .with_catalog(catalog);
     let (_, summary) = other.handle_batch(&sample()).await.unwrap();
     assert_eq!(summary.catalog_error, None);
@@ -429,13 +405,12 @@ async fn a_catalog_that_fails_never_fails_the_batch() {
     let r = rig().await;
     let glue = aws_sdk_glue::Client::new(&r.sdk);
     let missing = orders_consumer::catalog::GlueCatalog::new(glue, "no_such_database", "orders");
-    let store = Arc::new(MemoryStore::new());
     let consumer = r
-        .consumer(r.config(Unmatched::Reject), store.clone())
+        .consumer(r.config(Unmatched::Reject))
         .with_catalog(missing);
     let (response, summary) = consumer.handle_batch(&sample()).await.unwrap();
     assert!(response.batch_item_failures.is_empty());
-    assert!(!store.put_keys().is_empty(), "the orders are written");
+    assert!(!r.store.put_keys().is_empty(), "the orders are written");
     let error = summary.catalog_error.expect("the failure is reported");
     assert!(error.contains("BatchCreatePartition"), "{error}");
     assert_eq!(consumer.catalog_errors(), 1);

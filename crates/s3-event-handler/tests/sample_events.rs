@@ -4,26 +4,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aws_plumbing::{ObjectStore, StoreError, SystemClock};
+use aws_lambda_events::event::sqs::SqsBatchResponse;
+use aws_plumbing::SystemClock;
 use change_protocol::{ChangeFile, ChangeFlag, ChangeKey, ChangeKind};
 use feed_writer::FeedConfig;
 use s3_event_handler::flags::{Entry, PutResult, Shard, StreamError};
 use s3_event_handler::{Config, FlagStream, HandlerError, S3EventHandler};
 use serde_json::Value;
-use test_support::MemoryStore;
-
-#[derive(Clone)]
-struct Shared(Arc<MemoryStore>);
-impl ObjectStore for Shared {
-    async fn put(
-        &self,
-        bucket: &str,
-        key: &str,
-        body: impl Into<aws_plumbing::Bytes> + Send,
-    ) -> Result<(), StoreError> {
-        self.0.put(bucket, key, body).await
-    }
-}
+use test_support::{sample_event, MemoryStore};
 
 /// A stream of shards; a record goes to the shard whose starting hash key it names. It can
 /// throttle the next N entries and reshard (split shard 0) after the next put.
@@ -115,11 +103,6 @@ impl FlagStream for FakeStream {
     }
 }
 
-fn event(name: &str) -> Value {
-    let path = format!("{}/../../events/{name}", env!("CARGO_MANIFEST_DIR"));
-    serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
-}
-
 fn config(legacy: Option<&str>) -> Config {
     Config {
         feed: FeedConfig {
@@ -136,33 +119,33 @@ fn config(legacy: Option<&str>) -> Config {
 }
 
 struct Rig {
-    handler: S3EventHandler<Shared, FakeStream>,
-    store: Arc<MemoryStore>,
+    handler: S3EventHandler<MemoryStore, FakeStream>,
+    store: MemoryStore,
     stream: FakeStream,
 }
 
 fn rig(legacy: Option<&str>) -> Rig {
-    let store = Arc::new(MemoryStore::new());
+    let store = MemoryStore::new();
     let stream = FakeStream::with_shards(4);
     Rig {
-        handler: S3EventHandler::new(
-            config(legacy),
-            Shared(store.clone()),
-            stream.clone(),
-            SystemClock,
-        ),
+        handler: S3EventHandler::new(config(legacy), store.clone(), stream.clone(), SystemClock),
         store,
         stream,
     }
 }
 
 impl Rig {
+    /// The handler's answer to the sample event `name`.
+    async fn handle(&self, name: &str) -> Result<SqsBatchResponse, HandlerError> {
+        self.handler.handle(&sample_event(name), "req").await
+    }
+
     fn change_files(&self) -> Vec<ChangeFile> {
         self.store
             .put_keys()
             .iter()
             .filter(|k| ChangeKey::parse("change_flags/", k).is_ok())
-            .map(|k| ChangeFile::from_slice(&self.store.get("feed-bucket", k).unwrap()).unwrap())
+            .map(|k| ChangeFile::from_slice(&self.store.object("feed-bucket", k).unwrap()).unwrap())
             .collect()
     }
     fn flags_per_shard(&self) -> Vec<usize> {
@@ -179,7 +162,7 @@ async fn a_put_writes_a_change_file_then_one_flag_on_each_of_four_shards() {
     let r = rig(None);
     let response = r
         .handler
-        .handle(&event("example-s3-put.json"), "req-1")
+        .handle(&sample_event("example-s3-put.json"), "req-1")
         .await
         .unwrap();
     assert!(response.batch_item_failures.is_empty());
@@ -206,10 +189,7 @@ async fn a_put_writes_a_change_file_then_one_flag_on_each_of_four_shards() {
 #[tokio::test]
 async fn a_delete_is_a_removal() {
     let r = rig(None);
-    r.handler
-        .handle(&event("example-s3-delete.json"), "req")
-        .await
-        .unwrap();
+    r.handle("example-s3-delete.json").await.unwrap();
     let object = &r.change_files()[0].objects[0];
     assert!(object.removed);
     assert_eq!(object.event_name, "ObjectRemoved:Delete");
@@ -219,10 +199,7 @@ async fn a_delete_is_a_removal() {
 #[tokio::test]
 async fn url_encoded_keys_with_spaces_and_non_ascii_are_decoded() {
     let r = rig(None);
-    r.handler
-        .handle(&event("example-s3-key-with-spaces.json"), "req")
-        .await
-        .unwrap();
+    r.handle("example-s3-key-with-spaces.json").await.unwrap();
     assert_eq!(
         r.change_files()[0].objects[0].key,
         "reference/menu 2026 café + extras.csv"
@@ -232,10 +209,7 @@ async fn url_encoded_keys_with_spaces_and_non_ascii_are_decoded() {
 #[tokio::test]
 async fn objects_outside_the_prefix_are_ignored() {
     let r = rig(None);
-    r.handler
-        .handle(&event("example-s3-outside-prefix.json"), "req")
-        .await
-        .unwrap();
+    r.handle("example-s3-outside-prefix.json").await.unwrap();
     assert!(r.store.put_keys().is_empty());
     assert_eq!(r.flags_per_shard(), [0, 0, 0, 0]);
 }
@@ -243,11 +217,7 @@ async fn objects_outside_the_prefix_are_ignored() {
 #[tokio::test]
 async fn the_s3_test_event_is_ignored_gracefully() {
     let r = rig(None);
-    let response = r
-        .handler
-        .handle(&event("example-s3-test-event.json"), "req")
-        .await
-        .unwrap();
+    let response = r.handle("example-s3-test-event.json").await.unwrap();
     assert!(response.batch_item_failures.is_empty());
     assert!(r.store.put_keys().is_empty());
 }
@@ -255,11 +225,7 @@ async fn the_s3_test_event_is_ignored_gracefully() {
 #[tokio::test]
 async fn sqs_wrapped_notifications_are_handled_per_message() {
     let r = rig(None);
-    let response = r
-        .handler
-        .handle(&event("example-sqs-s3-mixed.json"), "req")
-        .await
-        .unwrap();
+    let response = r.handle("example-sqs-s3-mixed.json").await.unwrap();
     assert!(response.batch_item_failures.is_empty());
     let files = r.change_files();
     assert_eq!(
@@ -277,7 +243,7 @@ async fn sqs_wrapped_notifications_are_handled_per_message() {
 #[tokio::test]
 async fn a_message_that_cannot_be_handled_is_reported_and_the_others_are_not() {
     let r = rig(None);
-    let mut payload = event("example-sqs-s3-mixed.json");
+    let mut payload = sample_event("example-sqs-s3-mixed.json");
     payload["Records"][1]["body"] = Value::String("{not json".into());
     r.store.fail_next(0);
     let response = r.handler.handle(&payload, "req").await.unwrap();
@@ -294,11 +260,7 @@ async fn a_message_that_cannot_be_handled_is_reported_and_the_others_are_not() {
 async fn a_failed_change_file_reports_the_message_and_puts_no_flag() {
     let r = rig(None);
     r.store.fail_next(1);
-    let response = r
-        .handler
-        .handle(&event("example-sqs-s3-put.json"), "req")
-        .await
-        .unwrap();
+    let response = r.handle("example-sqs-s3-put.json").await.unwrap();
     assert_eq!(response.batch_item_failures.len(), 1);
     assert_eq!(r.flags_per_shard(), [0, 0, 0, 0]);
 }
@@ -307,25 +269,14 @@ async fn a_failed_change_file_reports_the_message_and_puts_no_flag() {
 async fn a_direct_invocation_that_fails_is_an_error() {
     let r = rig(None);
     r.store.fail_next(1);
-    let err = r
-        .handler
-        .handle(&event("example-s3-put.json"), "req")
-        .await
-        .unwrap_err();
+    let err = r.handle("example-s3-put.json").await.unwrap_err();
     assert!(matches!(err, HandlerError::Process(_)), "{err}");
 }
 
 #[tokio::test]
 async fn other_payloads_are_invocation_errors() {
     let r = rig(None);
-    let change = serde_json::from_slice::<Value>(
-        &std::fs::read(format!(
-            "{}/../../events/example-dynamodb-insert.json",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap(),
-    )
-    .unwrap();
+    let change = sample_event("example-dynamodb-insert.json");
     for payload in [
         change,
         serde_json::json!(42),
@@ -340,27 +291,18 @@ async fn other_payloads_are_invocation_errors() {
 async fn throttled_entries_are_retried_until_every_shard_has_its_flag() {
     let r = rig(None);
     r.stream.state.lock().unwrap().throttle_next = 3;
-    r.handler
-        .handle(&event("example-s3-put.json"), "req")
-        .await
-        .unwrap();
+    r.handle("example-s3-put.json").await.unwrap();
     assert_eq!(r.flags_per_shard(), [1, 1, 1, 1]);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_reshard_makes_the_sender_list_again_and_fill_the_new_shards() {
     let r = rig(None);
-    r.handler
-        .handle(&event("example-s3-put.json"), "req")
-        .await
-        .unwrap();
+    r.handle("example-s3-put.json").await.unwrap();
     assert_eq!(r.stream.state.lock().unwrap().list_calls, 1);
     // Resharded between invocations: the sender's cached list still names the closed parent.
     r.stream.split_last();
-    r.handler
-        .handle(&event("example-s3-put.json"), "req")
-        .await
-        .unwrap();
+    r.handle("example-s3-put.json").await.unwrap();
     let counts = r.flags_per_shard();
     assert_eq!(
         counts,
@@ -378,11 +320,7 @@ async fn a_reshard_makes_the_sender_list_again_and_fill_the_new_shards() {
 async fn flags_that_cannot_be_delivered_fail_the_message() {
     let r = rig(None);
     r.stream.state.lock().unwrap().throttle_next = 1000;
-    let response = r
-        .handler
-        .handle(&event("example-sqs-s3-put.json"), "req")
-        .await
-        .unwrap();
+    let response = r.handle("example-sqs-s3-put.json").await.unwrap();
     assert_eq!(
         response.batch_item_failures.len(),
         1,
@@ -394,10 +332,7 @@ async fn flags_that_cannot_be_delivered_fail_the_message() {
 async fn the_legacy_payload_also_goes_to_every_shard() {
     let legacy = r#"{"dish":"CHANGE_FLAG","cost":0,"customer_id":0}"#;
     let r = rig(Some(legacy));
-    r.handler
-        .handle(&event("example-s3-put.json"), "req")
-        .await
-        .unwrap();
+    r.handle("example-s3-put.json").await.unwrap();
     assert_eq!(r.flags_per_shard(), [2, 2, 2, 2]);
     assert!(r
         .stream

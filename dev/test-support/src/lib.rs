@@ -1,7 +1,7 @@
 //! Test support: the shared local emulator, the change-feed rigs ([`FeedRig`]: table, stream,
 //! feed bucket, the real change-handler and a stream pump; [`FlagRig`]: the S3 path with the real
-//! s3-event-handler), fakes, stream readers, and a stand-in for the Lambda Runtime API that
-//! records what a function binary posts at start-up.
+//! s3-event-handler), the sample events, fakes ([`MemoryStore`]), stream readers, and a
+//! stand-in for the Lambda Runtime API that records what a function binary posts at start-up.
 //!
 //! Integration tests talk to a real AWS-API emulator (moto's server mode) on loopback through
 //! the real AWS SDK. The README's test command starts one emulator for the whole run and sets
@@ -18,23 +18,27 @@ mod emulator;
 mod fault_proxy;
 mod http_fault_proxy;
 mod kinesis;
-mod memory_store;
 mod notified_bucket;
 mod reference;
 mod rig;
 mod runtime_api;
+mod sample_events;
+mod serve;
 mod streams;
 
+/// The in-memory S3 every crate's tests share (`aws_plumbing::testing`).
+pub use aws_plumbing::testing::MemoryStore;
 pub use emulator::{emulator, sdk_config, unique_name};
 pub use event_source_mappings::{dynamodb_stream_event, sqs_event};
 pub use fault_proxy::FaultProxy;
 pub use http_fault_proxy::{Fault, HttpFaultProxy, Rule};
 pub use kinesis::{create_stream, records_per_shard};
-pub use memory_store::MemoryStore;
 pub use notified_bucket::NotifiedBucket;
-pub use reference::{ReferenceTable, ORIGINAL_ITEMS};
+pub use reference::{priorities, ReferenceTable, ORIGINAL_ITEMS};
 pub use rig::{
     change_files, feed_config, list_keys, read_object, through_proxy, FeedRig, FlagRig, FEED_PREFIX,
 };
 pub use runtime_api::{start_function, RecordedRequest, RuntimeApiStub, StartUp};
+pub use sample_events::sample_event;
+pub use serve::serve_http;
 pub use streams::{read_stream_records, StreamPump};

@@ -33,6 +33,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use aws_plumbing::testing::MemoryStore;
+use aws_plumbing::S3Error;
 use std::sync::{Arc, Mutex};
 
 use change_protocol::{AttributeValue, Item};
@@ -193,101 +196,71 @@ impl TableSource for MemoryTable {
     }
 }
 
-/// A bucket in memory: objects in key order, quoted ETags that change with the content,
-/// listings in pages (1,000 keys, as S3, unless set otherwise). It serves both as a change feed
-/// ([`FeedSource`]) and as a place for reference objects ([`ObjectSource`]).
-#[derive(Clone, Debug)]
-pub struct MemoryBucket {
-    objects: Arc<Mutex<BTreeMap<String, Vec<u8>>>>,
-    failing: Arc<AtomicBool>,
-    lists: Arc<AtomicU64>,
-    gets: Arc<AtomicU64>,
-    page_size: usize,
-}
+/// The one bucket a [`MemoryBucket`] keeps its objects in.
+const BUCKET: &str = "memory-bucket";
 
-impl Default for MemoryBucket {
-    fn default() -> Self {
-        MemoryBucket {
-            objects: Arc::default(),
-            failing: Arc::default(),
-            lists: Arc::default(),
-            gets: Arc::default(),
-            page_size: 1000,
-        }
-    }
+/// A bucket in memory: one bucket of the workspace's in-memory S3
+/// ([`aws_plumbing::testing::MemoryStore`]: objects in key order, quoted ETags that change with
+/// the content, listings in pages of 1,000 keys unless set otherwise, counted calls). It serves
+/// both as a change feed ([`FeedSource`]) and as a place for reference objects
+/// ([`ObjectSource`]), and takes writes as an [`ObjectStore`](aws_plumbing::ObjectStore).
+#[derive(Clone, Debug, Default)]
+pub struct MemoryBucket {
+    store: MemoryStore,
 }
 
 impl MemoryBucket {
     /// The same bucket, listed `page_size` keys a page (at least 1).
-    pub fn with_page_size(mut self, page_size: usize) -> Self {
-        self.page_size = page_size.max(1);
-        self
+    pub fn with_page_size(self, page_size: usize) -> Self {
+        MemoryBucket {
+            store: self.store.with_page_size(page_size),
+        }
+    }
+
+    /// The store the bucket lives in, to script its writes (fail, delay).
+    pub fn store(&self) -> &MemoryStore {
+        &self.store
     }
 
     /// Writes an object.
     pub fn put(&self, key: &str, body: Vec<u8>) {
-        self.objects.lock().unwrap().insert(key.to_owned(), body);
+        self.store.insert(BUCKET, key, body);
     }
 
     /// Deletes an object, if any.
     pub fn remove(&self, key: &str) {
-        self.objects.lock().unwrap().remove(key);
+        self.store.remove(BUCKET, key);
     }
 
     /// The object at `key`.
     pub fn object(&self, key: &str) -> Option<Vec<u8>> {
-        self.objects.lock().unwrap().get(key).cloned()
+        self.store.object(BUCKET, key)
     }
 
     /// The ETag (quoted, as S3 sends it) of the object at `key`.
     pub fn etag(&self, key: &str) -> Option<String> {
-        self.objects.lock().unwrap().get(key).map(|b| etag_of(b))
+        self.store.etag(BUCKET, key)
     }
 
     /// Makes every call fail (`true`) or succeed again (`false`).
     pub fn set_failing(&self, failing: bool) {
-        self.failing.store(failing, Ordering::SeqCst);
+        self.store.set_failing(failing);
     }
 
     /// Listing pages served so far.
     pub fn lists(&self) -> u64 {
-        self.lists.load(Ordering::SeqCst)
+        self.store.lists()
     }
 
     /// Object GETs served so far (conditional GETs of a pointer included).
     pub fn gets(&self) -> u64 {
-        self.gets.load(Ordering::SeqCst)
-    }
-
-    fn check(&self, operation: &'static str) -> Result<(), SourceError> {
-        if self.failing.load(Ordering::SeqCst) {
-            Err(injected(operation))
-        } else {
-            Ok(())
-        }
-    }
-
-    fn page(&self, prefix: &str, after: &str) -> ListPage {
-        self.lists.fetch_add(1, Ordering::SeqCst);
-        let objects = self.objects.lock().unwrap();
-        let mut keys: Vec<String> = objects
-            .keys()
-            .filter(|k| k.starts_with(prefix) && k.as_str() > after)
-            .take(self.page_size + 1)
-            .cloned()
-            .collect();
-        let truncated = keys.len() > self.page_size;
-        keys.truncate(self.page_size);
-        let next = truncated.then(|| keys.last().cloned()).flatten();
-        ListPage { keys, next }
+        self.store.gets()
     }
 }
 
-fn etag_of(body: &[u8]) -> String {
-    let hash = body
-        .iter()
-        .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(*b)));
-    format!("\"{hash:x}\"")
+/// The store's error as a source's, without a cause: the store is not an SDK client.
+fn source(e: S3Error) -> SourceError {
+    SourceError::new(e.operation, e.message)
 }
 
 impl FeedSource for MemoryBucket {
@@ -297,62 +270,45 @@ impl FeedSource for MemoryBucket {
         start_after: &str,
         token: Option<String>,
     ) -> Result<ListPage, SourceError> {
-        self.check("ListObjectsV2")?;
-        Ok(self.page(prefix, token.as_deref().unwrap_or(start_after)))
+        let page = self
+            .store
+            .list_page(BUCKET, prefix, Some(start_after), token);
+        page.await.map_err(source)
     }
 
     async fn get(&self, key: &str) -> Result<Vec<u8>, SourceError> {
-        self.check("GetObject")?;
-        self.gets.fetch_add(1, Ordering::SeqCst);
-        self.object(key)
-            .ok_or_else(|| SourceError::new("GetObject", format!("NoSuchKey: {key}")))
+        match self.store.get(BUCKET, key).await.map_err(source)? {
+            Some(body) => Ok(body.bytes),
+            None => Err(SourceError::new("GetObject", format!("NoSuchKey: {key}"))),
+        }
     }
 
     async fn head_state(&self, key: &str, etag: Option<&str>) -> Result<Conditional, SourceError> {
-        self.check("GetObject")?;
-        self.gets.fetch_add(1, Ordering::SeqCst);
-        Ok(match self.etag(key) {
-            None => Conditional::Missing,
-            Some(tag) if etag == Some(tag.as_str()) => Conditional::NotModified,
-            Some(tag) => Conditional::Changed(tag),
-        })
+        let state = self.store.get_if_none_match(BUCKET, key, etag);
+        state.await.map_err(source)
     }
 }
 
 impl ObjectSource for MemoryBucket {
     async fn list(&self, prefix: &str, token: Option<String>) -> Result<ListPage, SourceError> {
-        self.check("ListObjectsV2")?;
-        Ok(self.page(prefix, token.as_deref().unwrap_or("")))
+        let page = self.store.list_page(BUCKET, prefix, None, token);
+        page.await.map_err(source)
     }
 
     async fn get(&self, key: &str) -> Result<Option<ObjectBody>, SourceError> {
-        self.check("GetObject")?;
-        self.gets.fetch_add(1, Ordering::SeqCst);
-        Ok(self.object(key).map(|bytes| ObjectBody {
-            etag: Some(etag_of(&bytes)),
-            bytes,
-            content_encoding: None,
-        }))
+        self.store.get(BUCKET, key).await.map_err(source)
     }
 }
 
-/// The bucket as an output store too (a producer's or the feed-compactor's writes land in it;
-/// the bucket name is ignored: one bucket). Fails like reads when set failing.
+/// The bucket as an output store too (a producer's or the feed-compactor's writes land in it,
+/// whatever bucket they name: one bucket). Fails like reads when set failing.
 impl aws_plumbing::ObjectStore for MemoryBucket {
-    async fn put(
+    fn put(
         &self,
-        bucket: &str,
+        _bucket: &str,
         key: &str,
         body: impl Into<aws_plumbing::Bytes> + Send,
-    ) -> Result<(), aws_plumbing::StoreError> {
-        if self.failing.load(Ordering::SeqCst) {
-            return Err(aws_plumbing::StoreError::new(
-                bucket,
-                key,
-                "injected failure",
-            ));
-        }
-        MemoryBucket::put(self, key, body.into().to_vec());
-        Ok(())
+    ) -> impl std::future::Future<Output = Result<(), aws_plumbing::StoreError>> + Send {
+        self.store.put(BUCKET, key, body)
     }
 }
