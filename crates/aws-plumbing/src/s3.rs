@@ -161,6 +161,15 @@ impl S3Store {
         &self.client
     }
 
+    /// A GetObject of `bucket/key`, for [`S3Store::get`] and [`S3Store::get_if_none_match`].
+    fn get_object(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> aws_sdk_s3::operation::get_object::builders::GetObjectFluentBuilder {
+        self.client.get_object().bucket(bucket).key(key)
+    }
+
     /// The whole object at `bucket/key` with its ETag and `Content-Encoding`; `None` when there
     /// is no such object (HTTP 404).
     ///
@@ -168,14 +177,7 @@ impl S3Store {
     /// [`S3Error`] with operation `GetObject` for any other failure, including a body that
     /// could not be read to its end.
     pub async fn get(&self, bucket: &str, key: &str) -> Result<Option<ObjectBody>, S3Error> {
-        match self
-            .client
-            .get_object()
-            .bucket(bucket)
-            .key(key)
-            .send()
-            .await
-        {
+        match self.get_object(bucket, key).send().await {
             Ok(out) => {
                 let etag = out.e_tag().map(str::to_owned);
                 let content_encoding = out.content_encoding().map(str::to_owned);
@@ -246,10 +248,7 @@ impl S3Store {
         etag: Option<&str>,
     ) -> Result<Conditional, S3Error> {
         let result = self
-            .client
-            .get_object()
-            .bucket(bucket)
-            .key(key)
+            .get_object(bucket, key)
             .set_if_none_match(etag.map(str::to_owned))
             .send()
             .await;

@@ -5,6 +5,7 @@
 //! and an in-memory store (the same seams the tests use); the peer runs its `handler` under
 //! `peer/bench_enrich.py` with its S3 client replaced by a stub and its table loaded once.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,8 +15,9 @@ use enrichment::sources::{
     Conditional, DynamoDbTable, FeedSource, ListPage, ObjectBody, ObjectSource, ScanPage,
     SourceError, TableSource,
 };
-use orders_consumer::{Config, OrdersConsumer};
+use orders_consumer::{Config, HandlerError, OrdersConsumer};
 use serde_json::Value;
+use test_support::MemoryStore;
 
 use crate::world::World;
 
@@ -103,9 +105,9 @@ impl ObjectSource for EmptyFeed {
     }
 }
 
-/// CPU time per record of our consumer's batch code on `event`, over `reps` repetitions (after
-/// one that loads the table). Single-threaded, so wall time on this thread is its CPU time.
-pub async fn ours(world: &World, event: &Value, reps: usize) -> Result<Duration> {
+/// Our consumer on `world`'s table read into memory (once), an empty feed and an in-memory
+/// store.
+async fn consumer(world: &World) -> Result<OrdersConsumer<InMemoryTable, EmptyFeed, MemoryStore>> {
     let table = InMemoryTable::read(&DynamoDbTable::new(
         aws_sdk_dynamodb::Client::new(&world.sdk),
         world.table.name.clone(),
@@ -118,14 +120,19 @@ pub async fn ours(world: &World, event: &Value, reps: usize) -> Result<Duration>
         "FEED_POLL_INTERVAL_MS" => Some("0".to_owned()),
         _ => None,
     })?;
-    let consumer = OrdersConsumer::new(config, table, EmptyFeed, test_support::MemoryStore::new());
-    consumer.handle(event).await.context("first batch")?;
-    let records = event["Records"].as_array().map_or(0, Vec::len).max(1);
-    let start = Instant::now();
-    for _ in 0..reps {
-        consumer.handle(event).await.context("batch")?;
-    }
-    Ok(start.elapsed() / (reps * records) as u32)
+    Ok(OrdersConsumer::new(
+        config,
+        table,
+        EmptyFeed,
+        MemoryStore::new(),
+    ))
+}
+
+/// CPU time per record of our consumer's batch code on `event`, over `reps` repetitions (after
+/// one that loads the table). Single-threaded, so wall time on this thread is its CPU time.
+pub async fn ours(world: &World, event: &Value, reps: usize) -> Result<Duration> {
+    let consumer = consumer(world).await?;
+    per_record(event, reps, || consumer.handle(event)).await
 }
 
 /// CPU time per record of our consumer's batch code on the JSON text of `event`, as the binary
@@ -133,24 +140,22 @@ pub async fn ours(world: &World, event: &Value, reps: usize) -> Result<Duration>
 /// table: the floor phase's figure of our own code without the S3 requests.
 pub async fn ours_raw(world: &World, event: &Value, reps: usize) -> Result<Duration> {
     let text = serde_json::to_string(event)?;
-    let table = InMemoryTable::read(&DynamoDbTable::new(
-        aws_sdk_dynamodb::Client::new(&world.sdk),
-        world.table.name.clone(),
-    ))
-    .await
-    .map_err(|e| anyhow!("{e}"))?;
-    let config = Config::from_lookup(&|k: &str| match k {
-        "REFERENCE_TABLE" => Some(world.table.name.clone()),
-        "CHANGE_BUCKET" | "OUTPUT_BUCKET" => Some("memory".to_owned()),
-        "FEED_POLL_INTERVAL_MS" => Some("0".to_owned()),
-        _ => None,
-    })?;
-    let consumer = OrdersConsumer::new(config, table, EmptyFeed, test_support::MemoryStore::new());
-    consumer.handle_raw(&text).await.context("first batch")?;
+    let consumer = consumer(world).await?;
+    per_record(event, reps, || consumer.handle_raw(&text)).await
+}
+
+/// Wall time per record of `event` of `reps` runs of `batch`, after a first run (which loads
+/// the table).
+async fn per_record<T, F: Future<Output = Result<T, HandlerError>>>(
+    event: &Value,
+    reps: usize,
+    batch: impl Fn() -> F,
+) -> Result<Duration> {
+    batch().await.context("first batch")?;
     let records = event["Records"].as_array().map_or(0, Vec::len).max(1);
     let start = Instant::now();
     for _ in 0..reps {
-        consumer.handle_raw(&text).await.context("batch")?;
+        batch().await.context("batch")?;
     }
     Ok(start.elapsed() / (reps * records) as u32)
 }

@@ -18,7 +18,7 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpListener;
 
 /// What to do to a matching request.
@@ -175,21 +175,8 @@ impl HttpFaultProxy {
             items_read: Mutex::new(BTreeMap::new()),
             client: Client::builder(TokioExecutor::new()).build_http(),
         });
-        let accept_state = state.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let state = accept_state.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
-                        let state = state.clone();
-                        async move { handle(state, req).await }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
+        let served = state.clone();
+        crate::serve_http(listener, move |req| handle(served.clone(), req));
         HttpFaultProxy { endpoint, state }
     }
 

@@ -10,7 +10,6 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 /// One request the stub received.
@@ -74,21 +73,10 @@ impl RuntimeApiStub {
         let address = listener.local_addr().expect("stub address").to_string();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let recorded = requests.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let recorded = recorded.clone();
-                let events = events.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
-                        let recorded = recorded.clone();
-                        let events = events.clone();
-                        async move { Ok::<_, Infallible>(record(&recorded, &events, req).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
+        crate::serve_http(listener, move |req| {
+            let recorded = recorded.clone();
+            let events = events.clone();
+            async move { Ok::<_, Infallible>(record(&recorded, &events, req).await) }
         });
         RuntimeApiStub { address, requests }
     }

@@ -1,4 +1,4 @@
-//! Reading all of a DynamoDB stream, for tests.
+//! Reading a DynamoDB stream, for tests: all of it at once, or its new records on demand.
 
 use aws_sdk_dynamodbstreams::types::{Record, ShardIteratorType};
 
@@ -7,46 +7,33 @@ pub async fn read_stream_records(
     client: &aws_sdk_dynamodbstreams::Client,
     stream_arn: &str,
 ) -> Vec<Record> {
-    let described = client
-        .describe_stream()
-        .stream_arn(stream_arn)
-        .send()
-        .await
-        .expect("DescribeStream");
-    let shards = described
-        .stream_description()
-        .map(|d| d.shards().to_vec())
-        .unwrap_or_default();
+    let mut pump = StreamPump::new(client.clone(), stream_arn).await;
     let mut records = Vec::new();
-    for shard in shards {
-        let Some(shard_id) = shard.shard_id() else {
-            continue;
-        };
-        let mut iterator = client
-            .get_shard_iterator()
-            .stream_arn(stream_arn)
-            .shard_id(shard_id)
-            .shard_iterator_type(ShardIteratorType::TrimHorizon)
-            .send()
-            .await
-            .expect("GetShardIterator")
-            .shard_iterator;
-        while let Some(it) = iterator.take() {
-            let out = client
-                .get_records()
-                .shard_iterator(it)
-                .send()
-                .await
-                .expect("GetRecords");
-            let got = out.records().to_vec();
+    for slot in &mut pump.iterators {
+        while let Some(it) = slot.take() {
+            let (got, next) = get_records(&pump.client, it).await;
             if got.is_empty() {
                 break;
             }
             records.extend(got);
-            iterator = out.next_shard_iterator;
+            *slot = next;
         }
     }
     records
+}
+
+/// One GetRecords call: the records and the shard's next iterator (none once it is closed).
+async fn get_records(
+    client: &aws_sdk_dynamodbstreams::Client,
+    iterator: String,
+) -> (Vec<Record>, Option<String>) {
+    let out = client
+        .get_records()
+        .shard_iterator(iterator)
+        .send()
+        .await
+        .expect("GetRecords");
+    (out.records().to_vec(), out.next_shard_iterator)
 }
 
 /// Reads a stream's new records on demand, as an event source mapping would between polls.
@@ -85,10 +72,13 @@ impl StreamPump {
             .map(|d| d.shards().to_vec())
             .unwrap_or_default()
         {
+            let Some(shard_id) = shard.shard_id() else {
+                continue;
+            };
             let it = client
                 .get_shard_iterator()
                 .stream_arn(stream_arn)
-                .shard_id(shard.shard_id().unwrap_or_default())
+                .shard_id(shard_id)
                 .shard_iterator_type(position.clone())
                 .send()
                 .await
@@ -108,15 +98,9 @@ impl StreamPump {
         let mut records = Vec::new();
         for slot in &mut self.iterators {
             let Some(it) = slot.clone() else { continue };
-            let out = self
-                .client
-                .get_records()
-                .shard_iterator(it)
-                .send()
-                .await
-                .expect("GetRecords");
-            records.extend(out.records().iter().cloned());
-            *slot = out.next_shard_iterator;
+            let (got, next) = get_records(&self.client, it).await;
+            records.extend(got);
+            *slot = next;
         }
         (!records.is_empty())
             .then(|| event_source_mappings::dynamodb_stream_event(&self.stream_arn, &records))
