@@ -25,7 +25,7 @@ pub async fn records_per_shard(
         .expect("ListShards");
     let mut out = Vec::new();
     for shard in shards.shards() {
-        let mut iterator = client
+        let iterator = client
             .get_shard_iterator()
             .stream_name(stream)
             .shard_id(shard.shard_id())
@@ -34,21 +34,9 @@ pub async fn records_per_shard(
             .await
             .expect("GetShardIterator")
             .shard_iterator;
-        let mut records = Vec::new();
-        while let Some(it) = iterator.take() {
-            let page = client
-                .get_records()
-                .shard_iterator(it)
-                .send()
-                .await
-                .expect("GetRecords");
-            if page.records().is_empty() {
-                break;
-            }
-            records.extend(page.records().iter().map(|r| r.data().as_ref().to_vec()));
-            iterator = page.next_shard_iterator;
-        }
-        out.push((shard.shard_id().to_owned(), records));
+        let records = crate::streams::read_shard!(client, iterator);
+        let data = records.iter().map(|r| r.data().as_ref().to_vec()).collect();
+        out.push((shard.shard_id().to_owned(), data));
     }
     out
 }

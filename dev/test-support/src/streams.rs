@@ -2,38 +2,49 @@
 
 use aws_sdk_dynamodbstreams::types::{Record, ShardIteratorType};
 
+/// One GetRecords call of `iterator`: the same call on the DynamoDB Streams and the Kinesis
+/// client, whose types differ.
+macro_rules! get_records {
+    ($client:expr, $iterator:expr) => {
+        $client
+            .get_records()
+            .shard_iterator($iterator)
+            .send()
+            .await
+            .expect("GetRecords")
+    };
+}
+
+/// Every record of a shard from `iterator` on, a GetRecords call a page, until a page is empty
+/// or the shard ends (on either client, as [`get_records!`]).
+macro_rules! read_shard {
+    ($client:expr, $iterator:expr) => {{
+        let mut iterator: Option<String> = $iterator;
+        let mut records = Vec::new();
+        while let Some(it) = iterator.take() {
+            let page = $crate::streams::get_records!($client, it);
+            if page.records().is_empty() {
+                break;
+            }
+            records.extend(page.records().iter().cloned());
+            iterator = page.next_shard_iterator;
+        }
+        records
+    }};
+}
+pub(crate) use {get_records, read_shard};
+
 /// Every record currently in the stream, from the start of each shard, in shard order.
 pub async fn read_stream_records(
     client: &aws_sdk_dynamodbstreams::Client,
     stream_arn: &str,
 ) -> Vec<Record> {
-    let mut pump = StreamPump::new(client.clone(), stream_arn).await;
+    let pump = StreamPump::new(client.clone(), stream_arn).await;
     let mut records = Vec::new();
-    for slot in &mut pump.iterators {
-        while let Some(it) = slot.take() {
-            let (got, next) = get_records(&pump.client, it).await;
-            if got.is_empty() {
-                break;
-            }
-            records.extend(got);
-            *slot = next;
-        }
+    for iterator in pump.iterators {
+        records.extend(read_shard!(client, iterator));
     }
     records
-}
-
-/// One GetRecords call: the records and the shard's next iterator (none once it is closed).
-async fn get_records(
-    client: &aws_sdk_dynamodbstreams::Client,
-    iterator: String,
-) -> (Vec<Record>, Option<String>) {
-    let out = client
-        .get_records()
-        .shard_iterator(iterator)
-        .send()
-        .await
-        .expect("GetRecords");
-    (out.records().to_vec(), out.next_shard_iterator)
 }
 
 /// Reads a stream's new records on demand, as an event source mapping would between polls.
@@ -98,9 +109,9 @@ impl StreamPump {
         let mut records = Vec::new();
         for slot in &mut self.iterators {
             let Some(it) = slot.clone() else { continue };
-            let (got, next) = get_records(&self.client, it).await;
-            records.extend(got);
-            *slot = next;
+            let page = get_records!(self.client, it);
+            records.extend(page.records().iter().cloned());
+            *slot = page.next_shard_iterator;
         }
         (!records.is_empty())
             .then(|| event_source_mappings::dynamodb_stream_event(&self.stream_arn, &records))
