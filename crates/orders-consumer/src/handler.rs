@@ -594,6 +594,15 @@ print(json.dumps(out))
         base64::engine::general_purpose::STANDARD.encode(flag.to_vec())
     }
 
+    /// Writes `csv` as the menu object and returns the flag record of that change.
+    fn change_menu(objects: &MemoryBucket, csv: &[u8]) -> (String, String) {
+        objects.put("reference/menu.csv", csv.to_vec());
+        (
+            "flag".to_owned(),
+            flag_record(objects, "reference/menu.csv"),
+        )
+    }
+
     fn order(dish: &str, n: usize) -> (String, String) {
         let json = format!("{{\"dish\":\"{dish}\",\"cost\":{n},\"customer_id\":{n}}}");
         (
@@ -625,14 +634,10 @@ print(json.dumps(out))
             .handle_batch(&kinesis_event(&[order("salad", 1)]))
             .await
             .unwrap();
-        objects.put(
-            "reference/menu.csv",
-            b"item,category,allergens\nburger,mains,gluten\nsalad,salads,\n".to_vec(),
-        );
         // WHEN the object changes (salad: starters -> salads) and its flag sits mid-batch
-        let flag = (
-            "flag".to_owned(),
-            flag_record(&objects, "reference/menu.csv"),
+        let flag = change_menu(
+            &objects,
+            b"item,category,allergens\nburger,mains,gluten\nsalad,salads,\n",
         );
         let batch = [
             order("salad", 2),
@@ -669,14 +674,7 @@ print(json.dumps(out))
 
         // AND when the object cannot be read at a flag, the batch is retried, not enriched
         // with the old row
-        objects.put(
-            "reference/menu.csv",
-            b"item,category\nsalad,bowls\n".to_vec(),
-        );
-        let flag_again = (
-            "flag".to_owned(),
-            flag_record(&objects, "reference/menu.csv"),
-        );
+        let flag_again = change_menu(&objects, b"item,category\nsalad,bowls\n");
         objects.set_failing(true);
         let (response, summary) = consumer
             .handle_batch(&kinesis_event(&[
