@@ -31,8 +31,10 @@ impl<L: Loader, Fd: FeedSource> ReferenceEnricher<L, Fd> {
         report.refreshes.push(r);
     }
 
-    /// Walks a batch in order: lookups against one snapshot, a refresh at each flag.
-    pub(super) async fn walk<R>(
+    /// Enriches `records` in order against the current snapshot, without refreshing first.
+    /// A record classified as a flag refreshes at its position: records after it see the
+    /// change, records before it the data as it was at the start of the call.
+    pub async fn enrich<R>(
         &mut self,
         records: Vec<R>,
         classify: impl Fn(&R) -> Classified<L::Key>,

@@ -144,18 +144,8 @@ impl<T: serde::de::DeserializeOwned, K> TableConfig<T, K> {
         key_attributes: &[&str],
         lookup_key: impl Fn(&T) -> Option<K> + Send + Sync + 'static,
     ) -> Self {
-        ReferenceConfig {
-            spec: TableSpec {
-                table_name: table_name.into(),
-                key_attributes: key_attributes.iter().map(|s| (*s).to_owned()).collect(),
-                decode: Arc::new(|item: Item| {
-                    serde_dynamo::from_item(item).map_err(DecodeError::wrap)
-                }),
-                scan_segments: 4,
-            },
-            lookup_key: Arc::new(lookup_key),
-            policies: Policies::default(),
-        }
+        let decode = |item: Item| serde_dynamo::from_item(item).map_err(DecodeError::wrap);
+        TableConfig::decoded(table_name, key_attributes, Arc::new(decode), lookup_key)
     }
 }
 
@@ -188,8 +178,12 @@ impl<K> TableConfig<Item, K> {
         key_attributes: &[&str],
         lookup_key: impl Fn(&Item) -> Option<K> + Send + Sync + 'static,
     ) -> Self {
-        TableConfig::new(table_name, key_attributes, lookup_key)
-            .with_decoder(Arc::new(|item: Item| Ok(item)))
+        TableConfig::decoded(
+            table_name,
+            key_attributes,
+            Arc::new(|item: Item| Ok(item)),
+            lookup_key,
+        )
     }
 }
 

@@ -31,6 +31,21 @@ pub(crate) mod report;
 #[cfg(test)]
 mod tests;
 
+/// The loader's context for one step (see [`Cx`]): the enricher's policies, clock margin,
+/// counters and clock, reporting into `$report`. A macro, not a method: it borrows those fields
+/// alone, so the loader can be borrowed mutably beside it.
+macro_rules! cx {
+    ($enricher:expr, $report:expr) => {
+        Cx {
+            policies: &$enricher.policies,
+            clock_margin: $enricher.follower.clock_margin(),
+            metrics: &$enricher.metrics,
+            clock: &$enricher.clock,
+            report: $report,
+        }
+    };
+}
+
 /// Waits between attempts of a failed full reload: 1 s, doubling, at most a minute. The first
 /// load is not held back (there is nothing to serve meanwhile).
 #[derive(Debug, Default)]
@@ -58,6 +73,11 @@ impl Backoff {
         self.next_attempt = Some(Instant::now() + delay);
         self.last_error = error.to_string();
     }
+}
+
+/// An optional value as a log field shows it: its text, or `-` when there is none.
+fn or_dash(value: Option<&impl fmt::Display>) -> String {
+    value.map_or_else(|| "-".to_owned(), ToString::to_string)
 }
 
 /// A cheap, cloneable handle for readers: lock-free lookups in the current snapshot, from any
@@ -242,17 +262,6 @@ impl<L: Loader, Fd: FeedSource> ReferenceEnricher<L, Fd> {
         self.refresh_with(false, None).await
     }
 
-    /// Enriches `records` in order against the current snapshot, without refreshing first.
-    /// A record classified as a flag refreshes at its position: records after it see the
-    /// change, records before it the data as it was at the start of the call.
-    pub async fn enrich<R>(
-        &mut self,
-        records: Vec<R>,
-        classify: impl Fn(&R) -> Classified<L::Key>,
-    ) -> (Vec<Outcome<R, L::Value>>, BatchReport) {
-        self.walk(records, classify).await
-    }
-
     /// [`refresh`](Self::refresh), then [`enrich`](Self::enrich): the one call per
     /// micro-batch.
     pub async fn process_batch<R>(
@@ -312,22 +321,12 @@ impl<L: Loader, Fd: FeedSource> ReferenceEnricher<L, Fd> {
                 started.elapsed().as_micros() as u64,
             );
             info!(
-                full_reload = report
-                    .full_reload
-                    .as_ref()
-                    .map(ToString::to_string)
-                    .as_deref()
-                    .unwrap_or("-"),
+                full_reload = %or_dash(report.full_reload.as_ref()),
                 files = report.files,
                 applied = report.applied,
                 reread = report.reread,
                 problems = report.problems.len(),
-                error = report
-                    .error
-                    .as_ref()
-                    .map(ToString::to_string)
-                    .as_deref()
-                    .unwrap_or("-"),
+                error = %or_dash(report.error.as_ref()),
                 items = self.current.load().len(),
                 "reference data refreshed"
             );
@@ -441,13 +440,7 @@ impl<L: Loader, Fd: FeedSource> ReferenceEnricher<L, Fd> {
     ) -> Result<(), RefreshError> {
         let current = self.current.load_full();
         if let Some(flag) = flag {
-            let mut cx = Cx {
-                policies: &self.policies,
-                clock_margin: self.follower.clock_margin(),
-                metrics: &self.metrics,
-                clock: &self.clock,
-                report,
-            };
+            let mut cx = cx!(self, report);
             match self.loader.apply_flag(flag, &current, &mut cx).await? {
                 None => {}
                 Some(Applied::Delta(next)) => {
@@ -482,13 +475,7 @@ impl<L: Loader, Fd: FeedSource> ReferenceEnricher<L, Fd> {
         let applied = if polled.files.is_empty() {
             Applied::Delta(None)
         } else {
-            let mut cx = Cx {
-                policies: &self.policies,
-                clock_margin: self.follower.clock_margin(),
-                metrics: &self.metrics,
-                clock: &self.clock,
-                report,
-            };
+            let mut cx = cx!(self, report);
             self.loader.apply(&polled.files, &current, &mut cx).await?
         };
         match applied {
@@ -520,13 +507,7 @@ impl<L: Loader, Fd: FeedSource> ReferenceEnricher<L, Fd> {
     ) -> Result<(), RefreshError> {
         let position = self.clock.now();
         let started = Instant::now();
-        let mut cx = Cx {
-            policies: &self.policies,
-            clock_margin: self.follower.clock_margin(),
-            metrics: &self.metrics,
-            clock: &self.clock,
-            report,
-        };
+        let mut cx = cx!(self, report);
         let current = self.current.load_full();
         let loaded = self
             .loader

@@ -622,13 +622,7 @@ mod tests {
             let before = s.clone();
             let before_model = model.clone();
             for (i, (k, l, insert)) in ops.into_iter().enumerate() {
-                if insert {
-                    s.upsert(r_item(k), format!("u{i}"), r_lookup(l));
-                    model.insert(r_item(k), (format!("u{i}"), r_lookup(l)));
-                } else {
-                    s.remove(&r_item(k));
-                    model.remove(&r_item(k));
-                }
+                r_change(&mut s, &mut model, k, insert.then(|| (format!("u{i}"), l)));
                 r_check(&s, &model, ambiguity)?;
             }
             // the bulk-built version is untouched by the changes to its successor
@@ -668,6 +662,42 @@ mod tests {
     }
     fn r_lookup(l: u8) -> Option<String> {
         (l < 4).then(|| format!("l{l}"))
+    }
+
+    /// Item `k` upserted with a value and lookup key `l` (`Some`) or removed (`None`), in a
+    /// snapshot and in its model alike.
+    fn r_change(
+        s: &mut Snapshot<String, String>,
+        model: &mut Model,
+        k: u8,
+        change: Option<(String, u8)>,
+    ) {
+        match change {
+            Some((value, l)) => {
+                s.upsert(r_item(k), value.clone(), r_lookup(l));
+                model.insert(r_item(k), (value, r_lookup(l)));
+            }
+            None => {
+                s.remove(&r_item(k));
+                model.remove(&r_item(k));
+            }
+        }
+    }
+
+    /// A snapshot built in bulk from `entries` (item, lookup key), the i-th valued
+    /// `{prefix}{i}`, and its model.
+    fn r_bulk(
+        ambiguity: Ambiguity,
+        entries: Vec<(u8, u8)>,
+        prefix: &str,
+    ) -> (Snapshot<String, String>, Model) {
+        let mut model = Model::new();
+        let mut bulk = Vec::new();
+        for (i, (k, l)) in entries.into_iter().enumerate() {
+            model.insert(r_item(k), (format!("{prefix}{i}"), r_lookup(l)));
+            bulk.push((r_item(k), format!("{prefix}{i}"), r_lookup(l)));
+        }
+        (Snapshot::from_entries(ambiguity, bulk), model)
     }
 
     fn r_check(
@@ -733,49 +763,25 @@ mod tests {
         ) {
             let ambiguity = if reject { Ambiguity::Reject } else { Ambiguity::LowestKey };
             // another snapshot, with items in its base, changed and removed
-            let mut other_model = Model::new();
-            let mut bulk = Vec::new();
-            for (i, (k, l)) in other_entries.into_iter().enumerate() {
-                other_model.insert(r_item(k), (format!("o{i}"), r_lookup(l)));
-                bulk.push((r_item(k), format!("o{i}"), r_lookup(l)));
-            }
-            let mut other = Snapshot::from_entries(ambiguity, bulk);
+            let (mut other, mut other_model) = r_bulk(ambiguity, other_entries, "o");
             other.compact_at = usize::MAX;
             for (i, (k, l, ins)) in other_ops.into_iter().enumerate() {
-                if ins {
-                    other.upsert(r_item(k), format!("ou{i}"), r_lookup(l));
-                    other_model.insert(r_item(k), (format!("ou{i}"), r_lookup(l)));
-                } else {
-                    other.remove(&r_item(k));
-                    other_model.remove(&r_item(k));
-                }
+                r_change(&mut other, &mut other_model, k, ins.then(|| (format!("ou{i}"), l)));
             }
             r_check(&other, &other_model, ambiguity)?;
 
-            let mut model = Model::new();
-            let mut s = if start_empty {
-                Snapshot::empty(ambiguity)
+            let (mut s, mut model) = if start_empty {
+                (Snapshot::empty(ambiguity), Model::new())
             } else {
-                let mut bulk = Vec::new();
-                for (i, (k, l)) in entries.into_iter().enumerate() {
-                    model.insert(r_item(k), (format!("b{i}"), r_lookup(l)));
-                    bulk.push((r_item(k), format!("b{i}"), r_lookup(l)));
-                }
-                Snapshot::from_entries(ambiguity, bulk)
+                r_bulk(ambiguity, entries, "b")
             };
             s.compact_at = compact_at;
             r_check(&s, &model, ambiguity)?;
             let mut kept: Vec<(Snapshot<String, String>, Model)> = vec![(s.clone(), model.clone())];
             for (i, op) in ops.into_iter().enumerate() {
                 match op {
-                    Op::Upsert(k, l) => {
-                        s.upsert(r_item(k), format!("u{i}"), r_lookup(l));
-                        model.insert(r_item(k), (format!("u{i}"), r_lookup(l)));
-                    }
-                    Op::Remove(k) => {
-                        s.remove(&r_item(k));
-                        model.remove(&r_item(k));
-                    }
+                    Op::Upsert(k, l) => r_change(&mut s, &mut model, k, Some((format!("u{i}"), l))),
+                    Op::Remove(k) => r_change(&mut s, &mut model, k, None),
                     Op::CopyFrom(j, k) => {
                         let (from, from_model) = &kept[j % kept.len()];
                         s.copy_from(from, &r_item(k));
