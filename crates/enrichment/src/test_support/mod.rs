@@ -1,26 +1,27 @@
 //! What the crate's unit tests share, one family of helpers: the reference types they load (a
-//! table's `Product`, an object's `objects::Row`), a clock that moves only when told
-//! (`ManualClock`), changes and gap files written as the producers write them, the table
-//! consumer's rig (`Rig`: table, feed, clock, consumer and the compactor's snapshots), fake sources
-//! that fail or answer late, and the object consumer's bucket, flags and constructors
-//! (`objects`).
+//! table's `Product`, an object's `objects::Row`) and their configurations, a clock that moves
+//! only when told (`ManualClock`), changes and gap files written as the producers write them, how
+//! a batch's records are classified, the table consumer's rig (`Rig`: table, feed, clock, consumer
+//! and the compactor's snapshots), fake sources that fail or answer late, and the object
+//! consumer's bucket, flags and constructors (`objects`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use change_protocol::{
     source_label, AttributeValue, ChangeFile, ChangeKey, ChangeKind, EventName, Item, Source,
 };
 use chrono::{DateTime, Utc};
 
-use crate::testing::MemoryBucket;
-use crate::Clock;
+use crate::testing::{MemoryBucket, MemoryTable};
+use crate::{Classified, Clock, FeedSettings, SystemClock, TableConfig, TableEnricher};
 
 pub(crate) mod objects;
 mod rig;
 mod sources;
 
-pub(crate) use rig::{rig, rig_with, RawFollower, Rig};
+pub(crate) use rig::{rig, rig_with, Rig};
 pub(crate) use sources::{slow_enricher, ListingFails, SlowTable};
 
 /// The stream of the rig's table, and of the change files it writes.
@@ -62,6 +63,60 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now(&self) -> DateTime<Utc> {
         *self.0.lock().unwrap()
+    }
+}
+
+/// The tests' feed settings: the defaults, the feed polled at every refresh.
+pub(crate) fn every_refresh() -> FeedSettings {
+    FeedSettings {
+        poll_interval: Duration::ZERO,
+        ..FeedSettings::default()
+    }
+}
+
+/// [`every_refresh`], with change files kept `days` days (the bucket's lifecycle rule).
+pub(crate) fn retention_days(days: u64) -> FeedSettings {
+    FeedSettings {
+        retention: Duration::from_secs(days * 24 * 3600),
+        ..every_refresh()
+    }
+}
+
+/// The configuration of a `ProductPriority` consumer: items keyed by `item` and `price`, looked
+/// up by `item`, every other setting the default.
+pub(crate) fn product_config() -> TableConfig<Product> {
+    TableConfig::new("ProductPriority", &["item", "price"], |p: &Product| {
+        Some(p.item.clone())
+    })
+}
+
+/// A consumer without a feed (the original design) of a table holding burger (medium), on the
+/// system clock; `config` adjusts its configuration.
+pub(crate) fn without_feed(
+    config: impl FnOnce(TableConfig<Product>) -> TableConfig<Product>,
+) -> (
+    MemoryTable,
+    TableEnricher<Product, String, MemoryTable, MemoryBucket>,
+) {
+    let table = MemoryTable::new(&["item", "price"]);
+    table.put(product("burger", "medium"));
+    let enricher = TableEnricher::new(config(product_config()), table.clone(), None, SystemClock);
+    (table, enricher)
+}
+
+/// Classifies a batch's record as data, looked up by the record itself.
+pub(crate) fn data(record: &&str) -> Classified<String> {
+    Classified::Data((*record).to_owned())
+}
+
+/// Classifies a batch's records: `"FLAG"` is `flag`, every other record is [`data`].
+pub(crate) fn flag_at(flag: Classified<String>) -> impl Fn(&&str) -> Classified<String> {
+    move |record| {
+        if *record == "FLAG" {
+            flag.clone()
+        } else {
+            data(record)
+        }
     }
 }
 

@@ -1,11 +1,9 @@
 //! The object consumer's side: reference rows, a seeded bucket, the enricher's constructors, and
 //! flags and gap files as the producers write them.
 
-use std::time::Duration;
-
 use change_protocol::{ChangeFlag, ObjectChange};
 
-use super::put_gap_file;
+use super::{every_refresh, flag_at, put_gap_file};
 use crate::config::*;
 use crate::testing::MemoryBucket;
 use crate::*;
@@ -23,13 +21,45 @@ pub(crate) type RowEnricher = ObjectEnricher<Row, String, MemoryBucket, MemoryBu
 /// An object consumer of `objects` under `reference/`, without a feed, with the bad-row policy
 /// `bad_rows`.
 pub(crate) fn enricher(objects: &MemoryBucket, bad_rows: BadRows) -> RowEnricher {
-    let config = ObjectConfig::new("ref-bucket", "reference/", |r: &Row| Some(r.item.clone()))
-        .with_bad_rows(bad_rows)
-        .with_feed(FeedSettings {
-            poll_interval: Duration::ZERO,
-            ..FeedSettings::default()
-        });
+    let config = row_config().with_bad_rows(bad_rows);
     ObjectEnricher::new(config, objects.clone(), None, SystemClock)
+}
+
+/// The object consumer's configuration: the `Row`s under `reference/` of `ref-bucket`, looked up
+/// by item, the feed polled at every refresh.
+fn row_config() -> ObjectConfig<Row> {
+    ObjectConfig::new("ref-bucket", "reference/", |r: &Row| Some(r.item.clone()))
+        .with_feed(every_refresh())
+}
+
+/// A [`seeded`] bucket and a consumer without a feed (bad-row policy `bad_rows`) that has loaded
+/// it.
+pub(crate) async fn loaded(bad_rows: BadRows) -> (MemoryBucket, RowEnricher) {
+    let objects = seeded();
+    let mut e = enricher(&objects, bad_rows);
+    e.refresh().await;
+    (objects, e)
+}
+
+/// A consumer (see [`loaded`]) after its load, then the object `key` changed to `body`: the
+/// bucket, the consumer, and the flag the s3-event-handler writes for the change.
+pub(crate) async fn loaded_then_changed(
+    bad_rows: BadRows,
+    key: &str,
+    body: &[u8],
+) -> (MemoryBucket, RowEnricher, ChangeFlag) {
+    let (objects, e) = loaded(bad_rows).await;
+    put(&objects, key, body);
+    let f = flag(&objects, key, false);
+    (objects, e, f)
+}
+
+/// A batch of only the flag `f`, enriched (so applied) by `e`; its report.
+pub(crate) async fn apply_flag(e: &mut RowEnricher, f: &ChangeFlag) -> BatchReport {
+    let (_, report) = e
+        .enrich(vec!["FLAG"], flag_at(Classified::ChangeFlag(f.clone())))
+        .await;
+    report
 }
 
 /// Writes the object `key`.
@@ -86,13 +116,8 @@ pub(crate) fn following(
     objects: &MemoryBucket,
     tweak: impl FnOnce(ObjectConfig<Row>) -> ObjectConfig<Row>,
 ) -> RowEnricher {
-    let config = ObjectConfig::new("ref-bucket", "reference/", |r: &Row| Some(r.item.clone()))
-        .with_feed(FeedSettings {
-            poll_interval: Duration::ZERO,
-            ..FeedSettings::default()
-        });
     ObjectEnricher::new(
-        tweak(config),
+        tweak(row_config()),
         objects.clone(),
         Some(objects.clone()),
         SystemClock,

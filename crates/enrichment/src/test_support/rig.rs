@@ -3,15 +3,17 @@
 //! publishes feed snapshots as the compactor does.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use change_protocol::{
     head_key, source_label, ChangeFile, ChangeKey, ChangeKind, EventName, HeadPointer, Item,
     OpaqueRecord, SequenceNumber, SequenceRange, Source, StreamChange,
 };
-use chrono::DateTime;
+use chrono::{DateTime, Utc};
 
-use super::{keys, product, put_gap_file, Change, ManualClock, Product, ARN, PREFIX};
+use super::{
+    every_refresh, keys, product, product_config, put_gap_file, Change, ManualClock, Product,
+    AFTER_LOAD, ARN, BASE, PREFIX,
+};
 use crate::config::*;
 use crate::testing::{MemoryBucket, MemoryTable};
 use crate::*;
@@ -36,18 +38,9 @@ pub(crate) fn rig_with(
     }
     let feed = MemoryBucket::default();
     let clock = ManualClock(Arc::new(Mutex::new(
-        DateTime::from_timestamp_millis(1_795_650_000_000).unwrap(),
+        DateTime::from_timestamp_millis(BASE).unwrap(),
     )));
-    let settings = FeedSettings {
-        poll_interval: Duration::ZERO,
-        ..FeedSettings::default()
-    };
-    let cfg = config(
-        TableConfig::new("ProductPriority", &["item", "price"], |p: &Product| {
-            Some(p.item.clone())
-        })
-        .with_feed(settings),
-    );
+    let cfg = config(product_config().with_feed(every_refresh()));
     let enricher = TableEnricher::new(cfg, table.clone(), Some(feed.clone()), clock.clone());
     Rig {
         table,
@@ -80,6 +73,14 @@ fn change(seq: u64, event: EventName, item: &str, priority: Option<&str>) -> Str
 }
 
 impl Rig {
+    /// The rig after its consumer's first load, the clock moved past the load's margin: a
+    /// change created from then on applies from its image.
+    pub(crate) async fn loaded(mut self) -> Rig {
+        self.enricher.refresh().await;
+        self.clock.advance(AFTER_LOAD);
+        self
+    }
+
     /// Writes a change file at the clock's time, then the pointer, as the producer does.
     pub(crate) fn write(&self, changes: &[Change<'_>]) -> String {
         self.write_file(changes, ARN, vec![])
@@ -93,12 +94,11 @@ impl Rig {
         arn: &str,
         opaque: Vec<OpaqueRecord>,
     ) -> String {
-        let base = 1_795_650_000_000;
         let list: Vec<StreamChange> = changes
             .iter()
             .map(|c| {
                 let mut sc = change(c.seq, c.event, c.item, c.priority);
-                sc.approximate_creation_ms = base + c.created_ms;
+                sc.approximate_creation_ms = BASE + c.created_ms;
                 sc
             })
             .collect();
@@ -154,6 +154,23 @@ impl Rig {
             .map(|p| p.priority.clone())
     }
 
+    /// Delivers `changes` to the consumer: a change file written (see [`Rig::write`]), then a
+    /// refresh after it (see [`Rig::refresh_later`]).
+    pub(crate) async fn deliver(&mut self, changes: &[Change<'_>]) -> RefreshReport {
+        self.write(changes);
+        self.refresh_later().await
+    }
+
+    /// Writes a change file keyed at `time`, as a producer that read its key time then and whose
+    /// PUT became visible only now; the clock is left as it is.
+    pub(crate) fn write_keyed_at(&self, time: DateTime<Utc>, changes: &[Change<'_>]) -> String {
+        let now = self.clock.now();
+        *self.clock.0.lock().unwrap() = time;
+        let key = self.write(changes);
+        *self.clock.0.lock().unwrap() = now;
+        key
+    }
+
     /// A refresh after the clock moved past the producer's write (and the full load's margin).
     pub(crate) async fn refresh_later(&mut self) -> RefreshReport {
         self.clock.advance(100);
@@ -180,19 +197,38 @@ pub(crate) type RawFollower = TableEnricher<Item, String, MemoryTable, MemoryBuc
 impl Rig {
     /// A follower of raw items on the rig's table, feed and clock: what the feed-compactor runs.
     pub(crate) fn compactor(&self) -> RawFollower {
+        self.compactor_on(self.clock.clone())
+    }
+
+    /// A compactor (see [`Rig::compactor`]) on its own clock.
+    pub(crate) fn compactor_on(&self, clock: ManualClock) -> RawFollower {
         let config = TableConfig::raw("ProductPriority", &["item", "price"], |_: &Item| {
             None::<String>
         })
-        .with_feed(FeedSettings {
-            poll_interval: Duration::ZERO,
-            ..FeedSettings::default()
-        });
-        TableEnricher::new(
-            config,
-            self.table.clone(),
-            Some(self.feed.clone()),
-            self.clock.clone(),
-        )
+        .with_feed(every_refresh());
+        TableEnricher::new(config, self.table.clone(), Some(self.feed.clone()), clock)
+    }
+
+    /// A compactor (see [`Rig::compactor`]) after its first load.
+    pub(crate) async fn loaded_compactor(&self) -> RawFollower {
+        let mut compactor = self.compactor();
+        compactor.refresh().await;
+        compactor
+    }
+
+    /// Publishes the snapshot of a compactor's first load (see [`Rig::publish`]); returns its
+    /// key.
+    pub(crate) async fn publish_first_snapshot(&self) -> String {
+        self.publish(&self.loaded_compactor().await)
+    }
+
+    /// Refreshes the consumer, which refuses the feed snapshot, and says why.
+    pub(crate) async fn refused(&mut self) -> String {
+        self.enricher
+            .refresh()
+            .await
+            .snapshot_refused
+            .expect("refused")
     }
 
     /// Publishes `follower`'s snapshot as the compactor does: the compressed object, then the

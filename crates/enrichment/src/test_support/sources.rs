@@ -5,8 +5,7 @@ use std::time::Duration;
 
 use change_protocol::Item;
 
-use super::{ManualClock, Product, Rig};
-use crate::config::*;
+use super::{every_refresh, product_config, ManualClock, Product, Rig};
 use crate::sources::*;
 use crate::testing::{MemoryBucket, MemoryTable};
 use crate::*;
@@ -77,13 +76,9 @@ pub(crate) fn slow_enricher(
     table: SlowTable,
     margin: Duration,
 ) -> TableEnricher<Product, String, SlowTable, MemoryBucket> {
-    let cfg = TableConfig::new("ProductPriority", &["item", "price"], |p: &Product| {
-        Some(p.item.clone())
-    })
-    .with_feed(FeedSettings {
-        poll_interval: Duration::ZERO,
+    let cfg = product_config().with_feed(FeedSettings {
         clock_margin: margin,
-        ..FeedSettings::default()
+        ..every_refresh()
     });
     TableEnricher::new(cfg, table, Some(r.feed.clone()), r.clock.clone())
 }

@@ -14,13 +14,7 @@ async fn listing_pages_are_all_read() {
     let mut r = rig();
     r.feed = r.feed.clone().with_page_size(2);
     let mut e = TableEnricher::new(
-        TableConfig::new("ProductPriority", &["item", "price"], |p: &Product| {
-            Some(p.item.clone())
-        })
-        .with_feed(FeedSettings {
-            poll_interval: Duration::ZERO,
-            ..FeedSettings::default()
-        }),
+        product_config().with_feed(every_refresh()),
         r.table.clone(),
         Some(r.feed.clone()),
         r.clock.clone(),
@@ -38,48 +32,41 @@ async fn listing_pages_are_all_read() {
     r.enricher = e;
 }
 
-#[tokio::test]
-async fn a_file_that_becomes_visible_late_is_still_found() {
-    let mut r = rig();
-    r.enricher.refresh().await;
-    r.clock.advance(AFTER_LOAD);
+/// A consumer lists; a producer reads its key time `key_after_listing_ms` after that listing;
+/// `idle_ms` later (after a listing that misses the file, if `listing_meanwhile`) its PUT
+/// becomes visible: the next refresh finds the file.
+async fn a_late_file_is_found(key_after_listing_ms: i64, idle_ms: i64, listing_meanwhile: bool) {
+    let mut r = rig().loaded().await;
     r.refresh_later().await;
-    // The producer read its key time, then the PUT took 12 s (inside W - 5 s).
-    let key_time = r.clock.now();
-    r.clock.advance(12_000);
-    r.refresh_later().await; // a listing happens while the file is not yet visible
-    let saved = r.clock.now();
-    *r.clock.0.lock().unwrap() = key_time;
-    r.write(&[modify(10, "burger", "high", AFTER_LOAD)]);
-    *r.clock.0.lock().unwrap() = saved;
+    let key_time = r.clock.now() + chrono::Duration::milliseconds(key_after_listing_ms);
+    r.clock.advance(idle_ms);
+    if listing_meanwhile {
+        r.refresh_later().await;
+    }
+    r.write_keyed_at(key_time, &[modify(10, "burger", "high", AFTER_LOAD)]);
     r.refresh_later().await;
     assert_eq!(r.priority("burger").as_deref(), Some("high"));
 }
 
 #[tokio::test]
+async fn a_file_that_becomes_visible_late_is_still_found() {
+    // The producer read its key time, then the PUT took 12 s (inside W - 5 s); a listing
+    // happens while the file is not yet visible.
+    a_late_file_is_found(0, 12_000, true).await;
+}
+
+#[tokio::test]
 async fn an_idle_consumer_still_finds_a_late_file_after_its_last_listing() {
-    let mut r = rig();
-    r.enricher.refresh().await;
-    r.clock.advance(AFTER_LOAD);
-    r.refresh_later().await;
-    let listed_at = r.clock.now();
     // No batch for five minutes; meanwhile a file whose key time is just after the last
     // listing became visible late.
-    r.clock.advance(300_000);
-    let saved = r.clock.now();
-    *r.clock.0.lock().unwrap() = listed_at + chrono::Duration::milliseconds(10);
-    r.write(&[modify(10, "burger", "high", AFTER_LOAD)]);
-    *r.clock.0.lock().unwrap() = saved;
-    r.refresh_later().await;
-    assert_eq!(r.priority("burger").as_deref(), Some("high"));
+    a_late_file_is_found(10, 300_000, false).await;
 }
 
 #[tokio::test]
 async fn nothing_changed_costs_one_conditional_get() {
     let mut r = rig();
     r.enricher.refresh().await;
-    r.write(&[modify(10, "burger", "high", AFTER_LOAD)]);
-    r.refresh_later().await;
+    r.deliver(&[modify(10, "burger", "high", AFTER_LOAD)]).await;
     let lists = r.feed.lists();
     for _ in 0..5 {
         let report = r.refresh_later().await;

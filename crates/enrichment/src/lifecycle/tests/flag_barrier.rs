@@ -5,30 +5,19 @@
 //! ignores protocol flags (they name S3 objects) and polls the feed, or without a feed reloads
 //! the table, at a flag of the original kind.
 
-use crate::test_support::objects::{enricher, flag, put, seeded};
+use crate::test_support::objects::{flag, loaded_then_changed};
 use crate::test_support::*;
-use crate::testing::{MemoryBucket, MemoryTable};
+use crate::testing::MemoryBucket;
 use crate::*;
 
 #[tokio::test]
 async fn a_flag_in_the_middle_of_a_batch_splits_old_and_new_data_at_its_position() {
-    let mut r = rig();
-    r.enricher.refresh().await;
-    r.clock.advance(AFTER_LOAD);
+    let mut r = rig().loaded().await;
     r.refresh_later().await;
     r.write(&[modify(10, "burger", "high", AFTER_LOAD)]);
     r.clock.advance(100);
     let records = vec!["burger", "burger", "FLAG", "burger", "burger"];
-    let (outcomes, report) = r
-        .enricher
-        .enrich(records, |r| {
-            if *r == "FLAG" {
-                Classified::Flag
-            } else {
-                Classified::Data((*r).to_owned())
-            }
-        })
-        .await;
+    let (outcomes, report) = r.enricher.enrich(records, flag_at(Classified::Flag)).await;
     let seen: Vec<String> = outcomes
         .iter()
         .map(|o| match o {
@@ -44,23 +33,11 @@ async fn a_flag_in_the_middle_of_a_batch_splits_old_and_new_data_at_its_position
 
 #[tokio::test]
 async fn without_a_feed_a_flag_reloads_the_table_like_the_original() {
-    let table = MemoryTable::new(&["item", "price"]);
-    table.put(product("burger", "medium"));
-    let cfg = TableConfig::new("ProductPriority", &["item", "price"], |p: &Product| {
-        Some(p.item.clone())
-    });
-    let mut e: TableEnricher<Product, String, MemoryTable, MemoryBucket> =
-        TableEnricher::new(cfg, table.clone(), None, SystemClock);
+    let (table, mut e) = without_feed(|c| c);
     e.refresh().await;
     table.put(product("burger", "high"));
     let (outcomes, _) = e
-        .enrich(vec!["burger", "F", "burger"], |r| {
-            if *r == "F" {
-                Classified::Flag
-            } else {
-                Classified::Data((*r).to_owned())
-            }
-        })
+        .enrich(vec!["burger", "FLAG", "burger"], flag_at(Classified::Flag))
         .await;
     let priorities: Vec<_> = outcomes
         .iter()
@@ -75,24 +52,15 @@ async fn without_a_feed_a_flag_reloads_the_table_like_the_original() {
 
 #[tokio::test]
 async fn a_flag_whose_refresh_fails_holds_the_records_after_it_for_a_retry() {
-    let objects = seeded();
-    let mut e = enricher(&objects, BadRows::RejectObject);
-    e.refresh().await;
-    put(
-        &objects,
-        "reference/a.jsonl",
-        b"{\"item\":\"burger\",\"priority\":\"high\"}\n",
-    );
-    let f = flag(&objects, "reference/a.jsonl", false);
+    let body = b"{\"item\":\"burger\",\"priority\":\"high\"}\n";
+    let (objects, mut e, f) =
+        loaded_then_changed(BadRows::RejectObject, "reference/a.jsonl", body).await;
     objects.set_failing(true);
     let (outcomes, report) = e
-        .enrich(vec!["burger", "FLAG", "burger", "salad"], |r| {
-            if *r == "FLAG" {
-                Classified::ChangeFlag(f.clone())
-            } else {
-                Classified::Data((*r).to_owned())
-            }
-        })
+        .enrich(
+            vec!["burger", "FLAG", "burger", "salad"],
+            flag_at(Classified::ChangeFlag(f)),
+        )
         .await;
     // Before the flag: enriched; after it: never with the data the flag says is old.
     assert!(matches!(&outcomes[0], Outcome::Enriched { item, .. } if item.priority == "medium"));
@@ -114,35 +82,18 @@ async fn a_flag_whose_refresh_fails_holds_the_records_after_it_for_a_retry() {
 async fn a_flag_for_s3_objects_holds_nothing_while_a_table_reload_is_pending() {
     // A table consumer with a reload pending (the table throttles) meets a protocol flag,
     // which names an S3 object: not its data, so the records after it are not held.
-    let mut r = rig();
-    r.enricher.refresh().await;
-    r.clock.advance(AFTER_LOAD);
+    let mut r = rig().loaded().await;
     r.write_gap();
     r.table.set_failing(true);
     r.refresh_later().await;
     assert!(r.enricher.pending_reload().is_some());
-    let flag = change_protocol::ChangeFlag::new(
-        change_protocol::ObjectChange {
-            bucket: "ref-bucket".into(),
-            key: "reference/menu.csv".into(),
-            event_name: "ObjectCreated:Put".into(),
-            removed: false,
-            event_time: "2026-12-01T10:00:00.000Z".into(),
-            version_id: None,
-            etag: None,
-            sequencer: None,
-        },
-        None,
-    );
+    let flag = flag(&MemoryBucket::default(), "reference/menu.csv", false);
     let (_, report) = r
         .enricher
-        .enrich(vec!["FLAG", "burger"], |rec| {
-            if *rec == "FLAG" {
-                Classified::ChangeFlag(flag.clone())
-            } else {
-                Classified::Data((*rec).to_owned())
-            }
-        })
+        .enrich(
+            vec!["FLAG", "burger"],
+            flag_at(Classified::ChangeFlag(flag)),
+        )
         .await;
     assert_eq!((report.held, report.retry.clone()), (0, None), "{report:?}");
     assert_eq!(r.enricher.metrics().ignored_flags, 1);

@@ -7,9 +7,11 @@
 
 use std::time::Duration;
 
+use crate::config::ReferenceConfig;
+use crate::lifecycle::loader::Loader;
+use crate::sources::FeedSource;
 use crate::test_support::objects::{following, priority, put, seeded};
 use crate::test_support::*;
-use crate::testing::{MemoryBucket, MemoryTable};
 use crate::*;
 
 #[tokio::test(start_paused = true)]
@@ -37,13 +39,12 @@ async fn object_consumers_reload_past_the_maximum_age() {
 
 #[tokio::test(start_paused = true)]
 async fn a_failed_maximum_age_reload_keeps_following_the_feed() {
-    let mut r = rig_with(|c| c.with_max_age(Some(Duration::from_secs(600))));
-    r.enricher.refresh().await;
-    r.clock.advance(AFTER_LOAD);
+    let mut r = rig_with(|c| c.with_max_age(Some(Duration::from_secs(600))))
+        .loaded()
+        .await;
     tokio::time::advance(Duration::from_secs(601)).await;
     r.table.set_failing(true);
-    r.write(&[modify(10, "burger", "high", AFTER_LOAD)]);
-    let report = r.refresh_later().await;
+    let report = r.deliver(&[modify(10, "burger", "high", AFTER_LOAD)]).await;
     // The reload failed and says so, but the delta applied: the data is current.
     assert!(report.reload_error.is_some(), "{report:?}");
     assert!(report.error.is_none(), "{report:?}");
@@ -51,8 +52,9 @@ async fn a_failed_maximum_age_reload_keeps_following_the_feed() {
     assert_eq!(r.priority("burger").as_deref(), Some("high"));
     assert!(r.enricher.staleness().unwrap() < Duration::from_secs(1));
     // The next refresh does not try the Scan again at once; it follows the feed.
-    r.write(&[modify(11, "pizza", "high", AFTER_LOAD + 100)]);
-    let report = r.refresh_later().await;
+    let report = r
+        .deliver(&[modify(11, "pizza", "high", AFTER_LOAD + 100)])
+        .await;
     assert_eq!(report.applied, 1);
     assert!(
         report.error.is_none(),
@@ -67,9 +69,9 @@ async fn a_failed_maximum_age_reload_keeps_following_the_feed() {
 
 #[tokio::test(start_paused = true)]
 async fn a_failed_maximum_age_reload_at_a_flag_holds_no_current_record() {
-    let mut r = rig_with(|c| c.with_max_age(Some(Duration::from_secs(600))));
-    r.enricher.refresh().await;
-    r.clock.advance(AFTER_LOAD);
+    let mut r = rig_with(|c| c.with_max_age(Some(Duration::from_secs(600))))
+        .loaded()
+        .await;
     r.refresh_later().await;
     tokio::time::advance(Duration::from_secs(601)).await;
     r.table.set_failing(true);
@@ -77,13 +79,7 @@ async fn a_failed_maximum_age_reload_at_a_flag_holds_no_current_record() {
     r.clock.advance(100);
     let (outcomes, report) = r
         .enricher
-        .enrich(vec!["FLAG", "burger"], |r| {
-            if *r == "FLAG" {
-                Classified::Flag
-            } else {
-                Classified::Data((*r).to_owned())
-            }
-        })
+        .enrich(vec!["FLAG", "burger"], flag_at(Classified::Flag))
         .await;
     assert_eq!(r.priority("burger").as_deref(), Some("high"));
     assert_eq!(report.held, 0, "{:?} {outcomes:?}", report.retry);
@@ -92,15 +88,10 @@ async fn a_failed_maximum_age_reload_at_a_flag_holds_no_current_record() {
 
 #[tokio::test(start_paused = true)]
 async fn without_a_feed_a_failing_maximum_age_reload_is_not_current() {
-    let table = MemoryTable::new(&["item", "price"]);
-    table.put(product("burger", "medium"));
-    let cfg = TableConfig::new("ProductPriority", &["item", "price"], |p: &Product| {
-        Some(p.item.clone())
-    })
-    .with_max_age(Some(Duration::from_secs(600)))
-    .with_max_staleness(Some(Duration::from_secs(900)));
-    let mut e: TableEnricher<Product, String, MemoryTable, MemoryBucket> =
-        TableEnricher::new(cfg, table.clone(), None, SystemClock);
+    let (table, mut e) = without_feed(|c| {
+        c.with_max_age(Some(Duration::from_secs(600)))
+            .with_max_staleness(Some(Duration::from_secs(900)))
+    });
     e.refresh().await;
     table.set_failing(true);
     // The maximum age is this consumer's only refresh (no feed); it fails for an hour.
@@ -117,37 +108,31 @@ async fn without_a_feed_a_failing_maximum_age_reload_is_not_current() {
     );
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_consumer_idle_beyond_the_feed_retention_reloads_fully_and_says_so() {
-    let mut r = rig_with(|c| {
-        c.with_max_age(None).with_feed(FeedSettings {
-            poll_interval: Duration::ZERO,
-            retention: Duration::from_secs(3 * 24 * 3600),
-            ..FeedSettings::default()
-        })
-    });
-    r.enricher.refresh().await;
-    tokio::time::advance(Duration::from_secs(24 * 3600)).await;
-    assert_eq!(r.enricher.refresh().await.full_reload, None);
-    tokio::time::advance(Duration::from_secs(2 * 24 * 3600 + 60)).await;
-    let report = r.enricher.refresh().await;
-    assert_eq!(report.full_reload, Some(ReloadReason::BeyondRetention));
+/// A consumer's configuration for the retention cases: no maximum age, change files kept 3 days.
+fn kept_3_days<S, T, K>(c: ReferenceConfig<S, T, K>) -> ReferenceConfig<S, T, K> {
+    c.with_max_age(None).with_feed(retention_days(3))
 }
 
-#[tokio::test(start_paused = true)]
-async fn object_consumers_idle_beyond_the_feed_retention_reload_fully() {
-    let objects = seeded();
-    let mut e = following(&objects, |c| {
-        c.with_max_age(None).with_feed(FeedSettings {
-            poll_interval: Duration::ZERO,
-            retention: Duration::from_secs(3 * 24 * 3600),
-            ..FeedSettings::default()
-        })
-    });
+/// `e` (configured by [`kept_3_days`]) loads, is idle a day (no reload), then past the retention
+/// minus a day: it reloads fully and says why.
+async fn idle_beyond_the_retention<L: Loader, Fd: FeedSource>(e: &mut ReferenceEnricher<L, Fd>) {
     e.refresh().await;
     tokio::time::advance(Duration::from_secs(24 * 3600)).await;
     assert_eq!(e.refresh().await.full_reload, None);
     tokio::time::advance(Duration::from_secs(2 * 24 * 3600 + 60)).await;
     let report = e.refresh().await;
     assert_eq!(report.full_reload, Some(ReloadReason::BeyondRetention));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_consumer_idle_beyond_the_feed_retention_reloads_fully_and_says_so() {
+    let mut r = rig_with(kept_3_days);
+    idle_beyond_the_retention(&mut r.enricher).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn object_consumers_idle_beyond_the_feed_retention_reload_fully() {
+    let objects = seeded();
+    let mut e = following(&objects, kept_3_days);
+    idle_beyond_the_retention(&mut e).await;
 }

@@ -11,9 +11,9 @@ use crate::*;
 
 #[tokio::test(start_paused = true)]
 async fn a_reload_asked_for_stays_pending_until_it_succeeds() {
-    let mut r = rig_with(|c| c.with_max_staleness(Some(Duration::from_secs(60))));
-    r.enricher.refresh().await;
-    r.clock.advance(AFTER_LOAD);
+    let mut r = rig_with(|c| c.with_max_staleness(Some(Duration::from_secs(60))))
+        .loaded()
+        .await;
     // A change that was lost (announced by a gap file) while the table throttles.
     r.table.put(product("burger", "lost change"));
     r.write_gap();
@@ -48,9 +48,7 @@ async fn a_reload_asked_for_stays_pending_until_it_succeeds() {
 
 #[tokio::test(start_paused = true)]
 async fn failed_reload_attempts_back_off() {
-    let mut r = rig();
-    r.enricher.refresh().await;
-    r.clock.advance(AFTER_LOAD);
+    let mut r = rig().loaded().await;
     r.write_gap();
     r.table.set_failing(true);
     let scans = r.table.scans();
@@ -77,9 +75,7 @@ async fn failed_reload_attempts_back_off() {
 
 #[tokio::test(start_paused = true)]
 async fn a_recovered_pending_reload_follows_the_feed_from_its_own_position() {
-    let mut r = rig();
-    r.enricher.refresh().await;
-    r.clock.advance(AFTER_LOAD);
+    let mut r = rig().loaded().await;
     r.refresh_later().await;
     r.write_gap();
     r.table.set_failing(true);
@@ -88,7 +84,7 @@ async fn a_recovered_pending_reload_follows_the_feed_from_its_own_position() {
     for i in 0..20u64 {
         r.clock.advance(5_000);
         let p = format!("p{i}");
-        let created = r.clock.ms() - 1_795_650_000_000;
+        let created = r.clock.ms() - BASE;
         r.table.put(product("burger", &p));
         r.write(&[modify(100 + i, "burger", &p, created)]);
     }
@@ -114,14 +110,10 @@ async fn a_failed_maximum_age_reload_does_not_hide_the_retention_reload() {
     let mut r = rig_with(|c| {
         c.with_max_age(Some(Duration::from_secs(6 * 3600)))
             .with_max_staleness(Some(Duration::from_secs(900)))
-            .with_feed(FeedSettings {
-                poll_interval: Duration::ZERO,
-                retention: Duration::from_secs(3 * 24 * 3600),
-                ..FeedSettings::default()
-            })
-    });
-    r.enricher.refresh().await;
-    r.clock.advance(AFTER_LOAD);
+            .with_feed(retention_days(3))
+    })
+    .loaded()
+    .await;
     r.table.put(product("burger", "high"));
     let key = r.write(&[modify(10, "burger", "high", AFTER_LOAD)]);
     // Idle for four days: the change file expired meanwhile.

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use change_protocol::AttributeValue;
 
+use crate::lifecycle::loader::Loader;
+use crate::sources::FeedSource;
 use crate::test_support::objects::{following, seeded};
 use crate::test_support::*;
 use crate::*;
@@ -46,22 +48,16 @@ async fn ambiguous_lookup_keys_follow_the_policy() {
     let mut second = product("burger", "low");
     second.insert("price".into(), AttributeValue::N("200".into()));
     r.table.put(second);
-    let (_, report) = r
-        .enricher
-        .process_batch(vec!["burger"], |r| Classified::Data((*r).to_owned()))
-        .await;
+    let (_, report) = r.enricher.process_batch(vec!["burger"], data).await;
     assert_eq!(report.rejected, 1);
     assert_eq!(r.enricher.metrics().ambiguous, 1);
 }
 
 #[tokio::test]
 async fn a_failing_source_keeps_the_last_snapshot_serving_and_recovers() {
-    let mut r = rig();
-    r.enricher.refresh().await;
-    r.clock.advance(AFTER_LOAD);
+    let mut r = rig().loaded().await;
     r.feed.set_failing(true);
-    r.write(&[modify(10, "burger", "high", AFTER_LOAD)]);
-    let report = r.refresh_later().await;
+    let report = r.deliver(&[modify(10, "burger", "high", AFTER_LOAD)]).await;
     assert!(report
         .error
         .unwrap()
@@ -81,27 +77,34 @@ async fn a_failing_source_keeps_the_last_snapshot_serving_and_recovers() {
     assert!(r.enricher.last_error().is_none());
 }
 
-#[tokio::test(start_paused = true)]
-async fn past_the_staleness_limit_records_are_rejected_as_stale() {
-    let mut r = rig_with(|c| c.with_max_staleness(Some(Duration::from_secs(60))));
-    r.enricher.refresh().await;
-    r.feed.set_failing(true);
+/// A batch of burger 30 s after `e`'s source failed (within its 60 s staleness limit), served
+/// the old data, then one 31 s later (past the limit), rejected as stale. Returns the first
+/// batch's report.
+async fn stale_past_the_limit<L, Fd>(e: &mut ReferenceEnricher<L, Fd>) -> BatchReport
+where
+    L: Loader<Key = String>,
+    L::Value: std::fmt::Debug,
+    Fd: FeedSource,
+{
     tokio::time::advance(Duration::from_secs(30)).await;
-    let (_, report) = r
-        .enricher
-        .process_batch(vec!["burger"], |r| Classified::Data((*r).to_owned()))
-        .await;
-    assert_eq!(report.enriched, 1, "within the limit the old data serves");
+    let (_, within) = e.process_batch(vec!["burger"], data).await;
+    assert_eq!(within.enriched, 1, "within the limit the old data serves");
     tokio::time::advance(Duration::from_secs(31)).await;
-    let (outcomes, report) = r
-        .enricher
-        .process_batch(vec!["burger"], |r| Classified::Data((*r).to_owned()))
-        .await;
+    let (outcomes, report) = e.process_batch(vec!["burger"], data).await;
     assert_eq!(report.rejected, 1);
     let Outcome::Rejected { reason, .. } = &outcomes[0] else {
         panic!("{outcomes:?}")
     };
     assert!(reason.to_string().contains("stale"), "{reason}");
+    within
+}
+
+#[tokio::test(start_paused = true)]
+async fn past_the_staleness_limit_records_are_rejected_as_stale() {
+    let mut r = rig_with(|c| c.with_max_staleness(Some(Duration::from_secs(60))));
+    r.enricher.refresh().await;
+    r.feed.set_failing(true);
+    stale_past_the_limit(&mut r.enricher).await;
     assert!(r.enricher.metrics().staleness.unwrap() > Duration::from_secs(60));
 }
 
@@ -113,20 +116,7 @@ async fn object_consumers_reject_records_as_stale_past_the_limit() {
     });
     e.refresh().await;
     objects.set_failing(true);
-    tokio::time::advance(Duration::from_secs(30)).await;
-    let (_, report) = e
-        .process_batch(vec!["burger"], |r| Classified::Data((*r).to_owned()))
-        .await;
-    assert!(report.refreshes[0].error.is_some());
-    assert_eq!(report.enriched, 1, "within the limit the old data serves");
-    tokio::time::advance(Duration::from_secs(31)).await;
-    let (outcomes, report) = e
-        .process_batch(vec!["burger"], |r| Classified::Data((*r).to_owned()))
-        .await;
-    assert_eq!(report.rejected, 1);
-    let Outcome::Rejected { reason, .. } = &outcomes[0] else {
-        panic!("{outcomes:?}")
-    };
-    assert!(reason.to_string().contains("stale"), "{reason}");
+    let within = stale_past_the_limit(&mut e).await;
+    assert!(within.refreshes[0].error.is_some());
     assert!(e.last_error().is_some_and(|e| e.contains("injected")));
 }

@@ -6,6 +6,7 @@
 //! rejected object keeps its previous rows** (across full loads too; `BadRows::SkipRow` keeps the
 //! good rows instead).
 
+use crate::test_support::flag_at;
 use crate::test_support::objects::*;
 use crate::*;
 
@@ -23,13 +24,10 @@ async fn loads_every_object_under_the_prefix() {
 
 #[tokio::test]
 async fn a_removal_drops_the_objects_rows() {
-    let objects = seeded();
-    let mut e = enricher(&objects, BadRows::RejectObject);
-    e.refresh().await;
+    let (objects, mut e) = loaded(BadRows::RejectObject).await;
     objects.remove("reference/b.csv");
     let f = flag(&objects, "reference/b.csv", true);
-    e.enrich(vec![()], |_| Classified::ChangeFlag(f.clone()))
-        .await;
+    apply_flag(&mut e, &f).await;
     assert_eq!(priority(&e, "salad"), None);
     assert_eq!(priority(&e, "burger").as_deref(), Some("medium"));
 }
@@ -37,38 +35,29 @@ async fn a_removal_drops_the_objects_rows() {
 #[tokio::test]
 async fn restoring_a_deleted_object_loads_it() {
     // GIVEN a consumer that loaded while reference/d.csv was deleted
-    let objects = seeded();
-    let mut e = enricher(&objects, BadRows::RejectObject);
-    e.refresh().await;
+    let (objects, mut e) = loaded(BadRows::RejectObject).await;
     assert_eq!(priority(&e, "donut"), None);
     // WHEN the delete marker is removed (S3 reports an undelete as a removal)
     put(&objects, "reference/d.csv", b"item,priority\ndonut,high\n");
     let f = flag(&objects, "reference/d.csv", true);
-    e.enrich(vec![()], |_| Classified::ChangeFlag(f.clone()))
-        .await;
+    apply_flag(&mut e, &f).await;
     // THEN the object is read, and its rows serve
     assert_eq!(priority(&e, "donut").as_deref(), Some("high"));
 }
 
 #[tokio::test]
 async fn a_flag_reloads_only_its_object_at_its_position() {
-    let objects = seeded();
-    let mut e = enricher(&objects, BadRows::RejectObject);
-    e.refresh().await;
-    put(
-        &objects,
+    let (objects, mut e, f) = loaded_then_changed(
+        BadRows::RejectObject,
         "reference/a.jsonl",
         b"{\"item\":\"burger\",\"priority\":\"high\"}\n",
-    );
-    let f = flag(&objects, "reference/a.jsonl", false);
+    )
+    .await;
     let gets = objects.gets();
     let (outcomes, report) = e
         .enrich(
             vec!["burger", "FLAG", "burger", "pizza", "salad"],
-            |r| match *r {
-                "FLAG" => Classified::ChangeFlag(f.clone()),
-                d => Classified::Data(d.to_owned()),
-            },
+            flag_at(Classified::ChangeFlag(f.clone())),
         )
         .await;
     let seen: Vec<String> = outcomes
@@ -88,41 +77,31 @@ async fn a_flag_reloads_only_its_object_at_its_position() {
     assert!(report.reconciles());
 
     // The same notification again (S3 delivers at least once): nothing to do.
-    e.enrich(vec!["FLAG"], |_| Classified::ChangeFlag(f.clone()))
-        .await;
+    apply_flag(&mut e, &f).await;
     assert_eq!(objects.gets(), gets + 1);
 }
 
 #[tokio::test]
 async fn flags_for_other_buckets_or_prefixes_change_nothing() {
-    let objects = seeded();
-    let mut e = enricher(&objects, BadRows::RejectObject);
-    e.refresh().await;
+    let (objects, mut e) = loaded(BadRows::RejectObject).await;
     let gets = objects.gets();
     let mut f = flag(&objects, "other/c.csv", false);
-    e.enrich(vec![()], |_| Classified::ChangeFlag(f.clone()))
-        .await;
+    apply_flag(&mut e, &f).await;
     f.change.bucket = "another-bucket".into();
     f.change.key = "reference/a.jsonl".into();
-    e.enrich(vec![()], |_| Classified::ChangeFlag(f.clone()))
-        .await;
+    apply_flag(&mut e, &f).await;
     assert_eq!(objects.gets(), gets);
 }
 
 #[tokio::test]
 async fn a_bad_row_rejects_the_object_and_keeps_its_previous_rows() {
-    let objects = seeded();
-    let mut e = enricher(&objects, BadRows::RejectObject);
-    e.refresh().await;
-    put(
-        &objects,
+    let (_, mut e, f) = loaded_then_changed(
+        BadRows::RejectObject,
         "reference/b.csv",
         b"item,priority\nsalad,low\nsalad,low,extra\n",
-    );
-    let f = flag(&objects, "reference/b.csv", false);
-    let (_, report) = e
-        .enrich(vec![()], |_| Classified::ChangeFlag(f.clone()))
-        .await;
+    )
+    .await;
+    let report = apply_flag(&mut e, &f).await;
     let problems = &report.refreshes[0].problems;
     assert!(
         problems[0].contains("reference/b.csv") && problems[0].contains("line 3"),
@@ -139,17 +118,13 @@ async fn a_bad_row_rejects_the_object_and_keeps_its_previous_rows() {
 
 #[tokio::test]
 async fn skip_row_keeps_the_good_rows_and_counts_the_bad_one() {
-    let objects = seeded();
-    let mut e = enricher(&objects, BadRows::SkipRow);
-    e.refresh().await;
-    put(
-        &objects,
+    let (_, mut e, f) = loaded_then_changed(
+        BadRows::SkipRow,
         "reference/a.jsonl",
         b"{\"item\":\"burger\",\"priority\":\"high\"}\nnot json\n",
-    );
-    let f = flag(&objects, "reference/a.jsonl", false);
-    e.enrich(vec![()], |_| Classified::ChangeFlag(f.clone()))
-        .await;
+    )
+    .await;
+    apply_flag(&mut e, &f).await;
     assert_eq!(priority(&e, "burger").as_deref(), Some("high"));
     assert_eq!(
         priority(&e, "pizza"),

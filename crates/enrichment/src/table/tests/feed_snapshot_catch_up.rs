@@ -7,7 +7,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use change_protocol::{EventName, Item};
+use change_protocol::EventName;
 
 use crate::test_support::*;
 use crate::testing::MemoryTable;
@@ -25,8 +25,7 @@ async fn an_older_compactors_schema_1_snapshot_applies_the_same_rules() {
 
 async fn started_from_a_snapshot_neither_repeats_nor_rolls_back(schema_1: bool) {
     let mut r = rig();
-    let mut compactor = r.compactor();
-    compactor.refresh().await;
+    let mut compactor = r.loaded_compactor().await;
     r.clock.advance(AFTER_LOAD);
     r.write(&[modify(10, "burger", "high", AFTER_LOAD)]);
     r.clock.advance(100);
@@ -83,15 +82,8 @@ async fn started_from_a_snapshot_neither_repeats_nor_rolls_back(schema_1: bool) 
 /// retention: the change files right after L have expired.
 #[tokio::test(start_paused = true)]
 async fn the_retention_counts_from_the_snapshots_position_not_from_the_load() {
-    let settings = FeedSettings {
-        poll_interval: Duration::ZERO,
-        retention: Duration::from_secs(3 * 24 * 3600),
-        ..FeedSettings::default()
-    };
-    let r = rig_with(|c| c.with_max_age(None).with_feed(settings.clone()));
-    let mut compactor = r.compactor();
-    compactor.refresh().await;
-    r.publish(&compactor); // L = the compactor's Scan position; the compactor then stops
+    let r = rig_with(|c| c.with_max_age(None).with_feed(retention_days(3)));
+    r.publish_first_snapshot().await; // L = the compactor's Scan position; the compactor then stops
     r.clock.advance(AFTER_LOAD);
     r.table.put(product("burger", "high"));
     let file = r.write(&[modify(10, "burger", "high", AFTER_LOAD)]);
@@ -101,11 +93,9 @@ async fn the_retention_counts_from_the_snapshots_position_not_from_the_load() {
         bucket: r.feed.clone(),
         failing: failing.clone(),
     };
-    let config = TableConfig::new("ProductPriority", &["item", "price"], |p: &Product| {
-        Some(p.item.clone())
-    })
-    .with_max_age(None)
-    .with_feed(settings);
+    let config = product_config()
+        .with_max_age(None)
+        .with_feed(retention_days(3));
     let mut consumer: TableEnricher<Product, String, MemoryTable, ListingFails> =
         TableEnricher::new(config, r.table.clone(), Some(feed), r.clock.clone());
 
@@ -152,9 +142,8 @@ async fn the_retention_counts_from_the_snapshots_position_not_from_the_load() {
 async fn the_first_listing_from_a_snapshot_uses_the_compactors_margin_on_its_clock() {
     let mut r = rig_with(|c| {
         c.with_feed(FeedSettings {
-            poll_interval: Duration::ZERO,
             clock_margin: Duration::from_secs(1),
-            ..FeedSettings::default()
+            ..every_refresh()
         })
     });
     // The compactor's clock leads the producers' (and the consumer's) by 4 s.
@@ -162,19 +151,8 @@ async fn the_first_listing_from_a_snapshot_uses_the_compactors_margin_on_its_clo
     let compactor_clock = ManualClock(Arc::new(Mutex::new(
         r.clock.now() + chrono::Duration::milliseconds(lead),
     )));
-    let config = TableConfig::raw("ProductPriority", &["item", "price"], |_: &Item| {
-        None::<String>
-    })
-    .with_feed(FeedSettings {
-        poll_interval: Duration::ZERO,
-        ..FeedSettings::default() // 5 s margin: covers its 4 s lead
-    });
-    let mut compactor: RawFollower = TableEnricher::new(
-        config,
-        r.table.clone(),
-        Some(r.feed.clone()),
-        compactor_clock.clone(),
-    );
+    // The default 5 s margin covers its 4 s lead.
+    let mut compactor = r.compactor_on(compactor_clock.clone());
     let advance = |ms: i64| {
         r.clock.advance(ms);
         compactor_clock.advance(ms);
@@ -188,9 +166,8 @@ async fn the_first_listing_from_a_snapshot_uses_the_compactors_margin_on_its_clo
     // A producer read its key time 19 s before t1 and its PUT became visible just after the
     // compactor's listing (within W = 20 s): the burger change is in no listing before L.
     r.table.put(product("burger", "high"));
-    r.clock.advance(-19_000);
-    r.write(&[modify(10, "burger", "high", 60_000 - 19_500)]);
-    r.clock.advance(19_000);
+    let key_time = r.clock.now() - chrono::Duration::milliseconds(19_000);
+    r.write_keyed_at(key_time, &[modify(10, "burger", "high", 60_000 - 19_500)]);
     r.publish(&compactor);
     advance(100);
 

@@ -13,9 +13,7 @@ use crate::*;
 #[tokio::test]
 async fn a_new_consumer_starts_from_the_snapshot_reads_no_table_item_and_catches_up() {
     let mut r = rig();
-    let mut compactor = r.compactor();
-    compactor.refresh().await;
-    let key = r.publish(&compactor);
+    let key = r.publish_first_snapshot().await;
     let scans = r.table.scans();
     // A change written after the snapshot's position
     r.clock.advance(AFTER_LOAD + 1000);
@@ -40,9 +38,7 @@ async fn a_new_consumer_starts_from_the_snapshot_reads_no_table_item_and_catches
 #[tokio::test]
 async fn a_gap_after_the_snapshot_forces_a_scan() {
     let mut r = rig();
-    let mut compactor = r.compactor();
-    compactor.refresh().await;
-    r.publish(&compactor);
+    r.publish_first_snapshot().await;
     r.clock.advance(1000);
     r.table.put(product("burger", "high")); // a change the stream lost
     r.write_gap();
@@ -60,9 +56,7 @@ async fn a_gap_after_the_snapshot_forces_a_scan() {
 #[tokio::test]
 async fn a_snapshot_of_another_stream_is_refused_and_the_table_scanned() {
     let mut r = rig();
-    let mut compactor = r.compactor();
-    compactor.refresh().await;
-    r.publish(&compactor);
+    r.publish_first_snapshot().await;
     r.table.set_stream_arn(Some(NEW_ARN));
     r.table.put(product("burger", "high"));
 
@@ -81,23 +75,18 @@ async fn a_snapshot_of_another_stream_is_refused_and_the_table_scanned() {
 #[tokio::test]
 async fn a_corrupt_or_foreign_snapshot_falls_back_to_a_scan() {
     let mut r = rig();
-    let mut compactor = r.compactor();
-    compactor.refresh().await;
-    let key = r.publish(&compactor);
+    let key = r.publish_first_snapshot().await;
     // Truncated: the compressed stream ends early.
     let whole = r.feed.object(&key).unwrap();
     r.feed.put(&key, whole[..whole.len() / 2].to_vec());
-    let report = r.enricher.refresh().await;
-    let why = report.snapshot_refused.expect("refused");
+    let why = r.refused().await;
     assert!(why.contains(&key), "{why}");
     assert_eq!(r.enricher.metrics().scan_loads, 1);
     assert_eq!(r.enricher.snapshot().len(), 3);
 
     // A pointer of another table under this table's name.
     let mut r = rig();
-    let mut compactor = r.compactor();
-    compactor.refresh().await;
-    r.publish(&compactor);
+    r.publish_first_snapshot().await;
     let pointer_key = change_protocol::snapshot_pointer_key(
         change_protocol::DEFAULT_SNAPSHOT_PREFIX,
         "ProductPriority",
@@ -107,54 +96,29 @@ async fn a_corrupt_or_foreign_snapshot_falls_back_to_a_scan() {
     pointer.table = "Other".into();
     r.feed
         .put(&pointer_key, serde_json::to_vec(&pointer).unwrap());
-    let why = r
-        .enricher
-        .refresh()
-        .await
-        .snapshot_refused
-        .expect("refused");
+    let why = r.refused().await;
     assert!(why.contains("table Other"), "{why}");
 }
 
 #[tokio::test]
 async fn a_snapshot_older_than_the_retention_is_refused() {
-    let mut r = rig_with(|c| {
-        c.with_feed(FeedSettings {
-            poll_interval: Duration::ZERO,
-            retention: Duration::from_secs(2 * 24 * 3600),
-            ..FeedSettings::default()
-        })
-    });
-    let mut compactor = r.compactor();
-    compactor.refresh().await;
-    r.publish(&compactor);
+    let mut r = rig_with(|c| c.with_feed(retention_days(2)));
+    r.publish_first_snapshot().await;
     r.clock.advance(24 * 3600 * 1000 + 1000);
-    let why = r
-        .enricher
-        .refresh()
-        .await
-        .snapshot_refused
-        .expect("refused");
+    let why = r.refused().await;
     assert!(why.contains("retention"), "{why}");
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_consumer_idle_past_the_retention_reloads_from_the_latest_snapshot() {
-    let settings = FeedSettings {
-        poll_interval: Duration::ZERO,
-        retention: Duration::from_secs(3 * 24 * 3600),
-        ..FeedSettings::default()
-    };
-    let mut r = rig_with(|c| c.with_max_age(None).with_feed(settings.clone()));
+    let mut r = rig_with(|c| c.with_max_age(None).with_feed(retention_days(3)));
     r.enricher.refresh().await;
     assert_eq!(r.enricher.metrics().scan_loads, 1);
     // Two days and more later: the compactor, following all along, publishes.
     let idle = Duration::from_secs(2 * 24 * 3600 + 60);
     tokio::time::advance(idle).await;
     r.clock.advance(idle.as_millis() as i64);
-    let mut compactor = r.compactor();
-    compactor.refresh().await;
-    r.publish(&compactor);
+    r.publish_first_snapshot().await;
 
     let report = r.enricher.refresh().await;
     assert_eq!(report.full_reload, Some(ReloadReason::BeyondRetention));
@@ -171,10 +135,8 @@ async fn a_consumer_idle_past_the_retention_reloads_from_the_latest_snapshot() {
 #[tokio::test(start_paused = true)]
 async fn a_chain_of_snapshot_loads_still_reaches_the_maximum_age() {
     let mut r = rig(); // consumer and compactor: maximum age 6 h
-    let mut compactor = r.compactor();
-    compactor.refresh().await; // the only Scan
-    r.publish(&compactor);
-    // A change the feed never carried: what the maximum-age Scan exists to catch.
+    r.publish_first_snapshot().await; // the only Scan
+                                      // A change the feed never carried: what the maximum-age Scan exists to catch.
     r.table.put(product("burger", "high"));
     let mut scans = 0;
     for _ in 0..4 {
@@ -205,8 +167,7 @@ async fn a_chain_of_snapshot_loads_still_reaches_the_maximum_age() {
 #[tokio::test]
 async fn a_follower_with_a_pending_reload_writes_no_snapshot() {
     let r = rig();
-    let mut compactor = r.compactor();
-    compactor.refresh().await;
+    let mut compactor = r.loaded_compactor().await;
     r.clock.advance(1000);
     r.write_gap();
     r.table.set_failing(true);

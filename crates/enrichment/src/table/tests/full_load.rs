@@ -6,9 +6,7 @@
 //! without keys forces a reported full reload; an opaque entry with keys, a re-read of those
 //! keys.
 
-use change_protocol::{
-    source_label, AttributeValue, ChangeFile, ChangeKey, ChangeKind, Item, OpaqueRecord, Source,
-};
+use change_protocol::{AttributeValue, Item, OpaqueRecord};
 
 use crate::test_support::*;
 use crate::testing::{MemoryBucket, MemoryTable};
@@ -28,11 +26,8 @@ async fn first_refresh_is_a_full_load() {
 
 #[tokio::test]
 async fn a_change_with_its_new_image_costs_no_table_read() {
-    let mut r = rig();
-    r.enricher.refresh().await;
-    r.clock.advance(AFTER_LOAD);
-    r.write(&[modify(10, "burger", "high", AFTER_LOAD)]);
-    let report = r.refresh_later().await;
+    let mut r = rig().loaded().await;
+    let report = r.deliver(&[modify(10, "burger", "high", AFTER_LOAD)]).await;
     assert_eq!((report.files, report.applied, report.reread), (1, 1, 0));
     assert_eq!(r.priority("burger").as_deref(), Some("high"));
     let m = r.enricher.metrics();
@@ -47,8 +42,9 @@ async fn changes_stamped_during_the_full_load_are_reread() {
     r.enricher.refresh().await;
     // Stamped before the load's end plus the margin: the Scan may or may not have seen it.
     r.table.put(product("burger", "high"));
-    r.write(&[modify(10, "burger", "stale-image", 1000)]);
-    let report = r.refresh_later().await;
+    let report = r
+        .deliver(&[modify(10, "burger", "stale-image", 1000)])
+        .await;
     assert_eq!(report.reread, 1);
     assert_eq!(r.priority("burger").as_deref(), Some("high"));
 }
@@ -90,30 +86,7 @@ async fn a_gap_file_makes_every_consumer_reload_fully() {
     let mut r = rig();
     r.enricher.refresh().await;
     r.table.put(product("burger", "high"));
-    let key = ChangeKey {
-        time: r.clock.now(),
-        label: source_label("redrive"),
-        sequences: None,
-        unique: Some("gap-1".into()),
-    }
-    .to_key(PREFIX);
-    let gap = ChangeFile {
-        schema_version: 1,
-        kind: ChangeKind::Gap,
-        written_at: String::new(),
-        write_window_ms: 20_000,
-        producer: "write-gap".into(),
-        source: Source {
-            label: source_label("redrive"),
-            ..Source::default()
-        },
-        changes: vec![],
-        opaque: vec![],
-        objects: vec![],
-        reason: None,
-    };
-    r.feed.put(&key, gap.to_vec());
-    r.point_head_at(&key);
+    r.write_gap();
     let report = r.refresh_later().await;
     assert!(matches!(report.full_reload, Some(ReloadReason::Gap { .. })));
     assert_eq!(r.priority("burger").as_deref(), Some("high"));
@@ -121,9 +94,7 @@ async fn a_gap_file_makes_every_consumer_reload_fully() {
 
 #[tokio::test]
 async fn opaque_entries_reread_their_keys_or_force_a_full_reload() {
-    let mut r = rig();
-    r.enricher.refresh().await;
-    r.clock.advance(AFTER_LOAD);
+    let mut r = rig().loaded().await;
     r.table.put(product("pizza", "medium"));
     let with_keys = OpaqueRecord {
         index: 0,
@@ -154,9 +125,7 @@ async fn opaque_entries_reread_their_keys_or_force_a_full_reload() {
 
 #[tokio::test]
 async fn an_unreadable_change_file_forces_a_reported_full_reload() {
-    let mut r = rig();
-    r.enricher.refresh().await;
-    r.clock.advance(AFTER_LOAD);
+    let mut r = rig().loaded().await;
     r.table.put(product("burger", "high"));
     let key = r.write(&[modify(10, "burger", "high", AFTER_LOAD)]);
     r.feed
@@ -168,17 +137,16 @@ async fn an_unreadable_change_file_forces_a_reported_full_reload() {
     assert_eq!(file, key);
     assert_eq!(r.priority("burger").as_deref(), Some("high"));
     // It is not read again and again.
-    r.write(&[modify(11, "pizza", "high", AFTER_LOAD + 500)]);
-    let report = r.refresh_later().await;
+    let report = r
+        .deliver(&[modify(11, "pizza", "high", AFTER_LOAD + 500)])
+        .await;
     assert_eq!(report.full_reload, None);
     assert_eq!(r.enricher.metrics().full_refreshes, 2);
 }
 
 #[tokio::test]
 async fn an_unknown_schema_version_forces_a_full_reload() {
-    let mut r = rig();
-    r.enricher.refresh().await;
-    r.clock.advance(AFTER_LOAD);
+    let mut r = rig().loaded().await;
     let key = r.write(&[modify(10, "burger", "high", AFTER_LOAD)]);
     let mut json: serde_json::Value =
         serde_json::from_slice(&r.feed.object(&key).unwrap()).unwrap();

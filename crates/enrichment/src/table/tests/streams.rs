@@ -8,16 +8,12 @@ use crate::*;
 
 #[tokio::test]
 async fn a_new_stream_arn_forces_a_full_reload_and_old_stream_files_are_ignored() {
-    let mut r = rig();
-    r.enricher.refresh().await;
-    r.clock.advance(AFTER_LOAD);
-    r.write(&[modify(10, "burger", "high", AFTER_LOAD)]);
-    r.refresh_later().await;
-    let new_arn = "arn:aws:dynamodb:us-east-1:123456789012:table/ProductPriority/stream/2";
+    let mut r = rig().loaded().await;
+    r.deliver(&[modify(10, "burger", "high", AFTER_LOAD)]).await;
     r.table.put(product("salad", "very high"));
     r.write_file(
         &[modify(1, "salad", "low", AFTER_LOAD + 100)],
-        new_arn,
+        NEW_ARN,
         vec![],
     );
     let report = r.refresh_later().await;
@@ -26,8 +22,8 @@ async fn a_new_stream_arn_forces_a_full_reload_and_old_stream_files_are_ignored(
         Some(ReloadReason::NewStream { .. })
     ));
     assert_eq!(r.priority("salad").as_deref(), Some("very high"));
-    r.write(&[modify(99, "salad", "old stream", AFTER_LOAD + 200)]);
-    r.refresh_later().await;
+    r.deliver(&[modify(99, "salad", "old stream", AFTER_LOAD + 200)])
+        .await;
     assert_eq!(r.priority("salad").as_deref(), Some("very high"));
     assert_eq!(r.enricher.metrics().ignored_files, 1);
 }
@@ -35,9 +31,7 @@ async fn a_new_stream_arn_forces_a_full_reload_and_old_stream_files_are_ignored(
 #[tokio::test]
 async fn a_consumer_loaded_before_a_stream_switch_reloads_at_the_new_streams_first_file() {
     // GIVEN a consumer that loaded while the table's stream was ARN and never saw a file of it
-    let mut r = rig();
-    r.enricher.refresh().await;
-    r.clock.advance(AFTER_LOAD);
+    let mut r = rig().loaded().await;
     // WHEN the table is re-created with a new stream (pizza is gone, salad changed, neither
     // streamed) and the first file of the new stream arrives
     r.table.delete(&keys("pizza"));
@@ -58,16 +52,15 @@ async fn a_consumer_loaded_before_a_stream_switch_reloads_at_the_new_streams_fir
 
 #[tokio::test]
 async fn a_late_file_of_the_old_stream_listed_after_the_new_one_changes_nothing() {
-    let mut r = rig();
-    r.enricher.refresh().await;
-    r.clock.advance(AFTER_LOAD);
+    let mut r = rig().loaded().await;
     // One poll finds a file of the new stream, then a retried file of the old one listed after.
     r.table.set_stream_arn(Some(NEW_ARN));
     r.table.put(product("salad", "new"));
     r.write_file(&[modify(1, "salad", "new", AFTER_LOAD)], NEW_ARN, vec![]);
     r.clock.advance(10);
-    r.write(&[modify(900, "salad", "old stream", AFTER_LOAD)]);
-    let report = r.refresh_later().await;
+    let report = r
+        .deliver(&[modify(900, "salad", "old stream", AFTER_LOAD)])
+        .await;
     assert!(matches!(
         report.full_reload,
         Some(ReloadReason::NewStream { .. })
@@ -80,8 +73,9 @@ async fn a_late_file_of_the_old_stream_listed_after_the_new_one_changes_nothing(
         NEW_ARN,
         vec![],
     );
-    r.write(&[modify(901, "salad", "old again", 2 * AFTER_LOAD + 300)]);
-    let report = r.refresh_later().await;
+    let report = r
+        .deliver(&[modify(901, "salad", "old again", 2 * AFTER_LOAD + 300)])
+        .await;
     assert_eq!(report.full_reload, None, "{report:?}");
     assert_eq!(r.priority("salad").as_deref(), Some("newer"));
     assert_eq!(r.enricher.metrics().other_stream_files, 2);
@@ -90,9 +84,7 @@ async fn a_late_file_of_the_old_stream_listed_after_the_new_one_changes_nothing(
 #[tokio::test]
 async fn regional_streams_of_a_global_table_do_not_flip_flop() {
     let eu = "arn:aws:dynamodb:eu-west-1:123456789012:table/ProductPriority/stream/9";
-    let mut r = rig();
-    r.enricher.refresh().await;
-    r.clock.advance(AFTER_LOAD);
+    let mut r = rig().loaded().await;
     for (n, arn) in [ARN, eu, ARN, eu].into_iter().enumerate() {
         let seq = 10 + n as u64;
         let priority = format!("p{n}");
