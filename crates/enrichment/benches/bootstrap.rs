@@ -7,43 +7,25 @@
 //!
 //! `cargo bench -p enrichment --bench bootstrap`
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use change_protocol::{AttributeValue, Item, SnapshotPointer, DEFAULT_SNAPSHOT_PREFIX};
+use change_protocol::{Item, SnapshotPointer, DEFAULT_SNAPSHOT_PREFIX};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use enrichment::testing::{MemoryBucket, MemoryTable};
 use enrichment::{
     FeedSettings, ObjectConfig, ObjectEnricher, SystemClock, TableConfig, TableEnricher,
 };
 
-#[derive(Debug, serde::Deserialize)]
-struct Product {
-    item: String,
-    #[allow(dead_code)]
-    price: u32,
-    #[allow(dead_code)]
-    priority: String,
-}
+mod common;
+use common::{bench_items, decoded, key_names, product_item, Product};
 
 const ARN: &str = "arn:aws:dynamodb:us-east-1:123456789012:table/ProductPriority/stream/1";
-
-fn items() -> usize {
-    std::env::var("BENCH_ITEMS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000)
-}
 
 fn table(n: usize) -> MemoryTable {
     let table = MemoryTable::new(&["item", "price"]);
     table.set_stream_arn(Some(ARN));
     for i in 0..n {
-        let mut m = HashMap::new();
-        m.insert("item".to_owned(), AttributeValue::S(format!("dish-{i:07}")));
-        m.insert("price".to_owned(), AttributeValue::N("100".into()));
-        m.insert("priority".to_owned(), AttributeValue::S("very high".into()));
-        table.put(Item::from(m));
+        table.put(product_item(format!("dish-{i:07}"), "very high"));
     }
     table
 }
@@ -92,7 +74,7 @@ fn publish(table: &MemoryTable, bucket: &MemoryBucket, rt: &tokio::runtime::Runt
 }
 
 fn bench(c: &mut Criterion) {
-    let n = items();
+    let n = bench_items();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -147,7 +129,7 @@ fn bench(c: &mut Criterion) {
         }
         entries
     };
-    let names = ["item".to_owned(), "price".to_owned()];
+    let names = key_names();
     let decode = |entries: Vec<change_protocol::SnapshotEntry>| {
         entries
             .into_iter()
@@ -155,10 +137,7 @@ fn bench(c: &mut Criterion) {
                 let change_protocol::EntryBody::Item(item) = e.body else {
                     unreachable!("no tombstones here")
                 };
-                let key = enrichment::key::ItemKey::from_item(&names, &item).unwrap();
-                let p: Product = serde_dynamo::from_item(item).unwrap();
-                let lookup = Some(p.item.clone());
-                (key, p, lookup)
+                decoded(&names, item)
             })
             .collect::<Vec<_>>()
     };

@@ -9,15 +9,10 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use enrichment::key::{ItemKey, KeyValue};
 use enrichment::Ambiguity;
 
-#[derive(Clone, Debug)]
-#[allow(dead_code)]
-struct Product {
-    item: String,
-    price: u32,
-    priority: String,
-}
+mod common;
+use common::{bench_items, Entry, Product};
 
-fn entries(n: usize, share: usize) -> Vec<(ItemKey, Product, Option<String>)> {
+fn entries(n: usize, share: usize) -> Vec<Entry> {
     (0..n)
         .map(|i| {
             let item = format!("dish-{:07}", i / share);
@@ -36,10 +31,7 @@ fn entries(n: usize, share: usize) -> Vec<(ItemKey, Product, Option<String>)> {
 }
 
 fn bench(c: &mut Criterion) {
-    let n: usize = std::env::var("BENCH_ITEMS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
+    let n = bench_items();
     let mut group = c.benchmark_group(format!("from_entries, {n} items"));
     group.sample_size(10);
     group.throughput(Throughput::Elements(n as u64));

@@ -12,11 +12,11 @@
 //!
 //! `cargo bench -p enrichment --bench memory`
 
-use std::collections::HashMap;
-
-use change_protocol::{AttributeValue, Item};
-use enrichment::key::ItemKey;
+use change_protocol::Item;
 use enrichment::Ambiguity;
+
+mod common;
+use common::{bench_items, decoded, key_names, product_item, Entry};
 
 /// Resident memory of this process in bytes (Linux `/proc/self/status`, `VmRSS`).
 fn rss() -> usize {
@@ -31,42 +31,18 @@ fn rss() -> usize {
         .map_or(0, |kb| kb * 1024)
 }
 
-#[derive(Debug, serde::Deserialize)]
-#[allow(dead_code)]
-struct Product {
-    item: String,
-    price: u32,
-    priority: String,
-}
-
 fn main() {
-    let n: usize = std::env::var("BENCH_ITEMS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
-    let names = ["item".to_owned(), "price".to_owned()];
+    let n = bench_items();
+    let names = key_names();
     let items: Vec<Item> = (0..n)
-        .map(|i| {
-            let mut m = HashMap::new();
-            m.insert("item".to_owned(), AttributeValue::S(format!("dish-{i:06}")));
-            m.insert("price".to_owned(), AttributeValue::N("100".into()));
-            m.insert("priority".to_owned(), AttributeValue::S("very high".into()));
-            Item::from(m)
-        })
+        .map(|i| product_item(format!("dish-{i:06}"), "very high"))
         .collect();
     let json_bytes: usize = items
         .iter()
         .map(|i| serde_json::to_vec(i).unwrap().len())
         .sum();
     let start = rss() as isize;
-    let entries: Vec<(ItemKey, Product, Option<String>)> = items
-        .iter()
-        .map(|i| {
-            let p: Product = serde_dynamo::from_item(i.clone()).unwrap();
-            let lookup = Some(p.item.clone());
-            (ItemKey::from_item(&names, i).unwrap(), p, lookup)
-        })
-        .collect();
+    let entries: Vec<Entry> = items.iter().map(|i| decoded(&names, i.clone())).collect();
     let drop_first = std::env::var("BENCH_DROP_ITEMS").is_ok_and(|v| v == "1");
     let items = if drop_first {
         drop(items);

@@ -5,51 +5,34 @@
 //!
 //! `cargo bench -p enrichment --bench refresh`
 
-use std::collections::HashMap;
 use std::hint::black_box;
 
-use change_protocol::{AttributeValue, Item};
+use change_protocol::Item;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use enrichment::key::{ItemKey, KeyValue};
 use enrichment::{Ambiguity, Snapshot};
 
-#[derive(Debug, serde::Deserialize)]
-struct Product {
-    item: String,
-    #[allow(dead_code)]
-    price: u32,
-    #[allow(dead_code)]
-    priority: String,
-}
+mod common;
+use common::{decoded, key_names, product_item, Product};
 
 const N: usize = 100_000;
-
-fn item(i: usize, priority: &str) -> Item {
-    let mut m = HashMap::new();
-    m.insert("item".to_owned(), AttributeValue::S(format!("dish-{i}")));
-    m.insert("price".to_owned(), AttributeValue::N("100".into()));
-    m.insert("priority".to_owned(), AttributeValue::S(priority.into()));
-    Item::from(m)
-}
 
 fn key(i: usize) -> ItemKey {
     ItemKey::from_iter([KeyValue::S(format!("dish-{i}")), KeyValue::N("100".into())])
 }
 
 fn decode(items: &[Item]) -> Snapshot<Product, String> {
-    let names = ["item".to_owned(), "price".to_owned()];
+    let names = key_names();
     enrichment::testing::snapshot(
         Ambiguity::LowestKey,
-        items.iter().map(|i| {
-            let p: Product = serde_dynamo::from_item(i.clone()).unwrap();
-            let lookup = Some(p.item.clone());
-            (ItemKey::from_item(&names, i).unwrap(), p, lookup)
-        }),
+        items.iter().map(|i| decoded(&names, i.clone())),
     )
 }
 
 fn bench(c: &mut Criterion) {
-    let items: Vec<Item> = (0..N).map(|i| item(i, "low")).collect();
+    let items: Vec<Item> = (0..N)
+        .map(|i| product_item(format!("dish-{i}"), "low"))
+        .collect();
     let mut full = c.benchmark_group("full reload");
     full.sample_size(10);
     full.throughput(Throughput::Elements(N as u64));
