@@ -71,7 +71,7 @@ async fn twenty_percent_s3_faults_lose_no_change() {
     let reported = AtomicUsize::new(0);
     let (stop_tx, stop_rx) = watch::channel(false);
     let run = mapping.run(
-        |event| {
+        |event: Value| {
             let (h, acked, reported, stop) = (&handler, &acked, &reported, &stop_tx);
             async move {
                 let n = event["Records"].as_array().map_or(0, Vec::len);

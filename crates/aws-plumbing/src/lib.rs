@@ -12,6 +12,8 @@
 //! - [`Clock`] and [`SystemClock`]: the UTC time, behind a seam so tests can move it;
 //! - [`init`]: an error at start-up ends the process with a sentence in the log and, on Lambda,
 //!   the function's init error (`POST /2018-06-01/runtime/init/error`), instead of a debug dump;
+//! - `lambda` (feature `lambda`): a function's handler served on the Lambda runtime, the loop
+//!   the functions' mains share;
 //! - `testing` (feature `testing`): `MemoryStore`, the in-memory S3 that every crate's tests
 //!   share.
 //!
@@ -21,6 +23,8 @@
 mod clock;
 mod config;
 pub mod init;
+#[cfg(feature = "lambda")]
+pub mod lambda;
 mod s3;
 mod s3_key;
 mod sdk;

@@ -145,3 +145,17 @@ fn log_batch(batch: &Batch, key: &str, elapsed_ms: u128) {
         "change file written"
     );
 }
+
+/// Served on the Lambda runtime by the function's `main` ([`aws_plumbing::lambda::serve`]).
+impl<S: ObjectStore> aws_plumbing::lambda::JsonHandler for ChangeHandler<S> {
+    type Response = DynamoDbEventResponse;
+    type Error = HandlerError;
+
+    fn handle(
+        &self,
+        payload: &Value,
+        request_id: &str,
+    ) -> impl std::future::Future<Output = Result<DynamoDbEventResponse, HandlerError>> {
+        ChangeHandler::handle(self, payload, request_id)
+    }
+}

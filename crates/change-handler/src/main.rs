@@ -1,9 +1,8 @@
 //! The change-handler binary: configuration, clients, runtime. The logic is in the library.
 
-use aws_plumbing::{init, sdk_config};
+use aws_plumbing::{init, lambda, sdk_config};
 use feed_writer::FeedConfig;
-use lambda_runtime::{service_fn, Error, LambdaEvent};
-use serde_json::Value;
+use lambda_runtime::Error;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -11,12 +10,5 @@ async fn main() -> Result<(), Error> {
     // A bad variable ends the process with a sentence, reported as the function's init error.
     let config = init::or_exit("change-handler", FeedConfig::from_env()).await;
     let sdk = sdk_config(Some(config.write_budget())).await;
-    let handler = change_handler::deployed(config, &sdk);
-    let handler = &handler;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        handler
-            .handle(&event.payload, &event.context.request_id)
-            .await
-    }))
-    .await
+    lambda::serve(&change_handler::deployed(config, &sdk)).await
 }

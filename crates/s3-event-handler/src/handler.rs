@@ -205,3 +205,17 @@ impl<S: ObjectStore, F: FlagStream> S3EventHandler<S, F> {
         Ok(handled)
     }
 }
+
+/// Served on the Lambda runtime by the function's `main` ([`aws_plumbing::lambda::serve`]).
+impl<S: ObjectStore, F: FlagStream> aws_plumbing::lambda::JsonHandler for S3EventHandler<S, F> {
+    type Response = SqsBatchResponse;
+    type Error = HandlerError;
+
+    fn handle(
+        &self,
+        payload: &Value,
+        request_id: &str,
+    ) -> impl std::future::Future<Output = Result<SqsBatchResponse, HandlerError>> {
+        S3EventHandler::handle(self, payload, request_id)
+    }
+}
