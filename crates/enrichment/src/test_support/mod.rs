@@ -21,7 +21,7 @@ pub(crate) mod objects;
 mod rig;
 mod sources;
 
-pub(crate) use rig::{rig, rig_with, Rig};
+pub(crate) use rig::{raw_config, raw_priority, rig, rig_with, Rig};
 pub(crate) use sources::{slow_enricher, ListingFails, SlowTable};
 
 /// The stream of the rig's table, and of the change files it writes.
@@ -71,6 +71,14 @@ pub(crate) fn every_refresh() -> FeedSettings {
     FeedSettings {
         poll_interval: Duration::ZERO,
         ..FeedSettings::default()
+    }
+}
+
+/// [`every_refresh`], with this consumer's own clock margin `margin` (the default is 5 s).
+pub(crate) fn own_margin(margin: Duration) -> FeedSettings {
+    FeedSettings {
+        clock_margin: margin,
+        ..every_refresh()
     }
 }
 

@@ -5,16 +5,18 @@
 use std::sync::{Arc, Mutex};
 
 use change_protocol::{
-    head_key, source_label, ChangeFile, ChangeKey, ChangeKind, EventName, HeadPointer, Item,
-    OpaqueRecord, SequenceNumber, SequenceRange, Source, StreamChange,
+    head_key, source_label, AttributeValue, ChangeFile, ChangeKey, ChangeKind, EventName,
+    HeadPointer, Item, OpaqueRecord, SequenceNumber, SequenceRange, Source, StreamChange,
 };
 use chrono::{DateTime, Utc};
 
 use super::{
-    every_refresh, keys, product, product_config, put_gap_file, Change, ManualClock, Product,
-    AFTER_LOAD, ARN, BASE, PREFIX,
+    every_refresh, keys, modify, product, product_config, put_gap_file, Change, ManualClock,
+    Product, AFTER_LOAD, ARN, BASE, PREFIX,
 };
 use crate::config::*;
+use crate::key::ItemKey;
+use crate::sources::{FeedSource, TableSource};
 use crate::testing::{MemoryBucket, MemoryTable};
 use crate::*;
 
@@ -194,6 +196,27 @@ impl Rig {
 /// A follower of raw items: what the feed-compactor runs.
 pub(crate) type RawFollower = TableEnricher<Item, String, MemoryTable, MemoryBucket>;
 
+/// The configuration of a follower of the `ProductPriority` table's raw items (what the
+/// feed-compactor runs), following the feed with `feed`.
+pub(crate) fn raw_config(feed: FeedSettings) -> TableConfig<Item, String> {
+    TableConfig::raw("ProductPriority", &["item", "price"], |_: &Item| {
+        None::<String>
+    })
+    .with_feed(feed)
+}
+
+/// The priority a follower of raw items holds for the product `item` (price 100).
+pub(crate) fn raw_priority<Tb: TableSource, Fd: FeedSource>(
+    follower: &TableEnricher<Item, String, Tb, Fd>,
+    item: &str,
+) -> Option<String> {
+    let key = ItemKey::from_item(&["item".to_owned(), "price".to_owned()], &keys(item)).ok()?;
+    match follower.snapshot().get(&key)?.get("priority")? {
+        AttributeValue::S(priority) => Some(priority.clone()),
+        _ => None,
+    }
+}
+
 impl Rig {
     /// A follower of raw items on the rig's table, feed and clock: what the feed-compactor runs.
     pub(crate) fn compactor(&self) -> RawFollower {
@@ -202,11 +225,12 @@ impl Rig {
 
     /// A compactor (see [`Rig::compactor`]) on its own clock.
     pub(crate) fn compactor_on(&self, clock: ManualClock) -> RawFollower {
-        let config = TableConfig::raw("ProductPriority", &["item", "price"], |_: &Item| {
-            None::<String>
-        })
-        .with_feed(every_refresh());
-        TableEnricher::new(config, self.table.clone(), Some(self.feed.clone()), clock)
+        TableEnricher::new(
+            raw_config(every_refresh()),
+            self.table.clone(),
+            Some(self.feed.clone()),
+            clock,
+        )
     }
 
     /// A compactor (see [`Rig::compactor`]) after its first load.
@@ -220,6 +244,37 @@ impl Rig {
     /// key.
     pub(crate) async fn publish_first_snapshot(&self) -> String {
         self.publish(&self.loaded_compactor().await)
+    }
+
+    /// Publishes the snapshot of a compactor whose clock leads the producers' (and the rig's) by
+    /// 4 s, within its default 5 s margin, with a change file just behind its position. The
+    /// compactor Scans; a minute later salad changes to low and the compactor lists (at t1: L is
+    /// t1 + 4 s on its clock). A producer read its key time 19 s before t1 and its PUT (burger
+    /// high) became visible just after that listing, within W = 20 s: the file is in no listing
+    /// before L, so only a look-back from L with the compactor's margin finds it. Both clocks then
+    /// move 100 ms on. Returns the compactor.
+    pub(crate) async fn publish_before_a_late_file(&self) -> RawFollower {
+        let lead = 4_000;
+        let compactor_clock = ManualClock(Arc::new(Mutex::new(
+            self.clock.now() + chrono::Duration::milliseconds(lead),
+        )));
+        let mut compactor = self.compactor_on(compactor_clock.clone());
+        let advance = |ms: i64| {
+            self.clock.advance(ms);
+            compactor_clock.advance(ms);
+        };
+        compactor.refresh().await; // Scan
+        advance(60_000);
+        self.table.put(product("salad", "low"));
+        self.write(&[modify(5, "salad", "low", 60_000)]);
+        compactor.refresh().await; // a complete listing at t1: L = t1 + 4 s (its clock)
+
+        self.table.put(product("burger", "high"));
+        let key_time = self.clock.now() - chrono::Duration::milliseconds(19_000);
+        self.write_keyed_at(key_time, &[modify(10, "burger", "high", 60_000 - 19_500)]);
+        self.publish(&compactor);
+        advance(100);
+        compactor
     }
 
     /// Refreshes the consumer, which refuses the feed snapshot, and says why.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use change_protocol::Item;
 
-use super::{every_refresh, product_config, ManualClock, Product, Rig};
+use super::{own_margin, product_config, ManualClock, Product, Rig};
 use crate::sources::*;
 use crate::testing::{MemoryBucket, MemoryTable};
 use crate::*;
@@ -76,10 +76,7 @@ pub(crate) fn slow_enricher(
     table: SlowTable,
     margin: Duration,
 ) -> TableEnricher<Product, String, SlowTable, MemoryBucket> {
-    let cfg = product_config().with_feed(FeedSettings {
-        clock_margin: margin,
-        ..every_refresh()
-    });
+    let cfg = product_config().with_feed(own_margin(margin));
     TableEnricher::new(cfg, table, Some(r.feed.clone()), r.clock.clone())
 }
 

@@ -4,7 +4,7 @@
 //! feed from the snapshot's L, with the look-back widened by the snapshot's W and margin, and
 //! counts the retention from that L.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use change_protocol::EventName;
@@ -140,36 +140,10 @@ async fn the_retention_counts_from_the_snapshots_position_not_from_the_load() {
 /// just after the compactor's listing (19 s after its key time, within W).
 #[tokio::test]
 async fn the_first_listing_from_a_snapshot_uses_the_compactors_margin_on_its_clock() {
-    let mut r = rig_with(|c| {
-        c.with_feed(FeedSettings {
-            clock_margin: Duration::from_secs(1),
-            ..every_refresh()
-        })
-    });
-    // The compactor's clock leads the producers' (and the consumer's) by 4 s.
-    let lead = 4_000;
-    let compactor_clock = ManualClock(Arc::new(Mutex::new(
-        r.clock.now() + chrono::Duration::milliseconds(lead),
-    )));
-    // The default 5 s margin covers its 4 s lead.
-    let mut compactor = r.compactor_on(compactor_clock.clone());
-    let advance = |ms: i64| {
-        r.clock.advance(ms);
-        compactor_clock.advance(ms);
-    };
-    compactor.refresh().await; // Scan
-    advance(60_000);
-    r.table.put(product("salad", "low"));
-    r.write(&[modify(5, "salad", "low", 60_000)]);
-    compactor.refresh().await; // a complete listing at t1: L = t1 + 4 s (its clock)
-
-    // A producer read its key time 19 s before t1 and its PUT became visible just after the
-    // compactor's listing (within W = 20 s): the burger change is in no listing before L.
-    r.table.put(product("burger", "high"));
-    let key_time = r.clock.now() - chrono::Duration::milliseconds(19_000);
-    r.write_keyed_at(key_time, &[modify(10, "burger", "high", 60_000 - 19_500)]);
-    r.publish(&compactor);
-    advance(100);
+    let mut r = rig_with(|c| c.with_feed(own_margin(Duration::from_secs(1))));
+    // The compactor's clock leads the producers' (and the consumer's) by 4 s; a change file
+    // became visible just after its listing, 19 s after its key time (within W).
+    let mut compactor = r.publish_before_a_late_file().await;
 
     let report = r.enricher.refresh().await;
     assert!(report.snapshot.is_some(), "{report:?}");
