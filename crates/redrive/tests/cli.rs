@@ -6,7 +6,7 @@ use std::process::Command;
 
 use test_support::{emulator, list_keys};
 
-mod common;
+use crate::common;
 
 fn redrive(feed: &str, failures: &str, args: &[&str]) -> (i32, String) {
     redrive_with(Some(feed), failures, None, args)

@@ -8,7 +8,7 @@ use aws_plumbing::{OffsetClock, S3Store};
 use redrive::{Action, Deployed, Function, Redriver, S3FailureBucket, Settings};
 use test_support::feed_config;
 
-mod common;
+use crate::common;
 
 use common::lambda_stub;
 

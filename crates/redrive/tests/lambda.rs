@@ -36,7 +36,7 @@ fn notification(bucket: &str, keys: &[&str]) -> serde_json::Value {
     json!({ "Records": records })
 }
 
-mod common;
+use crate::common;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_notified_record_is_redriven_by_the_function() {

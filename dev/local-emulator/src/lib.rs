@@ -22,6 +22,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// How long one SDK attempt against the emulator may go unanswered before it is retried.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Why the emulator cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum EmulatorError {
@@ -119,9 +122,17 @@ impl LocalEmulator {
     }
 
     /// SDK configuration for the emulator: its endpoint, region `us-east-1` (the emulator's
-    /// stream records say that region), dummy credentials.
+    /// stream records say that region), dummy credentials, and an attempt timeout. The emulator
+    /// answers in milliseconds even on a busy machine; an attempt it leaves unanswered is ended
+    /// after [`ATTEMPT_TIMEOUT`] and retried by the SDK, instead of being waited on for ever
+    /// (the SDK sets no read timeout of its own).
     pub async fn sdk_config(&self) -> aws_config::SdkConfig {
         aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                    .build(),
+            )
             .endpoint_url(&self.endpoint)
             .region(aws_config::Region::new("us-east-1"))
             .credentials_provider(aws_credential_types::Credentials::from_keys(

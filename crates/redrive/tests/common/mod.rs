@@ -1,6 +1,5 @@
 //! What the redrive's integration tests share: a stub of the two Lambda API operations the
 //! redrive calls (the emulator cannot run functions).
-#![allow(dead_code)] // each test file uses part of it
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

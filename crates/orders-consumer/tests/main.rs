@@ -1,0 +1,6 @@
+//! The orders consumer against the emulator, and as a binary at start-up.
+//!
+//! One test binary: each file of tests/ is a module of it.
+
+mod emulator;
+mod init_error;
