@@ -3,11 +3,12 @@
 //! Producers and the orders consumer write through the [`ObjectStore`] port (tests pass fakes);
 //! the crates that read the change feed and reference objects delegate to its inherent read
 //! methods ([`S3Store::get`], [`S3Store::list_page`], [`S3Store::get_if_none_match`]) behind
-//! their own ports, converting [`S3Error`] one to one (`operation`, `message`).
+//! their own ports, converting [`S3Error`] one to one (`operation`, `message`, and whether it
+//! is permanent: [`S3Error::is_permanent`]).
 
 use std::future::Future;
 
-use aws_sdk_s3::error::DisplayErrorContext;
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 pub use bytes::Bytes;
 
@@ -49,18 +50,53 @@ pub struct S3Error {
     pub operation: &'static str,
     /// What the service or the transport said.
     pub message: String,
+    /// Whether retrying alone cannot cure it (see [`S3Error::is_permanent`]).
+    pub permanent: bool,
     /// The SDK's error (the failed call, or the body that could not be read).
     #[source]
     pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
 impl S3Error {
-    fn sdk(operation: &'static str, e: impl std::error::Error + Send + Sync + 'static) -> S3Error {
+    fn sdk<E>(operation: &'static str, e: SdkError<E>) -> S3Error
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
         S3Error {
             operation,
             message: DisplayErrorContext(&e).to_string(),
+            permanent: is_permanent(status(&e), e.code()),
             source: Some(Box::new(e)),
         }
+    }
+
+    /// Whether the call can never succeed by being retried alone: the object is archived
+    /// (`InvalidObjectState`), or the caller may not read it (403: an IAM or bucket policy, a
+    /// KMS key it may not use, a missing key under a prefix-conditioned `ListBucket`), or its
+    /// KMS key is disabled or gone (`KMS.*`). Something outside the caller must change first (a
+    /// restore, a policy), so the caller retries it after a backoff, not at once. Everything
+    /// else is transient: throttling, 5xx, timeouts, transport errors, and the 403s and 400s
+    /// that fresh credentials or a corrected clock cure.
+    pub fn is_permanent(&self) -> bool {
+        self.permanent
+    }
+}
+
+/// See [`S3Error::is_permanent`]: the answer's HTTP `status` and S3 error `code`.
+fn is_permanent(status: Option<u16>, code: Option<&str>) -> bool {
+    const TRANSIENT_CODES: [&str; 4] = [
+        "RequestTimeTooSkewed",
+        "ExpiredToken",
+        "TokenRefreshRequired",
+        "RequestTimeout",
+    ];
+    if code.is_some_and(|c| TRANSIENT_CODES.contains(&c)) {
+        return false;
+    }
+    match status {
+        Some(403) => true,
+        Some(400) => code.is_some_and(|c| c == "InvalidObjectState" || c.starts_with("KMS.")),
+        _ => false,
     }
 }
 
@@ -175,7 +211,8 @@ impl S3Store {
     ///
     /// # Errors
     /// [`S3Error`] with operation `GetObject` for any other failure, including a body that
-    /// could not be read to its end.
+    /// could not be read to its end; [`S3Error::is_permanent`] tells an object that cannot be
+    /// read until something else changes (archived, access denied) from a transient failure.
     pub async fn get(&self, bucket: &str, key: &str) -> Result<Option<ObjectBody>, S3Error> {
         match self.get_object(bucket, key).send().await {
             Ok(out) => {
@@ -184,6 +221,7 @@ impl S3Store {
                 let bytes = out.body.collect().await.map_err(|e| S3Error {
                     operation: "GetObject",
                     message: format!("reading the body of {key}: {e}"),
+                    permanent: false,
                     source: Some(Box::new(e)),
                 })?;
                 Ok(Some(ObjectBody {
@@ -297,5 +335,43 @@ impl ObjectStore for S3Store {
             message: DisplayErrorContext(&e).to_string(),
             source: Some(Box::new(e)),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_permanent;
+
+    #[test]
+    fn only_what_a_retry_alone_cannot_cure_is_permanent() {
+        let cases = [
+            // Archived (GLACIER, DEEP_ARCHIVE): 403 in S3, 400 in some S3-compatible stores.
+            (Some(403), Some("InvalidObjectState"), true),
+            (Some(400), Some("InvalidObjectState"), true),
+            // IAM or bucket policy, a KMS key the caller may not use, a missing key under a
+            // prefix-conditioned ListBucket.
+            (Some(403), Some("AccessDenied"), true),
+            (Some(403), None, true),
+            (Some(400), Some("KMS.DisabledException"), true),
+            (Some(400), Some("KMS.NotFoundException"), true),
+            // Cured by fresh credentials, a corrected clock, or a plain retry.
+            (Some(403), Some("RequestTimeTooSkewed"), false),
+            (Some(400), Some("ExpiredToken"), false),
+            (Some(400), Some("TokenRefreshRequired"), false),
+            (Some(400), Some("RequestTimeout"), false),
+            (Some(400), Some("InvalidArgument"), false),
+            (Some(503), Some("SlowDown"), false),
+            (Some(500), Some("InternalError"), false),
+            (Some(404), Some("NoSuchKey"), false),
+            // No answer at all: a timeout or a transport error.
+            (None, None, false),
+        ];
+        for (status, code, permanent) in cases {
+            assert_eq!(
+                is_permanent(status, code),
+                permanent,
+                "status {status:?}, code {code:?}"
+            );
+        }
     }
 }

@@ -49,6 +49,7 @@ struct State {
     objects: Mutex<BTreeMap<(String, String), Bytes>>,
     script: Mutex<VecDeque<Step>>,
     puts: Mutex<Vec<String>>,
+    archived: Mutex<std::collections::BTreeSet<(String, String)>>,
     failing: AtomicBool,
     gets: AtomicU64,
     lists: AtomicU64,
@@ -145,6 +146,19 @@ impl MemoryStore {
         lock(&self.state.objects).remove(&(bucket.to_owned(), key.to_owned()));
     }
 
+    /// Moves the object at `bucket/key` to an archive storage class (`true`: its GETs answer
+    /// 403 `InvalidObjectState`, a permanent error, as S3 answers for GLACIER) or restores it
+    /// (`false`). Listings still show it, as in S3.
+    pub fn set_archived(&self, bucket: &str, key: &str, archived: bool) {
+        let id = (bucket.to_owned(), key.to_owned());
+        let mut set = lock(&self.state.archived);
+        if archived {
+            set.insert(id);
+        } else {
+            set.remove(&id);
+        }
+    }
+
     /// The object at `bucket/key`.
     pub fn object(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
         self.body(bucket, key).map(|b| b.to_vec())
@@ -167,6 +181,7 @@ impl MemoryStore {
             return Err(S3Error {
                 operation,
                 message: FAILING.to_owned(),
+                permanent: false,
                 source: None,
             });
         }
@@ -178,9 +193,20 @@ impl MemoryStore {
     /// reads it; `None` when there is none.
     ///
     /// # Errors
-    /// [`S3Error`] with operation `GetObject` while the store is set to fail.
+    /// [`S3Error`] with operation `GetObject` while the store is set to fail; a permanent one
+    /// for an archived object ([`MemoryStore::set_archived`]).
     pub async fn get(&self, bucket: &str, key: &str) -> Result<Option<ObjectBody>, S3Error> {
         self.call("GetObject", &self.state.gets)?;
+        if lock(&self.state.archived).contains(&(bucket.to_owned(), key.to_owned())) {
+            return Err(S3Error {
+                operation: "GetObject",
+                message: format!(
+                    "InvalidObjectState: The operation is not valid for the object's storage class ({key})"
+                ),
+                permanent: true,
+                source: None,
+            });
+        }
         Ok(self.body(bucket, key).map(|bytes| ObjectBody {
             etag: Some(etag_of(&bytes)),
             bytes: bytes.to_vec(),

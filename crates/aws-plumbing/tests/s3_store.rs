@@ -39,6 +39,41 @@ async fn a_put_object_reads_back_with_its_etag_and_a_missing_one_is_none() {
     assert_eq!(s3.get(&bucket, "feed/missing.json").await.unwrap(), None);
 }
 
+#[tokio::test]
+async fn an_archived_object_is_a_permanent_failure_and_an_unreachable_endpoint_is_not() {
+    let (s3, bucket) = store_with_bucket().await;
+    s3.client()
+        .put_object()
+        .bucket(&bucket)
+        .key("reference/archived.csv")
+        .body(b"item,priority\nsalad,high\n".to_vec().into())
+        .storage_class(aws_sdk_s3::types::StorageClass::Glacier)
+        .send()
+        .await
+        .expect("PutObject");
+    let e = s3
+        .get(&bucket, "reference/archived.csv")
+        .await
+        .expect_err("S3 answers 403 InvalidObjectState for GLACIER");
+    assert!(e.is_permanent(), "{e}");
+    assert!(e.message.contains("InvalidObjectState"), "{e}");
+    // A transport failure is transient: the same store on a port nobody listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let sdk = sdk_config()
+        .await
+        .into_builder()
+        .endpoint_url(endpoint)
+        .build();
+    let unreachable = S3Store::new(s3_client(&sdk));
+    let e = unreachable
+        .get(&bucket, "reference/archived.csv")
+        .await
+        .expect_err("nothing listens there");
+    assert!(!e.is_permanent(), "{e}");
+}
+
 /// Keeps the `x-amz-content-sha256` and `x-amz-checksum-crc32` headers of each request sent.
 #[derive(Debug, Default)]
 struct SeenHeaders(Arc<Mutex<Vec<Seen>>>);

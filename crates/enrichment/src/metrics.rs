@@ -96,6 +96,9 @@ counters! {
     bad_rows,
     /// Reference objects rejected as a whole (their previous rows kept).
     bad_objects,
+    /// Of those, reads refused for a reason a retry alone cannot cure (archived, access
+    /// denied, a KMS key the consumer may not use): read again after a growing wait.
+    unreadable_objects,
     /// Duration of the last refresh that did any work, in microseconds.
     last_refresh_micros,
 }

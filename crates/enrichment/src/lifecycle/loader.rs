@@ -145,4 +145,21 @@ pub trait Loader: Send + Sync + 'static {
         current: &Snapshot<Self::Value, Self::Key>,
         cx: &mut Cx<'_>,
     ) -> impl Future<Output = Result<Option<Applied<SnapshotOf<Self>>>, RefreshError>> + Send;
+
+    /// Whether data this loader rejected because it could not be read (a permanent failure,
+    /// such as an archived object) is due at `now` to be read again by [`Loader::retry`].
+    fn retry_due(&self, _now: chrono::DateTime<chrono::Utc>) -> bool {
+        false
+    }
+
+    /// Reads again what [`Loader::retry_due`] says is due: a new snapshot from `current` when
+    /// anything was read. It never fails: what is still unreadable is rejected again and read
+    /// after a longer wait.
+    fn retry(
+        &mut self,
+        _current: &Snapshot<Self::Value, Self::Key>,
+        _cx: &mut Cx<'_>,
+    ) -> impl Future<Output = Option<SnapshotOf<Self>>> + Send {
+        std::future::ready(None)
+    }
 }

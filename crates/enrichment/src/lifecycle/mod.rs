@@ -393,7 +393,22 @@ impl<L: Loader, Fd: FeedSource> ReferenceEnricher<L, Fd> {
                 return self.catch_up(report).await;
             }
         }
-        self.follow(at_flag, flag, report).await
+        self.follow(at_flag, flag, report).await?;
+        self.retry_unreadable(report).await;
+        Ok(())
+    }
+
+    /// Reads again what the loader rejected as unreadable, once its wait has passed: after the
+    /// feed is followed, so an unreadable object never holds a poll, a flag or a load.
+    async fn retry_unreadable(&mut self, report: &mut RefreshReport) {
+        if !self.loader.retry_due(self.clock.now()) {
+            return;
+        }
+        let current = self.current.load_full();
+        let mut cx = cx!(self, report);
+        if let Some(next) = self.loader.retry(&current, &mut cx).await {
+            self.publish(next);
+        }
     }
 
     /// After a load from a feed snapshot, the feed is followed from its position at once, before

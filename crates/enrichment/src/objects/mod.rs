@@ -6,6 +6,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use chrono::{DateTime, Utc};
+
 use change_protocol::{ChangeFlag, ChangeKind, ObjectChange};
 use serde::de::DeserializeOwned;
 use tracing::{info, warn};
@@ -26,7 +28,7 @@ pub mod rows;
 mod tests;
 
 use crate::snapshot::Snapshot;
-use crate::sources::{FeedSource, ObjectBody, ObjectSource, S3Feed, S3Objects};
+use crate::sources::{FeedSource, ObjectBody, ObjectSource, S3Feed, S3Objects, SourceError};
 use aws_plumbing::Clock;
 
 /// An object's rows as the snapshot takes them: item key (object key, line), value, lookup key.
@@ -75,6 +77,7 @@ where
             lookup_key: config.lookup_key,
             objects,
             loaded: HashMap::new(),
+            unreadable: HashMap::new(),
         };
         ReferenceEnricher::with_loader(loader, config.policies, feed, clock.shared())
     }
@@ -97,6 +100,37 @@ pub struct ObjectLoader<T, K, Ob> {
     lookup_key: LookupKeyFn<T, K>,
     objects: Ob,
     loaded: HashMap<String, Loaded>,
+    /// Objects rejected because they cannot be read (see [`SourceError::is_permanent`]): when
+    /// each is read again.
+    unreadable: HashMap<String, Unreadable>,
+}
+
+/// An object rejected as unreadable: how many reads in a row failed, and when it is read next
+/// (after [`FIRST_RETRY`], doubling up to [`LAST_RETRY`]). A notification of it, a flag or a
+/// full load reads it earlier.
+#[derive(Clone, Debug)]
+struct Unreadable {
+    attempts: u32,
+    retry_at: DateTime<Utc>,
+}
+
+/// The first wait before an unreadable object is read again.
+const FIRST_RETRY: chrono::Duration = chrono::Duration::seconds(30);
+/// The longest wait between two reads of an unreadable object.
+const LAST_RETRY: chrono::Duration = chrono::Duration::minutes(30);
+
+impl Unreadable {
+    /// The schedule after one more failed read at `now`.
+    fn after(previous: Option<&Unreadable>, now: DateTime<Utc>) -> Unreadable {
+        let attempts = previous.map_or(0, |u| u.attempts) + 1;
+        let wait = FIRST_RETRY
+            .checked_mul(1 << (attempts - 1).min(16))
+            .map_or(LAST_RETRY, |w| w.min(LAST_RETRY));
+        Unreadable {
+            attempts,
+            retry_at: now + wait,
+        }
+    }
 }
 
 impl<T, K, Ob> std::fmt::Debug for ObjectLoader<T, K, Ob> {
@@ -104,6 +138,7 @@ impl<T, K, Ob> std::fmt::Debug for ObjectLoader<T, K, Ob> {
         f.debug_struct("ObjectLoader")
             .field("spec", &self.spec)
             .field("objects_loaded", &self.loaded.len())
+            .field("objects_unreadable", &self.unreadable.len())
             .finish_non_exhaustive()
     }
 }
@@ -140,20 +175,31 @@ where
         let mut rows = Vec::new();
         let mut kept = Vec::new();
         let mut loaded = HashMap::new();
+        let mut unreadable = HashMap::new();
         for key in keys {
-            if let Some(body) = self.objects.get(&key).await? {
-                Metrics::add(&cx.metrics.objects_read, 1);
-                match self.parse_object(&key, body, cx) {
-                    Some((l, object_rows)) => {
-                        rows.extend(object_rows);
-                        loaded.insert(key, l);
-                    }
-                    // Rejected: the rows it had keep serving, across full loads too.
-                    None => {
-                        if let Some(previous) = self.loaded.get(&key) {
-                            loaded.insert(key.clone(), previous.clone());
-                            kept.push(key);
-                        }
+            let parsed = match self.objects.get(&key).await {
+                Ok(None) => continue,
+                Ok(Some(body)) => {
+                    Metrics::add(&cx.metrics.objects_read, 1);
+                    self.parse_object(&key, body, cx)
+                }
+                // Rejected like an object with bad rows; it never holds the others' load.
+                Err(e) if e.is_permanent() => {
+                    unreadable.insert(key.clone(), self.reject_unreadable(&key, &e, cx));
+                    None
+                }
+                Err(e) => return Err(e.into()),
+            };
+            match parsed {
+                Some((l, object_rows)) => {
+                    rows.extend(object_rows);
+                    loaded.insert(key, l);
+                }
+                // Rejected: the rows it had keep serving, across full loads too.
+                None => {
+                    if let Some(previous) = self.loaded.get(&key) {
+                        loaded.insert(key.clone(), previous.clone());
+                        kept.push(key);
                     }
                 }
             }
@@ -163,6 +209,7 @@ where
             next.copy_from(current, row);
         }
         self.loaded = loaded;
+        self.unreadable = unreadable;
         info!(
             objects = self.loaded.len(),
             "full load of reference objects"
@@ -231,6 +278,29 @@ where
             self.reload(keys, current, cx).await?,
         ))))
     }
+
+    fn retry_due(&self, now: DateTime<Utc>) -> bool {
+        self.unreadable.values().any(|u| u.retry_at <= now)
+    }
+
+    /// Reads the unreadable objects that are due again; a failure of any kind now only moves
+    /// the next read further out.
+    async fn retry(&mut self, current: &Snapshot<T, K>, cx: &mut Cx<'_>) -> Option<Snapshot<T, K>> {
+        let now = cx.clock.now();
+        let due: BTreeSet<String> = (self.unreadable.iter())
+            .filter(|(_, u)| u.retry_at <= now)
+            .map(|(key, _)| key.clone())
+            .collect();
+        if due.is_empty() {
+            return None;
+        }
+        let mut reads = Vec::new();
+        for key in due {
+            let read = self.objects.get(&key).await;
+            reads.push((key, read));
+        }
+        Some(self.apply_reads(reads, current, cx))
+    }
 }
 
 impl<T, K, Ob> ObjectLoader<T, K, Ob>
@@ -261,21 +331,46 @@ where
     }
 
     /// Reads the given objects again (removing the rows of those that are gone) into a copy of
-    /// `current`. Every GET happens before anything changes, so a failed read changes nothing.
+    /// `current`. Every GET happens before anything changes, so a failed read changes nothing;
+    /// an object that cannot be read (a permanent failure) is rejected, its rows kept.
     async fn reload(
         &mut self,
         keys: BTreeSet<String>,
         current: &Snapshot<T, K>,
         cx: &mut Cx<'_>,
     ) -> Result<Snapshot<T, K>, RefreshError> {
-        let mut bodies = Vec::new();
+        let mut reads = Vec::new();
         for key in keys {
-            let body = self.objects.get(&key).await?;
-            bodies.push((key, body));
+            match self.objects.get(&key).await {
+                Err(e) if !e.is_permanent() => return Err(e.into()),
+                read => reads.push((key, read)),
+            }
         }
+        Ok(self.apply_reads(reads, current, cx))
+    }
+
+    /// Applies what GETs of objects found to a copy of `current`: an object's rows replaced, a
+    /// missing object's rows removed, a rejected or unreadable object's rows kept.
+    fn apply_reads(
+        &mut self,
+        reads: Vec<(String, Result<Option<ObjectBody>, SourceError>)>,
+        current: &Snapshot<T, K>,
+        cx: &mut Cx<'_>,
+    ) -> Snapshot<T, K> {
         let mut next = current.clone();
-        for (key, body) in bodies {
+        for (key, read) in reads {
             cx.report.reread += 1;
+            let body = match read {
+                Ok(body) => {
+                    self.unreadable.remove(&key);
+                    body
+                }
+                Err(e) => {
+                    let retry = self.reject_unreadable(&key, &e, cx);
+                    self.unreadable.insert(key, retry);
+                    continue;
+                }
+            };
             let previous = self.loaded.get(&key).cloned();
             match body {
                 None => {
@@ -299,7 +394,28 @@ where
                 }
             }
         }
-        Ok(next)
+        next
+    }
+
+    /// Reports an object that could not be read (its rows, if any, keep serving) and returns
+    /// when to read it again.
+    fn reject_unreadable(&self, key: &str, e: &SourceError, cx: &mut Cx<'_>) -> Unreadable {
+        Metrics::add(&cx.metrics.bad_objects, 1);
+        Metrics::add(&cx.metrics.unreadable_objects, 1);
+        let retry = Unreadable::after(self.unreadable.get(key), cx.clock.now());
+        warn!(
+            key,
+            error = %e,
+            retry_at = %retry.retry_at,
+            "reference object unreadable; its previous rows stay"
+        );
+        cx.report.problems.push(format!(
+            "{key} unreadable ({e}); its previous rows stay, read again at {}",
+            retry
+                .retry_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ));
+        retry
     }
 
     /// Parses one object: what is kept of it and its rows (item key, value, lookup key).

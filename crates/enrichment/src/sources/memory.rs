@@ -247,6 +247,12 @@ impl MemoryBucket {
         self.store.set_failing(failing);
     }
 
+    /// Archives the object at `key` (`true`: its GETs fail permanently with
+    /// `InvalidObjectState`, as S3 answers for GLACIER) or restores it (`false`).
+    pub fn set_archived(&self, key: &str, archived: bool) {
+        self.store.set_archived(BUCKET, key, archived);
+    }
+
     /// Listing pages served so far.
     pub fn lists(&self) -> u64 {
         self.store.lists()
@@ -260,7 +266,11 @@ impl MemoryBucket {
 
 /// The store's error as a source's, without a cause: the store is not an SDK client.
 fn source(e: S3Error) -> SourceError {
-    SourceError::new(e.operation, e.message)
+    if e.is_permanent() {
+        SourceError::permanent(e.operation, e.message)
+    } else {
+        SourceError::new(e.operation, e.message)
+    }
 }
 
 impl FeedSource for MemoryBucket {

@@ -24,6 +24,8 @@ pub struct SourceError {
     pub operation: &'static str,
     /// What went wrong.
     pub message: String,
+    /// Whether retrying alone cannot cure it ([`SourceError::is_permanent`]).
+    permanent: bool,
     /// The error that caused it, when there is one (shared: reports are cloned).
     #[source]
     cause: Option<std::sync::Arc<dyn std::error::Error + Send + Sync>>,
@@ -36,8 +38,27 @@ impl SourceError {
         SourceError {
             operation,
             message: message.into(),
+            permanent: false,
             cause: None,
         }
+    }
+
+    /// Like [`SourceError::new`], for a failure that retrying alone cannot cure (see
+    /// [`SourceError::is_permanent`]).
+    pub fn permanent(operation: &'static str, message: impl Into<String>) -> SourceError {
+        SourceError {
+            permanent: true,
+            ..SourceError::new(operation, message)
+        }
+    }
+
+    /// Whether the call can never succeed by being retried alone: an S3 object that is
+    /// archived or that the consumer may not read (see
+    /// [`S3Error::is_permanent`](aws_plumbing::S3Error::is_permanent)). A reference object
+    /// that fails so is rejected (its previous rows keep serving) and read again after a
+    /// backoff; any other failure fails the refresh, which is retried.
+    pub fn is_permanent(&self) -> bool {
+        self.permanent
     }
 
     fn sdk(
@@ -47,6 +68,7 @@ impl SourceError {
         SourceError {
             operation,
             message: aws_sdk_dynamodb::error::DisplayErrorContext(&e).to_string(),
+            permanent: false,
             cause: Some(std::sync::Arc::new(e)),
         }
     }
@@ -276,6 +298,7 @@ impl From<S3Error> for SourceError {
         SourceError {
             operation: e.operation,
             message: e.message.clone(),
+            permanent: e.is_permanent(),
             cause: Some(std::sync::Arc::new(e)),
         }
     }

@@ -3,3 +3,4 @@
 
 mod model_walk;
 mod object_reloads;
+mod unreadable;
