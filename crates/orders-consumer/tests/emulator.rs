@@ -9,7 +9,7 @@ use aws_plumbing::s3_client;
 use aws_sdk_dynamodb::types::StreamViewType;
 use enrichment::sources::{DynamoDbTable, S3Feed};
 use enrichment::Unmatched;
-use orders_consumer::{Config, OrdersConsumer};
+use orders_consumer::{Config, OrdersConsumer, ReferenceObjects};
 use serde_json::Value;
 use test_support::{sample_event, sdk_config, unique_name, MemoryStore, ReferenceTable};
 
@@ -414,4 +414,64 @@ async fn a_catalog_that_fails_never_fails_the_batch() {
     let error = summary.catalog_error.expect("the failure is reported");
     assert!(error.contains("BatchCreatePartition"), "{error}");
     assert_eq!(consumer.catalog_errors(), 1);
+}
+
+#[tokio::test]
+async fn an_archived_reference_object_is_rejected_and_the_batch_is_still_enriched() {
+    // GIVEN the menu as two objects in S3: burger's readable, pizza's archived to GLACIER
+    // (GetObject answers 403 InvalidObjectState), and a consumer that joins them
+    let r = rig().await;
+    let s3 = s3_client(&r.sdk);
+    for (key, body, class) in [
+        ("reference/menu.csv", "item,category\nburger,mains\n", None),
+        (
+            "reference/archived.csv",
+            "item,category\npizza,mains\n",
+            Some(aws_sdk_s3::types::StorageClass::Glacier),
+        ),
+    ] {
+        s3.put_object()
+            .bucket(&r.bucket)
+            .key(key)
+            .body(body.as_bytes().to_vec().into())
+            .set_storage_class(class)
+            .send()
+            .await
+            .unwrap();
+    }
+    let mut config = r.config(Unmatched::Reject);
+    config.reference_objects = Some(ReferenceObjects {
+        bucket: r.bucket.clone(),
+        prefix: "reference/".into(),
+        key: "item".into(),
+        field: "menu".into(),
+    });
+    let objects = S3Feed::new(s3.clone(), r.bucket.clone());
+    let consumer = r
+        .consumer(config)
+        .with_reference_objects(objects.clone(), objects);
+    // WHEN a cold environment gets the sample batch
+    let (response, summary) = consumer.handle_batch(&sample()).await.unwrap();
+    // THEN the batch succeeds as without the second reference: the archived object is
+    // rejected, not retried for ever, and only its rows are missing
+    assert!(response.batch_item_failures.is_empty(), "{summary:?}");
+    let out = &summary.output;
+    assert_eq!(
+        (out.enriched, out.unmatched_dead_lettered, out.invalid),
+        (3, 1, 2)
+    );
+    assert_eq!(out.accounted(), summary.records, "in = out + rejected");
+    let burger = lines(
+        &r.store,
+        &format!("enriched/item=burger/priority=medium/{NAME}"),
+    );
+    assert_eq!(burger[0]["menu"]["category"], "mains");
+    let pizza_key = r
+        .store
+        .put_keys()
+        .into_iter()
+        .find(|k| k.starts_with("enriched/item=pizza/"))
+        .expect("pizza is enriched from the table");
+    let pizza = lines(&r.store, &pizza_key);
+    assert!(pizza[0].get("menu").is_none(), "{:?}", pizza[0]);
 }
