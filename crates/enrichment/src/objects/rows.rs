@@ -76,7 +76,9 @@ pub fn parse_rows<T: DeserializeOwned>(
     };
     let mut decompressed = Vec::new();
     let bytes = if gz {
-        flate2::read::GzDecoder::new(bytes)
+        // Every member: many tools write several (`gzip -c a b`, concatenated parts). A stream
+        // cut short is an error, so the object is rejected, never read in part.
+        flate2::read::MultiGzDecoder::new(bytes)
             .read_to_end(&mut decompressed)
             .map_err(|e| object_error(format!("not valid gzip: {e}")))?;
         &decompressed[..]
@@ -176,6 +178,27 @@ mod tests {
         );
         let err = parse_rows::<P>("ref/p.csv.gz", b"plain", None).unwrap_err();
         assert!(err.to_string().contains("gzip"), "{err}");
+    }
+
+    fn gzip(body: &[u8]) -> Vec<u8> {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(body).unwrap();
+        gz.finish().unwrap()
+    }
+
+    #[test]
+    fn every_gzip_member_is_read_and_a_truncated_stream_rejects_the_object() {
+        // `gzip -c a b` or concatenated `.gz` parts: one object, several members.
+        let mut bytes = gzip(b"item,price\nsalad,5\n");
+        bytes.extend(gzip(b"burger,100\n"));
+        bytes.extend(gzip(b"pizza,7\n"));
+        let rows = parse_rows::<P>("ref/p.csv.gz", &bytes, None).unwrap();
+        let items: Vec<String> = rows.into_iter().map(|(_, r)| r.unwrap().item).collect();
+        assert_eq!(items, ["salad", "burger", "pizza"]);
+        // Cut inside the last member: the object is rejected, not read in part.
+        let cut = &bytes[..bytes.len() - 6];
+        let err = parse_rows::<P>("ref/p.csv.gz", cut, None).unwrap_err();
+        assert!(err.to_string().contains("not valid gzip"), "{err}");
     }
 
     #[test]
