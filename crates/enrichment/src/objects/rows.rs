@@ -2,7 +2,10 @@
 
 use std::io::Read;
 
-use serde::de::DeserializeOwned;
+use serde::de::value::{Error as DeError, MapDeserializer};
+use serde::de::{
+    DeserializeOwned, Deserializer, Error as _, IntoDeserializer, Unexpected, Visitor,
+};
 
 /// A row that did not parse: which object, which line, why.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -107,21 +110,105 @@ pub fn parse_rows<T: DeserializeOwned>(
             let mut reader = csv::ReaderBuilder::new()
                 .has_headers(true)
                 .from_reader(bytes);
-            reader
+            let headers = reader
                 .headers()
-                .map_err(|e| object_error(format!("bad CSV header: {e}")))?;
+                .map_err(|e| object_error(format!("bad CSV header: {e}")))?
+                .clone();
             Ok(reader
-                .deserialize::<T>()
+                .records()
                 .enumerate()
-                .map(|(i, row)| match row {
-                    Ok(v) => (i as u64 + 2, Ok(v)),
-                    Err(e) => {
-                        let n = e.position().map_or(i as u64 + 2, |p| p.line());
-                        (n, Err(row_error(n, e.to_string())))
+                .map(|(i, record)| {
+                    let n = |p: Option<&csv::Position>| p.map_or(i as u64 + 2, |p| p.line());
+                    match record {
+                        Ok(record) => {
+                            let n = n(record.position());
+                            let cells = headers.iter().zip(record.iter().map(Cell));
+                            let row = T::deserialize(MapDeserializer::new(cells));
+                            (n, row.map_err(|e| row_error(n, e.to_string())))
+                        }
+                        Err(e) => {
+                            let n = n(e.position());
+                            (n, Err(row_error(n, e.to_string())))
+                        }
                     }
                 })
                 .collect())
         }
+    }
+}
+
+/// One CSV cell: its text, as written. A field the row type declares as a number or a bool is
+/// parsed as one (an empty cell of an `Option` is `None`); anything untyped (a map of JSON
+/// values, a string) gets the text itself, so `0042` stays `"0042"` and `1.50` stays `"1.50"`.
+/// (The csv crate's own deserializer guesses a type for untyped cells.)
+struct Cell<'a>(&'a str);
+
+impl<'de> IntoDeserializer<'de, DeError> for Cell<'_> {
+    type Deserializer = Self;
+
+    fn into_deserializer(self) -> Self {
+        self
+    }
+}
+
+/// Parses the cell as the number type the visitor asks for.
+macro_rules! parse_number {
+    ($($method:ident $visit:ident $ty:ty),* $(,)?) => {$(
+        fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+            match self.0.trim().parse::<$ty>() {
+                Ok(n) => visitor.$visit(n),
+                Err(_) => Err(DeError::invalid_value(Unexpected::Str(self.0), &visitor)),
+            }
+        }
+    )*};
+}
+
+impl<'de> Deserializer<'de> for Cell<'_> {
+    type Error = DeError;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        visitor.visit_str(self.0)
+    }
+
+    parse_number! {
+        deserialize_bool visit_bool bool,
+        deserialize_i8 visit_i8 i8, deserialize_i16 visit_i16 i16,
+        deserialize_i32 visit_i32 i32, deserialize_i64 visit_i64 i64,
+        deserialize_i128 visit_i128 i128,
+        deserialize_u8 visit_u8 u8, deserialize_u16 visit_u16 u16,
+        deserialize_u32 visit_u32 u32, deserialize_u64 visit_u64 u64,
+        deserialize_u128 visit_u128 u128,
+        deserialize_f32 visit_f32 f32, deserialize_f64 visit_f64 f64,
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        if self.0.is_empty() {
+            visitor.visit_none()
+        } else {
+            visitor.visit_some(self)
+        }
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
+        visitor.visit_newtype_struct(self)
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
+        visitor.visit_enum(self.0.into_deserializer())
+    }
+
+    serde::forward_to_deserialize_any! {
+        char str string bytes byte_buf unit unit_struct seq tuple tuple_struct map struct
+        identifier ignored_any
     }
 }
 
@@ -199,6 +286,45 @@ mod tests {
         let cut = &bytes[..bytes.len() - 6];
         let err = parse_rows::<P>("ref/p.csv.gz", cut, None).unwrap_err();
         assert!(err.to_string().contains("not valid gzip"), "{err}");
+    }
+
+    #[test]
+    fn csv_cells_stay_their_text_unless_the_type_declares_a_number() {
+        // An untyped row (a map of JSON values): every cell is the object's own text.
+        type Untyped = std::collections::BTreeMap<String, serde_json::Value>;
+        let body = b"item,code,price,vegan,note\n0042,007,1.50,true,\n";
+        let rows = parse_rows::<Untyped>("ref/p.csv", body, None).unwrap();
+        let row = rows[0].1.as_ref().unwrap();
+        for (column, text) in [
+            ("item", "0042"),
+            ("code", "007"),
+            ("price", "1.50"),
+            ("vegan", "true"),
+            ("note", ""),
+        ] {
+            assert_eq!(row[column], serde_json::Value::from(text), "{column}");
+        }
+        // A declared type reads its number, an option its absence, and a bad cell names it.
+        #[derive(Debug, serde::Deserialize, PartialEq)]
+        struct Typed {
+            item: String,
+            price: f64,
+            vegan: bool,
+            note: Option<u32>,
+        }
+        let rows = parse_rows::<Typed>("ref/p.csv", body, None).unwrap();
+        assert_eq!(
+            rows[0].1.as_ref().unwrap(),
+            &Typed {
+                item: "0042".into(),
+                price: 1.5,
+                vegan: true,
+                note: None
+            }
+        );
+        let rows = parse_rows::<P>("ref/p.csv", b"item,price\nsalad,cheap\n", None).unwrap();
+        let err = rows[0].1.as_ref().unwrap_err();
+        assert!(err.to_string().contains("cheap"), "{err}");
     }
 
     #[test]
