@@ -187,6 +187,8 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectStore>
                 other => other.to_string(),
             })
         })
+        // An object without the join column is rejected by name, not loaded without keys.
+        .with_key_column(r.key.clone())
         // An order without a row is still written (with the table's data); counted.
         .with_unmatched(Unmatched::Pass)
         .with_max_staleness(Some(self.config.max_staleness))

@@ -71,6 +71,7 @@ pub struct ObjectSpec {
     pub(crate) bucket: String,
     pub(crate) prefix: String,
     pub(crate) bad_rows: BadRows,
+    pub(crate) key_column: Option<String>,
 }
 
 /// How an enricher is set up: what it loads (`S`), how a value finds its lookup key, and the
@@ -218,6 +219,7 @@ impl<T, K> ObjectConfig<T, K> {
                 bucket: bucket.into(),
                 prefix: prefix.into(),
                 bad_rows: BadRows::default(),
+                key_column: None,
             },
             lookup_key: Arc::new(lookup_key),
             policies: Policies::default(),
@@ -226,6 +228,15 @@ impl<T, K> ObjectConfig<T, K> {
     /// Sets the bad-row policy.
     pub fn with_bad_rows(mut self, b: BadRows) -> Self {
         self.spec.bad_rows = b;
+        self
+    }
+
+    /// Names the column the lookup key comes from. A CSV object whose header lacks it is
+    /// rejected whole with a reason naming it (whatever the bad-row policy: every row would be
+    /// without a key), and a row without a lookup key is a bad row naming it. Without a key
+    /// column, a row whose lookup key is `None` is kept but never found.
+    pub fn with_key_column(mut self, column: impl Into<String>) -> Self {
+        self.spec.key_column = Some(column.into());
         self
     }
 }

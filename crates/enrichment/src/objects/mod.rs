@@ -20,7 +20,7 @@ use crate::lifecycle::report::{RefreshError, RefreshReport, ReloadReason};
 use crate::lifecycle::ReferenceEnricher;
 use crate::metrics::Metrics;
 use crate::policy::BadRows;
-use rows::parse_rows;
+use rows::{parse_keyed_rows, RowError};
 
 pub mod rows;
 
@@ -30,6 +30,9 @@ mod tests;
 use crate::snapshot::Snapshot;
 use crate::sources::{FeedSource, ObjectBody, ObjectSource, S3Feed, S3Objects, SourceError};
 use aws_plumbing::Clock;
+
+/// A parsed row with its lookup key, or why it is a bad row.
+type KeyedRow<T, K> = Result<(T, Option<K>), RowError>;
 
 /// An object's rows as the snapshot takes them: item key (object key, line), value, lookup key.
 type Rows<T, K> = Vec<(ItemKey, T, Option<K>)>;
@@ -428,7 +431,9 @@ where
         cx: &mut Cx<'_>,
     ) -> Option<(Loaded, Rows<T, K>)> {
         let report: &mut RefreshReport = cx.report;
-        let rows = match parse_rows::<T>(key, &body.bytes, body.content_encoding.as_deref()) {
+        let key_column = self.spec.key_column.as_deref();
+        let encoding = body.content_encoding.as_deref();
+        let rows = match parse_keyed_rows::<T>(key, &body.bytes, encoding, key_column) {
             Ok(rows) => rows,
             Err(e) => {
                 Metrics::add(&cx.metrics.bad_objects, 1);
@@ -437,6 +442,23 @@ where
                 return None;
             }
         };
+        // Each row with its lookup key; with a key column, a row without one is a bad row.
+        let rows: Vec<(u64, KeyedRow<T, K>)> = (rows.into_iter())
+            .map(|(line, row)| {
+                let keyed = row.and_then(|value| {
+                    let lookup = (self.lookup_key)(&value);
+                    match (&lookup, key_column) {
+                        (None, Some(column)) => Err(RowError {
+                            key: key.to_owned(),
+                            line,
+                            reason: format!("no value in the key column `{column}`"),
+                        }),
+                        _ => Ok((value, lookup)),
+                    }
+                });
+                (line, keyed)
+            })
+            .collect();
         let bad: Vec<String> = rows
             .iter()
             .filter_map(|(_, r)| r.as_ref().err().map(ToString::to_string))
@@ -460,12 +482,11 @@ where
         let mut keys = Vec::new();
         let mut entries = Vec::new();
         for (line, row) in rows {
-            if let Ok(value) = row {
+            if let Ok((value, lookup)) = row {
                 let item_key = ItemKey::from_iter([
                     KeyValue::S(key.to_owned()),
                     KeyValue::N(line.to_string()),
                 ]);
-                let lookup = (self.lookup_key)(&value);
                 keys.push(item_key.clone());
                 entries.push((item_key, value, lookup));
             }

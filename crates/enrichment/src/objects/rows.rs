@@ -72,6 +72,17 @@ pub fn parse_rows<T: DeserializeOwned>(
     bytes: &[u8],
     content_encoding: Option<&str>,
 ) -> Result<Rows<T>, ObjectError> {
+    parse_keyed_rows(key, bytes, content_encoding, None)
+}
+
+/// [`parse_rows`], where a CSV object whose header lacks `key_column` is an [`ObjectError`]
+/// naming that column (the rows of a misspelled header would all be without a key).
+pub fn parse_keyed_rows<T: DeserializeOwned>(
+    key: &str,
+    bytes: &[u8],
+    content_encoding: Option<&str>,
+    key_column: Option<&str>,
+) -> Result<Rows<T>, ObjectError> {
     let (format, gz) = format_of(key, content_encoding)?;
     let object_error = |reason: String| ObjectError {
         key: key.to_owned(),
@@ -114,6 +125,12 @@ pub fn parse_rows<T: DeserializeOwned>(
                 .headers()
                 .map_err(|e| object_error(format!("bad CSV header: {e}")))?
                 .clone();
+            if let Some(column) = key_column.filter(|c| !headers.iter().any(|h| h == *c)) {
+                let header = headers.iter().collect::<Vec<_>>().join(",");
+                return Err(object_error(format!(
+                    "the header has no key column `{column}` (it has: {header})"
+                )));
+            }
             Ok(reader
                 .records()
                 .enumerate()
@@ -325,6 +342,18 @@ mod tests {
         let rows = parse_rows::<P>("ref/p.csv", b"item,price\nsalad,cheap\n", None).unwrap();
         let err = rows[0].1.as_ref().unwrap_err();
         assert!(err.to_string().contains("cheap"), "{err}");
+    }
+
+    #[test]
+    fn a_csv_header_without_the_key_column_rejects_the_object_by_name() {
+        let body = b"itme,price\nsalad,5\n";
+        let err = parse_keyed_rows::<P>("ref/p.csv", body, None, Some("item")).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("no key column `item` (it has: itme,price)"),
+            "{err}"
+        );
+        assert!(parse_keyed_rows::<P>("ref/p.csv", b"item,price\n", None, Some("item")).is_ok());
     }
 
     #[test]

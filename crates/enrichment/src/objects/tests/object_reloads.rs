@@ -8,6 +8,7 @@
 
 use crate::test_support::flag_at;
 use crate::test_support::objects::*;
+use crate::testing::MemoryBucket;
 use crate::*;
 
 #[tokio::test]
@@ -155,4 +156,61 @@ async fn a_rejected_object_keeps_its_rows_across_a_full_load() {
         "previous rows kept"
     );
     assert_eq!(priority(&e, "burger").as_deref(), Some("medium"));
+}
+
+#[tokio::test]
+async fn without_its_key_column_an_object_is_rejected_by_name_whatever_the_bad_row_policy() {
+    // GIVEN a consumer that declared its key column and loaded salad=high from b.csv
+    let objects = seeded();
+    let config = ObjectConfig::new("ref-bucket", "reference/", |r: &Row| Some(r.item.clone()))
+        .with_key_column("item")
+        .with_bad_rows(BadRows::SkipRow);
+    let mut e: RowEnricher = ObjectEnricher::new(config, objects.clone(), None, SystemClock);
+    e.refresh().await;
+    // WHEN b.csv comes back with a misspelled header (every row would be without a key)
+    put(&objects, "reference/b.csv", b"itme,priority\nsalad,low\n");
+    let report = apply_flag(&mut e, &flag(&objects, "reference/b.csv", false)).await;
+    // THEN it is rejected whole, naming the column, and salad keeps its row
+    let problems = &report.refreshes[0].problems;
+    assert!(
+        problems[0].contains("reference/b.csv") && problems[0].contains("no key column `item`"),
+        "{problems:?}"
+    );
+    assert_eq!(priority(&e, "salad").as_deref(), Some("high"));
+}
+
+#[tokio::test]
+async fn a_row_without_a_key_value_is_a_bad_row_naming_the_column() {
+    #[derive(Debug, serde::Deserialize)]
+    struct Loose {
+        item: Option<String>,
+        priority: String,
+    }
+    let objects = seeded();
+    put(
+        &objects,
+        "reference/a.jsonl",
+        b"{\"item\":\"burger\",\"priority\":\"medium\"}\n{\"dish\":\"pizza\",\"priority\":\"low\"}\n",
+    );
+    let config = ObjectConfig::new("ref-bucket", "reference/", |r: &Loose| r.item.clone())
+        .with_key_column("item");
+    let mut e = ObjectEnricher::new(config, objects.clone(), None::<MemoryBucket>, SystemClock);
+    let report = e.refresh().await;
+    assert!(
+        report.problems[0].contains("reference/a.jsonl line 2: no value in the key column `item`"),
+        "{:?}",
+        report.problems
+    );
+    assert!(
+        e.reader().lookup("burger").is_none(),
+        "the object is rejected"
+    );
+    assert_eq!(e.metrics().bad_rows, 1);
+    assert_eq!(
+        e.reader()
+            .lookup("salad")
+            .map(|r| r.priority.clone())
+            .as_deref(),
+        Some("high")
+    );
 }
