@@ -62,6 +62,8 @@ reference_class!(
         let config = ObjectConfig::new(bucket.clone(), prefix, move |r: &PyRow| {
             r.lookup(&lookup_column)
         })
+        // An object without the key column is rejected by name, not loaded without keys.
+        .with_key_column(key_column.clone())
         .with_policies(policies);
         let sdk = sdk_config(py, endpoint_url);
         let s3 = aws_plumbing::s3_client(&sdk);
