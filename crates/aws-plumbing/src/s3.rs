@@ -72,30 +72,36 @@ impl S3Error {
 
     /// Whether the call can never succeed by being retried alone: the object is archived
     /// (`InvalidObjectState`), or the caller may not read it (403: an IAM or bucket policy, a
-    /// KMS key it may not use, a missing key under a prefix-conditioned `ListBucket`), or its
-    /// KMS key is disabled or gone (`KMS.*`). Something outside the caller must change first (a
-    /// restore, a policy), so the caller retries it after a backoff, not at once. Everything
-    /// else is transient: throttling, 5xx, timeouts, transport errors, and the 403s and 400s
-    /// that fresh credentials or a corrected clock cure.
+    /// KMS key it may not use; S3 also answers 403 for a missing key when the caller may not
+    /// list it), an SSE-C object is read without its key, or its KMS key is disabled or gone.
+    /// Something outside the caller must change first (a restore, a policy), so the caller
+    /// retries it after a backoff, not at once. Everything else is transient: throttling (S3's
+    /// or KMS's), 5xx, timeouts, transport errors, and the 4xx answers that fresh credentials
+    /// or a corrected clock cure.
     pub fn is_permanent(&self) -> bool {
         self.permanent
     }
 }
 
-/// See [`S3Error::is_permanent`]: the answer's HTTP `status` and S3 error `code`.
+/// See [`S3Error::is_permanent`]: the answer's HTTP `status` and S3 error `code`. Every 4xx is
+/// permanent (403 access denied or archived, 400 `InvalidObjectState`, `InvalidRequest` for an
+/// SSE-C object read without its key, a disabled KMS key) except the answers that time, fresh
+/// credentials or a plain retry cure: throttling (any code that says so, `KMS.ThrottlingException`
+/// included), 408, 409, 429, and the clock and token codes. 404 is not an error to the reads.
 fn is_permanent(status: Option<u16>, code: Option<&str>) -> bool {
-    const TRANSIENT_CODES: [&str; 4] = [
+    const TRANSIENT_CODES: [&str; 5] = [
         "RequestTimeTooSkewed",
         "ExpiredToken",
         "TokenRefreshRequired",
         "RequestTimeout",
+        "OperationAborted",
     ];
-    if code.is_some_and(|c| TRANSIENT_CODES.contains(&c)) {
-        return false;
-    }
+    let transient_code = code.is_some_and(|c| {
+        TRANSIENT_CODES.contains(&c) || c.contains("Throttl") || c == "SlowDown"
+    });
     match status {
-        Some(403) => true,
-        Some(400) => code.is_some_and(|c| c == "InvalidObjectState" || c.starts_with("KMS.")),
+        Some(404 | 408 | 409 | 429) => false,
+        Some(400..=499) => !transient_code,
         _ => false,
     }
 }
@@ -354,12 +360,17 @@ mod tests {
             (Some(403), None, true),
             (Some(400), Some("KMS.DisabledException"), true),
             (Some(400), Some("KMS.NotFoundException"), true),
+            // An SSE-C object read without its customer key.
+            (Some(400), Some("InvalidRequest"), true),
+            // Throttled, by S3 or by KMS: cured by waiting.
+            (Some(400), Some("KMS.ThrottlingException"), false),
+            (Some(429), None, false),
+            (Some(409), Some("OperationAborted"), false),
             // Cured by fresh credentials, a corrected clock, or a plain retry.
             (Some(403), Some("RequestTimeTooSkewed"), false),
             (Some(400), Some("ExpiredToken"), false),
             (Some(400), Some("TokenRefreshRequired"), false),
             (Some(400), Some("RequestTimeout"), false),
-            (Some(400), Some("InvalidArgument"), false),
             (Some(503), Some("SlowDown"), false),
             (Some(500), Some("InternalError"), false),
             (Some(404), Some("NoSuchKey"), false),

@@ -121,6 +121,9 @@ struct Unreadable {
 const FIRST_RETRY: chrono::Duration = chrono::Duration::seconds(30);
 /// The longest wait between two reads of an unreadable object.
 const LAST_RETRY: chrono::Duration = chrono::Duration::minutes(30);
+/// At most this many unreadable objects are read again in one refresh (the rest at the next),
+/// so a prefix of archived objects does not put a burst of GETs into one batch.
+const RETRIES_PER_REFRESH: usize = 16;
 
 impl Unreadable {
     /// The schedule after one more failed read at `now`.
@@ -180,7 +183,7 @@ where
         let mut loaded = HashMap::new();
         let mut unreadable = HashMap::new();
         for key in keys {
-            let parsed = match self.objects.get(&key).await {
+            let parsed = match self.get(&key).await {
                 Ok(None) => continue,
                 Ok(Some(body)) => {
                     Metrics::add(&cx.metrics.objects_read, 1);
@@ -298,11 +301,16 @@ where
             return None;
         }
         let mut reads = Vec::new();
-        for key in due {
-            let read = self.objects.get(&key).await;
-            reads.push((key, read));
+        for key in due.into_iter().take(RETRIES_PER_REFRESH) {
+            match self.get(&key).await {
+                // Not the object's fault: read again at the next refresh, the wait unchanged.
+                Err(e) if !e.is_permanent() => cx.report.problems.push(format!(
+                    "{key}: reading it again failed ({e}); tried again at the next refresh"
+                )),
+                read => reads.push((key, read)),
+            }
         }
-        Some(self.apply_reads(reads, current, cx))
+        (!reads.is_empty()).then(|| self.apply_reads(reads, current, cx))
     }
 }
 
@@ -333,6 +341,20 @@ where
         }
     }
 
+    /// A GET of `key` as the loader takes it. A permanent failure of a key that a listing no
+    /// longer shows is its removal: S3 answers 403, not 404, for a missing key to a caller that
+    /// may not list the bucket (a prefix-conditioned `ListBucket`), and a deleted object's rows
+    /// must go, not stay as an unreadable object's do.
+    async fn get(&self, key: &str) -> Result<Option<ObjectBody>, SourceError> {
+        match self.objects.get(key).await {
+            Err(e) if e.is_permanent() => match self.objects.list(key, None).await {
+                Ok(page) if !page.keys.iter().any(|k| k == key) => Ok(None),
+                _ => Err(e),
+            },
+            read => read,
+        }
+    }
+
     /// Reads the given objects again (removing the rows of those that are gone) into a copy of
     /// `current`. Every GET happens before anything changes, so a failed read changes nothing;
     /// an object that cannot be read (a permanent failure) is rejected, its rows kept.
@@ -344,7 +366,7 @@ where
     ) -> Result<Snapshot<T, K>, RefreshError> {
         let mut reads = Vec::new();
         for key in keys {
-            match self.objects.get(&key).await {
+            match self.get(&key).await {
                 Err(e) if !e.is_permanent() => return Err(e.into()),
                 read => reads.push((key, read)),
             }

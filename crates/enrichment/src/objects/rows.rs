@@ -157,7 +157,9 @@ pub fn parse_keyed_rows<T: DeserializeOwned>(
 /// One CSV cell: its text, as written. A field the row type declares as a number or a bool is
 /// parsed as one (an empty cell of an `Option` is `None`); anything untyped (a map of JSON
 /// values, a string) gets the text itself, so `0042` stays `"0042"` and `1.50` stays `"1.50"`.
-/// (The csv crate's own deserializer guesses a type for untyped cells.)
+/// (The csv crate's own deserializer guesses a type for untyped cells.) A field reached through
+/// `#[serde(flatten)]` or an untagged enum is read untyped by serde first, so it sees the text:
+/// declare number and bool columns as fields of the row type itself.
 struct Cell<'a>(&'a str);
 
 impl<'de> IntoDeserializer<'de, DeError> for Cell<'_> {

@@ -145,3 +145,50 @@ async fn a_full_load_keeps_an_unreadable_objects_previous_rows() {
     );
     assert_eq!(priority(&e, "burger").as_deref(), Some("medium"));
 }
+
+#[tokio::test]
+async fn a_deleted_object_answered_with_403_is_a_removal_not_an_unreadable_object() {
+    // GIVEN a consumer that loaded salad=high from reference/b.csv, and a bucket that answers
+    // 403 for a GET of a missing key (the caller may not list the bucket)
+    let (objects, mut e) = loaded(BadRows::RejectObject).await;
+    objects.set_archived("reference/b.csv", true); // its GETs now answer 403 …
+    objects.remove("reference/b.csv"); // … and it is gone: a listing no longer shows it
+                                       // WHEN its removal is flagged
+    let report = apply_flag(&mut e, &flag(&objects, "reference/b.csv", true)).await;
+    // THEN its rows go, as for a 404
+    assert!(report.refreshes[0].error.is_none(), "{report:?}");
+    assert_eq!(priority(&e, "salad"), None);
+    assert_eq!(e.metrics().unreadable_objects, 0);
+}
+
+#[tokio::test]
+async fn a_transient_failure_of_a_retry_keeps_the_wait_and_tries_again_next_refresh() {
+    let objects = seeded();
+    let clock = ManualClock(Arc::new(Mutex::new(chrono::Utc::now())));
+    let config = ObjectConfig::new("ref-bucket", "reference/", |r: &Row| Some(r.item.clone()));
+    let mut e: RowEnricher = ObjectEnricher::new(config, objects.clone(), None, clock.clone());
+    objects.set_archived("reference/b.csv", true);
+    e.refresh().await;
+    objects.set_archived("reference/b.csv", false);
+    // WHEN the first retry, at 30 s, meets a failing store
+    clock.advance(30_000);
+    objects.set_failing(true);
+    let report = e.refresh().await;
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.contains("tried again at the next refresh")),
+        "{:?}",
+        report.problems
+    );
+    assert_eq!(
+        e.metrics().unreadable_objects,
+        1,
+        "not counted as unreadable"
+    );
+    // THEN the next refresh reads it (no longer wait)
+    objects.set_failing(false);
+    e.refresh().await;
+    assert_eq!(priority(&e, "salad").as_deref(), Some("high"));
+}
