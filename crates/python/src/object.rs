@@ -5,7 +5,7 @@ use enrichment::{ObjectConfig, ObjectEnricher, SystemClock};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
-use crate::policies::{Arg, ArgumentError, PolicyArgs};
+use crate::policies::{not_blank, Arg, ArgumentError, PolicyArgs};
 use crate::reference::{reference_class, ReadSide};
 use crate::runtime::sdk_config;
 use crate::values::PyRow;
@@ -42,6 +42,7 @@ reference_class!(
         clock_margin_seconds: Arg<f64>,
         endpoint_url: Option<String>,
     ) -> PyResult<Self> {
+        not_blank("key_column", &key_column)?;
         for (what, b) in [("bucket", &bucket), ("feed_bucket", &feed_bucket)] {
             aws_plumbing::validate_bucket(what, b).map_err(ArgumentError::from)?;
         }

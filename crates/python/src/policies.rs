@@ -148,6 +148,8 @@ fn optional_secs(
 /// A constructor argument that cannot be used; raised as `ValueError` with this message.
 #[derive(Debug)]
 pub(crate) enum ArgumentError {
+    /// A name that is empty or only white space (the argument's name).
+    Blank(&'static str),
     /// `key_attributes` is not one or two names.
     KeyAttributes(Vec<String>),
     /// A bucket name that S3 would refuse.
@@ -170,6 +172,9 @@ pub(crate) enum ArgumentError {
 impl fmt::Display for ArgumentError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            ArgumentError::Blank(what) => {
+                write!(f, "{what} is blank: give the name of what it stands for")
+            }
             ArgumentError::KeyAttributes(names) => write!(
                 f,
                 "key_attributes={names:?}: one or two attribute names (hash key, range key)"
@@ -202,6 +207,15 @@ impl From<aws_plumbing::ConfigError> for ArgumentError {
     fn from(e: aws_plumbing::ConfigError) -> Self {
         ArgumentError::Bucket(e)
     }
+}
+
+/// `value` as the argument `what`, refused when it is empty or only white space (a blank lookup
+/// attribute would load every item and then match nothing, without a word).
+pub(crate) fn not_blank(what: &'static str, value: &str) -> Result<(), ArgumentError> {
+    if value.trim().is_empty() {
+        return Err(ArgumentError::Blank(what));
+    }
+    Ok(())
 }
 
 impl From<ArgumentError> for PyErr {

@@ -5,7 +5,7 @@ use enrichment::{SystemClock, TableConfig, TableEnricher};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
-use crate::policies::{Arg, ArgumentError, PolicyArgs};
+use crate::policies::{not_blank, Arg, ArgumentError, PolicyArgs};
 use crate::reference::{reference_class, ReadSide};
 use crate::runtime::sdk_config;
 use crate::values::PyItem;
@@ -45,8 +45,13 @@ reference_class!(
         clock_margin_seconds: Arg<f64>,
         endpoint_url: Option<String>,
     ) -> PyResult<Self> {
+        not_blank("table", &table)?;
+        not_blank("lookup_attribute", &lookup_attribute)?;
         if key_attributes.is_empty() || key_attributes.len() > 2 {
             return Err(ArgumentError::KeyAttributes(key_attributes).into());
+        }
+        for name in &key_attributes {
+            not_blank("key_attributes", name)?;
         }
         aws_plumbing::validate_bucket("feed_bucket", &feed_bucket).map_err(ArgumentError::from)?;
         let policies = PolicyArgs {

@@ -163,6 +163,16 @@ def test_bad_configuration_is_a_clear_python_error(reference):
         TableReference(reference.table, [], "item", reference.bucket)
     with pytest.raises(ValueError, match="feed_bucket"):
         TableReference(reference.table, ["item"], "item", "Not_A_Bucket")
+    # Blank names, as a new user might pass them, are refused by name.
+    for args, name in [
+        (("", ["item"], "item"), "table"),
+        ((reference.table, ["item", " "], "item"), "key_attributes"),
+        ((reference.table, ["item"], ""), "lookup_attribute"),
+    ]:
+        with pytest.raises(ValueError, match=f"{name} is blank"):
+            TableReference(*args, reference.bucket)
+    with pytest.raises(ValueError, match="key_column is blank"):
+        ObjectReference(reference.bucket, "reference/", " ", reference.bucket)
     assert stream_refdata.__version__
 
 
