@@ -96,9 +96,8 @@ fn is_permanent(status: Option<u16>, code: Option<&str>) -> bool {
         "RequestTimeout",
         "OperationAborted",
     ];
-    let transient_code = code.is_some_and(|c| {
-        TRANSIENT_CODES.contains(&c) || c.contains("Throttl") || c == "SlowDown"
-    });
+    let transient_code = code
+        .is_some_and(|c| TRANSIENT_CODES.contains(&c) || c.contains("Throttl") || c == "SlowDown");
     match status {
         Some(404 | 408 | 409 | 429) => false,
         Some(400..=499) => !transient_code,

@@ -475,7 +475,8 @@ impl<L: Loader, Fd: FeedSource> ReferenceEnricher<L, Fd> {
                     .pending_reload_now(ReloadReason::FlagWithoutFeed, report)
                     .await;
             }
-            self.last_current = Some(Instant::now());
+            // Nothing confirms the data between loads: a flag that never arrives would leave
+            // it stale while staleness read 0. Staleness counts from the last load.
             return Ok(());
         };
         let now = self.clock.now();

@@ -120,3 +120,16 @@ async fn object_consumers_reject_records_as_stale_past_the_limit() {
     assert!(within.refreshes[0].error.is_some());
     assert!(e.last_error().is_some_and(|e| e.contains("injected")));
 }
+
+#[tokio::test]
+async fn without_a_feed_a_refresh_does_not_confirm_the_data_current() {
+    // GIVEN a consumer without a feed (nothing but its loads and flags tells it of changes)
+    let (_table, mut e) = without_feed(|c| c);
+    e.refresh().await;
+    // WHEN time passes and it refreshes again, no flag having come
+    std::thread::sleep(Duration::from_millis(20));
+    e.refresh().await;
+    // THEN its staleness counts from the load: a missed flag cannot hide behind a 0
+    let staleness = e.staleness().expect("loaded");
+    assert!(staleness >= Duration::from_millis(20), "{staleness:?}");
+}
