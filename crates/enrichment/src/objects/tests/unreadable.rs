@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::test_support::objects::*;
 use crate::test_support::{flag_at, ManualClock};
+use crate::testing::MemoryBucket;
 use crate::*;
 
 #[tokio::test]
@@ -90,9 +91,7 @@ async fn a_transient_failure_still_fails_the_refresh() {
 async fn an_unreadable_object_is_read_again_after_a_growing_wait() {
     // GIVEN a consumer on a clock the test moves, whose reference/b.csv became unreadable
     let objects = seeded();
-    let clock = ManualClock(Arc::new(Mutex::new(chrono::Utc::now())));
-    let config = ObjectConfig::new("ref-bucket", "reference/", |r: &Row| Some(r.item.clone()));
-    let mut e: RowEnricher = ObjectEnricher::new(config, objects.clone(), None, clock.clone());
+    let (clock, mut e) = on_a_manual_clock(&objects);
     e.refresh().await;
     put(&objects, "reference/b.csv", b"item,priority\nsalad,low\n");
     objects.set_archived("reference/b.csv", true);
@@ -164,9 +163,7 @@ async fn a_deleted_object_answered_with_403_is_a_removal_not_an_unreadable_objec
 #[tokio::test]
 async fn a_transient_failure_of_a_retry_keeps_the_wait_and_tries_again_next_refresh() {
     let objects = seeded();
-    let clock = ManualClock(Arc::new(Mutex::new(chrono::Utc::now())));
-    let config = ObjectConfig::new("ref-bucket", "reference/", |r: &Row| Some(r.item.clone()));
-    let mut e: RowEnricher = ObjectEnricher::new(config, objects.clone(), None, clock.clone());
+    let (clock, mut e) = on_a_manual_clock(&objects);
     objects.set_archived("reference/b.csv", true);
     e.refresh().await;
     objects.set_archived("reference/b.csv", false);
@@ -191,4 +188,12 @@ async fn a_transient_failure_of_a_retry_keeps_the_wait_and_tries_again_next_refr
     objects.set_failing(false);
     e.refresh().await;
     assert_eq!(priority(&e, "salad").as_deref(), Some("high"));
+}
+
+/// An object consumer of `objects` without a feed, on a clock the test moves.
+fn on_a_manual_clock(objects: &MemoryBucket) -> (ManualClock, RowEnricher) {
+    let clock = ManualClock(Arc::new(Mutex::new(chrono::Utc::now())));
+    let config = ObjectConfig::new("ref-bucket", "reference/", |r: &Row| Some(r.item.clone()));
+    let e = ObjectEnricher::new(config, objects.clone(), None, clock.clone());
+    (clock, e)
 }
