@@ -109,7 +109,7 @@ pub use feed::FeedSettings;
 pub use key::LookupKey;
 pub use lifecycle::config::{self, ObjectConfig, TableConfig};
 pub use lifecycle::outcome::{BatchReport, Classified, Outcome, UnmatchedReason};
-pub use lifecycle::report::{RefreshError, RefreshReport, ReloadReason};
+pub use lifecycle::report::{Health, RefreshError, RefreshReport, ReloadReason};
 pub use lifecycle::{Reader, ReferenceEnricher};
 pub use metrics::MetricsSnapshot;
 pub use objects::{rows, ObjectEnricher};

@@ -146,6 +146,16 @@ pub trait Loader: Send + Sync + 'static {
         cx: &mut Cx<'_>,
     ) -> impl Future<Output = Result<Option<Applied<SnapshotOf<Self>>>, RefreshError>> + Send;
 
+    /// The reference's name as an operator knows it (the table's name, `s3://bucket/prefix`):
+    /// the `Reference` of its health and its metrics.
+    fn name(&self) -> String;
+
+    /// What this loader currently rejects and serves the last good rows of instead (objects
+    /// that did not parse or could not be read), by name; empty when it rejects nothing.
+    fn rejected(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Whether data this loader rejected because it could not be read (a permanent failure,
     /// such as an archived object) is due at `now` to be read again by [`Loader::retry`].
     fn retry_due(&self, _now: chrono::DateTime<chrono::Utc>) -> bool {

@@ -20,7 +20,7 @@ use crate::sources::FeedSource;
 use aws_plumbing::{Clock, SharedClock};
 use loader::{Applied, Cx, Loader};
 use outcome::{BatchReport, Classified, Outcome};
-use report::{RefreshError, RefreshReport, ReloadReason};
+use report::{Health, RefreshError, RefreshReport, ReloadReason};
 
 mod batch;
 pub mod config;
@@ -237,6 +237,21 @@ impl<L: Loader, Fd: FeedSource> ReferenceEnricher<L, Fd> {
     /// The error of the last failed refresh, until a refresh succeeds.
     pub fn last_error(&self) -> Option<&str> {
         self.last_error.as_deref()
+    }
+
+    /// This reference's health now: its name, loaded or not, staleness, the last error, what
+    /// it rejects, and its counters (see [`Health`]).
+    pub fn health(&self) -> Health {
+        Health {
+            reference: self.loader.name(),
+            loaded: self.is_loaded(),
+            staleness: self.staleness(),
+            too_stale: self.is_too_stale(),
+            last_error: self.last_error.clone(),
+            pending_reload: self.pending.as_ref().map(ToString::to_string),
+            rejected: self.loader.rejected(),
+            metrics: self.metrics(),
+        }
     }
 
     /// The full reload that was asked for (a gap file, a new stream, an unreadable file, …) and

@@ -46,7 +46,7 @@ impl fmt::Display for UnmatchedReason {
             UnmatchedReason::NoItem => f.write_str("no reference item"),
             UnmatchedReason::Ambiguous(n) => write!(f, "{n} reference items share the lookup key"),
             UnmatchedReason::Stale { staleness, error } => {
-                write!(f, "reference data is stale")?;
+                write!(f, "reference data too stale")?;
                 if let Some(s) = staleness {
                     write!(f, " (last confirmed {} s ago)", s.as_secs())?;
                 } else {

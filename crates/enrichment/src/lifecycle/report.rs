@@ -135,3 +135,47 @@ pub enum RefreshError {
         last_error: String,
     },
 }
+
+/// One reference's health at one moment, as an operator watches it: loaded or never loaded,
+/// how old, the last error, and what is rejected. Every consumer reports it for each reference
+/// it holds ([`ReferenceEnricher::health`](crate::ReferenceEnricher::health)), so "never
+/// loaded" and "too stale" are signals, not lines to find in a log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Health {
+    /// The reference: the table's name, or `s3://bucket/prefix` for objects.
+    pub reference: String,
+    /// Whether a full load has succeeded (before that, nothing can be enriched).
+    pub loaded: bool,
+    /// Time since the data was last confirmed current; `None` before the first load.
+    pub staleness: Option<Duration>,
+    /// Whether the staleness limit is exceeded: records are then rejected as too stale.
+    pub too_stale: bool,
+    /// The error of the last failed refresh, until a refresh succeeds.
+    pub last_error: Option<String>,
+    /// A full reload that was asked for and has not succeeded yet, and why.
+    pub pending_reload: Option<String>,
+    /// What is rejected now and served from its last good version (objects, by key).
+    pub rejected: Vec<String>,
+    /// The counters (cumulative since the enricher was made).
+    pub metrics: crate::MetricsSnapshot,
+}
+
+impl Health {
+    /// The state in a word or two: `never loaded`, `too stale` (records are rejected),
+    /// `degraded` (serving, but the last refresh failed, a reload is pending or something is
+    /// rejected) or `current`.
+    pub fn state(&self) -> &'static str {
+        if !self.loaded {
+            "never loaded"
+        } else if self.too_stale {
+            "too stale"
+        } else if self.last_error.is_some()
+            || self.pending_reload.is_some()
+            || !self.rejected.is_empty()
+        {
+            "degraded"
+        } else {
+            "current"
+        }
+    }
+}

@@ -81,6 +81,7 @@ where
             objects,
             loaded: HashMap::new(),
             unreadable: HashMap::new(),
+            rejected: BTreeSet::new(),
         };
         ReferenceEnricher::with_loader(loader, config.policies, feed, clock.shared())
     }
@@ -106,6 +107,9 @@ pub struct ObjectLoader<T, K, Ob> {
     /// Objects rejected because they cannot be read (see [`SourceError::is_permanent`]): when
     /// each is read again.
     unreadable: HashMap<String, Unreadable>,
+    /// Objects whose last read was rejected (they did not parse, had bad rows under
+    /// [`BadRows::RejectObject`], or could not be read): their previous rows, if any, serve.
+    rejected: BTreeSet<String>,
 }
 
 /// An object rejected as unreadable: how many reads in a row failed, and when it is read next
@@ -158,6 +162,14 @@ where
     type Value = T;
     type Key = K;
 
+    fn name(&self) -> String {
+        format!("s3://{}/{}", self.spec.bucket, self.spec.prefix)
+    }
+
+    fn rejected(&self) -> Vec<String> {
+        self.rejected.iter().cloned().collect()
+    }
+
     /// Objects have no feed snapshot: a full load lists and reads them.
     async fn full_load<F: FeedSource>(
         &mut self,
@@ -182,6 +194,7 @@ where
         let mut kept = Vec::new();
         let mut loaded = HashMap::new();
         let mut unreadable = HashMap::new();
+        let mut rejected = BTreeSet::new();
         for key in keys {
             let parsed = match self.get(&key).await {
                 Ok(None) => continue,
@@ -203,6 +216,7 @@ where
                 }
                 // Rejected: the rows it had keep serving, across full loads too.
                 None => {
+                    rejected.insert(key.clone());
                     if let Some(previous) = self.loaded.get(&key) {
                         loaded.insert(key.clone(), previous.clone());
                         kept.push(key);
@@ -216,6 +230,7 @@ where
         }
         self.loaded = loaded;
         self.unreadable = unreadable;
+        self.rejected = rejected;
         info!(
             objects = self.loaded.len(),
             "full load of reference objects"
@@ -392,7 +407,8 @@ where
                 }
                 Err(e) => {
                     let retry = self.reject_unreadable(&key, &e, cx);
-                    self.unreadable.insert(key, retry);
+                    self.unreadable.insert(key.clone(), retry);
+                    self.rejected.insert(key);
                     continue;
                 }
             };
@@ -403,6 +419,7 @@ where
                         next.remove(row);
                     }
                     self.loaded.remove(&key);
+                    self.rejected.remove(&key);
                 }
                 Some(body) => {
                     Metrics::add(&cx.metrics.objects_read, 1);
@@ -414,7 +431,10 @@ where
                         for (item_key, value, lookup) in rows {
                             next.upsert(item_key, value, lookup);
                         }
-                        self.loaded.insert(key, l);
+                        self.loaded.insert(key.clone(), l);
+                        self.rejected.remove(&key);
+                    } else {
+                        self.rejected.insert(key);
                     }
                 }
             }
@@ -459,7 +479,7 @@ where
             Ok(rows) => rows,
             Err(e) => {
                 Metrics::add(&cx.metrics.bad_objects, 1);
-                warn!(error = %e, "reference object rejected; its previous rows stay");
+                warn!(key, error = %e, "reference object rejected; its previous rows stay");
                 report.problems.push(e.to_string());
                 return None;
             }
@@ -492,6 +512,12 @@ where
             }
             if self.spec.bad_rows == BadRows::RejectObject {
                 Metrics::add(&cx.metrics.bad_objects, 1);
+                warn!(
+                    key,
+                    bad_rows = bad.len(),
+                    first = %bad[0],
+                    "reference object rejected for its bad rows; its previous rows stay"
+                );
                 report.problems.push(format!(
                     "{key} rejected ({} bad rows; first: {})",
                     bad.len(),

@@ -145,6 +145,10 @@ where
     type Value = T;
     type Key = K;
 
+    fn name(&self) -> String {
+        self.spec.table_name.clone()
+    }
+
     async fn full_load<F: FeedSource>(
         &mut self,
         reason: &ReloadReason,

@@ -95,7 +95,7 @@ where
     let Outcome::Rejected { reason, .. } = &outcomes[0] else {
         panic!("{outcomes:?}")
     };
-    assert!(reason.to_string().contains("stale"), "{reason}");
+    assert!(reason.to_string().contains("too stale"), "{reason}");
     within
 }
 
@@ -103,9 +103,18 @@ where
 async fn past_the_staleness_limit_records_are_rejected_as_stale() {
     let mut r = rig_with(|c| c.with_max_staleness(Some(Duration::from_secs(60))));
     r.enricher.refresh().await;
+    assert_eq!(r.enricher.health().state(), "current");
     r.feed.set_failing(true);
     stale_past_the_limit(&mut r.enricher).await;
     assert!(r.enricher.metrics().staleness.unwrap() > Duration::from_secs(60));
+    // The table's health names the state and the reason, as records' dead letters do.
+    let h = r.enricher.health();
+    assert_eq!(
+        (h.reference.as_str(), h.state()),
+        ("ProductPriority", "too stale")
+    );
+    assert!(h.too_stale && h.loaded);
+    assert!(h.last_error.is_some_and(|e| e.contains("injected")));
 }
 
 #[tokio::test(start_paused = true)]
