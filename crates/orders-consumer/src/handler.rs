@@ -34,7 +34,7 @@ use aws_lambda_events::event::streams::KinesisEventResponse;
 use aws_plumbing::ObjectStore;
 use enrichment::sources::{FeedSource, ObjectSource, TableSource};
 use enrichment::{
-    FeedSettings, MetricsSnapshot, ObjectConfig, ObjectEnricher, SystemClock, TableConfig,
+    FeedSettings, Health, MetricsSnapshot, ObjectConfig, ObjectEnricher, SystemClock, TableConfig,
     TableEnricher, Unmatched,
 };
 
@@ -55,8 +55,8 @@ use event::InvocationFields;
 pub use event::KinesisInvocation;
 use join::join_objects;
 use register::register_partitions;
-pub use report::embedded_metrics;
-use report::{failure, print_embedded_metrics};
+pub use report::{batch_metrics, reference_metrics, NAMESPACE};
+use report::{failure, MetricsOut};
 use write::write;
 
 /// Why an invocation fails as a whole: its payload is not a Kinesis event. The runtime reports
@@ -119,7 +119,8 @@ pub struct OrdersConsumer<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone
     /// The second reference (objects in S3), when configured.
     objects: Option<Mutex<Objects<Fd>>>,
     store: S,
-    emf: bool,
+    /// Where the metric lines go, when they are on.
+    metrics_out: Option<MetricsOut>,
     /// The Glue table whose partitions this environment registers, and those it did.
     catalog: Option<(GlueCatalog, Registered)>,
     catalog_errors: std::sync::atomic::AtomicU64,
@@ -167,7 +168,7 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectStore>
             config,
             objects: None,
             store,
-            emf: false,
+            metrics_out: None,
             catalog: None,
             catalog_errors: std::sync::atomic::AtomicU64::new(0),
         }
@@ -222,11 +223,30 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectStore>
     }
 
     /// Also print each batch's metrics to stdout in CloudWatch embedded metric format
-    /// (namespace `StreamRefdata`, dimension `Function=orders-consumer`): in Lambda, CloudWatch
-    /// turns those log lines into metrics, such as `ReferenceStalenessSeconds` for the alarm.
+    /// (namespace `StreamRefdata`): a line for the batch (dimension `Function=orders-consumer`)
+    /// and a line per reference with its health (dimensions `Function` and `Reference`, see
+    /// [`reference_metrics`]). In Lambda, CloudWatch turns those log lines into the metrics that
+    /// infra/'s alarms and dashboard watch. A batch that fails prints them too.
     pub fn with_embedded_metrics(mut self, on: bool) -> Self {
-        self.emf = on;
+        self.metrics_out = on.then(MetricsOut::stdout);
         self
+    }
+
+    /// Sends each embedded-metric-format line to `sink` instead of stdout (in-process callers
+    /// that collect them).
+    pub fn with_metrics_sink(mut self, sink: impl Fn(&Value) + Send + Sync + 'static) -> Self {
+        self.metrics_out = Some(MetricsOut::new(sink));
+        self
+    }
+
+    /// The health of each reference the consumer holds: the table, then the objects prefix
+    /// when configured.
+    pub async fn health(&self) -> Vec<Health> {
+        let mut all = vec![self.enricher.lock().await.health()];
+        if let Some(objects) = &self.objects {
+            all.push(objects.lock().await.health());
+        }
+        all
     }
 
     /// The policies the enricher follows (from the configuration).
@@ -297,8 +317,11 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectStore>
         } = batch;
         // 2. join the objects reference
         if let Some(objects) = &self.objects {
-            if let Err(e) = join_objects(&mut *objects.lock().await, &mut inputs).await {
+            let joined = join_objects(&mut *objects.lock().await, &mut inputs).await;
+            if let Err(e) = joined {
                 error!(%shard, first_sequence, reason = %e, "reference objects not current for this batch; reporting it for retry");
+                // The alarms must see a reference that cannot load or refresh.
+                self.report_metrics(&BatchOutput::default()).await;
                 let summary = BatchSummary {
                     records,
                     failed: Some(e.to_string()),
@@ -318,7 +341,7 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectStore>
             Ok(outcomes) => outcomes,
             Err(e) => {
                 error!(%shard, first_sequence, reason = %e, "reference data not current for this batch; reporting it for retry");
-                // The staleness alarm must see a consumer that cannot load or refresh.
+                // The alarms must see a reference that cannot load or refresh.
                 self.report_metrics(&BatchOutput::default()).await;
                 summary.failed = Some(e.to_string());
                 return Ok((failure(&first_sequence), summary));
@@ -330,6 +353,7 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectStore>
         // 5. write
         if let Err(e) = write(&self.store, &self.config.output_bucket, &output).await {
             error!(%shard, first_sequence, error = %e, "output not written; reporting the batch for retry");
+            self.report_metrics(&BatchOutput::default()).await;
             summary.failed = Some(e.to_string());
             summary.output = output;
             return Ok((failure(&first_sequence), summary));
@@ -381,6 +405,7 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectStore>
             enriched = output.enriched,
             passed = output.passed,
             unmatched_dead_lettered = output.unmatched_dead_lettered,
+            too_stale = output.too_stale,
             dropped = output.dropped,
             invalid = output.invalid,
             flags = output.flags,
@@ -390,12 +415,11 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectStore>
         self.report_metrics(output).await;
     }
 
-    /// Prints the metrics of a batch that produced `output` (and the enricher's), when
-    /// embedded metrics are on.
+    /// Writes the metric lines of a batch that produced `output` (nothing, when it failed) and
+    /// of each reference's health, when embedded metrics are on.
     async fn report_metrics(&self, output: &BatchOutput) {
-        if self.emf {
-            let metrics = self.enricher.lock().await.metrics();
-            print_embedded_metrics(output, &metrics);
+        if let Some(out) = &self.metrics_out {
+            out.write(output, &self.health().await);
         }
     }
 }
@@ -690,6 +714,63 @@ print(json.dumps(out))
         assert!(summary.failed.unwrap().contains("reference objects"));
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn orders_a_reference_is_too_stale_for_are_dead_lettered_as_too_stale_not_invalid() {
+        // GIVEN a consumer with a 60 s staleness limit that loaded both references, then lost
+        // the objects' bucket (every read fails)
+        let objects = MemoryBucket::default();
+        objects.put(
+            "reference/menu.csv",
+            b"item,category\nsalad,starters\n".to_vec(),
+        );
+        let feed = MemoryBucket::default();
+        let consumer = OrdersConsumer::new(
+            config(&[
+                ("REFERENCE_OBJECTS_PREFIX", "reference/"),
+                ("REFERENCE_OBJECTS_BUCKET", "ref-bucket"),
+                ("MAX_STALENESS_SECS", "60"),
+            ]),
+            products(),
+            feed.clone(),
+            MemoryStore::new(),
+        )
+        .with_reference_objects(objects.clone(), objects.clone());
+        consumer
+            .handle_batch(&kinesis_event(&[order("salad", 1)]))
+            .await
+            .unwrap();
+        objects.set_failing(true);
+        // WHEN a batch comes past the limit
+        tokio::time::advance(Duration::from_secs(61)).await;
+        let (response, summary) = consumer
+            .handle_batch(&kinesis_event(&[order("salad", 2), order("burger", 3)]))
+            .await
+            .unwrap();
+        // THEN its orders are dead-lettered as too stale, counted as such, not as invalid
+        assert!(response.batch_item_failures.is_empty(), "{summary:?}");
+        let out = &summary.output;
+        assert_eq!(
+            (out.too_stale, out.invalid, out.enriched),
+            (2, 0, 0),
+            "{out:?}"
+        );
+        assert_eq!(out.accounted(), summary.records);
+        let dead: Vec<Value> = written_lines(&consumer.store)
+            .into_iter()
+            .filter(|l| l.get("reason").is_some())
+            .collect();
+        assert_eq!(dead.len(), 2);
+        for line in dead {
+            let reason = line["reason"].as_str().unwrap();
+            assert!(
+                reason.contains("reference objects: reference data too stale"),
+                "{reason}"
+            );
+        }
+        let health = consumer.health().await;
+        assert_eq!(health[1].state(), "too stale");
+    }
+
     /// Every line of every object written to the output bucket, as JSON, in the order of the
     /// puts.
     fn written_lines(store: &MemoryStore) -> Vec<Value> {
@@ -810,19 +891,95 @@ print(json.dumps(out))
         assert_eq!(message, "EOF while parsing a string at line 1 column 34");
     }
 
+    fn health(staleness: Option<Duration>) -> Health {
+        Health {
+            reference: "ProductPriority".into(),
+            loaded: staleness.is_some(),
+            staleness,
+            too_stale: false,
+            last_error: None,
+            pending_reload: None,
+            rejected: Vec::new(),
+            metrics: MetricsSnapshot::default(),
+        }
+    }
+
     #[test]
     fn unknown_staleness_is_a_bounded_metric_value() {
         // CloudWatch accepts values up to 2^360 (about 1.17e108); a larger one drops the metric.
-        let never_loaded = MetricsSnapshot::default();
-        let line = embedded_metrics(&BatchOutput::default(), &never_loaded);
-        let value = line["ReferenceStalenessSeconds"].as_f64().unwrap();
-        assert_eq!(value, STALENESS_UNKNOWN_SECS);
-        assert!(value.is_finite() && value < 1.17e108);
-        let ancient = MetricsSnapshot {
-            staleness: Some(Duration::from_secs(u64::MAX / 2)),
-            ..MetricsSnapshot::default()
-        };
-        let line = embedded_metrics(&BatchOutput::default(), &ancient);
+        let never_loaded = [health(None)];
+        for line in [
+            batch_metrics(&BatchOutput::default(), &never_loaded),
+            reference_metrics(&never_loaded[0], None),
+        ] {
+            let value = line["ReferenceStalenessSeconds"].as_f64().unwrap();
+            assert_eq!(value, STALENESS_UNKNOWN_SECS);
+            assert!(value.is_finite() && value < 1.17e108);
+        }
+        let ancient = [health(Some(Duration::from_secs(u64::MAX / 2)))];
+        let line = batch_metrics(&BatchOutput::default(), &ancient);
         assert_eq!(line["ReferenceStalenessSeconds"], STALENESS_UNKNOWN_SECS);
+        let line = reference_metrics(&ancient[0], None);
+        assert_eq!(line["ReferenceStalenessSeconds"], STALENESS_UNKNOWN_SECS);
+        assert_eq!(line["ReferenceState"], "current");
+        assert_eq!(line["Reference"], "ProductPriority");
+    }
+
+    #[tokio::test]
+    async fn each_metric_line_counts_what_is_new_since_the_last_and_a_failed_batch_prints_them_too()
+    {
+        // GIVEN a consumer whose metric lines are collected, and a table that fails to load
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Value>::new()));
+        let sink = lines.clone();
+        let table = products();
+        table.set_failing(true);
+        let consumer = OrdersConsumer::new(
+            config(&[]),
+            table.clone(),
+            MemoryBucket::default(),
+            MemoryStore::new(),
+        )
+        .with_metrics_sink(move |l| sink.lock().unwrap().push(l.clone()));
+        // WHEN two batches fail, then the table recovers and a batch is written
+        for n in 0..2 {
+            let (response, _) = consumer
+                .handle_batch(&kinesis_event(&[order("salad", n)]))
+                .await
+                .unwrap();
+            assert_eq!(response.batch_item_failures.len(), 1);
+        }
+        table.set_failing(false);
+        consumer
+            .handle_batch(&kinesis_event(&[order("salad", 3)]))
+            .await
+            .unwrap();
+        // THEN each batch printed its line and the table's: never loaded, one refresh error
+        // each (not a running total), then loaded and current
+        let lines = lines.lock().unwrap();
+        let table_lines: Vec<&Value> = lines
+            .iter()
+            .filter(|l| l["Reference"] == "ProductPriority")
+            .collect();
+        assert_eq!(table_lines.len(), 3, "{lines:?}");
+        let states: Vec<&str> = table_lines
+            .iter()
+            .map(|l| l["ReferenceState"].as_str().unwrap())
+            .collect();
+        assert_eq!(states, ["never loaded", "never loaded", "current"]);
+        let errors: Vec<u64> = table_lines
+            .iter()
+            .map(|l| l["RefreshErrors"].as_u64().unwrap())
+            .collect();
+        assert_eq!(errors, [1, 1, 0]);
+        assert!(table_lines[0]["LastError"]
+            .as_str()
+            .is_some_and(|e| e.contains("injected")));
+        assert_eq!(table_lines[2]["ReferenceLoaded"], 1);
+        let batches: Vec<&Value> = lines
+            .iter()
+            .filter(|l| l.get("Reference").is_none())
+            .collect();
+        assert_eq!(batches.len(), 3);
+        assert_eq!(batches[2]["EnrichedOrders"], 1);
     }
 }

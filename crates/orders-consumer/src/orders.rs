@@ -43,6 +43,9 @@ pub enum Record {
     LegacyFlag,
     /// Not an order: why.
     Invalid(String),
+    /// An order a reference was too stale for (past the staleness limit and not refreshed):
+    /// dead-lettered with that reason and counted as too stale, not as invalid.
+    TooStale(String),
 }
 
 impl Record {
@@ -57,7 +60,9 @@ impl Record {
             Record::Order(o) => Classified::Data(o.dish.clone()),
             Record::Flag(f) => Classified::ChangeFlag(f.clone()),
             Record::LegacyFlag => legacy_flag(),
-            Record::Invalid(reason) => Classified::Invalid(reason.clone()),
+            Record::Invalid(reason) | Record::TooStale(reason) => {
+                Classified::Invalid(reason.clone())
+            }
         }
     }
 }

@@ -81,8 +81,11 @@ pub struct BatchOutput {
     pub enriched: usize,
     /// Orders without a reference item written un-enriched (`pass`).
     pub passed: usize,
-    /// Orders without a reference item or stale, dead-lettered.
+    /// Orders without a reference item, dead-lettered.
     pub unmatched_dead_lettered: usize,
+    /// Orders a reference was too stale for (past the staleness limit), dead-lettered with
+    /// that reason.
+    pub too_stale: usize,
     /// Orders without a reference item dropped (`drop`).
     pub dropped: usize,
     /// Records that are not orders, dead-lettered.
@@ -97,6 +100,7 @@ impl BatchOutput {
         self.enriched
             + self.passed
             + self.unmatched_dead_lettered
+            + self.too_stale
             + self.dropped
             + self.invalid
             + self.flags
@@ -241,13 +245,19 @@ impl<'o> Lines<'o> {
             Outcome::Enriched { record, item } => self.enriched(record, item),
             Outcome::Passed { record, reason } => self.passed(record, reason),
             Outcome::Rejected { record, reason } => {
-                self.out.unmatched_dead_lettered += 1;
+                match reason {
+                    UnmatchedReason::Stale { .. } => self.out.too_stale += 1,
+                    _ => self.out.unmatched_dead_lettered += 1,
+                }
                 self.dead_letter(record, rejected_reason(reason, record));
             }
             Outcome::Dropped { .. } => self.out.dropped += 1,
             Outcome::Flag => self.out.flags += 1,
             Outcome::Invalid { record, reason } => {
-                self.out.invalid += 1;
+                match record.record {
+                    Record::TooStale(_) => self.out.too_stale += 1,
+                    _ => self.out.invalid += 1,
+                }
                 self.dead_letter(record, reason.clone());
             }
             // A batch with held records is reported for retry by the handler and never built.

@@ -229,18 +229,33 @@ async fn other_payloads_are_invocation_errors() {
     assert!(empty.batch_item_failures.is_empty());
 }
 
+/// A reference's health as the enricher reports it.
+fn health(reference: &str, staleness_ms: Option<u64>) -> enrichment::Health {
+    enrichment::Health {
+        reference: reference.into(),
+        loaded: staleness_ms.is_some(),
+        staleness: staleness_ms.map(Duration::from_millis),
+        too_stale: false,
+        last_error: None,
+        pending_reload: None,
+        rejected: Vec::new(),
+        metrics: Default::default(),
+    }
+}
+
 #[test]
 fn embedded_metrics_name_the_staleness_metric_the_alarm_watches() {
     let output = orders_consumer::output::BatchOutput {
         enriched: 3,
         flags: 1,
+        too_stale: 2,
         ..Default::default()
     };
-    let metrics = enrichment::MetricsSnapshot {
-        staleness: Some(Duration::from_millis(1500)),
-        ..Default::default()
-    };
-    let line = orders_consumer::handler::embedded_metrics(&output, &metrics);
+    let references = [
+        health("ProductPriority", Some(1500)),
+        health("s3://ref/reference/", Some(900)),
+    ];
+    let line = orders_consumer::handler::batch_metrics(&output, &references);
     let declared = &line["_aws"]["CloudWatchMetrics"][0];
     assert_eq!(declared["Namespace"], "StreamRefdata");
     assert!(declared["Metrics"]
@@ -249,8 +264,11 @@ fn embedded_metrics_name_the_staleness_metric_the_alarm_watches() {
         .iter()
         .any(|m| m["Name"] == "ReferenceStalenessSeconds"));
     assert_eq!(line["Function"], "orders-consumer");
+    // The stalest reference: one alarm watches them all.
     assert_eq!(line["ReferenceStalenessSeconds"], 1.5);
     assert_eq!(line["EnrichedOrders"], 3);
+    assert_eq!(line["TooStaleOrders"], 2);
+    assert_eq!(line["DeadLetteredRecords"], 2);
     let template = std::fs::read_to_string(format!(
         "{}/../../infra/template.yaml",
         env!("CARGO_MANIFEST_DIR")
@@ -260,6 +278,103 @@ fn embedded_metrics_name_the_staleness_metric_the_alarm_watches() {
         template.contains("MetricName: ReferenceStalenessSeconds")
             && template.contains("Namespace: StreamRefdata")
     );
+}
+
+/// The `StreamRefdata` metrics the template's alarms (a `MetricName` in a resource whose
+/// `Namespace` is `StreamRefdata`) and dashboard (`"StreamRefdata", "<name>"` in a widget's
+/// metric) name.
+fn watched_metrics(template: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut resource: (bool, Vec<String>) = (false, Vec::new());
+    let flush = |r: &mut (bool, Vec<String>),
+                     names: &mut std::collections::BTreeSet<String>| {
+        if r.0 {
+            names.extend(r.1.drain(..));
+        }
+        *r = (false, Vec::new());
+    };
+    for line in template.lines() {
+        let top = line.starts_with("  ") && !line.starts_with("   ");
+        if top || !line.starts_with(' ') {
+            flush(&mut resource, &mut names);
+        }
+        let line = line.trim();
+        if line == "Namespace: StreamRefdata" {
+            resource.0 = true;
+        } else if let Some(name) = line.strip_prefix("MetricName: ") {
+            resource.1.push(name.to_owned());
+        }
+    }
+    flush(&mut resource, &mut names);
+    for part in template.split("\"StreamRefdata\", \"").skip(1) {
+        names.insert(part.split('"').next().unwrap().to_owned());
+    }
+    names
+}
+
+#[test]
+fn every_metric_that_infra_watches_is_one_the_consumer_publishes() {
+    // The names each line declares.
+    let references = [health("ProductPriority", None)];
+    let batch = orders_consumer::handler::batch_metrics(&Default::default(), &references);
+    let reference = orders_consumer::handler::reference_metrics(&references[0], None);
+    let mut published = std::collections::BTreeSet::new();
+    for line in [&batch, &reference] {
+        for m in line["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+            .as_array()
+            .unwrap()
+        {
+            let name = m["Name"].as_str().unwrap().to_owned();
+            assert!(line.get(&name).is_some(), "{name} declared without a value");
+            published.insert(name);
+        }
+    }
+    // Every StreamRefdata metric an alarm or the dashboard in infra/ names.
+    let template = std::fs::read_to_string(format!(
+        "{}/../../infra/template.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let watched = watched_metrics(&template);
+    assert!(watched.len() >= 6, "{watched:?}");
+    let compactor = ["SnapshotAgeSeconds"];
+    for name in &watched {
+        assert!(
+            published.contains(name) || compactor.contains(&name.as_str()),
+            "infra/ watches {name}, which nothing publishes"
+        );
+    }
+    // The dashboard's body is JSON once CloudFormation has substituted its `${…}`.
+    let body: String = template
+        .split_once("DashboardBody: !Sub |\n")
+        .expect("a dashboard")
+        .1
+        .lines()
+        .take_while(|l| l.starts_with("        ") || l.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut substituted = String::new();
+    let mut rest = body.as_str();
+    while let Some((before, after)) = rest.split_once("${") {
+        substituted.push_str(before);
+        substituted.push('1');
+        rest = after.split_once('}').expect("a closed ${…}").1;
+    }
+    substituted.push_str(rest);
+    let dashboard: Value = serde_json::from_str(&substituted).expect("the dashboard is JSON");
+    assert!(dashboard["widgets"].as_array().unwrap().len() >= 5);
+    // And the dashboard shows each reference's state, its rejections and the dead letters.
+    for name in [
+        "ReferenceStalenessSeconds",
+        "ReferenceLoaded",
+        "ReferenceRejectedObjects",
+        "RejectedRows",
+        "UndecodableItems",
+        "TooStaleOrders",
+        "DeadLetteredRecords",
+    ] {
+        assert!(watched.contains(name), "infra/ does not watch {name}");
+    }
 }
 
 #[tokio::test]
@@ -447,9 +562,12 @@ async fn an_archived_reference_object_is_rejected_and_the_batch_is_still_enriche
         field: "menu".into(),
     });
     let objects = S3Feed::new(s3.clone(), r.bucket.clone());
+    let metric_lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Value>::new()));
+    let sink = metric_lines.clone();
     let consumer = r
         .consumer(config)
-        .with_reference_objects(objects.clone(), objects);
+        .with_reference_objects(objects.clone(), objects)
+        .with_metrics_sink(move |line| sink.lock().unwrap().push(line.clone()));
     // WHEN a cold environment gets the sample batch
     let (response, summary) = consumer.handle_batch(&sample()).await.unwrap();
     // THEN the batch succeeds as without the second reference: the archived object is
@@ -474,4 +592,21 @@ async fn an_archived_reference_object_is_rejected_and_the_batch_is_still_enriche
         .expect("pizza is enriched from the table");
     let pizza = lines(&r.store, &pizza_key);
     assert!(pizza[0].get("menu").is_none(), "{:?}", pizza[0]);
+    // AND the objects reference's health line names the rejection; the table's is current
+    let metric_lines = metric_lines.lock().unwrap();
+    let reference = |name: &str| {
+        metric_lines
+            .iter()
+            .find(|l| l["Reference"] == name)
+            .unwrap_or_else(|| panic!("no line for {name}: {metric_lines:?}"))
+    };
+    let menu = reference(&format!("s3://{}/reference/", r.bucket));
+    assert_eq!(menu["ReferenceRejectedObjects"], 1);
+    assert_eq!(menu["RejectedObjectReads"], 1);
+    assert_eq!(menu["RejectedKeys"][0], "reference/archived.csv");
+    assert_eq!(menu["ReferenceState"], "degraded");
+    assert_eq!(menu["ReferenceLoaded"], 1);
+    let table = reference(&r.table.name);
+    assert_eq!(table["ReferenceState"], "current");
+    assert_eq!(table["ReferenceRejectedObjects"], 0);
 }

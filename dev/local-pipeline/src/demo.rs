@@ -505,7 +505,7 @@ impl Observed {
         p.consumed += summary.records;
         p.enriched += o.enriched;
         p.unmatched += o.unmatched_dead_lettered + o.passed + o.dropped;
-        p.rejected += o.invalid;
+        p.rejected += o.invalid + o.too_stale;
         p.flags += o.flags;
         let burgers = |priority: &str| {
             o.partitions

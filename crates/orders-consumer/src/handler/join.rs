@@ -22,7 +22,8 @@ pub(super) enum JoinError {
 }
 
 /// Enriches `inputs` in order with the second reference (flags at their position): a matched
-/// order gets its row; an order the reference is too stale for is dead-lettered with that reason.
+/// order gets its row; an order the reference is too stale for is dead-lettered with that reason
+/// (counted as too stale).
 /// `Err` when the batch must be retried (never loaded, or a flag's refresh failed).
 pub(super) async fn join_objects<Fd: FeedSource + ObjectSource + Clone>(
     objects: &mut Objects<Fd>,
@@ -49,7 +50,7 @@ pub(super) async fn join_objects<Fd: FeedSource + ObjectSource + Clone>(
         match outcome {
             Outcome::Enriched { record, item } => inputs[record].reference_object = Some(item),
             Outcome::Rejected { record, reason } => {
-                inputs[record].record = Record::Invalid(format!("reference objects: {reason}"));
+                inputs[record].record = Record::TooStale(format!("reference objects: {reason}"));
             }
             _ => {}
         }

@@ -1,9 +1,13 @@
 //! Step 7, report: the Lambda response (the batch's first record when it must be retried) and
-//! the batch's metrics in CloudWatch embedded metric format. (The batch's log lines are written
-//! by the handler itself, so their target stays `orders_consumer::handler`.)
+//! the batch's metrics in CloudWatch embedded metric format: one line for the batch, and one
+//! line per reference (the table, the objects prefix) with its health. (The batch's log lines are
+//! written by the handler itself, so their target stays `orders_consumer::handler`.)
+
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};
-use enrichment::MetricsSnapshot;
+use enrichment::{Health, MetricsSnapshot};
 use serde_json::Value;
 
 use crate::output::BatchOutput;
@@ -18,49 +22,154 @@ pub(super) fn failure(sequence: &str) -> KinesisEventResponse {
     r
 }
 
-/// Prints the embedded-metric-format line of `output` and the enricher's metrics `m` to stdout,
-/// where Lambda's logs take it to CloudWatch.
-pub(super) fn print_embedded_metrics(output: &BatchOutput, m: &MetricsSnapshot) {
-    println!("{}", embedded_metrics(output, m));
-}
-
 /// The staleness reported when the reference data was never loaded (and the cap of any other):
 /// a year, far above any alarm threshold, and inside the range CloudWatch accepts for a metric
 /// value (an unbounded value such as `f64::MAX` is rejected and the metric is dropped).
 pub(super) const STALENESS_UNKNOWN_SECS: f64 = 365.0 * 24.0 * 3600.0;
 
-/// One CloudWatch embedded-metric-format log line for a batch.
-pub fn embedded_metrics(output: &BatchOutput, m: &MetricsSnapshot) -> Value {
-    let now = std::time::SystemTime::now()
+/// The CloudWatch namespace of every metric the consumer publishes.
+pub const NAMESPACE: &str = "StreamRefdata";
+
+/// The `Function` dimension's value.
+const FUNCTION: &str = "orders-consumer";
+
+/// At most this many rejected object keys are named in a reference's line (the count is
+/// whole).
+const REJECTED_KEYS_NAMED: usize = 20;
+
+/// A reference's staleness as a metric value (bounded, see [`STALENESS_UNKNOWN_SECS`]).
+fn staleness_secs(h: &Health) -> f64 {
+    h.staleness.map_or(STALENESS_UNKNOWN_SECS, |s| {
+        s.as_secs_f64().min(STALENESS_UNKNOWN_SECS)
+    })
+}
+
+fn now_millis() -> u64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    let metric = |name: &str, unit: &str| serde_json::json!({"Name": name, "Unit": unit});
+        .unwrap_or(0)
+}
+
+fn metric(name: &str, unit: &str) -> Value {
+    serde_json::json!({"Name": name, "Unit": unit})
+}
+
+/// The batch's embedded-metric-format line (dimension `Function`): what became of its records,
+/// and `ReferenceStalenessSeconds`, the stalest of `references` (one alarm for all of them).
+pub fn batch_metrics(output: &BatchOutput, references: &[Health]) -> Value {
+    let stalest = references.iter().map(staleness_secs).fold(0.0, f64::max);
     serde_json::json!({
         "_aws": {
-            "Timestamp": now,
+            "Timestamp": now_millis(),
             "CloudWatchMetrics": [{
-                "Namespace": "StreamRefdata",
+                "Namespace": NAMESPACE,
                 "Dimensions": [["Function"]],
                 "Metrics": [
                     metric("ReferenceStalenessSeconds", "Seconds"),
                     metric("EnrichedOrders", "Count"),
                     metric("UnmatchedOrders", "Count"),
+                    metric("TooStaleOrders", "Count"),
                     metric("InvalidRecords", "Count"),
+                    metric("DeadLetteredRecords", "Count"),
                     metric("ChangeFlags", "Count"),
                 ],
             }],
         },
-        "Function": "orders-consumer",
-        "ReferenceStalenessSeconds": m
-            .staleness
-            .map_or(STALENESS_UNKNOWN_SECS, |s| s.as_secs_f64().min(STALENESS_UNKNOWN_SECS)),
+        "Function": FUNCTION,
+        "ReferenceStalenessSeconds": stalest,
         "EnrichedOrders": output.enriched,
         "UnmatchedOrders": output.unmatched_dead_lettered + output.passed + output.dropped,
+        "TooStaleOrders": output.too_stale,
         "InvalidRecords": output.invalid,
+        "DeadLetteredRecords": output.unmatched_dead_lettered + output.too_stale + output.invalid,
         "ChangeFlags": output.flags,
-        "RefreshErrors": m.refresh_errors,
-        "FullRefreshes": m.full_refreshes,
-        "DynamoDbItemsRead": m.items_read,
     })
+}
+
+/// One reference's embedded-metric-format line (dimensions `Function` and `Reference`, its
+/// name): its state as gauges (loaded, too stale, staleness, objects rejected now), what it
+/// rejected and failed since `since` (its counters at the last line; `None`: since it was
+/// made) as counts, and as properties for Logs Insights its state in words, its last error
+/// and the keys it rejects.
+pub fn reference_metrics(h: &Health, since: Option<&MetricsSnapshot>) -> Value {
+    let m = &h.metrics;
+    let zero = MetricsSnapshot::default();
+    let before = since.unwrap_or(&zero);
+    let delta = |now: u64, then: u64| now.saturating_sub(then);
+    serde_json::json!({
+        "_aws": {
+            "Timestamp": now_millis(),
+            "CloudWatchMetrics": [{
+                "Namespace": NAMESPACE,
+                "Dimensions": [["Function", "Reference"]],
+                "Metrics": [
+                    metric("ReferenceStalenessSeconds", "Seconds"),
+                    metric("ReferenceLoaded", "Count"),
+                    metric("ReferenceTooStale", "Count"),
+                    metric("ReferenceRejectedObjects", "Count"),
+                    metric("RejectedObjectReads", "Count"),
+                    metric("RejectedRows", "Count"),
+                    metric("UndecodableItems", "Count"),
+                    metric("RefreshErrors", "Count"),
+                    metric("FullRefreshes", "Count"),
+                    metric("DynamoDbItemsRead", "Count"),
+                ],
+            }],
+        },
+        "Function": FUNCTION,
+        "Reference": h.reference,
+        "ReferenceStalenessSeconds": staleness_secs(h),
+        "ReferenceLoaded": u8::from(h.loaded),
+        "ReferenceTooStale": u8::from(h.too_stale),
+        "ReferenceRejectedObjects": h.rejected.len(),
+        "RejectedObjectReads": delta(m.bad_objects, before.bad_objects),
+        "RejectedRows": delta(m.bad_rows, before.bad_rows),
+        "UndecodableItems": delta(m.undecodable_items, before.undecodable_items),
+        "RefreshErrors": delta(m.refresh_errors, before.refresh_errors),
+        "FullRefreshes": delta(m.full_refreshes, before.full_refreshes),
+        "DynamoDbItemsRead": delta(m.items_read, before.items_read),
+        "ReferenceState": h.state(),
+        "LastError": h.last_error,
+        "PendingReload": h.pending_reload,
+        "RejectedKeys": h.rejected.iter().take(REJECTED_KEYS_NAMED).collect::<Vec<_>>(),
+    })
+}
+
+/// Where a consumer's metric lines go (stdout in Lambda, where CloudWatch takes them), and each
+/// reference's counters at its last line, so that every line counts only what is new.
+pub(super) struct MetricsOut {
+    sink: Box<dyn Fn(&Value) + Send + Sync>,
+    reported: Mutex<HashMap<String, MetricsSnapshot>>,
+}
+
+impl std::fmt::Debug for MetricsOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsOut").finish_non_exhaustive()
+    }
+}
+
+impl MetricsOut {
+    /// Lines to `sink`.
+    pub(super) fn new(sink: impl Fn(&Value) + Send + Sync + 'static) -> Self {
+        MetricsOut {
+            sink: Box::new(sink),
+            reported: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Lines printed to stdout.
+    pub(super) fn stdout() -> Self {
+        MetricsOut::new(|line| println!("{line}"))
+    }
+
+    /// Writes the batch's line (what it produced: `output`) and one line per reference.
+    pub(super) fn write(&self, output: &BatchOutput, references: &[Health]) {
+        (self.sink)(&batch_metrics(output, references));
+        let mut reported = self.reported.lock().unwrap_or_else(|e| e.into_inner());
+        for h in references {
+            (self.sink)(&reference_metrics(h, reported.get(&h.reference)));
+            reported.insert(h.reference.clone(), h.metrics.clone());
+        }
+    }
 }
