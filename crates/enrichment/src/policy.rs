@@ -72,6 +72,8 @@ pub enum BadRows {
     /// worse than the last good one.
     #[default]
     RejectObject,
-    /// Skip the row, count it and log it with the object key and line.
+    /// Skip the row, count it and log it with the object key and line. An object with more
+    /// bad rows than good ones is still rejected whole (a renamed or retyped column is a schema
+    /// change, not a few bad rows): its previous rows stay.
     SkipRow,
 }

@@ -286,8 +286,7 @@ fn embedded_metrics_name_the_staleness_metric_the_alarm_watches() {
 fn watched_metrics(template: &str) -> std::collections::BTreeSet<String> {
     let mut names = std::collections::BTreeSet::new();
     let mut resource: (bool, Vec<String>) = (false, Vec::new());
-    let flush = |r: &mut (bool, Vec<String>),
-                     names: &mut std::collections::BTreeSet<String>| {
+    let flush = |r: &mut (bool, Vec<String>), names: &mut std::collections::BTreeSet<String>| {
         if r.0 {
             names.extend(r.1.drain(..));
         }

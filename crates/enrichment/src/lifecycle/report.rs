@@ -134,6 +134,17 @@ pub enum RefreshError {
         /// What the last attempt said.
         last_error: String,
     },
+    /// A full load found most items no longer decoding into the user's type (a schema change
+    /// that breaks them): the last good snapshot keeps serving whole.
+    #[error("schema change: {undecodable} of {read} items no longer decode (first: {first}); the last good snapshot keeps serving")]
+    SchemaChange {
+        /// Items that did not decode.
+        undecodable: usize,
+        /// Items read.
+        read: usize,
+        /// The first of them: its key and why.
+        first: String,
+    },
 }
 
 /// One reference's health at one moment, as an operator watches it: loaded or never loaded,
@@ -154,7 +165,8 @@ pub struct Health {
     pub last_error: Option<String>,
     /// A full reload that was asked for and has not succeeded yet, and why.
     pub pending_reload: Option<String>,
-    /// What is rejected now and served from its last good version (objects, by key).
+    /// What is rejected now and served from its last good version, if it had one: objects by
+    /// key, table items (that no longer decode) by their key values.
     pub rejected: Vec<String>,
     /// The counters (cumulative since the enricher was made).
     pub metrics: crate::MetricsSnapshot,

@@ -510,7 +510,10 @@ where
             for b in &bad {
                 warn!(row = %b, "reference row does not parse");
             }
-            if self.spec.bad_rows == BadRows::RejectObject {
+            // Most rows bad is a schema change (a renamed or retyped column), not a few bad
+            // rows: the object is rejected whole under either policy, its last good rows kept.
+            let most = bad.len() as f64 > crate::table::MOST_ITEMS * rows.len() as f64;
+            if self.spec.bad_rows == BadRows::RejectObject || most {
                 Metrics::add(&cx.metrics.bad_objects, 1);
                 warn!(
                     key,

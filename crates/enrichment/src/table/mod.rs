@@ -89,6 +89,8 @@ where
             stream_arn: None,
             newest_seen: None,
             full_load_end: None,
+            undecodable: BTreeMap::new(),
+            staged_undecodable: std::sync::Mutex::new(Vec::new()),
         };
         ReferenceEnricher::with_loader(loader, config.policies, feed, clock.shared())
     }
@@ -113,7 +115,27 @@ pub struct TableLoader<T, K, Tb> {
     /// R: when the last full load's Scan ended (or the Scan a feed snapshot descends from). The
     /// clock margin it was taken with is the feed follower's ([`Cx::clock_margin`]).
     pub(crate) full_load_end: Option<DateTime<Utc>>,
+    /// Items that no longer decode into the user's type (a schema change), and why: each is
+    /// served at its last good version, if it had one.
+    undecodable: BTreeMap<ItemKey, String>,
+    /// What the delta being applied changes in `undecodable` (an item that stopped decoding,
+    /// `Some`; one that decodes again or is gone, `None`): taken into it only when the delta
+    /// succeeds, so a failed poll changes nothing.
+    staged_undecodable: std::sync::Mutex<Vec<(ItemKey, Option<String>)>>,
 }
+
+/// Why an item read from the table or the feed is not served as read: it has no usable key, or
+/// it does not decode into the user's type.
+#[derive(Debug)]
+pub(crate) struct Undecodable {
+    key: Option<ItemKey>,
+    error: String,
+}
+
+/// A full load in which more than this share of the items read no longer decode is refused
+/// when a snapshot is loaded: a schema change that breaks most items keeps the last good
+/// snapshot whole instead of serving a half-empty table.
+pub(crate) const MOST_ITEMS: f64 = 0.5;
 
 impl<T, K, Tb> std::fmt::Debug for TableLoader<T, K, Tb> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -149,11 +171,15 @@ where
         self.spec.table_name.clone()
     }
 
+    fn rejected(&self) -> Vec<String> {
+        self.undecodable.keys().map(ToString::to_string).collect()
+    }
+
     async fn full_load<F: FeedSource>(
         &mut self,
         reason: &ReloadReason,
         feed: Option<&F>,
-        _current: &Snapshot<T, K>,
+        current: &Snapshot<T, K>,
         cx: &mut Cx<'_>,
     ) -> Result<Loaded<Snapshot<T, K>>, RefreshError> {
         let described = self.table.latest_stream_arn().await?;
@@ -179,15 +205,28 @@ where
         let scans = (0..total).map(|segment| scan_segment(self.table.clone(), segment, total));
         let pages = try_join_all(scans).await?;
         let end = cx.clock.now();
-        let mut read = 0u64;
+        let mut read = 0usize;
         let mut entries = Vec::new();
+        let mut undecodable = Vec::new();
         for item in pages.into_iter().flatten() {
             read += 1;
-            if let Some(entry) = self.decode_entry(item, cx.metrics) {
-                entries.push(entry);
+            match self.decode_item(item, cx.metrics) {
+                Ok(entry) => entries.push(entry),
+                Err(u) => undecodable.push(u),
             }
         }
-        Metrics::add(&cx.metrics.items_read, read);
+        Metrics::add(&cx.metrics.items_read, read as u64);
+        // A schema change that breaks most items keeps the last good snapshot whole.
+        if !current.is_empty() && undecodable.len() as f64 > MOST_ITEMS * read as f64 {
+            return Err(RefreshError::SchemaChange {
+                undecodable: undecodable.len(),
+                read,
+                first: undecodable
+                    .first()
+                    .map(|u| u.to_string())
+                    .unwrap_or_default(),
+            });
+        }
         self.states.clear();
         self.full_load_end = Some(end);
         // The stream the load follows: the table's current one, or a newer one a file already
@@ -198,10 +237,16 @@ where
             (Some(d), _) => Some(d),
             (None, h) => h,
         };
-        Ok(Loaded::direct(Snapshot::from_entries(
-            cx.policies.ambiguity,
-            entries,
-        )))
+        let mut next = Snapshot::from_entries(cx.policies.ambiguity, entries);
+        // An item that stopped decoding keeps its last good version.
+        self.undecodable.clear();
+        for u in undecodable {
+            if let Some(key) = u.key {
+                next.copy_from(current, &key);
+                self.undecodable.insert(key, u.error);
+            }
+        }
+        Ok(Loaded::direct(next))
     }
 
     async fn apply(
@@ -210,6 +255,7 @@ where
         current: &Snapshot<T, K>,
         cx: &mut Cx<'_>,
     ) -> Result<Applied<Snapshot<T, K>>, RefreshError> {
+        self.staged_undecodable().clear();
         let mut next = current.clone();
         let mut staged: HashMap<ItemKey, ItemState> = HashMap::new();
         let mut rereads = Rereads::new();
@@ -241,6 +287,13 @@ where
             self.reread(rereads, &mut next, &mut staged, cx).await?;
         }
         self.states.extend(staged);
+        let staged_undecodable = std::mem::take(&mut *self.staged_undecodable());
+        for (key, error) in staged_undecodable {
+            match error {
+                Some(e) => self.undecodable.insert(key, e),
+                None => self.undecodable.remove(&key),
+            };
+        }
         let changed = cx.report.applied > 0 || cx.report.reread > 0;
         Ok(Applied::Delta(changed.then_some(next)))
     }
@@ -336,37 +389,68 @@ where
         item: Item,
         metrics: &Metrics,
     ) -> Option<(ItemKey, T, Option<K>)> {
+        self.decode_item(item, metrics).ok()
+    }
+
+    /// Key, value and lookup key of an item, or why not (counted and logged at WARN).
+    fn decode_item(
+        &self,
+        item: Item,
+        metrics: &Metrics,
+    ) -> Result<(ItemKey, T, Option<K>), Undecodable> {
         let key = match ItemKey::from_item(&self.spec.key_attributes, &item) {
             Ok(k) => k,
             Err(e) => {
                 Metrics::add(&metrics.undecodable_items, 1);
                 warn!(error = %e, "reference item without a usable key; left out");
-                return None;
+                return Err(Undecodable {
+                    key: None,
+                    error: e.to_string(),
+                });
             }
         };
         match (self.spec.decode)(item) {
             Ok(value) => {
                 let lookup = (self.lookup_key)(&value);
-                Some((key, value, lookup))
+                Ok((key, value, lookup))
             }
             Err(e) => {
                 Metrics::add(&metrics.undecodable_items, 1);
-                warn!(key = %key, error = %e, "reference item does not decode; left out");
-                None
+                warn!(key = %key, error = %e, "reference item does not decode; its last good version stays");
+                Err(Undecodable {
+                    key: Some(key),
+                    error: e.to_string(),
+                })
             }
         }
     }
 
-    /// Puts `item` into `snapshot`; an item that no longer decodes is removed from it.
+    fn staged_undecodable(&self) -> std::sync::MutexGuard<'_, Vec<(ItemKey, Option<String>)>> {
+        self.staged_undecodable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Puts `item` into `snapshot`; an item that no longer decodes keeps its last good version
+    /// there (if it had one), and is named as rejected until it decodes again or is removed.
     fn insert_item(&self, snapshot: &mut Snapshot<T, K>, item: &Item, metrics: &Metrics) {
-        match self.decode_entry(item.clone(), metrics) {
-            Some((key, value, lookup)) => snapshot.upsert(key, value, lookup),
-            None => {
-                if let Ok(key) = ItemKey::from_item(&self.spec.key_attributes, item) {
-                    snapshot.remove(&key);
-                }
+        match self.decode_item(item.clone(), metrics) {
+            Ok((key, value, lookup)) => {
+                self.staged_undecodable().push((key.clone(), None));
+                snapshot.upsert(key, value, lookup);
             }
+            Err(Undecodable {
+                key: Some(key),
+                error,
+            }) => self.staged_undecodable().push((key, Some(error))),
+            Err(Undecodable { key: None, .. }) => {}
         }
+    }
+
+    /// Removes `key` from `snapshot` (a REMOVE, or an item a re-read no longer finds).
+    fn remove_item(&self, snapshot: &mut Snapshot<T, K>, key: &ItemKey) {
+        self.staged_undecodable().push((key.clone(), None));
+        snapshot.remove(key);
     }
 
     fn apply_file(
@@ -443,7 +527,7 @@ where
         metrics: &Metrics,
     ) {
         match (&change.event_name, &change.new_image) {
-            (EventName::Remove, _) => next.remove(&key),
+            (EventName::Remove, _) => self.remove_item(next, &key),
             (_, Some(image)) => self.insert_item(next, image, metrics),
             (_, None) => {}
         }
@@ -495,7 +579,7 @@ where
         let read_at = cx.clock.now().timestamp_millis();
         for (key, seq) in keys {
             if !found.contains(&key) {
-                next.remove(&key);
+                self.remove_item(next, &key);
             }
             let previous = staged.get(&key).or_else(|| self.states.get(&key)).cloned();
             let seq = match (seq, previous.and_then(|p| p.seq)) {
@@ -530,6 +614,15 @@ async fn scan_segment<Tb: TableSource>(
         match page.next {
             Some(next) => start = Some(next),
             None => return Ok(items),
+        }
+    }
+}
+
+impl std::fmt::Display for Undecodable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.key {
+            Some(key) => write!(f, "{key}: {}", self.error),
+            None => write!(f, "an item without a usable key: {}", self.error),
         }
     }
 }

@@ -4,4 +4,5 @@
 mod health;
 mod model_walk;
 mod object_reloads;
+mod schema_change;
 mod unreadable;

@@ -38,7 +38,7 @@ fn parse_model(
     bad_rows: BadRows,
 ) -> Option<Vec<(ItemKey, String, String)>> {
     let rows = parse_rows::<Row>(key, body, None).ok()?;
-    if bad_rows == BadRows::RejectObject && rows.iter().any(|(_, r)| r.is_err()) {
+    if rejected_whole(&rows, bad_rows) {
         return None;
     }
     Some(
@@ -56,6 +56,13 @@ fn parse_model(
             })
             .collect(),
     )
+}
+
+/// Whether an object of `rows` is rejected whole: any bad row under
+/// [`BadRows::RejectObject`]; more bad rows than good ones under either policy.
+fn rejected_whole<T, E>(rows: &[(u64, Result<T, E>)], bad_rows: BadRows) -> bool {
+    let bad = rows.iter().filter(|(_, r)| r.is_err()).count();
+    (bad_rows == BadRows::RejectObject && bad > 0) || bad * 2 > rows.len()
 }
 
 struct Rng(u64);
@@ -160,7 +167,7 @@ async fn walk(seed: u64, ambiguity: Ambiguity, bad_rows: BadRows) {
             Ok(rows) => {
                 let bad = rows.iter().filter(|(_, r)| r.is_err()).count() as u64;
                 *br += bad;
-                if bad > 0 && bad_rows == BadRows::RejectObject {
+                if rejected_whole(&rows, bad_rows) {
                     *bo += 1;
                 }
             }

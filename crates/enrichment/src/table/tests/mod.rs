@@ -8,4 +8,5 @@ mod feed_snapshot_catch_up;
 mod feed_snapshot_load;
 mod full_load;
 mod ordering;
+mod schema_change;
 mod streams;
