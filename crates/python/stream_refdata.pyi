@@ -32,7 +32,9 @@ class _Reference:
         """The item for a lookup key, or None. Lock-free, safe from several threads."""
     def lookup_table(self) -> dict[str, Any]:
         """The current data as a plain dict, lookup key -> item, built once per version: take it
-        once per micro-batch (after refresh) and use `.get()` on it in hot loops. Do not change it."""
+        once per micro-batch (after refresh) and use `.get()` on it in hot loops. Its keys are
+        those `lookup()` takes (a number's digits as stored: `0.0000001`, never `1E-7`), one item
+        each, resolved as `lookup()` resolves several items under one key. Do not change it."""
     @property
     def version(self) -> int:
         """Increases with every change published; 0 before the first load."""

@@ -60,7 +60,10 @@ class ReferenceData:
     def current(self) -> DataFrame:
         self.reports.append(self.reference.refresh())
         if self.reference.version != self.version:
-            rows = [(i.get("item"), i.get("price"), i.get("priority")) for i in self.reference.items()]
+            # One row per lookup key, resolved as `lookup()` resolves it (an item with several
+            # prices is one row, by the reference's ambiguity policy): a join on every item
+            # would write an order once per price.
+            rows = [(i.get("item"), i.get("price"), i.get("priority")) for i in self.reference.lookup_table().values()]
             frame = self.spark.createDataFrame(rows, REFERENCE_SCHEMA).cache()
             if self.frame is not None:
                 self.frame.unpersist()

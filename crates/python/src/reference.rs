@@ -49,14 +49,10 @@ impl<V: PyValue> ReadSide<V> {
             let Some(item) = snapshot.get(key) else {
                 continue;
             };
-            let value = item.value().bind(py);
-            let Ok(k) = value.get_item(self.lookup_attr.as_str()) else {
+            // The key `lookup()` finds it under, not Python's rendering of the value.
+            let Some(k) = item.lookup_key(&self.lookup_attr) else {
                 continue;
             };
-            if k.is_none() {
-                continue;
-            }
-            let k = k.str()?.to_string();
             if d.contains(k.as_str())? {
                 continue;
             }

@@ -19,6 +19,11 @@ use pyo3::types::{PyBool, PyBytes, PyDict, PyList, PySet};
 pub(crate) trait PyValue: Send + Sync + 'static {
     /// The Python object (shared: every lookup returns this one).
     fn value(&self) -> &Py<PyAny>;
+
+    /// The lookup key `lookup()` finds this value under (its `attribute`), so that the lookup
+    /// table keys it the same way: a number's own digits, never Python's rendering of them
+    /// (`0.0000001`, not `1E-7`).
+    fn lookup_key(&self, attribute: &str) -> Option<String>;
 }
 
 /// A reference item: the Python value, and its lookup key (computed once, on the Rust side).
@@ -31,6 +36,10 @@ pub struct PyItem {
 impl PyValue for PyItem {
     fn value(&self) -> &Py<PyAny> {
         &self.value
+    }
+
+    fn lookup_key(&self, _attribute: &str) -> Option<String> {
+        self.lookup.clone()
     }
 }
 
@@ -128,6 +137,10 @@ pub struct PyRow {
 impl PyValue for PyRow {
     fn value(&self) -> &Py<PyAny> {
         &self.value
+    }
+
+    fn lookup_key(&self, column: &str) -> Option<String> {
+        self.lookup(column)
     }
 }
 

@@ -20,6 +20,8 @@ import glue_job  # noqa: E402
 
 from stream_refdata import TableReference  # noqa: E402
 
+from conftest import put  # noqa: E402
+
 
 @pytest.fixture(scope="module")
 def spark():
@@ -53,6 +55,9 @@ def rows(path, item, priority):
 def test_the_rebuilt_glue_job_follows_a_change_mid_stream(spark, reference, tmp_path):
     inbox, output, dead, checkpoint = (tmp_path / d for d in ("in", "out", "dead", "checkpoint"))
     inbox.mkdir()
+    # pizza at a second price: one item per dish all the same (the lowest key, as lookup() does),
+    # never one output row per price.
+    put(reference.ddb, reference.table, "pizza", "low", price={"N": "250"})
     ref = TableReference(
         reference.table, ["item", "price"], "item", reference.bucket, poll_interval_seconds=0.0, clock_margin_seconds=0.0
     )
@@ -79,7 +84,9 @@ def test_the_rebuilt_glue_job_follows_a_change_mid_stream(spark, reference, tmp_
 
     assert len(rows(output, "burger", "medium")) == 5
     assert len(rows(output, "burger", "high")) == 4, "the orders after the change land in priority=high"
-    assert len(rows(output, "pizza", "low")) == 1
+    pizzas = rows(output, "pizza", "low")
+    assert len(pizzas) == 1, f"one row per order, not one per price: {pizzas}"
+    assert pizzas[0]["price"].startswith("100"), "the lowest key, as lookup() resolves it"
     assert len(rows(output, "salad", "high")) == 1
     assert rows(output, "burger", "high")[0]["price"].startswith("100")
     letters = [json.loads(line) for f in dead.glob("*.json") for line in f.read_text().splitlines()]

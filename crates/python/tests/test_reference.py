@@ -191,3 +191,15 @@ def test_reference_objects_in_s3_are_rows_by_their_key_column(reference):
     outcomes, _ = ref.enrich_batch([{"dish": "salad"}, {"dish": "pizza"}], key=lambda o: o["dish"])
     assert outcomes[0][2]["category"] == "starters"
     assert outcomes[1][0] == "rejected"
+
+
+def test_the_lookup_table_keys_numbers_as_lookup_does(reference):
+    # A reference looked up by a number attribute: DynamoDB keeps its digits as written, which
+    # Python's Decimal renders otherwise (0.0000001 -> 1E-7).
+    put(reference.ddb, reference.table, "tiny", "low", price={"N": "0.0000001"})
+    ref = TableReference(reference.table, ["item", "price"], "price", reference.bucket, poll_interval_seconds=0.0)
+    assert ref.refresh()["error"] is None
+    assert ref.lookup("0.0000001")["item"] == "tiny"
+    table = ref.lookup_table()
+    assert "0.0000001" in table and "1E-7" not in table, sorted(table)
+    assert table["0.0000001"] is ref.lookup("0.0000001")
