@@ -515,6 +515,58 @@ async fn new_output_partitions_are_registered_in_the_glue_catalog() {
 }
 
 #[tokio::test]
+async fn a_partition_already_in_the_catalog_at_another_location_is_reported_not_taken_as_registered(
+) {
+    // GIVEN a catalog table whose burger/medium partition points at an old output prefix
+    let r = rig().await;
+    let (glue, database, table) = glue_table(&r.sdk).await;
+    glue.create_partition()
+        .database_name(&database)
+        .table_name(&table)
+        .partition_input(
+            aws_sdk_glue::types::PartitionInput::builder()
+                .set_values(Some(vec!["burger".into(), "medium".into()]))
+                .storage_descriptor(
+                    orders_consumer::catalog::json_lines_storage(
+                        "s3://out/old-prefix/item=burger/priority=medium/",
+                    )
+                    .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let catalog = orders_consumer::catalog::GlueCatalog::new(glue.clone(), &database, &table);
+    let consumer = r
+        .consumer(r.config(Unmatched::Reject))
+        .with_catalog(catalog);
+    // WHEN a batch writes to it
+    let (response, summary) = consumer.handle_batch(&sample()).await.unwrap();
+    // THEN the batch is written, and the misplaced partition is reported with both locations
+    assert!(response.batch_item_failures.is_empty());
+    let error = summary.catalog_error.expect("reported");
+    assert!(
+        error.contains("another location")
+            && error.contains("s3://out/old-prefix/item=burger/priority=medium/")
+            && error.contains("s3://out/enriched/item=burger/priority=medium/"),
+        "{error}"
+    );
+    assert_eq!(consumer.catalog_errors(), 1);
+    // AND the other partitions are registered; the next batch does not report it again
+    let (_, summary) = consumer.handle_batch(&sample()).await.unwrap();
+    assert_eq!(summary.catalog_error, None);
+    let pizza = glue
+        .get_partition()
+        .database_name(&database)
+        .table_name(&table)
+        .set_partition_values(Some(vec!["pizza".into(), "low".into()]))
+        .send()
+        .await;
+    assert!(pizza.is_ok(), "{pizza:?}");
+}
+
+#[tokio::test]
 async fn a_catalog_that_fails_never_fails_the_batch() {
     let r = rig().await;
     let glue = aws_sdk_glue::Client::new(&r.sdk);
