@@ -19,7 +19,8 @@ pub struct Policies {
     /// How the change feed is followed.
     pub feed: FeedSettings,
     /// A full reload happens when the last one is older than this, change or not (a safety net
-    /// against missed notifications). Default 6 h; `None`: never.
+    /// against missed notifications), at a random moment in its last tenth so that consumers
+    /// that loaded together do not reload together. Default 6 h; `None`: never.
     pub max_age: Option<Duration>,
     /// When the data has not been confirmed current for longer than this (refreshes keep
     /// failing), records are rejected as stale instead of enriched with old data. Default

@@ -164,6 +164,21 @@ pub struct ReferenceEnricher<L: Loader, Fd> {
     last_full_load: Option<Instant>,
     last_current: Option<Instant>,
     last_error: Option<String>,
+    /// This enricher's share of the maximum age left out, drawn anew at each full load: it
+    /// reloads at a random moment in the last [`MAX_AGE_JITTER`] of the maximum age, so
+    /// consumers that loaded together (one snapshot, one deployment) do not Scan together.
+    max_age_jitter: f64,
+}
+
+/// The share of the maximum age over which consumers' maximum-age reloads are spread.
+const MAX_AGE_JITTER: f64 = 0.1;
+
+/// A random share of the maximum age in `[0, MAX_AGE_JITTER)` (std's per-instance random hash
+/// keys: no generator to seed or share).
+fn draw_jitter() -> f64 {
+    use std::hash::BuildHasher;
+    let bits = std::collections::hash_map::RandomState::new().hash_one(0u8) >> 11;
+    MAX_AGE_JITTER * bits as f64 / (1u64 << 53) as f64
 }
 
 impl<L: Loader, Fd> fmt::Debug for ReferenceEnricher<L, Fd> {
@@ -199,6 +214,7 @@ impl<L: Loader, Fd: FeedSource> ReferenceEnricher<L, Fd> {
             last_full_load: None,
             last_current: None,
             last_error: None,
+            max_age_jitter: draw_jitter(),
         }
     }
 
@@ -362,7 +378,7 @@ impl<L: Loader, Fd: FeedSource> ReferenceEnricher<L, Fd> {
         if self
             .policies
             .max_age
-            .is_some_and(|max| last.elapsed() > max)
+            .is_some_and(|max| last.elapsed() > max.mul_f64(1.0 - self.max_age_jitter))
         {
             return Some(ReloadReason::MaximumAge);
         }
@@ -548,6 +564,7 @@ impl<L: Loader, Fd: FeedSource> ReferenceEnricher<L, Fd> {
         let items = loaded.snapshot.len();
         self.publish(loaded.snapshot);
         self.last_full_load = Some(started);
+        self.max_age_jitter = draw_jitter();
         self.pending = None;
         self.backoff = Backoff::default();
         match loaded.from_feed_snapshot {

@@ -29,12 +29,45 @@ async fn object_consumers_reload_past_the_maximum_age() {
     let mut e = following(&objects, |c| c.with_max_age(Some(Duration::from_secs(600))));
     e.refresh().await;
     put(&objects, "reference/b.csv", b"item,priority\nsalad,low\n");
-    tokio::time::advance(Duration::from_secs(599)).await;
+    // (each consumer reloads somewhere in the last tenth of the maximum age)
+    tokio::time::advance(Duration::from_secs(539)).await;
     assert_eq!(e.refresh().await.full_reload, None);
-    tokio::time::advance(Duration::from_secs(2)).await;
+    tokio::time::advance(Duration::from_secs(62)).await;
     let report = e.refresh().await;
     assert_eq!(report.full_reload, Some(ReloadReason::MaximumAge));
     assert_eq!(priority(&e, "salad").as_deref(), Some("low"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn consumers_that_loaded_together_reload_at_different_moments_within_the_maximum_age() {
+    // GIVEN eight consumers with a 600 s maximum age that loaded at the same moment
+    let mut rigs: Vec<Rig> = (0..8)
+        .map(|_| rig_with(|c| c.with_max_age(Some(Duration::from_secs(600)))))
+        .collect();
+    for r in &mut rigs {
+        r.enricher.refresh().await;
+    }
+    // WHEN each refreshes every 5 s
+    let mut reloaded_at = vec![None; rigs.len()];
+    for step in 1..=121u64 {
+        tokio::time::advance(Duration::from_secs(5)).await;
+        for (r, at) in rigs.iter_mut().zip(&mut reloaded_at) {
+            if at.is_none()
+                && r.enricher.refresh().await.full_reload == Some(ReloadReason::MaximumAge)
+            {
+                *at = Some(step * 5);
+            }
+        }
+    }
+    // THEN every one reloaded within the maximum age, none before its last tenth, and not all
+    // at the same moment
+    let at: Vec<u64> = reloaded_at
+        .into_iter()
+        .map(|a| a.expect("reloaded"))
+        .collect();
+    assert!(at.iter().all(|s| (540..=605).contains(s)), "{at:?}");
+    let first = at[0];
+    assert!(at.iter().any(|s| *s != first), "all at {first} s: {at:?}");
 }
 
 #[tokio::test(start_paused = true)]
