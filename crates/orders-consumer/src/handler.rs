@@ -42,7 +42,7 @@ use lambda_runtime::Diagnostic;
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::Mutex;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::catalog::{GlueCatalog, Registered};
 use crate::config::Config;
@@ -310,6 +310,10 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectStore>
         let records = batch.inputs.len();
         let first_sub_sequence = batch.first_sub_sequence();
         let flags_at = batch.flags_at();
+        let unreadable_flags = batch.unreadable_flags().len();
+        for (sequence_number, sub_sequence, why) in batch.unreadable_flags() {
+            warn!(shard = %batch.shard, sequence_number, sub_sequence, reason = why, "a change flag does not parse; every reference polls the feed at its position instead");
+        }
         let Batch {
             shard,
             first_sequence,
@@ -349,7 +353,8 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectStore>
         };
         // 4. build the output
         let naming = self.naming(&shard, &first_sequence, first_sub_sequence);
-        let output = build(&naming, outcomes);
+        let mut output = build(&naming, outcomes);
+        output.unreadable_flags = unreadable_flags;
         // 5. write
         if let Err(e) = write(&self.store, &self.config.output_bucket, &output).await {
             error!(%shard, first_sequence, error = %e, "output not written; reporting the batch for retry");
@@ -409,6 +414,7 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectStore>
             dropped = output.dropped,
             invalid = output.invalid,
             flags = output.flags,
+            unreadable_flags = output.unreadable_flags,
             objects = output.objects.len(),
             "batch written"
         );
@@ -769,6 +775,105 @@ print(json.dumps(out))
         }
         let health = consumer.health().await;
         assert_eq!(health[1].state(), "too stale");
+    }
+
+    #[tokio::test]
+    async fn a_flag_that_does_not_parse_is_a_flag_problem_and_keeps_its_barrier() {
+        // GIVEN the menu joined from objects that share their bucket with the feed, loaded
+        let objects = MemoryBucket::default();
+        objects.put(
+            "reference/menu.csv",
+            b"item,category\nsalad,starters\n".to_vec(),
+        );
+        let consumer = OrdersConsumer::new(
+            config(&[
+                ("REFERENCE_OBJECTS_PREFIX", "reference/"),
+                ("REFERENCE_OBJECTS_BUCKET", "ref-bucket"),
+            ]),
+            products(),
+            MemoryBucket::default(),
+            MemoryStore::new(),
+        )
+        .with_reference_objects(objects.clone(), objects.clone());
+        consumer
+            .handle_batch(&kinesis_event(&[order("salad", 1)]))
+            .await
+            .unwrap();
+        // WHEN the menu changes, the s3-event-handler writes its change file, and its flag
+        // reaches the stream in a shape this consumer cannot read (a future version)
+        objects.put(
+            "reference/menu.csv",
+            b"item,category\nsalad,salads\n".to_vec(),
+        );
+        let change = change_protocol::ObjectChange {
+            bucket: "ref-bucket".into(),
+            key: "reference/menu.csv".into(),
+            event_name: "ObjectCreated:Put".into(),
+            removed: false,
+            event_time: "2026-12-01T10:00:00.000Z".into(),
+            version_id: None,
+            etag: objects.etag("reference/menu.csv"),
+            sequencer: None,
+        };
+        let file = change_protocol::ChangeFile {
+            schema_version: 1,
+            kind: change_protocol::ChangeKind::S3,
+            written_at: String::new(),
+            write_window_ms: 20_000,
+            producer: "s3-event-handler".into(),
+            source: change_protocol::Source {
+                label: change_protocol::source_label("s3-event-handler"),
+                bucket: Some("ref-bucket".into()),
+                ..change_protocol::Source::default()
+            },
+            changes: vec![],
+            opaque: vec![],
+            objects: vec![change],
+            reason: None,
+        };
+        let key = change_protocol::ChangeKey {
+            time: chrono::Utc::now(),
+            label: change_protocol::source_label("s3-event-handler"),
+            sequences: None,
+            unique: Some("menu-1".into()),
+        }
+        .to_key("change_flags/");
+        objects.put(&key, file.to_vec());
+        let future = base64::engine::general_purpose::STANDARD
+            .encode(br#"{"stream_refdata_flag":2,"changes":[{"key":"reference/menu.csv"}]}"#);
+        // (and an order that merely mentions the marker is still an order: unmatched here)
+        let mentions = base64::engine::general_purpose::STANDARD
+            .encode(br#"{"dish":"stream_refdata_flag","cost":1,"customer_id":4}"#);
+        let batch = [
+            order("salad", 2),
+            ("flag".to_owned(), future),
+            order("salad", 3),
+            ("n".to_owned(), mentions),
+        ];
+        let (response, summary) = consumer.handle_batch(&kinesis_event(&batch)).await.unwrap();
+        // THEN it counts as a flag that did not parse, not an invalid order, and the orders
+        // after it carry the new row: the feed was polled at its position
+        assert!(response.batch_item_failures.is_empty(), "{summary:?}");
+        let out = &summary.output;
+        assert_eq!(
+            (out.flags, out.unreadable_flags, out.invalid, out.enriched),
+            (1, 1, 0, 2),
+            "{out:?}"
+        );
+        assert_eq!(
+            out.unmatched_dead_lettered, 1,
+            "the order that mentions the marker"
+        );
+        assert_eq!(summary.flags_at.len(), 1);
+        let lines = written_lines(&consumer.store);
+        let category = |customer: i64| {
+            lines
+                .iter()
+                .rev()
+                .find(|l| l["customer_id"] == customer)
+                .map(|l| l["menu"]["category"].clone())
+        };
+        assert_eq!(category(3), Some(Value::from("salads")), "after the flag");
     }
 
     /// Every line of every object written to the output bucket, as JSON, in the order of the

@@ -41,6 +41,11 @@ pub enum Record {
     Flag(ChangeFlag),
     /// The original design's flag record (`dish == LEGACY_FLAG_DISH`).
     LegacyFlag,
+    /// A record with the protocol flag's marker field that does not parse as a flag (a newer
+    /// version, or damaged): why. Its barrier is kept as well as can be: it is a flag that names
+    /// nothing, so every reference polls the feed at its position (the s3-event-handler writes
+    /// the change file before the flags). Reported as a flag problem, never as an order.
+    UnreadableFlag(String),
     /// Not an order: why.
     Invalid(String),
     /// An order a reference was too stale for (past the staleness limit and not refreshed):
@@ -60,6 +65,7 @@ impl Record {
             Record::Order(o) => Classified::Data(o.dish.clone()),
             Record::Flag(f) => Classified::ChangeFlag(f.clone()),
             Record::LegacyFlag => legacy_flag(),
+            Record::UnreadableFlag(_) => Classified::Flag,
             Record::Invalid(reason) | Record::TooStale(reason) => {
                 Classified::Invalid(reason.clone())
             }
@@ -72,8 +78,13 @@ pub fn classify(data: &[u8], legacy_flag_dish: &str) -> Record {
     // `ChangeFlag::parse` is `None` without the marker; most records are orders, and looking
     // for the marker's first byte first is cheaper than its comparison at every offset.
     if contains(data, FLAG_MARKER.as_bytes()) {
-        if let Some(flag) = ChangeFlag::parse(data) {
-            return Record::Flag(flag);
+        match serde_json::from_slice::<ChangeFlag>(data) {
+            Ok(flag) => return Record::Flag(flag),
+            // The marker as a field of the record (not inside an order's text): a flag.
+            Err(e) if has_marker_field(data) => {
+                return Record::UnreadableFlag(format!("change flag that does not parse: {e}"))
+            }
+            Err(_) => {}
         }
     }
     let order: Order = match serde_json::from_slice(data) {
@@ -87,6 +98,12 @@ pub fn classify(data: &[u8], legacy_flag_dish: &str) -> Record {
         return Record::Invalid("not an order: empty dish".into());
     }
     Record::Order(order)
+}
+
+/// Whether `data` is a JSON object with the flag's marker as one of its fields.
+fn has_marker_field(data: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(data)
+        .is_ok_and(|m| m.contains_key(FLAG_MARKER))
 }
 
 /// Whether `needle` (not empty) occurs in `haystack`: a full comparison only where its first

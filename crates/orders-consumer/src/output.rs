@@ -92,6 +92,9 @@ pub struct BatchOutput {
     pub invalid: usize,
     /// Change flags (not written).
     pub flags: usize,
+    /// Of those, flags that did not parse (handled as flags naming nothing: the feed polled at
+    /// their position).
+    pub unreadable_flags: usize,
 }
 
 impl BatchOutput {

@@ -24,12 +24,26 @@ impl Batch {
         self.inputs.first().and_then(|i| i.sub_sequence)
     }
 
-    /// The sequence numbers of its protocol change flags (where each took effect).
+    /// The sequence numbers of its protocol change flags (where each took effect), those that
+    /// do not parse included.
     pub(super) fn flags_at(&self) -> Vec<String> {
         self.inputs
             .iter()
-            .filter(|i| matches!(i.record, Record::Flag(_)))
+            .filter(|i| matches!(i.record, Record::Flag(_) | Record::UnreadableFlag(_)))
             .map(|i| i.sequence_number.clone())
+            .collect()
+    }
+
+    /// Its flags that do not parse: sequence number, sub-sequence number and why.
+    pub(super) fn unreadable_flags(&self) -> Vec<(&str, Option<u64>, &str)> {
+        self.inputs
+            .iter()
+            .filter_map(|i| match &i.record {
+                Record::UnreadableFlag(why) => {
+                    Some((i.sequence_number.as_str(), i.sub_sequence, why.as_str()))
+                }
+                _ => None,
+            })
             .collect()
     }
 }

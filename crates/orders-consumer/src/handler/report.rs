@@ -73,6 +73,7 @@ pub fn batch_metrics(output: &BatchOutput, references: &[Health]) -> Value {
                     metric("InvalidRecords", "Count"),
                     metric("DeadLetteredRecords", "Count"),
                     metric("ChangeFlags", "Count"),
+                    metric("UnreadableFlags", "Count"),
                 ],
             }],
         },
@@ -84,6 +85,7 @@ pub fn batch_metrics(output: &BatchOutput, references: &[Health]) -> Value {
         "InvalidRecords": output.invalid,
         "DeadLetteredRecords": output.unmatched_dead_lettered + output.too_stale + output.invalid,
         "ChangeFlags": output.flags,
+        "UnreadableFlags": output.unreadable_flags,
     })
 }
 
