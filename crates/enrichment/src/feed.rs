@@ -76,6 +76,9 @@ pub(crate) struct Polled {
     pub(crate) files: Vec<Fetched>,
     listing_started: Option<DateTime<Utc>>,
     etag: Option<String>,
+    /// When what the poll found was taken at the earliest (the poll's start, or the start of a
+    /// shared feed's round): the data is confirmed current as of then.
+    pub(crate) taken: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -190,7 +193,11 @@ impl FeedFollower {
         force: bool,
         metrics: &Metrics,
     ) -> Result<Option<Polled>, SourceError> {
-        let mono = Instant::now();
+        // A shared feed's answers may be older than this call: count from when they were taken.
+        let (now, mono) = match source.taken_at() {
+            Some((wall, at)) => (now.min(wall), Instant::now().min(at)),
+            None => (now, Instant::now()),
+        };
         if !force
             && self
                 .last_poll
@@ -198,7 +205,10 @@ impl FeedFollower {
         {
             return Ok(None);
         }
-        let mut polled = Polled::default();
+        let mut polled = Polled {
+            taken: Some(mono),
+            ..Polled::default()
+        };
         let safety_due = self
             .last_listing
             .is_none_or(|t| mono.duration_since(t) >= self.settings.safety_listing);
@@ -280,13 +290,14 @@ impl FeedFollower {
 
     /// Marks what a poll found as applied and moves the position forward.
     pub(crate) fn commit(&mut self, polled: &Polled) {
-        let mono = Instant::now();
+        // (when the poll's answers were taken: the poll's start, or its shared feed's round's)
+        let mono = polled.taken.unwrap_or_else(Instant::now);
         self.last_poll = Some(mono);
         for f in &polled.files {
             self.applied.insert(f.key.clone(), f.time);
         }
         if let Some(started) = polled.listing_started {
-            // A position on our own clock, listed now.
+            // A position on our own clock, when the listing was taken.
             self.listing_start = Some(started);
             self.last_listing = Some(mono);
             self.listing_age = Duration::ZERO;

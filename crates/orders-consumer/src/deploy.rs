@@ -29,9 +29,9 @@ pub fn deployed(config: Config, sdk: &SdkConfig) -> DeployedConsumer {
     // Output over HTTPS with the SDK's CRC32 checksum: the bodies need no SHA-256 for the
     // signature (see `S3Store::with_unsigned_payloads`).
     let output = S3Store::new(s3).with_unsigned_payloads();
-    let mut consumer = OrdersConsumer::new(config, table, feed.clone(), output);
+    let mut consumer = OrdersConsumer::new(config, table, feed, output);
     if let Some(objects) = objects {
-        consumer = consumer.with_reference_objects(objects, feed);
+        consumer = consumer.with_reference_objects(objects);
     }
     if let Some((database, table)) = catalog {
         let glue = aws_sdk_glue::Client::new(sdk);

@@ -32,7 +32,7 @@ mod write;
 
 use aws_lambda_events::event::streams::KinesisEventResponse;
 use aws_plumbing::ObjectStore;
-use enrichment::sources::{FeedSource, ObjectSource, TableSource};
+use enrichment::sources::{FeedSource, ObjectSource, SharedFeed, TableSource};
 use enrichment::{
     FeedSettings, Health, MetricsSnapshot, ObjectConfig, ObjectEnricher, SystemClock, TableConfig,
     TableEnricher, Unmatched,
@@ -106,11 +106,13 @@ pub struct BatchSummary {
     pub catalog_error: Option<String>,
 }
 
-/// The reference table's enricher: `Product` items read through `Tb`, following the feed in `Fd`.
-type Table<Tb, Fd> = TableEnricher<Product, String, Tb, Fd>;
+/// The reference table's enricher: `Product` items read through `Tb`, following the feed in `Fd`
+/// (shared with the second reference).
+type Table<Tb, Fd> = TableEnricher<Product, String, Tb, SharedFeed<Fd>>;
 
-/// The second reference's enricher: rows of objects in S3, read through `Fd`.
-type Objects<Fd> = ObjectEnricher<ReferenceRow, String, Fd, Fd>;
+/// The second reference's enricher: rows of objects in S3, read through `Fd`, following the
+/// same shared feed.
+type Objects<Fd> = ObjectEnricher<ReferenceRow, String, Fd, SharedFeed<Fd>>;
 
 /// The orders consumer: an enricher kept warm across invocations, and the output store.
 pub struct OrdersConsumer<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S> {
@@ -118,6 +120,8 @@ pub struct OrdersConsumer<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone
     enricher: Mutex<Table<Tb, Fd>>,
     /// The second reference (objects in S3), when configured.
     objects: Option<Mutex<Objects<Fd>>>,
+    /// The change feed, followed once per batch for both references: a round per batch.
+    feed: SharedFeed<Fd>,
     store: S,
     /// Where the metric lines go, when they are on.
     metrics_out: Option<MetricsOut>,
@@ -141,8 +145,11 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectStore>
     OrdersConsumer<Tb, Fd, S>
 {
     /// A consumer reading the reference table through `table`, the change feed through `feed`,
-    /// and writing through `store`. Nothing is loaded until the first batch.
+    /// and writing through `store`. Nothing is loaded until the first batch. Both references
+    /// follow the feed through one [`SharedFeed`]: one pointer GET and one listing per batch,
+    /// each change file read once.
     pub fn new(config: Config, table: Tb, feed: Fd, store: S) -> Self {
+        let feed = SharedFeed::new(feed, config.change_prefix.clone(), SystemClock);
         let keys: Vec<&str> = config.key_attributes.iter().map(String::as_str).collect();
         let enricher_config =
             TableConfig::new(config.reference_table.clone(), &keys, |p: &Product| {
@@ -162,9 +169,10 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectStore>
             enricher: Mutex::new(TableEnricher::new(
                 enricher_config,
                 table,
-                Some(feed),
+                Some(feed.clone()),
                 SystemClock,
             )),
+            feed,
             config,
             objects: None,
             store,
@@ -175,9 +183,10 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectStore>
     }
 
     /// Joins the second reference configured by `REFERENCE_OBJECTS_*` (see [`Config`]), read
-    /// through `objects` (a source for that bucket) and kept current from the same change feed
-    /// and the flags in the stream. Without that configuration this changes nothing.
-    pub fn with_reference_objects(mut self, objects: Fd, feed: Fd) -> Self {
+    /// through `objects` (a source for that bucket) and kept current from the consumer's change
+    /// feed (followed once for both references) and the flags in the stream. Without that
+    /// configuration this changes nothing.
+    pub fn with_reference_objects(mut self, objects: Fd) -> Self {
         let Some(r) = self.config.reference_objects.clone() else {
             return self;
         };
@@ -203,7 +212,7 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectStore>
         self.objects = Some(Mutex::new(ObjectEnricher::new(
             config,
             objects,
-            Some(feed),
+            Some(self.feed.clone()),
             SystemClock,
         )));
         self
@@ -307,6 +316,9 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectStore>
         let Some(batch) = decode(event, &self.config.legacy_flag_dish)? else {
             return Ok((KinesisEventResponse::default(), BatchSummary::default()));
         };
+        // Every record of the batch is in the stream by now: the feed's answers from here on
+        // serve both references, at any position in the batch.
+        self.feed.new_round();
         let records = batch.inputs.len();
         let first_sub_sequence = batch.first_sub_sequence();
         let flags_at = batch.flags_at();
@@ -660,7 +672,7 @@ print(json.dumps(out))
             MemoryBucket::default(),
             MemoryStore::new(),
         )
-        .with_reference_objects(objects.clone(), MemoryBucket::default());
+        .with_reference_objects(objects.clone());
         // (a first batch loads both references; the next batch's objects have the same names)
         consumer
             .handle_batch(&kinesis_event(&[order("salad", 1)]))
@@ -720,6 +732,67 @@ print(json.dumps(out))
         assert!(summary.failed.unwrap().contains("reference objects"));
     }
 
+    #[tokio::test]
+    async fn both_references_follow_the_feed_once_per_batch() {
+        // GIVEN a consumer of the table and the menu objects, warm, its feed idle (a producer
+        // wrote its pointer once)
+        let feed = MemoryBucket::default();
+        let pointer = change_protocol::HeadPointer {
+            latest: "change_flags/x".into(),
+            written_at: String::new(),
+        };
+        feed.put(
+            &change_protocol::head_key("change_flags/"),
+            serde_json::to_vec(&pointer).unwrap(),
+        );
+        let objects = MemoryBucket::default();
+        objects.put(
+            "reference/menu.csv",
+            b"item,category\nsalad,starters\n".to_vec(),
+        );
+        let consumer = OrdersConsumer::new(
+            config(&[
+                ("REFERENCE_OBJECTS_PREFIX", "reference/"),
+                ("REFERENCE_OBJECTS_BUCKET", "ref-bucket"),
+                ("FEED_POLL_INTERVAL_MS", "0"),
+            ]),
+            products(),
+            feed.clone(),
+            MemoryStore::new(),
+        )
+        .with_reference_objects(objects.clone());
+        consumer
+            .handle_batch(&kinesis_event(&[order("salad", 1)]))
+            .await
+            .unwrap();
+        consumer
+            .handle_batch(&kinesis_event(&[order("salad", 2)]))
+            .await
+            .unwrap();
+        // WHEN batches come
+        let (gets, lists) = (feed.gets(), feed.lists());
+        for n in 3..6 {
+            consumer
+                .handle_batch(&kinesis_event(&[order("salad", n)]))
+                .await
+                .unwrap();
+        }
+        // THEN each costs one conditional GET of the pointer for both references
+        assert_eq!(
+            feed.gets() - gets,
+            3,
+            "one pointer GET per batch, not one per reference"
+        );
+        assert_eq!(feed.lists(), lists);
+        let polls: u64 = consumer
+            .health()
+            .await
+            .iter()
+            .map(|h| h.metrics.head_polls)
+            .sum();
+        assert!(polls >= 6, "both references polled: {polls}");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn orders_a_reference_is_too_stale_for_are_dead_lettered_as_too_stale_not_invalid() {
         // GIVEN a consumer with a 60 s staleness limit that loaded both references, then lost
@@ -729,7 +802,6 @@ print(json.dumps(out))
             "reference/menu.csv",
             b"item,category\nsalad,starters\n".to_vec(),
         );
-        let feed = MemoryBucket::default();
         let consumer = OrdersConsumer::new(
             config(&[
                 ("REFERENCE_OBJECTS_PREFIX", "reference/"),
@@ -737,10 +809,10 @@ print(json.dumps(out))
                 ("MAX_STALENESS_SECS", "60"),
             ]),
             products(),
-            feed.clone(),
+            objects.clone(),
             MemoryStore::new(),
         )
-        .with_reference_objects(objects.clone(), objects.clone());
+        .with_reference_objects(objects.clone());
         consumer
             .handle_batch(&kinesis_event(&[order("salad", 1)]))
             .await
@@ -791,10 +863,10 @@ print(json.dumps(out))
                 ("REFERENCE_OBJECTS_BUCKET", "ref-bucket"),
             ]),
             products(),
-            MemoryBucket::default(),
+            objects.clone(),
             MemoryStore::new(),
         )
-        .with_reference_objects(objects.clone(), objects.clone());
+        .with_reference_objects(objects.clone());
         consumer
             .handle_batch(&kinesis_event(&[order("salad", 1)]))
             .await

@@ -617,7 +617,7 @@ async fn an_archived_reference_object_is_rejected_and_the_batch_is_still_enriche
     let sink = metric_lines.clone();
     let consumer = r
         .consumer(config)
-        .with_reference_objects(objects.clone(), objects)
+        .with_reference_objects(objects)
         .with_metrics_sink(move |line| sink.lock().unwrap().push(line.clone()));
     // WHEN a cold environment gets the sample batch
     let (response, summary) = consumer.handle_batch(&sample()).await.unwrap();

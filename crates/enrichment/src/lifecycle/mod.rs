@@ -534,7 +534,7 @@ impl<L: Loader, Fd: FeedSource> ReferenceEnricher<L, Fd> {
             }
             Applied::Delta(next) => {
                 self.follower.commit(&polled);
-                self.last_current = Some(Instant::now());
+                self.last_current = Some(polled.taken.unwrap_or_else(Instant::now));
                 if let Some(next) = next {
                     self.publish(next);
                 }

@@ -136,7 +136,19 @@ pub trait FeedSource: Send + Sync + 'static {
         key: &str,
         etag: Option<&str>,
     ) -> impl Future<Output = Result<Conditional, SourceError>> + Send;
+
+    /// When the answers this source gives from now on were taken at the earliest, if that can
+    /// be before the call: a source that shares one answer among several followers
+    /// ([`SharedFeed`]) says so, and a follower counts its feed position and its staleness from
+    /// then (on the wall clock and the monotonic clock). `None`, the default: every answer is
+    /// taken during the call.
+    fn taken_at(&self) -> Option<(chrono::DateTime<chrono::Utc>, tokio::time::Instant)> {
+        None
+    }
 }
+
+mod shared;
+pub use shared::SharedFeed;
 
 /// [`TableSource`] on the SDK's DynamoDB client.
 #[derive(Clone, Debug)]
