@@ -4,3 +4,4 @@
 
 mod emulator;
 mod init_error;
+mod reference_objects;

@@ -53,6 +53,10 @@ impl RecordedRequest {
 pub struct RuntimeApiStub {
     address: String,
     requests: Arc<Mutex<Vec<RecordedRequest>>>,
+    events: Events,
+    /// While set, `GET …/invocation/next` with no event waits for one ([`RuntimeApiStub::push`])
+    /// instead of answering `404`.
+    open: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Events still to hand out on `GET …/invocation/next`.
@@ -68,17 +72,77 @@ impl RuntimeApiStub {
     /// (request ids `req-1`, `req-2`, …, with the headers Lambda sends) before the `404`; the
     /// function's answers are recorded as `POST …/invocation/req-N/response` (or `/error`).
     pub async fn start_with_events(events: Vec<serde_json::Value>) -> RuntimeApiStub {
+        RuntimeApiStub::serve(events, false).await
+    }
+
+    /// A stub that hands out events as the test [`push`](RuntimeApiStub::push)es them: the
+    /// function waits for the next one (as a warm Lambda environment does between invocations)
+    /// until [`close`](RuntimeApiStub::close) answers `404` and ends it. For a test that changes
+    /// something between two invocations of one warm process.
+    pub async fn start_open() -> RuntimeApiStub {
+        RuntimeApiStub::serve(Vec::new(), true).await
+    }
+
+    async fn serve(events: Vec<serde_json::Value>, open: bool) -> RuntimeApiStub {
         let events: Events = Arc::new(Mutex::new(events.into()));
+        let open = Arc::new(std::sync::atomic::AtomicBool::new(open));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind stub");
         let address = listener.local_addr().expect("stub address").to_string();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let recorded = requests.clone();
+        let (queue, waiting) = (events.clone(), open.clone());
         crate::serve_http(listener, move |req| {
             let recorded = recorded.clone();
-            let events = events.clone();
-            async move { Ok::<_, Infallible>(record(&recorded, &events, req).await) }
+            let events = queue.clone();
+            let open = waiting.clone();
+            async move { Ok::<_, Infallible>(record(&recorded, &events, &open, req).await) }
         });
-        RuntimeApiStub { address, requests }
+        RuntimeApiStub {
+            address,
+            requests,
+            events,
+            open,
+        }
+    }
+
+    /// Queues `event` for the function's next `GET …/invocation/next`.
+    pub fn push(&self, event: serde_json::Value) {
+        self.events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back(event);
+    }
+
+    /// After the queued events, answers `404`: the function's runtime then ends the process.
+    pub fn close(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The function's answers (response or error documents) so far, in order.
+    pub fn answers(&self) -> Vec<serde_json::Value> {
+        self.requests()
+            .iter()
+            .filter(|r| r.path.ends_with("/response") || r.path.ends_with("/error"))
+            .map(RecordedRequest::json)
+            .collect()
+    }
+
+    /// Waits until the function has answered `n` invocations (a condition, not a time: the
+    /// bound only ends a test whose function hangs).
+    ///
+    /// # Panics
+    /// If it has not within `bound`.
+    pub async fn wait_for_answers(&self, n: usize, bound: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + bound;
+        while self.answers().len() < n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the function answered {} of {n} invocations: {:?}",
+                self.answers().len(),
+                self.requests()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 
     /// `host:port`, the value for `AWS_LAMBDA_RUNTIME_API`.
@@ -98,6 +162,7 @@ impl RuntimeApiStub {
 async fn record(
     recorded: &Mutex<Vec<RecordedRequest>>,
     events: &Events,
+    open: &std::sync::atomic::AtomicBool,
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
@@ -126,7 +191,14 @@ async fn record(
             body,
         });
     if next {
-        let event = events.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
+        let event = loop {
+            let event = events.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
+            if event.is_some() || !open.load(std::sync::atomic::Ordering::SeqCst) {
+                break event;
+            }
+            // A warm environment waits for its next invocation.
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        };
         if let Some(event) = event {
             let n = recorded
                 .lock()
