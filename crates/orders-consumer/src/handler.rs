@@ -192,10 +192,13 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectStore>
         };
         let key = r.key.clone();
         let config = ObjectConfig::new(r.bucket, r.prefix, move |row: &ReferenceRow| {
-            row.get(&key).map(|v| match v {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            })
+            // An empty cell or a JSON null is no key (a bad row), never the key "" or "null".
+            match row.get(&key)? {
+                Value::Null => None,
+                Value::String(s) if s.is_empty() => None,
+                Value::String(s) => Some(s.clone()),
+                other => Some(other.to_string()),
+            }
         })
         // An object without the join column is rejected by name, not loaded without keys.
         .with_key_column(r.key.clone())
@@ -946,6 +949,38 @@ print(json.dumps(out))
                 .map(|l| l["menu"]["category"].clone())
         };
         assert_eq!(category(3), Some(Value::from("salads")), "after the flag");
+    }
+
+    #[tokio::test]
+    async fn a_row_with_an_empty_or_null_key_is_a_bad_row_not_the_key_null() {
+        let objects = MemoryBucket::default();
+        objects.put(
+            "reference/a.csv",
+            b"item,category\n,orphan\nsalad,starters\n".to_vec(),
+        );
+        objects.put(
+            "reference/b.jsonl",
+            b"{\"item\":null,\"category\":\"nothing\"}\n{\"item\":\"burger\",\"category\":\"mains\"}\n"
+                .to_vec(),
+        );
+        let consumer = OrdersConsumer::new(
+            config(&[
+                ("REFERENCE_OBJECTS_PREFIX", "reference/"),
+                ("REFERENCE_OBJECTS_BUCKET", "ref-bucket"),
+            ]),
+            products(),
+            objects.clone(),
+            MemoryStore::new(),
+        )
+        .with_reference_objects(objects.clone());
+        consumer
+            .handle_batch(&kinesis_event(&[order("null", 1), order("salad", 2)]))
+            .await
+            .unwrap();
+        let health = consumer.health().await;
+        // Both objects rejected whole (the default policy), each for its keyless row.
+        assert_eq!(health[1].metrics.bad_rows, 2, "{:?}", health[1]);
+        assert_eq!(health[1].rejected, ["reference/a.csv", "reference/b.jsonl"]);
     }
 
     /// Every line of every object written to the output bucket, as JSON, in the order of the
