@@ -46,6 +46,11 @@ class _Reference:
         """Whether the data is past the staleness limit (not to be used for enrichment)."""
     def items(self) -> list[Any]:
         """Every item, in no particular order."""
+    def health(self) -> dict[str, Any]:
+        """The reference's health: reference (the table's name, or s3://bucket/prefix), state
+        (never loaded, too stale, degraded, current), loaded, staleness_seconds, too_stale,
+        last_error, pending_reload, rejected (what is rejected now and served from its last good
+        version)."""
     def metrics(self) -> dict[str, Any]:
         """Counters (hits, misses, items_read, changes_applied, full_refreshes, snapshot_loads,
         feed_lists, …) and staleness_seconds."""

@@ -46,6 +46,23 @@ pub(crate) fn metrics_to_python<'py>(
     Ok(d)
 }
 
+/// A reference's health as a dict (see the `health()` method).
+pub(crate) fn health_to_python<'py>(
+    py: Python<'py>,
+    h: &enrichment::Health,
+) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("reference", &h.reference)?;
+    d.set_item("state", h.state())?;
+    d.set_item("loaded", h.loaded)?;
+    d.set_item("staleness_seconds", h.staleness.map(|s| s.as_secs_f64()))?;
+    d.set_item("too_stale", h.too_stale)?;
+    d.set_item("last_error", h.last_error.clone())?;
+    d.set_item("pending_reload", h.pending_reload.clone())?;
+    d.set_item("rejected", h.rejected.clone())?;
+    Ok(d)
+}
+
 /// `enrich_batch`'s answer: `(outcomes, counts)`, one `(status, record, detail)` per record, in
 /// order. `records` are the batch's records and `classes` what each was classified as; the walk
 /// ran over their indices.

@@ -199,6 +199,16 @@ macro_rules! reference_class {
                 $crate::runtime::block_on(py, async { self.inner.lock().await.is_loaded() })
             }
 
+            /// The reference's health now, as a dict: `reference` (the table's name, or
+            /// `s3://bucket/prefix`), `state` (`never loaded`, `too stale`, `degraded`,
+            /// `current`), `loaded`, `staleness_seconds`, `too_stale`, `last_error`,
+            /// `pending_reload` and `rejected` (what is rejected now and served from its last
+            /// good version). A job publishes it as it publishes its metrics.
+            fn health<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+                let h = $crate::runtime::block_on(py, async { self.inner.lock().await.health() });
+                $crate::outcomes::health_to_python(py, &h)
+            }
+
             /// The counters (requests, refreshes, items read, hits, …) and `staleness_seconds`.
             fn metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
                 let m = $crate::runtime::block_on(py, async { self.inner.lock().await.metrics() });

@@ -203,3 +203,17 @@ def test_the_lookup_table_keys_numbers_as_lookup_does(reference):
     table = ref.lookup_table()
     assert "0.0000001" in table and "1E-7" not in table, sorted(table)
     assert table["0.0000001"] is ref.lookup("0.0000001")
+
+
+def test_health_says_never_loaded_then_names_a_rejected_object(reference):
+    s3 = reference.s3
+    s3.put_object(Bucket=reference.bucket, Key="reference/menu.csv", Body=b"item,category\nburger,mains\n")
+    s3.put_object(Bucket=reference.bucket, Key="reference/bad.csv", Body=b"name,category\nsalad,starters\n")
+    ref = ObjectReference(reference.bucket, "reference/", "item", reference.bucket, poll_interval_seconds=0.0)
+    h = ref.health()
+    assert (h["state"], h["loaded"], h["staleness_seconds"]) == ("never loaded", False, None), h
+    assert h["reference"] == f"s3://{reference.bucket}/reference/"
+    ref.refresh()
+    h = ref.health()
+    assert h["state"] == "degraded" and h["rejected"] == ["reference/bad.csv"], h
+    assert ref.lookup("burger")["category"] == "mains"
