@@ -4,7 +4,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use aws_plumbing::{Clock, SharedClock};
-use change_protocol::ChangeKey;
+use change_protocol::{head_key, ChangeKey};
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
@@ -41,9 +41,11 @@ struct State {
     /// The current round: its number and when it started.
     round: u64,
     started: Option<(DateTime<Utc>, Instant)>,
-    /// The pointer's state this round: its key and ETag (`None`: missing).
-    head: Option<(String, Option<String>)>,
-    /// This round's complete listing: prefix, `StartAfter`, keys.
+    /// The feed pointer's state this round: its ETag (`None`: missing).
+    head: Option<Option<String>>,
+    /// This round's complete listing: prefix, `StartAfter`, keys. Always taken after the
+    /// round's pointer answer (a fresh pointer answer drops it), so no reference pairs a newer
+    /// pointer ETag with an older listing.
     listing: Option<(String, String, Vec<String>)>,
     /// Change-file bodies by key, oldest first.
     files: HashMap<String, Arc<Vec<u8>>>,
@@ -187,25 +189,25 @@ impl<F: FeedSource> FeedSource for SharedFeed<F> {
         Ok(body)
     }
 
-    /// The first answer of a round gives the pointer's ETag; later ones of the round are
-    /// answered from it as S3 would have answered then.
+    /// The first answer of a round gives the feed pointer's ETag; later ones of the round are
+    /// answered from it as S3 would have answered then. Other objects (a feed snapshot's
+    /// pointer) are always asked.
     async fn head_state(&self, key: &str, etag: Option<&str>) -> Result<Conditional, SourceError> {
-        let Some(round) = self.round() else {
+        let round = self.round().filter(|_| key == head_key(&self.prefix));
+        let Some(round) = round else {
             self.state().sent += 1;
             return self.inner.head_state(key, etag).await;
         };
         {
             let mut s = self.state();
-            if let Some((k, state)) = &s.head {
-                if k == key {
-                    let answer = match (state, etag) {
-                        (None, _) => Conditional::Missing,
-                        (Some(now), Some(asked)) if now == asked => Conditional::NotModified,
-                        (Some(now), _) => Conditional::Changed(now.clone()),
-                    };
-                    s.shared += 1;
-                    return Ok(answer);
-                }
+            if let Some(state) = &s.head {
+                let answer = match (state, etag) {
+                    (None, _) => Conditional::Missing,
+                    (Some(now), Some(asked)) if now == asked => Conditional::NotModified,
+                    (Some(now), _) => Conditional::Changed(now.clone()),
+                };
+                s.shared += 1;
+                return Ok(answer);
             }
         }
         self.state().sent += 1;
@@ -216,11 +218,17 @@ impl<F: FeedSource> FeedSource for SharedFeed<F> {
             Conditional::Missing => None,
         };
         let mut s = self.state();
-        // (nothing to share from a NotModified to a request without an ETag, or an empty ETag)
-        let known = state.as_deref().is_none_or(|e| !e.is_empty())
-            && (!matches!(answer, Conditional::NotModified) || etag.is_some());
-        if s.round == round && known {
-            s.head = Some((key.to_owned(), state));
+        if s.round == round {
+            // A listing taken before this answer may miss what the answer announces: whoever
+            // lists after it lists afresh.
+            s.listing = None;
+            // (nothing to share from a NotModified to a request without an ETag, or an empty
+            // ETag)
+            let known = state.as_deref().is_none_or(|e| !e.is_empty())
+                && (!matches!(answer, Conditional::NotModified) || etag.is_some());
+            if known {
+                s.head = Some(state);
+            }
         }
         Ok(answer)
     }

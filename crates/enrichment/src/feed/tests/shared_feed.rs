@@ -121,3 +121,40 @@ async fn outside_a_round_nothing_is_shared() {
     );
     assert_eq!(priority(&b, "burger").as_deref(), Some("high"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_newer_pointer_etag_is_never_paired_with_an_older_shared_listing() {
+    // GIVEN a reference `a` that loaded, and `b` whose first load comes in the round (it reads
+    // a feed snapshot's pointer, which is not the feed's pointer)
+    let r = rig();
+    let feed = SharedFeed::new(r.feed.clone(), PREFIX, r.clock.clone());
+    let mut a = follower(&r, &feed);
+    a.refresh().await;
+    let mut b = follower(&r, &feed);
+    r.clock.advance(AFTER_LOAD);
+    r.write(&[modify(10, "salad", "low", AFTER_LOAD)]);
+    r.table.put(product("salad", "low"));
+    r.clock.advance(100);
+    feed.new_round();
+    a.refresh().await;
+    assert_eq!(b.refresh().await.full_reload, Some(ReloadReason::FirstLoad));
+    // WHEN, still in the round, burger changes (its file and the pointer written) and `b`
+    // polls at a flag of the batch
+    r.clock.advance(100);
+    r.table.put(product("burger", "high"));
+    r.write(&[modify(11, "burger", "high", AFTER_LOAD + 10_200)]);
+    r.clock.advance(100);
+    b.process_batch(vec!["FLAG", "burger"], flag_at(Classified::Flag))
+        .await;
+    // THEN the next batch's flag finds burger's file: `b` did not take the newer pointer ETag
+    // with the round's older listing (which would make every later poll "not modified")
+    r.clock.advance(500);
+    feed.new_round();
+    let (outcomes, _) = b
+        .process_batch(vec!["FLAG", "burger"], flag_at(Classified::Flag))
+        .await;
+    match &outcomes[1] {
+        Outcome::Enriched { item, .. } => assert_eq!(item.priority, "high"),
+        o => panic!("{o:?}"),
+    }
+}
