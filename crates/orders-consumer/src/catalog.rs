@@ -59,6 +59,9 @@ pub(crate) enum CatalogError {
         misplaced(.0)
     )]
     Misplaced(Vec<Misplaced>),
+    /// BatchGetPartition left partitions unread: whether they are in place is not known.
+    #[error("reading existing partitions in the Glue Data Catalog: {0} left unprocessed")]
+    Unchecked(usize),
     /// BatchGetPartition, to read the locations of existing partitions, failed.
     #[error(
         "reading existing partitions in the Glue Data Catalog failed: BatchGetPartition on          {database}.{table}: {}",
@@ -167,7 +170,10 @@ pub fn json_lines_storage(location: impl Into<String>) -> StorageDescriptorBuild
 const PER_CALL: usize = 100;
 
 impl PartitionCatalog for GlueCatalog {
+    /// Every chunk is sent; partitions found at another location are reported together after
+    /// the last one (any other failure ends the registration: all stay owed).
     async fn register(&self, partitions: &[Partition]) -> Result<(), CatalogError> {
+        let mut all_misplaced = Vec::new();
         for chunk in partitions.chunks(PER_CALL) {
             let inputs = chunk
                 .iter()
@@ -211,10 +217,10 @@ impl PartitionCatalog for GlueCatalog {
                         .any(|e| e.partition_values() == p.values.as_slice())
                 })
                 .collect();
-            let misplaced = self.misplaced(&existing).await?;
-            if !misplaced.is_empty() {
-                return Err(CatalogError::Misplaced(misplaced));
-            }
+            all_misplaced.extend(self.misplaced(&existing).await?);
+        }
+        if !all_misplaced.is_empty() {
+            return Err(CatalogError::Misplaced(all_misplaced));
         }
         Ok(())
     }
@@ -248,6 +254,10 @@ impl GlueCatalog {
                 table: self.table.clone(),
                 source: Box::new(source),
             })?;
+        // Partitions Glue did not read back are not known to be in place: all stay owed.
+        if !out.unprocessed_keys().is_empty() {
+            return Err(CatalogError::Unchecked(out.unprocessed_keys().len()));
+        }
         let found: BTreeMap<&[String], &str> = out
             .partitions()
             .iter()

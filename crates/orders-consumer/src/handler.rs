@@ -10,7 +10,7 @@
 //!    second reference (objects in S3), flags at their position;
 //! 3. enrich (`enrich::enrich`): each order's item of the reference table, flags at their
 //!    position;
-//! 4. build the output (`crate::output::build`): the objects, named from the batch's shard and
+//! 4. build the output (`crate::output::build_with`): the objects, named from the batch's shard and
 //!    first record;
 //! 5. write (`write::write`): the objects put, a few at a time;
 //! 6. register the partitions (`register::register_partitions`, when configured): new output
@@ -46,8 +46,9 @@ use tracing::{error, info, warn};
 
 use crate::catalog::{GlueCatalog, Registered};
 use crate::config::Config;
+use crate::orders::Record;
 use crate::orders::{Product, ReferenceRow};
-use crate::output::{build, BatchOutput, Naming};
+use crate::output::{build_with, BatchOutput, Input, Naming};
 
 use decode::{decode, Batch};
 use enrich::enrich;
@@ -325,7 +326,10 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectStore>
         let records = batch.inputs.len();
         let first_sub_sequence = batch.first_sub_sequence();
         let flags_at = batch.flags_at();
-        let unreadable_flags = batch.unreadable_flags().len();
+        let unreadable_flags: Vec<Input> = (batch.inputs.iter())
+            .filter(|i| matches!(i.record, Record::UnreadableFlag(_)))
+            .cloned()
+            .collect();
         for (sequence_number, sub_sequence, why) in batch.unreadable_flags() {
             warn!(shard = %batch.shard, sequence_number, sub_sequence, reason = why, "a change flag does not parse; every reference polls the feed at its position instead");
         }
@@ -368,8 +372,7 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectStore>
         };
         // 4. build the output
         let naming = self.naming(&shard, &first_sequence, first_sub_sequence);
-        let mut output = build(&naming, outcomes);
-        output.unreadable_flags = unreadable_flags;
+        let output = build_with(&naming, outcomes, &unreadable_flags);
         // 5. write
         if let Err(e) = write(&self.store, &self.config.output_bucket, &output).await {
             error!(%shard, first_sequence, error = %e, "output not written; reporting the batch for retry");
@@ -919,11 +922,15 @@ print(json.dumps(out))
         // (and an order that merely mentions the marker is still an order: unmatched here)
         let mentions = base64::engine::general_purpose::STANDARD
             .encode(br#"{"dish":"stream_refdata_flag","cost":1,"customer_id":4}"#);
+        // (and one cut short in transit: not JSON at all)
+        let truncated = base64::engine::general_purpose::STANDARD
+            .encode(br#"{"stream_refdata_flag":1,"change":{"bucket":"ref-"#);
         let batch = [
             order("salad", 2),
             ("flag".to_owned(), future),
             order("salad", 3),
             ("n".to_owned(), mentions),
+            ("cut".to_owned(), truncated),
         ];
         let (response, summary) = consumer.handle_batch(&kinesis_event(&batch)).await.unwrap();
         // THEN it counts as a flag that did not parse, not an invalid order, and the orders
@@ -932,14 +939,25 @@ print(json.dumps(out))
         let out = &summary.output;
         assert_eq!(
             (out.flags, out.unreadable_flags, out.invalid, out.enriched),
-            (1, 1, 0, 2),
+            (2, 2, 0, 2),
             "{out:?}"
         );
         assert_eq!(
             out.unmatched_dead_lettered, 1,
             "the order that mentions the marker"
         );
-        assert_eq!(summary.flags_at.len(), 1);
+        assert_eq!(out.accounted(), summary.records);
+        assert_eq!(summary.flags_at.len(), 2);
+        // and both are kept in the dead-letter prefix with the reason, never lost
+        let kept: Vec<Value> = written_lines(&consumer.store)
+            .into_iter()
+            .filter(|l| {
+                l["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("change flag that does not parse"))
+            })
+            .collect();
+        assert_eq!(kept.len(), 2, "{kept:?}");
         let lines = written_lines(&consumer.store);
         let category = |customer: i64| {
             lines

@@ -77,6 +77,7 @@ impl Record {
 pub fn classify(data: &[u8], legacy_flag_dish: &str) -> Record {
     // `ChangeFlag::parse` is `None` without the marker; most records are orders, and looking
     // for the marker's first byte first is cheaper than its comparison at every offset.
+    let mut flag_error = None;
     if contains(data, FLAG_MARKER.as_bytes()) {
         match serde_json::from_slice::<ChangeFlag>(data) {
             Ok(flag) => return Record::Flag(flag),
@@ -84,11 +85,17 @@ pub fn classify(data: &[u8], legacy_flag_dish: &str) -> Record {
             Err(e) if has_marker_field(data) => {
                 return Record::UnreadableFlag(format!("change flag that does not parse: {e}"))
             }
-            Err(_) => {}
+            Err(e) => flag_error = Some(e),
         }
     }
     let order: Order = match serde_json::from_slice(data) {
         Ok(o) => o,
+        // With the marker and neither a flag nor an order (truncated, damaged): a flag that
+        // cannot be read keeps its barrier; an order never carries the marker as a field.
+        Err(_) if flag_error.is_some() => {
+            let e = flag_error.map(|e| e.to_string()).unwrap_or_default();
+            return Record::UnreadableFlag(format!("change flag that does not parse: {e}"));
+        }
         Err(e) => return Record::Invalid(format!("not an order: {e}")),
     };
     if order.dish == legacy_flag_dish {

@@ -211,10 +211,33 @@ fn line_start(item: &str, priority: Option<&str>, price: Option<&serde_json::Num
 }
 
 /// Builds the output objects of one batch from its outcomes, in input order.
+#[cfg(test)]
 pub(crate) fn build(naming: &Naming<'_>, outcomes: Vec<Outcome<Input, Product>>) -> BatchOutput {
+    build_with(naming, outcomes, &[])
+}
+
+/// [`build`], with the batch's flags that did not parse (`unreadable_flags`, each counted among
+/// the outcomes' flags) dead-lettered as well, with the reason and what was done instead: kept
+/// for an operator, never lost.
+pub(crate) fn build_with(
+    naming: &Naming<'_>,
+    outcomes: Vec<Outcome<Input, Product>>,
+    unreadable_flags: &[Input],
+) -> BatchOutput {
     let mut lines = Lines::new(naming);
     for outcome in &outcomes {
         lines.add(outcome);
+    }
+    for input in unreadable_flags {
+        if let Record::UnreadableFlag(why) = &input.record {
+            lines.out.unreadable_flags += 1;
+            lines.dead_letter(
+                input,
+                format!(
+                    "{why}; handled as a flag naming nothing (the feed polled at its position)"
+                ),
+            );
+        }
     }
     lines.into_output()
 }

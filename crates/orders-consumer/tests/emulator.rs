@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use base64::Engine;
+
 use aws_plumbing::s3_client;
 use aws_sdk_dynamodb::types::StreamViewType;
 use enrichment::sources::{DynamoDbTable, S3Feed};
@@ -660,4 +662,68 @@ async fn an_archived_reference_object_is_rejected_and_the_batch_is_still_enriche
     let table = reference(&r.table.name);
     assert_eq!(table["ReferenceState"], "current");
     assert_eq!(table["ReferenceRejectedObjects"], 0);
+}
+
+#[tokio::test]
+async fn a_misplaced_partition_does_not_keep_the_next_hundred_from_being_registered() {
+    // GIVEN 150 dishes in the table, and the first one's partition misplaced in the catalog
+    let r = rig().await;
+    let dishes: Vec<String> = (0..150).map(|i| format!("d{i:03}")).collect();
+    for dish in &dishes {
+        r.table.put(dish, "high").await;
+    }
+    let (glue, database, table) = glue_table(&r.sdk).await;
+    glue.create_partition()
+        .database_name(&database)
+        .table_name(&table)
+        .partition_input(
+            aws_sdk_glue::types::PartitionInput::builder()
+                .set_values(Some(vec!["d000".into(), "high".into()]))
+                .storage_descriptor(
+                    orders_consumer::catalog::json_lines_storage("s3://elsewhere/d000/").build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let catalog = orders_consumer::catalog::GlueCatalog::new(glue.clone(), &database, &table);
+    let consumer = r
+        .consumer(r.config(Unmatched::Reject))
+        .with_catalog(catalog);
+    // WHEN one batch writes an order of each (150 partitions: two BatchCreatePartition calls)
+    let records: Vec<Value> = dishes
+        .iter()
+        .enumerate()
+        .map(|(i, dish)| {
+            let seq = format!("49590338271490256608559692538361571095921575989136{i:06}");
+            let data = base64::engine::general_purpose::STANDARD
+                .encode(format!(r#"{{"dish":"{dish}","cost":1,"customer_id":{i}}}"#));
+            serde_json::json!({
+                "kinesis": {"partitionKey": "1", "sequenceNumber": seq, "data": data},
+                "eventSource": "aws:kinesis",
+                "eventID": format!("shardId-000000000001:{seq}"),
+            })
+        })
+        .collect();
+    let (_, summary) = consumer
+        .handle_batch(&serde_json::json!({ "Records": records }))
+        .await
+        .unwrap();
+    // THEN the misplaced one is reported, and every other is registered, the last chunk too
+    assert_eq!(summary.output.enriched, 150);
+    let error = summary
+        .catalog_error
+        .expect("the misplaced partition reported");
+    assert!(error.contains("s3://elsewhere/d000/"), "{error}");
+    for dish in ["d001", "d099", "d100", "d149"] {
+        let got = glue
+            .get_partition()
+            .database_name(&database)
+            .table_name(&table)
+            .set_partition_values(Some(vec![dish.into(), "high".into()]))
+            .send()
+            .await;
+        assert!(got.is_ok(), "{dish}: {got:?}");
+    }
 }

@@ -58,6 +58,8 @@ struct Backoff {
 impl Backoff {
     const FIRST: Duration = Duration::from_secs(1);
     const MAX: Duration = Duration::from_secs(60);
+    /// The wait after a load refused for a schema change.
+    const AFTER_SCHEMA_CHANGE: Duration = Duration::from_secs(600);
 
     fn wait(&self) -> Option<Duration> {
         self.next_attempt
@@ -66,9 +68,14 @@ impl Backoff {
     }
 
     fn failed(&mut self, error: &RefreshError) {
-        let delay = Self::FIRST
+        let mut delay = Self::FIRST
             .saturating_mul(1 << self.failures.min(6))
             .min(Self::MAX);
+        // A schema change is not cured by trying again soon, and each attempt is a whole Scan:
+        // the items are fixed (or the type changed and deployed) on a human's time.
+        if matches!(error, RefreshError::SchemaChange { .. }) {
+            delay = delay.max(Self::AFTER_SCHEMA_CHANGE);
+        }
         self.failures += 1;
         self.next_attempt = Some(Instant::now() + delay);
         self.last_error = error.to_string();
@@ -171,7 +178,7 @@ pub struct ReferenceEnricher<L: Loader, Fd> {
 }
 
 /// The share of the maximum age over which consumers' maximum-age reloads are spread.
-const MAX_AGE_JITTER: f64 = 0.1;
+pub(crate) const MAX_AGE_JITTER: f64 = 0.1;
 
 /// A random share of the maximum age in `[0, MAX_AGE_JITTER)` (std's per-instance random hash
 /// keys: no generator to seed or share).

@@ -128,6 +128,17 @@ pub(crate) enum SnapshotRefused {
         /// The maximum age.
         max_age: Duration,
     },
+    /// Most of the snapshot's items no longer decode into the user's type while a snapshot is
+    /// loaded (a schema change): the Scan instead refuses or keeps the last good versions.
+    #[error("snapshot {key}: {undecodable} of {read} items no longer decode")]
+    SchemaChange {
+        /// The snapshot's key.
+        key: String,
+        /// Items that did not decode.
+        undecodable: usize,
+        /// Items read.
+        read: usize,
+    },
     /// The snapshot's header or entries cannot be read.
     #[error("snapshot {key}: {source}")]
     Unreadable {
@@ -171,6 +182,7 @@ where
         feed: &F,
         prefix: &str,
         described: Option<&str>,
+        current: &Snapshot<T, K>,
         cx: &mut Cx<'_>,
     ) -> Result<Loaded<Snapshot<T, K>>, SnapshotRefused> {
         let (pointer, position, now) = self.checked_pointer(feed, prefix, described, cx).await?;
@@ -199,7 +211,10 @@ where
         let full_load_end = header.full_load_end_ms.map(ms).transpose()?;
         // The maximum age exists to check the data against the table itself: a snapshot that
         // descends from a Scan older than that is not a fresh load (the caller Scans).
+        // (within the part of it no consumer's jittered maximum age reaches, so that consumers
+        // started from one snapshot do not all Scan again at their next refresh)
         if let Some(max_age) = cx.policies.max_age {
+            let max_age = max_age.mul_f64(1.0 - crate::lifecycle::MAX_AGE_JITTER);
             let scanned = full_load_end.map(|r| (now - r).to_std().unwrap_or_default());
             if scanned.is_none_or(|a| a > max_age) {
                 return Err(SnapshotRefused::BeyondMaximumAge {
@@ -217,10 +232,30 @@ where
         // hint, capped so a corrupt header cannot make this reserve without bound.
         let hint = usize::try_from(header.items.min(1 << 22)).unwrap_or(1 << 22);
         let mut entries = Vec::with_capacity(hint);
+        let mut undecodable = Vec::new();
         let states = self
-            .read_entries(reader, cx.metrics, |e| entries.push(e))
+            .read_entries(reader, cx.metrics, |e| match e {
+                Ok(e) => entries.push(e),
+                Err(u) => undecodable.push(u),
+            })
             .map_err(unreadable)?;
-        let snapshot = Snapshot::from_entries(cx.policies.ambiguity, entries);
+        // The schema-change policy, as for a Scan (`TableLoader::full_load`).
+        let read = entries.len() + undecodable.len();
+        if !current.is_empty() && undecodable.len() as f64 > super::MOST_ITEMS * read as f64 {
+            return Err(SnapshotRefused::SchemaChange {
+                key: pointer.key,
+                undecodable: undecodable.len(),
+                read,
+            });
+        }
+        let mut snapshot = Snapshot::from_entries(cx.policies.ambiguity, entries);
+        self.undecodable.clear();
+        for u in undecodable {
+            if let Some(key) = u.key {
+                snapshot.copy_from(current, &key);
+                self.undecodable.insert(key, u.error);
+            }
+        }
         self.states = states;
         self.stream_arn = header.stream_arn.clone();
         self.newest_seen = None;
@@ -314,7 +349,7 @@ where
         &self,
         mut reader: SnapshotReader<R>,
         metrics: &Metrics,
-        mut out: impl FnMut(Decoded<T, K>),
+        mut out: impl FnMut(Result<Decoded<T, K>, super::Undecodable>),
     ) -> Result<HashMap<ItemKey, ItemState>, BadEntry> {
         let mut states = HashMap::new();
         while let Some(entry) = reader.next_entry()? {
@@ -341,9 +376,7 @@ where
                 (None, Some(_)) => return Err(BadEntry::SeqWithoutStamp(key)),
             }
             if let EntryBody::Item(item) = entry.body {
-                if let Some(e) = self.decode_entry(item, metrics) {
-                    out(e);
-                }
+                out(self.decode_item(item, metrics));
             }
         }
         Ok(states)

@@ -117,7 +117,7 @@ pub struct TableLoader<T, K, Tb> {
     pub(crate) full_load_end: Option<DateTime<Utc>>,
     /// Items that no longer decode into the user's type (a schema change), and why: each is
     /// served at its last good version, if it had one.
-    undecodable: BTreeMap<ItemKey, String>,
+    pub(crate) undecodable: BTreeMap<ItemKey, String>,
     /// What the delta being applied changes in `undecodable` (an item that stopped decoding,
     /// `Some`; one that decodes again or is gone, `None`): taken into it only when the delta
     /// succeeds, so a failed poll changes nothing.
@@ -128,8 +128,8 @@ pub struct TableLoader<T, K, Tb> {
 /// it does not decode into the user's type.
 #[derive(Debug)]
 pub(crate) struct Undecodable {
-    key: Option<ItemKey>,
-    error: String,
+    pub(crate) key: Option<ItemKey>,
+    pub(crate) error: String,
 }
 
 /// A full load in which more than this share of the items read no longer decode is refused
@@ -186,7 +186,7 @@ where
         let prefix = cx.policies.feed.snapshot_prefix.clone();
         if let (Some(prefix), Some(feed), true) = (prefix, feed, snapshot_allowed(reason)) {
             match self
-                .load_feed_snapshot(feed, &prefix, described.as_deref(), cx)
+                .load_feed_snapshot(feed, &prefix, described.as_deref(), current, cx)
                 .await
             {
                 Ok(loaded) => {
@@ -382,18 +382,8 @@ where
         }
     }
 
-    /// Key, value and lookup key of an item, or `None` (counted and logged) when it has no usable
-    /// key or does not decode.
-    pub(crate) fn decode_entry(
-        &self,
-        item: Item,
-        metrics: &Metrics,
-    ) -> Option<(ItemKey, T, Option<K>)> {
-        self.decode_item(item, metrics).ok()
-    }
-
     /// Key, value and lookup key of an item, or why not (counted and logged at WARN).
-    fn decode_item(
+    pub(crate) fn decode_item(
         &self,
         item: Item,
         metrics: &Metrics,

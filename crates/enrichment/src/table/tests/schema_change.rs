@@ -122,10 +122,15 @@ async fn a_schema_change_that_breaks_most_items_keeps_the_last_good_snapshot_who
         "{h:?}"
     );
     assert_eq!(h.state(), "degraded");
+    // AND it is not Scanned again every minute: the next attempt waits 10 minutes
+    let scans = r.table.scans();
+    tokio::time::advance(Duration::from_secs(120)).await;
+    r.refresh_later().await;
+    assert_eq!(r.table.scans(), scans, "no Scan within 10 minutes");
     // WHEN the items are fixed, the reload is tried again after its backoff and succeeds
     r.table.put(product("burger", "high"));
     r.table.put(product("salad", "low"));
-    tokio::time::advance(Duration::from_secs(2)).await;
+    tokio::time::advance(Duration::from_secs(481)).await;
     let report = r.refresh_later().await;
     assert!(report.error.is_none(), "{report:?}");
     assert_eq!(r.priority("pizza").as_deref(), Some("medium"));
@@ -143,4 +148,54 @@ async fn a_first_load_serves_what_decodes_there_being_no_last_good_snapshot() {
     assert_eq!(r.priority("pizza").as_deref(), Some("low"));
     assert_eq!(r.priority("burger"), None);
     assert_eq!(r.enricher.health().rejected.len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_from_a_feed_snapshot_follows_the_same_policy() {
+    // GIVEN a loaded consumer (change files kept 3 days), then `priority` retyped in two items
+    // of three, and a feed snapshot of the table as it is now
+    let mut r = rig_with(|c| c.with_max_age(None).with_feed(retention_days(3)));
+    r.enricher.refresh().await;
+    r.table.put(retyped("salad"));
+    r.table.put(retyped("pizza"));
+    // WHEN it is idle past the retention and reloads: the snapshot is its first choice
+    let idle = Duration::from_secs(2 * 24 * 3600 + 60);
+    tokio::time::advance(idle).await;
+    r.clock.advance(idle.as_millis() as i64);
+    r.publish_first_snapshot().await;
+    let report = r.enricher.refresh().await;
+    // THEN the snapshot is refused for the schema change, the Scan refuses as well, and the
+    // last good snapshot serves whole
+    assert!(
+        matches!(
+            r.enricher.pending_reload(),
+            Some(ReloadReason::BeyondRetention)
+        ),
+        "{report:?}"
+    );
+    let refused = report.snapshot_refused.expect("the snapshot refused");
+    assert!(
+        refused.contains("2 of 3 items no longer decode"),
+        "{refused}"
+    );
+    let error = report.error.expect("the Scan refused").to_string();
+    assert!(error.contains("schema change: 2 of 3"), "{error}");
+    assert_eq!(r.priority("salad").as_deref(), Some("high"));
+    assert_eq!(r.priority("pizza").as_deref(), Some("low"));
+}
+
+#[tokio::test]
+async fn a_first_load_from_a_feed_snapshot_names_what_does_not_decode() {
+    let mut r = rig();
+    r.table.put(retyped("salad"));
+    r.publish_first_snapshot().await;
+    let report = r.enricher.refresh().await;
+    assert!(report.snapshot.is_some(), "{report:?}");
+    assert_eq!(
+        r.enricher.health().rejected.len(),
+        1,
+        "{:?}",
+        r.enricher.health()
+    );
+    assert_eq!(r.priority("pizza").as_deref(), Some("low"));
 }
