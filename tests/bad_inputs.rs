@@ -274,13 +274,15 @@ fn cases() -> Vec<Case> {
     add(
         "flag record",
         "marker but no change",
-        "Invalid(\"not an order",
+        // a flag that names nothing: the feed polled at its position, kept in the dead letters
+        "UnreadableFlag(\"change flag that does not parse",
         order(br#"{"stream_refdata_flag":1}"#),
     );
     add(
         "flag record",
         "marker with the wrong type",
-        "Invalid(\"not an order",
+        // a flag that names nothing: the feed polled at its position, kept in the dead letters
+        "UnreadableFlag(\"change flag that does not parse",
         order(br#"{"stream_refdata_flag":"yes","change":{}}"#),
     );
     assert!(ChangeFlag::parse(br#"{"stream_refdata_flag":1}"#).is_none());
