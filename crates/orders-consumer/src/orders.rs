@@ -90,11 +90,14 @@ pub fn classify(data: &[u8], legacy_flag_dish: &str) -> Record {
     }
     let order: Order = match serde_json::from_slice(data) {
         Ok(o) => o,
-        // With the marker and neither a flag nor an order (truncated, damaged): a flag that
-        // cannot be read keeps its barrier; an order never carries the marker as a field.
-        Err(_) if flag_error.is_some() => {
-            let e = flag_error.map(|e| e.to_string()).unwrap_or_default();
-            return Record::UnreadableFlag(format!("change flag that does not parse: {e}"));
+        // With the marker as a field name and neither a flag nor an order (truncated,
+        // damaged): a flag that cannot be read keeps its barrier; an order never has that
+        // field. (An order that only mentions the marker in a value stays an invalid order.)
+        Err(e) if flag_error.is_some() && marker_as_field_name(data) => {
+            let flag = flag_error.map(|e| e.to_string()).unwrap_or_default();
+            return Record::UnreadableFlag(format!(
+                "change flag that does not parse: {flag} (as an order: {e})"
+            ));
         }
         Err(e) => return Record::Invalid(format!("not an order: {e}")),
     };
@@ -105,6 +108,22 @@ pub fn classify(data: &[u8], legacy_flag_dish: &str) -> Record {
         return Record::Invalid("not an order: empty dish".into());
     }
     Record::Order(order)
+}
+
+/// Whether the flag's marker occurs in `data` as a field name (`"stream_refdata_flag"` then a
+/// colon), even in text that is not JSON as a whole.
+fn marker_as_field_name(data: &[u8]) -> bool {
+    let quoted = format!("\"{FLAG_MARKER}\"");
+    let quoted = quoted.as_bytes();
+    data.windows(quoted.len())
+        .enumerate()
+        .filter(|(_, w)| *w == quoted)
+        .any(|(at, _)| {
+            data[at + quoted.len()..]
+                .iter()
+                .find(|b| !b.is_ascii_whitespace())
+                .is_some_and(|b| *b == b':')
+        })
 }
 
 /// Whether `data` is a JSON object with the flag's marker as one of its fields.
@@ -195,5 +214,26 @@ mod tests {
             };
             assert!(reason.contains(says), "{reason}");
         }
+    }
+
+    #[test]
+    fn only_the_marker_as_a_field_name_makes_a_damaged_record_a_flag() {
+        // an invalid order that mentions the marker in a value stays an invalid order, with its
+        // own error
+        let Record::Invalid(reason) = classify(
+            br#"{"dish":"stream_refdata_flag","cost":"12"}"#,
+            "CHANGE_FLAG",
+        ) else {
+            panic!()
+        };
+        assert!(reason.starts_with("not an order"), "{reason}");
+        // a flag cut short is a flag that does not parse, with both errors
+        let Record::UnreadableFlag(reason) = classify(
+            br#"{"stream_refdata_flag" : 1,"change":{"bucket":"ref-"#,
+            "CHANGE_FLAG",
+        ) else {
+            panic!()
+        };
+        assert!(reason.contains("as an order"), "{reason}");
     }
 }

@@ -47,6 +47,9 @@ struct State {
     /// round's pointer answer (a fresh pointer answer drops it), so no reference pairs a newer
     /// pointer ETag with an older listing.
     listing: Option<(String, String, Vec<String>)>,
+    /// Fresh pointer answers taken so far: a listing begun before one is not kept (followers
+    /// polling at the same time could otherwise pair the newer answer with the older listing).
+    head_answers: u64,
     /// Change-file bodies by key, oldest first.
     files: HashMap<String, Arc<Vec<u8>>>,
     order: VecDeque<String>,
@@ -139,6 +142,7 @@ impl<F: FeedSource> FeedSource for SharedFeed<F> {
                 }
             }
         }
+        let head_answers = self.state().head_answers;
         let mut keys = Vec::new();
         let mut token = None;
         loop {
@@ -151,8 +155,9 @@ impl<F: FeedSource> FeedSource for SharedFeed<F> {
             }
         }
         let mut s = self.state();
-        // Kept only if the round it was taken in is still the current one.
-        if s.round == round {
+        // Kept only if the round it was taken in is still the current one, and no fresh pointer
+        // answer came while it was taken.
+        if s.round == round && s.head_answers == head_answers {
             s.listing = Some((prefix.to_owned(), start_after.to_owned(), keys.clone()));
         }
         Ok(ListPage { keys, next: None })
@@ -218,6 +223,7 @@ impl<F: FeedSource> FeedSource for SharedFeed<F> {
             Conditional::Missing => None,
         };
         let mut s = self.state();
+        s.head_answers += 1;
         if s.round == round {
             // A listing taken before this answer may miss what the answer announces: whoever
             // lists after it lists afresh.

@@ -83,7 +83,10 @@ pub fn batch_metrics(output: &BatchOutput, references: &[Health]) -> Value {
         "UnmatchedOrders": output.unmatched_dead_lettered + output.passed + output.dropped,
         "TooStaleOrders": output.too_stale,
         "InvalidRecords": output.invalid,
-        "DeadLetteredRecords": output.unmatched_dead_lettered + output.too_stale + output.invalid,
+        "DeadLetteredRecords": output.unmatched_dead_lettered
+            + output.too_stale
+            + output.invalid
+            + output.unreadable_flags,
         "ChangeFlags": output.flags,
         "UnreadableFlags": output.unreadable_flags,
     })
