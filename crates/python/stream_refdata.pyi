@@ -18,8 +18,8 @@ from typing_extensions import Unpack
 __version__: str
 
 Outcome = tuple[str, Any, Any]
-"""`(status, record, detail)`: status is one of enriched, passed, rejected, dropped, flag,
-invalid, held; detail is the item for enriched, the reason otherwise, None for a flag."""
+"""`(status, record, detail)`: status is one of enriched, passed, rejected, dropped, waiting,
+flag, invalid, held; detail is the item for enriched, the reason otherwise, None for a flag."""
 
 class _Reference:
     def refresh(self) -> dict[str, Any]:
@@ -51,6 +51,12 @@ class _Reference:
         (never loaded, too stale, degraded, current), loaded, staleness_seconds, too_stale,
         last_error, pending_reload, rejected (what is rejected now and served from its last good
         version)."""
+    def watch(self, keys: Sequence[str]) -> None:
+        """Watch the lookup keys of records the job holds (unmatched="hold"); enrich_batch
+        watches those it answers "waiting" by itself."""
+    def take_resolved(self) -> list[tuple[str, Any]]:
+        """The watched keys that resolved since the last call, each with the version of its
+        item that resolved it (never a later one), in the order they resolved."""
     def metrics(self) -> dict[str, Any]:
         """Counters (hits, misses, items_read, changes_applied, full_refreshes, snapshot_loads,
         feed_lists, …) and staleness_seconds."""
@@ -72,7 +78,8 @@ class _Options(TypedDict, total=False):
     library's default (the package README's table)."""
 
     unmatched: str
-    """dead-letter (rejected with a reason), pass or drop."""
+    """dead-letter (rejected with a reason), pass, drop or hold (answered "waiting"; see
+    watch() and take_resolved())."""
     max_staleness_seconds: Optional[float]
     """The staleness limit; None never rejects records as stale."""
     max_age_seconds: Optional[float]

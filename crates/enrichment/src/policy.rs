@@ -50,6 +50,13 @@ pub enum Unmatched {
     Pass,
     /// Not returned (counted and logged).
     Drop,
+    /// Returned as [`Outcome::Waiting`](crate::Outcome::Waiting): the row may arrive later
+    /// (the record was written before its reference row). The caller keeps the record
+    /// (durably) and asks the enricher to [`watch`](crate::ReferenceEnricher::watch) its key;
+    /// when a refresh brings the row, the version that resolved it is handed out by
+    /// [`take_resolved`](crate::ReferenceEnricher::take_resolved), and the caller releases the
+    /// record with that version. A grace period and caps are the caller's.
+    Hold,
 }
 
 impl std::str::FromStr for Unmatched {
@@ -59,8 +66,9 @@ impl std::str::FromStr for Unmatched {
             "dead-letter" | "reject" => Ok(Unmatched::Reject),
             "pass" => Ok(Unmatched::Pass),
             "drop" => Ok(Unmatched::Drop),
+            "hold" => Ok(Unmatched::Hold),
             other => Err(format!(
-                "unknown unmatched policy {other:?}: expected dead-letter, pass or drop"
+                "unknown unmatched policy {other:?}: expected dead-letter, pass, drop or hold"
             )),
         }
     }

@@ -122,11 +122,20 @@ fn or_default(get: &impl Fn(&str) -> Option<String>, var: &str, default: &str) -
 /// `UNMATCHED`: `dead-letter` (default), `pass` or `drop`.
 fn unmatched_var(get: &impl Fn(&str) -> Option<String>) -> Result<Unmatched, ConfigError> {
     let text = or_default(get, "UNMATCHED", "dead-letter");
-    text.parse().map_err(|reason| ConfigError::Invalid {
-        var: "UNMATCHED",
-        value: text.clone(),
-        reason,
-    })
+    match text.parse() {
+        Ok(Unmatched::Hold) => Err(ConfigError::Invalid {
+            var: "UNMATCHED",
+            value: text.clone(),
+            reason: "hold is not available in the orders consumer yet: expected dead-letter, \
+                     pass or drop"
+                .into(),
+        }),
+        parsed => parsed.map_err(|reason| ConfigError::Invalid {
+            var: "UNMATCHED",
+            value: text.clone(),
+            reason,
+        }),
+    }
 }
 
 /// `REFERENCE_OBJECTS_*`: the second reference, when its prefix is set (its bucket by default

@@ -288,6 +288,12 @@ impl<'o> Lines<'o> {
             }
             // A batch with held records is reported for retry by the handler and never built.
             Outcome::Held { .. } => {}
+            // `UNMATCHED=hold` is refused by the configuration: never here; dead-lettered all
+            // the same, never lost.
+            Outcome::Waiting { record } => {
+                self.out.unmatched_dead_lettered += 1;
+                self.dead_letter(record, "unmatched (hold is not available here)".into());
+            }
         }
     }
 

@@ -107,6 +107,13 @@ fn outcome_to_python<'py, V: PyValue>(
         Outcome::Invalid { record, reason } => {
             ("invalid", record, reason.into_pyobject(py)?.into_any())
         }
+        Outcome::Waiting { record } => (
+            "waiting",
+            record,
+            "no reference item yet: held until its row arrives (take_resolved() hands out the version that resolves it)"
+                .into_pyobject(py)?
+                .into_any(),
+        ),
         Outcome::Held { record } => (
             "held",
             record,
@@ -136,6 +143,7 @@ fn counts_to_python<'py>(py: Python<'py>, report: &BatchReport) -> PyResult<Boun
     counts.set_item("flags", report.flags)?;
     counts.set_item("invalid", report.invalid)?;
     counts.set_item("held", report.held)?;
+    counts.set_item("waiting", report.waiting)?;
     counts.set_item("retry", report.retry.clone())?;
     let refreshes = report
         .refreshes

@@ -54,7 +54,7 @@ impl<T> Arg<T> {
 pub(crate) struct PolicyArgs {
     /// The feed's key prefix.
     pub(crate) feed_prefix: Arg<String>,
-    /// The unmatched-record policy, by name (dead-letter or reject, pass, drop).
+    /// The unmatched-record policy, by name (dead-letter or reject, pass, drop, hold).
     pub(crate) unmatched: Arg<String>,
     /// The staleness limit (`None`: never reject records as stale).
     pub(crate) max_staleness_seconds: Arg<Option<f64>>,

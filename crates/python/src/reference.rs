@@ -209,6 +209,27 @@ macro_rules! reference_class {
                 $crate::outcomes::health_to_python(py, &h)
             }
 
+            /// Watches the lookup keys `keys` of records a job holds (`unmatched="hold"`): the
+            /// first refresh that brings an item for one records that version for
+            /// `take_resolved()`. `enrich_batch` watches the keys of the records it answers
+            /// `"waiting"` by itself.
+            fn watch(&self, py: Python<'_>, keys: Vec<String>) {
+                $crate::runtime::block_on(py, async { self.inner.lock().await.watch(keys) })
+            }
+
+            /// The watched keys that resolved since the last call: `(key, item)` with the version
+            /// of the item that resolved it, in the order they resolved. Release the records held
+            /// for each key with that item.
+            fn take_resolved(&self, py: Python<'_>) -> Vec<(String, Py<PyAny>)> {
+                let resolved = $crate::runtime::block_on(py, async {
+                    self.inner.lock().await.take_resolved()
+                });
+                resolved
+                    .into_iter()
+                    .map(|(k, item)| (k, $crate::values::PyValue::value(&*item).clone_ref(py)))
+                    .collect()
+            }
+
             /// The counters (requests, refreshes, items read, hits, …) and `staleness_seconds`.
             fn metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
                 let m = $crate::runtime::block_on(py, async { self.inner.lock().await.metrics() });

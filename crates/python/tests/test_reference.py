@@ -217,3 +217,16 @@ def test_health_says_never_loaded_then_names_a_rejected_object(reference):
     h = ref.health()
     assert h["state"] == "degraded" and h["rejected"] == ["reference/bad.csv"], h
     assert ref.lookup("burger")["category"] == "mains"
+
+
+def test_hold_waits_for_the_row_and_hands_out_the_version_that_resolved_it(reference):
+    ref = table_reference(reference, unmatched="hold")
+    ref.refresh()
+    outcomes, counts = ref.enrich_batch([{"dish": "donut"}], key=lambda o: o["dish"])
+    assert outcomes[0][0] == "waiting" and counts["waiting"] == 1, (outcomes, counts)
+    assert ref.take_resolved() == []
+    put(reference.ddb, reference.table, "donut", "low")
+    refresh_until(ref, lambda: ref.lookup("donut") is not None)
+    resolved = ref.take_resolved()
+    assert [(k, i["priority"]) for k, i in resolved] == [("donut", "low")], resolved
+    assert ref.take_resolved() == []

@@ -94,13 +94,11 @@ impl<L: Loader, Fd: FeedSource> ReferenceEnricher<L, Fd> {
                     }
                 }
             };
-            outcomes.push(unmatched(
-                core.policies().unmatched,
-                &key,
-                record,
-                reason,
-                &mut report,
-            ));
+            let outcome = unmatched(core.policies().unmatched, &key, record, reason, &mut report);
+            if matches!(outcome, Outcome::Waiting { .. }) {
+                core.watch([key]);
+            }
+            outcomes.push(outcome);
         }
         (outcomes, report)
     }
@@ -128,6 +126,15 @@ fn unmatched<R, K: std::fmt::Debug, T>(
         Unmatched::Pass => {
             report.passed += 1;
             Outcome::Passed { record, reason }
+        }
+        // Only a missing row may still arrive: an ambiguous key is rejected with its reason.
+        Unmatched::Hold if matches!(reason, UnmatchedReason::NoItem) => {
+            report.waiting += 1;
+            Outcome::Waiting { record }
+        }
+        Unmatched::Hold => {
+            report.rejected += 1;
+            Outcome::Rejected { record, reason }
         }
         Unmatched::Drop => {
             report.dropped += 1;

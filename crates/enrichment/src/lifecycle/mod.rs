@@ -82,6 +82,21 @@ impl Backoff {
     }
 }
 
+/// The keys of held records an enricher watches, and the versions that resolved others.
+struct Watch<K, V> {
+    waiting: std::collections::HashSet<K>,
+    resolved: Vec<(K, Arc<V>)>,
+}
+
+impl<K, V> Default for Watch<K, V> {
+    fn default() -> Self {
+        Watch {
+            waiting: std::collections::HashSet::new(),
+            resolved: Vec::new(),
+        }
+    }
+}
+
 /// An optional value as a log field shows it: its text, or `-` when there is none.
 fn or_dash(value: Option<&impl fmt::Display>) -> String {
     value.map_or_else(|| "-".to_owned(), ToString::to_string)
@@ -171,6 +186,9 @@ pub struct ReferenceEnricher<L: Loader, Fd> {
     last_full_load: Option<Instant>,
     last_current: Option<Instant>,
     last_error: Option<String>,
+    /// Keys of held records ([`Unmatched::Hold`](crate::Unmatched::Hold)) whose row has not
+    /// arrived, and the versions that resolved the others, in order.
+    watch: std::sync::Mutex<Watch<L::Key, L::Value>>,
     /// This enricher's share of the maximum age left out, drawn anew at each full load: it
     /// reloads at a random moment in the last [`MAX_AGE_JITTER`] of the maximum age, so
     /// consumers that loaded together (one snapshot, one deployment) do not Scan together.
@@ -222,7 +240,43 @@ impl<L: Loader, Fd: FeedSource> ReferenceEnricher<L, Fd> {
             last_current: None,
             last_error: None,
             max_age_jitter: draw_jitter(),
+            watch: std::sync::Mutex::new(Watch::default()),
         }
+    }
+
+    /// Watches `keys` (of held records): the first published snapshot that has an item for one
+    /// records that version for [`ReferenceEnricher::take_resolved`]. A key already in the
+    /// current snapshot resolves at once, with the current version.
+    pub fn watch(&self, keys: impl IntoIterator<Item = L::Key>) {
+        let current = self.current.load();
+        let mut w = self.watched();
+        for key in keys {
+            if w.waiting.contains(&key) || w.resolved.iter().any(|(k, _)| *k == key) {
+                continue;
+            }
+            match current.lookup(&key) {
+                Lookup::Found(item) => w.resolved.push((key, Arc::clone(item))),
+                _ => {
+                    w.waiting.insert(key);
+                }
+            }
+        }
+    }
+
+    /// The watched keys that resolved since the last call, each with the version of its item
+    /// that resolved it (the first published snapshot that had one), in the order they
+    /// resolved. They are no longer watched.
+    pub fn take_resolved(&self) -> Vec<(L::Key, Arc<L::Value>)> {
+        std::mem::take(&mut self.watched().resolved)
+    }
+
+    /// How many watched keys are still waiting for their row.
+    pub fn waiting_keys(&self) -> usize {
+        self.watched().waiting.len()
+    }
+
+    fn watched(&self) -> std::sync::MutexGuard<'_, Watch<L::Key, L::Value>> {
+        self.watch.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A handle for lock-free lookups from other tasks.
@@ -610,6 +664,20 @@ impl<L: Loader, Fd: FeedSource> ReferenceEnricher<L, Fd> {
     /// Publishes `next` as the next version.
     fn publish(&self, mut next: Snapshot<L::Value, L::Key>) {
         next.set_version(self.current.load().version() + 1);
+        // The watched keys this version resolves: it is the version that resolved them.
+        {
+            let mut w = self.watched();
+            if !w.waiting.is_empty() {
+                let Watch { waiting, resolved } = &mut *w;
+                waiting.retain(|key| match next.lookup(key) {
+                    Lookup::Found(item) => {
+                        resolved.push((key.clone(), Arc::clone(item)));
+                        false
+                    }
+                    _ => true,
+                });
+            }
+        }
         self.current.store(Arc::new(next));
     }
 }

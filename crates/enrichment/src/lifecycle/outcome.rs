@@ -85,6 +85,14 @@ pub enum Outcome<R, T> {
         /// Why.
         reason: UnmatchedReason,
     },
+    /// Unmatched, and held until its reference row arrives
+    /// ([`Unmatched::Hold`](crate::Unmatched::Hold)): its key is watched; keep the record and
+    /// release it with the version [`take_resolved`](crate::ReferenceEnricher::take_resolved)
+    /// hands out for its key.
+    Waiting {
+        /// The record.
+        record: R,
+    },
     /// Unmatched and dropped ([`Unmatched::Drop`](crate::Unmatched::Drop)); counted.
     Dropped {
         /// Why.
@@ -108,7 +116,7 @@ pub enum Outcome<R, T> {
 }
 
 /// Counts of one batch;
-/// `records = enriched + passed + rejected + dropped + flags + invalid + held`.
+/// `records = enriched + passed + rejected + dropped + waiting + flags + invalid + held`.
 #[derive(Clone, Debug, Default)]
 pub struct BatchReport {
     /// Records in.
@@ -121,6 +129,8 @@ pub struct BatchReport {
     pub rejected: usize,
     /// Unmatched, dropped.
     pub dropped: usize,
+    /// Unmatched, held until their reference row arrives.
+    pub waiting: usize,
     /// Flags.
     pub flags: usize,
     /// Invalid records.
@@ -143,6 +153,7 @@ impl BatchReport {
                 + self.passed
                 + self.rejected
                 + self.dropped
+                + self.waiting
                 + self.flags
                 + self.invalid
                 + self.held

@@ -4,6 +4,7 @@
 //! full loads and reloads, 3 in-stream flags are a barrier, 5 unmatched records and staleness).
 
 mod flag_barrier;
+mod hold;
 mod maximum_age_and_retention;
 mod reload_pending;
 mod unmatched_and_staleness;
