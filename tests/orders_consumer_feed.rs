@@ -67,3 +67,168 @@ async fn after_the_walkthrough_update_burger_orders_land_in_priority_high() {
     );
     assert!(!partitions.contains(&&"item=burger/priority=medium/".to_owned()));
 }
+
+/// The consumer of [`consumer`], holding unmatched orders (`UNMATCHED=hold`, with `vars`).
+fn holding_consumer(
+    rig: &FeedRig,
+    store: Arc<MemoryStore>,
+    vars: &[(&str, &str)],
+) -> OrdersConsumer<DynamoDbTable, S3Feed, Arc<MemoryStore>> {
+    let vars: Vec<(String, String)> = vars
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let config = Config::from_lookup(&|var: &str| match var {
+        "REFERENCE_TABLE" => Some(rig.table.name.clone()),
+        "CHANGE_BUCKET" => Some(rig.bucket.clone()),
+        "OUTPUT_BUCKET" => Some("out".to_owned()),
+        "UNMATCHED" => Some("hold".to_owned()),
+        "FEED_POLL_INTERVAL_MS" => Some("0".to_owned()),
+        other => vars
+            .iter()
+            .find(|(k, _)| k == other)
+            .map(|(_, v)| v.clone()),
+    })
+    .unwrap();
+    let table = DynamoDbTable::new(
+        aws_sdk_dynamodb::Client::new(&rig.sdk),
+        config.reference_table.clone(),
+    );
+    let feed = S3Feed::new(s3_client(&rig.sdk), rig.bucket.clone());
+    OrdersConsumer::new(config, table, feed, store)
+}
+
+/// The sample event with its sequence numbers moved on by `to` (`"4960"`, …): a later batch.
+fn later(to: &str) -> Value {
+    let mut later = sample();
+    for rec in later["Records"].as_array_mut().unwrap() {
+        let seq = rec["kinesis"]["sequenceNumber"]
+            .as_str()
+            .unwrap()
+            .replace("4959", to);
+        rec["eventID"] = format!("shardId-000000000002:{seq}").into();
+        rec["kinesis"]["sequenceNumber"] = seq.into();
+    }
+    later
+}
+
+const DONUT_SEQ: &str = "49590338271490256608559692538361571095921575989136590898";
+const FIRST_SEQ: &str = "49590338271490256608559692538361571095921575989136588898";
+
+#[tokio::test]
+async fn a_held_order_is_released_into_its_partition_when_its_row_arrives() {
+    // GIVEN the sample batch (donut has no row) through a consumer that holds
+    let r = FeedRig::seeded(StreamViewType::NewAndOldImages).await;
+    let store = Arc::new(MemoryStore::new());
+    let consumer = holding_consumer(&r, store.clone(), &[]);
+    let (response, summary) = consumer.handle_batch(&sample()).await.unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    // THEN donut is held, durably, under its own identity, not dead-lettered
+    let out = &summary.output;
+    assert_eq!(out.held, 1, "{out:?}");
+    assert_eq!(out.unmatched_dead_lettered, 0);
+    assert_eq!(
+        out.accounted(),
+        summary.records,
+        "in = out + held + rejected"
+    );
+    let held_key = format!("held/shardId-000000000002/{DONUT_SEQ}.json");
+    assert!(
+        store.object("out", &held_key).is_some(),
+        "{:?}",
+        store.put_keys()
+    );
+    // AND a retry of the batch holds it again under the same name, not twice
+    let (_, again) = consumer.handle_batch(&sample()).await.unwrap();
+    assert_eq!(again.output.held, 1);
+    assert_eq!(consumer.hold_counts().map(|(_, now)| now), Some(1));
+
+    // WHEN donut's row is created (the change-handler writes it to the feed) and the next
+    // batch comes, to a consumer that cold-started meanwhile (it knows the held order from S3)
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    r.table.put("donut", "low").await;
+    r.deliver().await;
+    let cold = holding_consumer(&r, store.clone(), &[]);
+    let (response, summary) = cold.handle_batch(&later("4960")).await.unwrap();
+    assert!(response.batch_item_failures.is_empty(), "{summary:?}");
+    // THEN the held order is released into donut's partition, under its first attempt's name,
+    // and the held object is gone; this batch's own donut is enriched directly
+    assert_eq!(summary.output.released, 1, "{:?}", summary.output);
+    let released = store
+        .object(
+            "out",
+            &format!("enriched/item=donut/priority=low/shardId-000000000002-{FIRST_SEQ}.jsonl"),
+        )
+        .expect("released under its first attempt's name");
+    let line: Value =
+        serde_json::from_slice(released.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    assert_eq!(
+        (line["customer_id"].as_i64(), line["priority"].as_str()),
+        (Some(1003), Some("low"))
+    );
+    assert_eq!(line["sequence_number"], DONUT_SEQ);
+    assert!(
+        store.object("out", &held_key).is_none(),
+        "the held object is deleted"
+    );
+    assert_eq!(
+        summary.output.enriched, 4,
+        "burger, pizza, ice-cream and this batch's donut"
+    );
+    assert_eq!(summary.output.accounted(), summary.records);
+    let (counts, now) = cold.hold_counts().unwrap();
+    assert_eq!((counts.released, now), (1, 0));
+}
+
+#[tokio::test]
+async fn a_held_order_past_its_grace_is_dead_lettered_and_a_full_hold_dead_letters_at_once() {
+    let r = FeedRig::seeded(StreamViewType::NewAndOldImages).await;
+    let store = Arc::new(MemoryStore::new());
+    let consumer = holding_consumer(
+        &r,
+        store.clone(),
+        &[("HOLD_GRACE_SECS", "1"), ("HOLD_MAX_RECORDS", "1")],
+    );
+    consumer.handle_batch(&sample()).await.unwrap();
+    // A second batch's donut finds the hold full (one record at most): dead-lettered at once.
+    let (_, full) = consumer.handle_batch(&later("4960")).await.unwrap();
+    assert_eq!(
+        (full.output.held, full.output.hold_full),
+        (0, 1),
+        "{:?}",
+        full.output
+    );
+    assert_eq!(full.output.accounted(), full.records);
+    let dead = store
+        .object(
+            "out",
+            &format!(
+                "dead-letter/shardId-000000000002-{}.jsonl",
+                FIRST_SEQ.replace("4959", "4960")
+            ),
+        )
+        .unwrap();
+    assert!(String::from_utf8_lossy(&dead).contains("the hold is full"));
+    // Past the grace (1 s), the first donut is dead-lettered under a name of its own, with
+    // how long it was held and its first attempt.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (_, expired) = consumer.handle_batch(&later("4961")).await.unwrap();
+    assert_eq!(expired.output.expired, 1, "{:?}", expired.output);
+    let letter = store
+        .object(
+            "out",
+            &format!("dead-letter/held-shardId-000000000002-{DONUT_SEQ}.jsonl"),
+        )
+        .expect("its own dead letter");
+    let letter = String::from_utf8_lossy(&letter);
+    assert!(
+        letter.contains("unmatched after 1 s") && letter.contains(FIRST_SEQ),
+        "{letter}"
+    );
+    assert!(store
+        .object(
+            "out",
+            &format!("held/shardId-000000000002/{DONUT_SEQ}.json")
+        )
+        .is_none());
+}

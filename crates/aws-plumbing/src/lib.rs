@@ -38,6 +38,9 @@ pub use clock::{Clock, MeasureError, OffsetClock, SharedClock, SystemClock};
 pub use config::{
     key_attributes_var, number_var, optional_var, required_var, validate_bucket, ConfigError,
 };
-pub use s3::{Bytes, Conditional, ListPage, ObjectBody, ObjectStore, S3Error, S3Store, StoreError};
+pub use s3::{
+    Bytes, Conditional, ListPage, ObjectBody, ObjectKeeper, ObjectStore, S3Error, S3Store,
+    StoreError,
+};
 pub use s3_key::{decode_key, KeyDecodeError};
 pub use sdk::{s3_client, sdk_config};

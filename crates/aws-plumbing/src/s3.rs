@@ -117,6 +117,75 @@ pub trait ObjectStore: Send + Sync {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
+/// What a caller that keeps objects of its own (the orders consumer's held orders) needs beside
+/// [`ObjectStore::put`]: every key under a prefix, a read, a delete. Implemented for S3 by
+/// [`S3Store`], and by the in-memory store of the `testing` feature.
+pub trait ObjectKeeper: ObjectStore {
+    /// Every key of `bucket` under `prefix` (all pages).
+    fn list_keys(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> impl Future<Output = Result<Vec<String>, S3Error>> + Send;
+    /// The bytes of `bucket/key`; `None` when there is no such object.
+    fn read_object(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, S3Error>> + Send;
+    /// Deletes `bucket/key` (no error when there is none).
+    fn delete_object(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> impl Future<Output = Result<(), S3Error>> + Send;
+}
+
+impl<S: ObjectKeeper> ObjectKeeper for std::sync::Arc<S> {
+    fn list_keys(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> impl Future<Output = Result<Vec<String>, S3Error>> + Send {
+        (**self).list_keys(bucket, prefix)
+    }
+    fn read_object(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, S3Error>> + Send {
+        (**self).read_object(bucket, key)
+    }
+    fn delete_object(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> impl Future<Output = Result<(), S3Error>> + Send {
+        (**self).delete_object(bucket, key)
+    }
+}
+
+impl ObjectKeeper for S3Store {
+    async fn list_keys(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, S3Error> {
+        let mut keys = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self.list_page(bucket, prefix, None, token.take()).await?;
+            keys.extend(page.keys);
+            match page.next {
+                Some(t) => token = Some(t),
+                None => return Ok(keys),
+            }
+        }
+    }
+    async fn read_object(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, S3Error> {
+        Ok(self.get(bucket, key).await?.map(|b| b.bytes))
+    }
+    async fn delete_object(&self, bucket: &str, key: &str) -> Result<(), S3Error> {
+        self.delete(bucket, key).await
+    }
+}
+
 /// A shared store is a store (tests keep an `Arc` to look into a fake the code under test owns).
 impl<S: ObjectStore> ObjectStore for std::sync::Arc<S> {
     fn put(
@@ -238,6 +307,21 @@ impl S3Store {
             Err(e) if status(&e) == Some(404) => Ok(None),
             Err(e) => Err(S3Error::sdk("GetObject", e)),
         }
+    }
+
+    /// Deletes `bucket/key` (DeleteObject: no error when there is no such object).
+    ///
+    /// # Errors
+    /// [`S3Error`] with operation `DeleteObject`.
+    pub async fn delete(&self, bucket: &str, key: &str) -> Result<(), S3Error> {
+        self.client
+            .delete_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| S3Error::sdk("DeleteObject", e))?;
+        Ok(())
     }
 
     /// One page (up to 1,000 keys) of ListObjectsV2 of `bucket` under `prefix`, after

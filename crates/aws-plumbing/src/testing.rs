@@ -214,6 +214,17 @@ impl MemoryStore {
         }))
     }
 
+    /// Deletes `bucket/key`, as [`S3Store::delete`](crate::S3Store::delete) does (no error when
+    /// there is no such object).
+    ///
+    /// # Errors
+    /// [`S3Error`] with operation `DeleteObject` while the store is set to fail.
+    pub async fn delete(&self, bucket: &str, key: &str) -> Result<(), S3Error> {
+        self.call("DeleteObject", &self.state.gets)?;
+        self.remove(bucket, key);
+        Ok(())
+    }
+
     /// One page of the keys of `bucket` under `prefix`, after `start_after` if given,
     /// continuing from `token` if given, as [`S3Store::list_page`](crate::S3Store::list_page)
     /// reads it (the token is the page's last key).
@@ -295,6 +306,27 @@ fn etag_of(body: &[u8]) -> String {
 }
 
 /// A put follows the script, then writes the object and records its key.
+impl crate::ObjectKeeper for MemoryStore {
+    async fn list_keys(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, S3Error> {
+        let mut keys = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self.list_page(bucket, prefix, None, token.take()).await?;
+            keys.extend(page.keys);
+            match page.next {
+                Some(t) => token = Some(t),
+                None => return Ok(keys),
+            }
+        }
+    }
+    async fn read_object(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, S3Error> {
+        Ok(self.get(bucket, key).await?.map(|b| b.bytes))
+    }
+    async fn delete_object(&self, bucket: &str, key: &str) -> Result<(), S3Error> {
+        self.delete(bucket, key).await
+    }
+}
+
 impl ObjectStore for MemoryStore {
     async fn put(
         &self,

@@ -22,8 +22,11 @@ pub struct Config {
     pub output_prefix: String,
     /// `DEAD_LETTER_PREFIX`: records that cannot be processed or matched (default `dead-letter/`).
     pub dead_letter_prefix: String,
-    /// `UNMATCHED`: `dead-letter` (default), `pass` or `drop`.
+    /// `UNMATCHED`: `dead-letter` (default), `pass`, `drop` or `hold`.
     pub unmatched: Unmatched,
+    /// With `UNMATCHED=hold`: where orders wait for their row, for how long, how many
+    /// (`HOLD_PREFIX`, `HOLD_GRACE_SECS`, `HOLD_MAX_RECORDS`, `HOLD_MAX_BYTES`).
+    pub hold: Option<crate::hold::HoldSettings>,
     /// `LEGACY_FLAG_DISH`: the original design's flag record (default `CHANGE_FLAG`).
     pub legacy_flag_dish: String,
     /// `WRITE_WINDOW_SECS`: the producers' write window W (default 20).
@@ -80,7 +83,12 @@ impl Config {
         let reference_objects = reference_objects_vars(get, &change_bucket)?;
         let catalog = catalog_vars(get)?;
         let snapshot_prefix = snapshot_prefix_var(get);
+        let hold = match unmatched {
+            Unmatched::Hold => Some(hold_vars(get)?),
+            _ => None,
+        };
         Ok(Config {
+            hold,
             snapshot_prefix,
             catalog,
             reference_objects,
@@ -122,20 +130,28 @@ fn or_default(get: &impl Fn(&str) -> Option<String>, var: &str, default: &str) -
 /// `UNMATCHED`: `dead-letter` (default), `pass` or `drop`.
 fn unmatched_var(get: &impl Fn(&str) -> Option<String>) -> Result<Unmatched, ConfigError> {
     let text = or_default(get, "UNMATCHED", "dead-letter");
-    match text.parse() {
-        Ok(Unmatched::Hold) => Err(ConfigError::Invalid {
-            var: "UNMATCHED",
-            value: text.clone(),
-            reason: "hold is not available in the orders consumer yet: expected dead-letter, \
-                     pass or drop"
-                .into(),
-        }),
-        parsed => parsed.map_err(|reason| ConfigError::Invalid {
-            var: "UNMATCHED",
-            value: text.clone(),
-            reason,
-        }),
-    }
+    text.parse().map_err(|reason| ConfigError::Invalid {
+        var: "UNMATCHED",
+        value: text.clone(),
+        reason,
+    })
+}
+
+/// `HOLD_*`, with `UNMATCHED=hold` (see [`crate::hold::HoldSettings`] for the defaults).
+fn hold_vars(
+    get: &impl Fn(&str) -> Option<String>,
+) -> Result<crate::hold::HoldSettings, ConfigError> {
+    let defaults = crate::hold::HoldSettings::default();
+    let count = |var: &'static str, default: usize| -> Result<usize, ConfigError> {
+        number_var(get, var, default as u64, 1.., "not a positive whole number")
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+    };
+    Ok(crate::hold::HoldSettings {
+        prefix: or_default(get, "HOLD_PREFIX", &defaults.prefix),
+        grace: seconds_var(get, "HOLD_GRACE_SECS", defaults.grace.as_secs())?,
+        max_records: count("HOLD_MAX_RECORDS", defaults.max_records)?,
+        max_bytes: count("HOLD_MAX_BYTES", defaults.max_bytes)?,
+    })
 }
 
 /// `REFERENCE_OBJECTS_*`: the second reference, when its prefix is set (its bucket by default

@@ -24,6 +24,7 @@
 mod decode;
 mod enrich;
 mod event;
+mod hold;
 mod join;
 mod register;
 mod report;
@@ -31,11 +32,13 @@ mod served;
 mod write;
 
 use aws_lambda_events::event::streams::KinesisEventResponse;
-use aws_plumbing::ObjectStore;
+use std::sync::Arc;
+
+use aws_plumbing::ObjectKeeper;
 use enrichment::sources::{FeedSource, ObjectSource, SharedFeed, TableSource};
 use enrichment::{
-    FeedSettings, Health, MetricsSnapshot, ObjectConfig, ObjectEnricher, SystemClock, TableConfig,
-    TableEnricher, Unmatched,
+    FeedSettings, Health, MetricsSnapshot, ObjectConfig, ObjectEnricher, Outcome, SystemClock,
+    TableConfig, TableEnricher, Unmatched,
 };
 
 use lambda_runtime::Diagnostic;
@@ -46,6 +49,7 @@ use tracing::{error, info, warn};
 
 use crate::catalog::{GlueCatalog, Registered};
 use crate::config::Config;
+use crate::hold::{Hold, HoldCounts};
 use crate::orders::Record;
 use crate::orders::{Product, ReferenceRow};
 use crate::output::{build_with, BatchOutput, Input, Naming};
@@ -54,9 +58,10 @@ use decode::{decode, Batch};
 use enrich::enrich;
 use event::InvocationFields;
 pub use event::KinesisInvocation;
+use hold::{forget_held, hold_step, write_held, HoldPlan};
 use join::join_objects;
 use register::register_partitions;
-pub use report::{batch_metrics, reference_metrics, NAMESPACE};
+pub use report::{batch_metrics, batch_metrics_with, reference_metrics, NAMESPACE};
 use report::{failure, MetricsOut};
 use write::write;
 
@@ -123,6 +128,8 @@ pub struct OrdersConsumer<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone
     objects: Option<Mutex<Objects<Fd>>>,
     /// The change feed, followed once per batch for both references: a round per batch.
     feed: SharedFeed<Fd>,
+    /// The held orders (`UNMATCHED=hold`), when on.
+    hold: Option<Hold>,
     store: S,
     /// Where the metric lines go, when they are on.
     metrics_out: Option<MetricsOut>,
@@ -142,7 +149,7 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S> std::fmt::Debug
     }
 }
 
-impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectStore>
+impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectKeeper>
     OrdersConsumer<Tb, Fd, S>
 {
     /// A consumer reading the reference table through `table`, the change feed through `feed`,
@@ -174,6 +181,7 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectStore>
                 SystemClock,
             )),
             feed,
+            hold: config.hold.clone().map(Hold::new),
             config,
             objects: None,
             store,
@@ -250,6 +258,13 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectStore>
     pub fn with_metrics_sink(mut self, sink: impl Fn(&Value) + Send + Sync + 'static) -> Self {
         self.metrics_out = Some(MetricsOut::new(sink));
         self
+    }
+
+    /// The held orders' counters (`UNMATCHED=hold`; `None` when off), and how many are held now.
+    pub fn hold_counts(&self) -> Option<(HoldCounts, usize)> {
+        self.hold
+            .as_ref()
+            .map(|h| (h.counts(), h.now(crate::hold::now_ms()).0))
     }
 
     /// The health of each reference the consumer holds: the table, then the objects prefix
@@ -358,6 +373,19 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectStore>
             flags_at,
             ..BatchSummary::default()
         };
+        // 3a. the held orders of this shard known (a cold start lists them once), their dishes
+        // watched
+        if let Some(hold) = &self.hold {
+            if let Err(e) = hold
+                .load(&self.store, &self.config.output_bucket, &shard)
+                .await
+            {
+                error!(%shard, first_sequence, error = %e, "held orders not read; reporting the batch for retry");
+                summary.failed = Some(format!("held orders not read: {e}"));
+                return Ok((failure(&first_sequence), summary));
+            }
+            self.enricher.lock().await.watch(hold.dishes(&shard));
+        }
         // 3. enrich (the table's lock is released before a failure's metrics take it again)
         let enriched = enrich(&mut *self.enricher.lock().await, inputs).await;
         let outcomes = match enriched {
@@ -370,9 +398,31 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectStore>
                 return Ok((failure(&first_sequence), summary));
             }
         };
+        // 3b. hold: the orders still without a row held (or dead-lettered when the hold is
+        // full), those held earlier released or expired
+        let (outcomes, plan) = match &self.hold {
+            Some(hold) => {
+                let resolved = self.enricher.lock().await.take_resolved();
+                let first = (first_sequence.as_str(), first_sub_sequence);
+                let (outcomes, plan) = hold_step(hold, &shard, first, outcomes, resolved);
+                (outcomes, Some(plan))
+            }
+            None => (outcomes, None),
+        };
         // 4. build the output
         let naming = self.naming(&shard, &first_sequence, first_sub_sequence);
-        let output = build_with(&naming, outcomes, &unreadable_flags);
+        let hold_full = plan.as_ref().map(|p| p.hold_full.as_slice()).unwrap_or(&[]);
+        let mut output = build_with(&naming, outcomes, &unreadable_flags, hold_full);
+        if let (Some(hold), Some(plan)) = (&self.hold, &plan) {
+            self.add_releases(hold, &shard, plan, &mut output);
+            // (the held objects first: durable before the batch is acknowledged)
+            if let Err(e) = write_held(&self.store, &self.config.output_bucket, hold, plan).await {
+                error!(%shard, first_sequence, error = %e, "held orders not written; reporting the batch for retry");
+                summary.failed = Some(e.to_string());
+                summary.output = output;
+                return Ok((failure(&first_sequence), summary));
+            }
+        }
         // 5. write
         if let Err(e) = write(&self.store, &self.config.output_bucket, &output).await {
             error!(%shard, first_sequence, error = %e, "output not written; reporting the batch for retry");
@@ -380,6 +430,11 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectStore>
             summary.failed = Some(e.to_string());
             summary.output = output;
             return Ok((failure(&first_sequence), summary));
+        }
+        // 5b. the released and expired orders leave the hold (a crash before this releases
+        // them again, under the same names)
+        if let (Some(hold), Some(plan)) = (&self.hold, &plan) {
+            forget_held(&self.store, &self.config.output_bucket, hold, &shard, plan).await;
         }
         // 6. register the partitions: never a batch failure (the orders are written; the next
         // batch tries again)
@@ -395,6 +450,49 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectStore>
         self.report(&shard, records, &output).await;
         summary.output = output;
         Ok((KinesisEventResponse::default(), summary))
+    }
+
+    /// Adds to `output` the objects of the orders `plan` releases (each under the names of its
+    /// first attempt, with the version that resolved its dish) and dead-letters (past the
+    /// grace, each under a name of its own).
+    fn add_releases(&self, hold: &Hold, shard: &str, plan: &HoldPlan, output: &mut BatchOutput) {
+        // By first attempt: its batch's first record (and sub-sequence number).
+        type ByFirstAttempt<'a> =
+            std::collections::BTreeMap<(&'a str, Option<u64>), Vec<Outcome<Input, Product>>>;
+        let mut groups = ByFirstAttempt::new();
+        for (held, item) in &plan.released {
+            groups
+                .entry((held.first_sequence.as_str(), held.first_sub_sequence))
+                .or_default()
+                .push(Outcome::Enriched {
+                    record: held.input(&self.config.legacy_flag_dish),
+                    item: Arc::clone(item),
+                });
+        }
+        for ((first, first_sub), outcomes) in groups {
+            let naming = self.naming(shard, first, first_sub);
+            let released = crate::output::build(&naming, outcomes);
+            output.released += released.enriched;
+            output.objects.extend(released.objects);
+            output.partition_values.extend(released.partition_values);
+        }
+        let grace = hold.settings.grace.as_secs();
+        let now_ms = crate::hold::now_ms();
+        for held in &plan.expired {
+            let waited = (now_ms - held.held_at_ms).max(0) / 1000;
+            let reason = format!(
+                "unmatched after {grace} s: no reference item for dish {:?} (held {waited} s; first attempt: the batch of {shard} from {})",
+                held.dish, held.first_sequence
+            );
+            let input = held.input(&self.config.legacy_flag_dish);
+            output.objects.push(crate::output::own_dead_letter(
+                &self.config.dead_letter_prefix,
+                shard,
+                &input,
+                reason,
+            ));
+            output.expired += 1;
+        }
     }
 
     /// How the objects of the batch from `shard` whose first record is `first_sequence` (and
@@ -433,6 +531,10 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectStore>
             invalid = output.invalid,
             flags = output.flags,
             unreadable_flags = output.unreadable_flags,
+            held = output.held,
+            hold_full = output.hold_full,
+            released = output.released,
+            expired = output.expired,
             objects = output.objects.len(),
             "batch written"
         );
@@ -443,7 +545,8 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectStore>
     /// of each reference's health, when embedded metrics are on.
     async fn report_metrics(&self, output: &BatchOutput) {
         if let Some(out) = &self.metrics_out {
-            out.write(output, &self.health().await);
+            let held = self.hold.as_ref().map(|h| h.now(crate::hold::now_ms()));
+            out.write(output, &self.health().await, held);
         }
     }
 }

@@ -26,6 +26,7 @@ pub mod catalog;
 mod config;
 mod deploy;
 pub mod handler;
+mod hold;
 mod kpl;
 pub mod orders;
 pub mod output;
@@ -34,6 +35,7 @@ mod partition;
 pub use config::{Config, ReferenceObjects};
 pub use deploy::{deployed, DeployedConsumer};
 pub use handler::{BatchSummary, HandlerError, KinesisInvocation, OrdersConsumer};
+pub use hold::{HoldCounts, HoldSettings};
 
 /// The function's environment for its allocator (mimalloc), set by infra/ and by the local
 /// runs that measure it: freed memory is kept in the process instead of being returned to the

@@ -95,6 +95,14 @@ pub struct BatchOutput {
     /// Of those, flags that did not parse (handled as flags naming nothing: the feed polled at
     /// their position).
     pub unreadable_flags: usize,
+    /// Orders without a row held until it arrives (`UNMATCHED=hold`), this batch's.
+    pub held: usize,
+    /// Orders without a row dead-lettered at once because the shard's hold was full.
+    pub hold_full: usize,
+    /// Orders held by earlier batches, released into their partitions by this one.
+    pub released: usize,
+    /// Orders held by earlier batches, dead-lettered by this one past the grace period.
+    pub expired: usize,
 }
 
 impl BatchOutput {
@@ -104,6 +112,8 @@ impl BatchOutput {
             + self.passed
             + self.unmatched_dead_lettered
             + self.too_stale
+            + self.held
+            + self.hold_full
             + self.dropped
             + self.invalid
             + self.flags
@@ -211,22 +221,67 @@ fn line_start(item: &str, priority: Option<&str>, price: Option<&serde_json::Num
 }
 
 /// Builds the output objects of one batch from its outcomes, in input order.
-#[cfg(test)]
 pub(crate) fn build(naming: &Naming<'_>, outcomes: Vec<Outcome<Input, Product>>) -> BatchOutput {
-    build_with(naming, outcomes, &[])
+    build_with(naming, outcomes, &[], &[])
+}
+
+/// One record's dead letter as an object of its own, named by the record's identity
+/// (`<dead-letter prefix>held-<shard>-<sequence>[-<sub>].jsonl`): a held order dead-lettered by
+/// a later batch (its own batch is long acknowledged, and no batch's object may be rewritten
+/// without it).
+pub(crate) fn own_dead_letter(
+    dead_letter_prefix: &str,
+    shard: &str,
+    input: &Input,
+    reason: String,
+) -> (String, Bytes) {
+    let text = std::str::from_utf8(&input.data).ok();
+    let line = DeadLetter {
+        reason,
+        shard,
+        sequence_number: &input.sequence_number,
+        sub_sequence_number: input.sub_sequence,
+        data: text,
+        data_base64: text
+            .is_none()
+            .then(|| base64::engine::general_purpose::STANDARD.encode(&input.data)),
+    };
+    let mut body = serde_json::to_vec(&line).unwrap_or_default();
+    body.push(b'\n');
+    let name = match input.sub_sequence {
+        None => format!(
+            "{dead_letter_prefix}held-{shard}-{}.jsonl",
+            input.sequence_number
+        ),
+        Some(sub) => format!(
+            "{dead_letter_prefix}held-{shard}-{}-{sub}.jsonl",
+            input.sequence_number
+        ),
+    };
+    (name, body.into())
 }
 
 /// [`build`], with the batch's flags that did not parse (`unreadable_flags`, each counted among
 /// the outcomes' flags) dead-lettered as well, with the reason and what was done instead: kept
-/// for an operator, never lost.
+/// for an operator, never lost; and the orders the full hold could not take (`hold_full`, not
+/// among the outcomes), dead-lettered with that reason.
 pub(crate) fn build_with(
     naming: &Naming<'_>,
     outcomes: Vec<Outcome<Input, Product>>,
     unreadable_flags: &[Input],
+    hold_full: &[Input],
 ) -> BatchOutput {
     let mut lines = Lines::new(naming);
     for outcome in &outcomes {
         lines.add(outcome);
+    }
+    for input in hold_full {
+        lines.out.hold_full += 1;
+        let dish = order_of(input).map(|o| o.dish.as_str()).unwrap_or_default();
+        lines.dead_letter(
+            input,
+            format!("no reference item for dish {dish:?}, and the hold is full"),
+        );
     }
     for input in unreadable_flags {
         if let Record::UnreadableFlag(why) = &input.record {
@@ -288,12 +343,8 @@ impl<'o> Lines<'o> {
             }
             // A batch with held records is reported for retry by the handler and never built.
             Outcome::Held { .. } => {}
-            // `UNMATCHED=hold` is refused by the configuration: never here; dead-lettered all
-            // the same, never lost.
-            Outcome::Waiting { record } => {
-                self.out.unmatched_dead_lettered += 1;
-                self.dead_letter(record, "unmatched (hold is not available here)".into());
-            }
+            // Held (its object is written by the handler); not written here.
+            Outcome::Waiting { .. } => self.out.held += 1,
         }
     }
 

@@ -58,6 +58,7 @@ impl Rig {
             output_prefix: "enriched/".into(),
             dead_letter_prefix: "dead-letter/".into(),
             unmatched,
+            hold: None,
             legacy_flag_dish: "CHANGE_FLAG".into(),
             write_window: Duration::from_secs(20),
             max_staleness: Duration::from_secs(900),
@@ -317,7 +318,12 @@ fn watched_metrics(template: &str) -> std::collections::BTreeSet<String> {
 fn every_metric_that_infra_watches_is_one_the_consumer_publishes() {
     // The names each line declares.
     let references = [health("ProductPriority", None)];
-    let batch = orders_consumer::handler::batch_metrics(&Default::default(), &references);
+    // (the hold's metrics too: UNMATCHED=hold)
+    let batch = orders_consumer::handler::batch_metrics_with(
+        &Default::default(),
+        &references,
+        Some((0, None)),
+    );
     let reference = orders_consumer::handler::reference_metrics(&references[0], None);
     let mut published = std::collections::BTreeSet::new();
     for line in [&batch, &reference] {

@@ -58,7 +58,43 @@ fn metric(name: &str, unit: &str) -> Value {
 /// The batch's embedded-metric-format line (dimension `Function`): what became of its records,
 /// and `ReferenceStalenessSeconds`, the stalest of `references` (one alarm for all of them).
 pub fn batch_metrics(output: &BatchOutput, references: &[Health]) -> Value {
+    batch_metrics_with(output, references, None)
+}
+
+/// [`batch_metrics`], with the hold (`UNMATCHED=hold`) when it is on: `held` orders held now
+/// in this environment and the oldest one's age (`HeldNow`, `OldestHeldSeconds`).
+pub fn batch_metrics_with(
+    output: &BatchOutput,
+    references: &[Health],
+    held: Option<(usize, Option<std::time::Duration>)>,
+) -> Value {
     let stalest = references.iter().map(staleness_secs).fold(0.0, f64::max);
+    let mut line = batch_line(output, stalest);
+    if let Some((now, oldest)) = held {
+        let metrics = line["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+            .as_array_mut()
+            .expect("the batch line declares its metrics");
+        for (name, unit) in [
+            ("HeldOrders", "Count"),
+            ("HoldFullOrders", "Count"),
+            ("ReleasedOrders", "Count"),
+            ("ExpiredOrders", "Count"),
+            ("HeldNow", "Count"),
+            ("OldestHeldSeconds", "Seconds"),
+        ] {
+            metrics.push(metric(name, unit));
+        }
+        line["HeldOrders"] = output.held.into();
+        line["HoldFullOrders"] = output.hold_full.into();
+        line["ReleasedOrders"] = output.released.into();
+        line["ExpiredOrders"] = output.expired.into();
+        line["HeldNow"] = now.into();
+        line["OldestHeldSeconds"] = oldest.map_or(0.0, |d| d.as_secs_f64()).into();
+    }
+    line
+}
+
+fn batch_line(output: &BatchOutput, stalest: f64) -> Value {
     serde_json::json!({
         "_aws": {
             "Timestamp": now_millis(),
@@ -168,9 +204,15 @@ impl MetricsOut {
         MetricsOut::new(|line| println!("{line}"))
     }
 
-    /// Writes the batch's line (what it produced: `output`) and one line per reference.
-    pub(super) fn write(&self, output: &BatchOutput, references: &[Health]) {
-        (self.sink)(&batch_metrics(output, references));
+    /// Writes the batch's line (what it produced: `output`; the hold now, when on) and one line
+    /// per reference.
+    pub(super) fn write(
+        &self,
+        output: &BatchOutput,
+        references: &[Health],
+        held: Option<(usize, Option<std::time::Duration>)>,
+    ) {
+        (self.sink)(&batch_metrics_with(output, references, held));
         let mut reported = self.reported.lock().unwrap_or_else(|e| e.into_inner());
         for h in references {
             (self.sink)(&reference_metrics(h, reported.get(&h.reference)));

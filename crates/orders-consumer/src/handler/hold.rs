@@ -1,0 +1,154 @@
+//! Step 3b, hold (`UNMATCHED=hold`): what becomes of the orders without a row (held, or
+//! dead-lettered when the shard's hold is full, or enriched when a flag later in the batch
+//! brought the row), and of the orders held earlier (released with the version that resolved
+//! their dish, or dead-lettered past the grace). The objects are written with the batch's
+//! output, and the held objects of released and expired orders deleted after it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use aws_plumbing::{ObjectKeeper, ObjectStore, StoreError};
+use enrichment::Outcome;
+use tracing::warn;
+
+use crate::hold::{now_ms, Held, Hold};
+use crate::orders::{Product, Record};
+use crate::output::Input;
+
+/// What a batch does with held orders.
+#[derive(Debug, Default)]
+pub(crate) struct HoldPlan {
+    /// Orders of this batch newly held: their objects are written before it is acknowledged.
+    pub(crate) new: Vec<Held>,
+    /// Orders of this batch the full hold could not take: dead-lettered.
+    pub(crate) hold_full: Vec<Input>,
+    /// Orders held earlier, released with the version that resolved their dish.
+    pub(crate) released: Vec<(Held, Arc<Product>)>,
+    /// Orders held earlier, past the grace.
+    pub(crate) expired: Vec<Held>,
+    /// Held orders whose own batch this is (a retry) and that it enriched: their objects go.
+    pub(crate) done_here: Vec<Held>,
+}
+
+/// Decides the hold for the batch of `shard` whose first record is `first` (and its
+/// sub-sequence): `outcomes` with the orders a flag of the batch resolved enriched, and the plan.
+/// `resolved` are the versions that resolved watched dishes during the batch.
+pub(super) fn hold_step(
+    hold: &Hold,
+    shard: &str,
+    first: (&str, Option<u64>),
+    outcomes: Vec<Outcome<Input, Product>>,
+    resolved: Vec<(String, Arc<Product>)>,
+) -> (Vec<Outcome<Input, Product>>, HoldPlan) {
+    let this_batch: HashMap<String, Arc<Product>> = resolved.iter().cloned().collect();
+    hold.resolved(resolved);
+    let now = now_ms();
+    let mut plan = HoldPlan::default();
+    let mut out = Vec::with_capacity(outcomes.len());
+    // The identities this batch answers itself (a retry of a batch that held some).
+    let mut here: HashMap<(String, Option<u64>), bool> = HashMap::new();
+    for outcome in outcomes {
+        match outcome {
+            Outcome::Waiting { record } => {
+                let Record::Order(order) = &record.record else {
+                    out.push(Outcome::Waiting { record });
+                    continue;
+                };
+                let id = (record.sequence_number.clone(), record.sub_sequence);
+                if let Some(item) = this_batch.get(&order.dish) {
+                    // A flag later in the batch brought the row: released at its position.
+                    here.insert(id, true);
+                    out.push(Outcome::Enriched {
+                        record,
+                        item: Arc::clone(item),
+                    });
+                    continue;
+                }
+                here.insert(id, false);
+                if hold.is_held(shard, &record) {
+                    out.push(Outcome::Waiting { record });
+                    continue;
+                }
+                let held = Held::new(shard, &record, &order.dish, now, first.0, first.1);
+                if hold.try_hold(&held) {
+                    plan.new.push(held);
+                    out.push(Outcome::Waiting { record });
+                } else {
+                    plan.hold_full.push(record);
+                }
+            }
+            Outcome::Enriched { record, item } => {
+                here.insert((record.sequence_number.clone(), record.sub_sequence), true);
+                out.push(Outcome::Enriched { record, item });
+            }
+            other => out.push(other),
+        }
+    }
+    let due = hold.due(shard, now);
+    let new_ids: Vec<_> = plan
+        .new
+        .iter()
+        .map(|h| (h.sequence_number.clone(), h.sub_sequence_number))
+        .collect();
+    for (held, item) in due.released {
+        let id = (held.sequence_number.clone(), held.sub_sequence_number);
+        match here.get(&id) {
+            // Its own batch again (a retry or a redrive): the batch answered it.
+            Some(true) => plan.done_here.push(held),
+            Some(false) => {}
+            None if new_ids.contains(&id) => {}
+            None => plan.released.push((held, item)),
+        }
+    }
+    for held in due.expired {
+        let id = (held.sequence_number.clone(), held.sub_sequence_number);
+        match here.get(&id) {
+            Some(true) => plan.done_here.push(held),
+            // (a retry of its batch past the grace: it expires now, not held again)
+            _ => plan.expired.push(held),
+        }
+    }
+    (out, plan)
+}
+
+/// Writes the objects of the orders `plan` newly holds, before the batch is acknowledged.
+pub(super) async fn write_held<S: ObjectStore>(
+    store: &S,
+    bucket: &str,
+    hold: &Hold,
+    plan: &HoldPlan,
+) -> Result<(), StoreError> {
+    for held in &plan.new {
+        let body = serde_json::to_vec(held).unwrap_or_default();
+        store
+            .put(bucket, &held.key(&hold.settings.prefix), body)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Deletes the held objects of the orders that left the hold (after the output is written) and
+/// forgets them. A delete that fails is logged: the order is released again by a later cold
+/// start, under the same names.
+pub(super) async fn forget_held<S: ObjectKeeper>(
+    store: &S,
+    bucket: &str,
+    hold: &Hold,
+    shard: &str,
+    plan: &HoldPlan,
+) {
+    let released: Vec<Held> = plan.released.iter().map(|(h, _)| h.clone()).collect();
+    let gone: Vec<Held> = released
+        .iter()
+        .chain(&plan.done_here)
+        .chain(&plan.expired)
+        .cloned()
+        .collect();
+    for held in &gone {
+        let key = held.key(&hold.settings.prefix);
+        if let Err(e) = store.delete_object(bucket, &key).await {
+            warn!(key, error = %e, "a held order left the hold but its object was not deleted");
+        }
+    }
+    hold.forget(shard, &gone, released.len() + plan.done_here.len());
+}

@@ -1,0 +1,352 @@
+//! Held orders (`UNMATCHED=hold`): an order whose dish has no row yet is kept in S3, named by
+//! its own identity, and released into its partition when the row arrives, with the version of
+//! the row that resolved it. See `docs/design.md` (5, late rows are held).
+//!
+//! - **Durable before the batch is acknowledged**: `<HOLD_PREFIX><shard>/<sequence>[-<sub>].json`
+//!   in the output bucket, written with the batch's output. A retried batch writes the same
+//!   objects; a record already held stays held (never decided twice).
+//! - **Known again after a cold start**: the first batch of a shard in an environment lists that
+//!   shard's held objects once; later batches use memory. A held object that does not parse, or
+//!   names another shard, is reported and left in place.
+//! - **Released** with the version that resolved its dish, under the object names its first
+//!   attempt would have had (its batch's first record), then deleted; a crash between the two
+//!   releases it again under the same names.
+//! - **Grace and caps**: past the grace period a held order is dead-lettered ("unmatched after
+//!   N s", with its held time and first attempt) under a name of its own; past the per-shard caps
+//!   (count, bytes) a new one is dead-lettered at once ("hold full").
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use aws_plumbing::{ObjectKeeper, S3Error};
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+use crate::orders::{classify, Product};
+use crate::output::Input;
+
+/// How orders are held: where, for how long, and how many.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HoldSettings {
+    /// `HOLD_PREFIX`: where held orders are kept in the output bucket (default `held/`).
+    pub prefix: String,
+    /// `HOLD_GRACE_SECS`: how long an order waits for its row (default 900 s, the staleness
+    /// limit's default: a row later than that is missing, not late).
+    pub grace: Duration,
+    /// `HOLD_MAX_RECORDS`: held orders per shard at most (default 10,000).
+    pub max_records: usize,
+    /// `HOLD_MAX_BYTES`: bytes of held orders' data per shard at most (default 16 MiB).
+    pub max_bytes: usize,
+}
+
+impl Default for HoldSettings {
+    fn default() -> Self {
+        HoldSettings {
+            prefix: "held/".into(),
+            grace: Duration::from_secs(900),
+            max_records: 10_000,
+            max_bytes: 16 << 20,
+        }
+    }
+}
+
+/// A held order as its object holds it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Held {
+    pub(crate) shard: String,
+    pub(crate) sequence_number: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) sub_sequence_number: Option<u64>,
+    /// The dish it waits for.
+    pub(crate) dish: String,
+    /// When it was first held (ms since the epoch).
+    pub(crate) held_at_ms: i64,
+    /// Its first attempt: its batch's first record (the names of the objects it goes to).
+    pub(crate) first_sequence: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) first_sub_sequence: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) data: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) data_base64: Option<String>,
+}
+
+/// A held order's identity in its shard: sequence number and sub-sequence number.
+type Id = (String, Option<u64>);
+
+impl Held {
+    /// `input` of the batch from `shard` whose first record is (`first`, `first_sub`), held at
+    /// `now_ms` waiting for `dish`.
+    pub(crate) fn new(
+        shard: &str,
+        input: &Input,
+        dish: &str,
+        now_ms: i64,
+        first: &str,
+        first_sub: Option<u64>,
+    ) -> Held {
+        let text = std::str::from_utf8(&input.data).ok();
+        Held {
+            shard: shard.to_owned(),
+            sequence_number: input.sequence_number.clone(),
+            sub_sequence_number: input.sub_sequence,
+            dish: dish.to_owned(),
+            held_at_ms: now_ms,
+            first_sequence: first.to_owned(),
+            first_sub_sequence: first_sub,
+            data: text.map(str::to_owned),
+            data_base64: text
+                .is_none()
+                .then(|| base64::engine::general_purpose::STANDARD.encode(&input.data)),
+        }
+    }
+
+    fn id(&self) -> Id {
+        (self.sequence_number.clone(), self.sub_sequence_number)
+    }
+
+    /// The object's key: the record's own identity under the shard.
+    pub(crate) fn key(&self, prefix: &str) -> String {
+        match self.sub_sequence_number {
+            None => format!("{prefix}{}/{}.json", self.shard, self.sequence_number),
+            Some(sub) => format!("{prefix}{}/{}-{sub}.json", self.shard, self.sequence_number),
+        }
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        match (&self.data, &self.data_base64) {
+            (Some(t), _) => t.as_bytes().to_vec(),
+            (None, Some(b)) => base64::engine::general_purpose::STANDARD
+                .decode(b)
+                .unwrap_or_default(),
+            (None, None) => Vec::new(),
+        }
+    }
+
+    /// The order as a batch input again.
+    pub(crate) fn input(&self, legacy_flag_dish: &str) -> Input {
+        let data = self.bytes();
+        Input {
+            record: classify(&data, legacy_flag_dish),
+            sequence_number: self.sequence_number.clone(),
+            sub_sequence: self.sub_sequence_number,
+            reference_object: None,
+            data,
+        }
+    }
+}
+
+/// One shard's held orders in this environment.
+#[derive(Debug, Default)]
+struct ShardHold {
+    held: BTreeMap<Id, Held>,
+    bytes: usize,
+}
+
+/// What a batch decides about held orders, to write and delete.
+#[derive(Debug, Default)]
+pub(crate) struct Decisions {
+    /// Held earlier and resolved: released with the version that resolved their dish.
+    pub(crate) released: Vec<(Held, Arc<Product>)>,
+    /// Held past the grace period: dead-lettered, then deleted.
+    pub(crate) expired: Vec<Held>,
+}
+
+/// Counters of held orders in this environment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HoldCounts {
+    /// Orders released into their partitions (after the batch that held them).
+    pub released: u64,
+    /// Orders dead-lettered past the grace.
+    pub expired: u64,
+    /// Orders dead-lettered at once, the hold being full.
+    pub hold_full: u64,
+    /// Held objects that did not parse or named another record (left in place).
+    pub bad_objects: u64,
+}
+
+/// The held orders this environment knows, by shard, and the versions that resolved dishes
+/// some of them wait for.
+#[derive(Debug, Default)]
+pub(crate) struct Hold {
+    pub(crate) settings: HoldSettings,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    shards: HashMap<String, ShardHold>,
+    /// Dish → the version that resolved it, kept while an order held here waits for it.
+    resolutions: HashMap<String, Arc<Product>>,
+    counts: HoldCounts,
+}
+
+impl Hold {
+    pub(crate) fn new(settings: HoldSettings) -> Self {
+        Hold {
+            settings,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Loads `shard`'s held orders from `bucket` the first time this environment sees the
+    /// shard (one listing, then a GET each). A held object that is damaged or names another
+    /// shard is reported (logged, counted) and left in place.
+    pub(crate) async fn load<S: ObjectKeeper>(
+        &self,
+        store: &S,
+        bucket: &str,
+        shard: &str,
+    ) -> Result<(), S3Error> {
+        if self.state().shards.contains_key(shard) {
+            return Ok(());
+        }
+        let prefix = format!("{}{shard}/", self.settings.prefix);
+        let mut loaded = ShardHold::default();
+        let mut bad = 0;
+        for key in store.list_keys(bucket, &prefix).await? {
+            let Some(bytes) = store.read_object(bucket, &key).await? else {
+                continue;
+            };
+            match serde_json::from_slice::<Held>(&bytes) {
+                Ok(h) if h.shard == shard && h.key(&self.settings.prefix) == key => {
+                    loaded.bytes += h.bytes().len();
+                    loaded.held.insert(h.id(), h);
+                }
+                Ok(_) => {
+                    bad += 1;
+                    tracing::warn!(
+                        key,
+                        "held object names another record or shard; left in place"
+                    );
+                }
+                Err(e) => {
+                    bad += 1;
+                    tracing::warn!(key, error = %e, "held object does not parse; left in place");
+                }
+            }
+        }
+        let mut s = self.state();
+        s.counts.bad_objects += bad;
+        s.shards.entry(shard.to_owned()).or_insert(loaded);
+        Ok(())
+    }
+
+    /// The dishes `shard`'s held orders wait for (to watch).
+    pub(crate) fn dishes(&self, shard: &str) -> Vec<String> {
+        let s = self.state();
+        let mut dishes: Vec<String> = s
+            .shards
+            .get(shard)
+            .map(|h| h.held.values().map(|h| h.dish.clone()).collect())
+            .unwrap_or_default();
+        dishes.sort_unstable();
+        dishes.dedup();
+        dishes
+    }
+
+    /// Takes the versions that resolved dishes (from the enricher) for the orders held here.
+    pub(crate) fn resolved(&self, resolved: Vec<(String, Arc<Product>)>) {
+        let mut s = self.state();
+        for (dish, item) in resolved {
+            s.resolutions.entry(dish).or_insert(item);
+        }
+    }
+
+    /// Whether `input` of `shard` is held already (a retried batch: it stays held).
+    pub(crate) fn is_held(&self, shard: &str, input: &Input) -> bool {
+        let id = (input.sequence_number.clone(), input.sub_sequence);
+        self.state()
+            .shards
+            .get(shard)
+            .is_some_and(|h| h.held.contains_key(&id))
+    }
+
+    /// Holds `held` if `shard`'s caps allow it; `false` (counted) when the hold is full.
+    pub(crate) fn try_hold(&self, held: &Held) -> bool {
+        let size = held.bytes().len();
+        let (max_records, max_bytes) = (self.settings.max_records, self.settings.max_bytes);
+        let mut s = self.state();
+        let shard = s.shards.entry(held.shard.clone()).or_default();
+        if shard.held.len() >= max_records || shard.bytes + size > max_bytes {
+            s.counts.hold_full += 1;
+            return false;
+        }
+        shard.bytes += size;
+        shard.held.insert(held.id(), held.clone());
+        true
+    }
+
+    /// `shard`'s held orders at `now_ms`: those whose dish resolved (released) and those past
+    /// the grace period (expired); the others stay.
+    pub(crate) fn due(&self, shard: &str, now_ms: i64) -> Decisions {
+        let grace = i64::try_from(self.settings.grace.as_millis()).unwrap_or(i64::MAX);
+        let s = self.state();
+        let mut d = Decisions::default();
+        for h in s
+            .shards
+            .get(shard)
+            .map(|h| h.held.values())
+            .into_iter()
+            .flatten()
+        {
+            if let Some(item) = s.resolutions.get(&h.dish) {
+                d.released.push((h.clone(), Arc::clone(item)));
+            } else if now_ms - h.held_at_ms > grace {
+                d.expired.push(h.clone());
+            }
+        }
+        d
+    }
+
+    /// Forgets orders that left the hold (released or expired, their objects deleted), and the
+    /// resolutions no order held here waits for any more.
+    pub(crate) fn forget(&self, shard: &str, gone: &[Held], released: usize) {
+        let mut s = self.state();
+        if let Some(h) = s.shards.get_mut(shard) {
+            for g in gone {
+                if h.held.remove(&g.id()).is_some() {
+                    h.bytes = h.bytes.saturating_sub(g.bytes().len());
+                }
+            }
+        }
+        s.counts.released += released as u64;
+        s.counts.expired += (gone.len() - released) as u64;
+        let waiting: std::collections::HashSet<String> = s
+            .shards
+            .values()
+            .flat_map(|h| h.held.values().map(|h| h.dish.clone()))
+            .collect();
+        s.resolutions.retain(|dish, _| waiting.contains(dish));
+    }
+
+    /// Held orders now (all shards), and the oldest one's age at `now_ms`.
+    pub(crate) fn now(&self, now_ms: i64) -> (usize, Option<Duration>) {
+        let s = self.state();
+        let all = s.shards.values().flat_map(|h| h.held.values());
+        let count = s.shards.values().map(|h| h.held.len()).sum();
+        let oldest = all
+            .map(|h| h.held_at_ms)
+            .min()
+            .map(|t| Duration::from_millis(u64::try_from(now_ms - t).unwrap_or(0)));
+        (count, oldest)
+    }
+
+    /// The counters so far.
+    pub(crate) fn counts(&self) -> HoldCounts {
+        self.state().counts
+    }
+}
+
+/// Now, in milliseconds since the epoch (held orders' times).
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
