@@ -214,6 +214,11 @@ async fn a_held_order_past_its_grace_is_dead_lettered_and_a_full_hold_dead_lette
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let (_, expired) = consumer.handle_batch(&later("4961")).await.unwrap();
     assert_eq!(expired.output.expired, 1, "{:?}", expired.output);
+    assert_eq!(
+        (expired.output.held, expired.output.hold_full),
+        (1, 0),
+        "the expired order's room is free for this batch's donut"
+    );
     let letter = store
         .object(
             "out",
@@ -231,4 +236,65 @@ async fn a_held_order_past_its_grace_is_dead_lettered_and_a_full_hold_dead_lette
             &format!("held/shardId-000000000002/{DONUT_SEQ}.json")
         )
         .is_none());
+}
+
+#[tokio::test]
+async fn a_release_repeated_after_a_crash_writes_the_same_names_and_a_damaged_held_object_stays() {
+    // GIVEN a held donut, released once its row exists
+    let r = FeedRig::seeded(StreamViewType::NewAndOldImages).await;
+    let store = Arc::new(MemoryStore::new());
+    holding_consumer(&r, store.clone(), &[])
+        .handle_batch(&sample())
+        .await
+        .unwrap();
+    let held_key = format!("held/shardId-000000000002/{DONUT_SEQ}.json");
+    let held = store.object("out", &held_key).unwrap();
+    // (and a held object that is not one, under the same shard)
+    let junk = "held/shardId-000000000002/not-a-record.json";
+    store.insert("out", junk, b"{ not json".to_vec());
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    r.table.put("donut", "low").await;
+    r.deliver().await;
+    holding_consumer(&r, store.clone(), &[])
+        .handle_batch(&later("4960"))
+        .await
+        .unwrap();
+    let released_prefix = "enriched/item=donut/priority=low/";
+    let first: Vec<String> = store
+        .put_keys()
+        .into_iter()
+        .filter(|k| k.starts_with(released_prefix))
+        .collect();
+    // WHEN the process had crashed after the output write and before the delete (the held
+    // object is still there), and a cold environment takes the next batch
+    store.insert("out", &held_key, held);
+    let cold = holding_consumer(&r, store.clone(), &[]);
+    let (_, summary) = cold.handle_batch(&later("4961")).await.unwrap();
+    // THEN it releases the order again under the same name (nothing under another), and the
+    // held object goes; the damaged one is reported and left in place
+    assert_eq!(summary.output.released, 1);
+    let mut again: Vec<String> = store
+        .put_keys()
+        .into_iter()
+        .filter(|k| k.starts_with(released_prefix))
+        .collect();
+    again.sort();
+    again.dedup();
+    let mut first = first;
+    first.sort();
+    first.dedup();
+    // (this batch's own donut is enriched directly, under this batch's name)
+    let own = format!(
+        "{released_prefix}shardId-000000000002-{}.jsonl",
+        FIRST_SEQ.replace("4959", "4961")
+    );
+    first.push(own);
+    first.sort();
+    assert_eq!(again, first, "the same object names, nothing new");
+    assert!(store.object("out", &held_key).is_none());
+    assert!(
+        store.object("out", junk).is_some(),
+        "a damaged held object is left in place"
+    );
+    assert_eq!(cold.hold_counts().unwrap().0.bad_objects, 1);
 }

@@ -414,7 +414,12 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectKeeper>
         let hold_full = plan.as_ref().map(|p| p.hold_full.as_slice()).unwrap_or(&[]);
         let mut output = build_with(&naming, outcomes, &unreadable_flags, hold_full);
         if let (Some(hold), Some(plan)) = (&self.hold, &plan) {
-            self.add_releases(hold, &shard, plan, &mut output);
+            // (the second reference's row of each released order, as it is now)
+            let menu = match &self.objects {
+                Some(objects) => Some(objects.lock().await.reader()),
+                None => None,
+            };
+            self.add_releases(hold, &shard, plan, menu.as_ref(), &mut output);
             // (the held objects first: durable before the batch is acknowledged)
             if let Err(e) = write_held(&self.store, &self.config.output_bucket, hold, plan).await {
                 error!(%shard, first_sequence, error = %e, "held orders not written; reporting the batch for retry");
@@ -455,7 +460,14 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectKeeper>
     /// Adds to `output` the objects of the orders `plan` releases (each under the names of its
     /// first attempt, with the version that resolved its dish) and dead-letters (past the
     /// grace, each under a name of its own).
-    fn add_releases(&self, hold: &Hold, shard: &str, plan: &HoldPlan, output: &mut BatchOutput) {
+    fn add_releases(
+        &self,
+        hold: &Hold,
+        shard: &str,
+        plan: &HoldPlan,
+        menu: Option<&enrichment::Reader<ReferenceRow, String>>,
+        output: &mut BatchOutput,
+    ) {
         // By first attempt: its batch's first record (and sub-sequence number).
         type ByFirstAttempt<'a> =
             std::collections::BTreeMap<(&'a str, Option<u64>), Vec<Outcome<Input, Product>>>;
@@ -465,7 +477,11 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectKeeper>
                 .entry((held.first_sequence.as_str(), held.first_sub_sequence))
                 .or_default()
                 .push(Outcome::Enriched {
-                    record: held.input(&self.config.legacy_flag_dish),
+                    record: {
+                        let mut input = held.input(&self.config.legacy_flag_dish);
+                        input.reference_object = menu.and_then(|m| m.lookup(held.dish.as_str()));
+                        input
+                    },
                     item: Arc::clone(item),
                 });
         }

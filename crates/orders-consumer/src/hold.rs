@@ -267,13 +267,17 @@ impl Hold {
             .is_some_and(|h| h.held.contains_key(&id))
     }
 
-    /// Holds `held` if `shard`'s caps allow it; `false` (counted) when the hold is full.
-    pub(crate) fn try_hold(&self, held: &Held) -> bool {
+    /// Holds `held` if its shard's caps allow it, not counting the held orders `leaving` (they
+    /// leave the hold with this batch); `false` (counted) when the hold is full.
+    pub(crate) fn try_hold(&self, held: &Held, leaving: &[&Held]) -> bool {
         let size = held.bytes().len();
         let (max_records, max_bytes) = (self.settings.max_records, self.settings.max_bytes);
+        let leaving_bytes: usize = leaving.iter().map(|h| h.bytes().len()).sum();
         let mut s = self.state();
         let shard = s.shards.entry(held.shard.clone()).or_default();
-        if shard.held.len() >= max_records || shard.bytes + size > max_bytes {
+        let count = shard.held.len().saturating_sub(leaving.len());
+        let bytes = shard.bytes.saturating_sub(leaving_bytes);
+        if count >= max_records || bytes + size > max_bytes {
             s.counts.hold_full += 1;
             return false;
         }

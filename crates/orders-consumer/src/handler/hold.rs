@@ -43,6 +43,11 @@ pub(super) fn hold_step(
     let this_batch: HashMap<String, Arc<Product>> = resolved.iter().cloned().collect();
     hold.resolved(resolved);
     let now = now_ms();
+    // Those held earlier that leave now (released or expired) free their room first.
+    let due = hold.due(shard, now);
+    let leaving: Vec<&Held> = (due.released.iter().map(|(h, _)| h))
+        .chain(&due.expired)
+        .collect();
     let mut plan = HoldPlan::default();
     let mut out = Vec::with_capacity(outcomes.len());
     // The identities this batch answers itself (a retry of a batch that held some).
@@ -70,7 +75,7 @@ pub(super) fn hold_step(
                     continue;
                 }
                 let held = Held::new(shard, &record, &order.dish, now, first.0, first.1);
-                if hold.try_hold(&held) {
+                if hold.try_hold(&held, &leaving) {
                     plan.new.push(held);
                     out.push(Outcome::Waiting { record });
                 } else {
@@ -84,19 +89,12 @@ pub(super) fn hold_step(
             other => out.push(other),
         }
     }
-    let due = hold.due(shard, now);
-    let new_ids: Vec<_> = plan
-        .new
-        .iter()
-        .map(|h| (h.sequence_number.clone(), h.sub_sequence_number))
-        .collect();
     for (held, item) in due.released {
         let id = (held.sequence_number.clone(), held.sub_sequence_number);
         match here.get(&id) {
             // Its own batch again (a retry or a redrive): the batch answered it.
             Some(true) => plan.done_here.push(held),
             Some(false) => {}
-            None if new_ids.contains(&id) => {}
             None => plan.released.push((held, item)),
         }
     }
