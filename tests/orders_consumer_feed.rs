@@ -157,9 +157,11 @@ async fn a_held_order_is_released_into_its_partition_when_its_row_arrives() {
     let released = store
         .object(
             "out",
-            &format!("enriched/item=donut/priority=low/shardId-000000000002-{FIRST_SEQ}.jsonl"),
+            &format!(
+                "enriched/item=donut/priority=low/shardId-000000000002-{FIRST_SEQ}-{DONUT_SEQ}.jsonl"
+            ),
         )
-        .expect("released under its first attempt's name");
+        .expect("released under a name from its first attempt and its identity");
     let line: Value =
         serde_json::from_slice(released.split(|b| *b == b'\n').next().unwrap()).unwrap();
     assert_eq!(
@@ -297,4 +299,79 @@ async fn a_release_repeated_after_a_crash_writes_the_same_names_and_a_damaged_he
         "a damaged held object is left in place"
     );
     assert_eq!(cold.hold_counts().unwrap().0.bad_objects, 1);
+}
+
+#[tokio::test]
+async fn a_release_repeated_after_a_crash_uses_the_version_that_resolved_it_not_a_later_one() {
+    // GIVEN a held donut, released with priority low, whose held object survived a crash
+    // after the version that resolved it was written into it
+    let r = FeedRig::seeded(StreamViewType::NewAndOldImages).await;
+    let store = Arc::new(MemoryStore::new());
+    holding_consumer(&r, store.clone(), &[])
+        .handle_batch(&sample())
+        .await
+        .unwrap();
+    let held_key = format!("held/shardId-000000000002/{DONUT_SEQ}.json");
+    let held = store.object("out", &held_key).unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    r.table.put("donut", "low").await;
+    r.deliver().await;
+    holding_consumer(&r, store.clone(), &[])
+        .handle_batch(&later("4960"))
+        .await
+        .unwrap();
+    // (the crash: the held object, with the version written into it, was not deleted)
+    let mut survived: Value = serde_json::from_slice(&held).unwrap();
+    survived["resolved_with"] =
+        serde_json::json!({"item": "donut", "price": 100, "priority": "low"});
+    store.insert("out", &held_key, serde_json::to_vec(&survived).unwrap());
+    // WHEN donut's priority then changes, and a cold environment takes the next batch
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    r.table.set_priority("donut", "high").await;
+    r.deliver().await;
+    let cold = holding_consumer(&r, store.clone(), &[]);
+    cold.handle_batch(&later("4961")).await.unwrap();
+    // THEN the order is only ever in priority=low: the version written into its held object
+    assert!(store.object("out", &held_key).is_none());
+    let keys = store.put_keys();
+    let high: Vec<&String> = keys
+        .iter()
+        .filter(|k| k.contains("item=donut/priority=high/"))
+        .filter(|k| {
+            let body = store.object("out", k).unwrap_or_default();
+            String::from_utf8_lossy(&body).contains(DONUT_SEQ)
+        })
+        .collect();
+    assert!(high.is_empty(), "the held order in priority=high: {high:?}");
+}
+
+#[tokio::test]
+async fn an_order_counts_as_held_only_once_its_object_is_written() {
+    let r = FeedRig::seeded(StreamViewType::NewAndOldImages).await;
+    let store = Arc::new(MemoryStore::new());
+    let consumer = holding_consumer(&r, store.clone(), &[]);
+    // (a first batch without donut: the shard's held orders are known, none)
+    let mut warm = later("4958");
+    warm["Records"].as_array_mut().unwrap().retain(|r| {
+        !r["kinesis"]["sequenceNumber"]
+            .as_str()
+            .unwrap()
+            .contains("590898")
+    });
+    let (_, summary) = consumer.handle_batch(&warm).await.unwrap();
+    assert_eq!(summary.output.held, 0);
+    // The held object's write fails (the batch's first write to the store): it is retried.
+    store.fail_next(1);
+    let (response, _) = consumer.handle_batch(&sample()).await.unwrap();
+    assert_eq!(response.batch_item_failures.len(), 1);
+    // The retry writes it: the order was not taken for held by the failed attempt.
+    let (response, summary) = consumer.handle_batch(&sample()).await.unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(summary.output.held, 1);
+    assert!(store
+        .object(
+            "out",
+            &format!("held/shardId-000000000002/{DONUT_SEQ}.json")
+        )
+        .is_some());
 }

@@ -472,9 +472,15 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectKeeper>
         type ByFirstAttempt<'a> =
             std::collections::BTreeMap<(&'a str, Option<u64>), Vec<Outcome<Input, Product>>>;
         let mut groups = ByFirstAttempt::new();
-        for (held, item) in &plan.released {
+        // Each released order under a name of its own, from its first attempt and its identity
+        // (`<partition><shard>-<first sequence>-<sequence>[-<sub>].jsonl`): a release repeated
+        // after a crash that deleted some of a batch's held objects rewrites only its own.
+        let names: Vec<String> = (plan.released.iter())
+            .map(|(held, _)| format!("{}-{}", held.first_sequence, held.sequence_number))
+            .collect();
+        for ((held, item), name) in plan.released.iter().zip(&names) {
             groups
-                .entry((held.first_sequence.as_str(), held.first_sub_sequence))
+                .entry((name.as_str(), held.sub_sequence_number))
                 .or_default()
                 .push(Outcome::Enriched {
                     record: {

@@ -52,7 +52,7 @@ impl Default for HoldSettings {
 }
 
 /// A held order as its object holds it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Held {
     pub(crate) shard: String,
     pub(crate) sequence_number: String,
@@ -70,6 +70,10 @@ pub(crate) struct Held {
     pub(crate) data: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) data_base64: Option<String>,
+    /// The version of the row that resolved its dish, written into its object before its
+    /// release: a release repeated after a crash (any environment) uses it, not a later one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) resolved_with: Option<Product>,
 }
 
 /// A held order's identity in its shard: sequence number and sub-sequence number.
@@ -99,7 +103,13 @@ impl Held {
             data_base64: text
                 .is_none()
                 .then(|| base64::engine::general_purpose::STANDARD.encode(&input.data)),
+            resolved_with: None,
         }
+    }
+
+    /// The object's bytes.
+    pub(crate) fn to_vec(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
     }
 
     fn id(&self) -> Id {
@@ -267,23 +277,44 @@ impl Hold {
             .is_some_and(|h| h.held.contains_key(&id))
     }
 
-    /// Holds `held` if its shard's caps allow it, not counting the held orders `leaving` (they
-    /// leave the hold with this batch); `false` (counted) when the hold is full.
-    pub(crate) fn try_hold(&self, held: &Held, leaving: &[&Held]) -> bool {
+    /// Whether `held` fits its shard's caps beside the orders `pending` (held by this batch,
+    /// not yet written), not counting the held orders `leaving` (they leave the hold with this
+    /// batch); `false` (counted) when the hold is full. Nothing is recorded: an order counts as
+    /// held only once its object is written ([`Hold::add`]).
+    pub(crate) fn has_room(&self, held: &Held, pending: &[Held], leaving: &[&Held]) -> bool {
         let size = held.bytes().len();
         let (max_records, max_bytes) = (self.settings.max_records, self.settings.max_bytes);
         let leaving_bytes: usize = leaving.iter().map(|h| h.bytes().len()).sum();
+        let pending_bytes: usize = pending.iter().map(|h| h.bytes().len()).sum();
         let mut s = self.state();
-        let shard = s.shards.entry(held.shard.clone()).or_default();
-        let count = shard.held.len().saturating_sub(leaving.len());
-        let bytes = shard.bytes.saturating_sub(leaving_bytes);
+        let (now, now_bytes) = s
+            .shards
+            .get(&held.shard)
+            .map_or((0, 0), |h| (h.held.len(), h.bytes));
+        let count = (now + pending.len()).saturating_sub(leaving.len());
+        let bytes = (now_bytes + pending_bytes).saturating_sub(leaving_bytes);
         if count >= max_records || bytes + size > max_bytes {
             s.counts.hold_full += 1;
             return false;
         }
-        shard.bytes += size;
-        shard.held.insert(held.id(), held.clone());
         true
+    }
+
+    /// Records `held` (their objects written) as held.
+    pub(crate) fn add(&self, held: &[Held]) {
+        let mut s = self.state();
+        for h in held {
+            let shard = s.shards.entry(h.shard.clone()).or_default();
+            if shard.held.insert(h.id(), h.clone()).is_none() {
+                shard.bytes += h.bytes().len();
+            }
+        }
+    }
+
+    /// Forgets the version that resolved `dish`: a lookup just found no row for it (deleted
+    /// since), so orders held for it wait for the row again.
+    pub(crate) fn unresolve(&self, dish: &str) {
+        self.state().resolutions.remove(dish);
     }
 
     /// `shard`'s held orders at `now_ms`: those whose dish resolved (released) and those past
@@ -299,8 +330,12 @@ impl Hold {
             .into_iter()
             .flatten()
         {
-            if let Some(item) = s.resolutions.get(&h.dish) {
-                d.released.push((h.clone(), Arc::clone(item)));
+            // The version written into its object first (a release repeated after a crash),
+            // else the one that resolved its dish here.
+            let item = (h.resolved_with.clone().map(Arc::new))
+                .or_else(|| s.resolutions.get(&h.dish).cloned());
+            if let Some(item) = item {
+                d.released.push((h.clone(), item));
             } else if now_ms - h.held_at_ms > grace {
                 d.expired.push(h.clone());
             }

@@ -74,8 +74,10 @@ pub(super) fn hold_step(
                     out.push(Outcome::Waiting { record });
                     continue;
                 }
+                // No row now: a version that resolved the dish before is gone (deleted since).
+                hold.unresolve(&order.dish);
                 let held = Held::new(shard, &record, &order.dish, now, first.0, first.1);
-                if hold.try_hold(&held, &leaving) {
+                if hold.has_room(&held, &plan.new, &leaving) {
                     plan.new.push(held);
                     out.push(Outcome::Waiting { record });
                 } else {
@@ -109,7 +111,9 @@ pub(super) fn hold_step(
     (out, plan)
 }
 
-/// Writes the objects of the orders `plan` newly holds, before the batch is acknowledged.
+/// Before the batch's output: writes the objects of the orders `plan` newly holds (then
+/// counts them as held), and into each order it releases the version that resolved it (so a
+/// release repeated after a crash, in any environment, uses that version).
 pub(super) async fn write_held<S: ObjectStore>(
     store: &S,
     bucket: &str,
@@ -117,10 +121,19 @@ pub(super) async fn write_held<S: ObjectStore>(
     plan: &HoldPlan,
 ) -> Result<(), StoreError> {
     for held in &plan.new {
-        let body = serde_json::to_vec(held).unwrap_or_default();
         store
-            .put(bucket, &held.key(&hold.settings.prefix), body)
+            .put(bucket, &held.key(&hold.settings.prefix), held.to_vec())
             .await?;
+    }
+    hold.add(&plan.new);
+    for (held, item) in &plan.released {
+        if held.resolved_with.is_none() {
+            let mut resolved = held.clone();
+            resolved.resolved_with = Some(Product::clone(item));
+            store
+                .put(bucket, &held.key(&hold.settings.prefix), resolved.to_vec())
+                .await?;
+        }
     }
     Ok(())
 }
