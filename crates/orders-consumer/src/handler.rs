@@ -402,9 +402,12 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectKeeper>
         // full), those held earlier released or expired
         let (outcomes, plan) = match &self.hold {
             Some(hold) => {
-                let resolved = self.enricher.lock().await.take_resolved();
+                let (resolved, stale) = {
+                    let table = self.enricher.lock().await;
+                    (table.take_resolved(), table.is_too_stale())
+                };
                 let first = (first_sequence.as_str(), first_sub_sequence);
-                let (outcomes, plan) = hold_step(hold, &shard, first, outcomes, resolved);
+                let (outcomes, plan) = hold_step(hold, &shard, first, outcomes, resolved, stale);
                 (outcomes, Some(plan))
             }
             None => (outcomes, None),

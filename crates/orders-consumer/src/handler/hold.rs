@@ -32,19 +32,25 @@ pub(crate) struct HoldPlan {
 
 /// Decides the hold for the batch of `shard` whose first record is `first` (and its
 /// sub-sequence): `outcomes` with the orders a flag of the batch resolved enriched, and the plan.
-/// `resolved` are the versions that resolved watched dishes during the batch.
+/// `resolved` are the versions that resolved watched dishes during the batch; while the table
+/// is `too_stale`, nothing expires.
 pub(super) fn hold_step(
     hold: &Hold,
     shard: &str,
     first: (&str, Option<u64>),
     outcomes: Vec<Outcome<Input, Product>>,
     resolved: Vec<(String, Arc<Product>)>,
+    too_stale: bool,
 ) -> (Vec<Outcome<Input, Product>>, HoldPlan) {
     let this_batch: HashMap<String, Arc<Product>> = resolved.iter().cloned().collect();
     hold.resolved(resolved);
     let now = now_ms();
     // Those held earlier that leave now (released or expired) free their room first.
-    let due = hold.due(shard, now);
+    let mut due = hold.due(shard, now);
+    // While the table is too stale its rows may exist unseen: no order expires as unmatched.
+    if too_stale {
+        due.expired.clear();
+    }
     let leaving: Vec<&Held> = (due.released.iter().map(|(h, _)| h))
         .chain(&due.expired)
         .collect();

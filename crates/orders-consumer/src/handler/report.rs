@@ -122,7 +122,9 @@ fn batch_line(output: &BatchOutput, stalest: f64) -> Value {
         "DeadLetteredRecords": output.unmatched_dead_lettered
             + output.too_stale
             + output.invalid
-            + output.unreadable_flags,
+            + output.unreadable_flags
+            + output.hold_full
+            + output.expired,
         "ChangeFlags": output.flags,
         "UnreadableFlags": output.unreadable_flags,
     })
