@@ -375,3 +375,55 @@ async fn an_order_counts_as_held_only_once_its_object_is_written() {
         )
         .is_some());
 }
+
+#[tokio::test]
+async fn two_environments_of_one_shard_never_end_an_order_twice() {
+    // GIVEN environment A holds donut #1, then the shard's next batch goes to a cold
+    // environment B, which knows #1 from S3 and holds donut #2
+    let r = FeedRig::seeded(StreamViewType::NewAndOldImages).await;
+    let store = Arc::new(MemoryStore::new());
+    let a = holding_consumer(&r, store.clone(), &[]);
+    let b = holding_consumer(&r, store.clone(), &[]);
+    a.handle_batch(&sample()).await.unwrap();
+    let (_, held) = b.handle_batch(&later("4960")).await.unwrap();
+    assert_eq!(held.output.held, 1);
+    // WHEN the row is created and A takes a batch (A releases #1), then the row changes and B
+    // takes the next one (B still remembers #1)
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    r.table.put("donut", "low").await;
+    r.deliver().await;
+    let (_, at_a) = a.handle_batch(&later("4961")).await.unwrap();
+    assert_eq!(at_a.output.released, 1);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    r.table.set_priority("donut", "high").await;
+    r.deliver().await;
+    let (_, at_b) = b.handle_batch(&later("4962")).await.unwrap();
+    // THEN B releases only #2: #1 ended at A (its held object is gone), never twice
+    assert_eq!(at_b.output.released, 1, "{:?}", at_b.output);
+    let lines_with = |seq: &str| -> usize {
+        store
+            .put_keys()
+            .into_iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .iter()
+            .filter(|k| k.starts_with("enriched/item=donut/"))
+            .map(|k| {
+                let body = store.object("out", k).unwrap_or_default();
+                String::from_utf8_lossy(&body).matches(seq).count()
+            })
+            .sum()
+    };
+    assert_eq!(lines_with(DONUT_SEQ), 1, "donut #1 written once");
+    assert_eq!(
+        lines_with(&DONUT_SEQ.replace("4959", "4960")),
+        1,
+        "donut #2 written once"
+    );
+    assert!(
+        store
+            .put_keys()
+            .iter()
+            .all(|k| !k.starts_with("held/") || store.object("out", k).is_none()),
+        "nothing left held"
+    );
+}

@@ -58,7 +58,7 @@ use decode::{decode, Batch};
 use enrich::enrich;
 use event::InvocationFields;
 pub use event::KinesisInvocation;
-use hold::{forget_held, hold_step, write_held, HoldPlan};
+use hold::{forget_held, hold_step, still_held, write_held, HoldPlan};
 use join::join_objects;
 use register::register_partitions;
 pub use report::{batch_metrics, batch_metrics_with, reference_metrics, NAMESPACE};
@@ -400,7 +400,7 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectKeeper>
         };
         // 3b. hold: the orders still without a row held (or dead-lettered when the hold is
         // full), those held earlier released or expired
-        let (outcomes, plan) = match &self.hold {
+        let (outcomes, mut plan) = match &self.hold {
             Some(hold) => {
                 let (resolved, stale) = {
                     let table = self.enricher.lock().await;
@@ -412,6 +412,14 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectKeeper>
             }
             None => (outcomes, None),
         };
+        if let (Some(hold), Some(plan)) = (&self.hold, plan.as_mut()) {
+            let bucket = &self.config.output_bucket;
+            if let Err(e) = still_held(&self.store, bucket, hold, &shard, plan).await {
+                error!(%shard, first_sequence, error = %e, "held orders not read; reporting the batch for retry");
+                summary.failed = Some(format!("held orders not read: {e}"));
+                return Ok((failure(&first_sequence), summary));
+            }
+        }
         // 4. build the output
         let naming = self.naming(&shard, &first_sequence, first_sub_sequence);
         let hold_full = plan.as_ref().map(|p| p.hold_full.as_slice()).unwrap_or(&[]);

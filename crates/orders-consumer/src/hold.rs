@@ -152,7 +152,16 @@ impl Held {
 struct ShardHold {
     held: BTreeMap<Id, Held>,
     bytes: usize,
+    /// When the shard's held objects were last listed (ms since the epoch).
+    listed_at_ms: i64,
+    /// Keys under the shard that are not held orders (reported once, left in place).
+    bad: std::collections::HashSet<String>,
 }
+
+/// How often a shard's held objects are listed again: another environment may have held or
+/// ended some of them (Lambda does not keep a shard on one environment). One listing a minute,
+/// not one a batch.
+const RELIST_MS: i64 = 60_000;
 
 /// What a batch decides about held orders, to write and delete.
 #[derive(Debug, Default)]
@@ -213,37 +222,69 @@ impl Hold {
         bucket: &str,
         shard: &str,
     ) -> Result<(), S3Error> {
-        if self.state().shards.contains_key(shard) {
-            return Ok(());
-        }
+        let now = now_ms();
+        let (known, bad) = {
+            let s = self.state();
+            match s.shards.get(shard) {
+                Some(h) if now - h.listed_at_ms < RELIST_MS => return Ok(()),
+                Some(h) => (
+                    h.held
+                        .values()
+                        .map(|held| (held.key(&self.settings.prefix), held.id()))
+                        .collect::<HashMap<String, Id>>(),
+                    h.bad.clone(),
+                ),
+                None => (HashMap::new(), Default::default()),
+            }
+        };
         let prefix = format!("{}{shard}/", self.settings.prefix);
-        let mut loaded = ShardHold::default();
-        let mut bad = 0;
-        for key in store.list_keys(bucket, &prefix).await? {
-            let Some(bytes) = store.read_object(bucket, &key).await? else {
+        let listed = store.list_keys(bucket, &prefix).await?;
+        // Only the keys this environment does not know yet are read.
+        let mut found = Vec::new();
+        let mut new_bad = Vec::new();
+        for key in listed
+            .iter()
+            .filter(|k| !known.contains_key(*k) && !bad.contains(*k))
+        {
+            let Some(bytes) = store.read_object(bucket, key).await? else {
                 continue;
             };
             match serde_json::from_slice::<Held>(&bytes) {
-                Ok(h) if h.shard == shard && h.key(&self.settings.prefix) == key => {
-                    loaded.bytes += h.bytes().len();
-                    loaded.held.insert(h.id(), h);
-                }
+                Ok(h) if h.shard == shard && h.key(&self.settings.prefix) == *key => found.push(h),
                 Ok(_) => {
-                    bad += 1;
                     tracing::warn!(
                         key,
                         "held object names another record or shard; left in place"
                     );
+                    new_bad.push(key.clone());
                 }
                 Err(e) => {
-                    bad += 1;
                     tracing::warn!(key, error = %e, "held object does not parse; left in place");
+                    new_bad.push(key.clone());
                 }
             }
         }
+        let listed: std::collections::HashSet<&String> = listed.iter().collect();
         let mut s = self.state();
-        s.counts.bad_objects += bad;
-        s.shards.entry(shard.to_owned()).or_insert(loaded);
+        s.counts.bad_objects += new_bad.len() as u64;
+        let h = s.shards.entry(shard.to_owned()).or_default();
+        // Those another environment ended since are gone from the listing: forgotten here.
+        let prefix_of = &self.settings.prefix;
+        let gone: Vec<Id> = (h.held.values())
+            .filter(|held| !listed.contains(&held.key(prefix_of)))
+            .map(Held::id)
+            .collect();
+        for id in gone {
+            if let Some(held) = h.held.remove(&id) {
+                h.bytes = h.bytes.saturating_sub(held.bytes().len());
+            }
+        }
+        for held in found {
+            h.bytes += held.bytes().len();
+            h.held.insert(held.id(), held);
+        }
+        h.bad.extend(new_bad);
+        h.listed_at_ms = now;
         Ok(())
     }
 
@@ -345,7 +386,8 @@ impl Hold {
 
     /// Forgets orders that left the hold (released or expired, their objects deleted), and the
     /// resolutions no order held here waits for any more.
-    pub(crate) fn forget(&self, shard: &str, gone: &[Held], released: usize) {
+    /// (`released` and `expired` of them here, counted; the others ended elsewhere.)
+    pub(crate) fn forget(&self, shard: &str, gone: &[Held], released: usize, expired: usize) {
         let mut s = self.state();
         if let Some(h) = s.shards.get_mut(shard) {
             for g in gone {
@@ -355,7 +397,7 @@ impl Hold {
             }
         }
         s.counts.released += released as u64;
-        s.counts.expired += (gone.len() - released) as u64;
+        s.counts.expired += expired as u64;
         let waiting: std::collections::HashSet<String> = s
             .shards
             .values()

@@ -167,5 +167,49 @@ pub(super) async fn forget_held<S: ObjectKeeper>(
             warn!(key, error = %e, "a held order left the hold but its object was not deleted");
         }
     }
-    hold.forget(shard, &gone, released.len() + plan.done_here.len());
+    hold.forget(
+        shard,
+        &gone,
+        released.len() + plan.done_here.len(),
+        plan.expired.len(),
+    );
+}
+
+/// Keeps in `plan` only the held orders to release or expire whose objects still exist: another
+/// environment of the same shard (or the redrive) may have ended them since this one listed
+/// them. Those gone are forgotten here. One GET per order that ends, none otherwise.
+pub(super) async fn still_held<S: ObjectKeeper>(
+    store: &S,
+    bucket: &str,
+    hold: &Hold,
+    shard: &str,
+    plan: &mut HoldPlan,
+) -> Result<(), aws_plumbing::S3Error> {
+    let prefix = &hold.settings.prefix;
+    let mut gone = Vec::new();
+    let mut released = Vec::with_capacity(plan.released.len());
+    for (held, item) in std::mem::take(&mut plan.released) {
+        match store.read_object(bucket, &held.key(prefix)).await? {
+            Some(_) => released.push((held, item)),
+            None => gone.push(held),
+        }
+    }
+    plan.released = released;
+    let mut expired = Vec::with_capacity(plan.expired.len());
+    for held in std::mem::take(&mut plan.expired) {
+        match store.read_object(bucket, &held.key(prefix)).await? {
+            Some(_) => expired.push(held),
+            None => gone.push(held),
+        }
+    }
+    plan.expired = expired;
+    if !gone.is_empty() {
+        tracing::info!(
+            shard,
+            orders = gone.len(),
+            "held orders ended elsewhere; forgotten here"
+        );
+        hold.forget(shard, &gone, 0, 0);
+    }
+    Ok(())
 }
