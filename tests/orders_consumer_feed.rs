@@ -267,9 +267,13 @@ async fn a_release_repeated_after_a_crash_writes_the_same_names_and_a_damaged_he
         .into_iter()
         .filter(|k| k.starts_with(released_prefix))
         .collect();
-    // WHEN the process had crashed after the output write and before the delete (the held
-    // object is still there), and a cold environment takes the next batch
+    // WHEN the process had crashed after the output write and before the end was marked (the
+    // held object is still there, no marker), and a cold environment takes the next batch
     store.insert("out", &held_key, held);
+    store.remove(
+        "out",
+        &format!("held/ended/shardId-000000000002/{DONUT_SEQ}"),
+    );
     let cold = holding_consumer(&r, store.clone(), &[]);
     let (_, summary) = cold.handle_batch(&later("4961")).await.unwrap();
     // THEN it releases the order again under the same name (nothing under another), and the
@@ -320,11 +324,16 @@ async fn a_release_repeated_after_a_crash_uses_the_version_that_resolved_it_not_
         .handle_batch(&later("4960"))
         .await
         .unwrap();
-    // (the crash: the held object, with the version written into it, was not deleted)
+    // (the crash: the held object, with the version written into it, was neither marked ended
+    // nor deleted)
     let mut survived: Value = serde_json::from_slice(&held).unwrap();
     survived["resolved_with"] =
         serde_json::json!({"item": "donut", "price": 100, "priority": "low"});
     store.insert("out", &held_key, serde_json::to_vec(&survived).unwrap());
+    store.remove(
+        "out",
+        &format!("held/ended/shardId-000000000002/{DONUT_SEQ}"),
+    );
     // WHEN donut's priority then changes, and a cold environment takes the next batch
     tokio::time::sleep(Duration::from_millis(1100)).await;
     r.table.set_priority("donut", "high").await;
@@ -423,7 +432,36 @@ async fn two_environments_of_one_shard_never_end_an_order_twice() {
         store
             .put_keys()
             .iter()
-            .all(|k| !k.starts_with("held/") || store.object("out", k).is_none()),
+            .all(|k| !k.starts_with("held/shardId") || store.object("out", k).is_none()),
         "nothing left held"
+    );
+}
+
+#[tokio::test]
+async fn a_batch_redelivered_after_its_held_order_ended_does_not_decide_it_again() {
+    // GIVEN a held donut, released once its row exists
+    let r = FeedRig::seeded(StreamViewType::NewAndOldImages).await;
+    let store = Arc::new(MemoryStore::new());
+    let consumer = holding_consumer(&r, store.clone(), &[]);
+    consumer.handle_batch(&sample()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    r.table.put("donut", "low").await;
+    r.deliver().await;
+    let (_, released) = consumer.handle_batch(&later("4960")).await.unwrap();
+    assert_eq!(released.output.released, 1);
+    // WHEN its own batch comes again, to a cold environment (a redrive, a redelivery)
+    let cold = holding_consumer(&r, store.clone(), &[]);
+    let (response, again) = cold.handle_batch(&sample()).await.unwrap();
+    // THEN donut is left out: it ended once, in its release
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(again.output.already_ended, 1, "{:?}", again.output);
+    assert_eq!(again.output.accounted(), again.records);
+    let in_its_batch = store.object(
+        "out",
+        &format!("enriched/item=donut/priority=low/shardId-000000000002-{FIRST_SEQ}.jsonl"),
+    );
+    assert!(
+        in_its_batch.is_none(),
+        "written again under its batch's name"
     );
 }

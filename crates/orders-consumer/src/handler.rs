@@ -431,6 +431,7 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectKeeper>
                 None => None,
             };
             self.add_releases(hold, &shard, plan, menu.as_ref(), &mut output);
+            output.already_ended = plan.already_ended;
             // (the held objects first: durable before the batch is acknowledged)
             if let Err(e) = write_held(&self.store, &self.config.output_bucket, hold, plan).await {
                 error!(%shard, first_sequence, error = %e, "held orders not written; reporting the batch for retry");

@@ -79,6 +79,22 @@ pub(crate) struct Held {
 /// A held order's identity in its shard: sequence number and sub-sequence number.
 type Id = (String, Option<u64>);
 
+fn ended_key(prefix: &str, shard: &str, sequence: &str, sub: Option<u64>) -> String {
+    match sub {
+        None => format!("{prefix}ended/{shard}/{sequence}"),
+        Some(sub) => format!("{prefix}ended/{shard}/{sequence}-{sub}"),
+    }
+}
+
+/// The identity an ended marker's key names (under `<prefix>ended/<shard>/`).
+fn ended_id(marker_prefix: &str, key: &str) -> Option<Id> {
+    let name = key.strip_prefix(marker_prefix)?;
+    match name.split_once('-') {
+        None => Some((name.to_owned(), None)),
+        Some((seq, sub)) => Some((seq.to_owned(), Some(sub.parse().ok()?))),
+    }
+}
+
 impl Held {
     /// `input` of the batch from `shard` whose first record is (`first`, `first_sub`), held at
     /// `now_ms` waiting for `dish`.
@@ -114,6 +130,18 @@ impl Held {
 
     fn id(&self) -> Id {
         (self.sequence_number.clone(), self.sub_sequence_number)
+    }
+
+    /// The key of its ended marker (`<prefix>ended/<shard>/<sequence>[-<sub>]`, empty): written
+    /// when it leaves the hold, before its object is deleted, and kept (a lifecycle rule expires
+    /// them after the stream's retention) so a redelivered batch does not decide it again.
+    pub(crate) fn ended_key(&self, prefix: &str) -> String {
+        ended_key(
+            prefix,
+            &self.shard,
+            &self.sequence_number,
+            self.sub_sequence_number,
+        )
     }
 
     /// The object's key: the record's own identity under the shard.
@@ -156,6 +184,9 @@ struct ShardHold {
     listed_at_ms: i64,
     /// Keys under the shard that are not held orders (reported once, left in place).
     bad: std::collections::HashSet<String>,
+    /// Orders that left the hold (released or expired): a batch that brings one again (a
+    /// redelivery, a redrive) does not decide it again.
+    ended: std::collections::HashSet<Id>,
 }
 
 /// How often a shard's held objects are listed again: another environment may have held or
@@ -239,6 +270,11 @@ impl Hold {
         };
         let prefix = format!("{}{shard}/", self.settings.prefix);
         let listed = store.list_keys(bucket, &prefix).await?;
+        let marker_prefix = format!("{}ended/{shard}/", self.settings.prefix);
+        let ended: Vec<Id> = (store.list_keys(bucket, &marker_prefix).await?)
+            .iter()
+            .filter_map(|k| ended_id(&marker_prefix, k))
+            .collect();
         // Only the keys this environment does not know yet are read.
         let mut found = Vec::new();
         let mut new_bad = Vec::new();
@@ -279,12 +315,25 @@ impl Hold {
                 h.bytes = h.bytes.saturating_sub(held.bytes().len());
             }
         }
+        h.ended.extend(ended);
+        let mut orphans = Vec::new();
         for held in found {
+            // (an order whose end was marked before its object was deleted: it ended)
+            if h.ended.contains(&held.id()) {
+                orphans.push(held.key(&self.settings.prefix));
+                continue;
+            }
             h.bytes += held.bytes().len();
             h.held.insert(held.id(), held);
         }
         h.bad.extend(new_bad);
         h.listed_at_ms = now;
+        drop(s);
+        for key in orphans {
+            if let Err(e) = store.delete_object(bucket, &key).await {
+                tracing::warn!(key, error = %e, "the object of an order that ended was not deleted");
+            }
+        }
         Ok(())
     }
 
@@ -307,6 +356,18 @@ impl Hold {
         for (dish, item) in resolved {
             s.resolutions.entry(dish).or_insert(item);
         }
+    }
+
+    /// Whether `input` of `shard` left the hold already (released or expired): a batch that
+    /// brings it again does not decide it again.
+    pub(crate) fn has_ended(&self, shard: &str, input: &Input) -> bool {
+        let s = self.state();
+        let Some(h) = s.shards.get(shard) else {
+            return false;
+        };
+        !h.ended.is_empty()
+            && h.ended
+                .contains(&(input.sequence_number.clone(), input.sub_sequence))
     }
 
     /// Whether `input` of `shard` is held already (a retried batch: it stays held).
@@ -394,6 +455,7 @@ impl Hold {
                 if h.held.remove(&g.id()).is_some() {
                     h.bytes = h.bytes.saturating_sub(g.bytes().len());
                 }
+                h.ended.insert(g.id());
             }
         }
         s.counts.released += released as u64;

@@ -103,6 +103,9 @@ pub struct BatchOutput {
     pub released: usize,
     /// Orders held by earlier batches, dead-lettered by this one past the grace period.
     pub expired: usize,
+    /// Orders of this batch that left the hold before (a redelivered or redriven batch): not
+    /// written again.
+    pub already_ended: usize,
 }
 
 impl BatchOutput {
@@ -114,6 +117,7 @@ impl BatchOutput {
             + self.too_stale
             + self.held
             + self.hold_full
+            + self.already_ended
             + self.dropped
             + self.invalid
             + self.flags

@@ -28,6 +28,8 @@ pub(crate) struct HoldPlan {
     pub(crate) expired: Vec<Held>,
     /// Held orders whose own batch this is (a retry) and that it enriched: their objects go.
     pub(crate) done_here: Vec<Held>,
+    /// Orders of this batch that left the hold before (released or expired): left out.
+    pub(crate) already_ended: usize,
 }
 
 /// Decides the hold for the batch of `shard` whose first record is `first` (and its
@@ -59,6 +61,18 @@ pub(super) fn hold_step(
     // The identities this batch answers itself (a retry of a batch that held some).
     let mut here: HashMap<(String, Option<u64>), bool> = HashMap::new();
     for outcome in outcomes {
+        // An order that left the hold already (its batch redelivered or redriven): not decided
+        // again, not written again.
+        let ended = match &outcome {
+            Outcome::Waiting { record } | Outcome::Enriched { record, .. } => {
+                hold.has_ended(shard, record)
+            }
+            _ => false,
+        };
+        if ended {
+            plan.already_ended += 1;
+            continue;
+        }
         match outcome {
             Outcome::Waiting { record } => {
                 let Record::Order(order) = &record.record else {
@@ -162,6 +176,13 @@ pub(super) async fn forget_held<S: ObjectKeeper>(
         .cloned()
         .collect();
     for held in &gone {
+        // Its end marked first: a redelivered batch does not decide it again, and a held
+        // object that outlives its marker (a failed delete) counts as ended.
+        let marker = held.ended_key(&hold.settings.prefix);
+        if let Err(e) = store.put(bucket, &marker, Vec::new()).await {
+            warn!(marker, error = %e, "a held order left the hold but its end was not marked; its object stays");
+            continue;
+        }
         let key = held.key(&hold.settings.prefix);
         if let Err(e) = store.delete_object(bucket, &key).await {
             warn!(key, error = %e, "a held order left the hold but its object was not deleted");
