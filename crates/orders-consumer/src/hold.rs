@@ -301,34 +301,36 @@ impl Hold {
             }
         }
         let listed: std::collections::HashSet<&String> = listed.iter().collect();
-        let mut s = self.state();
-        s.counts.bad_objects += new_bad.len() as u64;
-        let h = s.shards.entry(shard.to_owned()).or_default();
-        // Those another environment ended since are gone from the listing: forgotten here.
-        let prefix_of = &self.settings.prefix;
-        let gone: Vec<Id> = (h.held.values())
-            .filter(|held| !listed.contains(&held.key(prefix_of)))
-            .map(Held::id)
-            .collect();
-        for id in gone {
-            if let Some(held) = h.held.remove(&id) {
-                h.bytes = h.bytes.saturating_sub(held.bytes().len());
+        let orphans = {
+            let mut s = self.state();
+            s.counts.bad_objects += new_bad.len() as u64;
+            let h = s.shards.entry(shard.to_owned()).or_default();
+            // Those another environment ended since are gone from the listing: forgotten here.
+            let prefix_of = &self.settings.prefix;
+            let gone: Vec<Id> = (h.held.values())
+                .filter(|held| !listed.contains(&held.key(prefix_of)))
+                .map(Held::id)
+                .collect();
+            for id in gone {
+                if let Some(held) = h.held.remove(&id) {
+                    h.bytes = h.bytes.saturating_sub(held.bytes().len());
+                }
             }
-        }
-        h.ended.extend(ended);
-        let mut orphans = Vec::new();
-        for held in found {
-            // (an order whose end was marked before its object was deleted: it ended)
-            if h.ended.contains(&held.id()) {
-                orphans.push(held.key(&self.settings.prefix));
-                continue;
+            h.ended.extend(ended);
+            let mut orphans = Vec::new();
+            for held in found {
+                // (an order whose end was marked before its object was deleted: it ended)
+                if h.ended.contains(&held.id()) {
+                    orphans.push(held.key(&self.settings.prefix));
+                    continue;
+                }
+                h.bytes += held.bytes().len();
+                h.held.insert(held.id(), held);
             }
-            h.bytes += held.bytes().len();
-            h.held.insert(held.id(), held);
-        }
-        h.bad.extend(new_bad);
-        h.listed_at_ms = now;
-        drop(s);
+            h.bad.extend(new_bad);
+            h.listed_at_ms = now;
+            orphans
+        };
         for key in orphans {
             if let Err(e) = store.delete_object(bucket, &key).await {
                 tracing::warn!(key, error = %e, "the object of an order that ended was not deleted");
