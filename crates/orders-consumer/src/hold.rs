@@ -187,6 +187,19 @@ struct ShardHold {
     /// Orders that left the hold (released or expired): a batch that brings one again (a
     /// redelivery, a redrive) does not decide it again.
     ended: std::collections::HashSet<Id>,
+    /// The newest sequence number among them, as (length, digits): numeric order.
+    newest_ended: Option<(usize, String)>,
+}
+
+impl ShardHold {
+    /// Records that the order `id` ended.
+    fn end(&mut self, id: Id) {
+        let by_number = (id.0.len(), id.0.clone());
+        if self.newest_ended.as_ref().is_none_or(|n| by_number > *n) {
+            self.newest_ended = Some(by_number);
+        }
+        self.ended.insert(id);
+    }
 }
 
 /// How often a shard's held objects are listed again: another environment may have held or
@@ -316,7 +329,9 @@ impl Hold {
                     h.bytes = h.bytes.saturating_sub(held.bytes().len());
                 }
             }
-            h.ended.extend(ended);
+            for id in ended {
+                h.end(id);
+            }
             let mut orphans = Vec::new();
             for held in found {
                 // (an order whose end was marked before its object was deleted: it ended)
@@ -358,6 +373,18 @@ impl Hold {
         for (dish, item) in resolved {
             s.resolutions.entry(dish).or_insert(item);
         }
+    }
+
+    /// Whether a batch of `shard` whose first record is `first_sequence` may hold an order that
+    /// left the hold already: only a batch not newer than the newest such order (sequence
+    /// numbers grow within a shard), so a new batch is never checked record by record.
+    pub(crate) fn may_have_ended(&self, shard: &str, first_sequence: &str) -> bool {
+        let s = self.state();
+        s.shards.get(shard).is_some_and(|h| {
+            h.newest_ended.as_ref().is_some_and(|(len, digits)| {
+                (first_sequence.len(), first_sequence) <= (*len, digits.as_str())
+            })
+        })
     }
 
     /// Whether `input` of `shard` left the hold already (released or expired): a batch that
@@ -457,7 +484,7 @@ impl Hold {
                 if h.held.remove(&g.id()).is_some() {
                     h.bytes = h.bytes.saturating_sub(g.bytes().len());
                 }
-                h.ended.insert(g.id());
+                h.end(g.id());
             }
         }
         s.counts.released += released as u64;

@@ -57,18 +57,32 @@ pub(super) fn hold_step(
         .chain(&due.expired)
         .collect();
     let mut plan = HoldPlan::default();
+    // The steady state (nothing waits, nothing leaves, a batch newer than every order that
+    // ended) costs no per-record work.
+    let may_have_ended = hold.may_have_ended(shard, first.0);
+    let leaving_any = !leaving.is_empty();
+    if !leaving_any
+        && !may_have_ended
+        && !outcomes
+            .iter()
+            .any(|o| matches!(o, Outcome::Waiting { .. }))
+    {
+        return (outcomes, plan);
+    }
     let mut out = Vec::with_capacity(outcomes.len());
-    // The identities this batch answers itself (a retry of a batch that held some).
+    // The identities this batch answers itself (a retry of a batch that held some), when
+    // orders leave the hold with it.
     let mut here: HashMap<(String, Option<u64>), bool> = HashMap::new();
     for outcome in outcomes {
         // An order that left the hold already (its batch redelivered or redriven): not decided
         // again, not written again.
-        let ended = match &outcome {
-            Outcome::Waiting { record } | Outcome::Enriched { record, .. } => {
-                hold.has_ended(shard, record)
-            }
-            _ => false,
-        };
+        let ended = may_have_ended
+            && match &outcome {
+                Outcome::Waiting { record } | Outcome::Enriched { record, .. } => {
+                    hold.has_ended(shard, record)
+                }
+                _ => false,
+            };
         if ended {
             plan.already_ended += 1;
             continue;
@@ -105,7 +119,9 @@ pub(super) fn hold_step(
                 }
             }
             Outcome::Enriched { record, item } => {
-                here.insert((record.sequence_number.clone(), record.sub_sequence), true);
+                if leaving_any {
+                    here.insert((record.sequence_number.clone(), record.sub_sequence), true);
+                }
                 out.push(Outcome::Enriched { record, item });
             }
             other => out.push(other),
