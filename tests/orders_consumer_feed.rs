@@ -465,3 +465,32 @@ async fn a_batch_redelivered_after_its_held_order_ended_does_not_decide_it_again
         "written again under its batch's name"
     );
 }
+
+#[tokio::test]
+async fn a_dish_that_never_gets_a_row_cannot_fill_the_hold_for_the_others() {
+    // GIVEN a hold of 10 orders per shard, at most 1 per dish, that already holds a donut
+    let r = FeedRig::seeded(StreamViewType::NewAndOldImages).await;
+    let store = Arc::new(MemoryStore::new());
+    let consumer = holding_consumer(
+        &r,
+        store.clone(),
+        &[("HOLD_MAX_RECORDS", "10"), ("HOLD_MAX_PER_DISH", "1")],
+    );
+    consumer.handle_batch(&sample()).await.unwrap();
+    // WHEN a batch brings another donut and an eclair (no row either)
+    let mut batch = later("4960");
+    let eclair = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        br#"{"dish":"eclair","cost":4,"customer_id":2001}"#,
+    );
+    batch["Records"][1]["kinesis"]["data"] = eclair.into();
+    let (_, summary) = consumer.handle_batch(&batch).await.unwrap();
+    // THEN the donut finds its dish's share full, and the eclair is held
+    assert_eq!(
+        (summary.output.held, summary.output.hold_full),
+        (1, 1),
+        "{:?}",
+        summary.output
+    );
+    assert_eq!(summary.output.accounted(), summary.records);
+}

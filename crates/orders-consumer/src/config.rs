@@ -151,6 +151,7 @@ fn hold_vars(
         grace: seconds_var(get, "HOLD_GRACE_SECS", defaults.grace.as_secs())?,
         max_records: count("HOLD_MAX_RECORDS", defaults.max_records)?,
         max_bytes: count("HOLD_MAX_BYTES", defaults.max_bytes)?,
+        max_per_dish: count("HOLD_MAX_PER_DISH", defaults.max_per_dish)?,
     })
 }
 

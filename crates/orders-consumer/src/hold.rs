@@ -38,6 +38,9 @@ pub struct HoldSettings {
     pub max_records: usize,
     /// `HOLD_MAX_BYTES`: bytes of held orders' data per shard at most (default 16 MiB).
     pub max_bytes: usize,
+    /// `HOLD_MAX_PER_DISH`: held orders of one dish per shard at most (default 1,000), so a
+    /// dish that never gets a row (the seed's `donut`) cannot fill the hold for the others.
+    pub max_per_dish: usize,
 }
 
 impl Default for HoldSettings {
@@ -47,6 +50,7 @@ impl Default for HoldSettings {
             grace: Duration::from_secs(900),
             max_records: 10_000,
             max_bytes: 16 << 20,
+            max_per_dish: 1_000,
         }
     }
 }
@@ -189,9 +193,42 @@ struct ShardHold {
     ended: std::collections::HashSet<Id>,
     /// The newest sequence number among them, as (length, digits): numeric order.
     newest_ended: Option<(usize, String)>,
+    /// Held orders by dish.
+    per_dish: HashMap<String, usize>,
+}
+
+/// Counts of some held orders: how many, their bytes, how many of each dish.
+#[derive(Debug, Default)]
+pub(crate) struct Tally {
+    count: usize,
+    bytes: usize,
+    per_dish: HashMap<String, usize>,
+}
+
+impl Tally {
+    /// Counts `held` in.
+    pub(crate) fn add(&mut self, held: &Held) {
+        self.count += 1;
+        self.bytes += held.bytes().len();
+        *self.per_dish.entry(held.dish.clone()).or_default() += 1;
+    }
+
+    fn of(&self, dish: &str) -> usize {
+        self.per_dish.get(dish).copied().unwrap_or(0)
+    }
 }
 
 impl ShardHold {
+    /// One held order of `dish` fewer.
+    fn less_of(&mut self, dish: &str) {
+        if let Some(n) = self.per_dish.get_mut(dish) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_dish.remove(dish);
+            }
+        }
+    }
+
     /// Records that the order `id` ended.
     fn end(&mut self, id: Id) {
         let by_number = (id.0.len(), id.0.clone());
@@ -327,6 +364,7 @@ impl Hold {
             for id in gone {
                 if let Some(held) = h.held.remove(&id) {
                     h.bytes = h.bytes.saturating_sub(held.bytes().len());
+                    h.less_of(&held.dish);
                 }
             }
             for id in ended {
@@ -340,6 +378,7 @@ impl Hold {
                     continue;
                 }
                 h.bytes += held.bytes().len();
+                *h.per_dish.entry(held.dish.clone()).or_default() += 1;
                 h.held.insert(held.id(), held);
             }
             h.bad.extend(new_bad);
@@ -412,19 +451,24 @@ impl Hold {
     /// not yet written), not counting the held orders `leaving` (they leave the hold with this
     /// batch); `false` (counted) when the hold is full. Nothing is recorded: an order counts as
     /// held only once its object is written ([`Hold::add`]).
-    pub(crate) fn has_room(&self, held: &Held, pending: &[Held], leaving: &[&Held]) -> bool {
+    pub(crate) fn has_room(&self, held: &Held, pending: &Tally, leaving: &Tally) -> bool {
         let size = held.bytes().len();
-        let (max_records, max_bytes) = (self.settings.max_records, self.settings.max_bytes);
-        let leaving_bytes: usize = leaving.iter().map(|h| h.bytes().len()).sum();
-        let pending_bytes: usize = pending.iter().map(|h| h.bytes().len()).sum();
+        let settings = &self.settings;
         let mut s = self.state();
-        let (now, now_bytes) = s
-            .shards
-            .get(&held.shard)
-            .map_or((0, 0), |h| (h.held.len(), h.bytes));
-        let count = (now + pending.len()).saturating_sub(leaving.len());
-        let bytes = (now_bytes + pending_bytes).saturating_sub(leaving_bytes);
-        if count >= max_records || bytes + size > max_bytes {
+        let (now, now_bytes, now_dish) = s.shards.get(&held.shard).map_or((0, 0, 0), |h| {
+            (
+                h.held.len(),
+                h.bytes,
+                h.per_dish.get(&held.dish).copied().unwrap_or(0),
+            )
+        });
+        let count = (now + pending.count).saturating_sub(leaving.count);
+        let bytes = (now_bytes + pending.bytes).saturating_sub(leaving.bytes);
+        let dish = (now_dish + pending.of(&held.dish)).saturating_sub(leaving.of(&held.dish));
+        if count >= settings.max_records
+            || bytes + size > settings.max_bytes
+            || dish >= settings.max_per_dish
+        {
             s.counts.hold_full += 1;
             return false;
         }
@@ -438,6 +482,7 @@ impl Hold {
             let shard = s.shards.entry(h.shard.clone()).or_default();
             if shard.held.insert(h.id(), h.clone()).is_none() {
                 shard.bytes += h.bytes().len();
+                *shard.per_dish.entry(h.dish.clone()).or_default() += 1;
             }
         }
     }
@@ -483,6 +528,7 @@ impl Hold {
             for g in gone {
                 if h.held.remove(&g.id()).is_some() {
                     h.bytes = h.bytes.saturating_sub(g.bytes().len());
+                    h.less_of(&g.dish);
                 }
                 h.end(g.id());
             }

@@ -11,7 +11,7 @@ use aws_plumbing::{ObjectKeeper, ObjectStore, StoreError};
 use enrichment::Outcome;
 use tracing::warn;
 
-use crate::hold::{now_ms, Held, Hold};
+use crate::hold::{now_ms, Held, Hold, Tally};
 use crate::orders::{Product, Record};
 use crate::output::Input;
 
@@ -53,14 +53,16 @@ pub(super) fn hold_step(
     if too_stale {
         due.expired.clear();
     }
-    let leaving: Vec<&Held> = (due.released.iter().map(|(h, _)| h))
-        .chain(&due.expired)
-        .collect();
+    let mut leaving = Tally::default();
+    for held in (due.released.iter().map(|(h, _)| h)).chain(&due.expired) {
+        leaving.add(held);
+    }
+    let mut pending = Tally::default();
     let mut plan = HoldPlan::default();
     // The steady state (nothing waits, nothing leaves, a batch newer than every order that
     // ended) costs no per-record work.
     let may_have_ended = hold.may_have_ended(shard, first.0);
-    let leaving_any = !leaving.is_empty();
+    let leaving_any = !due.released.is_empty() || !due.expired.is_empty();
     if !leaving_any
         && !may_have_ended
         && !outcomes
@@ -111,7 +113,8 @@ pub(super) fn hold_step(
                 // No row now: a version that resolved the dish before is gone (deleted since).
                 hold.unresolve(&order.dish);
                 let held = Held::new(shard, &record, &order.dish, now, first.0, first.1);
-                if hold.has_room(&held, &plan.new, &leaving) {
+                if hold.has_room(&held, &pending, &leaving) {
+                    pending.add(&held);
                     plan.new.push(held);
                     out.push(Outcome::Waiting { record });
                 } else {
