@@ -385,11 +385,19 @@ impl Floor {
 /// first a warm-up, not measured), each handed to the floor and then to our consumer, which
 /// is configured as in the batch loop (output to the emulator's S3, the table loaded once on
 /// the warm-up batch, the change feed checked on every batch).
-pub async fn floor(world: &World, batch_size: usize, batches: usize) -> Result<Floor> {
+pub async fn floor(
+    world: &World,
+    batch_size: usize,
+    batches: usize,
+    matched_only: bool,
+) -> Result<Floor> {
     let prefix = "floor-ours/";
     let ours = world.start(world.our_consumer(prefix, 0)).await?;
     let floor = world.start(world.consumer_floor()).await?;
     let mut orders = Orders::new(13, world.items);
+    if matched_only {
+        orders = orders.matched_only();
+    }
     let mut seq: u128 = 1;
     let mut batch = || {
         let data: Vec<Vec<u8>> = (0..batch_size).map(|_| orders.next_order()).collect();

@@ -22,6 +22,7 @@ pub fn order(dish: &str, cost: u32, customer_id: u32) -> Vec<u8> {
 pub struct Orders {
     rng: fastrand::Rng,
     synthetic: usize,
+    matched_only: bool,
 }
 
 impl Orders {
@@ -30,7 +31,14 @@ impl Orders {
         Orders {
             rng: fastrand::Rng::with_seed(seed),
             synthetic: items.saturating_sub(5),
+            matched_only: false,
         }
+    }
+
+    /// The same orders without `donut` (every dish has a row).
+    pub fn matched_only(mut self) -> Orders {
+        self.matched_only = true;
+        self
     }
 
     /// The next order's dish.
@@ -38,7 +46,12 @@ impl Orders {
         if self.synthetic > 0 && self.rng.u8(..5) == 0 {
             synthetic_item(self.rng.usize(..20) * self.synthetic / 20)
         } else {
-            DISHES[self.rng.usize(..DISHES.len())].to_owned()
+            loop {
+                let dish = DISHES[self.rng.usize(..DISHES.len())];
+                if !(self.matched_only && dish == "donut") {
+                    return dish.to_owned();
+                }
+            }
         }
     }
 

@@ -49,6 +49,10 @@ struct Args {
     /// Orders per batch in the floor phase.
     #[arg(long, default_value_t = 5000)]
     floor_batch_size: usize,
+    /// The floor phase's orders only for dishes the table has (no `donut`): what a consumer
+    /// with nothing to hold does (`UNMATCHED=hold` against the policy off).
+    #[arg(long)]
+    floor_matched_only: bool,
     /// Phases to run (the report leaves out what did not run).
     #[arg(
         long,
@@ -116,7 +120,15 @@ async fn main() -> Result<()> {
             "our consumer against the floor binary, {} batches of {} orders",
             args.floor_batches, args.floor_batch_size
         ));
-        floor = Some(sequential::floor(&world, args.floor_batch_size, args.floor_batches).await?);
+        floor = Some(
+            sequential::floor(
+                &world,
+                args.floor_batch_size,
+                args.floor_batches,
+                args.floor_matched_only,
+            )
+            .await?,
+        );
     }
     let mut live_results = Vec::new();
     for consumers in [1, 2].into_iter().filter(|_| on("live")) {
