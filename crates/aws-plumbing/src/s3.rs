@@ -121,12 +121,32 @@ pub trait ObjectStore: Send + Sync {
 /// [`ObjectStore::put`]: every key under a prefix, a read, a delete. Implemented for S3 by
 /// [`S3Store`], and by the in-memory store of the `testing` feature.
 pub trait ObjectKeeper: ObjectStore {
+    /// One page of the keys of `bucket` under `prefix`, continuing from `token`.
+    fn keys_page(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        token: Option<String>,
+    ) -> impl Future<Output = Result<ListPage, S3Error>> + Send;
     /// Every key of `bucket` under `prefix` (all pages).
     fn list_keys(
         &self,
         bucket: &str,
         prefix: &str,
-    ) -> impl Future<Output = Result<Vec<String>, S3Error>> + Send;
+    ) -> impl Future<Output = Result<Vec<String>, S3Error>> + Send {
+        async move {
+            let mut keys = Vec::new();
+            let mut token = None;
+            loop {
+                let page = self.keys_page(bucket, prefix, token.take()).await?;
+                keys.extend(page.keys);
+                match page.next {
+                    Some(t) => token = Some(t),
+                    None => return Ok(keys),
+                }
+            }
+        }
+    }
     /// The bytes of `bucket/key`; `None` when there is no such object.
     fn read_object(
         &self,
@@ -142,12 +162,13 @@ pub trait ObjectKeeper: ObjectStore {
 }
 
 impl<S: ObjectKeeper> ObjectKeeper for std::sync::Arc<S> {
-    fn list_keys(
+    fn keys_page(
         &self,
         bucket: &str,
         prefix: &str,
-    ) -> impl Future<Output = Result<Vec<String>, S3Error>> + Send {
-        (**self).list_keys(bucket, prefix)
+        token: Option<String>,
+    ) -> impl Future<Output = Result<ListPage, S3Error>> + Send {
+        (**self).keys_page(bucket, prefix, token)
     }
     fn read_object(
         &self,
@@ -166,17 +187,13 @@ impl<S: ObjectKeeper> ObjectKeeper for std::sync::Arc<S> {
 }
 
 impl ObjectKeeper for S3Store {
-    async fn list_keys(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, S3Error> {
-        let mut keys = Vec::new();
-        let mut token = None;
-        loop {
-            let page = self.list_page(bucket, prefix, None, token.take()).await?;
-            keys.extend(page.keys);
-            match page.next {
-                Some(t) => token = Some(t),
-                None => return Ok(keys),
-            }
-        }
+    async fn keys_page(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        token: Option<String>,
+    ) -> Result<ListPage, S3Error> {
+        self.list_page(bucket, prefix, None, token).await
     }
     async fn read_object(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, S3Error> {
         Ok(self.get(bucket, key).await?.map(|b| b.bytes))

@@ -307,17 +307,13 @@ fn etag_of(body: &[u8]) -> String {
 
 /// A put follows the script, then writes the object and records its key.
 impl crate::ObjectKeeper for MemoryStore {
-    async fn list_keys(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, S3Error> {
-        let mut keys = Vec::new();
-        let mut token = None;
-        loop {
-            let page = self.list_page(bucket, prefix, None, token.take()).await?;
-            keys.extend(page.keys);
-            match page.next {
-                Some(t) => token = Some(t),
-                None => return Ok(keys),
-            }
-        }
+    async fn keys_page(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        token: Option<String>,
+    ) -> Result<ListPage, S3Error> {
+        self.list_page(bucket, prefix, None, token).await
     }
     async fn read_object(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, S3Error> {
         Ok(self.get(bucket, key).await?.map(|b| b.bytes))

@@ -806,16 +806,7 @@ print(json.dumps(out))
             "reference/menu.csv",
             b"item,category,allergens\nburger,mains,gluten\nsalad,starters,\n".to_vec(),
         );
-        let consumer = OrdersConsumer::new(
-            config(&[
-                ("REFERENCE_OBJECTS_PREFIX", "reference/"),
-                ("REFERENCE_OBJECTS_BUCKET", "ref-bucket"),
-            ]),
-            products(),
-            MemoryBucket::default(),
-            MemoryStore::new(),
-        )
-        .with_reference_objects(objects.clone());
+        let consumer = menu_consumer(&objects, &MemoryBucket::default(), &[]);
         // (a first batch loads both references; the next batch's objects have the same names)
         consumer
             .handle_batch(&kinesis_event(&[order("salad", 1)]))
@@ -893,17 +884,7 @@ print(json.dumps(out))
             "reference/menu.csv",
             b"item,category\nsalad,starters\n".to_vec(),
         );
-        let consumer = OrdersConsumer::new(
-            config(&[
-                ("REFERENCE_OBJECTS_PREFIX", "reference/"),
-                ("REFERENCE_OBJECTS_BUCKET", "ref-bucket"),
-                ("FEED_POLL_INTERVAL_MS", "0"),
-            ]),
-            products(),
-            feed.clone(),
-            MemoryStore::new(),
-        )
-        .with_reference_objects(objects.clone());
+        let consumer = menu_consumer(&objects, &feed, &[("FEED_POLL_INTERVAL_MS", "0")]);
         consumer
             .handle_batch(&kinesis_event(&[order("salad", 1)]))
             .await
@@ -945,17 +926,7 @@ print(json.dumps(out))
             "reference/menu.csv",
             b"item,category\nsalad,starters\n".to_vec(),
         );
-        let consumer = OrdersConsumer::new(
-            config(&[
-                ("REFERENCE_OBJECTS_PREFIX", "reference/"),
-                ("REFERENCE_OBJECTS_BUCKET", "ref-bucket"),
-                ("MAX_STALENESS_SECS", "60"),
-            ]),
-            products(),
-            objects.clone(),
-            MemoryStore::new(),
-        )
-        .with_reference_objects(objects.clone());
+        let consumer = menu_consumer(&objects, &objects, &[("MAX_STALENESS_SECS", "60")]);
         consumer
             .handle_batch(&kinesis_event(&[order("salad", 1)]))
             .await
@@ -1000,16 +971,7 @@ print(json.dumps(out))
             "reference/menu.csv",
             b"item,category\nsalad,starters\n".to_vec(),
         );
-        let consumer = OrdersConsumer::new(
-            config(&[
-                ("REFERENCE_OBJECTS_PREFIX", "reference/"),
-                ("REFERENCE_OBJECTS_BUCKET", "ref-bucket"),
-            ]),
-            products(),
-            objects.clone(),
-            MemoryStore::new(),
-        )
-        .with_reference_objects(objects.clone());
+        let consumer = menu_consumer(&objects, &objects, &[]);
         consumer
             .handle_batch(&kinesis_event(&[order("salad", 1)]))
             .await
@@ -1118,16 +1080,7 @@ print(json.dumps(out))
             b"{\"item\":null,\"category\":\"nothing\"}\n{\"item\":\"burger\",\"category\":\"mains\"}\n"
                 .to_vec(),
         );
-        let consumer = OrdersConsumer::new(
-            config(&[
-                ("REFERENCE_OBJECTS_PREFIX", "reference/"),
-                ("REFERENCE_OBJECTS_BUCKET", "ref-bucket"),
-            ]),
-            products(),
-            objects.clone(),
-            MemoryStore::new(),
-        )
-        .with_reference_objects(objects.clone());
+        let consumer = menu_consumer(&objects, &objects, &[]);
         consumer
             .handle_batch(&kinesis_event(&[order("null", 1), order("salad", 2)]))
             .await
@@ -1136,6 +1089,22 @@ print(json.dumps(out))
         // Both objects rejected whole (the default policy), each for its keyless row.
         assert_eq!(health[1].metrics.bad_rows, 2, "{:?}", health[1]);
         assert_eq!(health[1].rejected, ["reference/a.csv", "reference/b.jsonl"]);
+    }
+
+    /// A consumer of the table and of the menu objects under `reference/` of `objects`
+    /// (`ref-bucket`), following the feed in `feed`, with the variables `extra` besides.
+    fn menu_consumer(
+        objects: &MemoryBucket,
+        feed: &MemoryBucket,
+        extra: &[(&str, &str)],
+    ) -> OrdersConsumer<MemoryTable, MemoryBucket, MemoryStore> {
+        let mut vars = vec![
+            ("REFERENCE_OBJECTS_PREFIX", "reference/"),
+            ("REFERENCE_OBJECTS_BUCKET", "ref-bucket"),
+        ];
+        vars.extend_from_slice(extra);
+        OrdersConsumer::new(config(&vars), products(), feed.clone(), MemoryStore::new())
+            .with_reference_objects(objects.clone())
     }
 
     /// Every line of every object written to the output bucket, as JSON, in the order of the

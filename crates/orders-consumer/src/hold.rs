@@ -156,6 +156,15 @@ impl Held {
         }
     }
 
+    /// Its data's size, without copying it (for the caps).
+    fn size(&self) -> usize {
+        match (&self.data, &self.data_base64) {
+            (Some(t), _) => t.len(),
+            (None, Some(b)) => b.len() / 4 * 3,
+            (None, None) => 0,
+        }
+    }
+
     fn bytes(&self) -> Vec<u8> {
         match (&self.data, &self.data_base64) {
             (Some(t), _) => t.as_bytes().to_vec(),
@@ -209,7 +218,7 @@ impl Tally {
     /// Counts `held` in.
     pub(crate) fn add(&mut self, held: &Held) {
         self.count += 1;
-        self.bytes += held.bytes().len();
+        self.bytes += held.size();
         *self.per_dish.entry(held.dish.clone()).or_default() += 1;
     }
 
@@ -363,7 +372,7 @@ impl Hold {
                 .collect();
             for id in gone {
                 if let Some(held) = h.held.remove(&id) {
-                    h.bytes = h.bytes.saturating_sub(held.bytes().len());
+                    h.bytes = h.bytes.saturating_sub(held.size());
                     h.less_of(&held.dish);
                 }
             }
@@ -377,7 +386,7 @@ impl Hold {
                     orphans.push(held.key(&self.settings.prefix));
                     continue;
                 }
-                h.bytes += held.bytes().len();
+                h.bytes += held.size();
                 *h.per_dish.entry(held.dish.clone()).or_default() += 1;
                 h.held.insert(held.id(), held);
             }
@@ -452,7 +461,7 @@ impl Hold {
     /// batch); `false` (counted) when the hold is full. Nothing is recorded: an order counts as
     /// held only once its object is written ([`Hold::add`]).
     pub(crate) fn has_room(&self, held: &Held, pending: &Tally, leaving: &Tally) -> bool {
-        let size = held.bytes().len();
+        let size = held.size();
         let settings = &self.settings;
         let mut s = self.state();
         let (now, now_bytes, now_dish) = s.shards.get(&held.shard).map_or((0, 0, 0), |h| {
@@ -481,7 +490,7 @@ impl Hold {
         for h in held {
             let shard = s.shards.entry(h.shard.clone()).or_default();
             if shard.held.insert(h.id(), h.clone()).is_none() {
-                shard.bytes += h.bytes().len();
+                shard.bytes += h.size();
                 *shard.per_dish.entry(h.dish.clone()).or_default() += 1;
             }
         }
@@ -527,7 +536,7 @@ impl Hold {
         if let Some(h) = s.shards.get_mut(shard) {
             for g in gone {
                 if h.held.remove(&g.id()).is_some() {
-                    h.bytes = h.bytes.saturating_sub(g.bytes().len());
+                    h.bytes = h.bytes.saturating_sub(g.size());
                     h.less_of(&g.dish);
                 }
                 h.end(g.id());
