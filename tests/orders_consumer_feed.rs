@@ -494,3 +494,25 @@ async fn a_dish_that_never_gets_a_row_cannot_fill_the_hold_for_the_others() {
     );
     assert_eq!(summary.output.accounted(), summary.records);
 }
+
+#[tokio::test]
+async fn an_order_its_own_batch_answered_stays_in_that_batch_when_the_batch_comes_again() {
+    // GIVEN a held donut whose row then arrives, and its own batch retried: the retry enriches
+    // it into the batch's own object
+    let r = FeedRig::seeded(StreamViewType::NewAndOldImages).await;
+    let store = Arc::new(MemoryStore::new());
+    let consumer = holding_consumer(&r, store.clone(), &[]);
+    consumer.handle_batch(&sample()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    r.table.put("donut", "low").await;
+    r.deliver().await;
+    let own = format!("enriched/item=donut/priority=low/shardId-000000000002-{FIRST_SEQ}.jsonl");
+    consumer.handle_batch(&sample()).await.unwrap();
+    assert!(store.object("out", &own).is_some());
+    // WHEN the batch is delivered once more
+    let (_, again) = consumer.handle_batch(&sample()).await.unwrap();
+    // THEN donut is written again in the same object, not left out
+    assert_eq!(again.output.already_ended, 0, "{:?}", again.output);
+    let body = store.object("out", &own).expect("the batch's donut object");
+    assert!(String::from_utf8_lossy(&body).contains(DONUT_SEQ));
+}

@@ -531,14 +531,26 @@ impl Hold {
     /// Forgets orders that left the hold (released or expired, their objects deleted), and the
     /// resolutions no order held here waits for any more.
     /// (`released` and `expired` of them here, counted; the others ended elsewhere.)
-    pub(crate) fn forget(&self, shard: &str, gone: &[Held], released: usize, expired: usize) {
+    /// `ended` left the hold under names of their own (a release, an expiry): a batch that brings
+    /// one again leaves it out. `answered` left it otherwise (their own batch answered them, or
+    /// another environment ended them): a batch that brings one again decides it as usual.
+    pub(crate) fn forget(
+        &self,
+        shard: &str,
+        ended: &[Held],
+        answered: &[Held],
+        released: usize,
+        expired: usize,
+    ) {
         let mut s = self.state();
         if let Some(h) = s.shards.get_mut(shard) {
-            for g in gone {
+            for g in ended.iter().chain(answered) {
                 if h.held.remove(&g.id()).is_some() {
                     h.bytes = h.bytes.saturating_sub(g.size());
                     h.less_of(&g.dish);
                 }
+            }
+            for g in ended {
                 h.end(g.id());
             }
         }

@@ -188,13 +188,10 @@ pub(super) async fn forget_held<S: ObjectKeeper>(
     plan: &HoldPlan,
 ) {
     let released: Vec<Held> = plan.released.iter().map(|(h, _)| h.clone()).collect();
-    let gone: Vec<Held> = released
-        .iter()
-        .chain(&plan.done_here)
-        .chain(&plan.expired)
-        .cloned()
-        .collect();
-    for held in &gone {
+    // Those that end under names of their own (released, expired): a redelivery of their batch
+    // must not write them again, so their end is marked.
+    let ended: Vec<Held> = released.iter().chain(&plan.expired).cloned().collect();
+    for held in &ended {
         // Its end marked first: a redelivered batch does not decide it again, and a held
         // object that outlives its marker (a failed delete) counts as ended.
         let marker = held.ended_key(&hold.settings.prefix);
@@ -207,9 +204,18 @@ pub(super) async fn forget_held<S: ObjectKeeper>(
             warn!(key, error = %e, "a held order left the hold but its object was not deleted");
         }
     }
+    // Those their own batch answered (written in its objects): a redelivery of that batch
+    // writes them again under the same names, so no marker; only their held objects go.
+    for held in &plan.done_here {
+        let key = held.key(&hold.settings.prefix);
+        if let Err(e) = store.delete_object(bucket, &key).await {
+            warn!(key, error = %e, "a held order its batch answered was not deleted");
+        }
+    }
     hold.forget(
         shard,
-        &gone,
+        &ended,
+        &plan.done_here,
         released.len() + plan.done_here.len(),
         plan.expired.len(),
     );
@@ -249,7 +255,7 @@ pub(super) async fn still_held<S: ObjectKeeper>(
             orders = gone.len(),
             "held orders ended elsewhere; forgotten here"
         );
-        hold.forget(shard, &gone, 0, 0);
+        hold.forget(shard, &[], &gone, 0, 0);
     }
     Ok(())
 }
