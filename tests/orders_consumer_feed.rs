@@ -151,17 +151,14 @@ async fn a_held_order_is_released_into_its_partition_when_its_row_arrives() {
     let cold = holding_consumer(&r, store.clone(), &[]);
     let (response, summary) = cold.handle_batch(&later("4960")).await.unwrap();
     assert!(response.batch_item_failures.is_empty(), "{summary:?}");
-    // THEN the held order is released into donut's partition, under its first attempt's name,
-    // and the held object is gone; this batch's own donut is enriched directly
+    // THEN the held order is released into donut's partition, under the name its first attempt
+    // would have had, and the held object is gone; this batch's own donut is enriched directly
     assert_eq!(summary.output.released, 1, "{:?}", summary.output);
+    let donut_object =
+        format!("enriched/item=donut/priority=low/shardId-000000000002-{FIRST_SEQ}.jsonl");
     let released = store
-        .object(
-            "out",
-            &format!(
-                "enriched/item=donut/priority=low/shardId-000000000002-{FIRST_SEQ}-{DONUT_SEQ}.jsonl"
-            ),
-        )
-        .expect("released under a name from its first attempt and its identity");
+        .object("out", &donut_object)
+        .expect("released under its first attempt's name");
     let line: Value =
         serde_json::from_slice(released.split(|b| *b == b'\n').next().unwrap()).unwrap();
     assert_eq!(
@@ -169,6 +166,13 @@ async fn a_held_order_is_released_into_its_partition_when_its_row_arrives() {
         (Some(1003), Some("low"))
     );
     assert_eq!(line["sequence_number"], DONUT_SEQ);
+    // AND it is byte for byte what the first attempt would have written had the row existed
+    let had_the_row = Arc::new(MemoryStore::new());
+    holding_consumer(&r, had_the_row.clone(), &[])
+        .handle_batch(&sample())
+        .await
+        .unwrap();
+    assert_eq!(had_the_row.object("out", &donut_object), Some(released));
     assert!(
         store.object("out", &held_key).is_none(),
         "the held object is deleted"
@@ -267,6 +271,18 @@ async fn a_release_repeated_after_a_crash_writes_the_same_names_and_a_damaged_he
         .into_iter()
         .filter(|k| k.starts_with(released_prefix))
         .collect();
+    // (and another order of the first batch released into the same object since)
+    let donut_object = format!("{released_prefix}shardId-000000000002-{FIRST_SEQ}.jsonl");
+    let released_once = String::from_utf8(store.object("out", &donut_object).unwrap()).unwrap();
+    let later_seq = sample()["Records"][6]["kinesis"]["sequenceNumber"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let both = format!(
+        "{released_once}{}",
+        released_once.replace(DONUT_SEQ, &later_seq)
+    );
+    store.insert("out", &donut_object, both.clone().into_bytes());
     // WHEN the process had crashed after the output write and before the end was marked (the
     // held object is still there, no marker), and a cold environment takes the next batch
     store.insert("out", &held_key, held);
@@ -297,6 +313,11 @@ async fn a_release_repeated_after_a_crash_writes_the_same_names_and_a_damaged_he
     first.push(own);
     first.sort();
     assert_eq!(again, first, "the same object names, nothing new");
+    assert_eq!(
+        String::from_utf8(store.object("out", &donut_object).unwrap()).unwrap(),
+        both,
+        "merged into its first attempt's object: its line once, the other kept"
+    );
     assert!(store.object("out", &held_key).is_none());
     assert!(
         store.object("out", junk).is_some(),
@@ -437,32 +458,66 @@ async fn two_environments_of_one_shard_never_end_an_order_twice() {
     );
 }
 
+/// The sample event with its ice-cream order (the fourth record) made a second donut.
+fn two_donuts() -> Value {
+    let mut event = sample();
+    let rec = &mut event["Records"][6]["kinesis"];
+    let data = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        rec["data"].as_str().unwrap(),
+    )
+    .unwrap();
+    let mut order: Value = serde_json::from_slice(&data).unwrap();
+    assert_eq!(order["dish"], "ice-cream");
+    order["dish"] = "donut".into();
+    rec["data"] = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        serde_json::to_vec(&order).unwrap(),
+    )
+    .into();
+    event
+}
+
 #[tokio::test]
 async fn a_batch_redelivered_after_its_held_order_ended_does_not_decide_it_again() {
-    // GIVEN a held donut, released once its row exists
+    // GIVEN two donuts in one batch: the first held, the second dead-lettered (one held per
+    // dish at most); then the first released once the row exists, into its batch's object
     let r = FeedRig::seeded(StreamViewType::NewAndOldImages).await;
     let store = Arc::new(MemoryStore::new());
-    let consumer = holding_consumer(&r, store.clone(), &[]);
-    consumer.handle_batch(&sample()).await.unwrap();
+    let vars = [("HOLD_MAX_PER_DISH", "1")];
+    let consumer = holding_consumer(&r, store.clone(), &vars);
+    let (_, first) = consumer.handle_batch(&two_donuts()).await.unwrap();
+    assert_eq!((first.output.held, first.output.hold_full), (1, 1));
     tokio::time::sleep(Duration::from_millis(1100)).await;
     r.table.put("donut", "low").await;
     r.deliver().await;
     let (_, released) = consumer.handle_batch(&later("4960")).await.unwrap();
     assert_eq!(released.output.released, 1);
+    let donut_object =
+        format!("enriched/item=donut/priority=low/shardId-000000000002-{FIRST_SEQ}.jsonl");
+    let after_release = store.object("out", &donut_object).expect("released");
     // WHEN its own batch comes again, to a cold environment (a redrive, a redelivery)
-    let cold = holding_consumer(&r, store.clone(), &[]);
-    let (response, again) = cold.handle_batch(&sample()).await.unwrap();
-    // THEN donut is left out: it ended once, in its release
+    let cold = holding_consumer(&r, store.clone(), &vars);
+    let (response, again) = cold.handle_batch(&two_donuts()).await.unwrap();
+    // THEN the first donut is not decided again: it ended once, in its release
     assert!(response.batch_item_failures.is_empty());
     assert_eq!(again.output.already_ended, 1, "{:?}", again.output);
     assert_eq!(again.output.accounted(), again.records);
-    let in_its_batch = store.object(
-        "out",
-        &format!("enriched/item=donut/priority=low/shardId-000000000002-{FIRST_SEQ}.jsonl"),
+    // AND the batch rewrites its donut object (its second donut is enriched now) with the
+    // first one's line kept, as released: nothing the release wrote is lost
+    let rewritten = store.object("out", &donut_object).expect("rewritten");
+    let seqs: Vec<String> = String::from_utf8_lossy(&rewritten)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["sequence_number"].to_string())
+        .collect();
+    assert_eq!(seqs.len(), 2, "{seqs:?}");
+    assert!(
+        seqs[0].contains(DONUT_SEQ),
+        "the released donut first (record order)"
     );
     assert!(
-        in_its_batch.is_none(),
-        "written again under its batch's name"
+        String::from_utf8_lossy(&rewritten).starts_with(&*String::from_utf8_lossy(&after_release)),
+        "its line as released"
     );
 }
 

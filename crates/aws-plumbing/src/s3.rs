@@ -159,6 +159,26 @@ pub trait ObjectKeeper: ObjectStore {
         bucket: &str,
         key: &str,
     ) -> impl Future<Output = Result<(), S3Error>> + Send;
+    /// The bytes of `bucket/key` with its ETag, for a later [`put_if_unchanged`]; `None` when
+    /// there is no such object.
+    ///
+    /// [`put_if_unchanged`]: ObjectKeeper::put_if_unchanged
+    fn read_tagged(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<(Vec<u8>, String)>, S3Error>> + Send;
+    /// Writes `body` to `bucket/key` only while the object is the one read: `If-Match: etag`,
+    /// or `If-None-Match: *` when `etag` is `None` (there was none). `Ok(false)` when another
+    /// writer changed, created or deleted it since (412, 409, 404): read again and decide again.
+    /// A read-merge-write with this never overwrites what another writer added meanwhile.
+    fn put_if_unchanged(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Bytes,
+        etag: Option<&str>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }
 
 impl<S: ObjectKeeper> ObjectKeeper for std::sync::Arc<S> {
@@ -184,6 +204,22 @@ impl<S: ObjectKeeper> ObjectKeeper for std::sync::Arc<S> {
     ) -> impl Future<Output = Result<(), S3Error>> + Send {
         (**self).delete_object(bucket, key)
     }
+    fn read_tagged(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<(Vec<u8>, String)>, S3Error>> + Send {
+        (**self).read_tagged(bucket, key)
+    }
+    fn put_if_unchanged(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Bytes,
+        etag: Option<&str>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        (**self).put_if_unchanged(bucket, key, body, etag)
+    }
 }
 
 impl ObjectKeeper for S3Store {
@@ -200,6 +236,51 @@ impl ObjectKeeper for S3Store {
     }
     async fn delete_object(&self, bucket: &str, key: &str) -> Result<(), S3Error> {
         self.delete(bucket, key).await
+    }
+    async fn read_tagged(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<(Vec<u8>, String)>, S3Error> {
+        Ok(self
+            .get(bucket, key)
+            .await?
+            .map(|b| (b.bytes, b.etag.unwrap_or_default())))
+    }
+    async fn put_if_unchanged(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Bytes,
+        etag: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let request = self
+            .client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .content_type("application/json")
+            .body(ByteStream::from(body));
+        let request = match etag {
+            Some(etag) => request.if_match(etag),
+            None => request.if_none_match("*"),
+        };
+        let sent = if self.unsigned_payloads {
+            request.customize().disable_payload_signing().send().await
+        } else {
+            request.send().await
+        };
+        match sent {
+            Ok(_) => Ok(true),
+            // 412: changed or created since; 409: a concurrent conditional write; 404: deleted.
+            Err(e) if matches!(status(&e), Some(412 | 409 | 404)) => Ok(false),
+            Err(e) => Err(StoreError {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+                message: DisplayErrorContext(&e).to_string(),
+                source: Some(Box::new(e)),
+            }),
+        }
     }
 }
 

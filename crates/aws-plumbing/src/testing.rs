@@ -321,6 +321,36 @@ impl crate::ObjectKeeper for MemoryStore {
     async fn delete_object(&self, bucket: &str, key: &str) -> Result<(), S3Error> {
         self.delete(bucket, key).await
     }
+    async fn read_tagged(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<(Vec<u8>, String)>, S3Error> {
+        Ok(self
+            .get(bucket, key)
+            .await?
+            .map(|b| (b.bytes, b.etag.unwrap_or_default())))
+    }
+    async fn put_if_unchanged(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Bytes,
+        etag: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        self.next_step(bucket, key).await?;
+        // (checked and written under one lock: no put comes between)
+        let mut objects = lock(&self.state.objects);
+        let id = (bucket.to_owned(), key.to_owned());
+        let now = objects.get(&id).map(|b| etag_of(b));
+        if now.as_deref() != etag {
+            return Ok(false);
+        }
+        objects.insert(id, body);
+        drop(objects);
+        lock(&self.state.puts).push(key.to_owned());
+        Ok(true)
+    }
 }
 
 impl ObjectStore for MemoryStore {

@@ -284,3 +284,41 @@ async fn a_conditional_get_tells_not_modified_changed_and_missing_apart() {
         "{changed:?}"
     );
 }
+
+#[tokio::test]
+async fn a_conditional_put_writes_only_over_the_object_it_read() {
+    use aws_plumbing::ObjectKeeper;
+    let (s3, bucket) = store_with_bucket().await;
+    let key = "out/a.jsonl";
+    // None: only when there is no object.
+    assert!(s3
+        .put_if_unchanged(&bucket, key, "one\n".into(), None)
+        .await
+        .unwrap());
+    assert!(!s3
+        .put_if_unchanged(&bucket, key, "again\n".into(), None)
+        .await
+        .unwrap());
+    let (bytes, etag) = s3.read_tagged(&bucket, key).await.unwrap().expect("found");
+    assert_eq!(bytes, b"one\n");
+    // Another writer between the read and the write: the write is refused.
+    s3.put(&bucket, key, b"other\n".to_vec()).await.unwrap();
+    assert!(!s3
+        .put_if_unchanged(&bucket, key, "one\ntwo\n".into(), Some(&etag))
+        .await
+        .unwrap());
+    let (bytes, etag) = s3.read_tagged(&bucket, key).await.unwrap().expect("found");
+    assert_eq!(bytes, b"other\n");
+    assert!(s3
+        .put_if_unchanged(&bucket, key, "other\ntwo\n".into(), Some(&etag))
+        .await
+        .unwrap());
+    // Deleted since it was read: refused too.
+    let (_, etag) = s3.read_tagged(&bucket, key).await.unwrap().expect("found");
+    s3.delete(&bucket, key).await.unwrap();
+    assert!(!s3
+        .put_if_unchanged(&bucket, key, "x\n".into(), Some(&etag))
+        .await
+        .unwrap());
+    assert_eq!(s3.read_tagged(&bucket, key).await.unwrap(), None);
+}

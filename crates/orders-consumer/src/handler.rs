@@ -58,7 +58,7 @@ use decode::{decode, Batch};
 use enrich::enrich;
 use event::InvocationFields;
 pub use event::KinesisInvocation;
-use hold::{forget_held, hold_step, still_held, write_held, HoldPlan};
+use hold::{forget_held, hold_step, merge_released, still_held, write_held, HoldPlan};
 use join::join_objects;
 use register::register_partitions;
 pub use report::{batch_metrics, batch_metrics_with, reference_metrics, NAMESPACE};
@@ -424,24 +424,38 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectKeeper>
         let naming = self.naming(&shard, &first_sequence, first_sub_sequence);
         let hold_full = plan.as_ref().map(|p| p.hold_full.as_slice()).unwrap_or(&[]);
         let mut output = build_with(&naming, outcomes, &unreadable_flags, hold_full);
-        if let (Some(hold), Some(plan)) = (&self.hold, &plan) {
+        if let (Some(hold), Some(plan)) = (&self.hold, plan.as_mut()) {
+            // (the held objects first: durable before the batch is acknowledged; and the
+            // version each release uses written into its order's object)
+            let bucket = &self.config.output_bucket;
+            let held = write_held(&self.store, bucket, hold, &shard, plan).await;
             // (the second reference's row of each released order, as it is now)
             let menu = match &self.objects {
                 Some(objects) => Some(objects.lock().await.reader()),
                 None => None,
             };
-            self.add_releases(hold, &shard, plan, menu.as_ref(), &mut output);
-            output.already_ended = plan.already_ended;
-            // (the held objects first: durable before the batch is acknowledged)
-            if let Err(e) = write_held(&self.store, &self.config.output_bucket, hold, plan).await {
-                error!(%shard, first_sequence, error = %e, "held orders not written; reporting the batch for retry");
-                summary.failed = Some(e.to_string());
+            let again = match held {
+                Ok(()) => self.ended_again(hold, &shard, plan, menu.as_ref()).await,
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = again {
+                error!(%shard, first_sequence, error = %e, "held orders not written or read; reporting the batch for retry");
+                summary.failed = Some(e);
                 summary.output = output;
                 return Ok((failure(&first_sequence), summary));
             }
+            let again = again.unwrap_or_default();
+            crate::output::merge_into(&mut output, again);
+            self.add_releases(hold, &shard, plan, menu.as_ref(), &mut output);
+            output.already_ended = plan.already_ended;
         }
-        // 5. write
-        if let Err(e) = write(&self.store, &self.config.output_bucket, &output).await {
+        // 5. write (then the released orders merged into their first attempts' objects)
+        let bucket = &self.config.output_bucket;
+        let written = match write(&self.store, bucket, &output).await {
+            Ok(()) => merge_released(&self.store, bucket, &output.merges).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
             error!(%shard, first_sequence, error = %e, "output not written; reporting the batch for retry");
             self.report_metrics(&BatchOutput::default()).await;
             summary.failed = Some(e.to_string());
@@ -469,9 +483,10 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectKeeper>
         Ok((KinesisEventResponse::default(), summary))
     }
 
-    /// Adds to `output` the objects of the orders `plan` releases (each under the names of its
-    /// first attempt, with the version that resolved its dish) and dead-letters (past the
-    /// grace, each under a name of its own).
+    /// Adds to `output` the lines of the orders `plan` releases, to merge into the objects of
+    /// their first attempts (each with the version that resolved its dish, in that version's
+    /// partition: the names the first attempt would have had), and the dead letters of those
+    /// past the grace (each under a name of its own).
     fn add_releases(
         &self,
         hold: &Hold,
@@ -480,36 +495,10 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectKeeper>
         menu: Option<&enrichment::Reader<ReferenceRow, String>>,
         output: &mut BatchOutput,
     ) {
-        // By first attempt: its batch's first record (and sub-sequence number).
-        type ByFirstAttempt<'a> =
-            std::collections::BTreeMap<(&'a str, Option<u64>), Vec<Outcome<Input, Product>>>;
-        let mut groups = ByFirstAttempt::new();
-        // Each released order under a name of its own, from its first attempt and its identity
-        // (`<partition><shard>-<first sequence>-<sequence>[-<sub>].jsonl`): a release repeated
-        // after a crash that deleted some of a batch's held objects rewrites only its own.
-        let names: Vec<String> = (plan.released.iter())
-            .map(|(held, _)| format!("{}-{}", held.first_sequence, held.sequence_number))
-            .collect();
-        for ((held, item), name) in plan.released.iter().zip(&names) {
-            groups
-                .entry((name.as_str(), held.sub_sequence_number))
-                .or_default()
-                .push(Outcome::Enriched {
-                    record: {
-                        let mut input = held.input(&self.config.legacy_flag_dish);
-                        input.reference_object = menu.and_then(|m| m.lookup(held.dish.as_str()));
-                        input
-                    },
-                    item: Arc::clone(item),
-                });
-        }
-        for ((first, first_sub), outcomes) in groups {
-            let naming = self.naming(shard, first, first_sub);
-            let released = crate::output::build(&naming, outcomes);
-            output.released += released.enriched;
-            output.objects.extend(released.objects);
-            output.partition_values.extend(released.partition_values);
-        }
+        let released = self.released_lines(shard, plan.released.iter(), menu);
+        output.released += released.enriched;
+        output.merges.extend(released.objects);
+        output.partition_values.extend(released.partition_values);
         let grace = hold.settings.grace.as_secs();
         let now_ms = crate::hold::now_ms();
         for held in &plan.expired {
@@ -527,6 +516,75 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectKeeper>
             ));
             output.expired += 1;
         }
+    }
+
+    /// The lines of `released` held orders of `shard` (each with its version), under the names
+    /// of their first attempts' objects: by first attempt, then that version's partition.
+    fn released_lines<'h>(
+        &self,
+        shard: &str,
+        released: impl Iterator<Item = &'h (crate::hold::Held, Arc<Product>)>,
+        menu: Option<&enrichment::Reader<ReferenceRow, String>>,
+    ) -> BatchOutput {
+        // By first attempt: its batch's first record (and sub-sequence number).
+        type ByFirstAttempt<'a> =
+            std::collections::BTreeMap<(&'a str, Option<u64>), Vec<Outcome<Input, Product>>>;
+        let mut groups = ByFirstAttempt::new();
+        for (held, item) in released {
+            groups
+                .entry((held.first_sequence.as_str(), held.first_sub_sequence))
+                .or_default()
+                .push(Outcome::Enriched {
+                    record: {
+                        let mut input = held.input(&self.config.legacy_flag_dish);
+                        input.reference_object = menu.and_then(|m| m.lookup(held.dish.as_str()));
+                        input
+                    },
+                    item: Arc::clone(item),
+                });
+        }
+        let mut all = BatchOutput::default();
+        for ((first, first_sub), outcomes) in groups {
+            let naming = self.naming(shard, first, first_sub);
+            let lines = crate::output::build(&naming, outcomes);
+            all.enriched += lines.enriched;
+            all.objects.extend(lines.objects);
+            all.partition_values.extend(lines.partition_values);
+        }
+        all
+    }
+
+    /// The lines of this batch's orders that were released before (a redelivery, a redrive),
+    /// as their ended markers keep them (the version they were released with): this batch
+    /// rewrites its objects, and these lines must stay in them. (An expired order's marker is
+    /// empty: it stays in its own dead letter.) One GET per such order.
+    async fn ended_again(
+        &self,
+        hold: &Hold,
+        shard: &str,
+        plan: &HoldPlan,
+        menu: Option<&enrichment::Reader<ReferenceRow, String>>,
+    ) -> Result<BatchOutput, String> {
+        let mut released = Vec::new();
+        for input in &plan.ended_again {
+            let marker = hold.ended_key(shard, input);
+            let body = (self.store)
+                .read_object(&self.config.output_bucket, &marker)
+                .await
+                .map_err(|e| format!("ended marker {marker} not read: {e}"))?;
+            let Some(body) = body.filter(|b| !b.is_empty()) else {
+                continue;
+            };
+            match serde_json::from_slice::<crate::hold::Held>(&body) {
+                Ok(h) if h.id() == (input.sequence_number.clone(), input.sub_sequence) => {
+                    if let Some(item) = h.resolved_with.clone() {
+                        released.push((h, Arc::new(item)));
+                    }
+                }
+                _ => warn!(marker, "an ended marker does not hold the order it names; its line is not written again"),
+            }
+        }
+        Ok(self.released_lines(shard, released.iter(), menu))
     }
 
     /// How the objects of the batch from `shard` whose first record is `first_sequence` (and

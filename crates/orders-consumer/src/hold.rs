@@ -132,7 +132,7 @@ impl Held {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
-    fn id(&self) -> Id {
+    pub(crate) fn id(&self) -> Id {
         (self.sequence_number.clone(), self.sub_sequence_number)
     }
 
@@ -445,6 +445,16 @@ impl Hold {
         !h.ended.is_empty()
             && h.ended
                 .contains(&(input.sequence_number.clone(), input.sub_sequence))
+    }
+
+    /// The key of the ended marker of `input` of `shard`.
+    pub(crate) fn ended_key(&self, shard: &str, input: &Input) -> String {
+        ended_key(
+            &self.settings.prefix,
+            shard,
+            &input.sequence_number,
+            input.sub_sequence,
+        )
     }
 
     /// Whether `input` of `shard` is held already (a retried batch: it stays held).

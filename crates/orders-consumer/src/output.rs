@@ -104,8 +104,13 @@ pub struct BatchOutput {
     /// Orders held by earlier batches, dead-lettered by this one past the grace period.
     pub expired: usize,
     /// Orders of this batch that left the hold before (a redelivered or redriven batch): not
-    /// written again.
+    /// decided again (one released is written again as it was released, into the object of
+    /// this batch it went to).
     pub already_ended: usize,
+    /// Released orders' lines, each under the name of an object of their first attempt (the
+    /// batch that held them): merged into that object (read, merged by record identity, written
+    /// back only if unchanged meanwhile), never written over it.
+    pub merges: Vec<(String, Bytes)>,
 }
 
 impl BatchOutput {
@@ -453,6 +458,81 @@ fn rejected_reason(reason: &UnmatchedReason, record: &Input) -> String {
     }
 }
 
+/// Merges the lines of `again` (orders of this batch released before) into the objects of
+/// `output` of the same names. An object `output` does not write keeps them already (the
+/// release wrote them into it), and is left alone.
+pub(crate) fn merge_into(output: &mut BatchOutput, again: BatchOutput) {
+    for (key, lines) in again.objects {
+        if let Some((_, body)) = output.objects.iter_mut().find(|(k, _)| *k == key) {
+            *body = merge_lines(body, &lines).into();
+        }
+    }
+}
+
+/// A line's record identity, for [`merge_lines`].
+#[derive(serde::Deserialize)]
+struct LineId {
+    sequence_number: String,
+    #[serde(default)]
+    sub_sequence_number: Option<u64>,
+}
+
+/// A line's place: (sequence number's length, its digits, sub-sequence number).
+type LineOrder = (usize, String, Option<u64>);
+
+/// Where a line goes in an object: by sequence number (numerically: they have no leading
+/// zeros), then sub-sequence number. `None` for a line that names no record.
+fn line_order(line: &[u8]) -> Option<LineOrder> {
+    let id: LineId = serde_json::from_slice(line).ok()?;
+    Some((
+        id.sequence_number.len(),
+        id.sequence_number,
+        id.sub_sequence_number,
+    ))
+}
+
+/// `existing` (an object's JSON Lines) with the lines of `added` merged in, in record order (as a
+/// batch writes them): a line of `existing` naming a record `added` has is replaced, so merging
+/// the same lines again changes nothing. A line that names no record stays after the line
+/// before it.
+pub(crate) fn merge_lines(existing: &[u8], added: &[u8]) -> Vec<u8> {
+    let split = |body: &[u8]| -> Vec<Vec<u8>> {
+        body.split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect()
+    };
+    let added: Vec<(Option<LineOrder>, Vec<u8>)> = split(added)
+        .into_iter()
+        .map(|l| (line_order(&l), l))
+        .collect();
+    let replaced: std::collections::HashSet<&LineOrder> =
+        added.iter().filter_map(|(k, _)| k.as_ref()).collect();
+    let mut all = Vec::new();
+    let mut last = None;
+    for line in split(existing) {
+        let order = line_order(&line);
+        if order.as_ref().is_some_and(|o| replaced.contains(o)) {
+            continue;
+        }
+        let key = order.or_else(|| last.clone());
+        last.clone_from(&key);
+        // (existing lines before added ones of the same place: 0, then 1)
+        all.push((key, 0u8, line));
+    }
+    for (key, line) in &added {
+        all.push((key.clone(), 1, line.clone()));
+    }
+    // A stable sort: lines of one place keep their order.
+    all.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    let mut body = Vec::with_capacity(existing.len() + all.len());
+    for (_, _, line) in all {
+        body.extend_from_slice(&line);
+        body.push(b'\n');
+    }
+    body
+}
+
 /// The batch's object name after its partition path or the dead-letter prefix: shard, first
 /// sequence number and, for an aggregate, its first user record's sub-sequence number, so a
 /// batch retried from its first record gets the same names.
@@ -579,6 +659,56 @@ mod tests {
         unmatched: Option<String>,
         #[serde(flatten)]
         reference: Option<BTreeMap<&'a str, BTreeMap<&'a str, &'a serde_json::Value>>>,
+    }
+
+    #[test]
+    fn released_lines_merge_into_an_object_in_record_order_and_a_merge_repeated_changes_nothing() {
+        let line = |seq: &str, sub: Option<u64>, tag: &str| {
+            match sub {
+            None => format!("{{\"item\":\"pizza\",\"sequence_number\":\"{seq}\",\"t\":\"{tag}\"}}\n"),
+            Some(s) => format!("{{\"item\":\"pizza\",\"sequence_number\":\"{seq}\",\"sub_sequence_number\":{s},\"t\":\"{tag}\"}}\n"),
+        }
+        };
+        // A first attempt wrote 9, 11 (sub 0 and 2) and 100; 10 and 11-1 were held.
+        let first = [
+            line("9", None, "a"),
+            line("11", Some(0), "a"),
+            line("11", Some(2), "a"),
+            line("100", None, "a"),
+        ]
+        .concat();
+        let released = [line("10", None, "r"), line("11", Some(1), "r")].concat();
+        let merged = merge_lines(first.as_bytes(), released.as_bytes());
+        let want = [
+            line("9", None, "a"),
+            line("10", None, "r"),
+            line("11", Some(0), "a"),
+            line("11", Some(1), "r"),
+            line("11", Some(2), "a"),
+            line("100", None, "a"),
+        ]
+        .concat();
+        assert_eq!(String::from_utf8(merged.clone()).unwrap(), want);
+        // The same release again (a crash before the held objects went): the same bytes.
+        assert_eq!(merge_lines(&merged, released.as_bytes()), merged);
+        // Into no object: the released lines alone.
+        assert_eq!(merge_lines(b"", released.as_bytes()), released.as_bytes());
+        // A line naming no record stays after the line before it.
+        let odd = [
+            line("9", None, "a"),
+            "not json\n".to_owned(),
+            line("100", None, "a"),
+        ]
+        .concat();
+        let merged = merge_lines(odd.as_bytes(), line("50", None, "r").as_bytes());
+        let want = [
+            line("9", None, "a"),
+            "not json\n".to_owned(),
+            line("50", None, "r"),
+            line("100", None, "a"),
+        ]
+        .concat();
+        assert_eq!(String::from_utf8(merged).unwrap(), want);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use aws_plumbing::{ObjectKeeper, ObjectStore, StoreError};
+use aws_plumbing::{ObjectKeeper, StoreError};
 use enrichment::Outcome;
 use tracing::warn;
 
@@ -28,8 +28,14 @@ pub(crate) struct HoldPlan {
     pub(crate) expired: Vec<Held>,
     /// Held orders whose own batch this is (a retry) and that it enriched: their objects go.
     pub(crate) done_here: Vec<Held>,
-    /// Orders of this batch that left the hold before (released or expired): left out.
+    /// Orders of this batch that left the hold before (released or expired): not decided
+    /// again (one released goes back into this batch's object it was released into).
     pub(crate) already_ended: usize,
+    /// Those orders.
+    pub(crate) ended_again: Vec<Input>,
+    /// The ETags of the held objects of the orders that end, as read just before: the version
+    /// that resolved one is written into its object only while no one else changed it.
+    pub(crate) tags: HashMap<(String, Option<u64>), String>,
 }
 
 /// Decides the hold for the batch of `shard` whose first record is `first` (and its
@@ -71,6 +77,9 @@ pub(super) fn hold_step(
     {
         return (outcomes, plan);
     }
+    let releasing: HashMap<(String, Option<u64>), &Arc<Product>> = (due.released.iter())
+        .map(|(h, i)| ((h.sequence_number.clone(), h.sub_sequence_number), i))
+        .collect();
     let mut out = Vec::with_capacity(outcomes.len());
     // The identities this batch answers itself (a retry of a batch that held some), when
     // orders leave the hold with it.
@@ -87,6 +96,9 @@ pub(super) fn hold_step(
             };
         if ended {
             plan.already_ended += 1;
+            if let Outcome::Waiting { record } | Outcome::Enriched { record, .. } = outcome {
+                plan.ended_again.push(record);
+            }
             continue;
         }
         match outcome {
@@ -122,14 +134,21 @@ pub(super) fn hold_step(
                 }
             }
             Outcome::Enriched { record, item } => {
-                if leaving_any {
-                    here.insert((record.sequence_number.clone(), record.sub_sequence), true);
+                if !leaving_any {
+                    out.push(Outcome::Enriched { record, item });
+                    continue;
                 }
+                let id = (record.sequence_number.clone(), record.sub_sequence);
+                // A held order its own batch answers (a retry): with the version that resolved
+                // it (written into its object, maybe by an earlier release), not a later one.
+                let item = releasing.get(&id).map_or(item, |i| Arc::clone(i));
+                here.insert(id, true);
                 out.push(Outcome::Enriched { record, item });
             }
             other => out.push(other),
         }
     }
+    drop(releasing);
     for (held, item) in due.released {
         let id = (held.sequence_number.clone(), held.sub_sequence_number);
         match here.get(&id) {
@@ -152,12 +171,15 @@ pub(super) fn hold_step(
 
 /// Before the batch's output: writes the objects of the orders `plan` newly holds (then
 /// counts them as held), and into each order it releases the version that resolved it (so a
-/// release repeated after a crash, in any environment, uses that version).
-pub(super) async fn write_held<S: ObjectStore>(
+/// release repeated after a crash, in any environment, uses that version), only over the
+/// object [`still_held`] read: an order another writer ended or decided meanwhile is left to
+/// it (dropped from `plan`, forgotten here).
+pub(super) async fn write_held<S: ObjectKeeper>(
     store: &S,
     bucket: &str,
     hold: &Hold,
-    plan: &HoldPlan,
+    shard: &str,
+    plan: &mut HoldPlan,
 ) -> Result<(), StoreError> {
     for held in &plan.new {
         store
@@ -165,13 +187,76 @@ pub(super) async fn write_held<S: ObjectStore>(
             .await?;
     }
     hold.add(&plan.new);
-    for (held, item) in &plan.released {
-        if held.resolved_with.is_none() {
-            let mut resolved = held.clone();
-            resolved.resolved_with = Some(Product::clone(item));
-            store
-                .put(bucket, &held.key(&hold.settings.prefix), resolved.to_vec())
-                .await?;
+    let mut gone = Vec::new();
+    let mut released = Vec::with_capacity(plan.released.len());
+    for (held, item) in std::mem::take(&mut plan.released) {
+        if held.resolved_with.is_some() {
+            released.push((held, item));
+            continue;
+        }
+        let mut resolved = held.clone();
+        resolved.resolved_with = Some(Product::clone(&item));
+        let id = (held.sequence_number.clone(), held.sub_sequence_number);
+        let key = held.key(&hold.settings.prefix);
+        let tag = plan.tags.get(&id).map(String::as_str);
+        if store
+            .put_if_unchanged(bucket, &key, resolved.to_vec().into(), tag)
+            .await?
+        {
+            released.push((resolved, item));
+        } else {
+            gone.push(held);
+        }
+    }
+    plan.released = released;
+    if !gone.is_empty() {
+        tracing::info!(
+            shard,
+            orders = gone.len(),
+            "held orders changed elsewhere while this environment released them; left to it"
+        );
+        hold.forget(shard, &[], &gone, 0, 0);
+    }
+    Ok(())
+}
+
+/// Merges each released order's line into its first attempt's object (`output.merges`): read,
+/// merged by record identity, written back only if no one wrote it meanwhile (else read again).
+/// A merge repeated after a crash writes the same bytes.
+pub(super) async fn merge_released<S: ObjectKeeper>(
+    store: &S,
+    bucket: &str,
+    merges: &[(String, aws_plumbing::Bytes)],
+) -> Result<(), StoreError> {
+    /// Tries before the batch fails (and is retried): each failed try means another writer
+    /// wrote the object between this one's read and write.
+    const TRIES: usize = 8;
+    for (key, lines) in merges {
+        let mut written = false;
+        for _ in 0..TRIES {
+            let read = (store.read_tagged(bucket, key).await)
+                .map_err(|e| StoreError::new(bucket, key, e.to_string()))?;
+            let (body, tag) = match &read {
+                Some((body, tag)) => (body.as_slice(), Some(tag.as_str())),
+                None => (&[][..], None),
+            };
+            let merged = crate::output::merge_lines(body, lines);
+            if store
+                .put_if_unchanged(bucket, key, merged.into(), tag)
+                .await?
+            {
+                written = true;
+                break;
+            }
+        }
+        if !written {
+            return Err(StoreError::new(
+                bucket,
+                key,
+                format!(
+                    "released orders not merged: the object changed under each of {TRIES} tries"
+                ),
+            ));
         }
     }
     Ok(())
@@ -187,22 +272,32 @@ pub(super) async fn forget_held<S: ObjectKeeper>(
     shard: &str,
     plan: &HoldPlan,
 ) {
-    let released: Vec<Held> = plan.released.iter().map(|(h, _)| h.clone()).collect();
-    // Those that end under names of their own (released, expired): a redelivery of their batch
-    // must not write them again, so their end is marked.
-    let ended: Vec<Held> = released.iter().chain(&plan.expired).cloned().collect();
-    for held in &ended {
-        // Its end marked first: a redelivered batch does not decide it again, and a held
-        // object that outlives its marker (a failed delete) counts as ended.
+    // Those that ended with this batch (released, expired): a redelivery of their batch must
+    // not decide them again, so their end is marked. A released order's marker keeps it with
+    // the version it was released with (a redelivery of its first batch writes it again into
+    // the same object, as released); an expired one's is empty.
+    let released = plan.released.iter().map(|(h, item)| {
+        let mut h = h.clone();
+        h.resolved_with = Some(Product::clone(item));
+        let body = h.to_vec();
+        (h, body)
+    });
+    let expired = plan.expired.iter().map(|h| (h.clone(), Vec::new()));
+    let mut ended = Vec::with_capacity(plan.released.len() + plan.expired.len());
+    for (held, body) in released.chain(expired) {
+        // Its end marked first: a held object that outlives its marker (a failed delete)
+        // counts as ended.
+        // (One not marked stays in S3, and a later listing releases it again: the same merge.)
         let marker = held.ended_key(&hold.settings.prefix);
-        if let Err(e) = store.put(bucket, &marker, Vec::new()).await {
+        if let Err(e) = store.put(bucket, &marker, body).await {
             warn!(marker, error = %e, "a held order left the hold but its end was not marked; its object stays");
-            continue;
+        } else if let Err(e) = store
+            .delete_object(bucket, &held.key(&hold.settings.prefix))
+            .await
+        {
+            warn!(key = held.key(&hold.settings.prefix), error = %e, "a held order left the hold but its object was not deleted");
         }
-        let key = held.key(&hold.settings.prefix);
-        if let Err(e) = store.delete_object(bucket, &key).await {
-            warn!(key, error = %e, "a held order left the hold but its object was not deleted");
-        }
+        ended.push(held);
     }
     // Those their own batch answered (written in its objects): a redelivery of that batch
     // writes them again under the same names, so no marker; only their held objects go.
@@ -216,7 +311,7 @@ pub(super) async fn forget_held<S: ObjectKeeper>(
         shard,
         &ended,
         &plan.done_here,
-        released.len() + plan.done_here.len(),
+        plan.released.len() + plan.done_here.len(),
         plan.expired.len(),
     );
 }
@@ -235,8 +330,11 @@ pub(super) async fn still_held<S: ObjectKeeper>(
     let mut gone = Vec::new();
     let mut released = Vec::with_capacity(plan.released.len());
     for (held, item) in std::mem::take(&mut plan.released) {
-        match store.read_object(bucket, &held.key(prefix)).await? {
-            Some(_) => released.push((held, item)),
+        match store.read_tagged(bucket, &held.key(prefix)).await? {
+            Some((_, tag)) => {
+                plan.tags.insert(held.id(), tag);
+                released.push((held, item));
+            }
             None => gone.push(held),
         }
     }
