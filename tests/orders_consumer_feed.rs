@@ -245,6 +245,38 @@ async fn a_held_order_past_its_grace_is_dead_lettered_and_a_full_hold_dead_lette
 }
 
 #[tokio::test]
+async fn a_release_whose_end_cannot_be_marked_stays_held_and_ends_with_a_later_batch() {
+    // GIVEN a held donut whose row arrives, and ended markers that cannot be written
+    let r = FeedRig::seeded(StreamViewType::NewAndOldImages).await;
+    let store = Arc::new(MemoryStore::new());
+    let consumer = holding_consumer(&r, store.clone(), &[]);
+    consumer.handle_batch(&sample()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    r.table.put("donut", "low").await;
+    r.deliver().await;
+    store.fail_puts_under(Some("held/ended/"));
+    // WHEN a batch releases it
+    let (response, first) = consumer.handle_batch(&later("4960")).await.unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(first.output.released, 1);
+    // THEN it is in its first attempt's object, and still held (its object kept, not ended)
+    let held_key = format!("held/shardId-000000000002/{DONUT_SEQ}.json");
+    let donut_object =
+        format!("enriched/item=donut/priority=low/shardId-000000000002-{FIRST_SEQ}.jsonl");
+    let released = store.object("out", &donut_object).expect("released");
+    assert!(store.object("out", &held_key).is_some());
+    assert_eq!(consumer.hold_counts().unwrap().1, 1, "still held here");
+    // AND once markers can be written, the next batch ends it: the same object, the same bytes
+    store.fail_puts_under(None);
+    let (_, second) = consumer.handle_batch(&later("4961")).await.unwrap();
+    assert_eq!(second.output.released, 1);
+    assert!(store.object("out", &held_key).is_none());
+    assert_eq!(store.object("out", &donut_object), Some(released));
+    let (counts, now) = consumer.hold_counts().unwrap();
+    assert_eq!((counts.released, now), (1, 0), "ended once");
+}
+
+#[tokio::test]
 async fn a_release_repeated_after_a_crash_writes_the_same_names_and_a_damaged_held_object_stays() {
     // GIVEN a held donut, released once its row exists
     let r = FeedRig::seeded(StreamViewType::NewAndOldImages).await;
@@ -328,14 +360,25 @@ async fn a_release_repeated_after_a_crash_writes_the_same_names_and_a_damaged_he
 
 #[tokio::test]
 async fn a_release_repeated_after_a_crash_uses_the_version_that_resolved_it_not_a_later_one() {
+    release_repeated_after_a_crash(false).await;
+}
+
+#[tokio::test]
+async fn a_release_repeated_by_the_environment_that_held_it_uses_the_version_in_its_object() {
+    release_repeated_after_a_crash(true).await;
+}
+
+/// A held donut released with priority low by another environment, which crashed after the
+/// version was written into the held object; then donut's priority changes, and the next batch
+/// goes to a cold environment, or to the `warm` one that held it (it knows the order, without
+/// the version, and has not listed the shard since).
+async fn release_repeated_after_a_crash(warm: bool) {
     // GIVEN a held donut, released with priority low, whose held object survived a crash
     // after the version that resolved it was written into it
     let r = FeedRig::seeded(StreamViewType::NewAndOldImages).await;
     let store = Arc::new(MemoryStore::new());
-    holding_consumer(&r, store.clone(), &[])
-        .handle_batch(&sample())
-        .await
-        .unwrap();
+    let first = holding_consumer(&r, store.clone(), &[]);
+    first.handle_batch(&sample()).await.unwrap();
     let held_key = format!("held/shardId-000000000002/{DONUT_SEQ}.json");
     let held = store.object("out", &held_key).unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -355,12 +398,18 @@ async fn a_release_repeated_after_a_crash_uses_the_version_that_resolved_it_not_
         "out",
         &format!("held/ended/shardId-000000000002/{DONUT_SEQ}"),
     );
-    // WHEN donut's priority then changes, and a cold environment takes the next batch
+    // WHEN donut's priority then changes, and a cold environment (or the warm one) takes the
+    // next batch
     tokio::time::sleep(Duration::from_millis(1100)).await;
     r.table.set_priority("donut", "high").await;
     r.deliver().await;
-    let cold = holding_consumer(&r, store.clone(), &[]);
-    cold.handle_batch(&later("4961")).await.unwrap();
+    let next = if warm {
+        first
+    } else {
+        holding_consumer(&r, store.clone(), &[])
+    };
+    let (_, summary) = next.handle_batch(&later("4961")).await.unwrap();
+    assert_eq!(summary.output.released, 1, "{:?}", summary.output);
     // THEN the order is only ever in priority=low: the version written into its held object
     assert!(store.object("out", &held_key).is_none());
     let keys = store.put_keys();

@@ -50,6 +50,7 @@ struct State {
     script: Mutex<VecDeque<Step>>,
     puts: Mutex<Vec<String>>,
     archived: Mutex<std::collections::BTreeSet<(String, String)>>,
+    failing_under: Mutex<Option<String>>,
     failing: AtomicBool,
     gets: AtomicU64,
     lists: AtomicU64,
@@ -113,6 +114,12 @@ impl MemoryStore {
 
     fn script(&self, step: Step) {
         lock(&self.state.script).push_back(step);
+    }
+
+    /// Makes every put of a key under `prefix` fail (S3's `ServiceUnavailable`) until called
+    /// with `None`; other calls succeed.
+    pub fn fail_puts_under(&self, prefix: Option<&str>) {
+        *lock(&self.state.failing_under) = prefix.map(str::to_owned);
     }
 
     /// Makes every call, reads included, fail (`true`) or succeed again (`false`).
@@ -280,6 +287,9 @@ impl MemoryStore {
     async fn next_step(&self, bucket: &str, key: &str) -> Result<(), StoreError> {
         if self.state.failing.load(Ordering::SeqCst) {
             return Err(StoreError::new(bucket, key, FAILING));
+        }
+        if (lock(&self.state.failing_under).as_deref()).is_some_and(|p| key.starts_with(p)) {
+            return Err(StoreError::new(bucket, key, UNAVAILABLE));
         }
         let step = lock(&self.state.script).pop_front();
         match step {

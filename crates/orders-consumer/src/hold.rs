@@ -15,7 +15,7 @@
 //!   N s", with its held time and first attempt) under a name of its own; past the per-shard caps
 //!   (count, bytes) a new one is dead-lettered at once ("hold full").
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -202,8 +202,12 @@ struct ShardHold {
     ended: std::collections::HashSet<Id>,
     /// The newest sequence number among them, as (length, digits): numeric order.
     newest_ended: Option<(usize, String)>,
-    /// Held orders by dish.
-    per_dish: HashMap<String, usize>,
+    /// Held orders by dish (a release takes one dish's, not the whole set).
+    by_dish: HashMap<String, BTreeSet<Id>>,
+    /// Held orders by when they were held (expiry takes the oldest, not the whole set).
+    by_time: BTreeSet<(i64, Id)>,
+    /// Held orders whose objects carry the version that resolved them (a release to repeat).
+    with_version: BTreeSet<Id>,
 }
 
 /// Counts of some held orders: how many, their bytes, how many of each dish.
@@ -228,14 +232,37 @@ impl Tally {
 }
 
 impl ShardHold {
-    /// One held order of `dish` fewer.
-    fn less_of(&mut self, dish: &str) {
-        if let Some(n) = self.per_dish.get_mut(dish) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                self.per_dish.remove(dish);
+    /// Holds `held` (indexed by dish and time; replaces one of the same identity).
+    fn insert(&mut self, held: Held) {
+        let id = held.id();
+        self.remove(&id);
+        self.bytes += held.size();
+        (self.by_dish.entry(held.dish.clone()).or_default()).insert(id.clone());
+        self.by_time.insert((held.held_at_ms, id.clone()));
+        if held.resolved_with.is_some() {
+            self.with_version.insert(id.clone());
+        }
+        self.held.insert(id, held);
+    }
+
+    /// Forgets the held order `id`, if held.
+    fn remove(&mut self, id: &Id) -> Option<Held> {
+        let held = self.held.remove(id)?;
+        self.bytes = self.bytes.saturating_sub(held.size());
+        if let Some(ids) = self.by_dish.get_mut(&held.dish) {
+            ids.remove(id);
+            if ids.is_empty() {
+                self.by_dish.remove(&held.dish);
             }
         }
+        self.by_time.remove(&(held.held_at_ms, id.clone()));
+        self.with_version.remove(id);
+        Some(held)
+    }
+
+    /// How many of `dish` are held.
+    fn of(&self, dish: &str) -> usize {
+        self.by_dish.get(dish).map_or(0, BTreeSet::len)
     }
 
     /// Records that the order `id` ended.
@@ -371,24 +398,25 @@ impl Hold {
                 .map(Held::id)
                 .collect();
             for id in gone {
-                if let Some(held) = h.held.remove(&id) {
-                    h.bytes = h.bytes.saturating_sub(held.size());
-                    h.less_of(&held.dish);
-                }
+                h.remove(&id);
             }
-            for id in ended {
-                h.end(id);
-            }
+            // An order whose end is marked ended, here too (another environment ended it, and
+            // its object's delete failed): forgotten, and its object deleted. Only a marker
+            // found in S3 counts, never this environment's memory alone.
             let mut orphans = Vec::new();
+            let marked: std::collections::HashSet<Id> = ended.into_iter().collect();
+            for id in &marked {
+                if let Some(held) = h.remove(id) {
+                    orphans.push(held.key(&self.settings.prefix));
+                }
+                h.end(id.clone());
+            }
             for held in found {
-                // (an order whose end was marked before its object was deleted: it ended)
-                if h.ended.contains(&held.id()) {
+                if marked.contains(&held.id()) {
                     orphans.push(held.key(&self.settings.prefix));
                     continue;
                 }
-                h.bytes += held.size();
-                *h.per_dish.entry(held.dish.clone()).or_default() += 1;
-                h.held.insert(held.id(), held);
+                h.insert(held);
             }
             h.bad.extend(new_bad);
             h.listed_at_ms = now;
@@ -408,10 +436,9 @@ impl Hold {
         let mut dishes: Vec<String> = s
             .shards
             .get(shard)
-            .map(|h| h.held.values().map(|h| h.dish.clone()).collect())
+            .map(|h| h.by_dish.keys().cloned().collect())
             .unwrap_or_default();
         dishes.sort_unstable();
-        dishes.dedup();
         dishes
     }
 
@@ -474,13 +501,10 @@ impl Hold {
         let size = held.size();
         let settings = &self.settings;
         let mut s = self.state();
-        let (now, now_bytes, now_dish) = s.shards.get(&held.shard).map_or((0, 0, 0), |h| {
-            (
-                h.held.len(),
-                h.bytes,
-                h.per_dish.get(&held.dish).copied().unwrap_or(0),
-            )
-        });
+        let (now, now_bytes, now_dish) = s
+            .shards
+            .get(&held.shard)
+            .map_or((0, 0, 0), |h| (h.held.len(), h.bytes, h.of(&held.dish)));
         let count = (now + pending.count).saturating_sub(leaving.count);
         let bytes = (now_bytes + pending.bytes).saturating_sub(leaving.bytes);
         let dish = (now_dish + pending.of(&held.dish)).saturating_sub(leaving.of(&held.dish));
@@ -499,9 +523,22 @@ impl Hold {
         let mut s = self.state();
         for h in held {
             let shard = s.shards.entry(h.shard.clone()).or_default();
-            if shard.held.insert(h.id(), h.clone()).is_none() {
-                shard.bytes += h.size();
-                *shard.per_dish.entry(h.dish.clone()).or_default() += 1;
+            if !shard.held.contains_key(&h.id()) {
+                shard.insert(h.clone());
+            }
+        }
+    }
+
+    /// Records that the objects of `held` (still held) now carry the version that resolved
+    /// them: a release repeated here (the batch failed after) uses it even if the dish's
+    /// resolution is forgotten meanwhile.
+    pub(crate) fn record_versions(&self, held: &[Held]) {
+        let mut s = self.state();
+        for h in held {
+            if let Some(shard) = s.shards.get_mut(&h.shard) {
+                if shard.held.contains_key(&h.id()) {
+                    shard.insert(h.clone());
+                }
             }
         }
     }
@@ -513,26 +550,43 @@ impl Hold {
     }
 
     /// `shard`'s held orders at `now_ms`: those whose dish resolved (released) and those past
-    /// the grace period (expired); the others stay.
+    /// the grace period (expired); the others stay. Found through the indexes: the work grows
+    /// with the orders that leave, not with all held.
     pub(crate) fn due(&self, shard: &str, now_ms: i64) -> Decisions {
         let grace = i64::try_from(self.settings.grace.as_millis()).unwrap_or(i64::MAX);
         let s = self.state();
         let mut d = Decisions::default();
-        for h in s
-            .shards
-            .get(shard)
-            .map(|h| h.held.values())
-            .into_iter()
-            .flatten()
-        {
-            // The version written into its object first (a release repeated after a crash),
-            // else the one that resolved its dish here.
-            let item = (h.resolved_with.clone().map(Arc::new))
-                .or_else(|| s.resolutions.get(&h.dish).cloned());
-            if let Some(item) = item {
-                d.released.push((h.clone(), item));
-            } else if now_ms - h.held_at_ms > grace {
-                d.expired.push(h.clone());
+        let Some(h) = s.shards.get(shard) else {
+            return d;
+        };
+        let mut releasing = BTreeSet::new();
+        // The version written into its object first (a release repeated after a crash) ...
+        for id in &h.with_version {
+            if let Some(held) = h.held.get(id) {
+                if let Some(item) = held.resolved_with.clone() {
+                    releasing.insert(id.clone());
+                    d.released.push((held.clone(), Arc::new(item)));
+                }
+            }
+        }
+        // ... else the one that resolved its dish here.
+        for (dish, item) in &s.resolutions {
+            for id in h.by_dish.get(dish).into_iter().flatten() {
+                if releasing.insert(id.clone()) {
+                    if let Some(held) = h.held.get(id) {
+                        d.released.push((held.clone(), Arc::clone(item)));
+                    }
+                }
+            }
+        }
+        for (held_at, id) in &h.by_time {
+            if now_ms - held_at <= grace {
+                break;
+            }
+            if !releasing.contains(id) {
+                if let Some(held) = h.held.get(id) {
+                    d.expired.push(held.clone());
+                }
             }
         }
         d
@@ -555,10 +609,7 @@ impl Hold {
         let mut s = self.state();
         if let Some(h) = s.shards.get_mut(shard) {
             for g in ended.iter().chain(answered) {
-                if h.held.remove(&g.id()).is_some() {
-                    h.bytes = h.bytes.saturating_sub(g.size());
-                    h.less_of(&g.dish);
-                }
+                h.remove(&g.id());
             }
             for g in ended {
                 h.end(g.id());
@@ -566,21 +617,20 @@ impl Hold {
         }
         s.counts.released += released as u64;
         s.counts.expired += expired as u64;
-        let waiting: std::collections::HashSet<String> = s
-            .shards
-            .values()
-            .flat_map(|h| h.held.values().map(|h| h.dish.clone()))
-            .collect();
-        s.resolutions.retain(|dish, _| waiting.contains(dish));
+        let State {
+            shards,
+            resolutions,
+            ..
+        } = &mut *s;
+        resolutions.retain(|dish, _| shards.values().any(|h| h.by_dish.contains_key(dish)));
     }
 
     /// Held orders now (all shards), and the oldest one's age at `now_ms`.
     pub(crate) fn now(&self, now_ms: i64) -> (usize, Option<Duration>) {
         let s = self.state();
-        let all = s.shards.values().flat_map(|h| h.held.values());
         let count = s.shards.values().map(|h| h.held.len()).sum();
-        let oldest = all
-            .map(|h| h.held_at_ms)
+        let oldest = (s.shards.values())
+            .filter_map(|h| h.by_time.first().map(|(t, _)| *t))
             .min()
             .map(|t| Duration::from_millis(u64::try_from(now_ms - t).unwrap_or(0)));
         (count, oldest)

@@ -188,6 +188,7 @@ pub(super) async fn write_held<S: ObjectKeeper>(
     }
     hold.add(&plan.new);
     let mut gone = Vec::new();
+    let mut versioned = Vec::new();
     let mut released = Vec::with_capacity(plan.released.len());
     for (held, item) in std::mem::take(&mut plan.released) {
         if held.resolved_with.is_some() {
@@ -203,12 +204,14 @@ pub(super) async fn write_held<S: ObjectKeeper>(
             .put_if_unchanged(bucket, &key, resolved.to_vec().into(), tag)
             .await?
         {
+            versioned.push(resolved.clone());
             released.push((resolved, item));
         } else {
             gone.push(held);
         }
     }
     plan.released = released;
+    hold.record_versions(&versioned);
     if !gone.is_empty() {
         tracing::info!(
             shard,
@@ -284,18 +287,27 @@ pub(super) async fn forget_held<S: ObjectKeeper>(
     });
     let expired = plan.expired.iter().map(|h| (h.clone(), Vec::new()));
     let mut ended = Vec::with_capacity(plan.released.len() + plan.expired.len());
+    let (mut released_here, mut expired_here) = (0, 0);
     for (held, body) in released.chain(expired) {
         // Its end marked first: a held object that outlives its marker (a failed delete)
-        // counts as ended.
-        // (One not marked stays in S3, and a later listing releases it again: the same merge.)
+        // counts as ended. One whose marker could not be written stays held, here and in S3:
+        // a later batch ends it again, the same way (the same merge, the version in its object).
         let marker = held.ended_key(&hold.settings.prefix);
+        let is_release = !body.is_empty();
         if let Err(e) = store.put(bucket, &marker, body).await {
-            warn!(marker, error = %e, "a held order left the hold but its end was not marked; its object stays");
-        } else if let Err(e) = store
+            warn!(marker, error = %e, "a held order left the hold but its end was not marked; it stays held and ends again later");
+            continue;
+        }
+        if let Err(e) = store
             .delete_object(bucket, &held.key(&hold.settings.prefix))
             .await
         {
             warn!(key = held.key(&hold.settings.prefix), error = %e, "a held order left the hold but its object was not deleted");
+        }
+        if is_release {
+            released_here += 1;
+        } else {
+            expired_here += 1;
         }
         ended.push(held);
     }
@@ -311,14 +323,16 @@ pub(super) async fn forget_held<S: ObjectKeeper>(
         shard,
         &ended,
         &plan.done_here,
-        plan.released.len() + plan.done_here.len(),
-        plan.expired.len(),
+        released_here + plan.done_here.len(),
+        expired_here,
     );
 }
 
 /// Keeps in `plan` only the held orders to release or expire whose objects still exist: another
 /// environment of the same shard (or the redrive) may have ended them since this one listed
-/// them. Those gone are forgotten here. One GET per order that ends, none otherwise.
+/// them. Those gone are forgotten here. An object that carries the version that resolved its
+/// order (written by an environment that stopped before the end) releases it with that version.
+/// One GET per order that ends, none otherwise.
 pub(super) async fn still_held<S: ObjectKeeper>(
     store: &S,
     bucket: &str,
@@ -328,25 +342,42 @@ pub(super) async fn still_held<S: ObjectKeeper>(
 ) -> Result<(), aws_plumbing::S3Error> {
     let prefix = &hold.settings.prefix;
     let mut gone = Vec::new();
+    let mut versioned = Vec::new();
     let mut released = Vec::with_capacity(plan.released.len());
-    for (held, item) in std::mem::take(&mut plan.released) {
-        match store.read_tagged(bucket, &held.key(prefix)).await? {
-            Some((_, tag)) => {
+    let ending = (std::mem::take(&mut plan.released).into_iter())
+        .map(|(h, i)| (h, Some(i)))
+        .chain(
+            std::mem::take(&mut plan.expired)
+                .into_iter()
+                .map(|h| (h, None)),
+        );
+    for (held, item) in ending {
+        let Some((body, tag)) = store.read_tagged(bucket, &held.key(prefix)).await? else {
+            gone.push(held);
+            continue;
+        };
+        // The version another environment wrote into the object (it released the order, then
+        // stopped before its end was marked) wins over this one's: the order is released with
+        // it, never with a later one, and never expires.
+        let written = (serde_json::from_slice::<crate::hold::Held>(&body).ok())
+            .filter(|h| h.id() == held.id())
+            .and_then(|h| h.resolved_with);
+        match (written, item) {
+            (Some(version), _) => {
+                let mut held = held;
+                held.resolved_with = Some(version.clone());
+                versioned.push(held.clone());
+                released.push((held, Arc::new(version)));
+            }
+            (None, Some(item)) => {
                 plan.tags.insert(held.id(), tag);
                 released.push((held, item));
             }
-            None => gone.push(held),
+            (None, None) => plan.expired.push(held),
         }
     }
     plan.released = released;
-    let mut expired = Vec::with_capacity(plan.expired.len());
-    for held in std::mem::take(&mut plan.expired) {
-        match store.read_object(bucket, &held.key(prefix)).await? {
-            Some(_) => expired.push(held),
-            None => gone.push(held),
-        }
-    }
-    plan.expired = expired;
+    hold.record_versions(&versioned);
     if !gone.is_empty() {
         tracing::info!(
             shard,
