@@ -46,18 +46,48 @@ async fn burger_orders_follow_the_update_and_nothing_is_lost() {
         .collect();
     assert!(s.sent.len() >= 300, "{} orders", s.sent.len());
 
-    // GIVEN every order is accounted for: in = enriched + unmatched + rejected
-    assert_eq!(p.enriched + p.unmatched + p.rejected, s.sent.len());
-    assert_eq!(s.output.len(), p.enriched, "every enriched order is in S3");
+    // GIVEN every order is accounted for: in = enriched + held + unmatched + rejected, and the
+    // held ones were released, expired or are held still
+    assert_eq!(p.enriched + p.held + p.unmatched + p.rejected, s.sent.len());
+    assert_eq!(
+        s.output.len(),
+        p.enriched + p.released,
+        "every enriched or released order is in S3"
+    );
     let donuts = s.sent.iter().filter(|o| o.dish == "donut").count();
     assert_eq!(
-        p.unmatched, donuts,
-        "the donuts (not in the table) are the unmatched orders"
+        (p.held - p.released - p.expired, p.unmatched, p.expired),
+        (donuts, 0, 0),
+        "the donuts (never in the table) are held, within their grace, and nothing else is"
     );
-    assert_eq!(
-        s.dead_letters, donuts,
-        "the default policy dead-letters them"
-    );
+    assert_eq!(s.dead_letters, 0, "nothing is dead-lettered");
+
+    // AND the new dish's orders that came before its row were held, then all released into
+    // its partition: every one of its orders is in the output, once, none dead-lettered
+    let new_dish = local_pipeline::demo::NEW_DISH;
+    let before_row = s.new_dish_before_row.unwrap();
+    assert!(before_row > 0, "orders of {new_dish} came before its row");
+    assert!(p.released >= before_row, "{} released", p.released);
+    let sent_new: HashSet<(&str, &str)> = (s.sent.iter())
+        .filter(|o| o.dish == new_dish)
+        .map(|o| (o.shard.as_str(), o.sequence_number.as_str()))
+        .collect();
+    let written_new: Vec<(&str, &str)> = (s.output.iter())
+        .filter(|l| l.item == new_dish)
+        .map(|l| {
+            assert_eq!(
+                l.partition,
+                format!(
+                    "item={new_dish}/priority={}/",
+                    local_pipeline::demo::NEW_DISH_PRIORITY
+                )
+            );
+            (l.shard.as_str(), l.sequence_number.as_str())
+        })
+        .collect();
+    assert_eq!(written_new.len(), sent_new.len());
+    assert_eq!(written_new.into_iter().collect::<HashSet<_>>(), sent_new);
+    assert!(p.longest_held.is_some());
 
     // AND no order is written twice
     let unique: HashSet<(&str, &str)> = s

@@ -2,7 +2,8 @@
 //! batch (its row arrives through the feed), beside held sets of other dishes of
 //! different sizes (0 and 90,000 more held orders). The release's time should grow with the
 //! 10,000 it releases, not with the held set: the hold finds them by dish, and expiry by age.
-//! Both through the orders consumer's handler, on the in-memory table and store.
+//! Both through the orders consumer's handler, on the in-memory table and store. And the
+//! steady state: a batch of matched orders with the policy off and on, nothing held.
 //!
 //! `cargo bench -p orders-consumer --bench hold_release`
 
@@ -21,11 +22,15 @@ const RELEASED: usize = 10_000;
 const BATCH: usize = 10_000;
 
 fn config() -> Config {
+    config_with("hold")
+}
+
+fn config_with(unmatched: &'static str) -> Config {
     let vars = [
         ("REFERENCE_TABLE", "ProductPriority"),
         ("CHANGE_BUCKET", "feed-bucket"),
         ("OUTPUT_BUCKET", "out-bucket"),
-        ("UNMATCHED", "hold"),
+        ("UNMATCHED", unmatched),
         ("HOLD_MAX_RECORDS", "1000000"),
         ("HOLD_MAX_BYTES", "1000000000"),
         ("HOLD_MAX_PER_DISH", "1000000"),
@@ -197,6 +202,50 @@ fn bench(c: &mut Criterion) {
         });
     }
     group.finish();
+
+    // The steady state: a batch of matched orders, nothing held, nothing resolving, with the
+    // policy off (dead-letter) and on (hold), in one run.
+    let mut steady = c.benchmark_group("batch of 1,000 matched orders, nothing held");
+    steady.sample_size(30);
+    // (in the order A B B A, so a drift over the run shows as a gap between the two of a kind)
+    for (unmatched, round) in [
+        ("dead-letter", 1),
+        ("hold", 1),
+        ("hold", 2),
+        ("dead-letter", 2),
+    ] {
+        let table = MemoryTable::new(&["item", "price"]);
+        table.set_stream_arn(Some(ARN));
+        for dish in ["burger", "pizza", "salad"] {
+            table.put(product(dish));
+        }
+        let consumer = OrdersConsumer::new(
+            config_with(unmatched),
+            table,
+            MemoryBucket::default(),
+            MemoryStore::new(),
+        );
+        let dishes = ["burger", "pizza", "salad"];
+        let mut next = 0;
+        steady.throughput(criterion::Throughput::Elements(1_000));
+        steady.bench_function(format!("UNMATCHED={unmatched} ({round})"), |b| {
+            b.iter_batched(
+                || {
+                    let batch = event(next, (0..1_000).map(|i| dishes[i % 3].to_owned()));
+                    next += 1_000;
+                    batch
+                },
+                |batch| {
+                    rt.block_on(async {
+                        let (_, s) = consumer.handle_batch(&batch).await.unwrap();
+                        assert_eq!(s.output.enriched, 1_000);
+                    })
+                },
+                BatchSize::SmallInput,
+            );
+        });
+    }
+    steady.finish();
 }
 
 criterion_group!(benches, bench);

@@ -497,10 +497,13 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectKeeper>
     ) {
         let released = self.released_lines(shard, plan.released.iter(), menu);
         output.released += released.enriched;
+        let now_ms = crate::hold::now_ms();
+        output.longest_held_ms = (plan.released.iter())
+            .map(|(h, _)| u64::try_from(now_ms - h.held_at_ms).unwrap_or(0))
+            .max();
         output.merges.extend(released.objects);
         output.partition_values.extend(released.partition_values);
         let grace = hold.settings.grace.as_secs();
-        let now_ms = crate::hold::now_ms();
         for held in &plan.expired {
             let waited = (now_ms - held.held_at_ms).max(0) / 1000;
             let reason = format!(

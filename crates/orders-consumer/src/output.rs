@@ -103,6 +103,8 @@ pub struct BatchOutput {
     pub released: usize,
     /// Orders held by earlier batches, dead-lettered by this one past the grace period.
     pub expired: usize,
+    /// Of the orders this batch released, how long the longest was held (ms).
+    pub longest_held_ms: Option<u64>,
     /// Orders of this batch that left the hold before (a redelivered or redriven batch): not
     /// decided again (one released is written again as it was released, into the object of
     /// this batch it went to).

@@ -4,7 +4,9 @@
 //! invocation per shard at a time) enriches them and writes `item=…/priority=…` partitions.
 //! Midway the walkthrough's update (burger: medium → high) goes through the table's stream, the
 //! change-handler and the change feed; later a reference object in S3 changes, and the
-//! s3-event-handler puts a flag on every shard. At the end the output is read back from S3.
+//! s3-event-handler puts a flag on every shard. Then a new dish goes on sale before its row
+//! exists: its first orders are held (`UNMATCHED=hold`) and released into its partition once the
+//! demo writes the row. At the end the output is read back from S3.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -63,6 +65,13 @@ impl Default for Options {
     }
 }
 
+/// The dish that goes on sale during the demo: its first orders arrive before its row, are
+/// held (`UNMATCHED=hold`), and are released into its partition once the demo writes the row.
+pub const NEW_DISH: &str = "ramen";
+
+/// The priority the demo gives the new dish's row.
+pub const NEW_DISH_PRIORITY: &str = "medium";
+
 /// The menu category the demo gives salad at its S3 change (it was `starters`).
 pub const NEW_SALAD_CATEGORY: &str = "salads";
 
@@ -77,8 +86,17 @@ pub struct Progress {
     pub consumed: usize,
     /// Orders enriched.
     pub enriched: usize,
-    /// Orders without a reference item (dead-lettered by the default policy).
+    /// Orders without a reference item dead-lettered when they came (the hold full).
     pub unmatched: usize,
+    /// Orders without a reference item held when they came (`UNMATCHED=hold`): released,
+    /// expired or still held.
+    pub held: usize,
+    /// Held orders released into their partitions once their row arrived.
+    pub released: usize,
+    /// Held orders dead-lettered past the grace period.
+    pub expired: usize,
+    /// Of the released orders, how long the longest was held.
+    pub longest_held: Option<Duration>,
     /// Records that are not orders.
     pub rejected: usize,
     /// Change flags the consumers met.
@@ -121,6 +139,8 @@ struct Changes {
     updated_after: Option<usize>,
     applied_after: Option<usize>,
     s3_change_at: Option<Duration>,
+    new_dish_row_at: Option<Duration>,
+    new_dish_before_row: Option<usize>,
 }
 
 /// One line of the output, read back from S3.
@@ -164,6 +184,10 @@ pub struct Summary {
     pub first_high_burger_at: Option<Duration>,
     /// When the S3 reference object was changed.
     pub s3_change_at: Option<Duration>,
+    /// When the new dish's row was written.
+    pub new_dish_row_at: Option<Duration>,
+    /// Orders of the new dish put before its row was written.
+    pub new_dish_before_row: Option<usize>,
     /// Per shard, the sequence number of the S3 change's flag in that shard.
     pub flags_at: BTreeMap<String, String>,
     /// The consumers' counters, summed.
@@ -197,7 +221,8 @@ pub fn consumer_variables(names: &Names) -> Vec<(&'static str, String)> {
         ("OUTPUT_BUCKET", names.bucket.clone()),
         ("OUTPUT_PREFIX", names.output_prefix.clone()),
         ("DEAD_LETTER_PREFIX", names.dead_letter_prefix.clone()),
-        ("UNMATCHED", "dead-letter".into()),
+        // Orders without a row wait for it (the new dish's first orders), 15 minutes at most.
+        ("UNMATCHED", "hold".into()),
         ("WRITE_WINDOW_SECS", "20".into()),
         ("MAX_STALENESS_SECS", "900".into()),
         ("FEED_POLL_INTERVAL_MS", "1000".into()),
@@ -504,7 +529,14 @@ impl Observed {
         let p = &mut self.progress;
         p.consumed += summary.records;
         p.enriched += o.enriched;
-        p.unmatched += o.unmatched_dead_lettered + o.passed + o.dropped;
+        p.unmatched += o.unmatched_dead_lettered + o.passed + o.dropped + o.hold_full;
+        p.held += o.held;
+        p.released += o.released;
+        p.expired += o.expired;
+        if let Some(ms) = o.longest_held_ms {
+            let held = Duration::from_millis(ms);
+            p.longest_held = Some(p.longest_held.map_or(held, |l| l.max(held)));
+        }
         p.rejected += o.invalid + o.too_stale;
         p.flags += o.flags;
         let burgers = |priority: &str| {
@@ -624,6 +656,27 @@ impl Run<'_> {
 
         self.send_until("the flag on every shard", |_, w| w.flags_at.len() >= shards)
             .await?;
+
+        // A dish goes on sale before its row exists: its first orders are held, then released
+        // into its partition once the row is written.
+        self.generator.add_dish(NEW_DISH);
+        let new_dish_sent = |g: &Generator| g.sent().iter().filter(|o| o.dish == NEW_DISH).count();
+        let target = self.generator.sent().len() + 40;
+        self.send_until("the new dish's first orders", |sent, _| sent >= target)
+            .await?;
+        let put = self.generator.sent().len();
+        self.wait_until("the new dish's first orders to be consumed", |w| {
+            w.progress.consumed >= put + w.progress.flags
+        })
+        .await?;
+        let before_row = new_dish_sent(&self.generator);
+        self.changes.new_dish_before_row = Some(before_row);
+        self.changes.new_dish_row_at = Some(self.started.elapsed());
+        set_priority(&self.c.ddb, &self.names.table, NEW_DISH, NEW_DISH_PRIORITY).await?;
+        self.send_until("the new dish's held orders released", |_, w| {
+            w.progress.released >= before_row
+        })
+        .await?;
         let target = self.generator.sent().len() + o.orders_after_flags;
         self.send_until("the orders after the flags", |sent, _| sent >= target)
             .await
@@ -813,6 +866,8 @@ async fn drive<S: Future<Output = ()>>(
         updated_after: changes.updated_after,
         applied_after: changes.applied_after,
         s3_change_at: changes.s3_change_at,
+        new_dish_row_at: changes.new_dish_row_at,
+        new_dish_before_row: changes.new_dish_before_row,
         flags_at: observed.flags_at,
         first_high_burger_at: observed.first_high_burger_at,
         ..Summary::default()

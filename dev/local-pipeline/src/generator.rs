@@ -38,6 +38,8 @@ pub struct Generator {
     rng: fastrand::Rng,
     started: Instant,
     sent: Vec<SentOrder>,
+    /// Dishes added since the start ([`Generator::add_dish`]).
+    added: Vec<String>,
 }
 
 impl Generator {
@@ -55,7 +57,14 @@ impl Generator {
             rng: fastrand::Rng::with_seed(0x5eed),
             started,
             sent: Vec::new(),
+            added: Vec::new(),
         }
+    }
+
+    /// From now on, orders of `dish` too (a dish that goes on sale: the demo writes its row
+    /// a few seconds later).
+    pub fn add_dish(&mut self, dish: &str) {
+        self.added.push(dish.to_owned());
     }
 
     /// The orders put so far, in the order they were put.
@@ -111,7 +120,11 @@ impl Generator {
         let rng = &mut self.rng;
         let batch: Vec<(String, Vec<u8>, String)> = (0..self.per_tick)
             .map(|_| {
-                let dish = DISHES[rng.usize(..DISHES.len())];
+                let n = rng.usize(..DISHES.len() + self.added.len());
+                let dish = DISHES
+                    .get(n)
+                    .copied()
+                    .unwrap_or_else(|| &self.added[n - DISHES.len()]);
                 let customer = rng.u32(1000..10_000);
                 let body = format!(
                     r#"{{"dish":"{dish}","cost":{},"customer_id":{customer}}}"#,

@@ -49,8 +49,8 @@ struct Show {
 impl Show {
     fn show(&self, p: &Progress) {
         let mut line = format!(
-            "[{:>5.1}s] sent {:>5} | consumed {:>5} | enriched {:>5} | unmatched {:>4} | rejected {:>3} | flags {} | burger: medium {:>4}, high {:>4}",
-            p.elapsed.as_secs_f64(), p.sent, p.consumed, p.enriched, p.unmatched, p.rejected, p.flags, p.burger_medium, p.burger_high
+            "[{:>5.1}s] sent {:>5} | consumed {:>5} | enriched {:>5} | held {:>4} (released {:>4}) | unmatched {:>4} | rejected {:>3} | flags {} | burger: medium {:>4}, high {:>4}",
+            p.elapsed.as_secs_f64(), p.sent, p.consumed, p.enriched, p.held, p.released, p.unmatched, p.rejected, p.flags, p.burger_medium, p.burger_high
         );
         let landing = p.landing_line();
         if self.live {
@@ -183,19 +183,37 @@ async fn main() -> Result<()> {
     let orders = s.sent.len();
     // Orders in batches a mapping discarded after its last retry: in the failure records.
     let discarded = s.discarded_orders;
-    let accounted = p.enriched + p.unmatched + p.rejected + discarded;
+    let accounted = p.enriched + p.held + p.unmatched + p.rejected + discarded;
     println!("\nsummary ({:.1} s)", p.elapsed.as_secs_f64());
     println!(
         "  orders in                : {orders} (plus {} change flags in the stream)",
         p.flags
     );
     println!(
-        "  enriched / unmatched / rejected : {} / {} / {}   in = out + unmatched + rejected: {}",
+        "  enriched / held / unmatched / rejected : {} / {} / {} / {}   in = out + held + unmatched + rejected: {}",
         p.enriched,
+        p.held,
         p.unmatched,
         p.rejected,
         if accounted == orders { "yes" } else { "NO" }
     );
+    println!(
+        "  held orders: {} released once their row arrived, {} dead-lettered past the grace, {} still held (no row yet; `donut` never gets one)",
+        p.released,
+        p.expired,
+        p.held - p.released - p.expired
+    );
+    if let (Some(at), Some(before)) = (s.new_dish_row_at, s.new_dish_before_row) {
+        let dish = local_pipeline::demo::NEW_DISH;
+        let landed = s.output.iter().filter(|l| l.item == dish).count();
+        println!(
+            "  {dish} went on sale before its row: {before} orders came first and were held; its row was written at {:.2} s; {landed} {dish} orders are in item={dish}/priority={}/, none dead-lettered; the longest was held {}",
+            at.as_secs_f64(),
+            local_pipeline::demo::NEW_DISH_PRIORITY,
+            p.longest_held
+                .map_or("-".to_owned(), |d| format!("{:.2} s", d.as_secs_f64()))
+        );
+    }
     let records = s.failure_records();
     if !records.is_empty() {
         println!(
