@@ -3,5 +3,6 @@
 //! One test binary: each file of tests/ is a module of it.
 
 mod emulator;
+mod hold;
 mod init_error;
 mod reference_objects;
