@@ -620,3 +620,75 @@ async fn an_order_its_own_batch_answered_stays_in_that_batch_when_the_batch_come
     let body = store.object("out", &own).expect("the batch's donut object");
     assert!(String::from_utf8_lossy(&body).contains(DONUT_SEQ));
 }
+
+/// `event` with its second record (pizza) made an eclair order (a dish with no row).
+fn with_eclair(mut event: Value) -> Value {
+    let eclair = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        br#"{"dish":"eclair","cost":4,"customer_id":2001}"#,
+    );
+    event["Records"][1]["kinesis"]["data"] = eclair.into();
+    event
+}
+
+#[tokio::test]
+async fn the_sweep_ends_held_orders_of_a_shard_that_gets_no_more_batches() {
+    // GIVEN a donut and a (second) eclair held on a shard that then goes quiet
+    let r = FeedRig::seeded(StreamViewType::NewAndOldImages).await;
+    let store = Arc::new(MemoryStore::new());
+    let live = holding_consumer(&r, store.clone(), &[("HOLD_GRACE_SECS", "2")]);
+    live.handle_batch(&sample()).await.unwrap();
+    let (_, eclair) = live
+        .handle_batch(&with_eclair(later("4960")))
+        .await
+        .unwrap();
+    assert_eq!(eclair.output.held, 2, "{:?}", eclair.output);
+    // WHEN donut's row arrives, and a sweep runs in another environment, with no batch
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    r.table.put("donut", "low").await;
+    r.deliver().await;
+    let sweeper = holding_consumer(&r, store.clone(), &[("HOLD_GRACE_SECS", "2")]);
+    let swept = sweeper.sweep().await;
+    // THEN both donuts are released into their first attempts' objects; the eclair waits (within
+    // its grace)
+    assert_eq!(swept.failed, None);
+    assert_eq!(swept.output.released, 2, "both donuts: {:?}", swept.output);
+    let donut_object =
+        format!("enriched/item=donut/priority=low/shardId-000000000002-{FIRST_SEQ}.jsonl");
+    assert!(store.object("out", &donut_object).is_some());
+    assert_eq!(sweeper.hold_counts().unwrap().1, 1, "the eclair still held");
+    // AND past the grace, the next sweep dead-letters the eclair with its reason
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let swept = sweeper.sweep().await;
+    assert_eq!((swept.output.released, swept.output.expired), (0, 1));
+    let dead: Vec<String> = store
+        .put_keys()
+        .into_iter()
+        .filter(|k| k.starts_with("dead-letter/held-"))
+        .collect();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let line = String::from_utf8(store.object("out", &dead[0]).unwrap()).unwrap();
+    assert!(line.contains("unmatched after 2 s"), "{line}");
+    assert!(
+        store
+            .put_keys()
+            .iter()
+            .all(|k| !k.starts_with("held/shardId") || store.object("out", k).is_none()),
+        "nothing left held"
+    );
+    // AND the live environment, which still remembers them, does not end them again
+    let (_, next) = live.handle_batch(&later("4961")).await.unwrap();
+    assert_eq!(
+        (next.output.released, next.output.expired),
+        (0, 0),
+        "{:?}",
+        next.output
+    );
+    assert_eq!(live.hold_counts().unwrap().1, 0);
+    // AND a sweep with nothing held does nothing
+    let idle = sweeper.sweep().await;
+    assert_eq!(
+        (idle.output.released, idle.output.expired, idle.failed),
+        (0, 0, None)
+    );
+}

@@ -159,6 +159,13 @@ pub trait ObjectKeeper: ObjectStore {
         bucket: &str,
         key: &str,
     ) -> impl Future<Output = Result<(), S3Error>> + Send;
+    /// The "folders" of `bucket` right under `prefix` (`<prefix><name>/`), each once: a listing
+    /// with the delimiter `/`, all pages, no object under them read.
+    fn child_prefixes(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> impl Future<Output = Result<Vec<String>, S3Error>> + Send;
     /// The bytes of `bucket/key` with its ETag, for a later [`put_if_unchanged`]; `None` when
     /// there is no such object.
     ///
@@ -211,6 +218,13 @@ impl<S: ObjectKeeper> ObjectKeeper for std::sync::Arc<S> {
     ) -> impl Future<Output = Result<Option<(Vec<u8>, String)>, S3Error>> + Send {
         (**self).read_tagged(bucket, key)
     }
+    fn child_prefixes(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> impl Future<Output = Result<Vec<String>, S3Error>> + Send {
+        (**self).child_prefixes(bucket, prefix)
+    }
     fn put_if_unchanged(
         &self,
         bucket: &str,
@@ -246,6 +260,29 @@ impl ObjectKeeper for S3Store {
             .get(bucket, key)
             .await?
             .map(|b| (b.bytes, b.etag.unwrap_or_default())))
+    }
+    async fn child_prefixes(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, S3Error> {
+        let mut prefixes = Vec::new();
+        let mut token = None;
+        loop {
+            let out = self
+                .client
+                .list_objects_v2()
+                .bucket(bucket)
+                .prefix(prefix)
+                .delimiter("/")
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| S3Error::sdk("ListObjectsV2", e))?;
+            prefixes.extend(
+                (out.common_prefixes().iter()).filter_map(|p| p.prefix().map(str::to_owned)),
+            );
+            match out.next_continuation_token() {
+                Some(t) if out.is_truncated().unwrap_or(false) => token = Some(t.to_owned()),
+                _ => return Ok(prefixes),
+            }
+        }
     }
     async fn put_if_unchanged(
         &self,

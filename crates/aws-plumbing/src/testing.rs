@@ -331,6 +331,20 @@ impl crate::ObjectKeeper for MemoryStore {
     async fn delete_object(&self, bucket: &str, key: &str) -> Result<(), S3Error> {
         self.delete(bucket, key).await
     }
+    async fn child_prefixes(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, S3Error> {
+        self.call("ListObjectsV2", &self.state.lists)?;
+        let mut prefixes: Vec<String> = lock(&self.state.objects)
+            .keys()
+            .filter(|(b, k)| b == bucket && k.starts_with(prefix))
+            .filter_map(|(_, k)| {
+                let rest = &k[prefix.len()..];
+                rest.find('/')
+                    .map(|end| format!("{prefix}{}", &rest[..=end]))
+            })
+            .collect();
+        prefixes.dedup();
+        Ok(prefixes)
+    }
     async fn read_tagged(
         &self,
         bucket: &str,
@@ -399,6 +413,27 @@ mod tests {
         let after = store.list_page("one", "feed/", Some("feed/a"), None).await;
         assert_eq!(after.unwrap().keys, ["feed/b", "feed/c"]);
         assert_eq!(store.lists(), 3);
+    }
+
+    #[tokio::test]
+    async fn child_prefixes_are_the_folders_right_under_a_prefix_as_s3_lists_them() {
+        use crate::ObjectKeeper;
+        let store = MemoryStore::new();
+        for key in [
+            "held/shard-1/1.json",
+            "held/shard-1/2.json",
+            "held/shard-2/3.json",
+            "held/ended/shard-1/0",
+            "held/loose.json",
+            "other/shard-3/4.json",
+        ] {
+            store.insert("b", key, b"{}".to_vec());
+        }
+        store.insert("c", "held/shard-9/1.json", b"{}".to_vec());
+        assert_eq!(
+            store.child_prefixes("b", "held/").await.unwrap(),
+            ["held/ended/", "held/shard-1/", "held/shard-2/"]
+        );
     }
 
     #[tokio::test]

@@ -322,3 +322,21 @@ async fn a_conditional_put_writes_only_over_the_object_it_read() {
         .unwrap());
     assert_eq!(s3.read_tagged(&bucket, key).await.unwrap(), None);
 }
+
+#[tokio::test]
+async fn child_prefixes_are_the_folders_right_under_a_prefix() {
+    use aws_plumbing::ObjectKeeper;
+    let (s3, bucket) = store_with_bucket().await;
+    for key in [
+        "held/shard-1/1.json",
+        "held/shard-1/2.json",
+        "held/shard-2/3.json",
+        "held/ended/shard-1/0",
+        "held/loose.json",
+        "other/shard-3/4.json",
+    ] {
+        s3.put(&bucket, key, b"{}".to_vec()).await.unwrap();
+    }
+    let want = ["held/ended/", "held/shard-1/", "held/shard-2/"];
+    assert_eq!(s3.child_prefixes(&bucket, "held/").await.unwrap(), want);
+}

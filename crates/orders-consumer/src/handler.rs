@@ -29,6 +29,7 @@ mod join;
 mod register;
 mod report;
 mod served;
+mod sweep;
 mod write;
 
 use aws_lambda_events::event::streams::KinesisEventResponse;
@@ -331,6 +332,10 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectKeeper>
         &self,
         event: KinesisInvocation,
     ) -> Result<(KinesisEventResponse, BatchSummary), HandlerError> {
+        // (a scheduled invocation: the sweep of the held orders, no batch)
+        if event.sweep {
+            return Ok((KinesisEventResponse::default(), self.sweep().await));
+        }
         // 1. decode
         let Some(batch) = decode(event, &self.config.legacy_flag_dish)? else {
             return Ok((KinesisEventResponse::default(), BatchSummary::default()));

@@ -2,8 +2,9 @@
 //! the real change-handler writing the feed: a dish's orders arrive before its row, with an
 //! update and a delete of other dishes in between; two consumers of the same stream (each with
 //! its own output bucket) hold and release their own; one of them is killed while it releases
-//! and its batch is retried by a fresh process. Every order ends exactly once, and a released
-//! order carries the version of the row that resolved it.
+//! and its batch is retried by a fresh process; the last held order is released by the scheduled
+//! sweep, with no batch. Every order ends exactly once, and a released order carries the version
+//! of the row that resolved it.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -222,6 +223,34 @@ async fn orders_before_their_row_are_held_and_released_once_through_the_binary_b
         );
         assert!(keys(&rig.s3, bucket, "dead-letter/").await.is_empty());
     }
+    // AND when pizza's row comes back and no batch follows, the scheduled sweep (an EventBridge
+    // event, as the schedule in infra/ sends it) releases the held pizza
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    rig.table.put("pizza", "high").await;
+    rig.deliver().await;
+    let scheduled: Value =
+        serde_json::from_str(include_str!("../../../events/example-scheduled-sweep.json")).unwrap();
+    let sweep = RuntimeApiStub::start_with_events(vec![scheduled]).await;
+    let sweeper = spawn(&sweep, &rig, &out_a);
+    tokio::time::timeout(Duration::from_secs(120), sweeper.wait_with_output())
+        .await
+        .expect("the function ends after its event")
+        .expect("the function runs");
+    assert_eq!(sweep.answers(), [json!({"batchItemFailures": []})]);
+    let by_customer = lines(&rig.s3, &out_a).await;
+    let pizza = &by_customer[&4];
+    assert_eq!(pizza.len(), 1);
+    assert_eq!(
+        pizza[0].0,
+        format!(
+            "enriched/item=pizza/priority=high/{SHARD}-{}.jsonl",
+            seq(1_000)
+        ),
+        "into its first attempt's object"
+    );
+    assert!(keys(&rig.s3, &out_a, &format!("held/{SHARD}/"))
+        .await
+        .is_empty());
     println!(
         "scenario: consumer A killed after its release was written, {held_at_kill} of {RAMEN} ramen not ended yet; its retry ended them once"
     );

@@ -66,13 +66,20 @@ impl Template {
         value
     }
 
-    /// The one event source of `function` (`Events.<name>.Properties`).
+    /// The one event source mapping of `function` (`Events.<name>.Properties` of its one
+    /// Kinesis, DynamoDB or SQS event; a schedule is not one).
     fn event_source(&self, function: &str) -> &Value {
         let events = self.properties(function)["Events"]
             .as_mapping()
             .unwrap_or_else(|| panic!("{function} has no events"));
-        assert_eq!(events.len(), 1, "{function} has one event source");
-        &events.values().next().expect("one event")["Properties"]
+        let mappings: Vec<&Value> = (events.values())
+            .filter(|e| {
+                let kind = e["Type"].as_str().unwrap_or_default();
+                matches!(kind, "Kinesis" | "DynamoDB" | "SQS")
+            })
+            .collect();
+        assert_eq!(mappings.len(), 1, "{function} has one event source mapping");
+        &mappings[0]["Properties"]
     }
 
     /// (name, type, key type) of the reference table's key, from `KeySchema` and
@@ -234,6 +241,13 @@ fn the_emulated_event_source_mappings_have_the_templates_settings() {
         m.orders_consumer.maximum_retry_attempts.map(i64::from),
         Some(t.number(t.default("ConsumerMaxRetries")))
     );
+    // With UNMATCHED=hold, the consumer's sweep runs on a schedule (the scheduled event of
+    // events/, which the consumer takes as the sweep).
+    let sweep = &t.properties("OrdersConsumer")["Events"]["HoldSweep"];
+    assert_eq!(t.text(&sweep["Type"]), "Schedule");
+    assert!(t
+        .text(&sweep["Properties"]["Schedule"])
+        .starts_with("rate("));
     for function in ["ChangeHandler", "OrdersConsumer"] {
         let destination = &t.event_source(function)["DestinationConfig"]["OnFailure"];
         assert!(

@@ -139,7 +139,7 @@ fn the_seeds_commands_run_by_the_aws_cli_reach_the_output() {
     // THEN it drains, exits cleanly, and its summary accounts for every order
     assert!(status.success(), "exit status {status}; stdout:\n{rest}");
     assert!(
-        rest.contains("in = out + unmatched + rejected: yes"),
+        rest.contains("in = out + held + unmatched + rejected: yes"),
         "{rest}"
     );
     assert!(rest.contains("item=burger/priority=high/"), "{rest}");

@@ -27,9 +27,22 @@ use serde::Deserialize;
 /// (`serde_json::from_reader`, a `Value`)
 /// cannot produce this type: use [`OrdersConsumer::handle`](crate::OrdersConsumer::handle) or
 /// [`OrdersConsumer::handle_raw`](crate::OrdersConsumer::handle_raw) there.
+///
+/// An EventBridge "Scheduled Event" (`source` `aws.events`) is taken too, as the sweep of the
+/// held orders (no records).
 #[derive(Debug, Default)]
 pub struct KinesisInvocation {
     pub(super) records: Records,
+    /// A scheduled invocation: the sweep of the held orders, not a batch.
+    pub(super) sweep: bool,
+}
+
+/// The fields of an EventBridge scheduled event that say it is one.
+#[derive(Deserialize)]
+struct ScheduledFields<'a> {
+    source: &'a str,
+    #[serde(rename = "detail-type")]
+    detail_type: &'a str,
 }
 
 /// The fields of [`KinesisInvocation`], parsed by serde's derive (the other entries, and the
@@ -45,6 +58,7 @@ impl From<InvocationFields> for KinesisInvocation {
     fn from(fields: InvocationFields) -> Self {
         KinesisInvocation {
             records: fields.records,
+            sweep: false,
         }
     }
 }
@@ -82,6 +96,14 @@ impl KinesisInvocation {
             Ok(fields) => return Ok(fields.into()),
             Err(e) => e,
         };
+        if let Ok(scheduled) = serde_json::from_str::<ScheduledFields<'_>>(text) {
+            if scheduled.source == "aws.events" && scheduled.detail_type == "Scheduled Event" {
+                return Ok(KinesisInvocation {
+                    records: Records::default(),
+                    sweep: true,
+                });
+            }
+        }
         let tracked = &mut serde_json::Deserializer::from_str(text);
         match serde_path_to_error::deserialize::<_, InvocationFields>(tracked) {
             Err(e) if e.path().to_string() == "." => Err(PayloadError::TopLevel(e)),
