@@ -10,7 +10,14 @@ The original job reads orders from Kinesis, and in `foreachBatch` reloads the wh
   applies as a delta (no table read when the change carries its new image);
 - the broadcast reference DataFrame is rebuilt only when the reference's `version` changed;
 - unmatched orders (and orders the reference is too stale for) go to a dead-letter path with the
-  reason, instead of being dropped.
+  reason, instead of being dropped;
+- or, with a `Hold` (`--held_path`, `--hold_grace_seconds`), an order whose dish has no row yet
+  waits for it: the orders still unmatched are kept as a new generation under the held path
+  (`gen=<batch id>`, written again whole if the micro-batch is retried), every later micro-batch
+  joins them again with its own orders, and they are written to the output with the first
+  version of the row that the job sees (the micro-batch's reference), or dead-lettered with the
+  reason "unmatched after N s" once their grace ends. Counts reconcile per micro-batch: orders +
+  held before = enriched + held now + dead-lettered.
 
 On Glue, run it with `--additional-python-modules` pointing at the package's wheel (see the
 crates/python/README.md); `main()` reads the job arguments. Locally, `run()` takes any streaming DataFrame of
@@ -43,6 +50,51 @@ REFERENCE_SCHEMA = T.StructType(
     ]
 )
 LEGACY_FLAG = "CHANGE_FLAG"
+HELD_SCHEMA = T.StructType(
+    ORDER_SCHEMA.fields
+    + [
+        T.StructField("held_at", T.TimestampType()),
+        T.StructField("first_batch", T.LongType()),
+    ]
+)
+
+
+@dataclass
+class Hold:
+    """Unmatched orders wait for their row (`unmatched="hold"` of the package, for Spark): kept
+    under `path` one generation per micro-batch, dead-lettered past `grace_seconds`."""
+
+    path: str
+    grace_seconds: int = 900
+
+    def _fs(self, spark: SparkSession):
+        jvm = spark.sparkContext._jvm
+        path = jvm.org.apache.hadoop.fs.Path(self.path)
+        return path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), path
+
+    def _generations(self, spark: SparkSession) -> list[int]:
+        fs, path = self._fs(spark)
+        if not fs.exists(path):
+            return []
+        names = [status.getPath().getName() for status in fs.listStatus(path)]
+        return sorted(int(n[4:]) for n in names if n.startswith("gen=") and n[4:].isdigit())
+
+    def before(self, spark: SparkSession, batch_id: int) -> DataFrame:
+        """The orders held when micro-batch `batch_id` starts: the newest generation before it
+        (a retried micro-batch reads the same one)."""
+        earlier = [g for g in self._generations(spark) if g < batch_id]
+        if not earlier:
+            return spark.createDataFrame([], HELD_SCHEMA)
+        return spark.read.schema(HELD_SCHEMA).parquet(f"{self.path}/gen={earlier[-1]}")
+
+    def keep(self, spark: SparkSession, held: DataFrame, batch_id: int) -> None:
+        """Writes the orders still held after `batch_id` (its generation, whole), then drops
+        generations older than the one before it."""
+        held.select(*HELD_SCHEMA.fieldNames()).write.mode("overwrite").parquet(f"{self.path}/gen={batch_id}")
+        fs, _ = self._fs(spark)
+        jvm = spark.sparkContext._jvm
+        for gen in [g for g in self._generations(spark) if g < batch_id][:-1]:
+            fs.delete(jvm.org.apache.hadoop.fs.Path(f"{self.path}/gen={gen}"), True)
 
 
 @dataclass
@@ -72,33 +124,72 @@ class ReferenceData:
         return self.frame
 
 
-def process_batch(batch: DataFrame, batch_id: int, data: ReferenceData, output: str, dead_letter: str) -> None:
+def process_batch(
+    batch: DataFrame, batch_id: int, data: ReferenceData, output: str, dead_letter: str, hold: Hold | None = None
+) -> None:
     """One micro-batch: refresh, join, write the enriched orders (CSV, `item=`/`priority=`
-    partitions, as the original) and the dead letters (JSON Lines with a reason)."""
+    partitions, as the original) and the dead letters (JSON Lines with a reason); with `hold`,
+    the orders without a row (and those held before) wait for it instead."""
+    spark = batch.sparkSession
     orders = batch.select(
         F.col("dish").cast("string"), F.col("cost").cast(T.DecimalType(10, 2)), F.col("customer_id").cast("long")
     ).where(F.col("dish").isNull() | (F.col("dish") != LEGACY_FLAG))
+    if hold is not None:
+        # The held orders join again, beside this micro-batch's (each keeps when it was held).
+        now = orders.withColumn("held_at", F.current_timestamp()).withColumn("first_batch", F.lit(batch_id).cast("long"))
+        orders = now.unionByName(hold.before(spark, batch_id)).cache()
     reference = data.current()
     joined = orders.join(F.broadcast(reference), orders.dish == reference.item, "left")
+    held = None
     if data.reference.is_too_stale():
-        # Never enrich with data that is not known to be current: dead-letter the whole batch.
+        # Never enrich with data that is not known to be current: dead-letter the whole batch
+        # (held orders stay held: their row may exist unseen).
         matched = joined.where(F.lit(False))
+        if hold is not None:
+            held = orders.where(F.col("first_batch") < batch_id)
+            orders = orders.where(F.col("first_batch") == batch_id)
         unmatched = orders.withColumn("reason", F.lit("reference data too stale"))
     else:
         matched = joined.where(F.col("item").isNotNull())
-        unmatched = joined.where(F.col("item").isNull()).select(
-            orders["*"], F.concat(F.lit("no reference item for dish "), F.coalesce(orders.dish, F.lit("null"))).alias("reason")
-        )
+        missing = joined.where(F.col("item").isNull()).select(orders["*"])
+        reason = F.concat(F.lit("no reference item for dish "), F.coalesce(F.col("dish"), F.lit("null")))
+        if hold is not None:
+            waited = F.unix_timestamp(F.current_timestamp()) - F.unix_timestamp(F.col("held_at"))
+            expired = waited > hold.grace_seconds
+            held = missing.where(~expired)
+            reason = F.concat(
+                F.lit(f"unmatched after {hold.grace_seconds} s: "), reason,
+                F.lit(" (held "), waited.cast("string"), F.lit(" s; first attempt: micro-batch "),
+                F.col("first_batch").cast("string"), F.lit(")"),
+            )
+            missing = missing.where(expired)
+        unmatched = missing.withColumn("reason", reason)
     matched.select("cost", "price", "priority", "customer_id", "item").write.mode("append").partitionBy(
         "item", "priority"
     ).option("header", True).csv(output)
-    unmatched.withColumn("batch_id", F.lit(batch_id)).write.mode("append").json(dead_letter)
+    unmatched.select(*ORDER_SCHEMA.fieldNames(), "reason").withColumn("batch_id", F.lit(batch_id)).write.mode(
+        "append"
+    ).json(dead_letter)
+    if hold is not None:
+        hold.keep(spark, held, batch_id)
+        orders.unpersist()
 
 
-def run(spark: SparkSession, orders: DataFrame, data: ReferenceData, output: str, dead_letter: str, checkpoint: str, window: str = "10 seconds"):
+def run(
+    spark: SparkSession,
+    orders: DataFrame,
+    data: ReferenceData,
+    output: str,
+    dead_letter: str,
+    checkpoint: str,
+    window: str = "10 seconds",
+    hold: Hold | None = None,
+):
     """Starts the streaming query over `orders` (a streaming DataFrame with ORDER_SCHEMA)."""
     return (
-        orders.writeStream.foreachBatch(lambda batch, batch_id: process_batch(batch, batch_id, data, output, dead_letter))
+        orders.writeStream.foreachBatch(
+            lambda batch, batch_id: process_batch(batch, batch_id, data, output, dead_letter, hold)
+        )
         .option("checkpointLocation", checkpoint)
         .trigger(processingTime=window)
         .start()
@@ -114,6 +205,12 @@ def main() -> None:  # pragma: no cover - runs on Glue
         sys.argv,
         ["JOB_NAME", "stream_arn", "reference_table", "feed_bucket", "output_path", "dead_letter_path", "checkpoint_path"],
     )
+    # Optional: --held_path (unmatched orders wait for their row) and --hold_grace_seconds.
+    hold = None
+    if "--held_path" in sys.argv:
+        extra = getResolvedOptions(sys.argv, ["held_path"])
+        grace = getResolvedOptions(sys.argv, ["hold_grace_seconds"]) if "--hold_grace_seconds" in sys.argv else {}
+        hold = Hold(extra["held_path"], int(grace.get("hold_grace_seconds", 900)))
     glue = GlueContext(SparkContext.getOrCreate())
     spark = glue.spark_session
     reference = TableReference(args["reference_table"], ["item", "price"], "item", args["feed_bucket"])
@@ -131,7 +228,9 @@ def main() -> None:  # pragma: no cover - runs on Glue
     )
     glue.forEachBatch(
         frame=orders,
-        batch_function=lambda batch, batch_id: process_batch(batch, batch_id, data, args["output_path"], args["dead_letter_path"]),
+        batch_function=lambda batch, batch_id: process_batch(
+            batch, batch_id, data, args["output_path"], args["dead_letter_path"], hold
+        ),
         options={"windowSize": "10 seconds", "checkpointLocation": args["checkpoint_path"]},
     )
 

@@ -95,3 +95,43 @@ def test_the_rebuilt_glue_job_follows_a_change_mid_stream(spark, reference, tmp_
     assert data.rebuilds == after_change, "a batch without a change did not"
     assert all(r["error"] is None for r in data.reports)
     assert ref.metrics()["full_refreshes"] == 1, "one load, then deltas: no reload per change"
+
+
+def test_the_glue_job_holds_orders_until_their_row_arrives(spark, reference, tmp_path):
+    inbox, output, dead, checkpoint, held = (tmp_path / d for d in ("in", "out", "dead", "checkpoint", "held"))
+    inbox.mkdir()
+    ref = TableReference(
+        reference.table, ["item", "price"], "item", reference.bucket, poll_interval_seconds=0.0, clock_margin_seconds=0.0
+    )
+    data = glue_job.ReferenceData(spark, ref)
+    hold = glue_job.Hold(str(held), grace_seconds=1)
+    stream = spark.readStream.schema(glue_job.ORDER_SCHEMA).json(str(inbox))
+    query = glue_job.run(spark, stream, data, str(output), str(dead), str(checkpoint), window="0 seconds", hold=hold)
+    try:
+        # ramen goes on sale before its row; donut never gets one
+        write_orders(inbox, "1", [{"dish": "ramen", "cost": 11, "customer_id": i} for i in range(3)]
+                     + [{"dish": "donut", "cost": 3, "customer_id": 7}, {"dish": "burger", "cost": 5, "customer_id": 8}])
+        query.processAllAvailable()
+        assert rows(output, "ramen", "medium") == [], "held, not written, while the row is missing"
+        assert not list(dead.glob("*.json")) or all(
+            not f.read_text() for f in dead.glob("*.json")
+        ), "nor dead-lettered"
+        # the row arrives (through the feed), and the next micro-batch releases the held ramen
+        reference.set_priority("ramen", "medium")
+        write_orders(inbox, "2", [{"dish": "salad", "cost": 7, "customer_id": 200}])
+        query.processAllAvailable()
+        # past the grace, the next micro-batch dead-letters the donut with its reason
+        time.sleep(2.1)
+        write_orders(inbox, "3", [{"dish": "ramen", "cost": 11, "customer_id": 300}])
+        query.processAllAvailable()
+    finally:
+        query.stop()
+
+    ramen = sorted(int(r["customer_id"]) for r in rows(output, "ramen", "medium"))
+    assert ramen == [0, 1, 2, 300], "every ramen order once, the held ones released into its partition"
+    assert len(rows(output, "burger", "medium")) == 1 and len(rows(output, "salad", "high")) == 1
+    letters = [json.loads(line) for f in dead.glob("*.json") for line in f.read_text().splitlines()]
+    assert [(d["dish"], d["customer_id"]) for d in letters] == [("donut", 7)], letters
+    assert letters[0]["reason"].startswith("unmatched after 1 s: no reference item for dish donut (held ")
+    # nothing left held: the newest generation is empty
+    assert spark.read.schema(glue_job.HELD_SCHEMA).parquet(str(held / f"gen={max(hold._generations(spark))}")).count() == 0
