@@ -615,10 +615,18 @@ async fn an_order_its_own_batch_answered_stays_in_that_batch_when_the_batch_come
     assert!(store.object("out", &own).is_some());
     // WHEN the batch is delivered once more
     let (_, again) = consumer.handle_batch(&sample()).await.unwrap();
-    // THEN donut is written again in the same object, not left out
-    assert_eq!(again.output.already_ended, 0, "{:?}", again.output);
+    // THEN donut is not decided again (its end was marked, with the version it was written
+    // with), and its line stays in the batch's object
+    assert_eq!(again.output.already_ended, 1, "{:?}", again.output);
     let body = store.object("out", &own).expect("the batch's donut object");
-    assert!(String::from_utf8_lossy(&body).contains(DONUT_SEQ));
+    assert_eq!(String::from_utf8_lossy(&body).matches(DONUT_SEQ).count(), 1);
+    let marker = store
+        .object(
+            "out",
+            &format!("held/ended/shardId-000000000002/{DONUT_SEQ}"),
+        )
+        .expect("its end marked");
+    assert!(String::from_utf8_lossy(&marker).contains("\"priority\":\"low\""));
 }
 
 /// `event` with its second record (pizza) made an eclair order (a dish with no row).
@@ -643,22 +651,22 @@ async fn the_sweep_ends_held_orders_of_a_shard_that_gets_no_more_batches() {
         .await
         .unwrap();
     assert_eq!(eclair.output.held, 2, "{:?}", eclair.output);
-    // WHEN donut's row arrives, and a sweep runs in another environment, with no batch
+    // WHEN donut's row arrives, and a sweep runs in the same (warm) environment, with no batch
     tokio::time::sleep(Duration::from_millis(1100)).await;
     r.table.put("donut", "low").await;
     r.deliver().await;
-    let sweeper = holding_consumer(&r, store.clone(), &[("HOLD_GRACE_SECS", "2")]);
-    let swept = sweeper.sweep().await;
-    // THEN both donuts are released into their first attempts' objects; the eclair waits (within
-    // its grace)
+    let swept = live.sweep().await;
+    // THEN both donuts are released into their first attempts' objects (the sweep followed
+    // the feed, not the last batch's answers); the eclair waits (within its grace)
     assert_eq!(swept.failed, None);
     assert_eq!(swept.output.released, 2, "both donuts: {:?}", swept.output);
     let donut_object =
         format!("enriched/item=donut/priority=low/shardId-000000000002-{FIRST_SEQ}.jsonl");
     assert!(store.object("out", &donut_object).is_some());
-    assert_eq!(sweeper.hold_counts().unwrap().1, 1, "the eclair still held");
-    // AND past the grace, the next sweep dead-letters the eclair with its reason
+    assert_eq!(live.hold_counts().unwrap().1, 1, "the eclair still held");
+    // AND past the grace, a sweep in another environment dead-letters the eclair with its reason
     tokio::time::sleep(Duration::from_millis(2100)).await;
+    let sweeper = holding_consumer(&r, store.clone(), &[("HOLD_GRACE_SECS", "2")]);
     let swept = sweeper.sweep().await;
     assert_eq!((swept.output.released, swept.output.expired), (0, 1));
     let dead: Vec<String> = store
@@ -691,4 +699,118 @@ async fn the_sweep_ends_held_orders_of_a_shard_that_gets_no_more_batches() {
         (idle.output.released, idle.output.expired, idle.failed),
         (0, 0, None)
     );
+}
+
+/// The held object of the sample batch's donut, with `change` applied to it as JSON (what
+/// another environment wrote into it and then stopped).
+fn rewrite_held(store: &MemoryStore, change: impl FnOnce(&mut Value)) {
+    let key = format!("held/shardId-000000000002/{DONUT_SEQ}.json");
+    let mut held: Value = serde_json::from_slice(&store.object("out", &key).unwrap()).unwrap();
+    change(&mut held);
+    store.insert("out", &key, serde_json::to_vec(&held).unwrap());
+}
+
+#[tokio::test]
+async fn an_expiry_another_environment_decided_is_followed_never_undone_by_a_release() {
+    // GIVEN a held donut whose object says another environment expired it (then stopped before
+    // its dead letter), and donut's row arriving afterwards
+    let r = FeedRig::seeded(StreamViewType::NewAndOldImages).await;
+    let store = Arc::new(MemoryStore::new());
+    let consumer = holding_consumer(&r, store.clone(), &[]);
+    consumer.handle_batch(&sample()).await.unwrap();
+    rewrite_held(&store, |h| h["expired_at_ms"] = 1_795_650_000_000i64.into());
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    r.table.put("donut", "low").await;
+    r.deliver().await;
+    // WHEN this environment (which remembers it without the expiry) takes the next batch
+    let (_, next) = consumer.handle_batch(&later("4960")).await.unwrap();
+    // THEN the donut expires, as decided: dead-lettered, not released into the output
+    assert_eq!(
+        (next.output.released, next.output.expired),
+        (0, 1),
+        "{:?}",
+        next.output
+    );
+    let released = store.object(
+        "out",
+        &format!("enriched/item=donut/priority=low/shardId-000000000002-{FIRST_SEQ}.jsonl"),
+    );
+    assert!(released.is_none(), "never in the output as well");
+    assert!(store
+        .object(
+            "out",
+            &format!("dead-letter/held-shardId-000000000002-{DONUT_SEQ}.jsonl")
+        )
+        .is_some());
+}
+
+#[tokio::test]
+async fn a_retry_of_its_own_batch_follows_the_version_in_the_held_object_not_memory() {
+    // GIVEN a held donut released with priority low by another environment, which stopped
+    // after writing the version into the held object; then donut's priority changes
+    let r = FeedRig::seeded(StreamViewType::NewAndOldImages).await;
+    let store = Arc::new(MemoryStore::new());
+    let warm = holding_consumer(&r, store.clone(), &[]);
+    warm.handle_batch(&sample()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    r.table.put("donut", "low").await;
+    r.deliver().await;
+    rewrite_held(&store, |h| {
+        h["resolved_with"] = serde_json::json!({"item": "donut", "price": 100, "priority": "low"});
+    });
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    r.table.set_priority("donut", "high").await;
+    r.deliver().await;
+    // WHEN the donut's own batch comes again to the environment that held it (its memory has no
+    // version)
+    let (_, again) = warm.handle_batch(&sample()).await.unwrap();
+    // THEN it is answered with the version in its object: priority low, never high
+    assert_eq!(again.output.accounted(), again.records);
+    let written_in = |priority: &str| {
+        let body = store.object(
+            "out",
+            &format!(
+                "enriched/item=donut/priority={priority}/shardId-000000000002-{FIRST_SEQ}.jsonl"
+            ),
+        );
+        body.is_some_and(|b| String::from_utf8_lossy(&b).contains(DONUT_SEQ))
+    };
+    assert!(written_in("low"));
+    assert!(!written_in("high"));
+}
+
+#[tokio::test]
+async fn a_hold_decided_again_with_a_stale_view_adopts_the_held_object_as_it_is() {
+    // GIVEN an environment B that listed the shard's held orders (none) before A held the
+    // donut, and A's held object carrying a version (A released it with priority low and
+    // stopped); donut has no row in the table
+    let r = FeedRig::seeded(StreamViewType::NewAndOldImages).await;
+    let store = Arc::new(MemoryStore::new());
+    let b = holding_consumer(&r, store.clone(), &[]);
+    b.handle_batch(&later("4958")).await.unwrap();
+    let a = holding_consumer(&r, store.clone(), &[]);
+    a.handle_batch(&sample()).await.unwrap();
+    rewrite_held(&store, |h| {
+        h["resolved_with"] = serde_json::json!({"item": "donut", "price": 100, "priority": "low"});
+    });
+    let held_at = |store: &MemoryStore| -> Value {
+        let key = format!("held/shardId-000000000002/{DONUT_SEQ}.json");
+        serde_json::from_slice::<Value>(&store.object("out", &key).unwrap()).unwrap()["held_at_ms"]
+            .clone()
+    };
+    let first_held_at = held_at(&store);
+    // WHEN the donut's batch comes again to B (which does not know it is held, and sees no row)
+    let (_, again) = b.handle_batch(&sample()).await.unwrap();
+    assert_eq!(again.output.held, 1);
+    // THEN B takes the held object as it is (its hold time, its version), not a new hold
+    assert_eq!(held_at(&store), first_held_at);
+    // AND B's next batch releases it with that version
+    let (_, next) = b.handle_batch(&later("4960")).await.unwrap();
+    assert_eq!(next.output.released, 1, "{:?}", next.output);
+    assert!(store
+        .object(
+            "out",
+            &format!("enriched/item=donut/priority=low/shardId-000000000002-{FIRST_SEQ}.jsonl")
+        )
+        .is_some());
 }

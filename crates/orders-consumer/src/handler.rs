@@ -59,7 +59,7 @@ use decode::{decode, Batch};
 use enrich::enrich;
 use event::InvocationFields;
 pub use event::KinesisInvocation;
-use hold::{forget_held, hold_step, merge_released, still_held, write_held, HoldPlan};
+use hold::{forget_held, hold_step, merge_released, own_held, still_held, write_held, HoldPlan};
 use join::join_objects;
 use register::register_partitions;
 pub use report::{batch_metrics, batch_metrics_with, reference_metrics, NAMESPACE};
@@ -380,10 +380,20 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectKeeper>
         };
         // 3a. the held orders of this shard known (a cold start lists them once), their dishes
         // watched
+        let mut own_tags = std::collections::HashMap::new();
         if let Some(hold) = &self.hold {
             if let Err(e) = hold
                 .load(&self.store, &self.config.output_bucket, &shard)
                 .await
+            {
+                error!(%shard, first_sequence, error = %e, "held orders not read; reporting the batch for retry");
+                summary.failed = Some(format!("held orders not read: {e}"));
+                return Ok((failure(&first_sequence), summary));
+            }
+            // (a retry or redelivery: what other environments decided about its held orders)
+            let bucket = &self.config.output_bucket;
+            if let Err(e) =
+                own_held(&self.store, bucket, hold, &shard, &inputs, &mut own_tags).await
             {
                 error!(%shard, first_sequence, error = %e, "held orders not read; reporting the batch for retry");
                 summary.failed = Some(format!("held orders not read: {e}"));
@@ -412,7 +422,9 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectKeeper>
                     (table.take_resolved(), table.is_too_stale())
                 };
                 let first = (first_sequence.as_str(), first_sub_sequence);
-                let (outcomes, plan) = hold_step(hold, &shard, first, outcomes, resolved, stale);
+                let (outcomes, mut plan) =
+                    hold_step(hold, &shard, first, outcomes, resolved, stale);
+                plan.tags.extend(own_tags);
                 (outcomes, Some(plan))
             }
             None => (outcomes, None),

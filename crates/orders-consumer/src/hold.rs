@@ -78,6 +78,11 @@ pub(crate) struct Held {
     /// release: a release repeated after a crash (any environment) uses it, not a later one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) resolved_with: Option<Product>,
+    /// When an environment decided that it expires (ms since the epoch), written into its
+    /// object before its dead letter: every other environment then expires it too, never
+    /// releases it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) expired_at_ms: Option<i64>,
 }
 
 /// A held order's identity in its shard: sequence number and sub-sequence number.
@@ -124,6 +129,7 @@ impl Held {
                 .is_none()
                 .then(|| base64::engine::general_purpose::STANDARD.encode(&input.data)),
             resolved_with: None,
+            expired_at_ms: None,
         }
     }
 
@@ -208,6 +214,8 @@ struct ShardHold {
     by_time: BTreeSet<(i64, Id)>,
     /// Held orders whose objects carry the version that resolved them (a release to repeat).
     with_version: BTreeSet<Id>,
+    /// Held orders whose objects say they expire (an expiry to repeat).
+    expiring: BTreeSet<Id>,
 }
 
 /// Counts of some held orders: how many, their bytes, how many of each dish.
@@ -241,6 +249,8 @@ impl ShardHold {
         self.by_time.insert((held.held_at_ms, id.clone()));
         if held.resolved_with.is_some() {
             self.with_version.insert(id.clone());
+        } else if held.expired_at_ms.is_some() {
+            self.expiring.insert(id.clone());
         }
         self.held.insert(id, held);
     }
@@ -257,6 +267,7 @@ impl ShardHold {
         }
         self.by_time.remove(&(held.held_at_ms, id.clone()));
         self.with_version.remove(id);
+        self.expiring.remove(id);
         Some(held)
     }
 
@@ -529,9 +540,46 @@ impl Hold {
         }
     }
 
+    /// Whether the held order `input` of `shard` is to expire (its object says so).
+    pub(crate) fn is_expiring(&self, shard: &str, input: &Input) -> bool {
+        let id = (input.sequence_number.clone(), input.sub_sequence);
+        (self.state().shards.get(shard)).is_some_and(|h| h.expiring.contains(&id))
+    }
+
+    /// The key of the held object of `input` of `shard`.
+    pub(crate) fn held_key(&self, shard: &str, input: &Input) -> String {
+        let prefix = &self.settings.prefix;
+        match input.sub_sequence {
+            None => format!("{prefix}{shard}/{}.json", input.sequence_number),
+            Some(sub) => format!("{prefix}{shard}/{}-{sub}.json", input.sequence_number),
+        }
+    }
+
+    /// Forgets the orders `ids` of `shard` as held (their objects are gone, with no marker):
+    /// a batch that brings one again decides it as usual.
+    pub(crate) fn drop_ids(&self, shard: &str, ids: &[Id]) {
+        let mut s = self.state();
+        if let Some(h) = s.shards.get_mut(shard) {
+            for id in ids {
+                h.remove(id);
+            }
+        }
+    }
+
+    /// Records that the orders `ids` of `shard` ended elsewhere (their ended markers were
+    /// found): forgotten as held, a batch that brings one again does not decide it again.
+    pub(crate) fn ended_elsewhere(&self, shard: &str, ids: &[Id]) {
+        let mut s = self.state();
+        let h = s.shards.entry(shard.to_owned()).or_default();
+        for id in ids {
+            h.remove(id);
+            h.end(id.clone());
+        }
+    }
+
     /// Records that the objects of `held` (still held) now carry the version that resolved
-    /// them: a release repeated here (the batch failed after) uses it even if the dish's
-    /// resolution is forgotten meanwhile.
+    /// them (or their expiry): a release repeated here (the batch failed after) uses it even if
+    /// the dish's resolution is forgotten meanwhile.
     pub(crate) fn record_versions(&self, held: &[Held]) {
         let mut s = self.state();
         for h in held {
@@ -569,10 +617,18 @@ impl Hold {
                 }
             }
         }
+        // An expiry decided before (written into its object) is repeated, never undone.
+        let mut expiring = BTreeSet::new();
+        for id in &h.expiring {
+            if let Some(held) = h.held.get(id) {
+                expiring.insert(id.clone());
+                d.expired.push(held.clone());
+            }
+        }
         // ... else the one that resolved its dish here.
         for (dish, item) in &s.resolutions {
             for id in h.by_dish.get(dish).into_iter().flatten() {
-                if releasing.insert(id.clone()) {
+                if !expiring.contains(id) && releasing.insert(id.clone()) {
                     if let Some(held) = h.held.get(id) {
                         d.released.push((held.clone(), Arc::clone(item)));
                     }
@@ -583,7 +639,7 @@ impl Hold {
             if now_ms - held_at <= grace {
                 break;
             }
-            if !releasing.contains(id) {
+            if !releasing.contains(id) && !expiring.contains(id) {
                 if let Some(held) = h.held.get(id) {
                     d.expired.push(held.clone());
                 }

@@ -26,8 +26,9 @@ pub(crate) struct HoldPlan {
     pub(crate) released: Vec<(Held, Arc<Product>)>,
     /// Orders held earlier, past the grace.
     pub(crate) expired: Vec<Held>,
-    /// Held orders whose own batch this is (a retry) and that it enriched: their objects go.
-    pub(crate) done_here: Vec<Held>,
+    /// Held orders whose own batch this is (a retry) and that it enriched, with the version it
+    /// enriched them with: claimed in their objects first, then their ends marked.
+    pub(crate) done_here: Vec<(Held, Arc<Product>)>,
     /// Orders of this batch that left the hold before (released or expired): not decided
     /// again (one released goes back into this batch's object it was released into).
     pub(crate) already_ended: usize,
@@ -36,6 +37,55 @@ pub(crate) struct HoldPlan {
     /// The ETags of the held objects of the orders that end, as read just before: the version
     /// that resolved one is written into its object only while no one else changed it.
     pub(crate) tags: HashMap<(String, Option<u64>), String>,
+}
+
+/// Before a batch is decided: reads the held objects of its orders this environment holds (a
+/// retry or a redelivery of a batch that held some; none otherwise), so that what another
+/// environment decided since is followed, not this environment's memory: an object that carries
+/// a version or an expiry is taken as it is; one that is gone with its ended marker there ended
+/// elsewhere (the batch does not decide it again); one gone without a marker is forgotten. The
+/// ETags read go in `tags` (an answer of this batch is claimed over them).
+pub(super) async fn own_held<S: ObjectKeeper>(
+    store: &S,
+    bucket: &str,
+    hold: &Hold,
+    shard: &str,
+    inputs: &[Input],
+    tags: &mut HashMap<(String, Option<u64>), String>,
+) -> Result<(), aws_plumbing::S3Error> {
+    let mut ended = Vec::new();
+    let mut gone = Vec::new();
+    let mut read = Vec::new();
+    for input in inputs.iter().filter(|i| hold.is_held(shard, i)) {
+        let id = (input.sequence_number.clone(), input.sub_sequence);
+        match store
+            .read_tagged(bucket, &hold.held_key(shard, input))
+            .await?
+        {
+            Some((body, tag)) => {
+                match serde_json::from_slice::<Held>(&body) {
+                    Ok(h) if h.id() == id && h.shard == shard => read.push(h),
+                    _ => warn!(
+                        shard,
+                        sequence_number = id.0,
+                        "a held object no longer holds its order; left as this environment knew it"
+                    ),
+                }
+                tags.insert(id, tag);
+            }
+            None => match store
+                .read_object(bucket, &hold.ended_key(shard, input))
+                .await?
+            {
+                Some(_) => ended.push(id),
+                None => gone.push(id),
+            },
+        }
+    }
+    hold.record_versions(&read);
+    hold.ended_elsewhere(shard, &ended);
+    hold.drop_ids(shard, &gone);
+    Ok(())
 }
 
 /// Decides the hold for the batch of `shard` whose first record is `first` (and its
@@ -83,7 +133,7 @@ pub(super) fn hold_step(
     let mut out = Vec::with_capacity(outcomes.len());
     // The identities this batch answers itself (a retry of a batch that held some), when
     // orders leave the hold with it.
-    let mut here: HashMap<(String, Option<u64>), bool> = HashMap::new();
+    let mut here: HashMap<(String, Option<u64>), Option<Arc<Product>>> = HashMap::new();
     for outcome in outcomes {
         // An order that left the hold already (its batch redelivered or redriven): not decided
         // again, not written again.
@@ -108,16 +158,17 @@ pub(super) fn hold_step(
                     continue;
                 };
                 let id = (record.sequence_number.clone(), record.sub_sequence);
-                if let Some(item) = this_batch.get(&order.dish) {
-                    // A flag later in the batch brought the row: released at its position.
-                    here.insert(id, true);
-                    out.push(Outcome::Enriched {
-                        record,
-                        item: Arc::clone(item),
-                    });
+                // Held, with the version that resolved it written into its object (another
+                // environment released it and stopped): answered with that version, even
+                // though this environment sees no row now.
+                let version = releasing.get(&id).map(|i| Arc::clone(i));
+                if let Some(item) = version.or_else(|| this_batch.get(&order.dish).cloned()) {
+                    // (or a flag later in the batch brought the row: released at its position)
+                    here.insert(id, Some(Arc::clone(&item)));
+                    out.push(Outcome::Enriched { record, item });
                     continue;
                 }
-                here.insert(id, false);
+                here.insert(id, None);
                 if hold.is_held(shard, &record) {
                     out.push(Outcome::Waiting { record });
                     continue;
@@ -139,10 +190,17 @@ pub(super) fn hold_step(
                     continue;
                 }
                 let id = (record.sequence_number.clone(), record.sub_sequence);
+                // A held order whose object says it expires: it does, even with a row now
+                // (another environment decided so and may have dead-lettered it).
+                if hold.is_expiring(shard, &record) {
+                    here.insert(id, None);
+                    out.push(Outcome::Waiting { record });
+                    continue;
+                }
                 // A held order its own batch answers (a retry): with the version that resolved
                 // it (written into its object, maybe by an earlier release), not a later one.
                 let item = releasing.get(&id).map_or(item, |i| Arc::clone(i));
-                here.insert(id, true);
+                here.insert(id, Some(Arc::clone(&item)));
                 out.push(Outcome::Enriched { record, item });
             }
             other => out.push(other),
@@ -153,15 +211,15 @@ pub(super) fn hold_step(
         let id = (held.sequence_number.clone(), held.sub_sequence_number);
         match here.get(&id) {
             // Its own batch again (a retry or a redrive): the batch answered it.
-            Some(true) => plan.done_here.push(held),
-            Some(false) => {}
+            Some(Some(used)) => plan.done_here.push((held, Arc::clone(used))),
+            Some(None) => {}
             None => plan.released.push((held, item)),
         }
     }
     for held in due.expired {
         let id = (held.sequence_number.clone(), held.sub_sequence_number);
         match here.get(&id) {
-            Some(true) => plan.done_here.push(held),
+            Some(Some(used)) => plan.done_here.push((held, Arc::clone(used))),
             // (a retry of its batch past the grace: it expires now, not held again)
             _ => plan.expired.push(held),
         }
@@ -181,14 +239,61 @@ pub(super) async fn write_held<S: ObjectKeeper>(
     shard: &str,
     plan: &mut HoldPlan,
 ) -> Result<(), StoreError> {
+    let prefix = &hold.settings.prefix;
+    // New holds only where there is no object: one another environment wrote meanwhile (a
+    // stale view) is adopted as it is, with what it carries.
+    let mut held_now = Vec::with_capacity(plan.new.len());
     for held in &plan.new {
-        store
-            .put(bucket, &held.key(&hold.settings.prefix), held.to_vec())
-            .await?;
+        let key = held.key(prefix);
+        if store
+            .put_if_unchanged(bucket, &key, held.to_vec().into(), None)
+            .await?
+        {
+            held_now.push(held.clone());
+            continue;
+        }
+        let found = (store.read_object(bucket, &key).await)
+            .map_err(|e| StoreError::new(bucket, &key, e.to_string()))?;
+        match found.and_then(|b| serde_json::from_slice::<Held>(&b).ok()) {
+            Some(h) if h.id() == held.id() => held_now.push(h),
+            _ => {
+                return Err(StoreError::new(
+                    bucket,
+                    &key,
+                    "a held object appeared and does not hold its order",
+                ))
+            }
+        }
     }
-    hold.add(&plan.new);
-    let mut gone = Vec::new();
+    hold.add(&held_now);
+    // This batch's answers to held orders of its own are claimed in their objects (the version
+    // it wrote them with), over what `own_held` read: another environment that ended one
+    // since fails the batch, whose retry follows it.
     let mut versioned = Vec::new();
+    for (held, item) in &plan.done_here {
+        if held.resolved_with.as_ref() == Some(&**item) {
+            continue;
+        }
+        let mut claimed = held.clone();
+        claimed.resolved_with = Some(Product::clone(item));
+        claimed.expired_at_ms = None;
+        let tag = plan.tags.get(&held.id()).map(String::as_str);
+        let key = held.key(prefix);
+        if !store
+            .put_if_unchanged(bucket, &key, claimed.to_vec().into(), tag)
+            .await?
+        {
+            return Err(StoreError::new(
+                bucket,
+                &key,
+                "a held order of this batch changed in another environment; the batch is retried",
+            ));
+        }
+        versioned.push(claimed);
+    }
+    // Releases and expiries of orders held earlier claim their objects the same way; one that
+    // another environment changed meanwhile is left to it.
+    let mut gone = Vec::new();
     let mut released = Vec::with_capacity(plan.released.len());
     for (held, item) in std::mem::take(&mut plan.released) {
         if held.resolved_with.is_some() {
@@ -197,11 +302,9 @@ pub(super) async fn write_held<S: ObjectKeeper>(
         }
         let mut resolved = held.clone();
         resolved.resolved_with = Some(Product::clone(&item));
-        let id = (held.sequence_number.clone(), held.sub_sequence_number);
-        let key = held.key(&hold.settings.prefix);
-        let tag = plan.tags.get(&id).map(String::as_str);
+        let tag = plan.tags.get(&held.id()).map(String::as_str);
         if store
-            .put_if_unchanged(bucket, &key, resolved.to_vec().into(), tag)
+            .put_if_unchanged(bucket, &held.key(prefix), resolved.to_vec().into(), tag)
             .await?
         {
             versioned.push(resolved.clone());
@@ -211,12 +314,33 @@ pub(super) async fn write_held<S: ObjectKeeper>(
         }
     }
     plan.released = released;
+    let now = now_ms();
+    let mut expired = Vec::with_capacity(plan.expired.len());
+    for held in std::mem::take(&mut plan.expired) {
+        if held.expired_at_ms.is_some() {
+            expired.push(held);
+            continue;
+        }
+        let mut claimed = held.clone();
+        claimed.expired_at_ms = Some(now);
+        let tag = plan.tags.get(&held.id()).map(String::as_str);
+        if store
+            .put_if_unchanged(bucket, &held.key(prefix), claimed.to_vec().into(), tag)
+            .await?
+        {
+            versioned.push(claimed.clone());
+            expired.push(claimed);
+        } else {
+            gone.push(held);
+        }
+    }
+    plan.expired = expired;
     hold.record_versions(&versioned);
     if !gone.is_empty() {
         tracing::info!(
             shard,
             orders = gone.len(),
-            "held orders changed elsewhere while this environment released them; left to it"
+            "held orders changed elsewhere while this environment ended them; left to it"
         );
         hold.forget(shard, &[], &gone, 0, 0);
     }
@@ -285,8 +409,17 @@ pub(super) async fn forget_held<S: ObjectKeeper>(
         let body = h.to_vec();
         (h, body)
     });
+    // (this batch's own answers likewise: a redelivery of it merges their lines back)
+    let answered = plan.done_here.iter().map(|(h, item)| {
+        let mut h = h.clone();
+        h.resolved_with = Some(Product::clone(item));
+        let body = h.to_vec();
+        (h, body)
+    });
+    let released = released.chain(answered);
     let expired = plan.expired.iter().map(|h| (h.clone(), Vec::new()));
-    let mut ended = Vec::with_capacity(plan.released.len() + plan.expired.len());
+    let mut ended =
+        Vec::with_capacity(plan.released.len() + plan.done_here.len() + plan.expired.len());
     let (mut released_here, mut expired_here) = (0, 0);
     for (held, body) in released.chain(expired) {
         // Its end marked first: a held object that outlives its marker (a failed delete)
@@ -311,21 +444,7 @@ pub(super) async fn forget_held<S: ObjectKeeper>(
         }
         ended.push(held);
     }
-    // Those their own batch answered (written in its objects): a redelivery of that batch
-    // writes them again under the same names, so no marker; only their held objects go.
-    for held in &plan.done_here {
-        let key = held.key(&hold.settings.prefix);
-        if let Err(e) = store.delete_object(bucket, &key).await {
-            warn!(key, error = %e, "a held order its batch answered was not deleted");
-        }
-    }
-    hold.forget(
-        shard,
-        &ended,
-        &plan.done_here,
-        released_here + plan.done_here.len(),
-        expired_here,
-    );
+    hold.forget(shard, &ended, &[], released_here, expired_here);
 }
 
 /// Keeps in `plan` only the held orders to release or expire whose objects still exist: another
@@ -359,21 +478,34 @@ pub(super) async fn still_held<S: ObjectKeeper>(
         // The version another environment wrote into the object (it released the order, then
         // stopped before its end was marked) wins over this one's: the order is released with
         // it, never with a later one, and never expires.
+        // And an expiry written into it is followed, never undone.
         let written = (serde_json::from_slice::<crate::hold::Held>(&body).ok())
-            .filter(|h| h.id() == held.id())
-            .and_then(|h| h.resolved_with);
-        match (written, item) {
-            (Some(version), _) => {
+            .filter(|h| h.id() == held.id());
+        let (version, expiring) = match &written {
+            Some(h) => (h.resolved_with.clone(), h.expired_at_ms),
+            None => (None, None),
+        };
+        match (version, expiring, item) {
+            (Some(version), _, _) => {
                 let mut held = held;
                 held.resolved_with = Some(version.clone());
                 versioned.push(held.clone());
                 released.push((held, Arc::new(version)));
             }
-            (None, Some(item)) => {
+            (None, Some(at), _) => {
+                let mut held = held;
+                held.expired_at_ms = Some(at);
+                versioned.push(held.clone());
+                plan.expired.push(held);
+            }
+            (None, None, Some(item)) => {
                 plan.tags.insert(held.id(), tag);
                 released.push((held, item));
             }
-            (None, None) => plan.expired.push(held),
+            (None, None, None) => {
+                plan.tags.insert(held.id(), tag);
+                plan.expired.push(held);
+            }
         }
     }
     plan.released = released;

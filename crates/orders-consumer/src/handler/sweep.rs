@@ -32,6 +32,8 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectKeeper>
         let Some(hold) = &self.hold else {
             return summary;
         };
+        // A round of its own: the feed's answers of the last batch are not this sweep's.
+        self.feed.new_round();
         let bucket = &self.config.output_bucket;
         let prefix = &hold.settings.prefix;
         let shards = match self.store.child_prefixes(bucket, prefix).await {
