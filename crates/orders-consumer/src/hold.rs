@@ -324,8 +324,11 @@ pub(crate) struct Hold {
 #[derive(Debug, Default)]
 struct State {
     shards: HashMap<String, ShardHold>,
-    /// Dish → the version that resolved it, kept while an order held here waits for it.
-    resolutions: HashMap<String, Arc<Product>>,
+    /// Dish → the versions that resolved it, each with when this environment learned it (ms),
+    /// oldest first, kept while an order held here waits for it. An order takes the first
+    /// learned at or after it was held: one learned before was deleted by then (the order
+    /// found no row), or not yet seen where it was held.
+    resolutions: HashMap<String, Vec<(i64, Arc<Product>)>>,
     counts: HoldCounts,
 }
 
@@ -453,11 +456,16 @@ impl Hold {
         dishes
     }
 
-    /// Takes the versions that resolved dishes (from the enricher) for the orders held here.
+    /// Takes the versions that resolved dishes (from the enricher) for the orders held here,
+    /// learned now (a version equal to the last one learned for its dish adds nothing).
     pub(crate) fn resolved(&self, resolved: Vec<(String, Arc<Product>)>) {
+        let now = now_ms();
         let mut s = self.state();
         for (dish, item) in resolved {
-            s.resolutions.entry(dish).or_insert(item);
+            let versions = s.resolutions.entry(dish).or_default();
+            if versions.last().is_none_or(|(_, last)| **last != *item) {
+                versions.push((now, item));
+            }
         }
     }
 
@@ -625,11 +633,13 @@ impl Hold {
                 d.expired.push(held.clone());
             }
         }
-        // ... else the one that resolved its dish here.
-        for (dish, item) in &s.resolutions {
+        // ... else the first that resolved its dish here after it was held.
+        for (dish, versions) in &s.resolutions {
             for id in h.by_dish.get(dish).into_iter().flatten() {
-                if !expiring.contains(id) && releasing.insert(id.clone()) {
-                    if let Some(held) = h.held.get(id) {
+                let Some(held) = h.held.get(id) else { continue };
+                let item = versions.iter().find(|(at, _)| *at >= held.held_at_ms);
+                if let Some((_, item)) = item {
+                    if !expiring.contains(id) && releasing.insert(id.clone()) {
                         d.released.push((held.clone(), Arc::clone(item)));
                     }
                 }
@@ -678,7 +688,18 @@ impl Hold {
             resolutions,
             ..
         } = &mut *s;
-        resolutions.retain(|dish, _| shards.values().any(|h| h.by_dish.contains_key(dish)));
+        // (and of a dish's versions, only those an order held here can still take)
+        resolutions.retain(|dish, versions| {
+            let oldest = (shards.values())
+                .filter_map(|h| h.by_dish.get(dish))
+                .flatten()
+                .filter_map(|id| shards.values().find_map(|h| h.held.get(id)))
+                .map(|held| held.held_at_ms)
+                .min();
+            let Some(oldest) = oldest else { return false };
+            versions.retain(|(at, _)| *at >= oldest);
+            !versions.is_empty()
+        });
     }
 
     /// Held orders now (all shards), and the oldest one's age at `now_ms`.
@@ -704,4 +725,63 @@ pub(crate) fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::orders::Record;
+
+    fn held(shard: &str, seq: u64, dish: &str, held_at_ms: i64) -> Held {
+        let data = format!(r#"{{"dish":"{dish}","cost":1,"customer_id":{seq}}}"#).into_bytes();
+        let input = Input {
+            sequence_number: format!("{seq:056}"),
+            sub_sequence: None,
+            record: classify(&data, "CHANGE_FLAG"),
+            data,
+            reference_object: None,
+        };
+        assert!(matches!(input.record, Record::Order(_)));
+        Held::new(shard, &input, dish, held_at_ms, &format!("{seq:056}"), None)
+    }
+
+    fn product(priority: &str) -> Arc<Product> {
+        Arc::new(Product {
+            item: "donut".into(),
+            price: 100.into(),
+            priority: priority.into(),
+        })
+    }
+
+    #[test]
+    fn an_order_takes_the_first_version_learned_after_it_was_held_never_an_older_one() {
+        let hold = Hold::new(HoldSettings::default());
+        let now = now_ms();
+        // A version learned now; an order held before it, and one held (elsewhere) after it:
+        // the row was deleted between, so that version is not the later order's.
+        hold.add(&[held("s1", 1, "donut", now - 60_000)]);
+        hold.resolved(vec![("donut".into(), product("low"))]);
+        hold.add(&[held("s2", 2, "donut", now + 60_000)]);
+        let early = hold.due("s1", now);
+        assert_eq!(early.released.len(), 1);
+        assert_eq!(early.released[0].1.priority, "low");
+        assert!(
+            hold.due("s2", now).released.is_empty(),
+            "waits for a newer version"
+        );
+        // The same version learned again adds nothing; a new one after the later order's hold
+        // releases it, and still not the earlier version.
+        hold.resolved(vec![("donut".into(), product("low"))]);
+        assert!(hold.due("s2", now).released.is_empty());
+        {
+            let mut s = hold.state();
+            let versions = s.resolutions.get_mut("donut").unwrap();
+            assert_eq!(versions.len(), 1);
+            // (as if learned two minutes later)
+            versions.push((now + 120_000, product("high")));
+        }
+        let late = hold.due("s2", now + 120_000);
+        assert_eq!(late.released.len(), 1);
+        assert_eq!(late.released[0].1.priority, "high");
+    }
 }
