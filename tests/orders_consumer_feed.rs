@@ -814,3 +814,28 @@ async fn a_hold_decided_again_with_a_stale_view_adopts_the_held_object_as_it_is(
         )
         .is_some());
 }
+
+#[tokio::test]
+async fn a_released_line_lost_from_its_object_is_merged_back_when_its_batch_comes_again() {
+    // GIVEN a held donut released into its first attempt's object, and that object rewritten
+    // since without it (a batch that started at the same record and held fewer records)
+    let r = FeedRig::seeded(StreamViewType::NewAndOldImages).await;
+    let store = Arc::new(MemoryStore::new());
+    let consumer = holding_consumer(&r, store.clone(), &[]);
+    consumer.handle_batch(&sample()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    r.table.put("donut", "low").await;
+    r.deliver().await;
+    consumer.handle_batch(&later("4960")).await.unwrap();
+    let object = format!("enriched/item=donut/priority=low/shardId-000000000002-{FIRST_SEQ}.jsonl");
+    let released = store.object("out", &object).expect("released");
+    store.remove("out", &object);
+    // WHEN the batch with the donut comes again (it decides nothing about it: it ended)
+    let (_, again) = holding_consumer(&r, store.clone(), &[])
+        .handle_batch(&sample())
+        .await
+        .unwrap();
+    assert_eq!(again.output.already_ended, 1);
+    // THEN the donut's line is back in its object, as released
+    assert_eq!(store.object("out", &object), Some(released));
+}

@@ -461,12 +461,14 @@ fn rejected_reason(reason: &UnmatchedReason, record: &Input) -> String {
 }
 
 /// Merges the lines of `again` (orders of this batch released before) into the objects of
-/// `output` of the same names. An object `output` does not write keeps them already (the
-/// release wrote them into it), and is left alone.
+/// `output` of the same names. Those of an object `output` does not write are merged into it
+/// where it is (`merges`): the release wrote them there, but a batch that started at the same
+/// record and held fewer records may have rewritten it since.
 pub(crate) fn merge_into(output: &mut BatchOutput, again: BatchOutput) {
     for (key, lines) in again.objects {
-        if let Some((_, body)) = output.objects.iter_mut().find(|(k, _)| *k == key) {
-            *body = merge_lines(body, &lines).into();
+        match output.objects.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, body)) => *body = merge_lines(body, &lines).into(),
+            None => output.merges.push((key, lines)),
         }
     }
 }
