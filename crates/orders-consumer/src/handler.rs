@@ -392,8 +392,16 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectKeeper>
             }
             // (a retry or redelivery: what other environments decided about its held orders)
             let bucket = &self.config.output_bucket;
-            if let Err(e) =
-                own_held(&self.store, bucket, hold, &shard, &inputs, &mut own_tags).await
+            if let Err(e) = own_held(
+                &self.store,
+                bucket,
+                hold,
+                &shard,
+                &first_sequence,
+                &inputs,
+                &mut own_tags,
+            )
+            .await
             {
                 error!(%shard, first_sequence, error = %e, "held orders not read; reporting the batch for retry");
                 summary.failed = Some(format!("held orders not read: {e}"));

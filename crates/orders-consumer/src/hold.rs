@@ -216,6 +216,9 @@ struct ShardHold {
     with_version: BTreeSet<Id>,
     /// Held orders whose objects say they expire (an expiry to repeat).
     expiring: BTreeSet<Id>,
+    /// The newest sequence number ever held here, as (length, digits): numeric order. A batch
+    /// that starts after it holds none of the orders held here.
+    newest_held: Option<(usize, String)>,
 }
 
 /// Counts of some held orders: how many, their bytes, how many of each dish.
@@ -243,6 +246,10 @@ impl ShardHold {
     /// Holds `held` (indexed by dish and time; replaces one of the same identity).
     fn insert(&mut self, held: Held) {
         let id = held.id();
+        let by_number = (id.0.len(), id.0.clone());
+        if self.newest_held.as_ref().is_none_or(|n| by_number > *n) {
+            self.newest_held = Some(by_number);
+        }
         self.remove(&id);
         self.bytes += held.size();
         (self.by_dish.entry(held.dish.clone()).or_default()).insert(id.clone());
@@ -501,6 +508,19 @@ impl Hold {
             &input.sequence_number,
             input.sub_sequence,
         )
+    }
+
+    /// Whether a batch of `shard` whose first record is `first_sequence` may bring orders held
+    /// here: only a batch not newer than the newest order ever held (a retry, a redelivery), so
+    /// a new batch is never checked record by record.
+    pub(crate) fn may_hold(&self, shard: &str, first_sequence: &str) -> bool {
+        let s = self.state();
+        s.shards.get(shard).is_some_and(|h| {
+            !h.held.is_empty()
+                && h.newest_held.as_ref().is_some_and(|(len, digits)| {
+                    (first_sequence.len(), first_sequence) <= (*len, digits.as_str())
+                })
+        })
     }
 
     /// Whether `input` of `shard` is held already (a retried batch: it stays held).

@@ -50,9 +50,13 @@ pub(super) async fn own_held<S: ObjectKeeper>(
     bucket: &str,
     hold: &Hold,
     shard: &str,
+    first_sequence: &str,
     inputs: &[Input],
     tags: &mut HashMap<(String, Option<u64>), String>,
 ) -> Result<(), aws_plumbing::S3Error> {
+    if !hold.may_hold(shard, first_sequence) {
+        return Ok(());
+    }
     let mut ended = Vec::new();
     let mut gone = Vec::new();
     let mut read = Vec::new();
