@@ -839,3 +839,42 @@ async fn a_released_line_lost_from_its_object_is_merged_back_when_its_batch_come
     // THEN the donut's line is back in its object, as released
     assert_eq!(store.object("out", &object), Some(released));
 }
+
+#[tokio::test]
+async fn an_order_whose_held_object_is_damaged_is_dead_lettered_and_the_object_left_in_place() {
+    // GIVEN a damaged object where the sample batch's donut would be held
+    let r = FeedRig::seeded(StreamViewType::NewAndOldImages).await;
+    let store = Arc::new(MemoryStore::new());
+    let key = format!("held/shardId-000000000002/{DONUT_SEQ}.json");
+    store.insert("out", &key, b"{ damaged".to_vec());
+    // WHEN the batch comes (donut has no row)
+    let consumer = holding_consumer(&r, store.clone(), &[]);
+    let (response, summary) = consumer.handle_batch(&sample()).await.unwrap();
+    // THEN the batch succeeds: the donut is dead-lettered with why, the object stays as it was,
+    // and the counts reconcile
+    assert!(
+        response.batch_item_failures.is_empty(),
+        "{:?}",
+        summary.failed
+    );
+    assert_eq!(
+        (summary.output.held, summary.output.hold_full),
+        (0, 1),
+        "{:?}",
+        summary.output
+    );
+    assert_eq!(summary.output.accounted(), summary.records);
+    assert_eq!(store.object("out", &key), Some(b"{ damaged".to_vec()));
+    let dead = store
+        .object(
+            "out",
+            &format!("dead-letter/shardId-000000000002-{FIRST_SEQ}.jsonl"),
+        )
+        .unwrap();
+    let dead = String::from_utf8(dead).unwrap();
+    assert!(
+        dead.contains("is damaged or foreign (left in place)"),
+        "{dead}"
+    );
+    assert_eq!(consumer.hold_counts().unwrap().0.bad_objects, 1);
+}

@@ -407,7 +407,11 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectKeeper>
                 summary.failed = Some(format!("held orders not read: {e}"));
                 return Ok((failure(&first_sequence), summary));
             }
-            self.enricher.lock().await.watch(hold.dishes(&shard));
+            // (versions the watch finds at once are learned now, before the batch's refresh:
+            // not taken as brought by this batch, which may delete the row)
+            let table = self.enricher.lock().await;
+            table.watch(hold.dishes(&shard));
+            hold.resolved(table.take_resolved());
         }
         // 3. enrich (the table's lock is released before a failure's metrics take it again)
         let enriched = enrich(&mut *self.enricher.lock().await, inputs).await;
@@ -437,12 +441,42 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectKeeper>
             }
             None => (outcomes, None),
         };
+        let mut outcomes = outcomes;
         if let (Some(hold), Some(plan)) = (&self.hold, plan.as_mut()) {
+            // (the held objects first: durable before the batch is acknowledged; and each
+            // ending claimed in its order's object)
             let bucket = &self.config.output_bucket;
-            if let Err(e) = still_held(&self.store, bucket, hold, &shard, plan).await {
-                error!(%shard, first_sequence, error = %e, "held orders not read; reporting the batch for retry");
-                summary.failed = Some(format!("held orders not read: {e}"));
+            let held = match still_held(&self.store, bucket, hold, &shard, plan).await {
+                Ok(()) => write_held(&self.store, bucket, hold, &shard, plan)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(format!("held orders not read: {e}")),
+            };
+            if let Err(e) = held {
+                error!(%shard, first_sequence, error = %e, "held orders not written or read; reporting the batch for retry");
+                summary.failed = Some(e);
                 return Ok((failure(&first_sequence), summary));
+            }
+            // (an order whose held object could not be written: dead-lettered with why)
+            if !plan.cannot_hold.is_empty() {
+                let ids: std::collections::HashMap<(String, Option<u64>), String> =
+                    (std::mem::take(&mut plan.cannot_hold).into_iter())
+                        .map(|(h, why)| (h.id(), why))
+                        .collect();
+                let mut kept = Vec::with_capacity(outcomes.len());
+                for outcome in outcomes {
+                    match outcome {
+                        Outcome::Waiting { record } => {
+                            let id = (record.sequence_number.clone(), record.sub_sequence);
+                            match ids.get(&id) {
+                                Some(why) => plan.hold_full.push((record, why.clone())),
+                                None => kept.push(Outcome::Waiting { record }),
+                            }
+                        }
+                        other => kept.push(other),
+                    }
+                }
+                outcomes = kept;
             }
         }
         // 4. build the output
@@ -450,21 +484,14 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectKeeper>
         let hold_full = plan.as_ref().map(|p| p.hold_full.as_slice()).unwrap_or(&[]);
         let mut output = build_with(&naming, outcomes, &unreadable_flags, hold_full);
         if let (Some(hold), Some(plan)) = (&self.hold, plan.as_mut()) {
-            // (the held objects first: durable before the batch is acknowledged; and the
-            // version each release uses written into its order's object)
-            let bucket = &self.config.output_bucket;
-            let held = write_held(&self.store, bucket, hold, &shard, plan).await;
             // (the second reference's row of each released order, as it is now)
             let menu = match &self.objects {
                 Some(objects) => Some(objects.lock().await.reader()),
                 None => None,
             };
-            let again = match held {
-                Ok(()) => self.ended_again(hold, &shard, plan, menu.as_ref()).await,
-                Err(e) => Err(e.to_string()),
-            };
+            let again = self.ended_again(hold, &shard, plan, menu.as_ref()).await;
             if let Err(e) = again {
-                error!(%shard, first_sequence, error = %e, "held orders not written or read; reporting the batch for retry");
+                error!(%shard, first_sequence, error = %e, "held orders not read; reporting the batch for retry");
                 summary.failed = Some(e);
                 summary.output = output;
                 return Ok((failure(&first_sequence), summary));

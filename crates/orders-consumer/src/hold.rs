@@ -568,10 +568,9 @@ impl Hold {
         }
     }
 
-    /// Whether the held order `input` of `shard` is to expire (its object says so).
-    pub(crate) fn is_expiring(&self, shard: &str, input: &Input) -> bool {
-        let id = (input.sequence_number.clone(), input.sub_sequence);
-        (self.state().shards.get(shard)).is_some_and(|h| h.expiring.contains(&id))
+    /// The held order `id` of `shard`, as this environment knows it.
+    pub(crate) fn held_of(&self, shard: &str, id: &Id) -> Option<Held> {
+        (self.state().shards.get(shard)).and_then(|h| h.held.get(id).cloned())
     }
 
     /// The key of the held object of `input` of `shard`.

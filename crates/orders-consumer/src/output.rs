@@ -280,19 +280,15 @@ pub(crate) fn build_with(
     naming: &Naming<'_>,
     outcomes: Vec<Outcome<Input, Product>>,
     unreadable_flags: &[Input],
-    hold_full: &[Input],
+    hold_full: &[(Input, String)],
 ) -> BatchOutput {
     let mut lines = Lines::new(naming);
     for outcome in &outcomes {
         lines.add(outcome);
     }
-    for input in hold_full {
+    for (input, reason) in hold_full {
         lines.out.hold_full += 1;
-        let dish = order_of(input).map(|o| o.dish.as_str()).unwrap_or_default();
-        lines.dead_letter(
-            input,
-            format!("no reference item for dish {dish:?}, and the hold is full"),
-        );
+        lines.dead_letter(input, reason.clone());
     }
     for input in unreadable_flags {
         if let Record::UnreadableFlag(why) = &input.record {

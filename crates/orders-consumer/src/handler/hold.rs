@@ -20,8 +20,12 @@ use crate::output::Input;
 pub(crate) struct HoldPlan {
     /// Orders of this batch newly held: their objects are written before it is acknowledged.
     pub(crate) new: Vec<Held>,
-    /// Orders of this batch the full hold could not take: dead-lettered.
-    pub(crate) hold_full: Vec<Input>,
+    /// Orders of this batch the hold could not take (full, or a damaged object where theirs
+    /// goes), with why: dead-lettered.
+    pub(crate) hold_full: Vec<(Input, String)>,
+    /// Orders of this batch whose held object could not be written (a damaged or foreign object
+    /// is there, left in place): dead-lettered instead.
+    pub(crate) cannot_hold: Vec<(Held, String)>,
     /// Orders held earlier, released with the version that resolved their dish.
     pub(crate) released: Vec<(Held, Arc<Product>)>,
     /// Orders held earlier, past the grace.
@@ -109,9 +113,15 @@ pub(super) fn hold_step(
     let now = now_ms();
     // Those held earlier that leave now (released or expired) free their room first.
     let mut due = hold.due(shard, now);
-    // While the table is too stale its rows may exist unseen: no order expires as unmatched.
+    // Those whose objects say they expire: never answered otherwise, even with a row now.
+    let expiring: std::collections::HashSet<(String, Option<u64>)> = (due.expired.iter())
+        .filter(|h| h.expired_at_ms.is_some())
+        .map(Held::id)
+        .collect();
+    // While the table is too stale its rows may exist unseen: no order expires as unmatched
+    // (unless another environment decided it already).
     if too_stale {
-        due.expired.clear();
+        due.expired.retain(|h| h.expired_at_ms.is_some());
     }
     let mut leaving = Tally::default();
     for held in (due.released.iter().map(|(h, _)| h)).chain(&due.expired) {
@@ -122,8 +132,11 @@ pub(super) fn hold_step(
     // The steady state (nothing waits, nothing leaves, a batch newer than every order that
     // ended) costs no per-record work.
     let may_have_ended = hold.may_have_ended(shard, first.0);
+    // (a retry or redelivery of a batch with orders held here: each it answers is claimed)
+    let own = hold.may_hold(shard, first.0);
     let leaving_any = !due.released.is_empty() || !due.expired.is_empty();
     if !leaving_any
+        && !own
         && !may_have_ended
         && !outcomes
             .iter()
@@ -162,6 +175,11 @@ pub(super) fn hold_step(
                     continue;
                 };
                 let id = (record.sequence_number.clone(), record.sub_sequence);
+                if expiring.contains(&id) {
+                    here.insert(id, None);
+                    out.push(Outcome::Waiting { record });
+                    continue;
+                }
                 // Held, with the version that resolved it written into its object (another
                 // environment released it and stopped): answered with that version, even
                 // though this environment sees no row now.
@@ -185,18 +203,23 @@ pub(super) fn hold_step(
                     plan.new.push(held);
                     out.push(Outcome::Waiting { record });
                 } else {
-                    plan.hold_full.push(record);
+                    let reason = format!(
+                        "no reference item for dish {:?}, and the hold is full",
+                        order.dish
+                    );
+                    plan.hold_full.push((record, reason));
                 }
             }
             Outcome::Enriched { record, item } => {
-                if !leaving_any {
+                // (no order of this batch is held here: nothing to look up)
+                if !own {
                     out.push(Outcome::Enriched { record, item });
                     continue;
                 }
                 let id = (record.sequence_number.clone(), record.sub_sequence);
                 // A held order whose object says it expires: it does, even with a row now
                 // (another environment decided so and may have dead-lettered it).
-                if hold.is_expiring(shard, &record) {
+                if expiring.contains(&id) {
                     here.insert(id, None);
                     out.push(Outcome::Waiting { record });
                     continue;
@@ -204,14 +227,18 @@ pub(super) fn hold_step(
                 // A held order its own batch answers (a retry): with the version that resolved
                 // it (written into its object, maybe by an earlier release), not a later one.
                 let item = releasing.get(&id).map_or(item, |i| Arc::clone(i));
-                here.insert(id, Some(Arc::clone(&item)));
+                if releasing.contains_key(&id) || hold.is_held(shard, &record) {
+                    here.insert(id, Some(Arc::clone(&item)));
+                }
                 out.push(Outcome::Enriched { record, item });
             }
             other => out.push(other),
         }
     }
     drop(releasing);
+    let mut due_ids: std::collections::HashSet<(String, Option<u64>)> = Default::default();
     for (held, item) in due.released {
+        due_ids.insert(held.id());
         let id = (held.sequence_number.clone(), held.sub_sequence_number);
         match here.get(&id) {
             // Its own batch again (a retry or a redrive): the batch answered it.
@@ -221,11 +248,24 @@ pub(super) fn hold_step(
         }
     }
     for held in due.expired {
+        due_ids.insert(held.id());
         let id = (held.sequence_number.clone(), held.sub_sequence_number);
         match here.get(&id) {
             Some(Some(used)) => plan.done_here.push((held, Arc::clone(used))),
             // (a retry of its batch past the grace: it expires now, not held again)
             _ => plan.expired.push(held),
+        }
+    }
+    // Held orders this batch answered that are not due here (the version it used was learned
+    // before they were held, or not at all): claimed and ended all the same, never left held
+    // beside their line.
+    for (id, used) in here {
+        if let (Some(used), false) = (used, due_ids.contains(&id)) {
+            if let Some(held) = hold.held_of(shard, &id) {
+                if held.expired_at_ms.is_none() {
+                    plan.done_here.push((held, used));
+                }
+            }
         }
     }
     (out, plan)
@@ -247,25 +287,28 @@ pub(super) async fn write_held<S: ObjectKeeper>(
     // New holds only where there is no object: one another environment wrote meanwhile (a
     // stale view) is adopted as it is, with what it carries.
     let mut held_now = Vec::with_capacity(plan.new.len());
-    for held in &plan.new {
+    for held in std::mem::take(&mut plan.new) {
         let key = held.key(prefix);
         if store
             .put_if_unchanged(bucket, &key, held.to_vec().into(), None)
             .await?
         {
-            held_now.push(held.clone());
+            held_now.push(held);
             continue;
         }
         let found = (store.read_object(bucket, &key).await)
             .map_err(|e| StoreError::new(bucket, &key, e.to_string()))?;
         match found.and_then(|b| serde_json::from_slice::<Held>(&b).ok()) {
-            Some(h) if h.id() == held.id() => held_now.push(h),
+            Some(h) if h.id() == held.id() && h.shard == shard => held_now.push(h),
+            // A damaged or foreign object where this order's goes: left in place (reported),
+            // and the order dead-lettered with why, never stuck.
             _ => {
-                return Err(StoreError::new(
-                    bucket,
-                    &key,
-                    "a held object appeared and does not hold its order",
-                ))
+                warn!(key, "held object is damaged or names another record; left in place, and its order dead-lettered");
+                let reason = format!(
+                    "no reference item for dish {:?}, and its held object {key} is damaged or foreign (left in place)",
+                    held.dish
+                );
+                plan.cannot_hold.push((held, reason));
             }
         }
     }
@@ -523,4 +566,83 @@ pub(super) async fn still_held<S: ObjectKeeper>(
         hold.forget(shard, &[], &gone, 0, 0);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hold::HoldSettings;
+    use crate::orders::classify;
+
+    fn input(seq: &str, dish: &str) -> Input {
+        let data = format!(r#"{{"dish":"{dish}","cost":1,"customer_id":1}}"#).into_bytes();
+        Input {
+            sequence_number: seq.to_owned(),
+            sub_sequence: None,
+            record: classify(&data, "CHANGE_FLAG"),
+            data,
+            reference_object: None,
+        }
+    }
+
+    fn product(priority: &str) -> Arc<Product> {
+        Arc::new(Product {
+            item: "donut".into(),
+            price: 100.into(),
+            priority: priority.into(),
+        })
+    }
+
+    #[test]
+    fn a_held_order_its_batch_answers_is_claimed_even_when_not_due_here() {
+        // GIVEN an order held (by another environment, after this one learned donut's version)
+        let hold = Hold::new(HoldSettings::default());
+        let seq = "49590338271490256608559692538361571095921575989136590898";
+        let x = input(seq, "donut");
+        hold.resolved(vec![("donut".into(), product("low"))]);
+        let later = now_ms() + 60_000;
+        hold.add(&[Held::new("s", &x, "donut", later, seq, None)]);
+        assert!(hold.due("s", now_ms()).released.is_empty(), "not due here");
+        // WHEN its own batch comes again and the lookup answers it (the row is there)
+        let outcomes = vec![Outcome::Enriched {
+            record: x,
+            item: product("low"),
+        }];
+        let (out, plan) = hold_step(&hold, "s", (seq, None), outcomes, Vec::new(), false);
+        // THEN it is written, and its end claimed and marked with the version used
+        assert!(matches!(out[0], Outcome::Enriched { .. }));
+        assert_eq!(plan.done_here.len(), 1);
+        assert_eq!(plan.done_here[0].1.priority, "low");
+    }
+
+    #[test]
+    fn an_order_whose_object_says_it_expires_is_never_answered_by_its_batch() {
+        let hold = Hold::new(HoldSettings::default());
+        let seq = "49590338271490256608559692538361571095921575989136590898";
+        let x = input(seq, "donut");
+        let mut held = Held::new("s", &x, "donut", now_ms(), seq, None);
+        held.expired_at_ms = Some(now_ms());
+        hold.add(&[held]);
+        // Its batch again, a flag later in it bringing the row (resolved during the batch),
+        // and the lookup answering it with the row in another run
+        for outcome in [
+            Outcome::Waiting { record: x.clone() },
+            Outcome::Enriched {
+                record: x.clone(),
+                item: product("low"),
+            },
+        ] {
+            let (out, plan) = hold_step(
+                &hold,
+                "s",
+                (seq, None),
+                vec![outcome],
+                vec![("donut".into(), product("low"))],
+                false,
+            );
+            assert!(matches!(out[0], Outcome::Waiting { .. }), "{out:?}");
+            assert!(plan.done_here.is_empty());
+            assert_eq!(plan.expired.len(), 1, "it expires, as decided");
+        }
+    }
 }
