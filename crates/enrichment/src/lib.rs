@@ -97,6 +97,8 @@ mod table;
 #[path = "sources/memory.rs"]
 pub mod testing;
 
+pub mod history;
+
 /// The library guide: what you choose when embedding the crate and what you get back (tables
 /// and objects in S3). The rules behind it are the repository's `docs/design.md`.
 pub mod guide {

@@ -1,0 +1,406 @@
+//! As-of answers: the reference as it was at a time, from a feed snapshot plus the change files
+//! after it (`docs/design.md`, "As-of answers").
+//!
+//! A [`History`] is built once for a window (by [`HistoryBuilder`], from what the caller read:
+//! no I/O here) and answers [`History::lookup_as_of`] for any time in it:
+//!
+//! - **Validity.** Each item's versions are ordered by their sequence numbers (the stream's order
+//!   per item). A version is valid from the **start of the second** its change was created in
+//!   (DynamoDB Streams round `ApproximateCreationDateTime` down to the second) until the next
+//!   version's. So a record stamped within the same second as a change sees that change: the
+//!   tie rule, applied everywhere. When sequence order and creation seconds disagree (a later
+//!   change stamped in an earlier second), the later change is valid from the earlier one's
+//!   second, never before it: the versions of an item never go back in time.
+//! - **Start.** A snapshot's values are valid from its position; without a snapshot the history
+//!   starts at the window's start and an item is unknown until its first change there. A time
+//!   before the start answers [`AsOf::BeforeHistory`].
+//! - **No guesses.** A change without its new image (a `KEYS_ONLY` stream, an `OLD_IMAGE` stream,
+//!   a record the producer could not type) does not say what the item was: from its time until
+//!   the item's next change with an image, the answer is [`AsOf::Unknown`]. A present-day re-read
+//!   is never given as a past value. A gap file, a change file that could not be read, or a
+//!   second stream (the table's stream switched) inside the window refuse every answer of the
+//!   window ([`AsOf::Refused`], with the reason).
+//! - **Finality.** An answer for `t` is final once the feed's visibility bound has passed `t`
+//!   (every change created at or before `t` is then listed); [`History::is_final`] says whether
+//!   it has.
+
+use std::collections::{BTreeSet, HashMap};
+use std::hash::Hash;
+use std::sync::Arc;
+
+use change_protocol::{
+    ChangeFile, ChangeKind, EntryBody, EventName, Item, SequenceNumber, SnapshotEntry,
+    SnapshotHeader,
+};
+
+use crate::key::ItemKey;
+use crate::lifecycle::config::{Decoder, LookupKeyFn};
+use crate::snapshot::Ambiguity;
+
+/// What the reference held for a lookup key at a time.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AsOf<'a, T> {
+    /// The item valid then.
+    Found(&'a Arc<T>),
+    /// No item had the key then (never written yet, or removed: a tombstone).
+    Missing,
+    /// Several items had it then and the policy is [`Ambiguity::Reject`]; how many.
+    Ambiguous(usize),
+    /// The time is before what the history holds (it starts at `starts_ms`).
+    BeforeHistory {
+        /// Where the history starts (ms since the epoch).
+        starts_ms: i64,
+    },
+    /// An item with the key changed without saying to what (no new image) at `since_ms`, and
+    /// had no change with an image after it by then.
+    Unknown {
+        /// The change's second (ms since the epoch).
+        since_ms: i64,
+    },
+    /// The window cannot answer: why.
+    Refused(&'a str),
+}
+
+/// One state of an item.
+#[derive(Debug)]
+enum State<T> {
+    Item(Arc<T>),
+    Removed,
+    /// Changed without an image, or an image that does not decode (why).
+    Unknown,
+}
+
+/// One version of an item: valid from `from_ms`.
+#[derive(Debug)]
+struct Version<T> {
+    seq: Option<SequenceNumber>,
+    from_ms: i64,
+    state: State<T>,
+}
+
+/// The versions of every item of a window, and the lookup keys that reach them.
+pub struct History<T, K> {
+    lookup_key: LookupKeyFn<T, K>,
+    starts_ms: i64,
+    final_through_ms: i64,
+    refusal: Option<String>,
+    ambiguity: Ambiguity,
+    versions: HashMap<ItemKey, Vec<Version<T>>>,
+    by_lookup: HashMap<K, BTreeSet<ItemKey>>,
+    /// Items never seen with a value in the window (only changes without images): their lookup
+    /// key is unknown, so while one is unknown, every lookup is.
+    unkeyed: Vec<ItemKey>,
+}
+
+impl<T, K> std::fmt::Debug for History<T, K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("History")
+            .field("starts_ms", &self.starts_ms)
+            .field("final_through_ms", &self.final_through_ms)
+            .field("refusal", &self.refusal)
+            .field("items", &self.versions.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`History`]: a snapshot (optional), then change files in any order (late and
+/// duplicate files included: changes are placed by their sequence numbers).
+pub struct HistoryBuilder<T, K> {
+    key_attributes: Vec<String>,
+    decode: Decoder<T>,
+    lookup_key: LookupKeyFn<T, K>,
+    ambiguity: Ambiguity,
+    starts_ms: i64,
+    stream: Option<String>,
+    refusal: Option<String>,
+    changes: HashMap<ItemKey, Vec<Version<T>>>,
+}
+
+impl<T, K> std::fmt::Debug for HistoryBuilder<T, K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HistoryBuilder")
+            .field("key_attributes", &self.key_attributes)
+            .field("starts_ms", &self.starts_ms)
+            .field("refusal", &self.refusal)
+            .field("items", &self.changes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The start of the second `ms` is in: a change's creation time as the tie rule uses it.
+fn second_of(ms: i64) -> i64 {
+    ms.div_euclid(1000) * 1000
+}
+
+impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
+    /// A history of the table keyed by `key_attributes` (hash key first), its items decoded by
+    /// `decode` and found by `lookup_key`, starting at `starts_ms` (the window's start; a
+    /// snapshot moves it to its position).
+    pub fn new(
+        key_attributes: &[&str],
+        decode: Decoder<T>,
+        lookup_key: LookupKeyFn<T, K>,
+        ambiguity: Ambiguity,
+        starts_ms: i64,
+    ) -> Self {
+        HistoryBuilder {
+            key_attributes: key_attributes.iter().map(|s| (*s).to_owned()).collect(),
+            decode,
+            lookup_key,
+            ambiguity,
+            starts_ms,
+            stream: None,
+            refusal: None,
+            changes: HashMap::new(),
+        }
+    }
+
+    fn refuse(&mut self, why: String) {
+        self.refusal.get_or_insert(why);
+    }
+
+    fn state_of(&self, image: Option<Item>) -> State<T> {
+        match image.map(|i| (self.decode)(i)) {
+            Some(Ok(value)) => State::Item(Arc::new(value)),
+            Some(Err(_)) | None => State::Unknown,
+        }
+    }
+
+    /// The snapshot the window starts from: its values are valid from its position (which
+    /// becomes the history's start), a tombstone's item is missing.
+    pub fn snapshot(
+        &mut self,
+        header: &SnapshotHeader,
+        entries: impl IntoIterator<Item = SnapshotEntry>,
+    ) {
+        self.starts_ms = header.position_ms;
+        if let Some(arn) = &header.stream_arn {
+            self.stream = Some(change_protocol::source_label(arn));
+        }
+        for entry in entries {
+            let Ok(key) = ItemKey::from_item(&self.key_attributes, entry.keys()) else {
+                self.refuse("a snapshot entry without its key attributes".into());
+                continue;
+            };
+            let state = match entry.body {
+                EntryBody::Item(item) => self.state_of(Some(item)),
+                EntryBody::Tombstone(_) => State::Removed,
+            };
+            self.changes.entry(key).or_default().push(Version {
+                seq: entry.seq,
+                from_ms: header.position_ms,
+                state,
+            });
+        }
+    }
+
+    /// A change file of the window (its key named `key` for the reasons given).
+    pub fn file(&mut self, key: &str, file: ChangeFile) {
+        match file.kind {
+            ChangeKind::Gap => {
+                let why = file.reason.as_deref().unwrap_or("changes were lost");
+                self.refuse(format!("a gap file in the window ({key}): {why}"));
+                return;
+            }
+            ChangeKind::S3 => return,
+            ChangeKind::Dynamodb => {}
+        }
+        match &self.stream {
+            Some(label) if *label != file.source.label => {
+                self.refuse(format!(
+                    "the table's stream switched in the window ({key} is of another stream)"
+                ));
+                return;
+            }
+            Some(_) => {}
+            None => self.stream = Some(file.source.label.clone()),
+        }
+        for change in file.changes {
+            let Ok(item_key) = ItemKey::from_item(&self.key_attributes, &change.keys) else {
+                self.refuse(format!("a change without its key attributes in {key}"));
+                continue;
+            };
+            let state = match change.event_name {
+                EventName::Remove => State::Removed,
+                EventName::Insert | EventName::Modify => self.state_of(change.new_image),
+            };
+            self.changes.entry(item_key).or_default().push(Version {
+                seq: Some(change.sequence_number),
+                from_ms: second_of(change.approximate_creation_ms),
+                state,
+            });
+        }
+        for opaque in file.opaque {
+            // A record the producer could not type says neither when nor what: unless its keys
+            // and its creation time are there, the window cannot answer at all.
+            let created = (opaque.raw.pointer("/dynamodb/ApproximateCreationDateTime"))
+                .and_then(serde_json::Value::as_f64);
+            let keys = opaque.typed_keys();
+            let seq =
+                (opaque.sequence_number.as_deref()).and_then(|s| SequenceNumber::parse(s).ok());
+            match (keys, created, seq) {
+                (Some(keys), Some(created), Some(seq)) => {
+                    let Ok(item_key) = ItemKey::from_item(&self.key_attributes, &keys) else {
+                        self.refuse(format!(
+                            "an untyped record without its key attributes in {key}"
+                        ));
+                        continue;
+                    };
+                    #[allow(clippy::cast_possible_truncation)]
+                    let from_ms = second_of((created * 1000.0) as i64);
+                    self.changes.entry(item_key).or_default().push(Version {
+                        seq: Some(seq),
+                        from_ms,
+                        state: State::Unknown,
+                    });
+                }
+                _ => self.refuse(format!(
+                    "an untyped record without its keys, time or sequence number in {key} ({})",
+                    opaque.reason
+                )),
+            }
+        }
+    }
+
+    /// A change file of the window that could not be read or decoded: the window refuses.
+    pub fn unreadable_file(&mut self, key: &str, why: &str) {
+        self.refuse(format!(
+            "a change file in the window could not be read ({key}): {why}"
+        ));
+    }
+
+    /// The history, final for times at or before `final_through_ms` (the feed's visibility
+    /// bound when the files were listed).
+    pub fn build(self, final_through_ms: i64) -> History<T, K> {
+        let HistoryBuilder {
+            lookup_key,
+            ambiguity,
+            starts_ms,
+            refusal,
+            changes,
+            ..
+        } = self;
+        let mut versions = HashMap::with_capacity(changes.len());
+        let mut by_lookup: HashMap<K, BTreeSet<ItemKey>> = HashMap::new();
+        let mut unkeyed = Vec::new();
+        for (key, mut list) in changes {
+            // Sequence order per item (a snapshot entry's value first when it has none: it is
+            // the value as of the history's start); duplicates (a file listed twice, a change
+            // a snapshot already holds) once.
+            list.sort_by(|a, b| a.seq.cmp(&b.seq));
+            list.dedup_by(|later, earlier| later.seq.is_some() && later.seq == earlier.seq);
+            // Never back in time, and nothing before the start.
+            let mut floor = starts_ms;
+            for v in &mut list {
+                v.from_ms = v.from_ms.max(floor);
+                floor = v.from_ms;
+            }
+            let mut keyed = false;
+            for v in &list {
+                if let State::Item(value) = &v.state {
+                    keyed = true;
+                    if let Some(k) = lookup_key(value) {
+                        by_lookup.entry(k).or_default().insert(key.clone());
+                    }
+                }
+            }
+            if !keyed && list.iter().any(|v| matches!(v.state, State::Unknown)) {
+                unkeyed.push(key.clone());
+            }
+            versions.insert(key, list);
+        }
+        History {
+            lookup_key,
+            starts_ms,
+            final_through_ms,
+            refusal,
+            ambiguity,
+            versions,
+            by_lookup,
+            unkeyed,
+        }
+    }
+}
+
+impl<T, K: Eq + Hash> History<T, K> {
+    /// The version of `item` valid at `t_ms` (the newest from at or before it).
+    fn at(&self, item: &ItemKey, t_ms: i64) -> Option<&Version<T>> {
+        let list = self.versions.get(item)?;
+        let at = list.partition_point(|v| v.from_ms <= t_ms);
+        at.checked_sub(1).map(|i| &list[i])
+    }
+
+    /// Where the history starts (ms since the epoch).
+    pub fn starts_ms(&self) -> i64 {
+        self.starts_ms
+    }
+
+    /// Why the window refuses every answer, if it does.
+    pub fn refusal(&self) -> Option<&str> {
+        self.refusal.as_deref()
+    }
+
+    /// Whether an answer for `t_ms` is final: the feed's visibility bound has passed it, so no
+    /// change created at or before it can still appear.
+    pub fn is_final(&self, t_ms: i64) -> bool {
+        t_ms <= self.final_through_ms
+    }
+
+    /// The item with lookup key `key` as it was at `t_ms` (see the [module](self) for the rules).
+    pub fn lookup_as_of(&self, key: &K, t_ms: i64) -> AsOf<'_, T>
+    where
+        K: Clone,
+    {
+        if let Some(why) = &self.refusal {
+            return AsOf::Refused(why);
+        }
+        if t_ms < self.starts_ms {
+            return AsOf::BeforeHistory {
+                starts_ms: self.starts_ms,
+            };
+        }
+        // An item that may have this key, unknown at t: the answer is too.
+        for item_key in &self.unkeyed {
+            if let Some(Version {
+                state: State::Unknown,
+                from_ms,
+                ..
+            }) = self.at(item_key, t_ms)
+            {
+                return AsOf::Unknown { since_ms: *from_ms };
+            }
+        }
+        let Some(items) = self.by_lookup.get(key) else {
+            return AsOf::Missing;
+        };
+        let mut found: Vec<&Arc<T>> = Vec::new();
+        // (in key order: the lowest key first, as `Ambiguity::LowestKey` takes it)
+        for item_key in items {
+            let Some(version) = self.at(item_key, t_ms) else {
+                continue;
+            };
+            match &version.state {
+                State::Item(value) => {
+                    // (an item whose key changed to another lookup key since is not this one)
+                    if (self.lookup_key)(value).as_ref() == Some(key) {
+                        found.push(value);
+                    }
+                }
+                State::Removed => {}
+                State::Unknown => {
+                    return AsOf::Unknown {
+                        since_ms: version.from_ms,
+                    }
+                }
+            }
+        }
+        match (found.len(), self.ambiguity) {
+            (0, _) => AsOf::Missing,
+            (1, _) | (_, Ambiguity::LowestKey) => AsOf::Found(found[0]),
+            (n, Ambiguity::Reject) => AsOf::Ambiguous(n),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

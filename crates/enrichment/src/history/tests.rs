@@ -1,0 +1,336 @@
+//! The as-of rules against a model: random writes over time (puts, removals, re-inserts, and
+//! changes without images), folded partly into a snapshot, the rest delivered as change files in
+//! any order, some twice; then every item at any time of the window answers what the model held.
+//! And the refusals: a gap file, an unreadable file, a stream switch.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use change_protocol::{
+    AttributeValue, ChangeFile, ChangeKind, EntryBody, EventName, Item, SequenceNumber,
+    SnapshotEntry, SnapshotHeader, Source, StreamChange,
+};
+use proptest::prelude::*;
+
+use super::*;
+use crate::lifecycle::config::DecodeError;
+
+const ITEMS: [&str; 3] = ["a", "b", "c"];
+const ARN: &str = "arn:aws:dynamodb:us-east-1:123456789012:table/T/stream/2026-01-01T00:00:00.000";
+
+type Value = (String, String);
+
+fn item(name: &str, value: Option<&str>) -> Item {
+    let mut m = HashMap::new();
+    m.insert("item".to_owned(), AttributeValue::S(name.into()));
+    if let Some(v) = value {
+        m.insert("value".to_owned(), AttributeValue::S(v.into()));
+    }
+    Item::from(m)
+}
+
+fn builder(starts_ms: i64) -> HistoryBuilder<Value, String> {
+    let decode: Decoder<Value> = Arc::new(|i: Item| {
+        let text = |k: &str| match i.get(k) {
+            Some(AttributeValue::S(s)) => Ok(s.clone()),
+            _ => Err(DecodeError::new(format!("no {k}"))),
+        };
+        Ok((text("item")?, text("value")?))
+    });
+    let key: LookupKeyFn<Value, String> = Arc::new(|v: &Value| Some(v.0.clone()));
+    HistoryBuilder::new(&["item"], decode, key, Ambiguity::LowestKey, starts_ms)
+}
+
+/// One write of the model.
+#[derive(Clone, Debug)]
+struct Write {
+    at_ms: i64,
+    item: usize,
+    /// The value written; `None` removes the item.
+    value: Option<u8>,
+    /// The stream carried no image (KEYS_ONLY): the change does not say the value.
+    keys_only: bool,
+}
+
+fn write() -> impl Strategy<Value = (u16, usize, Option<u8>, bool)> {
+    (
+        0u16..2_500,
+        0..ITEMS.len(),
+        prop::option::weighted(0.8, 0u8..4),
+        prop::bool::weighted(0.15),
+    )
+}
+
+/// What the model says item `i` was at `t`: the last write of it whose second (or the
+/// history's start, if later) is at or before `t`.
+#[derive(Debug, PartialEq)]
+enum Expected {
+    Value(u8),
+    Missing,
+    Unknown,
+}
+
+fn expected_of(writes: &[Write], i: usize, t: i64, starts_ms: i64, split: usize) -> Expected {
+    let last = (writes.iter().enumerate())
+        .rfind(|(_, w)| w.item == i && second_of(w.at_ms).max(starts_ms) <= t);
+    match last {
+        None => Expected::Missing,
+        // (a change without an image, unless the snapshot folded it: a read gave its value)
+        Some((n, w)) if w.keys_only && w.value.is_some() && n >= split => Expected::Unknown,
+        Some((_, w)) => w.value.map_or(Expected::Missing, Expected::Value),
+    }
+}
+
+/// What a lookup of item `i` at `t` answers: its value, unless an item whose lookup key the
+/// window cannot tell (never seen with a value in it) is unknown then.
+fn expected(
+    writes: &[Write],
+    i: usize,
+    t: i64,
+    starts_ms: i64,
+    split: usize,
+    files_from: usize,
+) -> Expected {
+    let own = expected_of(writes, i, t, starts_ms, split);
+    if own == Expected::Unknown {
+        return own;
+    }
+    for j in (0..ITEMS.len()).filter(|j| *j != i) {
+        // j is seen with a value in the window: its snapshot entry has one (a read gave it),
+        // or a change of the files carries one (an image)
+        let in_snapshot = last_before(writes, j, split).is_some_and(|n| writes[n].value.is_some());
+        let in_files = (writes.iter().enumerate())
+            .any(|(n, w)| w.item == j && n >= files_from && w.value.is_some() && !w.keys_only);
+        let keyed = in_snapshot || in_files;
+        if !keyed && expected_of(writes, j, t, starts_ms, split) == Expected::Unknown {
+            return Expected::Unknown;
+        }
+    }
+    own
+}
+
+/// The index of item `j`'s last write before `split` (the one the snapshot holds).
+fn last_before(writes: &[Write], j: usize, split: usize) -> Option<usize> {
+    (0..split).rev().find(|n| writes[*n].item == j)
+}
+
+fn change(seq: u64, w: &Write) -> StreamChange {
+    let name = ITEMS[w.item];
+    let value = w.value.map(|v| v.to_string());
+    StreamChange {
+        index: 0,
+        event_id: format!("e{seq}"),
+        event_name: if w.value.is_some() {
+            EventName::Modify
+        } else {
+            EventName::Remove
+        },
+        sequence_number: SequenceNumber::parse(&(1000 + seq).to_string()).unwrap(),
+        approximate_creation_ms: second_of(w.at_ms),
+        stream_view_type: Some(
+            if w.keys_only {
+                "KEYS_ONLY"
+            } else {
+                "NEW_AND_OLD_IMAGES"
+            }
+            .into(),
+        ),
+        keys: item(name, None),
+        new_image: (!w.keys_only)
+            .then(|| value.as_deref().map(|v| item(name, Some(v))))
+            .flatten(),
+        old_image: None,
+        user_identity: None,
+    }
+}
+
+fn file(changes: Vec<StreamChange>, kind: ChangeKind, arn: &str) -> ChangeFile {
+    ChangeFile {
+        schema_version: 1,
+        kind,
+        written_at: String::new(),
+        write_window_ms: 20_000,
+        producer: "test".into(),
+        source: Source {
+            label: change_protocol::source_label(arn),
+            table: Some("T".into()),
+            stream_arn: Some(arn.into()),
+            region: None,
+            bucket: None,
+        },
+        changes,
+        opaque: vec![],
+        objects: vec![],
+        reason: None,
+    }
+}
+
+fn header(position_ms: i64) -> SnapshotHeader {
+    SnapshotHeader {
+        kind: change_protocol::SNAPSHOT_KIND.into(),
+        schema: change_protocol::SNAPSHOT_SCHEMA,
+        table: "T".into(),
+        key_attributes: vec!["item".into()],
+        stream_arn: Some(ARN.into()),
+        position_ms,
+        full_load_end_ms: None,
+        write_window_ms: 20_000,
+        clock_margin_ms: 0,
+        created_ms: position_ms,
+        items: 0,
+        tombstones: 0,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn every_item_at_every_time_of_the_window_is_what_the_model_held(
+        raw in prop::collection::vec(write(), 1..30),
+        split in 0usize..30,
+        overlap in 0usize..4,
+        chunk in 1usize..5,
+        order in any::<u64>(),
+        twice in prop::collection::vec(any::<bool>(), 0..10),
+    ) {
+        // Writes in time order (the sequence numbers' order).
+        let mut writes: Vec<Write> = raw
+            .into_iter()
+            .map(|(at, item, value, keys_only)| Write {
+                at_ms: 1_795_650_000_000 + i64::from(at) * 7,
+                item,
+                value,
+                keys_only,
+            })
+            .collect();
+        writes.sort_by_key(|w| w.at_ms);
+        let split = split.min(writes.len());
+        // A snapshot of the first `split` writes (their values as a read at its position
+        // gives them), at the last one's time; the files hold the rest, and a few of the
+        // folded ones again (the follower's look-back).
+        let mut b = builder(1_795_650_000_000);
+        let starts_ms = if split > 0 {
+            let position = writes[split - 1].at_ms;
+            let mut last: HashMap<usize, (u64, Option<u8>)> = HashMap::new();
+            for (seq, w) in writes[..split].iter().enumerate() {
+                last.insert(w.item, (seq as u64, w.value));
+            }
+            let entries = last.into_iter().map(|(i, (seq, value))| SnapshotEntry {
+                seq: Some(SequenceNumber::parse(&(1000 + seq).to_string()).unwrap()),
+                stamp: None,
+                body: match value {
+                    Some(v) => EntryBody::Item(item(ITEMS[i], Some(&v.to_string()))),
+                    None => EntryBody::Tombstone(item(ITEMS[i], None)),
+                },
+            });
+            b.snapshot(&header(position), entries.collect::<Vec<_>>());
+            position
+        } else {
+            1_795_650_000_000
+        };
+        let from = split.saturating_sub(overlap);
+        let changes: Vec<StreamChange> = (from..writes.len())
+            .map(|i| change(i as u64, &writes[i]))
+            .collect();
+        let mut files: Vec<Vec<StreamChange>> = changes.chunks(chunk).map(<[_]>::to_vec).collect();
+        for (i, again) in twice.iter().enumerate() {
+            if *again && i < files.len() {
+                files.push(files[i].clone());
+            }
+        }
+        // Any order (late files).
+        let mut rng = order;
+        for i in (1..files.len()).rev() {
+            rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            files.swap(i, (rng >> 33) as usize % (i + 1));
+        }
+        for (n, f) in files.into_iter().enumerate() {
+            b.file(&format!("f{n}"), file(f, ChangeKind::Dynamodb, ARN));
+        }
+        let history = b.build(i64::MAX);
+        prop_assert_eq!(history.starts_ms(), starts_ms);
+        let end = writes.last().unwrap().at_ms + 2_000;
+        let mut t = starts_ms - 1_000;
+        while t <= end {
+            for (i, name) in ITEMS.iter().enumerate() {
+                let got = history.lookup_as_of(&(*name).to_owned(), t);
+                if t < starts_ms {
+                    prop_assert_eq!(got, AsOf::BeforeHistory { starts_ms });
+                    continue;
+                }
+                let want = expected(&writes, i, t, starts_ms, split, from);
+                let got = match got {
+                    AsOf::Found(v) => Expected::Value(v.1.parse().unwrap()),
+                    AsOf::Missing => Expected::Missing,
+                    AsOf::Unknown { .. } => Expected::Unknown,
+                    other => panic!("{other:?}"),
+                };
+                prop_assert_eq!(got, want, "item {} at {}", name, t);
+            }
+            t += 250;
+        }
+    }
+}
+
+#[test]
+fn a_record_in_the_same_second_as_a_change_sees_it() {
+    let mut b = builder(0);
+    let w = Write {
+        at_ms: 10_000,
+        item: 0,
+        value: Some(1),
+        keys_only: false,
+    };
+    b.file("f", file(vec![change(1, &w)], ChangeKind::Dynamodb, ARN));
+    let h = b.build(i64::MAX);
+    let a = "a".to_owned();
+    assert_eq!(h.lookup_as_of(&a, 9_999), AsOf::Missing);
+    assert!(matches!(h.lookup_as_of(&a, 10_000), AsOf::Found(_)));
+    assert!(matches!(h.lookup_as_of(&a, 10_999), AsOf::Found(_)));
+}
+
+#[test]
+fn a_gap_an_unreadable_file_or_a_stream_switch_refuses_the_window_with_why() {
+    let w = Write {
+        at_ms: 10_000,
+        item: 0,
+        value: Some(1),
+        keys_only: false,
+    };
+    let a = "a".to_owned();
+    let mut gap = builder(0);
+    gap.file("f1", file(vec![change(1, &w)], ChangeKind::Dynamodb, ARN));
+    let mut g = file(vec![], ChangeKind::Gap, ARN);
+    g.reason = Some("a discarded batch".into());
+    gap.file("gap-1", g);
+    let h = gap.build(i64::MAX);
+    assert!(
+        matches!(h.lookup_as_of(&a, 11_000), AsOf::Refused(why) if why.contains("gap-1") && why.contains("a discarded batch"))
+    );
+
+    let mut unreadable = builder(0);
+    unreadable.file("f1", file(vec![change(1, &w)], ChangeKind::Dynamodb, ARN));
+    unreadable.unreadable_file("f2", "404 Not Found");
+    let h = unreadable.build(i64::MAX);
+    assert!(matches!(h.lookup_as_of(&a, 11_000), AsOf::Refused(why) if why.contains("f2")));
+
+    let mut switched = builder(0);
+    switched.file("f1", file(vec![change(1, &w)], ChangeKind::Dynamodb, ARN));
+    let other = ARN.replace("2026-01-01", "2026-02-01");
+    switched.file(
+        "f2",
+        file(vec![change(2, &w)], ChangeKind::Dynamodb, &other),
+    );
+    let h = switched.build(i64::MAX);
+    assert!(
+        matches!(h.lookup_as_of(&a, 11_000), AsOf::Refused(why) if why.contains("stream switched"))
+    );
+}
+
+#[test]
+fn an_answer_is_final_once_the_visibility_bound_has_passed_its_time() {
+    let h = builder(0).build(50_000);
+    assert!(h.is_final(50_000));
+    assert!(!h.is_final(50_001));
+}
