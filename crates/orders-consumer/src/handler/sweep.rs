@@ -24,7 +24,7 @@ use crate::output::BatchOutput;
 impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectKeeper>
     OrdersConsumer<Tb, Fd, S>
 {
-    /// Ends what can end of every shard's held orders (see the [module](self)); a shard that
+    /// Ends what can end of every shard's held orders (the sweep: `docs/design.md`, section 5); a shard that
     /// fails is logged and named in `failed`, the others go on. Nothing to do when the policy
     /// is not `hold`.
     pub async fn sweep(&self) -> BatchSummary {
