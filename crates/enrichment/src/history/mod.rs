@@ -12,8 +12,10 @@
 //!   change stamped in an earlier second), the later change is valid from the earlier one's
 //!   second, never before it: the versions of an item never go back in time.
 //! - **Start.** A snapshot's values are valid from its position; without a snapshot the history
-//!   starts at the window's start and an item is unknown until its first change there. A time
-//!   before the start answers [`AsOf::BeforeHistory`].
+//!   starts at the window's start and a key with no version at a time answers
+//!   [`AsOf::BeforeHistory`] (it may have had an item from before), unless the table is declared
+//!   empty then ([`HistoryBuilder::empty_at_start`]). A time before the start answers
+//!   [`AsOf::BeforeHistory`] too.
 //! - **No guesses.** A change without its new image (a `KEYS_ONLY` stream, an `OLD_IMAGE` stream,
 //!   a record the producer could not type) does not say what the item was: from its time until
 //!   the item's next change with an image, the answer is [`AsOf::Unknown`]. A present-day re-read
@@ -81,6 +83,7 @@ struct Version<T> {
 /// The versions of every item of a window, and the lookup keys that reach them.
 pub struct History<T, K> {
     lookup_key: LookupKeyFn<T, K>,
+    based: bool,
     starts_ms: i64,
     final_through_ms: i64,
     refusal: Option<String>,
@@ -111,6 +114,8 @@ pub struct HistoryBuilder<T, K> {
     lookup_key: LookupKeyFn<T, K>,
     ambiguity: Ambiguity,
     starts_ms: i64,
+    /// What the table held at the start is known (a snapshot, or a table known empty then).
+    based: bool,
     stream: Option<String>,
     refusal: Option<String>,
     changes: HashMap<ItemKey, Vec<Version<T>>>,
@@ -149,10 +154,19 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
             lookup_key,
             ambiguity,
             starts_ms,
+            based: false,
             stream: None,
             refusal: None,
             changes: HashMap::new(),
         }
+    }
+
+    /// Declares that the table held nothing at the start (a new table, its feed from its
+    /// creation): without this or a [`snapshot`](Self::snapshot), a key with no version at a
+    /// time answers [`AsOf::BeforeHistory`], not [`AsOf::Missing`] (it may have had an item
+    /// from before the window).
+    pub fn empty_at_start(&mut self) {
+        self.based = true;
     }
 
     fn refuse(&mut self, why: String) {
@@ -174,6 +188,7 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
         entries: impl IntoIterator<Item = SnapshotEntry>,
     ) {
         self.starts_ms = header.position_ms;
+        self.based = true;
         if let Some(arn) = &header.stream_arn {
             self.stream = Some(change_protocol::source_label(arn));
         }
@@ -276,6 +291,7 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
             lookup_key,
             ambiguity,
             starts_ms,
+            based,
             refusal,
             changes,
             ..
@@ -311,6 +327,7 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
         }
         History {
             lookup_key,
+            based,
             starts_ms,
             final_through_ms,
             refusal,
@@ -370,8 +387,16 @@ impl<T, K: Eq + Hash> History<T, K> {
                 return AsOf::Unknown { since_ms: *from_ms };
             }
         }
+        // (no item valid then: missing only if what the table held at the start is known)
+        let missing = if self.based {
+            AsOf::Missing
+        } else {
+            AsOf::BeforeHistory {
+                starts_ms: self.starts_ms,
+            }
+        };
         let Some(items) = self.by_lookup.get(key) else {
-            return AsOf::Missing;
+            return missing;
         };
         let mut found: Vec<&Arc<T>> = Vec::new();
         // (in key order: the lowest key first, as `Ambiguity::LowestKey` takes it)
@@ -395,7 +420,7 @@ impl<T, K: Eq + Hash> History<T, K> {
             }
         }
         match (found.len(), self.ambiguity) {
-            (0, _) => AsOf::Missing,
+            (0, _) => missing,
             (1, _) | (_, Ambiguity::LowestKey) => AsOf::Found(found[0]),
             (n, Ambiguity::Reject) => AsOf::Ambiguous(n),
         }

@@ -227,6 +227,8 @@ proptest! {
             b.snapshot(&header(position), entries.collect::<Vec<_>>());
             position
         } else {
+            // (nothing before the first write: the table was new)
+            b.empty_at_start();
             1_795_650_000_000
         };
         let from = split.saturating_sub(overlap);
@@ -276,6 +278,7 @@ proptest! {
 #[test]
 fn a_record_in_the_same_second_as_a_change_sees_it() {
     let mut b = builder(0);
+    b.empty_at_start();
     let w = Write {
         at_ms: 10_000,
         item: 0,
@@ -325,6 +328,29 @@ fn a_gap_an_unreadable_file_or_a_stream_switch_refuses_the_window_with_why() {
     let h = switched.build(i64::MAX);
     assert!(
         matches!(h.lookup_as_of(&a, 11_000), AsOf::Refused(why) if why.contains("stream switched"))
+    );
+}
+
+#[test]
+fn without_a_snapshot_a_key_with_no_version_is_before_the_history_not_missing() {
+    let w = Write {
+        at_ms: 10_000,
+        item: 0,
+        value: Some(1),
+        keys_only: false,
+    };
+    let mut b = builder(5_000);
+    b.file("f", file(vec![change(1, &w)], ChangeKind::Dynamodb, ARN));
+    let h = b.build(i64::MAX);
+    let a = "a".to_owned();
+    assert_eq!(
+        h.lookup_as_of(&a, 9_000),
+        AsOf::BeforeHistory { starts_ms: 5_000 }
+    );
+    assert!(matches!(h.lookup_as_of(&a, 10_000), AsOf::Found(_)));
+    assert_eq!(
+        h.lookup_as_of(&"b".to_owned(), 10_000),
+        AsOf::BeforeHistory { starts_ms: 5_000 }
     );
 }
 
