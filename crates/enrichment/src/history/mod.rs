@@ -427,5 +427,8 @@ impl<T, K: Eq + Hash> History<T, K> {
     }
 }
 
+mod read;
+pub use read::HistorySource;
+
 #[cfg(test)]
 mod tests;

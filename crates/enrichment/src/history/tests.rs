@@ -360,3 +360,99 @@ fn an_answer_is_final_once_the_visibility_bound_has_passed_its_time() {
     assert!(h.is_final(50_000));
     assert!(!h.is_final(50_001));
 }
+
+mod read_from_the_feed {
+    //! A window read from a feed the producers and the compactor wrote (the rig's in-memory
+    //! bucket): the snapshot at the start, then the change files.
+
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use crate::history::{AsOf, HistoryBuilder, HistorySource};
+    use crate::lifecycle::config::{DecodeError, Decoder, LookupKeyFn};
+    use crate::snapshot::Ambiguity;
+    use crate::test_support::{modify, put_gap_file, rig, Product, BASE, PREFIX};
+    use crate::Clock;
+
+    fn builder() -> HistoryBuilder<Product, String> {
+        let decode: Decoder<Product> =
+            Arc::new(|i| serde_dynamo::from_item(i).map_err(DecodeError::wrap));
+        let key: LookupKeyFn<Product, String> = Arc::new(|p: &Product| Some(p.item.clone()));
+        HistoryBuilder::new(&["item", "price"], decode, key, Ambiguity::LowestKey, BASE)
+    }
+
+    fn source() -> HistorySource {
+        HistorySource {
+            feed_prefix: PREFIX.into(),
+            snapshot_prefix: change_protocol::DEFAULT_SNAPSHOT_PREFIX.into(),
+            table: "ProductPriority".into(),
+            look_back: Duration::from_secs(25),
+        }
+    }
+
+    fn priority(answer: AsOf<'_, Product>) -> Option<String> {
+        match answer {
+            AsOf::Found(p) => Some(p.priority.clone()),
+            AsOf::Missing => None,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_window_from_a_snapshot_and_the_files_after_it_answers_each_time_its_value() {
+        // GIVEN a snapshot of the table (burger medium), then burger high a minute later and low
+        // a minute after that
+        let r = rig();
+        r.publish_first_snapshot().await;
+        r.clock.advance(60_000);
+        r.write(&[modify(5, "burger", "high", 60_000)]);
+        r.clock.advance(60_000);
+        r.write(&[modify(6, "burger", "low", 120_000)]);
+        r.clock.advance(60_000);
+        // WHEN the window from just after the snapshot is read
+        let h = builder()
+            .read(&r.feed, &source(), BASE + 1_000, r.clock.ms())
+            .await
+            .unwrap();
+        // THEN each time answers the value it had
+        let burger = "burger".to_owned();
+        assert_eq!(
+            priority(h.lookup_as_of(&burger, BASE + 30_000)).as_deref(),
+            Some("medium")
+        );
+        assert_eq!(
+            priority(h.lookup_as_of(&burger, BASE + 60_000)).as_deref(),
+            Some("high")
+        );
+        assert_eq!(
+            priority(h.lookup_as_of(&burger, BASE + 119_999)).as_deref(),
+            Some("high")
+        );
+        assert_eq!(
+            priority(h.lookup_as_of(&burger, BASE + 120_000)).as_deref(),
+            Some("low")
+        );
+        assert_eq!(
+            priority(h.lookup_as_of(&"salad".to_owned(), BASE + 90_000)).as_deref(),
+            Some("high")
+        );
+        assert_eq!(
+            priority(h.lookup_as_of(&"donut".to_owned(), BASE + 90_000)),
+            None
+        );
+        assert!(matches!(
+            h.lookup_as_of(&burger, BASE - 1),
+            AsOf::BeforeHistory { .. }
+        ));
+        assert!(h.is_final(BASE + 150_000) && !h.is_final(r.clock.ms()));
+        // AND a gap file in the window refuses it, naming the file
+        let gap = put_gap_file(&r.feed, r.clock.now(), "lost");
+        let h = builder()
+            .read(&r.feed, &source(), BASE + 1_000, r.clock.ms())
+            .await
+            .unwrap();
+        assert!(
+            matches!(h.lookup_as_of(&burger, BASE + 30_000), AsOf::Refused(why) if why.contains(&gap))
+        );
+    }
+}
