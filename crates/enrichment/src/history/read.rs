@@ -46,15 +46,13 @@ impl<T, K: LookupKey> HistoryBuilder<T, K> {
         let look_back = i64::try_from(source.look_back.as_millis()).unwrap_or(i64::MAX);
         // The latest snapshot written at or before the window's start.
         let snapshots = format!("{}{}/", source.snapshot_prefix, source.table);
-        let snapshot = (list_all(feed, &snapshots, "").await?.into_iter())
-            .filter(|k| {
-                let time = k
-                    .strip_prefix(&snapshots)
-                    .and_then(|k| k.strip_suffix(".jsonl.gz"))
-                    .and_then(parse_key_time);
-                time.is_some_and(|t| t.timestamp_millis() <= from_ms)
-            })
-            .next_back();
+        let snapshot = (list_all(feed, &snapshots, "").await?.into_iter()).rfind(|k| {
+            let time = k
+                .strip_prefix(&snapshots)
+                .and_then(|k| k.strip_suffix(".jsonl.gz"))
+                .and_then(parse_key_time);
+            time.is_some_and(|t| t.timestamp_millis() <= from_ms)
+        });
         if let Some(key) = snapshot {
             match read_snapshot(feed, &key).await {
                 Ok((header, entries)) => self.snapshot(&header, entries),
