@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -66,6 +68,8 @@ class Hold:
 
     path: str
     grace_seconds: int = 900
+    # The clock held times and the grace are measured on (the driver's; a test moves its own).
+    now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
 
     def _fs(self, spark: SparkSession):
         jvm = spark.sparkContext._jvm
@@ -136,8 +140,9 @@ def process_batch(
     ).where(F.col("dish").isNull() | (F.col("dish") != LEGACY_FLAG))
     if hold is not None:
         # The held orders join again, beside this micro-batch's (each keeps when it was held).
-        now = orders.withColumn("held_at", F.current_timestamp()).withColumn("first_batch", F.lit(batch_id).cast("long"))
-        orders = now.unionByName(hold.before(spark, batch_id)).cache()
+        at = F.lit(hold.now()).cast("timestamp")
+        new = orders.withColumn("held_at", at).withColumn("first_batch", F.lit(batch_id).cast("long"))
+        orders = new.unionByName(hold.before(spark, batch_id)).cache()
     reference = data.current()
     joined = orders.join(F.broadcast(reference), orders.dish == reference.item, "left")
     held = None
@@ -154,7 +159,7 @@ def process_batch(
         missing = joined.where(F.col("item").isNull()).select(orders["*"])
         reason = F.concat(F.lit("no reference item for dish "), F.coalesce(F.col("dish"), F.lit("null")))
         if hold is not None:
-            waited = F.unix_timestamp(F.current_timestamp()) - F.unix_timestamp(F.col("held_at"))
+            waited = F.unix_timestamp(F.lit(hold.now()).cast("timestamp")) - F.unix_timestamp(F.col("held_at"))
             expired = waited > hold.grace_seconds
             held = missing.where(~expired)
             reason = F.concat(
