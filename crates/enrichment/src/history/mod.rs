@@ -26,7 +26,7 @@
 //!   (every change created at or before `t` is then listed); [`History::is_final`] says whether
 //!   it has.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::Arc;
 
@@ -80,19 +80,35 @@ struct Version<T> {
     state: State<T>,
 }
 
+/// One version of an item as a built history keeps it: from when, and what (with the value's
+/// lookup key, computed once).
+#[derive(Debug)]
+struct Kept<T, K> {
+    from_ms: i64,
+    state: KeptState<T, K>,
+}
+
+#[derive(Debug)]
+enum KeptState<T, K> {
+    Item(Arc<T>, Option<K>),
+    Removed,
+    Unknown,
+}
+
 /// The versions of every item of a window, and the lookup keys that reach them.
 pub struct History<T, K> {
-    lookup_key: LookupKeyFn<T, K>,
     based: bool,
     starts_ms: i64,
     final_through_ms: i64,
     refusal: Option<String>,
     ambiguity: Ambiguity,
-    versions: HashMap<ItemKey, Vec<Version<T>>>,
-    by_lookup: HashMap<K, BTreeSet<ItemKey>>,
+    /// Each item's versions, oldest first (an item is its index here).
+    versions: Vec<Vec<Kept<T, K>>>,
+    /// The items any of whose versions had the lookup key, in primary-key order.
+    by_lookup: HashMap<K, Vec<u32>, foldhash::fast::RandomState>,
     /// Items never seen with a value in the window (only changes without images): their lookup
     /// key is unknown, so while one is unknown, every lookup is.
-    unkeyed: Vec<ItemKey>,
+    unkeyed: Vec<u32>,
 }
 
 impl<T, K> std::fmt::Debug for History<T, K> {
@@ -296,10 +312,15 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
             changes,
             ..
         } = self;
-        let mut versions = HashMap::with_capacity(changes.len());
-        let mut by_lookup: HashMap<K, BTreeSet<ItemKey>> = HashMap::new();
+        // Items in primary-key order, so that a lookup key's items are too.
+        let mut changes: Vec<(ItemKey, Vec<Version<T>>)> = changes.into_iter().collect();
+        changes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut versions = Vec::with_capacity(changes.len());
+        // (the fast hasher the snapshots use: lookup keys are not attacker-chosen hash floods)
+        let mut by_lookup: HashMap<K, Vec<u32>, foldhash::fast::RandomState> = HashMap::default();
         let mut unkeyed = Vec::new();
-        for (key, mut list) in changes {
+        for (index, (_, mut list)) in changes.into_iter().enumerate() {
+            let index = u32::try_from(index).unwrap_or(u32::MAX);
             // Sequence order per item (a snapshot entry's value first when it has none: it is
             // the value as of the history's start); duplicates (a file listed twice, a change
             // a snapshot already holds) once.
@@ -312,21 +333,36 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
                 floor = v.from_ms;
             }
             let mut keyed = false;
-            for v in &list {
-                if let State::Item(value) = &v.state {
-                    keyed = true;
-                    if let Some(k) = lookup_key(value) {
-                        by_lookup.entry(k).or_default().insert(key.clone());
-                    }
-                }
+            let mut unknown = false;
+            let kept: Vec<Kept<T, K>> = (list.into_iter())
+                .map(|v| Kept {
+                    from_ms: v.from_ms,
+                    state: match v.state {
+                        State::Item(value) => {
+                            keyed = true;
+                            let k = lookup_key(&value);
+                            if let Some(k) = &k {
+                                let items = by_lookup.entry(k.clone()).or_default();
+                                if items.last() != Some(&index) {
+                                    items.push(index);
+                                }
+                            }
+                            KeptState::Item(value, k)
+                        }
+                        State::Removed => KeptState::Removed,
+                        State::Unknown => {
+                            unknown = true;
+                            KeptState::Unknown
+                        }
+                    },
+                })
+                .collect();
+            if !keyed && unknown {
+                unkeyed.push(index);
             }
-            if !keyed && list.iter().any(|v| matches!(v.state, State::Unknown)) {
-                unkeyed.push(key.clone());
-            }
-            versions.insert(key, list);
+            versions.push(kept);
         }
         History {
-            lookup_key,
             based,
             starts_ms,
             final_through_ms,
@@ -341,8 +377,8 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
 
 impl<T, K: Eq + Hash> History<T, K> {
     /// The version of `item` valid at `t_ms` (the newest from at or before it).
-    fn at(&self, item: &ItemKey, t_ms: i64) -> Option<&Version<T>> {
-        let list = self.versions.get(item)?;
+    fn at(&self, item: u32, t_ms: i64) -> Option<&Kept<T, K>> {
+        let list = self.versions.get(item as usize)?;
         let at = list.partition_point(|v| v.from_ms <= t_ms);
         at.checked_sub(1).map(|i| &list[i])
     }
@@ -377,12 +413,11 @@ impl<T, K: Eq + Hash> History<T, K> {
             };
         }
         // An item that may have this key, unknown at t: the answer is too.
-        for item_key in &self.unkeyed {
-            if let Some(Version {
-                state: State::Unknown,
+        for item in &self.unkeyed {
+            if let Some(Kept {
+                state: KeptState::Unknown,
                 from_ms,
-                ..
-            }) = self.at(item_key, t_ms)
+            }) = self.at(*item, t_ms)
             {
                 return AsOf::Unknown { since_ms: *from_ms };
             }
@@ -398,31 +433,30 @@ impl<T, K: Eq + Hash> History<T, K> {
         let Some(items) = self.by_lookup.get(key) else {
             return missing;
         };
-        let mut found: Vec<&Arc<T>> = Vec::new();
         // (in key order: the lowest key first, as `Ambiguity::LowestKey` takes it)
-        for item_key in items {
-            let Some(version) = self.at(item_key, t_ms) else {
+        let (mut first, mut count) = (None, 0);
+        for item in items {
+            let Some(version) = self.at(*item, t_ms) else {
                 continue;
             };
             match &version.state {
-                State::Item(value) => {
-                    // (an item whose key changed to another lookup key since is not this one)
-                    if (self.lookup_key)(value).as_ref() == Some(key) {
-                        found.push(value);
-                    }
+                // (an item whose lookup key changed since is not this key's now)
+                KeptState::Item(value, k) if k.as_ref() == Some(key) => {
+                    first.get_or_insert(value);
+                    count += 1;
                 }
-                State::Removed => {}
-                State::Unknown => {
+                KeptState::Item(..) | KeptState::Removed => {}
+                KeptState::Unknown => {
                     return AsOf::Unknown {
                         since_ms: version.from_ms,
                     }
                 }
             }
         }
-        match (found.len(), self.ambiguity) {
-            (0, _) => missing,
-            (1, _) | (_, Ambiguity::LowestKey) => AsOf::Found(found[0]),
-            (n, Ambiguity::Reject) => AsOf::Ambiguous(n),
+        match (first, count, self.ambiguity) {
+            (None, _, _) => missing,
+            (Some(value), 1, _) | (Some(value), _, Ambiguity::LowestKey) => AsOf::Found(value),
+            (Some(_), n, Ambiguity::Reject) => AsOf::Ambiguous(n),
         }
     }
 }
