@@ -120,3 +120,35 @@ class ObjectReference(_Reference):
         """A reference to the objects under `prefix` in `bucket` (CSV with a header or JSON
         Lines, optionally gzip), rows looked up by `key_column`; the other arguments are
         `TableReference`'s."""
+
+class NotAnswerable(LookupError):
+    """The history cannot say what a key held at that time: before what it holds, changed without
+    saying to what (no image in the stream), or refused (a gap, an unreadable change file, a
+    stream switch in the window). The message says which."""
+
+class TableHistory:
+    """A table as it was at any time from `from_time` on (seconds since the epoch), read once from
+    the change feed: the latest feed snapshot written at or before `from_time`, then every change
+    file after it. A record stamped within the same second as a change sees it."""
+
+    def __init__(
+        self,
+        table: str,
+        key_attributes: Sequence[str],
+        lookup_attribute: str,
+        feed_bucket: str,
+        from_time: float,
+        *,
+        feed_prefix: str = "change_flags/",
+        snapshot_prefix: str = "feed-snapshots/",
+        look_back_seconds: float = 25.0,
+        endpoint_url: Optional[str] = None,
+    ) -> None: ...
+    def lookup(self, key: str, as_of: float) -> Optional[Any]:
+        """The item whose lookup key was `key` at `as_of` (seconds since the epoch), or None when
+        there was none; raises NotAnswerable when the history cannot say."""
+    def is_final(self, as_of: float) -> bool:
+        """Whether every change made at or before `as_of` was visible when the history was read."""
+    @property
+    def starts_at(self) -> float:
+        """Where the history starts: the snapshot's position, or `from_time` without one."""

@@ -13,6 +13,7 @@
 //!   (the last good data keeps serving, and the refresh report's `error` carries the message).
 //!
 //! Modules: `table` and `object`, the two classes (`TableReference`, `ObjectReference`);
+//! `history`, the table as it was at a time (`TableHistory`, as-of answers);
 //! `reference`, what they share (the read side, the batch's classification, their Python
 //! methods); `policies`, the keyword arguments into the crate's `Policies` (whose defaults are
 //! the only ones) and the errors of bad arguments; `values`, items and rows into Python values;
@@ -22,6 +23,7 @@
 
 use pyo3::prelude::*;
 
+mod history;
 mod object;
 mod outcomes;
 mod policies;
@@ -30,6 +32,7 @@ mod runtime;
 mod table;
 mod values;
 
+pub use history::TableHistory;
 pub use object::ObjectReference;
 pub use table::TableReference;
 
@@ -38,6 +41,8 @@ pub use table::TableReference;
 fn stream_refdata(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<TableReference>()?;
     m.add_class::<ObjectReference>()?;
+    m.add_class::<TableHistory>()?;
+    m.add("NotAnswerable", m.py().get_type::<history::NotAnswerable>())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }
