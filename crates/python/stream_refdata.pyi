@@ -142,6 +142,7 @@ class TableHistory:
         feed_prefix: str = "change_flags/",
         snapshot_prefix: str = "feed-snapshots/",
         look_back_seconds: float = 25.0,
+        retention_days: int = 7,
         endpoint_url: Optional[str] = None,
     ) -> None: ...
     def lookup(self, key: str, as_of: float) -> Optional[Any]:

@@ -47,7 +47,7 @@ impl TableHistory {
     #[pyo3(signature = (
         table, key_attributes, lookup_attribute, feed_bucket, from_time,
         *, feed_prefix="change_flags/".to_owned(), snapshot_prefix="feed-snapshots/".to_owned(),
-        look_back_seconds=25.0, endpoint_url=None
+        look_back_seconds=25.0, retention_days=7, endpoint_url=None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -60,6 +60,7 @@ impl TableHistory {
         feed_prefix: String,
         snapshot_prefix: String,
         look_back_seconds: f64,
+        retention_days: u64,
         endpoint_url: Option<String>,
     ) -> PyResult<Self> {
         not_blank("table", &table)?;
@@ -86,6 +87,7 @@ impl TableHistory {
             snapshot_prefix,
             table,
             look_back: Duration::from_secs_f64(look_back_seconds),
+            retention: Some(Duration::from_secs(retention_days.saturating_mul(86_400))),
         };
         let sdk = sdk_config(py, endpoint_url);
         let feed = S3Feed::new(aws_plumbing::s3_client(&sdk), feed_bucket);

@@ -31,7 +31,7 @@ use std::hash::Hash;
 use std::sync::Arc;
 
 use change_protocol::{
-    ChangeFile, ChangeKind, EntryBody, EventName, Item, SequenceNumber, SnapshotEntry,
+    ChangeFile, ChangeKind, EntryBody, EntryStamp, EventName, Item, SequenceNumber, SnapshotEntry,
     SnapshotHeader,
 };
 
@@ -78,6 +78,19 @@ struct Version<T> {
     seq: Option<SequenceNumber>,
     from_ms: i64,
     state: State<T>,
+    /// Set for a snapshot's entry: how its value was taken, which decides which changes of the
+    /// window it already reflects.
+    base: Option<Base>,
+}
+
+/// How a snapshot's entry took its value (the follower's stamp, `docs/design.md` 1.3).
+#[derive(Clone, Copy, Debug)]
+enum Base {
+    /// Applied from a change's image (its sequence number is the entry's).
+    Change,
+    /// Read from the table between these times (ms), or by the Scan that ended at R (both the
+    /// same time then); `None` when the snapshot does not say when (no R).
+    Read(Option<(i64, i64)>),
 }
 
 /// One version of an item as a built history keeps it: from when, and what (with the value's
@@ -130,6 +143,13 @@ pub struct HistoryBuilder<T, K> {
     lookup_key: LookupKeyFn<T, K>,
     ambiguity: Ambiguity,
     starts_ms: i64,
+    /// The table (set by [`HistoryBuilder::table`] or a snapshot): change files of others are
+    /// skipped.
+    table: Option<String>,
+    /// The snapshot's clock margin (at least the producers' write margin), for its read times.
+    margin_ms: i64,
+    /// The snapshot's write window plus its margin: how far before its position files are read.
+    pub(crate) snapshot_look_back_ms: i64,
     /// What the table held at the start is known (a snapshot, or a table known empty then).
     based: bool,
     stream: Option<String>,
@@ -170,11 +190,20 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
             lookup_key,
             ambiguity,
             starts_ms,
+            table: None,
+            margin_ms: i64::try_from(change_protocol::WRITE_MARGIN_MS).unwrap_or(5_000),
+            snapshot_look_back_ms: 0,
             based: false,
             stream: None,
             refusal: None,
             changes: HashMap::new(),
         }
+    }
+
+    /// The table whose history this is: change files of other tables (a shared feed) are
+    /// skipped, and a snapshot of another table refuses the window.
+    pub fn table(&mut self, name: &str) {
+        self.table = Some(name.to_owned());
     }
 
     /// Declares that the table held nothing at the start (a new table, its feed from its
@@ -185,7 +214,7 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
         self.based = true;
     }
 
-    fn refuse(&mut self, why: String) {
+    pub(crate) fn refuse(&mut self, why: String) {
         self.refusal.get_or_insert(why);
     }
 
@@ -203,8 +232,22 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
         header: &SnapshotHeader,
         entries: impl IntoIterator<Item = SnapshotEntry>,
     ) {
+        if self.table.as_ref().is_some_and(|t| *t != header.table)
+            || header.key_attributes != self.key_attributes
+        {
+            self.refuse(format!(
+                "the snapshot is of table {} keyed by {:?}, not of this one",
+                header.table, header.key_attributes
+            ));
+            return;
+        }
+        self.table = Some(header.table.clone());
         self.starts_ms = header.position_ms;
         self.based = true;
+        let margin = i64::try_from(header.clock_margin_ms).unwrap_or(0);
+        self.margin_ms = self.margin_ms.max(margin);
+        self.snapshot_look_back_ms =
+            i64::try_from(header.write_window_ms).unwrap_or(0) + self.margin_ms;
         if let Some(arn) = &header.stream_arn {
             self.stream = Some(change_protocol::source_label(arn));
         }
@@ -217,10 +260,24 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
                 EntryBody::Item(item) => self.state_of(Some(item)),
                 EntryBody::Tombstone(_) => State::Removed,
             };
+            let base = match (entry.stamp, &entry.seq) {
+                (Some(EntryStamp::Change { .. }), Some(_)) => Base::Change,
+                (Some(EntryStamp::Read { from_ms, to_ms }), _) => {
+                    Base::Read(Some((from_ms, to_ms)))
+                }
+                (None, None) => Base::Read(header.full_load_end_ms.map(|r| (r, r))),
+                // (a sequence number without a stamp, or a change stamp without one: not what a
+                // follower writes)
+                _ => {
+                    self.refuse("a snapshot entry whose stamp and sequence number disagree".into());
+                    continue;
+                }
+            };
             self.changes.entry(key).or_default().push(Version {
                 seq: entry.seq,
                 from_ms: header.position_ms,
                 state,
+                base: Some(base),
             });
         }
     }
@@ -235,6 +292,12 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
             }
             ChangeKind::S3 => return,
             ChangeKind::Dynamodb => {}
+        }
+        // (another table's changes in a shared feed)
+        if let (Some(table), Some(of)) = (&self.table, &file.source.table) {
+            if table != of {
+                return;
+            }
         }
         match &self.stream {
             Some(label) if *label != file.source.label => {
@@ -259,6 +322,7 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
                 seq: Some(change.sequence_number),
                 from_ms: second_of(change.approximate_creation_ms),
                 state,
+                base: None,
             });
         }
         for opaque in file.opaque {
@@ -283,6 +347,7 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
                         seq: Some(seq),
                         from_ms,
                         state: State::Unknown,
+                        base: None,
                     });
                 }
                 _ => self.refuse(format!(
@@ -307,6 +372,7 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
             lookup_key,
             ambiguity,
             starts_ms,
+            margin_ms,
             based,
             refusal,
             changes,
@@ -326,6 +392,41 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
             // a snapshot already holds) once.
             list.sort_by(|a, b| a.seq.cmp(&b.seq));
             list.dedup_by(|later, earlier| later.seq.is_some() && later.seq == earlier.seq);
+            // What the snapshot's entry already reflects (the follower's order rule): a change
+            // at or before its sequence number; after a read, one made before the read began
+            // (less the margin). One made during the read (within the margin) may or may not
+            // be in it: from then the item is unknown until a later change says. A Scan that
+            // does not say when it ended cannot tell either, for changes before its position
+            // plus the margin.
+            if let Some(i) = list.iter().position(|v| v.base.is_some()) {
+                let base = list[i].base.unwrap_or(Base::Change);
+                let base_seq = list[i].seq.clone();
+                let position = list[i].from_ms;
+                let mut kept = Vec::with_capacity(list.len());
+                for (n, mut v) in list.into_iter().enumerate() {
+                    if n == i || v.base.is_some() {
+                        kept.push(v);
+                        continue;
+                    }
+                    if base_seq.is_some() && v.seq <= base_seq {
+                        continue;
+                    }
+                    let (lo, hi) = match base {
+                        Base::Change => (i64::MIN, i64::MIN),
+                        Base::Read(Some((from, to))) => (from - margin_ms, to + margin_ms),
+                        Base::Read(None) => (i64::MIN, position + margin_ms),
+                    };
+                    // (a change happened within [its second, its second + 1 s))
+                    if v.from_ms + 1000 <= lo {
+                        continue;
+                    }
+                    if v.from_ms < hi {
+                        v.state = State::Unknown;
+                    }
+                    kept.push(v);
+                }
+                list = kept;
+            }
             // Never back in time, and nothing before the start.
             let mut floor = starts_ms;
             for v in &mut list {
@@ -357,7 +458,10 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
                     },
                 })
                 .collect();
-            if !keyed && unknown {
+            // (a change without an image may have changed its lookup key too: while it is
+            // unknown, it may have any key)
+            let _ = keyed;
+            if unknown {
                 unkeyed.push(index);
             }
             versions.push(kept);
@@ -396,7 +500,8 @@ impl<T, K: Eq + Hash> History<T, K> {
     /// Whether an answer for `t_ms` is final: the feed's visibility bound has passed it, so no
     /// change created at or before it can still appear.
     pub fn is_final(&self, t_ms: i64) -> bool {
-        t_ms <= self.final_through_ms
+        // (a change of t's own second counts at t: the whole second must be visible)
+        second_of(t_ms) + 1000 <= self.final_through_ms
     }
 
     /// The item with lookup key `key` as it was at `t_ms` (see the [module](self) for the rules).

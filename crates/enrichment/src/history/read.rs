@@ -21,8 +21,12 @@ pub struct HistorySource {
     /// The table (its snapshots are under `<snapshot_prefix><table>/`).
     pub table: String,
     /// How far before a position change files are listed: the largest write window W plus the
-    /// clock margin (a file written within W may be listed late).
+    /// clock margin (a file written within W may be listed late). A snapshot's own W and margin
+    /// widen it.
     pub look_back: Duration,
+    /// How long change files are kept (the feed bucket's lifecycle rule): a window whose files
+    /// may have expired refuses rather than answer from what is left. `None`: not checked.
+    pub retention: Option<Duration>,
 }
 
 impl<T, K: LookupKey> HistoryBuilder<T, K> {
@@ -43,7 +47,8 @@ impl<T, K: LookupKey> HistoryBuilder<T, K> {
         from_ms: i64,
         now_ms: i64,
     ) -> Result<History<T, K>, SourceError> {
-        let look_back = i64::try_from(source.look_back.as_millis()).unwrap_or(i64::MAX);
+        let mut look_back = i64::try_from(source.look_back.as_millis()).unwrap_or(i64::MAX);
+        self.table(&source.table);
         // The latest snapshot written at or before the window's start.
         let snapshots = format!("{}{}/", source.snapshot_prefix, source.table);
         let snapshot = (list_all(feed, &snapshots, "").await?.into_iter()).rfind(|k| {
@@ -60,6 +65,20 @@ impl<T, K: LookupKey> HistoryBuilder<T, K> {
             }
         } else {
             self.starts_ms = from_ms;
+        }
+        look_back = look_back.max(self.snapshot_look_back_ms);
+        // Files older than the retention are gone: a window reaching them cannot answer (a day
+        // of slack for the lifecycle rule's timing).
+        if let Some(retention) = source.retention {
+            let kept = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX) - 86_400_000;
+            let oldest = self.starts_ms.saturating_sub(look_back);
+            if now_ms.saturating_sub(oldest) > kept {
+                self.refuse(format!(
+                    "the window needs change files from {} ms, and files are kept {} days: some may have expired",
+                    oldest,
+                    retention.as_secs() / 86_400
+                ));
+            }
         }
         // Every change file from the start less the look-back.
         let start =

@@ -81,37 +81,19 @@ fn expected_of(writes: &[Write], i: usize, t: i64, starts_ms: i64, split: usize)
     }
 }
 
-/// What a lookup of item `i` at `t` answers: its value, unless an item whose lookup key the
-/// window cannot tell (never seen with a value in it) is unknown then.
-fn expected(
-    writes: &[Write],
-    i: usize,
-    t: i64,
-    starts_ms: i64,
-    split: usize,
-    files_from: usize,
-) -> Expected {
+/// What a lookup of item `i` at `t` answers: its value, unless an item is unknown then (a
+/// change without an image may have given it any lookup key).
+fn expected(writes: &[Write], i: usize, t: i64, starts_ms: i64, split: usize) -> Expected {
     let own = expected_of(writes, i, t, starts_ms, split);
     if own == Expected::Unknown {
         return own;
     }
     for j in (0..ITEMS.len()).filter(|j| *j != i) {
-        // j is seen with a value in the window: its snapshot entry has one (a read gave it),
-        // or a change of the files carries one (an image)
-        let in_snapshot = last_before(writes, j, split).is_some_and(|n| writes[n].value.is_some());
-        let in_files = (writes.iter().enumerate())
-            .any(|(n, w)| w.item == j && n >= files_from && w.value.is_some() && !w.keys_only);
-        let keyed = in_snapshot || in_files;
-        if !keyed && expected_of(writes, j, t, starts_ms, split) == Expected::Unknown {
+        if expected_of(writes, j, t, starts_ms, split) == Expected::Unknown {
             return Expected::Unknown;
         }
     }
     own
-}
-
-/// The index of item `j`'s last write before `split` (the one the snapshot holds).
-fn last_before(writes: &[Write], j: usize, split: usize) -> Option<usize> {
-    (0..split).rev().find(|n| writes[*n].item == j)
 }
 
 fn change(seq: u64, w: &Write) -> StreamChange {
@@ -212,13 +194,16 @@ proptest! {
         let mut b = builder(1_795_650_000_000);
         let starts_ms = if split > 0 {
             let position = writes[split - 1].at_ms;
-            let mut last: HashMap<usize, (u64, Option<u8>)> = HashMap::new();
+            let mut last: HashMap<usize, (u64, Option<u8>, i64)> = HashMap::new();
             for (seq, w) in writes[..split].iter().enumerate() {
-                last.insert(w.item, (seq as u64, w.value));
+                last.insert(w.item, (seq as u64, w.value, w.at_ms));
             }
-            let entries = last.into_iter().map(|(i, (seq, value))| SnapshotEntry {
+            // (each as the follower applied it: the change's sequence number and time)
+            let entries = last.into_iter().map(|(i, (seq, value, at))| SnapshotEntry {
                 seq: Some(SequenceNumber::parse(&(1000 + seq).to_string()).unwrap()),
-                stamp: None,
+                stamp: Some(change_protocol::EntryStamp::Change {
+                    created_ms: second_of(at),
+                }),
                 body: match value {
                     Some(v) => EntryBody::Item(item(ITEMS[i], Some(&v.to_string()))),
                     None => EntryBody::Tombstone(item(ITEMS[i], None)),
@@ -261,7 +246,7 @@ proptest! {
                     prop_assert_eq!(got, AsOf::BeforeHistory { starts_ms });
                     continue;
                 }
-                let want = expected(&writes, i, t, starts_ms, split, from);
+                let want = expected(&writes, i, t, starts_ms, split);
                 let got = match got {
                     AsOf::Found(v) => Expected::Value(v.1.parse().unwrap()),
                     AsOf::Missing => Expected::Missing,
@@ -357,8 +342,111 @@ fn without_a_snapshot_a_key_with_no_version_is_before_the_history_not_missing() 
 #[test]
 fn an_answer_is_final_once_the_visibility_bound_has_passed_its_time() {
     let h = builder(0).build(50_000);
-    assert!(h.is_final(50_000));
-    assert!(!h.is_final(50_001));
+    // (a change of t's own second counts at t: its whole second must be visible)
+    assert!(h.is_final(49_999));
+    assert!(!h.is_final(50_000));
+}
+
+/// A snapshot at `position` whose Scan ended at `r`, holding item a at value 1 (read by the
+/// Scan: no sequence number, no stamp).
+fn scanned(position: i64, r: i64) -> HistoryBuilder<Value, String> {
+    let mut b = builder(0);
+    let mut h = header(position);
+    h.full_load_end_ms = Some(r);
+    b.snapshot(
+        &h,
+        vec![SnapshotEntry {
+            seq: None,
+            stamp: None,
+            body: EntryBody::Item(item("a", Some("1"))),
+        }],
+    );
+    b
+}
+
+#[test]
+fn a_scans_value_is_not_overridden_by_a_change_it_already_reflects() {
+    let a = "a".to_owned();
+    let value = |h: &History<Value, String>, t: i64| match h.lookup_as_of(&a, t) {
+        AsOf::Found(v) => Some(v.1.clone()),
+        AsOf::Unknown { .. } => None,
+        other => panic!("{other:?}"),
+    };
+    // A change made long before the Scan ended (a late file, a replayed batch): reflected.
+    let old = Write {
+        at_ms: 100_000,
+        item: 0,
+        value: Some(0),
+        keys_only: false,
+    };
+    let mut b = scanned(200_000, 190_000);
+    b.file(
+        "late",
+        file(vec![change(1, &old)], ChangeKind::Dynamodb, ARN),
+    );
+    let h = b.build(i64::MAX);
+    assert_eq!(
+        value(&h, 250_000).as_deref(),
+        Some("1"),
+        "the Scan's value stands"
+    );
+    // One made within the margin of the Scan's end: the Scan may or may not hold it.
+    let during = Write {
+        at_ms: 188_000,
+        ..old.clone()
+    };
+    let mut b = scanned(200_000, 190_000);
+    b.file(
+        "during",
+        file(vec![change(1, &during)], ChangeKind::Dynamodb, ARN),
+    );
+    assert_eq!(
+        value(&b.build(i64::MAX), 250_000),
+        None,
+        "unknown, not a guess"
+    );
+    // One made after it: applies.
+    let after = Write {
+        at_ms: 230_000,
+        ..old
+    };
+    let mut b = scanned(200_000, 190_000);
+    b.file(
+        "after",
+        file(vec![change(1, &after)], ChangeKind::Dynamodb, ARN),
+    );
+    let h = b.build(i64::MAX);
+    assert_eq!(value(&h, 220_000).as_deref(), Some("1"));
+    assert_eq!(value(&h, 230_000).as_deref(), Some("0"));
+}
+
+#[test]
+fn another_tables_files_are_skipped_and_another_tables_snapshot_refused() {
+    let w = Write {
+        at_ms: 10_000,
+        item: 0,
+        value: Some(1),
+        keys_only: false,
+    };
+    let a = "a".to_owned();
+    let mut b = builder(0);
+    b.table("T");
+    b.empty_at_start();
+    let mut other = file(
+        vec![change(1, &w)],
+        ChangeKind::Dynamodb,
+        "arn:other/stream/1",
+    );
+    other.source.table = Some("Other".into());
+    b.file("other", other);
+    assert_eq!(b.build(i64::MAX).lookup_as_of(&a, 20_000), AsOf::Missing);
+
+    let mut b = builder(0);
+    b.table("Orders");
+    b.snapshot(&header(5_000), Vec::new());
+    assert!(
+        matches!(b.build(i64::MAX).lookup_as_of(&a, 20_000), AsOf::Refused(why) if why.contains("table T"))
+    );
 }
 
 mod read_from_the_feed {
@@ -387,6 +475,7 @@ mod read_from_the_feed {
             snapshot_prefix: change_protocol::DEFAULT_SNAPSHOT_PREFIX.into(),
             table: "ProductPriority".into(),
             look_back: Duration::from_secs(25),
+            retention: Some(Duration::from_secs(7 * 86_400)),
         }
     }
 
