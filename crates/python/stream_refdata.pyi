@@ -143,6 +143,7 @@ class TableHistory:
         snapshot_prefix: str = "feed-snapshots/",
         look_back_seconds: float = 25.0,
         retention_days: int = 7,
+        empty_at_start: bool = False,
         endpoint_url: Optional[str] = None,
     ) -> None: ...
     def lookup(self, key: str, as_of: float) -> Optional[Any]:

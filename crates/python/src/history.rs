@@ -28,7 +28,10 @@ create_exception!(
 /// once from the change feed in `feed_bucket` (the latest feed snapshot written at or before
 /// `from_time`, then every change file after it). `lookup(key, as_of)` answers what the item
 /// with that lookup key was at `as_of`: the item, `None` when there was none, or
-/// `NotAnswerable` with why. A record stamped within the same second as a change sees it.
+/// `NotAnswerable` with why. A record stamped within the same second as a change sees it. Without
+/// a snapshot at or before `from_time` every answer is `NotAnswerable` (an item from before the
+/// window would not be seen), unless `empty_at_start` says the table held nothing then (it was
+/// created later).
 #[pyclass(frozen, module = "stream_refdata")]
 #[derive(Debug)]
 pub struct TableHistory {
@@ -47,7 +50,7 @@ impl TableHistory {
     #[pyo3(signature = (
         table, key_attributes, lookup_attribute, feed_bucket, from_time,
         *, feed_prefix="change_flags/".to_owned(), snapshot_prefix="feed-snapshots/".to_owned(),
-        look_back_seconds=25.0, retention_days=7, endpoint_url=None
+        look_back_seconds=25.0, retention_days=7, empty_at_start=false, endpoint_url=None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -61,6 +64,7 @@ impl TableHistory {
         snapshot_prefix: String,
         look_back_seconds: f64,
         retention_days: u64,
+        empty_at_start: bool,
         endpoint_url: Option<String>,
     ) -> PyResult<Self> {
         not_blank("table", &table)?;
@@ -75,13 +79,16 @@ impl TableHistory {
             )));
         }
         let keys: Vec<&str> = key_attributes.iter().map(String::as_str).collect();
-        let builder = HistoryBuilder::new(
+        let mut builder = HistoryBuilder::new(
             &keys,
             PyItem::decoder(lookup_attribute),
             Arc::new(PyItem::lookup),
             Ambiguity::LowestKey,
             ms(from_time),
         );
+        if empty_at_start {
+            builder.empty_at_start();
+        }
         let source = HistorySource {
             feed_prefix,
             snapshot_prefix,

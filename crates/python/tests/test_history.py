@@ -11,7 +11,7 @@ from conftest import endpoint
 
 
 def test_a_table_as_it_was_at_each_time_of_the_window(reference):
-    window_start = time.time() - 600  # before the table's five items were written
+    window_start = time.time() - 600  # before the table existed: it held nothing then
     reference.set_priority("burger", "high")
     after_high = time.time()
     time.sleep(1.1)  # the next change in a later second
@@ -20,17 +20,22 @@ def test_a_table_as_it_was_at_each_time_of_the_window(reference):
 
     h = TableHistory(
         reference.table, ["item", "price"], "item", reference.bucket, window_start,
-        look_back_seconds=0.0, endpoint_url=endpoint(),
+        look_back_seconds=0.0, empty_at_start=True, endpoint_url=endpoint(),
     )
     assert h.starts_at == pytest.approx(window_start, abs=0.001), "no snapshot: the window's start"
     assert h.lookup("burger", after_high)["priority"] == "high"
     assert h.lookup("burger", after_low)["priority"] == "low"
     assert h.lookup("salad", after_low)["priority"] == "high", "written in the window"
-    # A key with no item in the window: without a snapshot the history cannot say it had none.
-    with pytest.raises(NotAnswerable, match="before the history"):
-        h.lookup("donut", after_low)
+    assert h.lookup("donut", after_low) is None, "never written"
     with pytest.raises(NotAnswerable, match="before the history"):
         h.lookup("burger", window_start - 1)
+    # Without a snapshot and without knowing the table was empty, nothing is answered.
+    unbased = TableHistory(
+        reference.table, ["item", "price"], "item", reference.bucket, window_start,
+        look_back_seconds=0.0, endpoint_url=endpoint(),
+    )
+    with pytest.raises(NotAnswerable, match="before the history"):
+        unbased.lookup("burger", after_low)
     assert h.is_final(after_high - 60)
 
 

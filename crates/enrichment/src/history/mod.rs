@@ -11,11 +11,11 @@
 //!   tie rule, applied everywhere. When sequence order and creation seconds disagree (a later
 //!   change stamped in an earlier second), the later change is valid from the earlier one's
 //!   second, never before it: the versions of an item never go back in time.
-//! - **Start.** A snapshot's values are valid from its position; without a snapshot the history
-//!   starts at the window's start and a key with no version at a time answers
-//!   [`AsOf::BeforeHistory`] (it may have had an item from before), unless the table is declared
-//!   empty then ([`HistoryBuilder::empty_at_start`]). A time before the start answers
-//!   [`AsOf::BeforeHistory`] too.
+//! - **Start.** A snapshot's values are valid from its position. Without a snapshot every answer
+//!   is [`AsOf::BeforeHistory`] (an item not changed in the window, or another with the same
+//!   lookup key, is not seen), unless the table is declared empty at the start
+//!   ([`HistoryBuilder::empty_at_start`]: a table created in the window). A time before the start
+//!   answers [`AsOf::BeforeHistory`] too.
 //! - **No guesses.** A change without its new image (a `KEYS_ONLY` stream, an `OLD_IMAGE` stream,
 //!   a record the producer could not type) does not say what the item was: from its time until
 //!   the item's next change with an image, the answer is [`AsOf::Unknown`]. A present-day re-read
@@ -207,9 +207,8 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
     }
 
     /// Declares that the table held nothing at the start (a new table, its feed from its
-    /// creation): without this or a [`snapshot`](Self::snapshot), a key with no version at a
-    /// time answers [`AsOf::BeforeHistory`], not [`AsOf::Missing`] (it may have had an item
-    /// from before the window).
+    /// creation): without this or a [`snapshot`](Self::snapshot), every answer is
+    /// [`AsOf::BeforeHistory`] (an item from before the window would not be seen).
     pub fn empty_at_start(&mut self) {
         self.based = true;
     }
@@ -427,9 +426,19 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
                 }
                 list = kept;
             }
-            // Never back in time, and nothing before the start.
+            // Never back in time, and nothing before the start. A later change stamped in an
+            // earlier second than the one before it: sequence and creation order disagree, and
+            // the follower would read the item; here it is unknown from then.
             let mut floor = starts_ms;
+            let mut previous_second = i64::MIN;
             for v in &mut list {
+                // (between changes of the window: a snapshot entry's time is its position)
+                if v.base.is_none() {
+                    if v.from_ms < previous_second {
+                        v.state = State::Unknown;
+                    }
+                    previous_second = previous_second.max(v.from_ms);
+                }
                 v.from_ms = v.from_ms.max(floor);
                 floor = v.from_ms;
             }
@@ -512,7 +521,10 @@ impl<T, K: Eq + Hash> History<T, K> {
         if let Some(why) = &self.refusal {
             return AsOf::Refused(why);
         }
-        if t_ms < self.starts_ms {
+        // Before the start, or without a base (no snapshot, not declared empty): an item that
+        // was not changed in the window, or one with the same lookup key, is not seen; any
+        // answer would be a guess.
+        if t_ms < self.starts_ms || !self.based {
             return AsOf::BeforeHistory {
                 starts_ms: self.starts_ms,
             };
@@ -527,14 +539,7 @@ impl<T, K: Eq + Hash> History<T, K> {
                 return AsOf::Unknown { since_ms: *from_ms };
             }
         }
-        // (no item valid then: missing only if what the table held at the start is known)
-        let missing = if self.based {
-            AsOf::Missing
-        } else {
-            AsOf::BeforeHistory {
-                starts_ms: self.starts_ms,
-            }
-        };
+        let missing = AsOf::Missing;
         let Some(items) = self.by_lookup.get(key) else {
             return missing;
         };

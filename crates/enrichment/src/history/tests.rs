@@ -328,15 +328,13 @@ fn without_a_snapshot_a_key_with_no_version_is_before_the_history_not_missing() 
     b.file("f", file(vec![change(1, &w)], ChangeKind::Dynamodb, ARN));
     let h = b.build(i64::MAX);
     let a = "a".to_owned();
-    assert_eq!(
-        h.lookup_as_of(&a, 9_000),
-        AsOf::BeforeHistory { starts_ms: 5_000 }
-    );
-    assert!(matches!(h.lookup_as_of(&a, 10_000), AsOf::Found(_)));
-    assert_eq!(
-        h.lookup_as_of(&"b".to_owned(), 10_000),
-        AsOf::BeforeHistory { starts_ms: 5_000 }
-    );
+    // (even a changed item: another with the same lookup key may be from before the window)
+    for (key, t) in [(&a, 9_000), (&a, 10_000), (&"b".to_owned(), 10_000)] {
+        assert_eq!(
+            h.lookup_as_of(key, t),
+            AsOf::BeforeHistory { starts_ms: 5_000 }
+        );
+    }
 }
 
 #[test]
@@ -544,4 +542,34 @@ mod read_from_the_feed {
             matches!(h.lookup_as_of(&burger, BASE + 30_000), AsOf::Refused(why) if why.contains(&gap))
         );
     }
+}
+
+#[test]
+fn a_later_change_stamped_in_an_earlier_second_makes_the_item_unknown_not_a_guess() {
+    let mut b = builder(0);
+    b.empty_at_start();
+    let first = Write {
+        at_ms: 20_000,
+        item: 0,
+        value: Some(1),
+        keys_only: false,
+    };
+    let second = Write {
+        at_ms: 10_000,
+        value: Some(2),
+        ..first.clone()
+    };
+    b.file(
+        "f",
+        file(
+            vec![change(1, &first), change(2, &second)],
+            ChangeKind::Dynamodb,
+            ARN,
+        ),
+    );
+    let h = b.build(i64::MAX);
+    assert!(matches!(
+        h.lookup_as_of(&"a".to_owned(), 25_000),
+        AsOf::Unknown { .. }
+    ));
 }
