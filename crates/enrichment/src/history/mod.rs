@@ -272,9 +272,25 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
                     continue;
                 }
             };
-            self.changes.entry(key).or_default().push(Version {
+            // A value the follower took after its position (a change made, or a read done, after
+            // it): valid from then; between the position and then, the item is unknown.
+            let taken_ms = match entry.stamp {
+                Some(EntryStamp::Change { created_ms }) => second_of(created_ms),
+                Some(EntryStamp::Read { to_ms, .. }) => to_ms,
+                None => header.position_ms,
+            };
+            let versions = self.changes.entry(key).or_default();
+            if taken_ms > header.position_ms {
+                versions.push(Version {
+                    seq: None,
+                    from_ms: header.position_ms,
+                    state: State::Unknown,
+                    base: Some(Base::Change),
+                });
+            }
+            versions.push(Version {
                 seq: entry.seq,
-                from_ms: header.position_ms,
+                from_ms: taken_ms.max(header.position_ms),
                 state,
                 base: Some(base),
             });
@@ -397,10 +413,12 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
             // be in it: from then the item is unknown until a later change says. A Scan that
             // does not say when it ended cannot tell either, for changes before its position
             // plus the margin.
-            if let Some(i) = list.iter().position(|v| v.base.is_some()) {
+            // (the entry itself: the last version from the snapshot, after a marker of the time
+            // before its value was taken)
+            if let Some(i) = list.iter().rposition(|v| v.base.is_some()) {
                 let base = list[i].base.unwrap_or(Base::Change);
                 let base_seq = list[i].seq.clone();
-                let position = list[i].from_ms;
+                let position = starts_ms;
                 let mut kept = Vec::with_capacity(list.len());
                 for (n, mut v) in list.into_iter().enumerate() {
                     if n == i || v.base.is_some() {

@@ -573,3 +573,25 @@ fn a_later_change_stamped_in_an_earlier_second_makes_the_item_unknown_not_a_gues
         AsOf::Unknown { .. }
     ));
 }
+
+#[test]
+fn a_snapshot_value_taken_after_its_position_counts_from_then_not_from_the_position() {
+    let mut b = builder(0);
+    b.snapshot(
+        &header(100_000),
+        vec![SnapshotEntry {
+            seq: Some(SequenceNumber::parse("1005").unwrap()),
+            stamp: Some(change_protocol::EntryStamp::Change {
+                created_ms: 102_400,
+            }),
+            body: EntryBody::Item(item("a", Some("7"))),
+        }],
+    );
+    let h = b.build(i64::MAX);
+    let a = "a".to_owned();
+    assert!(matches!(
+        h.lookup_as_of(&a, 100_500),
+        AsOf::Unknown { since_ms: 100_000 }
+    ));
+    assert!(matches!(h.lookup_as_of(&a, 102_000), AsOf::Found(v) if v.1 == "7"));
+}
