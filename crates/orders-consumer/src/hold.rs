@@ -95,6 +95,14 @@ fn ended_key(prefix: &str, shard: &str, sequence: &str, sub: Option<u64>) -> Str
     }
 }
 
+/// A held order's object key: the record's own identity under the shard.
+fn held_key(prefix: &str, shard: &str, sequence: &str, sub: Option<u64>) -> String {
+    match sub {
+        None => format!("{prefix}{shard}/{sequence}.json"),
+        Some(sub) => format!("{prefix}{shard}/{sequence}-{sub}.json"),
+    }
+}
+
 /// The identity an ended marker's key names (under `<prefix>ended/<shard>/`).
 fn ended_id(marker_prefix: &str, key: &str) -> Option<Id> {
     let name = key.strip_prefix(marker_prefix)?;
@@ -156,10 +164,12 @@ impl Held {
 
     /// The object's key: the record's own identity under the shard.
     pub(crate) fn key(&self, prefix: &str) -> String {
-        match self.sub_sequence_number {
-            None => format!("{prefix}{}/{}.json", self.shard, self.sequence_number),
-            Some(sub) => format!("{prefix}{}/{}-{sub}.json", self.shard, self.sequence_number),
-        }
+        held_key(
+            prefix,
+            &self.shard,
+            &self.sequence_number,
+            self.sub_sequence_number,
+        )
     }
 
     /// Its data's size, without copying it (for the caps).
@@ -575,11 +585,12 @@ impl Hold {
 
     /// The key of the held object of `input` of `shard`.
     pub(crate) fn held_key(&self, shard: &str, input: &Input) -> String {
-        let prefix = &self.settings.prefix;
-        match input.sub_sequence {
-            None => format!("{prefix}{shard}/{}.json", input.sequence_number),
-            Some(sub) => format!("{prefix}{shard}/{}-{sub}.json", input.sequence_number),
-        }
+        held_key(
+            &self.settings.prefix,
+            shard,
+            &input.sequence_number,
+            input.sub_sequence,
+        )
     }
 
     /// Forgets the orders `ids` of `shard` as held (their objects are gone, with no marker):
