@@ -86,8 +86,9 @@ struct Version<T> {
 /// How a snapshot's entry took its value (the follower's stamp, `docs/design.md` 1.3).
 #[derive(Clone, Copy, Debug)]
 enum Base {
-    /// Applied from a change's image (its sequence number is the entry's).
-    Change,
+    /// Applied from the image of a change made in this second (its sequence number is the
+    /// entry's).
+    Change(i64),
     /// Read from the table between these times (ms), or by the Scan that ended at R (both the
     /// same time then); `None` when the snapshot does not say when (no R).
     Read(Option<(i64, i64)>),
@@ -260,11 +261,16 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
                 EntryBody::Tombstone(_) => State::Removed,
             };
             let base = match (entry.stamp, &entry.seq) {
-                (Some(EntryStamp::Change { .. }), Some(_)) => Base::Change,
+                (Some(EntryStamp::Change { created_ms }), Some(_)) => {
+                    Base::Change(second_of(created_ms))
+                }
                 (Some(EntryStamp::Read { from_ms, to_ms }), _) => {
                     Base::Read(Some((from_ms, to_ms)))
                 }
-                (None, None) => Base::Read(header.full_load_end_ms.map(|r| (r, r))),
+                // (a Scan reads between the position, taken before it began, and its end R)
+                (None, None) => {
+                    Base::Read((header.full_load_end_ms).map(|r| (r.min(header.position_ms), r)))
+                }
                 // (a sequence number without a stamp, or a change stamp without one: not what a
                 // follower writes)
                 _ => {
@@ -285,7 +291,7 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
                     seq: None,
                     from_ms: header.position_ms,
                     state: State::Unknown,
-                    base: Some(Base::Change),
+                    base: Some(Base::Change(i64::MIN)),
                 });
             }
             versions.push(Version {
@@ -416,31 +422,75 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
             // (the entry itself: the last version from the snapshot, after a marker of the time
             // before its value was taken)
             if let Some(i) = list.iter().rposition(|v| v.base.is_some()) {
-                let base = list[i].base.unwrap_or(Base::Change);
+                let base = list[i].base.unwrap_or(Base::Change(i64::MIN));
                 let base_seq = list[i].seq.clone();
                 let position = starts_ms;
                 let mut kept = Vec::with_capacity(list.len());
+                // Older changes the entry may not hold: unknown, placed right after it.
+                let mut after_base = Vec::new();
                 for (n, mut v) in list.into_iter().enumerate() {
-                    if n == i || v.base.is_some() {
+                    if n == i {
+                        kept.push(v);
+                        kept.append(&mut after_base);
+                        continue;
+                    }
+                    if v.base.is_some() {
                         kept.push(v);
                         continue;
                     }
-                    if base_seq.is_some() && v.seq <= base_seq {
+                    let older = base_seq.is_some() && v.seq <= base_seq;
+                    if older && v.seq == base_seq {
                         continue;
                     }
-                    let (lo, hi) = match base {
-                        Base::Change => (i64::MIN, i64::MIN),
-                        Base::Read(Some((from, to))) => (from - margin_ms, to + margin_ms),
-                        Base::Read(None) => (i64::MIN, position + margin_ms),
-                    };
-                    // (a change happened within [its second, its second + 1 s))
-                    if v.from_ms + 1000 <= lo {
-                        continue;
-                    }
-                    if v.from_ms < hi {
-                        v.state = State::Unknown;
+                    // (the follower's order rule, table/ordering.rs: where sequence and time
+                    // disagree, or a read may or may not hold a change, it reads the item
+                    // again; here the item is unknown from then)
+                    match base {
+                        Base::Change(second) => {
+                            // An older change of an earlier second is in the entry; a newer one
+                            // of an earlier second, or an older one of a later second, disagree.
+                            match (older, v.from_ms < second, v.from_ms > second) {
+                                (true, _, false) => continue,
+                                (true, _, true) => {
+                                    // (after the entry, in its own second: unknown from then)
+                                    v.state = State::Unknown;
+                                    after_base.push(v);
+                                    continue;
+                                }
+                                (false, true, _) => v.state = State::Unknown,
+                                (false, false, _) => {}
+                            }
+                        }
+                        Base::Read(bounds) => {
+                            let (lo, hi) = match bounds {
+                                Some((from, to)) => (from - margin_ms, to + margin_ms),
+                                None => (i64::MIN, position + margin_ms),
+                            };
+                            // (a change happened within [its second, its second + 1 s)): made
+                            // before the read began, it is in it; an older one made later, or
+                            // any made during the read, may or may not be
+                            if v.from_ms + 1000 <= lo {
+                                continue;
+                            }
+                            if older {
+                                v.state = State::Unknown;
+                                after_base.push(v);
+                                continue;
+                            }
+                            if v.from_ms < hi {
+                                v.state = State::Unknown;
+                            }
+                        }
                     }
                     kept.push(v);
+                }
+                // (older ones come before the entry in sequence order: now after it)
+                if !after_base.is_empty() {
+                    let at = kept
+                        .iter()
+                        .rposition(|v| v.base.is_some())
+                        .map_or(0, |b| b + 1);
+                    kept.splice(at..at, after_base);
                 }
                 list = kept;
             }

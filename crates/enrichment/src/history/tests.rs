@@ -595,3 +595,55 @@ fn a_snapshot_value_taken_after_its_position_counts_from_then_not_from_the_posit
     ));
     assert!(matches!(h.lookup_as_of(&a, 102_000), AsOf::Found(v) if v.1 == "7"));
 }
+
+/// A snapshot at 20 s holding item a at value 9, applied from change 10 made at `made_ms`.
+fn applied(made_ms: i64) -> HistoryBuilder<Value, String> {
+    let mut b = builder(0);
+    b.snapshot(
+        &header(20_000),
+        vec![SnapshotEntry {
+            seq: Some(SequenceNumber::parse("1010").unwrap()),
+            stamp: Some(change_protocol::EntryStamp::Change {
+                created_ms: made_ms,
+            }),
+            body: EntryBody::Item(item("a", Some("9"))),
+        }],
+    );
+    b
+}
+
+#[test]
+fn where_sequence_and_time_disagree_with_a_snapshot_entry_the_item_is_unknown_not_either_value() {
+    let a = "a".to_owned();
+    let w = |at_ms: i64, value: u8| Write {
+        at_ms,
+        item: 0,
+        value: Some(value),
+        keys_only: false,
+    };
+    // An older change (9) made in a later second than the entry's change (10): unknown from it.
+    let mut b = applied(5_000);
+    b.file(
+        "f",
+        file(vec![change(9, &w(30_000, 1))], ChangeKind::Dynamodb, ARN),
+    );
+    let h = b.build(i64::MAX);
+    assert!(matches!(h.lookup_as_of(&a, 25_000), AsOf::Found(v) if v.1 == "9"));
+    assert!(matches!(h.lookup_as_of(&a, 30_500), AsOf::Unknown { .. }));
+    // A newer change (11) made in an earlier second than the entry's: unknown, not its value.
+    let mut b = applied(15_000);
+    b.file(
+        "f",
+        file(vec![change(11, &w(14_000, 2))], ChangeKind::Dynamodb, ARN),
+    );
+    let h = b.build(i64::MAX);
+    assert!(matches!(h.lookup_as_of(&a, 25_000), AsOf::Unknown { .. }));
+    // An older change of an earlier second is in the entry: dropped.
+    let mut b = applied(15_000);
+    b.file(
+        "f",
+        file(vec![change(9, &w(14_000, 3))], ChangeKind::Dynamodb, ARN),
+    );
+    let h = b.build(i64::MAX);
+    assert!(matches!(h.lookup_as_of(&a, 25_000), AsOf::Found(v) if v.1 == "9"));
+}
