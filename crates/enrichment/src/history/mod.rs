@@ -83,6 +83,27 @@ struct Version<T> {
     base: Option<Base>,
 }
 
+impl<T> Clone for State<T> {
+    fn clone(&self) -> Self {
+        match self {
+            State::Item(v) => State::Item(Arc::clone(v)),
+            State::Removed => State::Removed,
+            State::Unknown => State::Unknown,
+        }
+    }
+}
+
+impl<T> Clone for Version<T> {
+    fn clone(&self) -> Self {
+        Version {
+            seq: self.seq.clone(),
+            from_ms: self.from_ms,
+            state: self.state.clone(),
+            base: self.base,
+        }
+    }
+}
+
 /// How a snapshot's entry took its value (the follower's stamp, `docs/design.md` 1.3).
 #[derive(Clone, Copy, Debug)]
 enum Base {
@@ -111,11 +132,13 @@ enum KeptState<T, K> {
 
 /// The versions of every item of a window, and the lookup keys that reach them.
 pub struct History<T, K> {
-    based: bool,
-    starts_ms: i64,
+    /// Everything read (kept to settle an item again when a later file touches it).
+    inputs: HistoryBuilder<T, K>,
     final_through_ms: i64,
-    refusal: Option<String>,
-    ambiguity: Ambiguity,
+    /// Each item's index (its place in `keys` and `versions`).
+    index: HashMap<ItemKey, u32>,
+    /// Each item's key.
+    keys: Vec<ItemKey>,
     /// Each item's versions, oldest first (an item is its index here).
     versions: Vec<Vec<Kept<T, K>>>,
     /// The items any of whose versions had the lookup key, in primary-key order.
@@ -128,9 +151,9 @@ pub struct History<T, K> {
 impl<T, K> std::fmt::Debug for History<T, K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("History")
-            .field("starts_ms", &self.starts_ms)
+            .field("starts_ms", &self.inputs.starts_ms)
             .field("final_through_ms", &self.final_through_ms)
-            .field("refusal", &self.refusal)
+            .field("refusal", &self.inputs.refusal)
             .field("items", &self.versions.len())
             .finish_non_exhaustive()
     }
@@ -156,6 +179,8 @@ pub struct HistoryBuilder<T, K> {
     stream: Option<String>,
     refusal: Option<String>,
     changes: HashMap<ItemKey, Vec<Version<T>>>,
+    /// While a built history is extended: the items the new files touch.
+    touched: Option<Vec<ItemKey>>,
 }
 
 impl<T, K> std::fmt::Debug for HistoryBuilder<T, K> {
@@ -198,6 +223,7 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
             stream: None,
             refusal: None,
             changes: HashMap::new(),
+            touched: None,
         }
     }
 
@@ -339,6 +365,9 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
                 EventName::Remove => State::Removed,
                 EventName::Insert | EventName::Modify => self.state_of(change.new_image),
             };
+            if let Some(touched) = &mut self.touched {
+                touched.push(item_key.clone());
+            }
             self.changes.entry(item_key).or_default().push(Version {
                 seq: Some(change.sequence_number),
                 from_ms: second_of(change.approximate_creation_ms),
@@ -364,6 +393,9 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
                     };
                     #[allow(clippy::cast_possible_truncation)]
                     let from_ms = second_of((created * 1000.0) as i64);
+                    if let Some(touched) = &mut self.touched {
+                        touched.push(item_key.clone());
+                    }
                     self.changes.entry(item_key).or_default().push(Version {
                         seq: Some(seq),
                         from_ms,
@@ -389,170 +421,214 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
     /// The history, final for times at or before `final_through_ms` (the feed's visibility
     /// bound when the files were listed).
     pub fn build(self, final_through_ms: i64) -> History<T, K> {
-        let HistoryBuilder {
-            lookup_key,
-            ambiguity,
-            starts_ms,
-            margin_ms,
-            based,
-            refusal,
-            changes,
-            ..
-        } = self;
         // Items in primary-key order, so that a lookup key's items are too.
-        let mut changes: Vec<(ItemKey, Vec<Version<T>>)> = changes.into_iter().collect();
-        changes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let mut versions = Vec::with_capacity(changes.len());
-        // (the fast hasher the snapshots use: lookup keys are not attacker-chosen hash floods)
-        let mut by_lookup: HashMap<K, Vec<u32>, foldhash::fast::RandomState> = HashMap::default();
-        let mut unkeyed = Vec::new();
-        for (index, (_, mut list)) in changes.into_iter().enumerate() {
-            let index = u32::try_from(index).unwrap_or(u32::MAX);
-            // Sequence order per item (a snapshot entry's value first when it has none: it is
-            // the value as of the history's start); duplicates (a file listed twice, a change
-            // a snapshot already holds) once.
-            list.sort_by(|a, b| a.seq.cmp(&b.seq));
-            list.dedup_by(|later, earlier| later.seq.is_some() && later.seq == earlier.seq);
-            // What the snapshot's entry already reflects (the follower's order rule): a change
-            // at or before its sequence number; after a read, one made before the read began
-            // (less the margin). One made during the read (within the margin) may or may not
-            // be in it: from then the item is unknown until a later change says. A Scan that
-            // does not say when it ended cannot tell either, for changes before its position
-            // plus the margin.
-            // (the entry itself: the last version from the snapshot, after a marker of the time
-            // before its value was taken)
-            if let Some(i) = list.iter().rposition(|v| v.base.is_some()) {
-                let base = list[i].base.unwrap_or(Base::Change(i64::MIN));
-                let base_seq = list[i].seq.clone();
-                let position = starts_ms;
-                let mut kept = Vec::with_capacity(list.len());
-                // Older changes the entry may not hold: unknown, placed right after it.
-                let mut after_base = Vec::new();
-                for (n, mut v) in list.into_iter().enumerate() {
-                    if n == i {
-                        kept.push(v);
-                        kept.append(&mut after_base);
-                        continue;
-                    }
-                    if v.base.is_some() {
-                        kept.push(v);
-                        continue;
-                    }
-                    let older = base_seq.is_some() && v.seq <= base_seq;
-                    if older && v.seq == base_seq {
-                        continue;
-                    }
-                    // (the follower's order rule, table/ordering.rs: where sequence and time
-                    // disagree, or a read may or may not hold a change, it reads the item
-                    // again; here the item is unknown from then)
-                    match base {
-                        Base::Change(second) => {
-                            // An older change of an earlier second is in the entry; a newer one
-                            // of an earlier second, or an older one of a later second, disagree.
-                            match (older, v.from_ms < second, v.from_ms > second) {
-                                (true, _, false) => continue,
-                                (true, _, true) => {
-                                    // (after the entry, in its own second: unknown from then)
-                                    v.state = State::Unknown;
-                                    after_base.push(v);
-                                    continue;
-                                }
-                                (false, true, _) => v.state = State::Unknown,
-                                (false, false, _) => {}
-                            }
-                        }
-                        Base::Read(bounds) => {
-                            let (lo, hi) = match bounds {
-                                Some((from, to)) => (from - margin_ms, to + margin_ms),
-                                None => (i64::MIN, position + margin_ms),
-                            };
-                            // (a change happened within [its second, its second + 1 s)): made
-                            // before the read began, it is in it; an older one made later, or
-                            // any made during the read, may or may not be
-                            if v.from_ms + 1000 <= lo {
-                                continue;
-                            }
-                            if older {
-                                v.state = State::Unknown;
-                                after_base.push(v);
-                                continue;
-                            }
-                            if v.from_ms < hi {
-                                v.state = State::Unknown;
-                            }
-                        }
-                    }
-                    kept.push(v);
-                }
-                // (older ones come before the entry in sequence order: now after it)
-                if !after_base.is_empty() {
-                    let at = kept
-                        .iter()
-                        .rposition(|v| v.base.is_some())
-                        .map_or(0, |b| b + 1);
-                    kept.splice(at..at, after_base);
-                }
-                list = kept;
+        let mut keys: Vec<ItemKey> = self.changes.keys().cloned().collect();
+        keys.sort_unstable();
+        let index = (keys.iter().enumerate())
+            .map(|(i, k)| (k.clone(), u32::try_from(i).unwrap_or(u32::MAX)))
+            .collect();
+        let mut history = History {
+            inputs: self,
+            final_through_ms,
+            index,
+            versions: Vec::with_capacity(keys.len()),
+            keys,
+            // (the fast hasher the snapshots use: lookup keys are not attacker-chosen floods)
+            by_lookup: HashMap::default(),
+            unkeyed: Vec::new(),
+        };
+        for i in 0..history.keys.len() {
+            let kept = history.settle(u32::try_from(i).unwrap_or(u32::MAX));
+            history.versions.push(kept);
+        }
+        history
+    }
+}
+
+/// One item's versions as read (any order, duplicates included) settled into what a history
+/// answers (see the [module](self)): `starts_ms` the history's start, `margin_ms` the clock
+/// margin of a snapshot's read times.
+fn settle<T>(raw: &[Version<T>], starts_ms: i64, margin_ms: i64) -> Vec<Version<T>> {
+    let mut list: Vec<Version<T>> = raw.to_vec();
+    // Sequence order per item (a snapshot entry's value first when it has none: it is
+    // the value as of the history's start); duplicates (a file listed twice, a change
+    // a snapshot already holds) once.
+    list.sort_by(|a, b| a.seq.cmp(&b.seq));
+    list.dedup_by(|later, earlier| later.seq.is_some() && later.seq == earlier.seq);
+    // What the snapshot's entry already reflects (the follower's order rule): a change
+    // at or before its sequence number; after a read, one made before the read began
+    // (less the margin). One made during the read (within the margin) may or may not
+    // be in it: from then the item is unknown until a later change says. A Scan that
+    // does not say when it ended cannot tell either, for changes before its position
+    // plus the margin.
+    // (the entry itself: the last version from the snapshot, after a marker of the time
+    // before its value was taken)
+    if let Some(i) = list.iter().rposition(|v| v.base.is_some()) {
+        let base = list[i].base.unwrap_or(Base::Change(i64::MIN));
+        let base_seq = list[i].seq.clone();
+        let position = starts_ms;
+        let mut kept = Vec::with_capacity(list.len());
+        // Older changes the entry may not hold: unknown, placed right after it.
+        let mut after_base = Vec::new();
+        for (n, mut v) in list.into_iter().enumerate() {
+            if n == i {
+                kept.push(v);
+                kept.append(&mut after_base);
+                continue;
             }
-            // Never back in time, and nothing before the start. A later change stamped in an
-            // earlier second than the one before it: sequence and creation order disagree, and
-            // the follower would read the item; here it is unknown from then.
-            let mut floor = starts_ms;
-            let mut previous_second = i64::MIN;
-            for v in &mut list {
-                // (between changes of the window: a snapshot entry's time is its position)
-                if v.base.is_none() {
-                    if v.from_ms < previous_second {
+            if v.base.is_some() {
+                kept.push(v);
+                continue;
+            }
+            let older = base_seq.is_some() && v.seq <= base_seq;
+            if older && v.seq == base_seq {
+                continue;
+            }
+            // (the follower's order rule, table/ordering.rs: where sequence and time
+            // disagree, or a read may or may not hold a change, it reads the item
+            // again; here the item is unknown from then)
+            match base {
+                Base::Change(second) => {
+                    // An older change of an earlier second is in the entry; a newer one
+                    // of an earlier second, or an older one of a later second, disagree.
+                    match (older, v.from_ms < second, v.from_ms > second) {
+                        (true, _, false) => continue,
+                        (true, _, true) => {
+                            // (after the entry, in its own second: unknown from then)
+                            v.state = State::Unknown;
+                            after_base.push(v);
+                            continue;
+                        }
+                        (false, true, _) => v.state = State::Unknown,
+                        (false, false, _) => {}
+                    }
+                }
+                Base::Read(bounds) => {
+                    let (lo, hi) = match bounds {
+                        Some((from, to)) => (from - margin_ms, to + margin_ms),
+                        None => (i64::MIN, position + margin_ms),
+                    };
+                    // (a change happened within [its second, its second + 1 s)): made
+                    // before the read began, it is in it; an older one made later, or
+                    // any made during the read, may or may not be
+                    if v.from_ms + 1000 <= lo {
+                        continue;
+                    }
+                    if older {
+                        v.state = State::Unknown;
+                        after_base.push(v);
+                        continue;
+                    }
+                    if v.from_ms < hi {
                         v.state = State::Unknown;
                     }
-                    previous_second = previous_second.max(v.from_ms);
                 }
-                v.from_ms = v.from_ms.max(floor);
-                floor = v.from_ms;
             }
-            let mut keyed = false;
-            let mut unknown = false;
-            let kept: Vec<Kept<T, K>> = (list.into_iter())
-                .map(|v| Kept {
-                    from_ms: v.from_ms,
-                    state: match v.state {
-                        State::Item(value) => {
-                            keyed = true;
-                            let k = lookup_key(&value);
-                            if let Some(k) = &k {
-                                let items = by_lookup.entry(k.clone()).or_default();
-                                if items.last() != Some(&index) {
-                                    items.push(index);
-                                }
+            kept.push(v);
+        }
+        // (older ones come before the entry in sequence order: now after it)
+        if !after_base.is_empty() {
+            let at = kept
+                .iter()
+                .rposition(|v| v.base.is_some())
+                .map_or(0, |b| b + 1);
+            kept.splice(at..at, after_base);
+        }
+        list = kept;
+    }
+    // Never back in time, and nothing before the start. A later change stamped in an
+    // earlier second than the one before it: sequence and creation order disagree, and
+    // the follower would read the item; here it is unknown from then.
+    let mut floor = starts_ms;
+    let mut previous_second = i64::MIN;
+    for v in &mut list {
+        // (between changes of the window: a snapshot entry's time is its position)
+        if v.base.is_none() {
+            if v.from_ms < previous_second {
+                v.state = State::Unknown;
+            }
+            previous_second = previous_second.max(v.from_ms);
+        }
+        v.from_ms = v.from_ms.max(floor);
+        floor = v.from_ms;
+    }
+    list
+}
+
+impl<T, K: Clone + Eq + Hash> History<T, K> {
+    /// Settles item `index` again from every version read of it, and indexes its lookup keys:
+    /// its versions as the history keeps them.
+    fn settle(&mut self, index: u32) -> Vec<Kept<T, K>> {
+        let key = &self.keys[index as usize];
+        let raw = self.inputs.changes.get(key).map_or(&[][..], Vec::as_slice);
+        let list = settle(raw, self.inputs.starts_ms, self.inputs.margin_ms);
+        let mut unknown = false;
+        let kept: Vec<Kept<T, K>> = (list.into_iter())
+            .map(|v| Kept {
+                from_ms: v.from_ms,
+                state: match v.state {
+                    State::Item(value) => {
+                        let k = (self.inputs.lookup_key)(&value);
+                        if let Some(k) = &k {
+                            let items = self.by_lookup.entry(k.clone()).or_default();
+                            // (in primary-key order: an item added later goes in its place)
+                            let keys = &self.keys;
+                            let at =
+                                items.partition_point(|&j| keys[j as usize] < keys[index as usize]);
+                            if items.get(at) != Some(&index) {
+                                items.insert(at, index);
                             }
-                            KeptState::Item(value, k)
                         }
-                        State::Removed => KeptState::Removed,
-                        State::Unknown => {
-                            unknown = true;
-                            KeptState::Unknown
-                        }
-                    },
-                })
-                .collect();
-            // (a change without an image may have changed its lookup key too: while it is
-            // unknown, it may have any key)
-            let _ = keyed;
-            if unknown {
-                unkeyed.push(index);
-            }
-            versions.push(kept);
+                        KeptState::Item(value, k)
+                    }
+                    State::Removed => KeptState::Removed,
+                    State::Unknown => {
+                        unknown = true;
+                        KeptState::Unknown
+                    }
+                },
+            })
+            .collect();
+        // (a change without an image may have changed its lookup key too: while it is unknown,
+        // it may have any key)
+        if unknown && !self.unkeyed.contains(&index) {
+            self.unkeyed.push(index);
         }
-        History {
-            based,
-            starts_ms,
-            final_through_ms,
-            refusal,
-            ambiguity,
-            versions,
-            by_lookup,
-            unkeyed,
+        kept
+    }
+
+    /// Adds change files read after the history was built (late and duplicate ones included,
+    /// as [`HistoryBuilder::file`] takes them; a gap among them refuses the window), and moves
+    /// the visibility bound to `final_through_ms`: the items they touch are settled again,
+    /// the others kept as they are. The answers are those of a history built from all the
+    /// files at once.
+    pub fn extend(
+        &mut self,
+        files: impl IntoIterator<Item = (String, ChangeFile)>,
+        final_through_ms: i64,
+    ) {
+        self.inputs.touched = Some(Vec::new());
+        for (key, file) in files {
+            self.inputs.file(&key, file);
         }
+        let mut touched = self.inputs.touched.take().unwrap_or_default();
+        touched.sort_unstable();
+        touched.dedup();
+        for key in touched {
+            let index = match self.index.get(&key) {
+                Some(&i) => i,
+                None => {
+                    let i = u32::try_from(self.keys.len()).unwrap_or(u32::MAX);
+                    self.keys.push(key.clone());
+                    self.index.insert(key, i);
+                    self.versions.push(Vec::new());
+                    i
+                }
+            };
+            let kept = self.settle(index);
+            self.versions[index as usize] = kept;
+        }
+        self.final_through_ms = self.final_through_ms.max(final_through_ms);
     }
 }
 
@@ -566,12 +642,12 @@ impl<T, K: Eq + Hash> History<T, K> {
 
     /// Where the history starts (ms since the epoch).
     pub fn starts_ms(&self) -> i64 {
-        self.starts_ms
+        self.inputs.starts_ms
     }
 
     /// Why the window refuses every answer, if it does.
     pub fn refusal(&self) -> Option<&str> {
-        self.refusal.as_deref()
+        self.inputs.refusal.as_deref()
     }
 
     /// Whether an answer for `t_ms` is final: the feed's visibility bound has passed it, so no
@@ -586,15 +662,15 @@ impl<T, K: Eq + Hash> History<T, K> {
     where
         K: Clone,
     {
-        if let Some(why) = &self.refusal {
+        if let Some(why) = &self.inputs.refusal {
             return AsOf::Refused(why);
         }
         // Before the start, or without a base (no snapshot, not declared empty): an item that
         // was not changed in the window, or one with the same lookup key, is not seen; any
         // answer would be a guess.
-        if t_ms < self.starts_ms || !self.based {
+        if t_ms < self.inputs.starts_ms || !self.inputs.based {
             return AsOf::BeforeHistory {
-                starts_ms: self.starts_ms,
+                starts_ms: self.inputs.starts_ms,
             };
         }
         // An item that may have this key, unknown at t: the answer is too.
@@ -631,7 +707,7 @@ impl<T, K: Eq + Hash> History<T, K> {
                 }
             }
         }
-        match (first, count, self.ambiguity) {
+        match (first, count, self.inputs.ambiguity) {
             (None, _, _) => missing,
             (Some(value), 1, _) | (Some(value), _, Ambiguity::LowestKey) => AsOf::Found(value),
             (Some(_), n, Ambiguity::Reject) => AsOf::Ambiguous(n),

@@ -175,6 +175,7 @@ proptest! {
         chunk in 1usize..5,
         order in any::<u64>(),
         twice in prop::collection::vec(any::<bool>(), 0..10),
+        extend_at in 0usize..12,
     ) {
         // Writes in time order (the sequence numbers' order).
         let mut writes: Vec<Write> = raw
@@ -232,10 +233,17 @@ proptest! {
             rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             files.swap(i, (rng >> 33) as usize % (i + 1));
         }
-        for (n, f) in files.into_iter().enumerate() {
-            b.file(&format!("f{n}"), file(f, ChangeKind::Dynamodb, ARN));
+        // Some files read before the history is built, the rest added to it later (a warm
+        // consumer's history extended batch by batch): the answers are the same.
+        let mut files: Vec<(String, ChangeFile)> = (files.into_iter().enumerate())
+            .map(|(n, f)| (format!("f{n}"), file(f, ChangeKind::Dynamodb, ARN)))
+            .collect();
+        let later = files.split_off(extend_at.min(files.len()));
+        for (key, f) in files {
+            b.file(&key, f);
         }
-        let history = b.build(i64::MAX);
+        let mut history = b.build(i64::MAX);
+        history.extend(later, i64::MAX);
         prop_assert_eq!(history.starts_ms(), starts_ms);
         let end = writes.last().unwrap().at_ms + 2_000;
         let mut t = starts_ms - 1_000;
@@ -646,4 +654,47 @@ fn where_sequence_and_time_disagree_with_a_snapshot_entry_the_item_is_unknown_no
     );
     let h = b.build(i64::MAX);
     assert!(matches!(h.lookup_as_of(&a, 25_000), AsOf::Found(v) if v.1 == "9"));
+}
+
+#[test]
+fn an_item_added_by_a_later_file_takes_its_place_in_key_order_among_those_sharing_its_lookup_key() {
+    // Two items share the lookup key "dish" (the value); with LowestKey the lower primary key
+    // answers. "b" is in the history first; "a" (lower) arrives in a file added later.
+    let decode: Decoder<Value> = Arc::new(|i: Item| match (i.get("item"), i.get("value")) {
+        (Some(AttributeValue::S(k)), Some(AttributeValue::S(v))) => Ok((k.clone(), v.clone())),
+        _ => Err(DecodeError::new("no item or value")),
+    });
+    let by_value: LookupKeyFn<Value, String> = Arc::new(|_: &Value| Some("dish".to_owned()));
+    let mut b: HistoryBuilder<Value, String> =
+        HistoryBuilder::new(&["item"], decode, by_value, Ambiguity::LowestKey, 0);
+    b.empty_at_start();
+    let at = |item: usize, seq: u64| {
+        change(
+            seq,
+            &Write {
+                at_ms: 1_795_650_000_000 + i64::try_from(seq).unwrap() * 1000,
+                item,
+                value: Some(1),
+                keys_only: false,
+            },
+        )
+    };
+    b.file("f0", file(vec![at(1, 1)], ChangeKind::Dynamodb, ARN));
+    let mut history = b.build(i64::MAX);
+    let t = 1_795_650_010_000;
+    let dish = "dish".to_owned();
+    assert!(matches!(history.lookup_as_of(&dish, t), AsOf::Found(v) if v.0 == "b"));
+    history.extend(
+        [(
+            "f1".to_owned(),
+            file(vec![at(0, 2)], ChangeKind::Dynamodb, ARN),
+        )],
+        i64::MAX,
+    );
+    assert!(matches!(history.lookup_as_of(&dish, t), AsOf::Found(v) if v.0 == "a"));
+    // (before "a" was written, "b" alone had the key)
+    assert!(matches!(
+        history.lookup_as_of(&dish, 1_795_650_001_500),
+        AsOf::Found(v) if v.0 == "b"
+    ));
 }
