@@ -181,6 +181,10 @@ pub struct HistoryBuilder<T, K> {
     changes: HashMap<ItemKey, Vec<Version<T>>>,
     /// While a built history is extended: the items the new files touch.
     touched: Option<Vec<ItemKey>>,
+    /// The look-back its files were listed with (set by a read).
+    look_back_ms: i64,
+    /// The change files a read listed (handed to [`Followed`]).
+    listed: Vec<String>,
 }
 
 impl<T, K> std::fmt::Debug for HistoryBuilder<T, K> {
@@ -224,6 +228,8 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
             refusal: None,
             changes: HashMap::new(),
             touched: None,
+            look_back_ms: 0,
+            listed: Vec::new(),
         }
     }
 
@@ -716,7 +722,7 @@ impl<T, K: Eq + Hash> History<T, K> {
 }
 
 mod read;
-pub use read::HistorySource;
+pub use read::{Followed, HistorySource};
 
 #[cfg(test)]
 mod tests;

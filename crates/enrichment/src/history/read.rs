@@ -2,6 +2,7 @@
 //! window's start, then every change file from its position (less the look-back) through the
 //! present.
 
+use std::collections::BTreeSet;
 use std::io::BufReader;
 use std::time::Duration;
 
@@ -33,35 +34,46 @@ impl<T, K: LookupKey> HistoryBuilder<T, K> {
     /// Reads the history of `source` for times from `from_ms` on, as the feed is at `now_ms`:
     /// the latest snapshot written at or before `from_ms` (none: the history starts at
     /// `from_ms` without a base), and every change file from the snapshot's position less the
-    /// look-back through the present. A change file that cannot be read or decoded, or a
-    /// snapshot that cannot, makes the window refuse (with the key and why); a listing that
-    /// fails is an error (nothing is answered). Answers are final up to `now_ms` less the
-    /// look-back.
+    /// look-back through the present. A change file that can never be read (a permanent error)
+    /// or decoded, or a snapshot that cannot, makes the window refuse (with the key and why);
+    /// a listing or a GET that fails otherwise is an error (nothing is answered: try again).
+    /// Answers are final up to `now_ms` less the look-back.
     ///
     /// # Errors
-    /// [`SourceError`] when a listing fails.
+    /// [`SourceError`] when a listing or a GET fails and may succeed when tried again.
     pub async fn read<F: FeedSource>(
-        mut self,
+        self,
         feed: &F,
         source: &HistorySource,
         from_ms: i64,
         now_ms: i64,
     ) -> Result<History<T, K>, SourceError> {
+        let snapshot = latest_snapshot(feed, source, from_ms).await?;
+        self.read_from(
+            feed,
+            source,
+            snapshot.as_ref().map(|s| s.0.as_str()),
+            from_ms,
+            now_ms,
+        )
+        .await
+    }
+
+    /// [`read`](Self::read) from the snapshot `snapshot` (a key; `None`: no snapshot).
+    async fn read_from<F: FeedSource>(
+        mut self,
+        feed: &F,
+        source: &HistorySource,
+        snapshot: Option<&str>,
+        from_ms: i64,
+        now_ms: i64,
+    ) -> Result<History<T, K>, SourceError> {
         let mut look_back = i64::try_from(source.look_back.as_millis()).unwrap_or(i64::MAX);
         self.table(&source.table);
-        // The latest snapshot written at or before the window's start.
-        let snapshots = format!("{}{}/", source.snapshot_prefix, source.table);
-        let snapshot = (list_all(feed, &snapshots, "").await?.into_iter()).rfind(|k| {
-            let time = k
-                .strip_prefix(&snapshots)
-                .and_then(|k| k.strip_suffix(".jsonl.gz"))
-                .and_then(parse_key_time);
-            time.is_some_and(|t| t.timestamp_millis() <= from_ms)
-        });
         if let Some(key) = snapshot {
-            match read_snapshot(feed, &key).await {
+            match read_snapshot(feed, key).await {
                 Ok((header, entries)) => self.snapshot(&header, entries),
-                Err(why) => self.unreadable_file(&key, &why),
+                Err(why) => self.unreadable_file(key, &why),
             }
         } else {
             self.starts_ms = from_ms;
@@ -81,27 +93,203 @@ impl<T, K: LookupKey> HistoryBuilder<T, K> {
             }
         }
         // Every change file from the start less the look-back.
-        let start =
-            chrono::DateTime::from_timestamp_millis(self.starts_ms.saturating_sub(look_back))
-                .unwrap_or_default();
-        let after = format!(
-            "{}{}",
-            source.feed_prefix,
-            change_protocol::format_key_time(start)
-        );
+        let after = key_at(source, self.starts_ms.saturating_sub(look_back));
+        let mut listed = Vec::new();
         for key in list_all(feed, &source.feed_prefix, &after).await? {
             if ChangeKey::parse(&source.feed_prefix, &key).is_err() {
                 continue;
             }
-            match feed.get(&key).await {
-                Ok(body) => match ChangeFile::from_slice(&body) {
-                    Ok(file) => self.file(&key, file),
-                    Err(e) => self.unreadable_file(&key, &e.to_string()),
-                },
-                Err(e) => self.unreadable_file(&key, &e.to_string()),
+            if let Some(file) = read_file(feed, &key, &mut self).await? {
+                self.file(&key, file);
+            }
+            listed.push(key);
+        }
+        self.look_back_ms = look_back;
+        self.listed = listed;
+        Ok(self.build(now_ms.saturating_sub(look_back)))
+    }
+}
+
+/// The key a listing of the feed starts after to see every file written from `ms` on.
+fn key_at(source: &HistorySource, ms: i64) -> String {
+    let start = chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default();
+    format!(
+        "{}{}",
+        source.feed_prefix,
+        change_protocol::format_key_time(start)
+    )
+}
+
+/// Change file `key`: `Ok(None)` when it can never be read or decoded (`builder`'s window then
+/// refuses, with why).
+///
+/// # Errors
+/// A GET that may succeed when tried again (nothing is answered from a window missing a file).
+async fn read_file<F: FeedSource, T, K: LookupKey>(
+    feed: &F,
+    key: &str,
+    builder: &mut HistoryBuilder<T, K>,
+) -> Result<Option<ChangeFile>, SourceError> {
+    match feed.get(key).await {
+        Ok(body) => match ChangeFile::from_slice(&body) {
+            Ok(file) => Ok(Some(file)),
+            Err(e) => {
+                builder.unreadable_file(key, &e.to_string());
+                Ok(None)
+            }
+        },
+        Err(e) if e.is_permanent() => {
+            builder.unreadable_file(key, &e.to_string());
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The latest snapshot of `source`'s table written at or before `at_ms`: its key and time.
+async fn latest_snapshot<F: FeedSource>(
+    feed: &F,
+    source: &HistorySource,
+    at_ms: i64,
+) -> Result<Option<(String, i64)>, SourceError> {
+    let snapshots = format!("{}{}/", source.snapshot_prefix, source.table);
+    Ok((list_all(feed, &snapshots, "").await?.into_iter())
+        .filter_map(|k| {
+            let time = k
+                .strip_prefix(&snapshots)
+                .and_then(|k| k.strip_suffix(".jsonl.gz"))
+                .and_then(parse_key_time)?
+                .timestamp_millis();
+            (time <= at_ms).then_some((k, time))
+        })
+        .next_back())
+}
+
+/// A history kept for a stream of batches (a warm consumer's): built once from a snapshot and
+/// the change files after it, then extended with the files written since, batch by batch.
+///
+/// Each batch asks for the times from its oldest record on ([`Followed::prepare`]). The history
+/// keeps its base (the snapshot it was built from) while that is at or before the batch's
+/// oldest time and at most [`Followed::rebase_after`] older than it; otherwise it is read again
+/// from the latest snapshot at or before that time. Between, each batch lists the feed from
+/// the last listing's visibility bound (one LIST, and a GET per new file), as the follower does.
+pub struct Followed<T, K> {
+    source: HistorySource,
+    make: Box<dyn Fn() -> HistoryBuilder<T, K> + Send + Sync>,
+    history: Option<History<T, K>>,
+    /// The snapshot the history was built from: its key and time (`None`: none).
+    base: Option<(String, i64)>,
+    /// The change files read whose keys the next listing may return again.
+    seen: BTreeSet<String>,
+    rebase_after: Duration,
+    builds: u64,
+}
+
+impl<T, K> std::fmt::Debug for Followed<T, K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Followed")
+            .field("source", &self.source)
+            .field("base", &self.base)
+            .field("builds", &self.builds)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T, K: LookupKey> Followed<T, K> {
+    /// A history of `source`, each build starting from a builder `make` returns.
+    pub fn new(
+        source: HistorySource,
+        make: impl Fn() -> HistoryBuilder<T, K> + Send + Sync + 'static,
+    ) -> Self {
+        Followed {
+            source,
+            make: Box::new(make),
+            history: None,
+            base: None,
+            seen: BTreeSet::new(),
+            rebase_after: Duration::from_secs(3600),
+            builds: 0,
+        }
+    }
+
+    /// How much older than a batch's oldest time the base may be before the history is read
+    /// again from a later snapshot (default one hour): what an environment reads of the feed
+    /// on a rebase against what it keeps in memory.
+    #[must_use]
+    pub fn rebase_after(mut self, after: Duration) -> Self {
+        self.rebase_after = after;
+        self
+    }
+
+    /// How many times the history was read from a snapshot (or from nothing) so far.
+    pub fn builds(&self) -> u64 {
+        self.builds
+    }
+
+    /// The history for times from `from_ms` on, as the feed is at `now_ms` (see the type).
+    ///
+    /// # Errors
+    /// [`SourceError`] when a listing fails (nothing is answered then; the next call lists
+    /// again).
+    pub async fn prepare<F: FeedSource>(
+        &mut self,
+        feed: &F,
+        from_ms: i64,
+        now_ms: i64,
+    ) -> Result<&History<T, K>, SourceError> {
+        let rebase_ms = i64::try_from(self.rebase_after.as_millis()).unwrap_or(i64::MAX);
+        let keep = match (&self.history, &self.base) {
+            (Some(_), Some((_, at))) => *at <= from_ms && from_ms - *at <= rebase_ms,
+            // (no snapshot: it starts where its first batch did, and stays within the limit)
+            (Some(h), None) => h.starts_ms() <= from_ms && from_ms - h.starts_ms() <= rebase_ms,
+            (None, _) => false,
+        };
+        if !keep {
+            let base = latest_snapshot(feed, &self.source, from_ms).await?;
+            let unchanged = self.history.is_some() && base.is_some() && base == self.base;
+            if !unchanged {
+                // (the old history goes first: never two in memory)
+                self.history = None;
+                self.seen.clear();
+                let history = (self.make)()
+                    .read_from(
+                        feed,
+                        &self.source,
+                        base.as_ref().map(|b| b.0.as_str()),
+                        from_ms,
+                        now_ms,
+                    )
+                    .await?;
+                self.builds += 1;
+                self.base = base;
+                let history = self.history.insert(history);
+                self.seen.extend(std::mem::take(&mut history.inputs.listed));
+                return Ok(history);
             }
         }
-        Ok(self.build(now_ms.saturating_sub(look_back)))
+        let Some(history) = self.history.as_mut() else {
+            unreachable!("a history is kept or was just read");
+        };
+        // Files written since the last listing: every file not seen then was written after its
+        // visibility bound (the feed's contract), so the listing starts there.
+        let look_back = history.inputs.look_back_ms;
+        let after = key_at(&self.source, history.final_through_ms);
+        let keys = list_all(feed, &self.source.feed_prefix, &after).await?;
+        let mut files = Vec::new();
+        for key in keys {
+            if self.seen.contains(&key) || ChangeKey::parse(&self.source.feed_prefix, &key).is_err()
+            {
+                continue;
+            }
+            if let Some(file) = read_file(feed, &key, &mut history.inputs).await? {
+                files.push((key.clone(), file));
+            }
+            self.seen.insert(key);
+        }
+        // (keys before this listing's start are never listed again)
+        self.seen = self.seen.split_off(&after);
+        history.extend(files, now_ms.saturating_sub(look_back));
+        Ok(history)
     }
 }
 

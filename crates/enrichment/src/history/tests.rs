@@ -550,6 +550,126 @@ mod read_from_the_feed {
             matches!(h.lookup_as_of(&burger, BASE + 30_000), AsOf::Refused(why) if why.contains(&gap))
         );
     }
+
+    /// A feed whose GETs of keys containing `failing` fail (transiently) while it is set.
+    #[derive(Clone)]
+    struct GetsFail {
+        bucket: crate::testing::MemoryBucket,
+        failing: Arc<std::sync::Mutex<Option<String>>>,
+    }
+
+    impl crate::sources::FeedSource for GetsFail {
+        async fn list(
+            &self,
+            prefix: &str,
+            start_after: &str,
+            token: Option<String>,
+        ) -> Result<crate::sources::ListPage, crate::sources::SourceError> {
+            crate::sources::FeedSource::list(&self.bucket, prefix, start_after, token).await
+        }
+
+        async fn get(&self, key: &str) -> Result<Vec<u8>, crate::sources::SourceError> {
+            if let Some(f) = self.failing.lock().unwrap().as_deref() {
+                if key.contains(f) {
+                    return Err(crate::sources::SourceError::new("GetObject", "injected"));
+                }
+            }
+            crate::sources::FeedSource::get(&self.bucket, key).await
+        }
+
+        async fn head_state(
+            &self,
+            key: &str,
+            etag: Option<&str>,
+        ) -> Result<crate::sources::Conditional, crate::sources::SourceError> {
+            self.bucket.head_state(key, etag).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_followed_history_is_extended_batch_by_batch_and_read_again_from_a_later_snapshot() {
+        let r = rig();
+        r.publish_first_snapshot().await;
+        let feed = GetsFail {
+            bucket: r.feed.clone(),
+            failing: Arc::default(),
+        };
+        let mut followed =
+            crate::history::Followed::new(source(), builder).rebase_after(Duration::from_secs(600));
+        let burger = "burger".to_owned();
+        // A first batch: built once from the snapshot.
+        r.clock.advance(60_000);
+        r.write(&[modify(5, "burger", "high", 60_000)]);
+        r.clock.advance(30_000);
+        let h = followed
+            .prepare(&feed, BASE + 1_000, r.clock.ms())
+            .await
+            .unwrap();
+        assert_eq!(
+            priority(h.lookup_as_of(&burger, BASE + 61_000)).as_deref(),
+            Some("high")
+        );
+        assert_eq!(followed.builds(), 1);
+        // Later batches: the files written since are added, nothing is read again.
+        r.write(&[modify(6, "burger", "low", 100_000)]);
+        r.clock.advance(30_000);
+        let h = followed
+            .prepare(&feed, BASE + 90_000, r.clock.ms())
+            .await
+            .unwrap();
+        assert_eq!(
+            priority(h.lookup_as_of(&burger, BASE + 100_500)).as_deref(),
+            Some("low")
+        );
+        assert_eq!(
+            priority(h.lookup_as_of(&burger, BASE + 99_999)).as_deref(),
+            Some("high")
+        );
+        assert_eq!(followed.builds(), 1);
+        // A file that cannot be read now: nothing is answered, and the next batch reads it.
+        let late = r.write(&[modify(7, "burger", "medium", 130_000)]);
+        *feed.failing.lock().unwrap() = Some(late.clone());
+        r.clock.advance(30_000);
+        assert!(followed
+            .prepare(&feed, BASE + 120_000, r.clock.ms())
+            .await
+            .is_err());
+        *feed.failing.lock().unwrap() = None;
+        let h = followed
+            .prepare(&feed, BASE + 120_000, r.clock.ms())
+            .await
+            .unwrap();
+        assert!(h.refusal().is_none());
+        assert_eq!(
+            priority(h.lookup_as_of(&burger, BASE + 130_000)).as_deref(),
+            Some("medium")
+        );
+        assert_eq!(followed.builds(), 1);
+        // A batch more than the rebase limit after the base: read again from the latest
+        // snapshot at or before it, with the same answers.
+        r.clock.advance(600_000);
+        r.table
+            .put(crate::test_support::product("burger", "medium"));
+        r.publish(&r.loaded_compactor().await);
+        r.clock.advance(60_000);
+        let from = r.clock.ms() - 30_000;
+        let h = followed.prepare(&feed, from, r.clock.ms()).await.unwrap();
+        assert_eq!(
+            priority(h.lookup_as_of(&burger, from)).as_deref(),
+            Some("medium")
+        );
+        assert_eq!(followed.builds(), 2);
+        // (and a batch before that base reads an older one again)
+        let h = followed
+            .prepare(&feed, BASE + 1_000, r.clock.ms())
+            .await
+            .unwrap();
+        assert_eq!(
+            priority(h.lookup_as_of(&burger, BASE + 61_000)).as_deref(),
+            Some("high")
+        );
+        assert_eq!(followed.builds(), 3);
+    }
 }
 
 #[test]
