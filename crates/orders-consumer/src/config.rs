@@ -53,6 +53,47 @@ pub struct Config {
     /// `GLUE_DATABASE` and `GLUE_TABLE` (both or neither): the Glue Data Catalog table over
     /// the output, in which each new `item=`/`priority=` partition is registered.
     pub catalog: Option<(String, String)>,
+    /// `ENRICH_AS_OF`: `live` (the default: each order gets the reference as it is when its
+    /// batch runs, flags at their position) or `arrival` (each order gets the reference as it
+    /// was when its record arrived in the stream: a retry, a redrive or a replay writes the
+    /// same bytes). `None` for live.
+    pub as_of: Option<AsOfSettings>,
+}
+
+/// `ENRICH_AS_OF=arrival`: how orders are enriched as of their arrival.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AsOfSettings {
+    /// `AS_OF_RECENT`: what to do with an order younger than the feed's visibility bound.
+    pub recent: Recent,
+    /// `AS_OF_REBASE_SECS`: how much older than a batch's oldest order the history's base
+    /// snapshot may be before it is read again from a later one (default 3600).
+    pub rebase_after: Duration,
+}
+
+/// `AS_OF_RECENT`: an order whose arrival the feed's visibility bound (W plus the clock margin,
+/// and the second of its time) has not passed yet, since a change made before it may still
+/// appear in the feed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recent {
+    /// `wait` (the default): the batch waits until the bound passes its newest order (at most
+    /// W plus the margin and a second, ~26 s by default), then every answer is final: a retry
+    /// writes the same bytes. The batch's latency grows by that much; its throughput does not
+    /// (under load the batches it waits for are older than the bound already).
+    Wait,
+    /// `provisional`: answered with what the feed holds now, the line marked
+    /// `"provisional":true`; a retry may answer otherwise.
+    Provisional,
+}
+
+impl std::str::FromStr for Recent {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "wait" => Ok(Recent::Wait),
+            "provisional" => Ok(Recent::Provisional),
+            _ => Err("expected wait or provisional".into()),
+        }
+    }
 }
 
 /// `REFERENCE_OBJECTS_*`: the orders consumer's second reference, objects under a prefix.
@@ -87,7 +128,26 @@ impl Config {
             Unmatched::Hold => Some(hold_vars(get)?),
             _ => None,
         };
+        let as_of = as_of_vars(get)?;
+        if let Some(why) = as_of.as_ref().and_then(|_| {
+            if reference_objects.is_some() {
+                Some("the second reference (REFERENCE_OBJECTS_PREFIX) has no history in the feed: unset one or the other")
+            } else if hold.is_some() {
+                Some("UNMATCHED=hold releases an order with a row that arrived after it, not the reference as of its time: choose dead-letter, pass or drop")
+            } else if snapshot_prefix.is_none() {
+                Some("as-of answers start from the feed-compactor's snapshots: SNAPSHOT_PREFIX cannot be none")
+            } else {
+                None
+            }
+        }) {
+            return Err(ConfigError::Invalid {
+                var: "ENRICH_AS_OF",
+                value: "arrival".into(),
+                reason: why.into(),
+            });
+        }
         Ok(Config {
+            as_of,
             hold,
             snapshot_prefix,
             catalog,
@@ -194,6 +254,30 @@ fn catalog_vars(
         (Some(_), None) => Err(ConfigError::Missing { var: "GLUE_TABLE" }),
         (None, Some(_)) => Err(ConfigError::Missing {
             var: "GLUE_DATABASE",
+        }),
+    }
+}
+
+/// `ENRICH_AS_OF` (`live` or `arrival`) and, with `arrival`, `AS_OF_RECENT` and
+/// `AS_OF_REBASE_SECS`.
+fn as_of_vars(get: &impl Fn(&str) -> Option<String>) -> Result<Option<AsOfSettings>, ConfigError> {
+    match or_default(get, "ENRICH_AS_OF", "live").as_str() {
+        "live" => Ok(None),
+        "arrival" => {
+            let recent = or_default(get, "AS_OF_RECENT", "wait");
+            Ok(Some(AsOfSettings {
+                recent: recent.parse().map_err(|reason| ConfigError::Invalid {
+                    var: "AS_OF_RECENT",
+                    value: recent.clone(),
+                    reason,
+                })?,
+                rebase_after: seconds_var(get, "AS_OF_REBASE_SECS", 3600)?,
+            }))
+        }
+        other => Err(ConfigError::Invalid {
+            var: "ENRICH_AS_OF",
+            value: other.to_owned(),
+            reason: "expected live or arrival".into(),
         }),
     }
 }
@@ -312,7 +396,21 @@ mod tests {
             ("FEED_POLL_INTERVAL_MS", "1s"),
             ("FEED_RETENTION_DAYS", "1"),
             ("FEED_RETENTION_DAYS", "a week"),
+            ("ENRICH_AS_OF", "event-time"),
+            ("AS_OF_RECENT", "never"),
+            ("AS_OF_REBASE_SECS", "0"),
         ] {
+            let pairs = [("ENRICH_AS_OF", "arrival"), (var, value)];
+            let pairs = if var == "ENRICH_AS_OF" {
+                &pairs[1..]
+            } else {
+                &pairs[..]
+            };
+            if var.starts_with("AS_OF") || var == "ENRICH_AS_OF" {
+                let err = config(pairs).unwrap_err();
+                assert!(err.to_string().contains(var), "{err}");
+                continue;
+            }
             let err = config(&[(var, value)]).unwrap_err();
             assert!(err.to_string().contains(var), "{err}");
         }
@@ -352,5 +450,38 @@ mod tests {
             config(&[("UNMATCHED", "drop")]).unwrap().unmatched,
             Unmatched::Drop
         );
+    }
+
+    #[test]
+    fn as_of_by_arrival_waits_for_final_answers_by_default_and_refuses_what_has_no_history() {
+        assert_eq!(config(&[]).unwrap().as_of, None);
+        assert_eq!(config(&[("ENRICH_AS_OF", "live")]).unwrap().as_of, None);
+        assert_eq!(
+            config(&[("ENRICH_AS_OF", "arrival")]).unwrap().as_of,
+            Some(AsOfSettings {
+                recent: Recent::Wait,
+                rebase_after: Duration::from_secs(3600),
+            })
+        );
+        assert_eq!(
+            config(&[("ENRICH_AS_OF", "arrival"), ("AS_OF_RECENT", "provisional")])
+                .unwrap()
+                .as_of
+                .map(|a| a.recent),
+            Some(Recent::Provisional)
+        );
+        for (var, value, says) in [
+            (
+                "REFERENCE_OBJECTS_PREFIX",
+                "reference/",
+                "REFERENCE_OBJECTS_PREFIX",
+            ),
+            ("UNMATCHED", "hold", "UNMATCHED=hold"),
+            ("SNAPSHOT_PREFIX", "none", "SNAPSHOT_PREFIX"),
+        ] {
+            let err = config(&[("ENRICH_AS_OF", "arrival"), (var, value)]).unwrap_err();
+            let err = err.to_string();
+            assert!(err.contains("ENRICH_AS_OF") && err.contains(says), "{err}");
+        }
     }
 }

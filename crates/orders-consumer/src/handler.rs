@@ -21,6 +21,7 @@
 //! batch's **first** record for retry; a bad record never fails the invocation (it is
 //! dead-lettered), only a payload that is not a Kinesis event does ([`HandlerError`]).
 
+mod as_of;
 mod decode;
 mod enrich;
 mod event;
@@ -55,6 +56,7 @@ use crate::orders::Record;
 use crate::orders::{Product, ReferenceRow};
 use crate::output::{build_with, BatchOutput, Input, Naming};
 
+use as_of::{enrich_as_of, AsOfTable};
 use decode::{decode, Batch};
 use enrich::enrich;
 use event::InvocationFields;
@@ -121,6 +123,25 @@ type Table<Tb, Fd> = TableEnricher<Product, String, Tb, SharedFeed<Fd>>;
 /// same shared feed.
 type Objects<Fd> = ObjectEnricher<ReferenceRow, String, Fd, SharedFeed<Fd>>;
 
+/// The reference table as `config` describes it: `Product` items by dish, followed through the
+/// change feed (the live enricher's configuration, and the as-of history's).
+fn table_config(config: &Config) -> enrichment::TableConfig<Product, String> {
+    let keys: Vec<&str> = config.key_attributes.iter().map(String::as_str).collect();
+    TableConfig::new(config.reference_table.clone(), &keys, |p: &Product| {
+        Some(p.item.clone())
+    })
+    .with_unmatched(config.unmatched)
+    .with_max_staleness(Some(config.max_staleness))
+    .with_feed(FeedSettings {
+        prefix: config.change_prefix.clone(),
+        write_window: config.write_window,
+        poll_interval: config.feed_poll_interval,
+        retention: config.feed_retention,
+        snapshot_prefix: config.snapshot_prefix.clone(),
+        ..FeedSettings::default()
+    })
+}
+
 /// The orders consumer: an enricher kept warm across invocations, and the output store.
 pub struct OrdersConsumer<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S> {
     config: Config,
@@ -131,6 +152,9 @@ pub struct OrdersConsumer<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone
     feed: SharedFeed<Fd>,
     /// The held orders (`UNMATCHED=hold`), when on.
     hold: Option<Hold>,
+    /// The table's history, when orders are enriched as of their arrival
+    /// (`ENRICH_AS_OF=arrival`).
+    as_of: Option<Mutex<AsOfTable<Fd>>>,
     store: S,
     /// Where the metric lines go, when they are on.
     metrics_out: Option<MetricsOut>,
@@ -158,31 +182,25 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectKeeper>
     /// follow the feed through one [`SharedFeed`]: one pointer GET and one listing per batch,
     /// each change file read once.
     pub fn new(config: Config, table: Tb, feed: Fd, store: S) -> Self {
+        let as_of = (config.as_of.clone()).map(|settings| {
+            Mutex::new(AsOfTable::new(
+                &config,
+                settings,
+                table_config(&config),
+                feed.clone(),
+            ))
+        });
         let feed = SharedFeed::new(feed, config.change_prefix.clone(), SystemClock);
-        let keys: Vec<&str> = config.key_attributes.iter().map(String::as_str).collect();
-        let enricher_config =
-            TableConfig::new(config.reference_table.clone(), &keys, |p: &Product| {
-                Some(p.item.clone())
-            })
-            .with_unmatched(config.unmatched)
-            .with_max_staleness(Some(config.max_staleness))
-            .with_feed(FeedSettings {
-                prefix: config.change_prefix.clone(),
-                write_window: config.write_window,
-                poll_interval: config.feed_poll_interval,
-                retention: config.feed_retention,
-                snapshot_prefix: config.snapshot_prefix.clone(),
-                ..FeedSettings::default()
-            });
         OrdersConsumer {
             enricher: Mutex::new(TableEnricher::new(
-                enricher_config,
+                table_config(&config),
                 table,
                 Some(feed.clone()),
                 SystemClock,
             )),
             feed,
             hold: config.hold.clone().map(Hold::new),
+            as_of,
             config,
             objects: None,
             store,
@@ -269,8 +287,13 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectKeeper>
     }
 
     /// The health of each reference the consumer holds: the table, then the objects prefix
-    /// when configured.
+    /// when configured. Enriching as of arrival (`ENRICH_AS_OF=arrival`), the consumer holds
+    /// no reference live: none (its history's failures fail the batch, and the orders it
+    /// cannot answer for are counted as `NotAnsweredOrders`).
     pub async fn health(&self) -> Vec<Health> {
+        if self.as_of.is_some() {
+            return Vec::new();
+        }
         let mut all = vec![self.enricher.lock().await.health()];
         if let Some(objects) = &self.objects {
             all.push(objects.lock().await.health());
@@ -414,7 +437,15 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectKeeper>
             hold.resolved(table.take_resolved());
         }
         // 3. enrich (the table's lock is released before a failure's metrics take it again)
-        let enriched = enrich(&mut *self.enricher.lock().await, inputs).await;
+        let enriched = match &self.as_of {
+            // (as of each order's arrival: the history, not the table as it is now)
+            Some(table) => {
+                let unmatched = self.config.unmatched;
+                let now = crate::hold::now_ms;
+                enrich_as_of(&mut *table.lock().await, inputs, unmatched, now).await
+            }
+            None => enrich(&mut *self.enricher.lock().await, inputs).await,
+        };
         let outcomes = match enriched {
             Ok(outcomes) => outcomes,
             Err(e) => {
@@ -674,6 +705,7 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectKeeper>
             passed = output.passed,
             unmatched_dead_lettered = output.unmatched_dead_lettered,
             too_stale = output.too_stale,
+            not_answered = output.not_answered,
             dropped = output.dropped,
             invalid = output.invalid,
             flags = output.flags,

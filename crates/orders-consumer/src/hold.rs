@@ -199,6 +199,8 @@ impl Held {
             sequence_number: self.sequence_number.clone(),
             sub_sequence: self.sub_sequence_number,
             reference_object: None,
+            arrival_ms: None,
+            as_of: None,
             data,
         }
     }
@@ -770,6 +772,8 @@ mod tests {
             record: classify(&data, "CHANGE_FLAG"),
             data,
             reference_object: None,
+            arrival_ms: None,
+            as_of: None,
         };
         assert!(matches!(input.record, Record::Order(_)));
         Held::new(shard, &input, dish, held_at_ms, &format!("{seq:056}"), None)

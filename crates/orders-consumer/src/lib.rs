@@ -32,7 +32,7 @@ pub mod orders;
 pub mod output;
 mod partition;
 
-pub use config::{Config, ReferenceObjects};
+pub use config::{AsOfSettings, Config, Recent, ReferenceObjects};
 pub use deploy::{deployed, DeployedConsumer};
 pub use handler::{BatchSummary, HandlerError, KinesisInvocation, OrdersConsumer};
 pub use hold::{HoldCounts, HoldSettings};

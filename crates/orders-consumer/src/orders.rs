@@ -51,6 +51,10 @@ pub enum Record {
     /// An order a reference was too stale for (past the staleness limit and not refreshed):
     /// dead-lettered with that reason and counted as too stale, not as invalid.
     TooStale(String),
+    /// An order whose reference as of its time cannot be answered (`ENRICH_AS_OF=arrival`: a
+    /// window that refuses, an item changed without saying to what, a time before the feed's
+    /// history, no arrival time): dead-lettered with why, counted as not answered.
+    NotAnswered(String),
 }
 
 impl Record {
@@ -66,7 +70,7 @@ impl Record {
             Record::Flag(f) => Classified::ChangeFlag(f.clone()),
             Record::LegacyFlag => legacy_flag(),
             Record::UnreadableFlag(_) => Classified::Flag,
-            Record::Invalid(reason) | Record::TooStale(reason) => {
+            Record::Invalid(reason) | Record::TooStale(reason) | Record::NotAnswered(reason) => {
                 Classified::Invalid(reason.clone())
             }
         }

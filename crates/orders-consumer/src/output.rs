@@ -36,6 +36,20 @@ pub(crate) struct Input {
     pub(crate) record: Record,
     /// Its row of the second reference (objects in S3), when one is configured and matched.
     pub(crate) reference_object: Option<Arc<ReferenceRow>>,
+    /// When its Kinesis record arrived in the stream (`approximateArrivalTimestamp`, ms).
+    pub(crate) arrival_ms: Option<i64>,
+    /// The time it was enriched as of (`ENRICH_AS_OF=arrival`), written on its line.
+    pub(crate) as_of: Option<AsOfMark>,
+}
+
+/// The time an order was enriched as of, and whether the answer was final then.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct AsOfMark {
+    /// The time (ms since the epoch): its arrival.
+    pub(crate) ms: i64,
+    /// The feed's visibility bound had not passed it (`AS_OF_RECENT=provisional`): a change
+    /// made before it may still appear.
+    pub(crate) provisional: bool,
 }
 
 /// Where the batch came from and where its output goes.
@@ -66,6 +80,11 @@ struct DeadLetter<'a> {
     data: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     data_base64: Option<String>,
+    /// The time the order was looked up as of (`ENRICH_AS_OF=arrival`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    as_of: Option<i64>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    provisional: bool,
 }
 
 /// What a batch produced.
@@ -86,6 +105,9 @@ pub struct BatchOutput {
     /// Orders a reference was too stale for (past the staleness limit), dead-lettered with
     /// that reason.
     pub too_stale: usize,
+    /// Orders whose reference as of their time could not be answered (`ENRICH_AS_OF=arrival`),
+    /// dead-lettered with why.
+    pub not_answered: usize,
     /// Orders without a reference item dropped (`drop`).
     pub dropped: usize,
     /// Records that are not orders, dead-lettered.
@@ -122,6 +144,7 @@ impl BatchOutput {
             + self.passed
             + self.unmatched_dead_lettered
             + self.too_stale
+            + self.not_answered
             + self.held
             + self.hold_full
             + self.already_ended
@@ -256,6 +279,8 @@ pub(crate) fn own_dead_letter(
         data_base64: text
             .is_none()
             .then(|| base64::engine::general_purpose::STANDARD.encode(&input.data)),
+        as_of: None,
+        provisional: false,
     };
     let mut body = serde_json::to_vec(&line).unwrap_or_default();
     body.push(b'\n');
@@ -344,6 +369,7 @@ impl<'o> Lines<'o> {
             Outcome::Invalid { record, reason } => {
                 match record.record {
                     Record::TooStale(_) => self.out.too_stale += 1,
+                    Record::NotAnswered(_) => self.out.not_answered += 1,
                     _ => self.out.invalid += 1,
                 }
                 self.dead_letter(record, reason.clone());
@@ -412,6 +438,8 @@ impl<'o> Lines<'o> {
             data_base64: text
                 .is_none()
                 .then(|| base64::engine::general_purpose::STANDARD.encode(&input.data)),
+            as_of: input.as_of.map(|m| m.ms),
+            provisional: input.as_of.is_some_and(|m| m.provisional),
         };
         serde_json::to_writer(&mut self.dead, &line).unwrap_or_default();
         self.dead.push(b'\n');
@@ -568,6 +596,13 @@ fn write_line(
         body.extend_from_slice(b",\"unmatched\":");
         write_json(body, unmatched);
     }
+    if let Some(mark) = input.as_of {
+        body.extend_from_slice(b",\"as_of\":");
+        write_json(body, &mark.ms);
+        if mark.provisional {
+            body.extend_from_slice(b",\"provisional\":true");
+        }
+    }
     if let (Some((field, join)), Some(row)) =
         (parts.reference_object_field, &input.reference_object)
     {
@@ -606,6 +641,8 @@ mod tests {
             data: Vec::new(),
             record: Record::Order(order),
             reference_object: None,
+            arrival_ms: None,
+            as_of: None,
         }
     }
 
@@ -657,6 +694,10 @@ mod tests {
         sub_sequence_number: Option<u64>,
         #[serde(skip_serializing_if = "Option::is_none")]
         unmatched: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        as_of: Option<i64>,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        provisional: bool,
         #[serde(flatten)]
         reference: Option<BTreeMap<&'a str, BTreeMap<&'a str, &'a serde_json::Value>>>,
     }
@@ -756,7 +797,7 @@ mod tests {
                     price: numbers[(n + t) % numbers.len()].clone(),
                     priority: (*text).to_owned(),
                 };
-                for variant in 0..8 {
+                for variant in 0..16 {
                     let input = Input {
                         sequence_number: if variant % 2 == 0 {
                             format!("{n:056}")
@@ -767,6 +808,11 @@ mod tests {
                         data: Vec::new(),
                         record: Record::Order(order.clone()),
                         reference_object: (variant & 4 != 0).then(|| Arc::clone(&row)),
+                        arrival_ms: None,
+                        as_of: (variant & 8 != 0).then_some(AsOfMark {
+                            ms: 1_795_650_067_123 + n as i64,
+                            provisional: t % 2 == 0,
+                        }),
                     };
                     let naming = Naming {
                         shard: texts[(t + 2) % texts.len()],
@@ -811,6 +857,8 @@ mod tests {
                             sequence_number: &input.sequence_number,
                             sub_sequence_number: input.sub_sequence,
                             unmatched,
+                            as_of: input.as_of.map(|m| m.ms),
+                            provisional: input.as_of.is_some_and(|m| m.provisional),
                             reference,
                         };
                         let mut theirs = serde_json::to_vec(&line).unwrap();
@@ -824,7 +872,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(cases, numbers.len() * texts.len() * 16);
+        assert_eq!(cases, numbers.len() * texts.len() * 32);
     }
 
     /// An item whose priority changed at a flag mid-batch (a new `Arc` from the

@@ -66,6 +66,7 @@ impl Rig {
             feed_retention: Duration::from_secs(7 * 24 * 3600),
             reference_objects: None,
             catalog: None,
+            as_of: None,
             snapshot_prefix: None,
         }
     }

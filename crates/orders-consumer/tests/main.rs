@@ -2,6 +2,7 @@
 //!
 //! One test binary: each file of tests/ is a module of it.
 
+mod as_of;
 mod emulator;
 mod hold;
 mod init_error;

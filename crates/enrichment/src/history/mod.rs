@@ -233,6 +233,27 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
         }
     }
 
+    /// A history of the table `config` describes (its key attributes, its items' decoding and
+    /// lookup key, its ambiguity policy), starting at `starts_ms`: the same answers, as of a
+    /// time, that its [`TableEnricher`](crate::TableEnricher) gives now.
+    pub fn of_table(config: &crate::TableConfig<T, K>, starts_ms: i64) -> Self {
+        let keys: Vec<&str> = config
+            .spec
+            .key_attributes
+            .iter()
+            .map(String::as_str)
+            .collect();
+        let mut builder = HistoryBuilder::new(
+            &keys,
+            Arc::clone(&config.spec.decode),
+            Arc::clone(&config.lookup_key),
+            config.policies.ambiguity,
+            starts_ms,
+        );
+        builder.table(&config.spec.table_name);
+        builder
+    }
+
     /// The table whose history this is: change files of other tables (a shared feed) are
     /// skipped, and a snapshot of another table refuses the window.
     pub fn table(&mut self, name: &str) {
@@ -526,7 +547,20 @@ fn settle<T>(raw: &[Version<T>], starts_ms: i64, margin_ms: i64) -> Vec<Version<
                         continue;
                     }
                     if v.from_ms < hi {
+                        // Made during the read (or within the margin of it): the read may or
+                        // may not hold it, so the item is unknown from its time; but once both
+                        // are past (the read's end plus the margin), the item is what the
+                        // change made it, whichever came first.
+                        let settled = Version {
+                            seq: v.seq.clone(),
+                            from_ms: v.from_ms.max(hi),
+                            state: v.state.clone(),
+                            base: None,
+                        };
                         v.state = State::Unknown;
+                        kept.push(v);
+                        kept.push(settled);
+                        continue;
                     }
                 }
             }
@@ -654,6 +688,15 @@ impl<T, K: Eq + Hash> History<T, K> {
     /// Why the window refuses every answer, if it does.
     pub fn refusal(&self) -> Option<&str> {
         self.inputs.refusal.as_deref()
+    }
+
+    /// How long after a change the feed may still list it (ms): the larger of the look-back it
+    /// was read with and its snapshot's write window plus margin. An answer for `t` is final
+    /// once this much has passed after the end of `t`'s second ([`History::is_final`]).
+    pub fn look_back_ms(&self) -> i64 {
+        self.inputs
+            .look_back_ms
+            .max(self.inputs.snapshot_look_back_ms)
     }
 
     /// Whether an answer for `t_ms` is final: the feed's visibility bound has passed it, so no

@@ -170,8 +170,9 @@ async fn latest_snapshot<F: FeedSource>(
 ///
 /// Each batch asks for the times from its oldest record on ([`Followed::prepare`]). The history
 /// keeps its base (the snapshot it was built from) while that is at or before the batch's
-/// oldest time and at most [`Followed::rebase_after`] older than it; otherwise it is read again
-/// from the latest snapshot at or before that time. Between, each batch lists the feed from
+/// oldest time and at most [`Followed::rebase_after`] older than it, and while it does not
+/// refuse; otherwise it is read again from the latest snapshot at or before that time (when
+/// that is another one). Between, each batch lists the feed from
 /// the last listing's visibility bound (one LIST, and a GET per new file), as the follower does.
 pub struct Followed<T, K> {
     source: HistorySource,
@@ -221,6 +222,11 @@ impl<T, K: LookupKey> Followed<T, K> {
         self
     }
 
+    /// The history as the last [`prepare`](Self::prepare) left it (`None` before the first).
+    pub fn history(&self) -> Option<&History<T, K>> {
+        self.history.as_ref()
+    }
+
     /// How many times the history was read from a snapshot (or from nothing) so far.
     pub fn builds(&self) -> u64 {
         self.builds
@@ -238,7 +244,10 @@ impl<T, K: LookupKey> Followed<T, K> {
         now_ms: i64,
     ) -> Result<&History<T, K>, SourceError> {
         let rebase_ms = i64::try_from(self.rebase_after.as_millis()).unwrap_or(i64::MAX);
+        // (a window that refuses, a gap in it say, is read again once a later snapshot is
+        // there: a compactor's snapshot after the gap answers what comes after it)
         let keep = match (&self.history, &self.base) {
+            (Some(h), _) if h.refusal().is_some() => false,
             (Some(_), Some((_, at))) => *at <= from_ms && from_ms - *at <= rebase_ms,
             // (no snapshot: it starts where its first batch did, and stays within the limit)
             (Some(h), None) => h.starts_ms() <= from_ms && from_ms - h.starts_ms() <= rebase_ms,

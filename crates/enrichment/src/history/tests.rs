@@ -406,11 +406,25 @@ fn a_scans_value_is_not_overridden_by_a_change_it_already_reflects() {
         "during",
         file(vec![change(1, &during)], ChangeKind::Dynamodb, ARN),
     );
-    assert_eq!(
-        value(&b.build(i64::MAX), 250_000),
-        None,
-        "unknown, not a guess"
+    // Once both are past (the Scan's end plus the margin), the item is what the change made
+    // it, whichever came first: here at the position already.
+    assert_eq!(value(&b.build(i64::MAX), 250_000).as_deref(), Some("0"));
+    // During the read, the Scan may or may not hold it: unknown from the change until the
+    // read's end plus the margin, not a guess.
+    let mut b = scanned(200_000, 210_000);
+    let during_read = Write {
+        at_ms: 205_000,
+        ..old.clone()
+    };
+    b.file(
+        "during the read",
+        file(vec![change(1, &during_read)], ChangeKind::Dynamodb, ARN),
     );
+    let h = b.build(i64::MAX);
+    assert_eq!(value(&h, 204_999).as_deref(), Some("1"));
+    assert_eq!(value(&h, 205_000), None, "unknown, not a guess");
+    assert_eq!(value(&h, 214_999), None, "unknown, not a guess");
+    assert_eq!(value(&h, 215_000).as_deref(), Some("0"));
     // One made after it: applies.
     let after = Write {
         at_ms: 230_000,
@@ -669,6 +683,27 @@ mod read_from_the_feed {
             Some("high")
         );
         assert_eq!(followed.builds(), 3);
+        // A gap file: the window refuses, and is read again from the first snapshot after
+        // the gap once there is one.
+        let from = r.clock.ms();
+        r.clock.advance(1_000);
+        put_gap_file(&r.feed, r.clock.now(), "lost");
+        r.clock.advance(30_000);
+        let h = followed.prepare(&feed, from, r.clock.ms()).await.unwrap();
+        assert!(h.refusal().is_some());
+        let h = followed.prepare(&feed, from, r.clock.ms()).await.unwrap();
+        assert!(h.refusal().is_some(), "no later snapshot: the same refusal");
+        assert_eq!(followed.builds(), 4);
+        r.publish(&r.loaded_compactor().await);
+        r.clock.advance(1_000);
+        let after = r.clock.ms();
+        let h = followed.prepare(&feed, after, r.clock.ms()).await.unwrap();
+        assert!(h.refusal().is_none(), "{:?}", h.refusal());
+        assert_eq!(
+            priority(h.lookup_as_of(&burger, after)).as_deref(),
+            Some("medium")
+        );
+        assert_eq!(followed.builds(), 5);
     }
 }
 

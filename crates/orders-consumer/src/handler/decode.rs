@@ -74,10 +74,16 @@ pub(super) fn decode(
             .data
             .0
             .map_err(|source| HandlerError::InvalidData { index, source })?;
+        // (seconds with milliseconds: rounded to the millisecond it names)
+        #[allow(clippy::cast_possible_truncation)]
+        let arrival_ms = (r.kinesis.arrival)
+            .filter(|s| s.is_finite())
+            .map(|s| (s * 1000.0).round() as i64);
         push_inputs(
             &mut inputs,
             data,
             r.kinesis.sequence_number,
+            arrival_ms,
             legacy_flag_dish,
         );
     }
@@ -88,13 +94,15 @@ pub(super) fn decode(
     }))
 }
 
-/// Appends the inputs of one Kinesis record (its `data`, its `sequence_number`) to `inputs`:
+/// Appends the inputs of one Kinesis record (its `data`, its `sequence_number`, when it
+/// arrived) to `inputs`:
 /// the record itself, each user record of its KPL aggregate, or the whole record as invalid
 /// when it is an aggregate that cannot be read.
 fn push_inputs(
     inputs: &mut Vec<Input>,
     data: Vec<u8>,
     sequence_number: String,
+    arrival_ms: Option<i64>,
     legacy_flag_dish: &str,
 ) {
     match deaggregate(&data) {
@@ -103,6 +111,8 @@ fn push_inputs(
             sequence_number,
             sub_sequence: None,
             reference_object: None,
+            arrival_ms,
+            as_of: None,
             data,
         }),
         // Each user record is one input, named by its record's sequence number and its
@@ -113,6 +123,8 @@ fn push_inputs(
             sequence_number: sequence_number.clone(),
             sub_sequence: Some(u.sub_sequence),
             reference_object: None,
+            arrival_ms,
+            as_of: None,
             data: u.data,
         })),
         // Never skipped: the whole Kinesis record is dead-lettered with the reason.
@@ -121,6 +133,8 @@ fn push_inputs(
             sequence_number,
             sub_sequence: None,
             reference_object: None,
+            arrival_ms,
+            as_of: None,
             data,
         }),
     }

@@ -174,6 +174,10 @@ pub(super) struct InvocationData {
     #[serde(rename = "sequenceNumber")]
     pub(super) sequence_number: String,
     pub(super) data: Base64Data,
+    /// When the record arrived in the stream: seconds since the epoch with milliseconds, as
+    /// Lambda sends it (`approximateArrivalTimestamp`); the time as-of enrichment uses.
+    #[serde(rename = "approximateArrivalTimestamp", default)]
+    pub(super) arrival: Option<f64>,
 }
 
 /// A record's `eventSource`: only another source than Kinesis is kept (for the error).

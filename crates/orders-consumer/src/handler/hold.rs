@@ -582,6 +582,8 @@ mod tests {
             record: classify(&data, "CHANGE_FLAG"),
             data,
             reference_object: None,
+            arrival_ms: None,
+            as_of: None,
         }
     }
 

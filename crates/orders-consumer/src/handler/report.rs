@@ -106,6 +106,7 @@ fn batch_line(output: &BatchOutput, stalest: f64) -> Value {
                     metric("EnrichedOrders", "Count"),
                     metric("UnmatchedOrders", "Count"),
                     metric("TooStaleOrders", "Count"),
+                    metric("NotAnsweredOrders", "Count"),
                     metric("InvalidRecords", "Count"),
                     metric("DeadLetteredRecords", "Count"),
                     metric("ChangeFlags", "Count"),
@@ -118,9 +119,11 @@ fn batch_line(output: &BatchOutput, stalest: f64) -> Value {
         "EnrichedOrders": output.enriched,
         "UnmatchedOrders": output.unmatched_dead_lettered + output.passed + output.dropped,
         "TooStaleOrders": output.too_stale,
+        "NotAnsweredOrders": output.not_answered,
         "InvalidRecords": output.invalid,
         "DeadLetteredRecords": output.unmatched_dead_lettered
             + output.too_stale
+            + output.not_answered
             + output.invalid
             + output.unreadable_flags
             + output.hold_full

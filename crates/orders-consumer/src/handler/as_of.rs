@@ -1,0 +1,211 @@
+//! Step 3 with `ENRICH_AS_OF=arrival`: each order looked up in the reference table **as it was
+//! when its record arrived** in the stream, from the change feed's history (a snapshot and the
+//! change files after it, kept warm and extended batch by batch), not from the table as it is
+//! now. Flags change nothing here (the history already places every change at its time).
+//!
+//! A batch's answers are final once the feed's visibility bound has passed its newest order;
+//! before that, `AS_OF_RECENT` says whether the batch waits for it (`wait`, the default) or
+//! answers what the feed holds and marks the lines provisional. An order the history cannot
+//! answer for (the window refuses, its item changed without saying to what, its time is before
+//! the feed's history, its record has no arrival time) is dead-lettered with why.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use enrichment::history::{AsOf, Followed, History, HistoryBuilder, HistorySource};
+use enrichment::sources::FeedSource;
+use enrichment::{FeedSettings, Outcome, TableConfig, Unmatched, UnmatchedReason};
+
+use crate::config::{AsOfSettings, Config, Recent};
+use crate::orders::{Product, Record};
+use crate::output::{AsOfMark, Input};
+
+use super::enrich::EnrichError;
+
+/// The reference table's history, kept across batches, and where it is read from.
+pub(crate) struct AsOfTable<Fd> {
+    followed: Followed<Product, String>,
+    feed: Fd,
+    settings: AsOfSettings,
+    /// How long after a change it may still appear in the feed: W plus the clock margin (ms).
+    look_back_ms: i64,
+}
+
+impl<Fd> std::fmt::Debug for AsOfTable<Fd> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsOfTable")
+            .field("followed", &self.followed)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<Fd: FeedSource> AsOfTable<Fd> {
+    /// The history of the table `table` describes, read through `feed` as `config` places it.
+    pub(crate) fn new(
+        config: &Config,
+        settings: AsOfSettings,
+        table: TableConfig<Product, String>,
+        feed: Fd,
+    ) -> Self {
+        let look_back = config.write_window + FeedSettings::default().clock_margin;
+        let source = HistorySource {
+            feed_prefix: config.change_prefix.clone(),
+            snapshot_prefix: (config.snapshot_prefix.clone())
+                .unwrap_or_else(|| change_protocol::DEFAULT_SNAPSHOT_PREFIX.to_owned()),
+            table: config.reference_table.clone(),
+            look_back,
+            retention: Some(config.feed_retention),
+        };
+        let followed = Followed::new(source, move || HistoryBuilder::of_table(&table, 0))
+            .rebase_after(settings.rebase_after);
+        AsOfTable {
+            followed,
+            feed,
+            look_back_ms: i64::try_from(look_back.as_millis()).unwrap_or(i64::MAX),
+            settings,
+        }
+    }
+}
+
+/// The start of the second `ms` is in.
+fn second_of(ms: i64) -> i64 {
+    ms.div_euclid(1000) * 1000
+}
+
+/// `ms` as RFC 3339 with milliseconds (UTC), for reasons.
+fn time_text(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).map_or_else(
+        || format!("{ms} ms"),
+        |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    )
+}
+
+/// Enriches `inputs` as of their arrival (see the [module](self)), orders without a row per
+/// `unmatched`; `now` reads the clock (ms). `Err` when the batch must be retried (the feed could
+/// not be listed or read).
+pub(super) async fn enrich_as_of<Fd: FeedSource>(
+    table: &mut AsOfTable<Fd>,
+    inputs: Vec<Input>,
+    unmatched: Unmatched,
+    now: impl Fn() -> i64,
+) -> Result<Vec<Outcome<Input, Product>>, EnrichError> {
+    let times = (inputs.iter())
+        .filter(|i| matches!(i.record, Record::Order(_)))
+        .filter_map(|i| i.arrival_ms);
+    let (from, to) = times.fold((i64::MAX, i64::MIN), |(lo, hi), t| (lo.min(t), hi.max(t)));
+    let mut history = None;
+    if from <= to {
+        let mut waited = false;
+        loop {
+            let at = now();
+            let history = (table.followed.prepare(&table.feed, from, at).await)
+                .map_err(|e| EnrichError::Retry(format!("the change feed's history: {e}")))?;
+            // (once waited, the bound has passed: a clock that says otherwise is answered
+            // provisionally rather than waited for again)
+            if history.is_final(to) || table.settings.recent == Recent::Provisional || waited {
+                break;
+            }
+            // Until the bound passes the newest order: the end of its second, then W and the
+            // margin.
+            let look_back = table.look_back_ms.max(history.look_back_ms());
+            let until = second_of(to) + 1000 + look_back + 1;
+            let wait = u64::try_from(until - at).unwrap_or(0);
+            tracing::info!(
+                wait_ms = wait,
+                "waiting for the change feed's visibility bound to pass the batch's newest order"
+            );
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+            waited = true;
+        }
+        history = table.followed.history();
+    }
+    Ok((inputs.into_iter())
+        .map(|input| answer(history, input, unmatched))
+        .collect())
+}
+
+/// One input's outcome from `history` (`None` when the batch has no order with a time).
+fn answer(
+    history: Option<&History<Product, String>>,
+    mut input: Input,
+    unmatched: Unmatched,
+) -> Outcome<Input, Product> {
+    let dish = match &input.record {
+        Record::Order(order) => order.dish.clone(),
+        Record::Flag(_) | Record::LegacyFlag | Record::UnreadableFlag(_) => return Outcome::Flag,
+        Record::Invalid(reason) | Record::TooStale(reason) | Record::NotAnswered(reason) => {
+            let reason = reason.clone();
+            return Outcome::Invalid {
+                record: input,
+                reason,
+            };
+        }
+    };
+    let (Some(t), Some(history)) = (input.arrival_ms, history) else {
+        return not_answered(
+            input,
+            "its Kinesis record has no approximateArrivalTimestamp: enriching as of arrival \
+             needs it"
+                .into(),
+        );
+    };
+    input.as_of = Some(AsOfMark {
+        ms: t,
+        provisional: !history.is_final(t),
+    });
+    let when = time_text(t);
+    match history.lookup_as_of(&dish, t) {
+        AsOf::Found(item) => Outcome::Enriched {
+            record: input,
+            item: Arc::clone(item),
+        },
+        AsOf::Missing => {
+            let reason = UnmatchedReason::NoItem;
+            match unmatched {
+                Unmatched::Pass => Outcome::Passed {
+                    record: input,
+                    reason,
+                },
+                Unmatched::Drop => Outcome::Dropped { reason },
+                // (hold is refused with as-of by the configuration)
+                _ => Outcome::Rejected {
+                    record: input,
+                    reason,
+                },
+            }
+        }
+        AsOf::Ambiguous(n) => Outcome::Rejected {
+            record: input,
+            reason: UnmatchedReason::Ambiguous(n),
+        },
+        AsOf::BeforeHistory { .. } => not_answered(
+            input,
+            format!(
+                "as of {when}: before the reference's history in the change feed (no feed \
+                 snapshot at or before that time)"
+            ),
+        ),
+        AsOf::Unknown { since_ms } => not_answered(
+            input,
+            format!(
+                "as of {when}: its reference item changed at {} without saying to what (a \
+                 stream record without its new image)",
+                time_text(since_ms)
+            ),
+        ),
+        AsOf::Refused(why) => {
+            let reason = format!("as of {when}: the change feed's history refuses: {why}");
+            not_answered(input, reason)
+        }
+    }
+}
+
+/// `input` dead-lettered as not answered, with `reason`.
+fn not_answered(mut input: Input, reason: String) -> Outcome<Input, Product> {
+    input.record = Record::NotAnswered(reason.clone());
+    Outcome::Invalid {
+        record: input,
+        reason,
+    }
+}
