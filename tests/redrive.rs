@@ -597,3 +597,173 @@ async fn the_redrive_names_the_files_it_writes_from_s3s_clock() {
         "{gap} is not an hour after this machine's time during the run ({before} to {after})"
     );
 }
+
+/// Every object under `prefix` of `bucket`: key and bytes.
+async fn objects_under(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+) -> BTreeMap<String, Vec<u8>> {
+    let mut all = BTreeMap::new();
+    for key in list_keys(s3, bucket, prefix).await {
+        let bytes = read_object(s3, bucket, &key).await;
+        all.insert(key, bytes);
+    }
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orders_batch_redriven_after_the_reference_changed_rewrites_its_first_attempts_bytes() {
+    // GIVEN the table (burger medium), its feed, a snapshot of it (a Scan clear of the seed's
+    // changes by more than the clock margin), and orders that arrived then
+    let rig = FeedRig::seeded(StreamViewType::NewAndOldImages).await;
+    tokio::time::sleep(Duration::from_millis(6_100)).await;
+    let compactor = feed_compactor::Config::from_lookup(&|k: &str| match k {
+        "REFERENCE_TABLE" => Some(rig.table.name.clone()),
+        "CHANGE_BUCKET" => Some(rig.bucket.clone()),
+        "WRITE_WINDOW_SECS" => Some("1".to_owned()),
+        _ => None,
+    })
+    .unwrap();
+    let run = feed_compactor::deployed(compactor, &rig.sdk)
+        .run_once()
+        .await;
+    assert!(run.unwrap().published.is_some());
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let arrived = chrono::Utc::now();
+    let shard = "shardId-000000000000";
+    let data: Vec<String> = ["burger", "pizza", "ramen", "burger"]
+        .iter()
+        .enumerate()
+        .map(|(i, dish)| serde_json::json!({"dish": dish, "cost": 5, "customer_id": i}).to_string())
+        .collect();
+    let seq = |i: usize| format!("4959033827149025660855969253836157109592157598913{i:07}");
+    let records: Vec<Value> = (data.iter().enumerate())
+        .map(|(i, d)| {
+            use base64::Engine;
+            serde_json::json!({
+                "kinesis": {
+                    "kinesisSchemaVersion": "1.0",
+                    "partitionKey": "1",
+                    "sequenceNumber": seq(i),
+                    "data": base64::engine::general_purpose::STANDARD.encode(d),
+                    "approximateArrivalTimestamp": arrived.timestamp_millis() as f64 / 1000.0
+                },
+                "eventSource": "aws:kinesis",
+                "eventVersion": "1.0",
+                "eventID": format!("{shard}:{}", seq(i)),
+                "eventName": "aws:kinesis:record",
+                "invokeIdentityArn": "arn:aws:iam::123456789012:role/orders-consumer",
+                "awsRegion": "us-east-1",
+                "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/Orders"
+            })
+        })
+        .collect();
+    let event = serde_json::json!({ "Records": records });
+    let out = unique_name("lake");
+    provision::create_bucket(&rig.s3, &out)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // The function's variables: nothing about as-of (live, the default).
+    let vars = |var: &str| match var {
+        "REFERENCE_TABLE" => Some(rig.table.name.clone()),
+        "CHANGE_BUCKET" => Some(rig.bucket.clone()),
+        "OUTPUT_BUCKET" => Some(out.clone()),
+        "WRITE_WINDOW_SECS" => Some("1".to_owned()),
+        _ => None,
+    };
+    // AND burger's priority changed to high after they arrived
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    rig.table.set_priority("burger", "high").await;
+    rig.deliver().await.unwrap();
+
+    // WHEN a first attempt enriches the batch as of arrival and writes it, then the batch is
+    // discarded all the same (its record lands in the failure bucket), its output is lost,
+    // burger changes again, and the redrive runs with the function's own variables
+    let as_of = |var: &str| match var {
+        "ENRICH_AS_OF" => Some("arrival".to_owned()),
+        other => vars(other),
+    };
+    let first_attempt = orders_consumer::deployed(
+        orders_consumer::Config::from_lookup(&as_of).unwrap(),
+        &rig.sdk,
+    );
+    let response = first_attempt.handle(&event).await.unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    let first = objects_under(&rig.s3, &out, "").await;
+    assert!(
+        first
+            .keys()
+            .any(|k| k.starts_with("enriched/item=burger/priority=medium/")),
+        "{:?}",
+        first.keys()
+    );
+    let failures = failure_bucket(&rig.s3).await;
+    let destination = S3Destination::new(
+        rig.s3.clone(),
+        &failures,
+        "arn:aws:lambda:us-east-1:123456789012:function:orders-consumer",
+    );
+    let info = event_source_mappings::BatchInfo {
+        stream_arn: "arn:aws:kinesis:us-east-1:123456789012:stream/Orders".into(),
+        shard_id: shard.into(),
+        start_sequence_number: seq(0),
+        end_sequence_number: seq(data.len() - 1),
+        first_arrival: Some(arrived),
+        last_arrival: Some(arrived),
+        batch_size: data.len(),
+    };
+    destination
+        .send(&event_source_mappings::DiscardedBatch {
+            kind: event_source_mappings::StreamKind::Kinesis,
+            info: &info,
+            payload: &event,
+            last: &Invocation::Error("Task timed out".into()),
+            invoke_count: 3,
+        })
+        .await
+        .unwrap();
+    for key in first.keys() {
+        rig.s3
+            .delete_object()
+            .bucket(&out)
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    rig.table.set_priority("burger", "low").await;
+    rig.deliver().await.unwrap();
+    let (config, why_live) = redrive::replay_config(&vars, false).unwrap();
+    assert!(why_live.is_none() && config.as_of.is_some());
+    let sdk = test_support::sdk_config().await;
+    let functions = Deployed::with_sdk(
+        feed_config(&rig.bucket),
+        Ok(config),
+        &sdk,
+        &sdk,
+        OffsetClock::default(),
+    );
+    let report = redriver(&rig.s3, &failures, functions).run().await.unwrap();
+    print(&report);
+    assert_eq!(report.count(Action::Redriven), 1);
+
+    // THEN the redrive wrote byte for byte what the first attempt wrote (burger in medium,
+    // as it was when the orders arrived; the dish without a row dead-lettered alike)
+    let again = objects_under(&rig.s3, &out, "").await;
+    assert_eq!(
+        again.keys().collect::<Vec<_>>(),
+        first.keys().collect::<Vec<_>>()
+    );
+    for (key, body) in &first {
+        assert_eq!(
+            String::from_utf8_lossy(&again[key]),
+            String::from_utf8_lossy(body),
+            "{key}"
+        );
+    }
+    // AND with --live it would not have (burger is low now)
+    let (live, _) = redrive::replay_config(&vars, true).unwrap();
+    assert!(live.as_of.is_none());
+}

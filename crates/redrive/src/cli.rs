@@ -48,6 +48,10 @@ pub struct Args {
     /// in-process.
     #[arg(long, value_name = "FUNCTION")]
     pub invoke_orders_consumer: Option<String>,
+    /// Replay orders batches with the reference as it is now, not as of each record's arrival
+    /// (the default, `ENRICH_AS_OF=arrival`, unless the function sets `ENRICH_AS_OF`).
+    #[arg(long)]
+    pub live: bool,
 }
 
 impl Args {
@@ -64,6 +68,7 @@ impl Args {
             orders_consumer: None,
             invoke_change_handler: None,
             invoke_orders_consumer: None,
+            live: false,
         }
     }
 }
@@ -154,7 +159,7 @@ pub async fn redriver(
         Some(env) => env.get(v).cloned(),
         None => std::env::var(v).ok(),
     };
-    let mut functions = Deployed::from_lookup(&feed_vars, &orders_vars).await?;
+    let mut functions = Deployed::from_lookup(&feed_vars, &orders_vars, args.live).await?;
     for (function, name) in [
         (Function::ChangeHandler, &args.invoke_change_handler),
         (Function::OrdersConsumer, &args.invoke_orders_consumer),

@@ -156,6 +156,33 @@ impl std::fmt::Debug for Deployed {
     }
 }
 
+/// The orders consumer's configuration for replaying its batches, from its variables `orders`:
+/// as the function has it, except that orders are enriched **as of their arrival**
+/// (`ENRICH_AS_OF=arrival`) unless the function sets `ENRICH_AS_OF` itself or `live` is asked,
+/// so a replay writes what the first attempt wrote or would have written, whatever changed
+/// since. A function whose configuration cannot enrich as of arrival (the hold, a second
+/// reference) is replayed as it is: the second value says why.
+///
+/// # Errors
+/// The function's variables are missing or wrong.
+pub fn replay_config(
+    orders: &impl Fn(&str) -> Option<String>,
+    live: bool,
+) -> Result<(orders_consumer::Config, Option<String>), Unconfigured> {
+    let own = orders_consumer::Config::from_lookup(orders)?;
+    if live || orders("ENRICH_AS_OF").is_some_and(|v| !v.trim().is_empty()) {
+        return Ok((own, None));
+    }
+    let as_of = |var: &str| match var {
+        "ENRICH_AS_OF" => Some("arrival".to_owned()),
+        other => orders(other),
+    };
+    match orders_consumer::Config::from_lookup(&as_of) {
+        Ok(config) => Ok((config, None)),
+        Err(why) => Ok((own, Some(why.to_string()))),
+    }
+}
+
 impl Deployed {
     /// From the environment, with the functions' own variables: the feed's (`CHANGE_BUCKET`,
     /// `CHANGE_PREFIX`, `WRITE_WINDOW_SECS`, `LEGACY_FLAG_KEY`: required, gaps are written
@@ -163,17 +190,26 @@ impl Deployed {
     /// without those, orders records are left and reported.
     pub async fn from_env() -> Result<Deployed, aws_plumbing::ConfigError> {
         let get = |v: &str| std::env::var(v).ok();
-        Deployed::from_lookup(&get, &get).await
+        Deployed::from_lookup(&get, &get, false).await
     }
 
     /// From two variable lookups: `feed` for the change-handler's (and the gap writer's)
     /// variables, `orders` for the orders consumer's (a deployed function's environment, say).
+    ///
+    /// Orders batches are replayed as of each record's arrival unless `live` (see
+    /// [`replay_config`]).
     pub async fn from_lookup(
         feed: &impl Fn(&str) -> Option<String>,
         orders: &impl Fn(&str) -> Option<String>,
+        live: bool,
     ) -> Result<Deployed, aws_plumbing::ConfigError> {
         let feed = FeedConfig::from_lookup(feed)?;
-        let orders = orders_consumer::Config::from_lookup(orders).map_err(Unconfigured::from);
+        let orders = replay_config(orders, live).map(|(config, why_live)| {
+            if let Some(why) = why_live {
+                tracing::warn!(reason = %why, "orders batches are replayed with the reference as it is now, not as of their arrival");
+            }
+            config
+        });
         Ok(Deployed::new(feed, orders).await)
     }
 

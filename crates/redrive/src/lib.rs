@@ -25,10 +25,15 @@
 //! a Lambda function on the failure bucket's `ObjectCreated` notifications (each new record is
 //! redriven as it lands).
 //!
-//! A replayed orders batch is enriched with the reference data as it is at the redrive, like
-//! any late record. If part of its output was written by the failed attempts and the reference
-//! changed in between, an order can land in a different partition than that partial object:
-//! the replay overwrites its own objects, not one in another partition.
+//! A replayed orders batch is enriched **as of each record's arrival** by default
+//! ([`replay_config`]: `ENRICH_AS_OF=arrival` unless the function sets it, or `--live`): the
+//! reference as it was when the orders arrived, from the change feed's history, so the replay
+//! writes byte for byte what the first attempt wrote or would have written, whatever changed
+//! since. With `--live` (or a function that holds orders or joins a second reference, which
+//! as-of cannot), it is enriched with the reference as it is at the redrive, like any late
+//! record: if part of its output was written by the failed attempts and the reference changed
+//! in between, an order can land in a different partition than that partial object. With
+//! `--invoke-orders-consumer` the deployed function decides (its own `ENRICH_AS_OF`).
 
 pub mod cli;
 mod functions;
@@ -36,7 +41,8 @@ mod record;
 mod redrive;
 
 pub use functions::{
-    BucketError, Deployed, FailureBucket, Functions, ReplayError, S3FailureBucket, Unconfigured,
+    replay_config, BucketError, Deployed, FailureBucket, Functions, ReplayError, S3FailureBucket,
+    Unconfigured,
 };
 pub use record::{BatchInfo, FailureRecord, Function, RecordError};
 pub use redrive::{

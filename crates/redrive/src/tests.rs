@@ -283,3 +283,31 @@ async fn a_missing_configuration_leaves_the_record_without_a_gap() {
     assert!(report.records[0].detail.contains("no configuration"));
     assert!(fake.gaps.lock().unwrap().is_empty());
 }
+
+#[test]
+fn orders_batches_are_replayed_as_of_their_arrival_unless_the_function_or_the_caller_says_otherwise(
+) {
+    let vars = |extra: &'static [(&'static str, &'static str)]| {
+        move |var: &str| match var {
+            "REFERENCE_TABLE" => Some("ProductPriority".to_owned()),
+            "CHANGE_BUCKET" | "OUTPUT_BUCKET" => Some("bucket".to_owned()),
+            other => (extra.iter())
+                .find(|(k, _)| *k == other)
+                .map(|(_, v)| (*v).to_owned()),
+        }
+    };
+    let (config, why) = crate::replay_config(&vars(&[]), false).unwrap();
+    assert!(config.as_of.is_some() && why.is_none());
+    // --live
+    let (config, _) = crate::replay_config(&vars(&[]), true).unwrap();
+    assert!(config.as_of.is_none());
+    // The function's own choice stands.
+    let (config, _) = crate::replay_config(&vars(&[("ENRICH_AS_OF", "live")]), false).unwrap();
+    assert!(config.as_of.is_none());
+    // A function that holds orders cannot be replayed as of arrival: as it is, and why.
+    let (config, why) = crate::replay_config(&vars(&[("UNMATCHED", "hold")]), false).unwrap();
+    assert!(config.as_of.is_none() && config.hold.is_some());
+    assert!(why.unwrap().contains("UNMATCHED=hold"));
+    // A function whose variables are wrong is reported as such.
+    assert!(crate::replay_config(&vars(&[("UNMATCHED", "ignore")]), false).is_err());
+}
