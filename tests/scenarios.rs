@@ -14,6 +14,7 @@ mod many_consumers;
 mod orders_consumer_feed;
 mod redelivery;
 mod redrive;
+mod replay;
 mod s3_path;
 mod snapshots;
 mod walkthrough;

@@ -39,6 +39,7 @@ pub mod cli;
 mod functions;
 mod record;
 mod redrive;
+pub mod replay;
 
 pub use functions::{
     replay_config, BucketError, Deployed, FailureBucket, Functions, ReplayError, S3FailureBucket,
