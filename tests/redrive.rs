@@ -670,10 +670,12 @@ async fn an_orders_batch_redriven_after_the_reference_changed_rewrites_its_first
         "CHANGE_BUCKET" => Some(rig.bucket.clone()),
         "OUTPUT_BUCKET" => Some(out.clone()),
         "WRITE_WINDOW_SECS" => Some("1".to_owned()),
+        "AS_OF_SNAPSHOT_SETTLE_SECS" => Some("1".to_owned()),
         _ => None,
     };
-    // AND burger's priority changed to high after they arrived
-    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    // AND burger's priority changed to high after they arrived (more than the clock margin
+    // after the snapshot's Scan)
+    tokio::time::sleep(Duration::from_millis(5_100)).await;
     rig.table.set_priority("burger", "high").await;
     rig.deliver().await.unwrap();
 

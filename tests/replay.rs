@@ -142,7 +142,11 @@ async fn a_day_replayed_as_of_each_orders_arrival_gets_the_value_it_had_then_and
             .map(|i| {
                 customer += 1;
                 let arrival = start + (part * 12 + i) * HOUR / 2 + 7_000;
-                let dish = if customer.is_multiple_of(2) { "pizza" } else { "burger" };
+                let dish = if customer.is_multiple_of(2) {
+                    "pizza"
+                } else {
+                    "burger"
+                };
                 let seq = format!("49590338271490256608559692538361571095921575989{customer:09}");
                 let data = json!({"dish": dish, "cost": 5, "customer_id": customer}).to_string();
                 json!({
@@ -182,6 +186,7 @@ async fn a_day_replayed_as_of_each_orders_arrival_gets_the_value_it_had_then_and
         // (the function's own: replayed orders are dead-lettered, not held)
         "UNMATCHED" => Some("hold".to_owned()),
         "WRITE_WINDOW_SECS" => Some("1".to_owned()),
+        "AS_OF_SNAPSHOT_SETTLE_SECS" => Some("1".to_owned()),
         _ => None,
     };
     let config = replay_config(&vars, "replay/").unwrap();

@@ -128,8 +128,10 @@ class NotAnswerable(LookupError):
 
 class TableHistory:
     """A table as it was at any time from `from_time` on (seconds since the epoch), read once from
-    the change feed: the latest feed snapshot written at or before `from_time`, then every change
-    file after it. A record stamped within the same second as a change sees it."""
+    the change feed: the latest feed snapshot written at or before `from_time` (under
+    `snapshot_prefix`, or the compactor's daily ones under `daily_snapshot_prefix`, kept longer),
+    then every change file after it. A record stamped within the same second as a change sees
+    it."""
 
     def __init__(
         self,
@@ -141,6 +143,7 @@ class TableHistory:
         *,
         feed_prefix: str = "change_flags/",
         snapshot_prefix: str = "feed-snapshots/",
+        daily_snapshot_prefix: Optional[str] = "feed-snapshots-daily/",
         look_back_seconds: float = 25.0,
         retention_days: int = 7,
         empty_at_start: bool = False,

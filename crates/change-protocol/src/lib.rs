@@ -62,5 +62,6 @@ pub use serde_dynamo::{AttributeValue, Item};
 pub use snapshot::{
     snapshot_key, snapshot_pointer_key, snapshot_schema_readable, write_snapshot, EntryBody,
     EntryStamp, SnapshotEntry, SnapshotError, SnapshotHeader, SnapshotPointer, SnapshotReader,
-    SnapshotWriter, DEFAULT_SNAPSHOT_PREFIX, SNAPSHOT_KIND, SNAPSHOT_SCHEMA,
+    SnapshotWriter, DEFAULT_DAILY_SNAPSHOT_PREFIX, DEFAULT_SNAPSHOT_PREFIX, SNAPSHOT_KIND,
+    SNAPSHOT_SCHEMA,
 };

@@ -35,6 +35,11 @@ pub const SNAPSHOT_KIND: &str = "feed-snapshot";
 /// the feed's listings never return them and the change files' expiry rule never touches them.
 pub const DEFAULT_SNAPSHOT_PREFIX: &str = "feed-snapshots/";
 
+/// Where the feed-compactor keeps the first snapshot of each UTC day as well, by default: beside
+/// the others (not under their prefix), so a lifecycle rule of its own keeps them longer, and
+/// as-of answers reach as far back as they are kept.
+pub const DEFAULT_DAILY_SNAPSHOT_PREFIX: &str = "feed-snapshots-daily/";
+
 /// The first line of a snapshot.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotHeader {

@@ -21,7 +21,8 @@ use aws_plumbing::{
     ConfigError, ObjectStore, SharedClock,
 };
 use change_protocol::{
-    snapshot_key, snapshot_pointer_key, Item, SnapshotPointer, DEFAULT_SNAPSHOT_PREFIX,
+    snapshot_key, snapshot_pointer_key, Item, SnapshotPointer, DEFAULT_DAILY_SNAPSHOT_PREFIX,
+    DEFAULT_SNAPSHOT_PREFIX,
 };
 use chrono::{DateTime, Utc};
 use enrichment::sources::{FeedSource, TableSource};
@@ -54,6 +55,11 @@ pub struct Config {
     /// `REPUBLISH_AFTER_SECS`: write a snapshot even without a change once the last one is this
     /// old (default 3600), so the latest snapshot's feed position stays recent.
     pub republish_after: Duration,
+    /// `DAILY_SNAPSHOT_PREFIX`: where the first snapshot of each UTC day is kept as well
+    /// (default `feed-snapshots-daily/`; `none` keeps none): as-of answers start from the latest
+    /// snapshot at or before their time, so the daily snapshots' lifecycle rule (infra/'s
+    /// `HistoryRetentionDays`) sets how far back they reach, with the change files'.
+    pub daily_prefix: Option<String>,
 }
 
 impl Config {
@@ -92,7 +98,26 @@ impl Config {
                 ),
             });
         }
+        let daily_prefix = match or("DAILY_SNAPSHOT_PREFIX", DEFAULT_DAILY_SNAPSHOT_PREFIX) {
+            p if p.trim() == "none" => None,
+            p if p.starts_with(&change_prefix)
+                || change_prefix.starts_with(&p)
+                || p.starts_with(&snapshot_prefix)
+                || snapshot_prefix.starts_with(&p) =>
+            {
+                return Err(ConfigError::Invalid {
+                    var: "DAILY_SNAPSHOT_PREFIX",
+                    value: p,
+                    reason: format!(
+                        "overlaps CHANGE_PREFIX={change_prefix:?} or SNAPSHOT_PREFIX={snapshot_prefix:?}: \
+                         their expiry rules would delete the daily snapshots"
+                    ),
+                })
+            }
+            p => Some(p),
+        };
         Ok(Config {
+            daily_prefix,
             table: required_var(get, "REFERENCE_TABLE")?,
             key_attributes,
             change_bucket,
@@ -154,6 +179,9 @@ pub struct RunReport {
     pub items_read: u64,
     /// The snapshot written, if one was.
     pub published: Option<Published>,
+    /// The key of the day's snapshot kept as well (`DAILY_SNAPSHOT_PREFIX`), if this run wrote
+    /// it.
+    pub daily: Option<String>,
     /// Why none was written although the run succeeded (nothing changed, recently published).
     pub skipped: Option<String>,
 }
@@ -167,6 +195,8 @@ pub struct Compactor<Tb: TableSource, Fd, S> {
     /// The follower's snapshot version and time of the last snapshot written.
     last_published: Option<(u64, DateTime<Utc>)>,
     latest_position: Option<DateTime<Utc>>,
+    /// The UTC day whose daily snapshot this compactor wrote last.
+    daily_written: Option<chrono::NaiveDate>,
 }
 
 impl<Tb: TableSource, Fd, S> std::fmt::Debug for Compactor<Tb, Fd, S> {
@@ -209,6 +239,7 @@ where
             clock,
             last_published: None,
             latest_position: None,
+            daily_written: None,
         }
     }
 
@@ -252,6 +283,17 @@ where
         let bytes = body.len();
         let key = snapshot_key(&self.config.snapshot_prefix, &self.config.table, now);
         let bucket = &self.config.change_bucket;
+        // The day's first snapshot kept as well, under the daily prefix (its own lifecycle
+        // rule): once per day per environment (a cold start the same day writes one more).
+        let today = now.date_naive();
+        if let Some(daily) = &self.config.daily_prefix {
+            if self.daily_written != Some(today) {
+                let daily_key = snapshot_key(daily, &self.config.table, now);
+                self.store.put(bucket, &daily_key, body.clone()).await?;
+                self.daily_written = Some(today);
+                report.daily = Some(daily_key);
+            }
+        }
         // The object first, then the pointer: a pointer never names a snapshot that is not there.
         self.store.put(bucket, &key, body).await?;
         let pointer = SnapshotPointer::to(key.clone(), &header);

@@ -162,3 +162,68 @@ fn a_snapshot_prefix_inside_the_feed_is_refused() {
     .unwrap_err();
     assert!(err.to_string().contains("SNAPSHOT_PREFIX"), "{err}");
 }
+
+#[tokio::test]
+async fn the_first_snapshot_of_each_utc_day_is_kept_under_the_daily_prefix_as_well() {
+    let (table, bucket) = setup();
+    let at = |days_ago: i64| {
+        // (noon UTC, so a few seconds later is the same day)
+        let now = Utc::now();
+        let noon = now.date_naive().and_hms_opt(12, 0, 0).unwrap().and_utc();
+        aws_plumbing::OffsetClock::new(noon - now - chrono::Duration::days(days_ago))
+    };
+    let mut c = Compactor::new(
+        config(),
+        table.clone(),
+        bucket.clone(),
+        bucket.clone(),
+        at(2),
+    );
+    let first = c.run_once().await.unwrap();
+    let daily = first.daily.expect("the day's first snapshot is kept");
+    assert!(
+        daily.starts_with("feed-snapshots-daily/ProductPriority/"),
+        "{daily}"
+    );
+    assert_eq!(
+        bucket.object(&daily),
+        first.published.as_ref().and_then(|p| bucket.object(&p.key))
+    );
+    // Another snapshot the same day: not kept again.
+    table.put(product("burger", "high"));
+    let mut later = Compactor::new(
+        config(),
+        table.clone(),
+        bucket.clone(),
+        bucket.clone(),
+        at(2),
+    );
+    later.daily_written = c.daily_written;
+    let second = later.run_once().await.unwrap();
+    assert!(
+        second.published.is_some() && second.daily.is_none(),
+        "{second:?}"
+    );
+    // The next day's first: kept.
+    let mut next_day = Compactor::new(config(), table, bucket.clone(), bucket.clone(), at(1));
+    next_day.daily_written = c.daily_written;
+    let third = next_day.run_once().await.unwrap();
+    assert!(third.daily.is_some(), "{third:?}");
+    // And none with DAILY_SNAPSHOT_PREFIX=none; a prefix under the others' is refused.
+    let none = Config::from_lookup(&|k: &str| match k {
+        "REFERENCE_TABLE" => Some("T".into()),
+        "CHANGE_BUCKET" => Some("feed-bucket".into()),
+        "DAILY_SNAPSHOT_PREFIX" => Some("none".into()),
+        _ => None,
+    })
+    .unwrap();
+    assert_eq!(none.daily_prefix, None);
+    let err = Config::from_lookup(&|k: &str| match k {
+        "REFERENCE_TABLE" => Some("T".into()),
+        "CHANGE_BUCKET" => Some("feed-bucket".into()),
+        "DAILY_SNAPSHOT_PREFIX" => Some("feed-snapshots/daily/".into()),
+        _ => None,
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("DAILY_SNAPSHOT_PREFIX"), "{err}");
+}

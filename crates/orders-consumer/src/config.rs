@@ -46,6 +46,11 @@ pub struct Config {
     /// `feed-snapshots/`; `none` never looks): a first load starts from the latest one when it
     /// passes every check, instead of a Scan.
     pub snapshot_prefix: Option<String>,
+    /// `DAILY_SNAPSHOT_PREFIX`: where the feed-compactor keeps each day's first snapshot as
+    /// well (default `feed-snapshots-daily/`; `none`: not searched). As-of answers
+    /// (`ENRICH_AS_OF=arrival`) start from the latest snapshot under either prefix at or before
+    /// their time: the daily ones reach further back.
+    pub daily_snapshot_prefix: Option<String>,
     /// A second, optional reference kept as objects in S3 (CSV with a header or JSON Lines,
     /// optionally gzip: the format comes from each object's extension), joined on the order's
     /// dish and kept current by the s3-event-handler's flags and change files.
@@ -56,7 +61,8 @@ pub struct Config {
     /// `ENRICH_AS_OF`: `live` (the default: each order gets the reference as it is when its
     /// batch runs, flags at their position) or `arrival` (each order gets the reference as it
     /// was when its record arrived in the stream: a retry, a redrive or a replay writes the
-    /// same bytes). `None` for live.
+    /// same bytes, unless `AS_OF_RECENT=provisional` answered before the feed was final).
+    /// `None` for live.
     pub as_of: Option<AsOfSettings>,
 }
 
@@ -65,9 +71,11 @@ pub struct Config {
 pub struct AsOfSettings {
     /// `AS_OF_RECENT`: what to do with an order younger than the feed's visibility bound.
     pub recent: Recent,
-    /// `AS_OF_REBASE_SECS`: how much older than a batch's oldest order the history's base
-    /// snapshot may be before it is read again from a later one (default 3600).
-    pub rebase_after: Duration,
+    /// `AS_OF_SNAPSHOT_SETTLE_SECS`: how long a feed snapshot may take to become visible after
+    /// its key time (default 900, more than the compactor's timeout). A batch's history starts
+    /// from the latest snapshot keyed at least this long before its oldest order: the same
+    /// snapshot for every attempt of the batch, so the same answers.
+    pub snapshot_settle: Duration,
 }
 
 /// `AS_OF_RECENT`: an order whose arrival the feed's visibility bound (W plus the clock margin,
@@ -148,6 +156,14 @@ impl Config {
         }
         Ok(Config {
             as_of,
+            daily_snapshot_prefix: match or_default(
+                get,
+                "DAILY_SNAPSHOT_PREFIX",
+                change_protocol::DEFAULT_DAILY_SNAPSHOT_PREFIX,
+            ) {
+                p if p.trim() == "none" => None,
+                p => Some(p),
+            },
             hold,
             snapshot_prefix,
             catalog,
@@ -259,7 +275,7 @@ fn catalog_vars(
 }
 
 /// `ENRICH_AS_OF` (`live` or `arrival`) and, with `arrival`, `AS_OF_RECENT` and
-/// `AS_OF_REBASE_SECS`.
+/// `AS_OF_SNAPSHOT_SETTLE_SECS`.
 fn as_of_vars(get: &impl Fn(&str) -> Option<String>) -> Result<Option<AsOfSettings>, ConfigError> {
     match or_default(get, "ENRICH_AS_OF", "live").as_str() {
         "live" => Ok(None),
@@ -271,7 +287,7 @@ fn as_of_vars(get: &impl Fn(&str) -> Option<String>) -> Result<Option<AsOfSettin
                     value: recent.clone(),
                     reason,
                 })?,
-                rebase_after: seconds_var(get, "AS_OF_REBASE_SECS", 3600)?,
+                snapshot_settle: seconds_var(get, "AS_OF_SNAPSHOT_SETTLE_SECS", 900)?,
             }))
         }
         other => Err(ConfigError::Invalid {
@@ -398,7 +414,7 @@ mod tests {
             ("FEED_RETENTION_DAYS", "a week"),
             ("ENRICH_AS_OF", "event-time"),
             ("AS_OF_RECENT", "never"),
-            ("AS_OF_REBASE_SECS", "0"),
+            ("AS_OF_SNAPSHOT_SETTLE_SECS", "0"),
         ] {
             let pairs = [("ENRICH_AS_OF", "arrival"), (var, value)];
             let pairs = if var == "ENRICH_AS_OF" {
@@ -460,7 +476,7 @@ mod tests {
             config(&[("ENRICH_AS_OF", "arrival")]).unwrap().as_of,
             Some(AsOfSettings {
                 recent: Recent::Wait,
-                rebase_after: Duration::from_secs(3600),
+                snapshot_settle: Duration::from_secs(900),
             })
         );
         assert_eq!(

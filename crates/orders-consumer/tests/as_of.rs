@@ -79,6 +79,8 @@ async fn run(rig: &FeedRig, out: &str, events: Vec<Value>) -> Vec<Value> {
         .env("OUTPUT_BUCKET", out)
         .env("ENRICH_AS_OF", "arrival")
         .env("WRITE_WINDOW_SECS", "1")
+        // (the snapshot a second before the orders is their base: its PUT is long done)
+        .env("AS_OF_SNAPSHOT_SETTLE_SECS", "1")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
@@ -169,8 +171,10 @@ async fn a_batch_is_enriched_as_of_its_arrival_and_a_retry_after_another_change_
             order("burger", 5),
         ],
     );
-    // AND burger's priority changed to high after they arrived, before the batch runs
-    next_second().await;
+    // AND burger's priority changed to high after they arrived, before the batch runs (more
+    // than the clock margin after the snapshot's Scan, or the Scan may or may not have seen
+    // it: unknown before it)
+    tokio::time::sleep(Duration::from_millis(5_100)).await;
     rig.table.set_priority("burger", "high").await;
     rig.deliver().await.expect("the update's stream record");
 
@@ -228,17 +232,6 @@ async fn a_batch_is_enriched_as_of_its_arrival_and_a_retry_after_another_change_
             "{key}"
         );
     }
-
-    // AND orders that arrive now get low
-    let later = kinesis_event(100, now_ms(), &[order("burger", 100)]);
-    run(&rig, &out, vec![later]).await;
-    let now = objects(&rig.s3, &out).await;
-    assert!(
-        (lines(&now, "enriched/").iter())
-            .any(|(k, l)| l["customer_id"] == 100 && k.contains("priority=low/")),
-        "{:?}",
-        lines(&now, "enriched/")
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

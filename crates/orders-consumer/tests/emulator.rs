@@ -67,6 +67,7 @@ impl Rig {
             reference_objects: None,
             catalog: None,
             as_of: None,
+            daily_snapshot_prefix: None,
             snapshot_prefix: None,
         }
     }

@@ -50,7 +50,7 @@ impl TableHistory {
     #[pyo3(signature = (
         table, key_attributes, lookup_attribute, feed_bucket, from_time,
         *, feed_prefix="change_flags/".to_owned(), snapshot_prefix="feed-snapshots/".to_owned(),
-        look_back_seconds=25.0, retention_days=7, empty_at_start=false, endpoint_url=None
+        daily_snapshot_prefix=Some("feed-snapshots-daily/".to_owned()), look_back_seconds=25.0, retention_days=7, empty_at_start=false, endpoint_url=None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -62,6 +62,7 @@ impl TableHistory {
         from_time: f64,
         feed_prefix: String,
         snapshot_prefix: String,
+        daily_snapshot_prefix: Option<String>,
         look_back_seconds: f64,
         retention_days: u64,
         empty_at_start: bool,
@@ -92,6 +93,7 @@ impl TableHistory {
         let source = HistorySource {
             feed_prefix,
             snapshot_prefix,
+            daily_prefix: daily_snapshot_prefix,
             table,
             look_back: Duration::from_secs_f64(look_back_seconds),
             retention: Some(Duration::from_secs(retention_days.saturating_mul(86_400))),

@@ -158,10 +158,13 @@ impl std::fmt::Debug for Deployed {
 
 /// The orders consumer's configuration for replaying its batches, from its variables `orders`:
 /// as the function has it, except that orders are enriched **as of their arrival**
-/// (`ENRICH_AS_OF=arrival`) unless the function sets `ENRICH_AS_OF` itself or `live` is asked,
-/// so a replay writes what the first attempt wrote or would have written, whatever changed
-/// since. A function whose configuration cannot enrich as of arrival (the hold, a second
-/// reference) is replayed as it is: the second value says why.
+/// (`ENRICH_AS_OF=arrival`) unless the function sets `ENRICH_AS_OF` itself, and live when
+/// `live` is asked (whatever the function says). A replay as of arrival writes byte for byte
+/// what an as-of first attempt wrote; for a live function, what it would have written had it
+/// run at the records' arrival (each line then says `as_of`, and an order can land in another
+/// partition than a live attempt's partial output put it). A function whose configuration
+/// cannot enrich as of arrival (the hold, a second reference) is replayed as it is: the second
+/// value says why.
 ///
 /// # Errors
 /// The function's variables are missing or wrong.
@@ -169,8 +172,12 @@ pub fn replay_config(
     orders: &impl Fn(&str) -> Option<String>,
     live: bool,
 ) -> Result<(orders_consumer::Config, Option<String>), Unconfigured> {
-    let own = orders_consumer::Config::from_lookup(orders)?;
-    if live || orders("ENRICH_AS_OF").is_some_and(|v| !v.trim().is_empty()) {
+    let mut own = orders_consumer::Config::from_lookup(orders)?;
+    if live {
+        own.as_of = None;
+        return Ok((own, None));
+    }
+    if orders("ENRICH_AS_OF").is_some_and(|v| !v.trim().is_empty()) {
         return Ok((own, None));
     }
     let as_of = |var: &str| match var {

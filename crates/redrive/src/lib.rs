@@ -28,8 +28,8 @@
 //! A replayed orders batch is enriched **as of each record's arrival** by default
 //! ([`replay_config`]: `ENRICH_AS_OF=arrival` unless the function sets it, or `--live`): the
 //! reference as it was when the orders arrived, from the change feed's history, so the replay
-//! writes byte for byte what the first attempt wrote or would have written, whatever changed
-//! since. With `--live` (or a function that holds orders or joins a second reference, which
+//! writes byte for byte what an as-of first attempt wrote (for a live function: what it would
+//! have written at the records' arrival), whatever changed since. With `--live` (or a function that holds orders or joins a second reference, which
 //! as-of cannot), it is enriched with the reference as it is at the redrive, like any late
 //! record: if part of its output was written by the failed attempts and the reference changed
 //! in between, an order can land in a different partition than that partial object. With

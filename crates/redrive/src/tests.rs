@@ -301,8 +301,10 @@ fn orders_batches_are_replayed_as_of_their_arrival_unless_the_function_or_the_ca
     // --live
     let (config, _) = crate::replay_config(&vars(&[]), true).unwrap();
     assert!(config.as_of.is_none());
-    // The function's own choice stands.
+    // The function's own choice stands, and --live wins over it.
     let (config, _) = crate::replay_config(&vars(&[("ENRICH_AS_OF", "live")]), false).unwrap();
+    assert!(config.as_of.is_none());
+    let (config, _) = crate::replay_config(&vars(&[("ENRICH_AS_OF", "arrival")]), true).unwrap();
     assert!(config.as_of.is_none());
     // A function that holds orders cannot be replayed as of arrival: as it is, and why.
     let (config, why) = crate::replay_config(&vars(&[("UNMATCHED", "hold")]), false).unwrap();

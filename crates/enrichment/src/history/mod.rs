@@ -68,8 +68,23 @@ pub enum AsOf<'a, T> {
 enum State<T> {
     Item(Arc<T>),
     Removed,
-    /// Changed without an image, or an image that does not decode (why).
+    /// Changed without an image, or an image that does not decode: neither its value nor its
+    /// lookup key is known (while it lasts, every lookup is unknown).
     Unknown,
+    /// One of known values, but which is not known (a change whose order against the snapshot's
+    /// read, or against another change, cannot be told): unknown for the lookup keys the item
+    /// had or the value here (indexed) has, not for others.
+    Uncertain(Option<Arc<T>>),
+}
+
+/// `state` made uncertain: a value stays indexed under its lookup key, a state that says
+/// nothing stays unknown.
+fn uncertain<T>(state: State<T>) -> State<T> {
+    match state {
+        State::Item(v) => State::Uncertain(Some(v)),
+        State::Removed => State::Uncertain(None),
+        other => other,
+    }
 }
 
 /// One version of an item: valid from `from_ms`.
@@ -89,6 +104,7 @@ impl<T> Clone for State<T> {
             State::Item(v) => State::Item(Arc::clone(v)),
             State::Removed => State::Removed,
             State::Unknown => State::Unknown,
+            State::Uncertain(v) => State::Uncertain(v.clone()),
         }
     }
 }
@@ -177,12 +193,17 @@ pub struct HistoryBuilder<T, K> {
     /// What the table held at the start is known (a snapshot, or a table known empty then).
     based: bool,
     stream: Option<String>,
-    refusal: Option<String>,
+    /// Why the window refuses, with the key of the file that says so ("" for the snapshot
+    /// and the window itself): the lowest key's reason, whatever order files came in.
+    refusal: Option<(String, String)>,
     changes: HashMap<ItemKey, Vec<Version<T>>>,
     /// While a built history is extended: the items the new files touch.
     touched: Option<Vec<ItemKey>>,
     /// The look-back its files were listed with (set by a read).
     look_back_ms: i64,
+    /// The largest write window a change file states, plus the margin: a producer with a
+    /// larger W than the reader's makes files visible later.
+    file_look_back_ms: i64,
     /// The change files a read listed (handed to [`Followed`]).
     listed: Vec<String>,
 }
@@ -229,6 +250,7 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
             changes: HashMap::new(),
             touched: None,
             look_back_ms: 0,
+            file_look_back_ms: 0,
             listed: Vec::new(),
         }
     }
@@ -268,7 +290,14 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
     }
 
     pub(crate) fn refuse(&mut self, why: String) {
-        self.refusal.get_or_insert(why);
+        self.refuse_at("", why);
+    }
+
+    /// The window refuses because of file `key`: kept if it is the lowest key that refuses.
+    fn refuse_at(&mut self, key: &str, why: String) {
+        if self.refusal.as_ref().is_none_or(|(k, _)| key < k.as_str()) {
+            self.refusal = Some((key.to_owned(), why));
+        }
     }
 
     fn state_of(&self, image: Option<Item>) -> State<T> {
@@ -320,10 +349,19 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
                 (Some(EntryStamp::Read { from_ms, to_ms }), _) => {
                     Base::Read(Some((from_ms, to_ms)))
                 }
-                // (a Scan reads between the position, taken before it began, and its end R)
-                (None, None) => {
-                    Base::Read((header.full_load_end_ms).map(|r| (r.min(header.position_ms), r)))
-                }
+                // (a Scan reads between the position, taken before it began, and its end R; a
+                // snapshot that does not say when its Scan ended cannot say what it holds)
+                (None, None) => match header.full_load_end_ms {
+                    Some(r) => Base::Read(Some((r.min(header.position_ms), r))),
+                    None => {
+                        self.refuse(
+                            "the snapshot does not say when its Scan ended (an older \
+                             compactor's): its values cannot be placed in time"
+                                .into(),
+                        );
+                        continue;
+                    }
+                },
                 // (a sequence number without a stamp, or a change stamp without one: not what a
                 // follower writes)
                 _ => {
@@ -343,7 +381,7 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
                 versions.push(Version {
                     seq: None,
                     from_ms: header.position_ms,
-                    state: State::Unknown,
+                    state: State::Uncertain(None),
                     base: Some(Base::Change(i64::MIN)),
                 });
             }
@@ -358,10 +396,13 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
 
     /// A change file of the window (its key named `key` for the reasons given).
     pub fn file(&mut self, key: &str, file: ChangeFile) {
+        let stated = i64::try_from(file.write_window_ms).unwrap_or(i64::MAX);
+        self.file_look_back_ms =
+            (self.file_look_back_ms).max(stated.saturating_add(self.margin_ms));
         match file.kind {
             ChangeKind::Gap => {
                 let why = file.reason.as_deref().unwrap_or("changes were lost");
-                self.refuse(format!("a gap file in the window ({key}): {why}"));
+                self.refuse_at(key, format!("a gap file in the window ({key}): {why}"));
                 return;
             }
             ChangeKind::S3 => return,
@@ -375,9 +416,12 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
         }
         match &self.stream {
             Some(label) if *label != file.source.label => {
-                self.refuse(format!(
-                    "the table's stream switched in the window ({key} is of another stream)"
-                ));
+                self.refuse_at(
+                    key,
+                    format!(
+                        "the table's stream switched in the window ({key} is of another stream)"
+                    ),
+                );
                 return;
             }
             Some(_) => {}
@@ -385,7 +429,7 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
         }
         for change in file.changes {
             let Ok(item_key) = ItemKey::from_item(&self.key_attributes, &change.keys) else {
-                self.refuse(format!("a change without its key attributes in {key}"));
+                self.refuse_at(key, format!("a change without its key attributes in {key}"));
                 continue;
             };
             let state = match change.event_name {
@@ -413,9 +457,10 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
             match (keys, created, seq) {
                 (Some(keys), Some(created), Some(seq)) => {
                     let Ok(item_key) = ItemKey::from_item(&self.key_attributes, &keys) else {
-                        self.refuse(format!(
-                            "an untyped record without its key attributes in {key}"
-                        ));
+                        self.refuse_at(
+                            key,
+                            format!("an untyped record without its key attributes in {key}"),
+                        );
                         continue;
                     };
                     #[allow(clippy::cast_possible_truncation)]
@@ -430,19 +475,23 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
                         base: None,
                     });
                 }
-                _ => self.refuse(format!(
-                    "an untyped record without its keys, time or sequence number in {key} ({})",
-                    opaque.reason
-                )),
+                _ => self.refuse_at(
+                    key,
+                    format!(
+                        "an untyped record without its keys, time or sequence number in {key} ({})",
+                        opaque.reason
+                    ),
+                ),
             }
         }
     }
 
     /// A change file of the window that could not be read or decoded: the window refuses.
     pub fn unreadable_file(&mut self, key: &str, why: &str) {
-        self.refuse(format!(
-            "a change file in the window could not be read ({key}): {why}"
-        ));
+        self.refuse_at(
+            key,
+            format!("a change file in the window could not be read ({key}): {why}"),
+        );
     }
 
     /// The history, final for times at or before `final_through_ms` (the feed's visibility
@@ -497,6 +546,8 @@ fn settle<T>(raw: &[Version<T>], starts_ms: i64, margin_ms: i64) -> Vec<Version<
         let mut kept = Vec::with_capacity(list.len());
         // Older changes the entry may not hold: unknown, placed right after it.
         let mut after_base = Vec::new();
+        // A change the entry's read may or may not hold.
+        let mut doubtful = false;
         for (n, mut v) in list.into_iter().enumerate() {
             if n == i {
                 kept.push(v);
@@ -522,11 +573,13 @@ fn settle<T>(raw: &[Version<T>], starts_ms: i64, margin_ms: i64) -> Vec<Version<
                         (true, _, false) => continue,
                         (true, _, true) => {
                             // (after the entry, in its own second: unknown from then)
-                            v.state = State::Unknown;
+                            v.state = uncertain(std::mem::replace(&mut v.state, State::Removed));
                             after_base.push(v);
                             continue;
                         }
-                        (false, true, _) => v.state = State::Unknown,
+                        (false, true, _) => {
+                            v.state = uncertain(std::mem::replace(&mut v.state, State::Removed));
+                        }
                         (false, false, _) => {}
                     }
                 }
@@ -542,29 +595,35 @@ fn settle<T>(raw: &[Version<T>], starts_ms: i64, margin_ms: i64) -> Vec<Version<
                         continue;
                     }
                     if older {
-                        v.state = State::Unknown;
+                        v.state = uncertain(std::mem::replace(&mut v.state, State::Removed));
                         after_base.push(v);
                         continue;
                     }
                     if v.from_ms < hi {
                         // Made during the read (or within the margin of it): the read may or
-                        // may not hold it, so the item is unknown from its time; but once both
-                        // are past (the read's end plus the margin), the item is what the
-                        // change made it, whichever came first.
-                        let settled = Version {
-                            seq: v.seq.clone(),
-                            from_ms: v.from_ms.max(hi),
-                            state: v.state.clone(),
-                            base: None,
-                        };
-                        v.state = State::Unknown;
-                        kept.push(v);
-                        kept.push(settled);
-                        continue;
+                        // may not hold it. From the change on, the item is what the change
+                        // made it either way; before it, the entry's value may already be the
+                        // change's (or a later one's): unknown from the position.
+                        doubtful = true;
                     }
                 }
             }
             kept.push(v);
+        }
+        if doubtful {
+            let at = kept
+                .iter()
+                .rposition(|v| v.base.is_some())
+                .map_or(0, |b| b + 1);
+            kept.insert(
+                at,
+                Version {
+                    seq: None,
+                    from_ms: position,
+                    state: State::Uncertain(None),
+                    base: Some(Base::Change(i64::MIN)),
+                },
+            );
         }
         // (older ones come before the entry in sequence order: now after it)
         if !after_base.is_empty() {
@@ -585,7 +644,7 @@ fn settle<T>(raw: &[Version<T>], starts_ms: i64, margin_ms: i64) -> Vec<Version<
         // (between changes of the window: a snapshot entry's time is its position)
         if v.base.is_none() {
             if v.from_ms < previous_second {
-                v.state = State::Unknown;
+                v.state = uncertain(std::mem::replace(&mut v.state, State::Removed));
             }
             previous_second = previous_second.max(v.from_ms);
         }
@@ -626,13 +685,31 @@ impl<T, K: Clone + Eq + Hash> History<T, K> {
                         unknown = true;
                         KeptState::Unknown
                     }
+                    State::Uncertain(value) => {
+                        // (its key indexed: a lookup of it is unknown then, not missing)
+                        if let Some(k) = value.as_deref().and_then(|v| (self.inputs.lookup_key)(v))
+                        {
+                            let items = self.by_lookup.entry(k).or_default();
+                            let keys = &self.keys;
+                            let at =
+                                items.partition_point(|&j| keys[j as usize] < keys[index as usize]);
+                            if items.get(at) != Some(&index) {
+                                items.insert(at, index);
+                            }
+                        }
+                        KeptState::Unknown
+                    }
                 },
             })
             .collect();
         // (a change without an image may have changed its lookup key too: while it is unknown,
-        // it may have any key)
-        if unknown && !self.unkeyed.contains(&index) {
-            self.unkeyed.push(index);
+        // it may have any key; in primary-key order, as a build from all files has them)
+        if unknown {
+            let keys = &self.keys;
+            let at = (self.unkeyed).partition_point(|&j| keys[j as usize] < keys[index as usize]);
+            if self.unkeyed.get(at) != Some(&index) {
+                self.unkeyed.insert(at, index);
+            }
         }
         kept
     }
@@ -687,11 +764,11 @@ impl<T, K: Eq + Hash> History<T, K> {
 
     /// Why the window refuses every answer, if it does.
     pub fn refusal(&self) -> Option<&str> {
-        self.inputs.refusal.as_deref()
+        self.inputs.refusal.as_ref().map(|(_, why)| why.as_str())
     }
 
-    /// How long after a change the feed may still list it (ms): the larger of the look-back it
-    /// was read with and its snapshot's write window plus margin. An answer for `t` is final
+    /// How long after a change the feed may still list it (ms): the largest of the look-back it
+    /// was read with, its snapshot's write window plus margin, and any change file's. An answer for `t` is final
     /// once this much has passed after the end of `t`'s second ([`History::is_final`]).
     pub fn look_back_ms(&self) -> i64 {
         self.inputs
@@ -711,7 +788,7 @@ impl<T, K: Eq + Hash> History<T, K> {
     where
         K: Clone,
     {
-        if let Some(why) = &self.inputs.refusal {
+        if let Some((_, why)) = &self.inputs.refusal {
             return AsOf::Refused(why);
         }
         // Before the start, or without a base (no snapshot, not declared empty): an item that

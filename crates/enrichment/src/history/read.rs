@@ -19,6 +19,9 @@ pub struct HistorySource {
     pub feed_prefix: String,
     /// The feed snapshots' prefix (`feed-snapshots/`).
     pub snapshot_prefix: String,
+    /// Where the compactor keeps each day's first snapshot as well (`feed-snapshots-daily/`,
+    /// kept longer): searched with the others. `None`: not searched.
+    pub daily_prefix: Option<String>,
     /// The table (its snapshots are under `<snapshot_prefix><table>/`).
     pub table: String,
     /// How far before a position change files are listed: the largest write window W plus the
@@ -71,7 +74,7 @@ impl<T, K: LookupKey> HistoryBuilder<T, K> {
         let mut look_back = i64::try_from(source.look_back.as_millis()).unwrap_or(i64::MAX);
         self.table(&source.table);
         if let Some(key) = snapshot {
-            match read_snapshot(feed, key).await {
+            match read_snapshot(feed, key).await? {
                 Ok((header, entries)) => self.snapshot(&header, entries),
                 Err(why) => self.unreadable_file(key, &why),
             }
@@ -104,6 +107,8 @@ impl<T, K: LookupKey> HistoryBuilder<T, K> {
             }
             listed.push(key);
         }
+        // (a producer's larger W, stated in its files, counts too)
+        let look_back = look_back.max(self.file_look_back_ms);
         self.look_back_ms = look_back;
         self.listed = listed;
         Ok(self.build(now_ms.saturating_sub(look_back)))
@@ -146,34 +151,58 @@ async fn read_file<F: FeedSource, T, K: LookupKey>(
     }
 }
 
-/// The latest snapshot of `source`'s table written at or before `at_ms`: its key and time.
+/// The latest snapshot of `source`'s table written at or before `at_ms`, under the snapshot
+/// prefix or the daily one: its key and time.
 async fn latest_snapshot<F: FeedSource>(
     feed: &F,
     source: &HistorySource,
     at_ms: i64,
 ) -> Result<Option<(String, i64)>, SourceError> {
-    let snapshots = format!("{}{}/", source.snapshot_prefix, source.table);
-    Ok((list_all(feed, &snapshots, "").await?.into_iter())
-        .filter_map(|k| {
-            let time = k
-                .strip_prefix(&snapshots)
-                .and_then(|k| k.strip_suffix(".jsonl.gz"))
-                .and_then(parse_key_time)?
-                .timestamp_millis();
-            (time <= at_ms).then_some((k, time))
-        })
-        .next_back())
+    let mut latest: Option<(String, i64)> = None;
+    let prefixes = std::iter::once(&source.snapshot_prefix).chain(source.daily_prefix.as_ref());
+    for prefix in prefixes {
+        let snapshots = format!("{}{}/", prefix, source.table);
+        // (the last two days first: one page, as a warm consumer asks every batch; all of
+        // them when none is there)
+        let recent = chrono::DateTime::from_timestamp_millis(at_ms - 2 * 86_400_000)
+            .map(|t| format!("{snapshots}{}", change_protocol::format_key_time(t)))
+            .unwrap_or_default();
+        let mut found = None;
+        for after in [recent.as_str(), ""] {
+            found = (list_all(feed, &snapshots, after).await?.into_iter())
+                .filter_map(|k| {
+                    let time = k
+                        .strip_prefix(&snapshots)
+                        .and_then(|k| k.strip_suffix(".jsonl.gz"))
+                        .and_then(parse_key_time)?
+                        .timestamp_millis();
+                    (time <= at_ms).then_some((k, time))
+                })
+                .next_back();
+            if found.is_some() {
+                break;
+            }
+        }
+        if let Some(found) = found {
+            if latest.as_ref().is_none_or(|l| found.1 > l.1) {
+                latest = Some(found);
+            }
+        }
+    }
+    Ok(latest)
 }
 
-/// A history kept for a stream of batches (a warm consumer's): built once from a snapshot and
-/// the change files after it, then extended with the files written since, batch by batch.
+/// A history kept for a stream of batches (a warm consumer's): built from a snapshot and the
+/// change files after it, then extended with the files written since, batch by batch.
 ///
-/// Each batch asks for the times from its oldest record on ([`Followed::prepare`]). The history
-/// keeps its base (the snapshot it was built from) while that is at or before the batch's
-/// oldest time and at most [`Followed::rebase_after`] older than it, and while it does not
-/// refuse; otherwise it is read again from the latest snapshot at or before that time (when
-/// that is another one). Between, each batch lists the feed from
-/// the last listing's visibility bound (one LIST, and a GET per new file), as the follower does.
+/// Each batch asks for the times from its oldest record on ([`Followed::prepare`]). Its base is
+/// a function of that time alone: the latest snapshot written at or before it less
+/// [`Followed::snapshot_settle`] (a snapshot's key time is taken before its upload ends: by
+/// then every snapshot keyed before it is visible), so a retry, a redrive or a fresh
+/// environment starts from the same snapshot and answers the same. The history is read again
+/// when that base changes (one LIST of the snapshot prefixes per batch); between, each batch
+/// lists the feed from before the last listing's visibility bound (one LIST, and a GET per new
+/// file), as the follower does.
 pub struct Followed<T, K> {
     source: HistorySource,
     make: Box<dyn Fn() -> HistoryBuilder<T, K> + Send + Sync>,
@@ -182,7 +211,7 @@ pub struct Followed<T, K> {
     base: Option<(String, i64)>,
     /// The change files read whose keys the next listing may return again.
     seen: BTreeSet<String>,
-    rebase_after: Duration,
+    settle: Duration,
     builds: u64,
 }
 
@@ -208,17 +237,17 @@ impl<T, K: LookupKey> Followed<T, K> {
             history: None,
             base: None,
             seen: BTreeSet::new(),
-            rebase_after: Duration::from_secs(3600),
+            settle: Duration::from_secs(900),
             builds: 0,
         }
     }
 
-    /// How much older than a batch's oldest time the base may be before the history is read
-    /// again from a later snapshot (default one hour): what an environment reads of the feed
-    /// on a rebase against what it keeps in memory.
+    /// How long a snapshot may take to become visible after its key time (default 15 minutes:
+    /// more than the compactor's timeout): a batch's base is the latest snapshot keyed at least
+    /// this long before its oldest record.
     #[must_use]
-    pub fn rebase_after(mut self, after: Duration) -> Self {
-        self.rebase_after = after;
+    pub fn snapshot_settle(mut self, settle: Duration) -> Self {
+        self.settle = settle;
         self
     }
 
@@ -235,69 +264,73 @@ impl<T, K: LookupKey> Followed<T, K> {
     /// The history for times from `from_ms` on, as the feed is at `now_ms` (see the type).
     ///
     /// # Errors
-    /// [`SourceError`] when a listing fails (nothing is answered then; the next call lists
-    /// again).
+    /// [`SourceError`] when a listing or a GET fails (nothing is answered then; the next call
+    /// reads again what this one could not).
     pub async fn prepare<F: FeedSource>(
         &mut self,
         feed: &F,
         from_ms: i64,
         now_ms: i64,
     ) -> Result<&History<T, K>, SourceError> {
-        let rebase_ms = i64::try_from(self.rebase_after.as_millis()).unwrap_or(i64::MAX);
-        // (a window that refuses, a gap in it say, is read again once a later snapshot is
-        // there: a compactor's snapshot after the gap answers what comes after it)
-        let keep = match (&self.history, &self.base) {
-            (Some(h), _) if h.refusal().is_some() => false,
-            (Some(_), Some((_, at))) => *at <= from_ms && from_ms - *at <= rebase_ms,
-            // (no snapshot: it starts where its first batch did, and stays within the limit)
-            (Some(h), None) => h.starts_ms() <= from_ms && from_ms - h.starts_ms() <= rebase_ms,
-            (None, _) => false,
-        };
+        let settle_ms = i64::try_from(self.settle.as_millis()).unwrap_or(i64::MAX);
+        let base = latest_snapshot(feed, &self.source, from_ms.saturating_sub(settle_ms)).await?;
+        // (without a snapshot the history starts at its first batch: one that starts earlier
+        // reads it again from there)
+        let keep = self
+            .history
+            .as_ref()
+            .is_some_and(|h| base == self.base && (base.is_some() || h.starts_ms() <= from_ms));
         if !keep {
-            let base = latest_snapshot(feed, &self.source, from_ms).await?;
-            let unchanged = self.history.is_some() && base.is_some() && base == self.base;
-            if !unchanged {
-                // (the old history goes first: never two in memory)
-                self.history = None;
-                self.seen.clear();
-                let history = (self.make)()
-                    .read_from(
-                        feed,
-                        &self.source,
-                        base.as_ref().map(|b| b.0.as_str()),
-                        from_ms,
-                        now_ms,
-                    )
-                    .await?;
-                self.builds += 1;
-                self.base = base;
-                let history = self.history.insert(history);
-                self.seen.extend(std::mem::take(&mut history.inputs.listed));
-                return Ok(history);
-            }
+            // (the old history goes first: never two in memory)
+            self.history = None;
+            self.seen.clear();
+            let history = (self.make)()
+                .read_from(
+                    feed,
+                    &self.source,
+                    base.as_ref().map(|b| b.0.as_str()),
+                    from_ms,
+                    now_ms,
+                )
+                .await?;
+            self.builds += 1;
+            self.base = base;
+            let history = self.history.insert(history);
+            self.seen.extend(std::mem::take(&mut history.inputs.listed));
+            return Ok(history);
         }
         let Some(history) = self.history.as_mut() else {
             unreachable!("a history is kept or was just read");
         };
         // Files written since the last listing: every file not seen then was written after its
-        // visibility bound (the feed's contract), so the listing starts there.
-        let look_back = history.inputs.look_back_ms;
-        let after = key_at(&self.source, history.final_through_ms);
+        // visibility bound (the feed's contract, with the largest W known); one look-back more
+        // covers a W learned since.
+        let look_back = history.look_back_ms();
+        let after = key_at(
+            &self.source,
+            history.final_through_ms.saturating_sub(look_back),
+        );
         let keys = list_all(feed, &self.source.feed_prefix, &after).await?;
         let mut files = Vec::new();
+        let mut read = Vec::new();
         for key in keys {
             if self.seen.contains(&key) || ChangeKey::parse(&self.source.feed_prefix, &key).is_err()
             {
                 continue;
             }
+            // (an error here drops what this call read: none of it is marked seen)
             if let Some(file) = read_file(feed, &key, &mut history.inputs).await? {
                 files.push((key.clone(), file));
             }
-            self.seen.insert(key);
+            read.push(key);
         }
+        history.extend(files, i64::MIN);
+        // (the bound from the look-back the files read so far state)
+        history.final_through_ms =
+            (history.final_through_ms).max(now_ms.saturating_sub(history.look_back_ms()));
+        self.seen.extend(read);
         // (keys before this listing's start are never listed again)
         self.seen = self.seen.split_off(&after);
-        history.extend(files, now_ms.saturating_sub(look_back));
         Ok(history)
     }
 }
@@ -325,19 +358,29 @@ async fn read_snapshot<F: FeedSource>(
     feed: &F,
     key: &str,
 ) -> Result<
-    (
-        change_protocol::SnapshotHeader,
-        Vec<change_protocol::SnapshotEntry>,
-    ),
-    String,
+    Result<
+        (
+            change_protocol::SnapshotHeader,
+            Vec<change_protocol::SnapshotEntry>,
+        ),
+        String,
+    >,
+    SourceError,
 > {
-    let body = feed.get(key).await.map_err(|e| e.to_string())?;
+    let body = match feed.get(key).await {
+        Ok(body) => body,
+        Err(e) if e.is_permanent() => return Ok(Err(e.to_string())),
+        Err(e) => return Err(e),
+    };
     let gz = flate2::bufread::GzDecoder::new(body.as_slice());
-    let mut reader = SnapshotReader::new(BufReader::new(gz)).map_err(|e| e.to_string())?;
-    let header = reader.header().clone();
-    let mut entries = Vec::new();
-    while let Some(entry) = reader.next_entry().map_err(|e| e.to_string())? {
-        entries.push(entry);
-    }
-    Ok((header, entries))
+    let decoded = (|| {
+        let mut reader = SnapshotReader::new(BufReader::new(gz)).map_err(|e| e.to_string())?;
+        let header = reader.header().clone();
+        let mut entries = Vec::new();
+        while let Some(entry) = reader.next_entry().map_err(|e| e.to_string())? {
+            entries.push(entry);
+        }
+        Ok((header, entries))
+    })();
+    Ok(decoded)
 }

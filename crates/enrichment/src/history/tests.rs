@@ -193,6 +193,7 @@ proptest! {
         // gives them), at the last one's time; the files hold the rest, and a few of the
         // folded ones again (the follower's look-back).
         let mut b = builder(1_795_650_000_000);
+        let mut whole = builder(1_795_650_000_000);
         let starts_ms = if split > 0 {
             let position = writes[split - 1].at_ms;
             let mut last: HashMap<usize, (u64, Option<u8>, i64)> = HashMap::new();
@@ -210,11 +211,14 @@ proptest! {
                     None => EntryBody::Tombstone(item(ITEMS[i], None)),
                 },
             });
-            b.snapshot(&header(position), entries.collect::<Vec<_>>());
+            let entries: Vec<SnapshotEntry> = entries.collect();
+            b.snapshot(&header(position), entries.clone());
+            whole.snapshot(&header(position), entries);
             position
         } else {
             // (nothing before the first write: the table was new)
             b.empty_at_start();
+            whole.empty_at_start();
             1_795_650_000_000
         };
         let from = split.saturating_sub(overlap);
@@ -238,18 +242,25 @@ proptest! {
         let mut files: Vec<(String, ChangeFile)> = (files.into_iter().enumerate())
             .map(|(n, f)| (format!("f{n}"), file(f, ChangeKind::Dynamodb, ARN)))
             .collect();
+        let all = files.clone();
         let later = files.split_off(extend_at.min(files.len()));
         for (key, f) in files {
             b.file(&key, f);
         }
         let mut history = b.build(i64::MAX);
         history.extend(later, i64::MAX);
+        // (the same answers, reasons included, as a history built from all the files at once)
+        for (key, f) in all {
+            whole.file(&key, f);
+        }
+        let whole = whole.build(i64::MAX);
         prop_assert_eq!(history.starts_ms(), starts_ms);
         let end = writes.last().unwrap().at_ms + 2_000;
         let mut t = starts_ms - 1_000;
         while t <= end {
             for (i, name) in ITEMS.iter().enumerate() {
                 let got = history.lookup_as_of(&(*name).to_owned(), t);
+                prop_assert_eq!(&got, &whole.lookup_as_of(&(*name).to_owned(), t));
                 if t < starts_ms {
                     prop_assert_eq!(got, AsOf::BeforeHistory { starts_ms });
                     continue;
@@ -406,25 +417,38 @@ fn a_scans_value_is_not_overridden_by_a_change_it_already_reflects() {
         "during",
         file(vec![change(1, &during)], ChangeKind::Dynamodb, ARN),
     );
-    // Once both are past (the Scan's end plus the margin), the item is what the change made
-    // it, whichever came first: here at the position already.
+    // The Scan may or may not hold it; but it was made before the position: from there on the
+    // item is what it made it, either way.
     assert_eq!(value(&b.build(i64::MAX), 250_000).as_deref(), Some("0"));
-    // During the read, the Scan may or may not hold it: unknown from the change until the
-    // read's end plus the margin, not a guess.
+    // One made during the read: the Scan may have read the item after it, so its value is not
+    // the item's from the position either (it may be the change's, before the change).
     let mut b = scanned(200_000, 210_000);
     let during_read = Write {
         at_ms: 205_000,
         ..old.clone()
     };
+    let later = Write {
+        at_ms: 240_000,
+        value: Some(2),
+        ..old.clone()
+    };
     b.file(
         "during the read",
-        file(vec![change(1, &during_read)], ChangeKind::Dynamodb, ARN),
+        file(
+            vec![change(1, &during_read), change(2, &later)],
+            ChangeKind::Dynamodb,
+            ARN,
+        ),
     );
     let h = b.build(i64::MAX);
-    assert_eq!(value(&h, 204_999).as_deref(), Some("1"));
-    assert_eq!(value(&h, 205_000), None, "unknown, not a guess");
-    assert_eq!(value(&h, 214_999), None, "unknown, not a guess");
-    assert_eq!(value(&h, 215_000).as_deref(), Some("0"));
+    assert_eq!(value(&h, 200_000), None, "unknown from the position");
+    assert_eq!(value(&h, 204_999), None, "unknown until the change");
+    assert_eq!(
+        value(&h, 205_000).as_deref(),
+        Some("0"),
+        "what it made it, either way"
+    );
+    assert_eq!(value(&h, 240_000).as_deref(), Some("2"));
     // One made after it: applies.
     let after = Write {
         at_ms: 230_000,
@@ -493,6 +517,7 @@ mod read_from_the_feed {
         HistorySource {
             feed_prefix: PREFIX.into(),
             snapshot_prefix: change_protocol::DEFAULT_SNAPSHOT_PREFIX.into(),
+            daily_prefix: Some(change_protocol::DEFAULT_DAILY_SNAPSHOT_PREFIX.into()),
             table: "ProductPriority".into(),
             look_back: Duration::from_secs(25),
             retention: Some(Duration::from_secs(7 * 86_400)),
@@ -601,22 +626,23 @@ mod read_from_the_feed {
     }
 
     #[tokio::test]
-    async fn a_followed_history_is_extended_batch_by_batch_and_read_again_from_a_later_snapshot() {
+    async fn a_followed_history_is_extended_batch_by_batch_and_read_again_when_its_base_changes() {
         let r = rig();
         r.publish_first_snapshot().await;
         let feed = GetsFail {
             bucket: r.feed.clone(),
             failing: Arc::default(),
         };
-        let mut followed =
-            crate::history::Followed::new(source(), builder).rebase_after(Duration::from_secs(600));
+        // (a snapshot counts for batches from a minute after its key time)
+        let mut followed = crate::history::Followed::new(source(), builder)
+            .snapshot_settle(Duration::from_secs(60));
         let burger = "burger".to_owned();
         // A first batch: built once from the snapshot.
         r.clock.advance(60_000);
         r.write(&[modify(5, "burger", "high", 60_000)]);
         r.clock.advance(30_000);
         let h = followed
-            .prepare(&feed, BASE + 1_000, r.clock.ms())
+            .prepare(&feed, BASE + 61_000, r.clock.ms())
             .await
             .unwrap();
         assert_eq!(
@@ -640,8 +666,10 @@ mod read_from_the_feed {
             Some("high")
         );
         assert_eq!(followed.builds(), 1);
-        // A file that cannot be read now: nothing is answered, and the next batch reads it.
-        let late = r.write(&[modify(7, "burger", "medium", 130_000)]);
+        // A listing whose second file cannot be read now: nothing is answered, and the next
+        // batch reads both (the first is not taken as read).
+        r.write(&[modify(7, "burger", "medium", 130_000)]);
+        let late = r.write(&[modify(8, "salad", "low", 131_000)]);
         *feed.failing.lock().unwrap() = Some(late.clone());
         r.clock.advance(30_000);
         assert!(followed
@@ -658,24 +686,36 @@ mod read_from_the_feed {
             priority(h.lookup_as_of(&burger, BASE + 130_000)).as_deref(),
             Some("medium")
         );
+        let salad = "salad".to_owned();
+        assert_eq!(
+            priority(h.lookup_as_of(&salad, BASE + 131_000)).as_deref(),
+            Some("low")
+        );
         assert_eq!(followed.builds(), 1);
-        // A batch more than the rebase limit after the base: read again from the latest
-        // snapshot at or before it, with the same answers.
+        // A later snapshot: not the base of batches within a minute of it (it may not be
+        // visible to every attempt of theirs), the base of those after.
         r.clock.advance(600_000);
         r.table
             .put(crate::test_support::product("burger", "medium"));
+        let s1 = r.clock.ms();
         r.publish(&r.loaded_compactor().await);
+        r.clock.advance(30_000);
+        followed
+            .prepare(&feed, s1 + 10_000, r.clock.ms())
+            .await
+            .unwrap();
+        assert_eq!(followed.builds(), 1);
         r.clock.advance(60_000);
-        let from = r.clock.ms() - 30_000;
+        let from = s1 + 61_000;
         let h = followed.prepare(&feed, from, r.clock.ms()).await.unwrap();
         assert_eq!(
             priority(h.lookup_as_of(&burger, from)).as_deref(),
             Some("medium")
         );
         assert_eq!(followed.builds(), 2);
-        // (and a batch before that base reads an older one again)
+        // (and a batch before it reads the older one again)
         let h = followed
-            .prepare(&feed, BASE + 1_000, r.clock.ms())
+            .prepare(&feed, BASE + 61_000, r.clock.ms())
             .await
             .unwrap();
         assert_eq!(
@@ -683,8 +723,8 @@ mod read_from_the_feed {
             Some("high")
         );
         assert_eq!(followed.builds(), 3);
-        // A gap file: the window refuses, and is read again from the first snapshot after
-        // the gap once there is one.
+        // A gap file: the window refuses, the same way each batch, and is read again from the
+        // first snapshot after the gap once batches are past it.
         let from = r.clock.ms();
         r.clock.advance(1_000);
         put_gap_file(&r.feed, r.clock.now(), "lost");
@@ -694,9 +734,10 @@ mod read_from_the_feed {
         let h = followed.prepare(&feed, from, r.clock.ms()).await.unwrap();
         assert!(h.refusal().is_some(), "no later snapshot: the same refusal");
         assert_eq!(followed.builds(), 4);
+        let s2 = r.clock.ms();
         r.publish(&r.loaded_compactor().await);
-        r.clock.advance(1_000);
-        let after = r.clock.ms();
+        r.clock.advance(61_000);
+        let after = s2 + 60_000;
         let h = followed.prepare(&feed, after, r.clock.ms()).await.unwrap();
         assert!(h.refusal().is_none(), "{:?}", h.refusal());
         assert_eq!(
@@ -851,5 +892,49 @@ fn an_item_added_by_a_later_file_takes_its_place_in_key_order_among_those_sharin
     assert!(matches!(
         history.lookup_as_of(&dish, 1_795_650_001_500),
         AsOf::Found(v) if v.0 == "b"
+    ));
+}
+
+#[test]
+fn an_item_the_scan_may_or_may_not_hold_is_unknown_for_its_own_keys_only() {
+    // A Scan at 200 s (ended at 210 s) holding a = 1 and b = 1; a changes to 0 during it.
+    let mut b = builder(0);
+    let mut h = header(200_000);
+    h.full_load_end_ms = Some(210_000);
+    let entry = |name: &str| SnapshotEntry {
+        seq: None,
+        stamp: None,
+        body: EntryBody::Item(item(name, Some("1"))),
+    };
+    b.snapshot(&h, vec![entry("a"), entry("b")]);
+    let change_a = Write {
+        at_ms: 205_000,
+        item: 0,
+        value: Some(0),
+        keys_only: false,
+    };
+    b.file(
+        "f",
+        file(vec![change(1, &change_a)], ChangeKind::Dynamodb, ARN),
+    );
+    let h = b.build(i64::MAX);
+    assert!(matches!(
+        h.lookup_as_of(&"a".to_owned(), 204_000),
+        AsOf::Unknown { .. }
+    ));
+    assert!(matches!(
+        h.lookup_as_of(&"b".to_owned(), 204_000),
+        AsOf::Found(v) if v.1 == "1"
+    ));
+    assert!(matches!(
+        h.lookup_as_of(&"a".to_owned(), 206_000),
+        AsOf::Found(v) if v.1 == "0"
+    ));
+    // (and a snapshot that does not say when its Scan ended refuses)
+    let mut b = builder(0);
+    b.snapshot(&header(200_000), vec![entry("a")]);
+    assert!(matches!(
+        b.build(i64::MAX).lookup_as_of(&"a".to_owned(), 250_000),
+        AsOf::Refused(why) if why.contains("Scan ended")
     ));
 }

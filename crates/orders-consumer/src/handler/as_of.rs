@@ -53,12 +53,13 @@ impl<Fd: FeedSource> AsOfTable<Fd> {
             feed_prefix: config.change_prefix.clone(),
             snapshot_prefix: (config.snapshot_prefix.clone())
                 .unwrap_or_else(|| change_protocol::DEFAULT_SNAPSHOT_PREFIX.to_owned()),
+            daily_prefix: config.daily_snapshot_prefix.clone(),
             table: config.reference_table.clone(),
             look_back,
             retention: Some(config.feed_retention),
         };
         let followed = Followed::new(source, move || HistoryBuilder::of_table(&table, 0))
-            .rebase_after(settings.rebase_after);
+            .snapshot_settle(settings.snapshot_settle);
         AsOfTable {
             followed,
             feed,
@@ -96,27 +97,34 @@ pub(super) async fn enrich_as_of<Fd: FeedSource>(
     let (from, to) = times.fold((i64::MAX, i64::MIN), |(lo, hi), t| (lo.min(t), hi.max(t)));
     let mut history = None;
     if from <= to {
-        let mut waited = false;
+        let mut waits = 0;
         loop {
             let at = now();
             let history = (table.followed.prepare(&table.feed, from, at).await)
                 .map_err(|e| EnrichError::Retry(format!("the change feed's history: {e}")))?;
-            // (once waited, the bound has passed: a clock that says otherwise is answered
-            // provisionally rather than waited for again)
-            if history.is_final(to) || table.settings.recent == Recent::Provisional || waited {
+            if history.is_final(to) || table.settings.recent == Recent::Provisional {
                 break;
             }
-            // Until the bound passes the newest order: the end of its second, then W and the
-            // margin.
+            // (a clock that keeps saying otherwise after the bound should have passed: the
+            // batch is retried rather than answered provisionally under `wait`)
+            if waits == 3 {
+                return Err(EnrichError::Retry(
+                    "the change feed's visibility bound has not passed the batch's newest order \
+                     after waiting for it"
+                        .into(),
+                ));
+            }
+            // Until the bound passes the newest order: the end of its second, then the
+            // look-back (W and the margin, the largest W the feed states).
             let look_back = table.look_back_ms.max(history.look_back_ms());
             let until = second_of(to) + 1000 + look_back + 1;
-            let wait = u64::try_from(until - at).unwrap_or(0);
+            let wait = u64::try_from(until - at).unwrap_or(0).max(1);
             tracing::info!(
                 wait_ms = wait,
                 "waiting for the change feed's visibility bound to pass the batch's newest order"
             );
             tokio::time::sleep(Duration::from_millis(wait)).await;
-            waited = true;
+            waits += 1;
         }
         history = table.followed.history();
     }
