@@ -1289,7 +1289,11 @@ print(json.dumps(out))
         assert!(template.contains("Action: [glue:BatchCreatePartition, glue:BatchGetPartition]"));
         // And the second reference: the objects the s3-event-handler watches, readable.
         assert!(template.contains("REFERENCE_OBJECTS_BUCKET: !Ref ReferenceBucket"));
-        assert!(template.contains("REFERENCE_OBJECTS_PREFIX: !Ref ReferencePrefix"));
+        // (not with as-of enrichment, which the configuration refuses with it)
+        assert!(template.contains(
+            "REFERENCE_OBJECTS_PREFIX: !If [AsOfOn, !Ref \"AWS::NoValue\", !Ref ReferencePrefix]"
+        ));
+        assert!(template.contains("ENRICH_AS_OF: !Ref EnrichAsOf"));
         assert!(template.contains("Resource: !Sub \"${ReferenceBucket.Arn}/${ReferencePrefix}*\""));
     }
 

@@ -19,6 +19,15 @@ The original job reads orders from Kinesis, and in `foreachBatch` reloads the wh
   reason "unmatched after N s" once their grace ends. Counts reconcile per micro-batch: orders +
   held before = enriched + held now + dead-lettered.
 
+**Backfill** (`backfill()`, `--backfill_orders_path`): orders already archived, each with its
+`arrival` time (seconds since the epoch, as Kinesis' `approximateArrivalTimestamp`), enriched
+as of their arrival through a `stream_refdata.TableHistory` (a feed snapshot plus the change files
+after it), not with the table as it is now: a day replayed after a bug fix gets the priorities
+the orders had then, and a second run writes the same rows. Orders the history cannot answer for
+(a gap in the feed, a time before the history, an item changed without its image) are
+dead-lettered with the reason. Each distinct (dish, arrival) pair is looked up once, on the
+driver; the answers join the orders as a broadcast.
+
 On Glue, run it with `--additional-python-modules` pointing at the package's wheel (see the
 crates/python/README.md); `main()` reads the job arguments. Locally, `run()` takes any streaming DataFrame of
 orders (the test uses a directory of JSON files) and the same batch function.
@@ -35,7 +44,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from stream_refdata import TableReference
+from stream_refdata import NotAnswerable, TableHistory, TableReference
 
 ORDER_SCHEMA = T.StructType(
     [
@@ -201,6 +210,65 @@ def run(
     )
 
 
+BACKFILL_ANSWER_SCHEMA = T.StructType(
+    [
+        T.StructField("dish", T.StringType()),
+        T.StructField("arrival", T.DoubleType()),
+        T.StructField("item", T.StringType()),
+        T.StructField("price", T.DecimalType(38, 10)),
+        T.StructField("priority", T.StringType()),
+        T.StructField("reason", T.StringType()),
+    ]
+)
+
+
+def backfill(orders: DataFrame, history: TableHistory, output: str, dead_letter: str) -> dict:
+    """Enriches `orders` (ORDER_SCHEMA plus `arrival`, seconds since the epoch) as of each
+    one's arrival through `history`, writing the enriched orders as the streaming job does (CSV,
+    `item=`/`priority=` partitions, plus an `as_of` column) and the others to `dead_letter` with
+    the reason. Returns the counts: orders = enriched + dead-lettered."""
+    spark = orders.sparkSession
+    orders = orders.select(
+        F.col("dish").cast("string"),
+        F.col("cost").cast(T.DecimalType(10, 2)),
+        F.col("customer_id").cast("long"),
+        F.col("arrival").cast("double"),
+    ).cache()
+    answers = []
+    for row in orders.select("dish", "arrival").distinct().collect():
+        when = datetime.fromtimestamp(row.arrival, timezone.utc).isoformat(timespec="milliseconds")
+        if row.dish is None or row.arrival is None:
+            answers.append((row.dish, row.arrival, None, None, None, "no dish or no arrival time"))
+            continue
+        try:
+            found = history.lookup(row.dish, row.arrival)
+        except NotAnswerable as e:
+            answers.append((row.dish, row.arrival, None, None, None, f"as of {when}: {e}"))
+            continue
+        if found is None:
+            answers.append((row.dish, row.arrival, None, None, None, f"no reference item for dish {row.dish}"))
+        else:
+            answers.append((row.dish, row.arrival, found.get("item"), found.get("price"), found.get("priority"), None))
+    answered = spark.createDataFrame(answers, BACKFILL_ANSWER_SCHEMA)
+    # (a null dish or arrival never joins: those keep the reason below)
+    joined = orders.join(F.broadcast(answered), ["dish", "arrival"], "left").withColumn(
+        "reason",
+        F.when(F.col("dish").isNull() | F.col("arrival").isNull(), F.lit("no dish or no arrival time")).otherwise(
+            F.col("reason")
+        ),
+    )
+    matched = joined.where(F.col("reason").isNull())
+    unmatched = joined.where(F.col("reason").isNotNull())
+    # (as of the arrival, as a timestamp column beside the original's)
+    matched.select(
+        "cost", "price", "priority", "customer_id", F.col("arrival").alias("as_of"), "item"
+    ).write.mode("overwrite").partitionBy("item", "priority").option("header", True).csv(output)
+    unmatched.select(*ORDER_SCHEMA.fieldNames(), "arrival", "reason").write.mode("overwrite").json(dead_letter)
+    counts = {"orders": orders.count(), "enriched": matched.count(), "dead_lettered": unmatched.count()}
+    orders.unpersist()
+    return counts
+
+
 def main() -> None:  # pragma: no cover - runs on Glue
     from awsglue.context import GlueContext
     from awsglue.utils import getResolvedOptions
@@ -218,6 +286,16 @@ def main() -> None:  # pragma: no cover - runs on Glue
         hold = Hold(extra["held_path"], int(grace.get("hold_grace_seconds", 900)))
     glue = GlueContext(SparkContext.getOrCreate())
     spark = glue.spark_session
+    # Optional: --backfill_orders_path (JSON orders with `arrival`) and --backfill_from (seconds
+    # since the epoch, at or before the first arrival): enriched as of arrival, then the job ends.
+    if "--backfill_orders_path" in sys.argv:
+        extra = getResolvedOptions(sys.argv, ["backfill_orders_path", "backfill_from"])
+        history = TableHistory(
+            args["reference_table"], ["item", "price"], "item", args["feed_bucket"], float(extra["backfill_from"])
+        )
+        orders = spark.read.json(extra["backfill_orders_path"])
+        print(backfill(orders, history, args["output_path"], args["dead_letter_path"]))
+        return
     reference = TableReference(args["reference_table"], ["item", "price"], "item", args["feed_bucket"])
     data = ReferenceData(spark, reference)
     orders = glue.create_data_frame.from_options(

@@ -146,3 +146,57 @@ def test_the_glue_job_holds_orders_until_their_row_arrives(spark, reference, tmp
     ), letters[0]["reason"]
     # nothing left held: the newest generation is empty
     assert spark.read.schema(glue_job.HELD_SCHEMA).parquet(str(held / f"gen={max(hold._generations(spark))}")).count() == 0
+
+
+def test_the_glue_job_backfills_a_day_as_of_each_orders_arrival(spark, reference, tmp_path):
+    from stream_refdata import TableHistory
+
+    from conftest import endpoint
+
+    window_start = time.time() - 600  # before the table existed: it held nothing then
+    before = time.time()  # burger medium (the seed)
+    time.sleep(1.1)
+    reference.set_priority("burger", "high")
+    time.sleep(1.1)
+    after = time.time()  # burger high
+    time.sleep(1.1)
+    reference.set_priority("burger", "low")  # now: low; the backfill must not see it
+    orders = [
+        {"dish": "burger", "cost": 5, "customer_id": 1, "arrival": before},
+        {"dish": "burger", "cost": 5, "customer_id": 2, "arrival": after},
+        {"dish": "donut", "cost": 3, "customer_id": 3, "arrival": after},
+        {"dish": "burger", "cost": 5, "customer_id": 4, "arrival": window_start - 60},
+    ]
+    inbox = tmp_path / "orders"
+    inbox.mkdir()
+    write_orders(inbox, "day", orders)
+    def read_history():
+        return TableHistory(
+            reference.table, ["item", "price"], "item", reference.bucket, window_start,
+            look_back_seconds=0.0, empty_at_start=True, endpoint_url=endpoint(),
+        )
+
+    # (once the feed holds today's low: the backfill must answer as of each arrival all the same)
+    deadline = time.time() + 60
+    while (read_history().lookup("burger", time.time()) or {}).get("priority") != "low":
+        assert time.time() < deadline, "the pump never wrote the last change"
+        time.sleep(0.2)
+    history = read_history()
+    runs = []
+    for n in range(2):
+        output, dead = tmp_path / f"out{n}", tmp_path / f"dead{n}"
+        counts = glue_job.backfill(spark.read.json(str(inbox)), history, str(output), str(dead))
+        assert counts == {"orders": 4, "enriched": 2, "dead_lettered": 2}, counts
+        medium, high = rows(output, "burger", "medium"), rows(output, "burger", "high")
+        assert [r["customer_id"] for r in medium] == ["1"], "as of its arrival: medium"
+        assert [r["customer_id"] for r in high] == ["2"], "as of its arrival: high, not today's low"
+        assert rows(output, "burger", "low") == []
+        letters = sorted(
+            (json.loads(line) for f in dead.glob("*.json") for line in f.read_text().splitlines()),
+            key=lambda d: d["customer_id"],
+        )
+        assert [d["customer_id"] for d in letters] == [3, 4]
+        assert letters[0]["reason"] == "no reference item for dish donut"
+        assert "before the history" in letters[1]["reason"], letters[1]["reason"]
+        runs.append((sorted(map(str, medium + high)), [d["reason"] for d in letters]))
+    assert runs[0] == runs[1], "a second run writes the same rows"

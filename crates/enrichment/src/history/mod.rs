@@ -381,7 +381,8 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
                 versions.push(Version {
                     seq: None,
                     from_ms: header.position_ms,
-                    state: State::Uncertain(None),
+                    // (the value before it is in no version: its lookup key is not known)
+                    state: State::Unknown,
                     base: Some(Base::Change(i64::MIN)),
                 });
             }
@@ -533,10 +534,9 @@ fn settle<T>(raw: &[Version<T>], starts_ms: i64, margin_ms: i64) -> Vec<Version<
     list.dedup_by(|later, earlier| later.seq.is_some() && later.seq == earlier.seq);
     // What the snapshot's entry already reflects (the follower's order rule): a change
     // at or before its sequence number; after a read, one made before the read began
-    // (less the margin). One made during the read (within the margin) may or may not
-    // be in it: from then the item is unknown until a later change says. A Scan that
-    // does not say when it ended cannot tell either, for changes before its position
-    // plus the margin.
+    // (less the margin), and every change before that one in sequence order. One made
+    // during the read (within the margin) may or may not be in it: from the change on the
+    // item is what it made it; before it, from the position, the item is unknown.
     // (the entry itself: the last version from the snapshot, after a marker of the time
     // before its value was taken)
     if let Some(i) = list.iter().rposition(|v| v.base.is_some()) {
@@ -548,6 +548,16 @@ fn settle<T>(raw: &[Version<T>], starts_ms: i64, margin_ms: i64) -> Vec<Version<
         let mut after_base = Vec::new();
         // A change the entry's read may or may not hold.
         let mut doubtful = false;
+        // After a read: the last change (in sequence order) made before the read began; it
+        // and every change before it are in the read, whatever their seconds say.
+        let included = match base {
+            Base::Read(Some((from, _))) => (list.iter())
+                .filter(|v| v.base.is_none() && v.from_ms + 1000 <= from - margin_ms)
+                .map(|v| v.seq.clone())
+                .max()
+                .flatten(),
+            _ => None,
+        };
         for (n, mut v) in list.into_iter().enumerate() {
             if n == i {
                 kept.push(v);
@@ -560,6 +570,9 @@ fn settle<T>(raw: &[Version<T>], starts_ms: i64, margin_ms: i64) -> Vec<Version<
             }
             let older = base_seq.is_some() && v.seq <= base_seq;
             if older && v.seq == base_seq {
+                continue;
+            }
+            if included.is_some() && v.seq <= included {
                 continue;
             }
             // (the follower's order rule, table/ordering.rs: where sequence and time
@@ -620,7 +633,9 @@ fn settle<T>(raw: &[Version<T>], starts_ms: i64, margin_ms: i64) -> Vec<Version<
                 Version {
                     seq: None,
                     from_ms: position,
-                    state: State::Uncertain(None),
+                    // (the value the read may have replaced is in no version: its lookup key
+                    // is not known)
+                    state: State::Unknown,
                     base: Some(Base::Change(i64::MIN)),
                 },
             );
@@ -638,16 +653,29 @@ fn settle<T>(raw: &[Version<T>], starts_ms: i64, margin_ms: i64) -> Vec<Version<
     // Never back in time, and nothing before the start. A later change stamped in an
     // earlier second than the one before it: sequence and creation order disagree, and
     // the follower would read the item; here it is unknown from then.
+    // Where they disagree, the item is unknown from the earlier of the seconds (neither order
+    // can be trusted there), so a change that appears later never turns an answer into another
+    // value, only into unknown.
     let mut floor = starts_ms;
     let mut previous_second = i64::MIN;
-    for v in &mut list {
-        // (between changes of the window: a snapshot entry's time is its position)
-        if v.base.is_none() {
-            if v.from_ms < previous_second {
+    for n in 0..list.len() {
+        if list[n].base.is_none() {
+            let own = list[n].from_ms;
+            if own < previous_second {
+                let from = own.max(starts_ms);
+                for u in &mut list[..n] {
+                    if u.from_ms > from {
+                        u.state = uncertain(std::mem::replace(&mut u.state, State::Removed));
+                        u.from_ms = from;
+                    }
+                }
+                let v = &mut list[n];
                 v.state = uncertain(std::mem::replace(&mut v.state, State::Removed));
+                floor = floor.min(from.max(starts_ms));
             }
-            previous_second = previous_second.max(v.from_ms);
+            previous_second = previous_second.max(own);
         }
+        let v = &mut list[n];
         v.from_ms = v.from_ms.max(floor);
         floor = v.from_ms;
     }
@@ -771,16 +799,24 @@ impl<T, K: Eq + Hash> History<T, K> {
     /// was read with, its snapshot's write window plus margin, and any change file's. An answer for `t` is final
     /// once this much has passed after the end of `t`'s second ([`History::is_final`]).
     pub fn look_back_ms(&self) -> i64 {
-        self.inputs
-            .look_back_ms
+        (self.inputs.look_back_ms)
             .max(self.inputs.snapshot_look_back_ms)
+            .max(self.inputs.file_look_back_ms)
+    }
+
+    /// When (ms, on the reader's clock) an answer for `t_ms` becomes final: the end of its
+    /// second, the clock margin (a change stamped up to that much later may disagree in order
+    /// with one before `t` and turn its answer unknown), then the look-back.
+    pub fn final_at_ms(&self, t_ms: i64) -> i64 {
+        second_of(t_ms) + 1000 + self.inputs.margin_ms + self.look_back_ms()
     }
 
     /// Whether an answer for `t_ms` is final: the feed's visibility bound has passed it, so no
     /// change created at or before it can still appear.
     pub fn is_final(&self, t_ms: i64) -> bool {
-        // (a change of t's own second counts at t: the whole second must be visible)
-        second_of(t_ms) + 1000 <= self.final_through_ms
+        // (a change of t's own second counts at t: the whole second must be visible; and one
+        // stamped within the margin after it, which may disagree in order with one before)
+        second_of(t_ms) + 1000 + self.inputs.margin_ms <= self.final_through_ms
     }
 
     /// The item with lookup key `key` as it was at `t_ms` (see the [module](self) for the rules).

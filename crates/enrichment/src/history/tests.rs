@@ -358,10 +358,12 @@ fn without_a_snapshot_a_key_with_no_version_is_before_the_history_not_missing() 
 
 #[test]
 fn an_answer_is_final_once_the_visibility_bound_has_passed_its_time() {
-    let h = builder(0).build(50_000);
-    // (a change of t's own second counts at t: its whole second must be visible)
+    let h = builder(0).build(55_000);
+    // (a change of t's own second counts at t: its whole second must be visible, and the
+    // clock margin after it, 5 s: a change stamped in it may disagree in order with one before)
     assert!(h.is_final(49_999));
     assert!(!h.is_final(50_000));
+    assert_eq!(h.final_at_ms(49_999), 50_000 + 5_000 + h.look_back_ms());
 }
 
 /// A snapshot at `position` whose Scan ended at `r`, holding item a at value 1 (read by the
@@ -578,7 +580,7 @@ mod read_from_the_feed {
             h.lookup_as_of(&burger, BASE - 1),
             AsOf::BeforeHistory { .. }
         ));
-        assert!(h.is_final(BASE + 150_000) && !h.is_final(r.clock.ms()));
+        assert!(h.is_final(BASE + 140_000) && !h.is_final(r.clock.ms()));
         // AND a gap file in the window refuses it, naming the file
         let gap = put_gap_file(&r.feed, r.clock.now(), "lost");
         let h = builder()
@@ -896,7 +898,7 @@ fn an_item_added_by_a_later_file_takes_its_place_in_key_order_among_those_sharin
 }
 
 #[test]
-fn an_item_the_scan_may_or_may_not_hold_is_unknown_for_its_own_keys_only() {
+fn an_item_the_scan_may_or_may_not_hold_is_unknown_until_its_change_and_what_it_made_it_after() {
     // A Scan at 200 s (ended at 210 s) holding a = 1 and b = 1; a changes to 0 during it.
     let mut b = builder(0);
     let mut h = header(200_000);
@@ -918,17 +920,24 @@ fn an_item_the_scan_may_or_may_not_hold_is_unknown_for_its_own_keys_only() {
         file(vec![change(1, &change_a)], ChangeKind::Dynamodb, ARN),
     );
     let h = b.build(i64::MAX);
+    // Before the change: a's value then is in no version (the Scan may have read the change's),
+    // so its lookup key is not known either: every lookup is unknown.
     assert!(matches!(
         h.lookup_as_of(&"a".to_owned(), 204_000),
         AsOf::Unknown { .. }
     ));
     assert!(matches!(
         h.lookup_as_of(&"b".to_owned(), 204_000),
-        AsOf::Found(v) if v.1 == "1"
+        AsOf::Unknown { .. }
     ));
+    // From the change on: a is what it made it, b is b.
     assert!(matches!(
         h.lookup_as_of(&"a".to_owned(), 206_000),
         AsOf::Found(v) if v.1 == "0"
+    ));
+    assert!(matches!(
+        h.lookup_as_of(&"b".to_owned(), 206_000),
+        AsOf::Found(v) if v.1 == "1"
     ));
     // (and a snapshot that does not say when its Scan ended refuses)
     let mut b = builder(0);
@@ -937,4 +946,65 @@ fn an_item_the_scan_may_or_may_not_hold_is_unknown_for_its_own_keys_only() {
         b.build(i64::MAX).lookup_as_of(&"a".to_owned(), 250_000),
         AsOf::Refused(why) if why.contains("Scan ended")
     ));
+}
+
+#[test]
+fn a_change_before_the_read_holds_every_change_before_it_in_sequence_whatever_their_seconds() {
+    // A Scan between 100 s and 101 s (margin 5 s: a change before 95 s is in it) read a = 2.
+    // c1 (sequence 1, stamped 95 s: within the margin) and c2 (sequence 2, stamped 94 s:
+    // before the read): c2 is in the read, so c1, before it in sequence, is too.
+    let mut b = scanned(100_000, 101_000);
+    let at = |ms: i64, v: u8| Write {
+        at_ms: ms,
+        item: 0,
+        value: Some(v),
+        keys_only: false,
+    };
+    let mut c1 = change(1, &at(95_000, 3));
+    let mut c2 = change(2, &at(94_000, 2));
+    c1.sequence_number = SequenceNumber::parse("1001").unwrap();
+    c2.sequence_number = SequenceNumber::parse("1002").unwrap();
+    b.file("f", file(vec![c1, c2], ChangeKind::Dynamodb, ARN));
+    let h = b.build(i64::MAX);
+    // (the entry read "1": scanned() holds a = 1; the read's value stands from the position)
+    assert!(matches!(
+        h.lookup_as_of(&"a".to_owned(), 100_000),
+        AsOf::Found(v) if v.1 == "1"
+    ));
+}
+
+#[test]
+fn a_change_stamped_after_a_later_one_makes_the_item_unknown_from_the_earlier_second() {
+    // c_b (sequence 15, stamped 101 s) came before c_a (sequence 20, stamped 100 s): the
+    // seconds disagree with the order. Neither order can be trusted from 100 s: unknown there,
+    // never the value before both (which an answer at 100.5 s gave before c_b was seen).
+    let mut b = builder(0);
+    b.empty_at_start();
+    let w = |ms: i64, v: u8| Write {
+        at_ms: ms,
+        item: 0,
+        value: Some(v),
+        keys_only: false,
+    };
+    b.file(
+        "a",
+        file(vec![change(20, &w(100_000, 1))], ChangeKind::Dynamodb, ARN),
+    );
+    let mut h = b.build(i64::MAX);
+    assert!(matches!(h.lookup_as_of(&"a".to_owned(), 100_500), AsOf::Found(v) if v.1 == "1"));
+    h.extend(
+        [(
+            "b".to_owned(),
+            file(vec![change(15, &w(101_000, 2))], ChangeKind::Dynamodb, ARN),
+        )],
+        i64::MAX,
+    );
+    assert_eq!(h.lookup_as_of(&"a".to_owned(), 99_000), AsOf::Missing);
+    for t in [100_000, 100_500, 101_000, 150_000] {
+        assert!(
+            matches!(h.lookup_as_of(&"a".to_owned(), t), AsOf::Unknown { .. }),
+            "{t}: {:?}",
+            h.lookup_as_of(&"a".to_owned(), t)
+        );
+    }
 }

@@ -116,8 +116,8 @@ pub(super) async fn enrich_as_of<Fd: FeedSource>(
             }
             // Until the bound passes the newest order: the end of its second, then the
             // look-back (W and the margin, the largest W the feed states).
-            let look_back = table.look_back_ms.max(history.look_back_ms());
-            let until = second_of(to) + 1000 + look_back + 1;
+            let until =
+                (history.final_at_ms(to)).max(second_of(to) + 1000 + table.look_back_ms) + 1;
             let wait = u64::try_from(until - at).unwrap_or(0).max(1);
             tracing::info!(
                 wait_ms = wait,
