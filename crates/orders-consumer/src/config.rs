@@ -84,8 +84,9 @@ pub struct AsOfSettings {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Recent {
     /// `wait` (the default): the batch waits until the bound passes its newest order (at most
-    /// W plus the margin and a second, ~26 s by default), then every answer is final: a retry
-    /// writes the same bytes. The batch's latency grows by that much; its throughput does not
+    /// its second, the clock margin, W and the margin: ~31 s by default; a batch that would
+    /// wait longer than 90 s is retried), then every answer is final: a retry writes the same
+    /// bytes. The batch's latency grows by that much; its throughput does not
     /// (under load the batches it waits for are older than the bound already).
     Wait,
     /// `provisional`: answered with what the feed holds now, the line marked

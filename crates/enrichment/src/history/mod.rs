@@ -599,7 +599,9 @@ fn settle<T>(raw: &[Version<T>], starts_ms: i64, margin_ms: i64) -> Vec<Version<
                 Base::Read(bounds) => {
                     let (lo, hi) = match bounds {
                         Some((from, to)) => (from - margin_ms, to + margin_ms),
-                        None => (i64::MIN, position + margin_ms),
+                        // (never built: a Scan without R refuses; were it, nothing could be
+                        // placed against it)
+                        None => (i64::MIN, i64::MAX),
                     };
                     // (a change happened within [its second, its second + 1 s)): made
                     // before the read began, it is in it; an older one made later, or

@@ -69,6 +69,11 @@ impl<Fd: FeedSource> AsOfTable<Fd> {
     }
 }
 
+/// The longest a batch waits for the feed's visibility bound (`AS_OF_RECENT=wait`): past it,
+/// the batch is reported for retry (infra/'s `ConsumerTimeout` is 120 s; W is at most 600 s,
+/// so a producer with a W that large needs `provisional` or a longer timeout).
+const MAX_WAIT_MS: u64 = 90_000;
+
 /// The start of the second `ms` is in.
 fn second_of(ms: i64) -> i64 {
     ms.div_euclid(1000) * 1000
@@ -119,6 +124,15 @@ pub(super) async fn enrich_as_of<Fd: FeedSource>(
             let until =
                 (history.final_at_ms(to)).max(second_of(to) + 1000 + table.look_back_ms) + 1;
             let wait = u64::try_from(until - at).unwrap_or(0).max(1);
+            // (a wait longer than a function may spend: retried rather than timed out)
+            if wait > MAX_WAIT_MS {
+                return Err(EnrichError::Retry(format!(
+                    "the change feed's visibility bound passes the batch's newest order in {} s, \
+                     more than the {} s a batch waits (a producer's write window is that long)",
+                    wait / 1000,
+                    MAX_WAIT_MS / 1000
+                )));
+            }
             tracing::info!(
                 wait_ms = wait,
                 "waiting for the change feed's visibility bound to pass the batch's newest order"
@@ -197,8 +211,9 @@ fn answer(
         AsOf::Unknown { since_ms } => not_answered(
             input,
             format!(
-                "as of {when}: its reference item changed at {} without saying to what (a \
-                 stream record without its new image)",
+                "as of {when}: the reference item is not known then (since {}: a change without \
+                 its new image, or one whose order against another or against the snapshot's \
+                 read cannot be told)",
                 time_text(since_ms)
             ),
         ),
