@@ -153,10 +153,20 @@ fn answer(
     mut input: Input,
     unmatched: Unmatched,
 ) -> Outcome<Input, Product> {
-    let dish = match &input.record {
-        Record::Order(order) => order.dish.clone(),
-        Record::Flag(_) | Record::LegacyFlag | Record::UnreadableFlag(_) => return Outcome::Flag,
-        Record::Invalid(reason) | Record::TooStale(reason) | Record::NotAnswered(reason) => {
+    let (t, history) = match (&input.record, input.arrival_ms, history) {
+        (Record::Order(_), Some(t), Some(history)) => (t, history),
+        (Record::Order(_), ..) => {
+            return not_answered(
+                input,
+                "its Kinesis record has no approximateArrivalTimestamp: enriching as of arrival \
+                 needs it"
+                    .into(),
+            )
+        }
+        (Record::Flag(_) | Record::LegacyFlag | Record::UnreadableFlag(_), ..) => {
+            return Outcome::Flag
+        }
+        (Record::Invalid(reason) | Record::TooStale(reason) | Record::NotAnswered(reason), ..) => {
             let reason = reason.clone();
             return Outcome::Invalid {
                 record: input,
@@ -164,20 +174,18 @@ fn answer(
             };
         }
     };
-    let (Some(t), Some(history)) = (input.arrival_ms, history) else {
-        return not_answered(
-            input,
-            "its Kinesis record has no approximateArrivalTimestamp: enriching as of arrival \
-             needs it"
-                .into(),
-        );
+    // (the answer borrows the history, not the order: the dish is not copied)
+    let answer = match &input.record {
+        Record::Order(order) => history.lookup_as_of(&order.dish, t),
+        _ => return Outcome::Flag,
     };
     input.as_of = Some(AsOfMark {
         ms: t,
         provisional: !history.is_final(t),
     });
-    let when = time_text(t);
-    match history.lookup_as_of(&dish, t) {
+    // (the time's text only for a reason: not per enriched order)
+    let when = || time_text(t);
+    match answer {
         AsOf::Found(item) => Outcome::Enriched {
             record: input,
             item: Arc::clone(item),
@@ -204,21 +212,23 @@ fn answer(
         AsOf::BeforeHistory { .. } => not_answered(
             input,
             format!(
-                "as of {when}: before the reference's history in the change feed (no feed \
-                 snapshot at or before that time)"
+                "as of {}: before the reference's history in the change feed (no feed \
+                 snapshot at or before that time)",
+                when()
             ),
         ),
         AsOf::Unknown { since_ms } => not_answered(
             input,
             format!(
-                "as of {when}: the reference item is not known then (since {}: a change without \
+                "as of {}: the reference item is not known then (since {}: a change without \
                  its new image, or one whose order against another or against the snapshot's \
                  read cannot be told)",
+                when(),
                 time_text(since_ms)
             ),
         ),
         AsOf::Refused(why) => {
-            let reason = format!("as of {when}: the change feed's history refuses: {why}");
+            let reason = format!("as of {}: the change feed's history refuses: {why}", when());
             not_answered(input, reason)
         }
     }
