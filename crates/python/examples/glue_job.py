@@ -240,6 +240,10 @@ def backfill(orders: DataFrame, history: TableHistory, output: str, dead_letter:
         if row.dish is None or row.arrival is None:
             answers.append((row.dish, row.arrival, None, None, None, "no dish or no arrival time"))
             continue
+        if not history.is_final(row.arrival):
+            # (a change made by then may not be in the feed yet: run the backfill later)
+            answers.append((row.dish, row.arrival, None, None, None, f"as of {when}: not final when the history was read"))
+            continue
         try:
             found = history.lookup(row.dish, row.arrival)
         except NotAnswerable as e:

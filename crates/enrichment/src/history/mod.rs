@@ -9,22 +9,30 @@
 //!   (DynamoDB Streams round `ApproximateCreationDateTime` down to the second) until the next
 //!   version's. So a record stamped within the same second as a change sees that change: the
 //!   tie rule, applied everywhere. When sequence order and creation seconds disagree (a later
-//!   change stamped in an earlier second), the later change is valid from the earlier one's
-//!   second, never before it: the versions of an item never go back in time.
-//! - **Start.** A snapshot's values are valid from its position. Without a snapshot every answer
-//!   is [`AsOf::BeforeHistory`] (an item not changed in the window, or another with the same
+//!   change stamped in an earlier second), neither can be trusted: the item is unknown from the
+//!   earlier second until its next change, so a change seen later never turns an answer into
+//!   another value (for disagreements within the clock margin, which finality waits for).
+//! - **Start.** A snapshot's values are valid from its position. An entry a read took (a Scan
+//!   between the position and its end R, a re-read) holds every change made before the read
+//!   began less the margin, and those before it in sequence stamped no later; a change made
+//!   within the margin of the read may or may not be in it, so the item is unknown from the
+//!   position until that change, and what it made it after. An item a Scan snapshot has no
+//!   entry for was not there when the Scan read. Without a snapshot every answer is
+//!   [`AsOf::BeforeHistory`] (an item not changed in the window, or another with the same
 //!   lookup key, is not seen), unless the table is declared empty at the start
 //!   ([`HistoryBuilder::empty_at_start`]: a table created in the window). A time before the start
 //!   answers [`AsOf::BeforeHistory`] too.
 //! - **No guesses.** A change without its new image (a `KEYS_ONLY` stream, an `OLD_IMAGE` stream,
 //!   a record the producer could not type) does not say what the item was: from its time until
-//!   the item's next change with an image, the answer is [`AsOf::Unknown`]. A present-day re-read
-//!   is never given as a past value. A gap file, a change file that could not be read, or a
-//!   second stream (the table's stream switched) inside the window refuse every answer of the
-//!   window ([`AsOf::Refused`], with the reason).
-//! - **Finality.** An answer for `t` is final once the feed's visibility bound has passed `t`
-//!   (every change created at or before `t` is then listed); [`History::is_final`] says whether
-//!   it has.
+//!   the item's next change with an image, the answer is [`AsOf::Unknown`]; since its lookup key
+//!   may have changed too, so is every lookup then (likewise while a value in no version holds).
+//!   A present-day re-read is never given as a past value. A gap file, a change file that can
+//!   never be read, or a second stream (the table's stream switched) inside the window refuse
+//!   every answer of the window ([`AsOf::Refused`], with the reason).
+//! - **Finality.** An answer for `t` is final once the feed's visibility bound has passed the
+//!   end of `t`'s second plus the clock margin, and the snapshot's reads plus the margin (every
+//!   change that could still change it is then listed); [`History::is_final`] says whether it
+//!   has, [`History::final_at_ms`] when it will.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -199,6 +207,12 @@ pub struct HistoryBuilder<T, K> {
     changes: HashMap<ItemKey, Vec<Version<T>>>,
     /// While a built history is extended: the items the new files touch.
     touched: Option<Vec<ItemKey>>,
+    /// A snapshot from a Scan (its start and end R): an item it has no entry for was not there
+    /// when the Scan read, as if it held a tombstone read then.
+    scan_read: Option<(i64, i64)>,
+    /// The latest time the snapshot's reads ran until (a Scan's R, a re-read's end): a change
+    /// made before it plus the margin may yet turn an answer from the position on unknown.
+    reads_until_ms: i64,
     /// The look-back its files were listed with (set by a read).
     look_back_ms: i64,
     /// The largest write window a change file states, plus the margin: a producer with a
@@ -249,6 +263,8 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
             refusal: None,
             changes: HashMap::new(),
             touched: None,
+            scan_read: None,
+            reads_until_ms: i64::MIN,
             look_back_ms: 0,
             file_look_back_ms: 0,
             listed: Vec::new(),
@@ -325,6 +341,10 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
         }
         self.table = Some(header.table.clone());
         self.starts_ms = header.position_ms;
+        if let Some(r) = header.full_load_end_ms {
+            self.scan_read = Some((r.min(header.position_ms), r));
+            self.reads_until_ms = self.reads_until_ms.max(r);
+        }
         self.based = true;
         let margin = i64::try_from(header.clock_margin_ms).unwrap_or(0);
         self.margin_ms = self.margin_ms.max(margin);
@@ -347,6 +367,7 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
                     Base::Change(second_of(created_ms))
                 }
                 (Some(EntryStamp::Read { from_ms, to_ms }), _) => {
+                    self.reads_until_ms = self.reads_until_ms.max(to_ms);
                     Base::Read(Some((from_ms, to_ms)))
                 }
                 // (a Scan reads between the position, taken before it began, and its end R; a
@@ -525,8 +546,24 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
 /// One item's versions as read (any order, duplicates included) settled into what a history
 /// answers (see the [module](self)): `starts_ms` the history's start, `margin_ms` the clock
 /// margin of a snapshot's read times.
-fn settle<T>(raw: &[Version<T>], starts_ms: i64, margin_ms: i64) -> Vec<Version<T>> {
+fn settle<T>(
+    raw: &[Version<T>],
+    starts_ms: i64,
+    margin_ms: i64,
+    scan_read: Option<(i64, i64)>,
+) -> Vec<Version<T>> {
     let mut list: Vec<Version<T>> = raw.to_vec();
+    // (an item a Scan snapshot has no entry for: not there when the Scan read it)
+    if let Some(read) = scan_read {
+        if list.iter().all(|v| v.base.is_none()) {
+            list.push(Version {
+                seq: None,
+                from_ms: starts_ms,
+                state: State::Removed,
+                base: Some(Base::Read(Some(read))),
+            });
+        }
+    }
     // Sequence order per item (a snapshot entry's value first when it has none: it is
     // the value as of the history's start); duplicates (a file listed twice, a change
     // a snapshot already holds) once.
@@ -548,14 +585,14 @@ fn settle<T>(raw: &[Version<T>], starts_ms: i64, margin_ms: i64) -> Vec<Version<
         let mut after_base = Vec::new();
         // A change the entry's read may or may not hold.
         let mut doubtful = false;
-        // After a read: the last change (in sequence order) made before the read began; it
-        // and every change before it are in the read, whatever their seconds say.
-        let included = match base {
+        // After a read: the last change (in sequence order) made before the read began, with
+        // its second; it and every change before it in sequence whose second is not later are
+        // in the read. One before it in sequence but stamped later disagrees: unknown.
+        let included: Option<(SequenceNumber, i64)> = match base {
             Base::Read(Some((from, _))) => (list.iter())
                 .filter(|v| v.base.is_none() && v.from_ms + 1000 <= from - margin_ms)
-                .map(|v| v.seq.clone())
-                .max()
-                .flatten(),
+                .filter_map(|v| v.seq.clone().map(|q| (q, v.from_ms)))
+                .max_by(|a, b| a.0.cmp(&b.0)),
             _ => None,
         };
         for (n, mut v) in list.into_iter().enumerate() {
@@ -572,8 +609,16 @@ fn settle<T>(raw: &[Version<T>], starts_ms: i64, margin_ms: i64) -> Vec<Version<
             if older && v.seq == base_seq {
                 continue;
             }
-            if included.is_some() && v.seq <= included {
-                continue;
+            if let Some((last, second)) = &included {
+                if v.seq.as_ref().is_some_and(|q| q <= last) {
+                    if v.from_ms <= *second {
+                        continue;
+                    }
+                    v.state = uncertain(std::mem::replace(&mut v.state, State::Removed));
+                    doubtful = true;
+                    kept.push(v);
+                    continue;
+                }
             }
             // (the follower's order rule, table/ordering.rs: where sequence and time
             // disagree, or a read may or may not hold a change, it reads the item
@@ -690,7 +735,12 @@ impl<T, K: Clone + Eq + Hash> History<T, K> {
     fn settle(&mut self, index: u32) -> Vec<Kept<T, K>> {
         let key = &self.keys[index as usize];
         let raw = self.inputs.changes.get(key).map_or(&[][..], Vec::as_slice);
-        let list = settle(raw, self.inputs.starts_ms, self.inputs.margin_ms);
+        let list = settle(
+            raw,
+            self.inputs.starts_ms,
+            self.inputs.margin_ms,
+            self.inputs.scan_read,
+        );
         let mut unknown = false;
         let kept: Vec<Kept<T, K>> = (list.into_iter())
             .map(|v| Kept {
@@ -810,7 +860,15 @@ impl<T, K: Eq + Hash> History<T, K> {
     /// second, the clock margin (a change stamped up to that much later may disagree in order
     /// with one before `t` and turn its answer unknown), then the look-back.
     pub fn final_at_ms(&self, t_ms: i64) -> i64 {
-        second_of(t_ms) + 1000 + self.inputs.margin_ms + self.look_back_ms()
+        self.bound_needed(t_ms) + self.look_back_ms()
+    }
+
+    /// How far the visibility bound must reach for an answer at `t_ms` to be final: past its
+    /// second and the margin, and past the snapshot's reads and the margin (a change made
+    /// during a read may yet turn the entry's value unknown from the position).
+    fn bound_needed(&self, t_ms: i64) -> i64 {
+        let margin = self.inputs.margin_ms;
+        (second_of(t_ms) + 1000 + margin).max(self.inputs.reads_until_ms.saturating_add(margin))
     }
 
     /// Whether an answer for `t_ms` is final: the feed's visibility bound has passed it, so no
@@ -818,7 +876,7 @@ impl<T, K: Eq + Hash> History<T, K> {
     pub fn is_final(&self, t_ms: i64) -> bool {
         // (a change of t's own second counts at t: the whole second must be visible; and one
         // stamped within the margin after it, which may disagree in order with one before)
-        second_of(t_ms) + 1000 + self.inputs.margin_ms <= self.final_through_ms
+        self.bound_needed(t_ms) <= self.final_through_ms
     }
 
     /// The item with lookup key `key` as it was at `t_ms` (see the [module](self) for the rules).

@@ -949,28 +949,39 @@ fn an_item_the_scan_may_or_may_not_hold_is_unknown_until_its_change_and_what_it_
 }
 
 #[test]
-fn a_change_before_the_read_holds_every_change_before_it_in_sequence_whatever_their_seconds() {
-    // A Scan between 100 s and 101 s (margin 5 s: a change before 95 s is in it) read a = 2.
-    // c1 (sequence 1, stamped 95 s: within the margin) and c2 (sequence 2, stamped 94 s:
-    // before the read): c2 is in the read, so c1, before it in sequence, is too.
-    let mut b = scanned(100_000, 101_000);
+fn a_change_before_the_read_holds_those_before_it_in_sequence_and_not_later_stamped() {
+    // A Scan between 100 s and 101 s (margin 5 s: a change before 95 s is in it) read a = 1.
+    // c2 (sequence 2, stamped 93 s) is before the read. c1, before it in sequence:
     let at = |ms: i64, v: u8| Write {
         at_ms: ms,
         item: 0,
         value: Some(v),
         keys_only: false,
     };
-    let mut c1 = change(1, &at(95_000, 3));
-    let mut c2 = change(2, &at(94_000, 2));
-    c1.sequence_number = SequenceNumber::parse("1001").unwrap();
-    c2.sequence_number = SequenceNumber::parse("1002").unwrap();
-    b.file("f", file(vec![c1, c2], ChangeKind::Dynamodb, ARN));
-    let h = b.build(i64::MAX);
-    // (the entry read "1": scanned() holds a = 1; the read's value stands from the position)
+    let run = |c1_ms: i64| {
+        let mut b = scanned(100_000, 101_000);
+        let mut c1 = change(1, &at(c1_ms, 3));
+        let mut c2 = change(2, &at(93_000, 2));
+        c1.sequence_number = SequenceNumber::parse("1001").unwrap();
+        c2.sequence_number = SequenceNumber::parse("1002").unwrap();
+        b.file("f", file(vec![c1, c2], ChangeKind::Dynamodb, ARN));
+        b.build(i64::MAX)
+    };
+    // - stamped no later than c2 (92 s): in the read too, the read's value stands;
+    let h = run(92_000);
     assert!(matches!(
         h.lookup_as_of(&"a".to_owned(), 100_000),
         AsOf::Found(v) if v.1 == "1"
     ));
+    // - stamped later (96 s: within the margin) although before c2 in sequence: sequence and
+    //   seconds disagree, neither is trusted: unknown, not the read's value nor c1's.
+    let h = run(96_000);
+    for t in [100_000, 150_000] {
+        assert!(matches!(
+            h.lookup_as_of(&"a".to_owned(), t),
+            AsOf::Unknown { .. }
+        ));
+    }
 }
 
 #[test]
@@ -1007,4 +1018,36 @@ fn a_change_stamped_after_a_later_one_makes_the_item_unknown_from_the_earlier_se
             h.lookup_as_of(&"a".to_owned(), t)
         );
     }
+}
+
+#[test]
+fn an_item_a_scan_snapshot_lacks_was_not_there_when_the_scan_read_it_and_answers_wait_for_the_reads(
+) {
+    // A Scan from 100 s to 160 s holds a only; b is removed at 130 s, during the Scan: the
+    // Scan may have missed it because it was gone, or read past it before: its value before
+    // the removal is in no version.
+    let b_removed = Write {
+        at_ms: 130_000,
+        item: 1,
+        value: None,
+        keys_only: false,
+    };
+    let history = |final_through: i64| {
+        let mut b = scanned(100_000, 160_000);
+        b.file(
+            "f",
+            file(vec![change(1, &b_removed)], ChangeKind::Dynamodb, ARN),
+        );
+        b.build(final_through)
+    };
+    let h = history(i64::MAX);
+    assert!(matches!(
+        h.lookup_as_of(&"b".to_owned(), 120_000),
+        AsOf::Unknown { .. }
+    ));
+    assert_eq!(h.lookup_as_of(&"b".to_owned(), 131_000), AsOf::Missing);
+    // An answer after the position is final only once the Scan's end and the margin are
+    // listed: a change made during it may yet turn it unknown.
+    assert!(!history(150_000).is_final(110_000));
+    assert!(history(170_000).is_final(110_000));
 }

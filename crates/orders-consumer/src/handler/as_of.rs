@@ -69,8 +69,9 @@ impl<Fd: FeedSource> AsOfTable<Fd> {
     }
 }
 
-/// The longest a batch waits for the feed's visibility bound (`AS_OF_RECENT=wait`): past it,
-/// the batch is reported for retry (infra/'s `ConsumerTimeout` is 120 s; W is at most 600 s,
+/// The longest the as-of step of a batch takes, reading the history and waiting for the feed's
+/// visibility bound (`AS_OF_RECENT=wait`), from its start: past it, the batch is reported for
+/// retry (infra/'s `ConsumerTimeout` is 120 s; W is at most 600 s,
 /// so a producer with a W that large needs `provisional` or a longer timeout).
 const MAX_WAIT_MS: u64 = 90_000;
 
@@ -102,6 +103,7 @@ pub(super) async fn enrich_as_of<Fd: FeedSource>(
     let (from, to) = times.fold((i64::MAX, i64::MIN), |(lo, hi), t| (lo.min(t), hi.max(t)));
     let mut history = None;
     if from <= to {
+        let started = now();
         let mut waits = 0;
         loop {
             let at = now();
@@ -124,8 +126,9 @@ pub(super) async fn enrich_as_of<Fd: FeedSource>(
             let until =
                 (history.final_at_ms(to)).max(second_of(to) + 1000 + table.look_back_ms) + 1;
             let wait = u64::try_from(until - at).unwrap_or(0).max(1);
-            // (a wait longer than a function may spend: retried rather than timed out)
-            if wait > MAX_WAIT_MS {
+            // (a step longer than a function may spend, the history's reads included: retried
+            // rather than timed out)
+            if u64::try_from(until - started).unwrap_or(0) > MAX_WAIT_MS {
                 return Err(EnrichError::Retry(format!(
                     "the change feed's visibility bound passes the batch's newest order in {} s, \
                      more than the {} s a batch waits (a producer's write window is that long)",
