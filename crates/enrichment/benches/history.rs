@@ -21,6 +21,10 @@ use enrichment::Ambiguity;
 mod common;
 use common::{bench_items, product_item, Product};
 
+/// The consumer binary's allocator: both sides of the comparison allocate per value.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The peak resident memory of this process in bytes (Linux `/proc/self/status`, `VmHWM`).
 fn peak_rss() -> isize {
     std::fs::read_to_string("/proc/self/status")

@@ -142,14 +142,16 @@ enum Base {
 /// One version of an item as a built history keeps it: from when, and what (with the value's
 /// lookup key, computed once).
 #[derive(Debug)]
-struct Kept<T, K> {
+struct Kept<T> {
     from_ms: i64,
-    state: KeptState<T, K>,
+    state: KeptState<T>,
 }
 
 #[derive(Debug)]
-enum KeptState<T, K> {
-    Item(Arc<T>, Option<K>),
+enum KeptState<T> {
+    /// The value, and its lookup key's number in [`History::by_lookup`] (one number per key,
+    /// not a copy of the key per version).
+    Item(Arc<T>, Option<u32>),
     Removed,
     Unknown,
 }
@@ -160,13 +162,14 @@ pub struct History<T, K> {
     inputs: HistoryBuilder<T, K>,
     final_through_ms: i64,
     /// Each item's index (its place in `keys` and `versions`).
-    index: HashMap<ItemKey, u32>,
+    index: HashMap<ItemKey, u32, foldhash::fast::RandomState>,
     /// Each item's key.
     keys: Vec<ItemKey>,
     /// Each item's versions, oldest first (an item is its index here).
-    versions: Vec<Vec<Kept<T, K>>>,
-    /// The items any of whose versions had the lookup key, in primary-key order.
-    by_lookup: HashMap<K, Vec<u32>, foldhash::fast::RandomState>,
+    versions: Vec<Vec<Kept<T>>>,
+    /// Each lookup key's number, and the items any of whose versions had it, in primary-key
+    /// order.
+    by_lookup: HashMap<K, (u32, Vec<u32>), foldhash::fast::RandomState>,
     /// Items never seen with a value in the window (only changes without images): their lookup
     /// key is unknown, so while one is unknown, every lookup is.
     unkeyed: Vec<u32>,
@@ -204,7 +207,8 @@ pub struct HistoryBuilder<T, K> {
     /// Why the window refuses, with the key of the file that says so ("" for the snapshot
     /// and the window itself): the lowest key's reason, whatever order files came in.
     refusal: Option<(String, String)>,
-    changes: HashMap<ItemKey, Vec<Version<T>>>,
+    /// (the snapshots' fast hasher: item keys are the table's, not attacker-chosen floods)
+    changes: HashMap<ItemKey, Vec<Version<T>>, foldhash::fast::RandomState>,
     /// While a built history is extended: the items the new files touch.
     touched: Option<Vec<ItemKey>>,
     /// A snapshot from a Scan (its start and end R): an item it has no entry for was not there
@@ -261,7 +265,7 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
             based: false,
             stream: None,
             refusal: None,
-            changes: HashMap::new(),
+            changes: HashMap::default(),
             touched: None,
             scan_read: None,
             reads_until_ms: i64::MIN,
@@ -730,9 +734,25 @@ fn settle<T>(
 }
 
 impl<T, K: Clone + Eq + Hash> History<T, K> {
+    /// Indexes item `index` under lookup key `k` (in primary-key order: an item added later
+    /// goes in its place): the key's number.
+    fn index_key(&mut self, k: K, index: u32) -> u32 {
+        let next = u32::try_from(self.by_lookup.len()).unwrap_or(u32::MAX);
+        let (id, items) = self
+            .by_lookup
+            .entry(k)
+            .or_insert_with(|| (next, Vec::new()));
+        let keys = &self.keys;
+        let at = items.partition_point(|&j| keys[j as usize] < keys[index as usize]);
+        if items.get(at) != Some(&index) {
+            items.insert(at, index);
+        }
+        *id
+    }
+
     /// Settles item `index` again from every version read of it, and indexes its lookup keys:
     /// its versions as the history keeps them.
-    fn settle(&mut self, index: u32) -> Vec<Kept<T, K>> {
+    fn settle(&mut self, index: u32) -> Vec<Kept<T>> {
         let key = &self.keys[index as usize];
         let raw = self.inputs.changes.get(key).map_or(&[][..], Vec::as_slice);
         let list = settle(
@@ -742,23 +762,14 @@ impl<T, K: Clone + Eq + Hash> History<T, K> {
             self.inputs.scan_read,
         );
         let mut unknown = false;
-        let kept: Vec<Kept<T, K>> = (list.into_iter())
+        let kept: Vec<Kept<T>> = (list.into_iter())
             .map(|v| Kept {
                 from_ms: v.from_ms,
                 state: match v.state {
                     State::Item(value) => {
                         let k = (self.inputs.lookup_key)(&value);
-                        if let Some(k) = &k {
-                            let items = self.by_lookup.entry(k.clone()).or_default();
-                            // (in primary-key order: an item added later goes in its place)
-                            let keys = &self.keys;
-                            let at =
-                                items.partition_point(|&j| keys[j as usize] < keys[index as usize]);
-                            if items.get(at) != Some(&index) {
-                                items.insert(at, index);
-                            }
-                        }
-                        KeptState::Item(value, k)
+                        let id = k.map(|k| self.index_key(k, index));
+                        KeptState::Item(value, id)
                     }
                     State::Removed => KeptState::Removed,
                     State::Unknown => {
@@ -769,13 +780,7 @@ impl<T, K: Clone + Eq + Hash> History<T, K> {
                         // (its key indexed: a lookup of it is unknown then, not missing)
                         if let Some(k) = value.as_deref().and_then(|v| (self.inputs.lookup_key)(v))
                         {
-                            let items = self.by_lookup.entry(k).or_default();
-                            let keys = &self.keys;
-                            let at =
-                                items.partition_point(|&j| keys[j as usize] < keys[index as usize]);
-                            if items.get(at) != Some(&index) {
-                                items.insert(at, index);
-                            }
+                            self.index_key(k, index);
                         }
                         KeptState::Unknown
                     }
@@ -831,7 +836,7 @@ impl<T, K: Clone + Eq + Hash> History<T, K> {
 
 impl<T, K: Eq + Hash> History<T, K> {
     /// The version of `item` valid at `t_ms` (the newest from at or before it).
-    fn at(&self, item: u32, t_ms: i64) -> Option<&Kept<T, K>> {
+    fn at(&self, item: u32, t_ms: i64) -> Option<&Kept<T>> {
         let list = self.versions.get(item as usize)?;
         let at = list.partition_point(|v| v.from_ms <= t_ms);
         at.checked_sub(1).map(|i| &list[i])
@@ -906,7 +911,7 @@ impl<T, K: Eq + Hash> History<T, K> {
             }
         }
         let missing = AsOf::Missing;
-        let Some(items) = self.by_lookup.get(key) else {
+        let Some((id, items)) = self.by_lookup.get(key) else {
             return missing;
         };
         // (in key order: the lowest key first, as `Ambiguity::LowestKey` takes it)
@@ -917,7 +922,7 @@ impl<T, K: Eq + Hash> History<T, K> {
             };
             match &version.state {
                 // (an item whose lookup key changed since is not this key's now)
-                KeptState::Item(value, k) if k.as_ref() == Some(key) => {
+                KeptState::Item(value, k) if *k == Some(*id) => {
                     first.get_or_insert(value);
                     count += 1;
                 }
