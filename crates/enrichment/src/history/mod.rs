@@ -162,7 +162,8 @@ pub struct History<T, K> {
     inputs: HistoryBuilder<T, K>,
     final_through_ms: i64,
     /// Each item's index (its place in `keys` and `versions`).
-    index: HashMap<ItemKey, u32, foldhash::fast::RandomState>,
+    /// (made by the first [`History::extend`]: a history never extended does not need it)
+    index: Option<HashMap<ItemKey, u32, foldhash::fast::RandomState>>,
     /// Each item's key.
     keys: Vec<ItemKey>,
     /// Each item's versions, oldest first (an item is its index here).
@@ -526,13 +527,10 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
         // Items in primary-key order, so that a lookup key's items are too.
         let mut keys: Vec<ItemKey> = self.changes.keys().cloned().collect();
         keys.sort_unstable();
-        let index = (keys.iter().enumerate())
-            .map(|(i, k)| (k.clone(), u32::try_from(i).unwrap_or(u32::MAX)))
-            .collect();
         let mut history = History {
             inputs: self,
             final_through_ms,
-            index,
+            index: None,
             versions: Vec::with_capacity(keys.len()),
             keys,
             // (the fast hasher the snapshots use: lookup keys are not attacker-chosen floods)
@@ -816,17 +814,27 @@ impl<T, K: Clone + Eq + Hash> History<T, K> {
         let mut touched = self.inputs.touched.take().unwrap_or_default();
         touched.sort_unstable();
         touched.dedup();
+        let keys = &self.keys;
+        let index = self.index.get_or_insert_with(|| {
+            (keys.iter().enumerate())
+                .map(|(i, k)| (k.clone(), u32::try_from(i).unwrap_or(u32::MAX)))
+                .collect()
+        });
+        let mut indices = Vec::with_capacity(touched.len());
         for key in touched {
-            let index = match self.index.get(&key) {
+            let i = match index.get(&key) {
                 Some(&i) => i,
                 None => {
                     let i = u32::try_from(self.keys.len()).unwrap_or(u32::MAX);
                     self.keys.push(key.clone());
-                    self.index.insert(key, i);
+                    index.insert(key, i);
                     self.versions.push(Vec::new());
                     i
                 }
             };
+            indices.push(i);
+        }
+        for index in indices {
             let kept = self.settle(index);
             self.versions[index as usize] = kept;
         }
