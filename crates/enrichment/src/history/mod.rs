@@ -98,12 +98,34 @@ fn uncertain<T>(state: State<T>) -> State<T> {
 /// One version of an item: valid from `from_ms`.
 #[derive(Debug)]
 struct Version<T> {
-    seq: Option<SequenceNumber>,
+    seq: Option<Seq>,
     from_ms: i64,
     state: State<T>,
     /// Set for a snapshot's entry: how its value was taken, which decides which changes of the
     /// window it already reflects.
     base: Option<Base>,
+}
+
+/// A sequence number packed two digits to a byte, zero-padded to its 40 digits: ordered as the
+/// numbers are, and kept without an allocation (a version's as-read form keeps one each).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Seq([u8; 20]);
+
+impl From<&SequenceNumber> for Seq {
+    fn from(s: &SequenceNumber) -> Seq {
+        let digits = s.as_str().as_bytes();
+        let offset = change_protocol::SEQUENCE_WIDTH.saturating_sub(digits.len());
+        let digit = |i: usize| {
+            i.checked_sub(offset)
+                .and_then(|j| digits.get(j))
+                .map_or(0, |d| d.wrapping_sub(b'0') & 0x0f)
+        };
+        let mut packed = [0u8; 20];
+        for (n, byte) in packed.iter_mut().enumerate() {
+            *byte = (digit(2 * n) << 4) | digit(2 * n + 1);
+        }
+        Seq(packed)
+    }
 }
 
 impl<T> Clone for State<T> {
@@ -120,7 +142,7 @@ impl<T> Clone for State<T> {
 impl<T> Clone for Version<T> {
     fn clone(&self) -> Self {
         Version {
-            seq: self.seq.clone(),
+            seq: self.seq,
             from_ms: self.from_ms,
             state: self.state.clone(),
             base: self.base,
@@ -413,7 +435,7 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
                 });
             }
             versions.push(Version {
-                seq: entry.seq,
+                seq: entry.seq.as_ref().map(Seq::from),
                 from_ms: taken_ms.max(header.position_ms),
                 state,
                 base: Some(base),
@@ -467,7 +489,7 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
                 touched.push(item_key.clone());
             }
             self.changes.entry(item_key).or_default().push(Version {
-                seq: Some(change.sequence_number),
+                seq: Some(Seq::from(&change.sequence_number)),
                 from_ms: second_of(change.approximate_creation_ms),
                 state,
                 base: None,
@@ -496,7 +518,7 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
                         touched.push(item_key.clone());
                     }
                     self.changes.entry(item_key).or_default().push(Version {
-                        seq: Some(seq),
+                        seq: Some(Seq::from(&seq)),
                         from_ms,
                         state: State::Unknown,
                         base: None,
@@ -580,7 +602,7 @@ fn settle<T>(
     // before its value was taken)
     if let Some(i) = list.iter().rposition(|v| v.base.is_some()) {
         let base = list[i].base.unwrap_or(Base::Change(i64::MIN));
-        let base_seq = list[i].seq.clone();
+        let base_seq = list[i].seq;
         let position = starts_ms;
         let mut kept = Vec::with_capacity(list.len());
         // Older changes the entry may not hold: unknown, placed right after it.
@@ -590,10 +612,10 @@ fn settle<T>(
         // After a read: the last change (in sequence order) made before the read began, with
         // its second; it and every change before it in sequence whose second is not later are
         // in the read. One before it in sequence but stamped later disagrees: unknown.
-        let included: Option<(SequenceNumber, i64)> = match base {
+        let included: Option<(Seq, i64)> = match base {
             Base::Read(Some((from, _))) => (list.iter())
                 .filter(|v| v.base.is_none() && v.from_ms + 1000 <= from - margin_ms)
-                .filter_map(|v| v.seq.clone().map(|q| (q, v.from_ms)))
+                .filter_map(|v| v.seq.map(|q| (q, v.from_ms)))
                 .max_by(|a, b| a.0.cmp(&b.0)),
             _ => None,
         };

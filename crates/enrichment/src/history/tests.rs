@@ -1051,3 +1051,12 @@ fn an_item_a_scan_snapshot_lacks_was_not_there_when_the_scan_read_it_and_answers
     assert!(!history(150_000).is_final(110_000));
     assert!(history(170_000).is_final(110_000));
 }
+
+proptest! {
+    #[test]
+    fn a_packed_sequence_number_orders_as_the_number(a in "[1-9][0-9]{0,39}", b in "[1-9][0-9]{0,39}") {
+        let (sa, sb) = (SequenceNumber::parse(&a).unwrap(), SequenceNumber::parse(&b).unwrap());
+        prop_assert_eq!(Seq::from(&sa).cmp(&Seq::from(&sb)), sa.cmp(&sb));
+        prop_assert_eq!(Seq::from(&sa) == Seq::from(&sb), a == b);
+    }
+}
