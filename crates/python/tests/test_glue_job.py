@@ -176,12 +176,15 @@ def test_the_glue_job_backfills_a_day_as_of_each_orders_arrival(spark, reference
             look_back_seconds=0.0, empty_at_start=True, endpoint_url=endpoint(),
         )
 
-    # (once the feed holds today's low: the backfill must answer as of each arrival all the same)
+    # (once the feed holds today's low, and the answers for the orders' arrivals are final: the
+    # backfill must answer as of each arrival all the same)
     deadline = time.time() + 60
-    while (read_history().lookup("burger", time.time()) or {}).get("priority") != "low":
-        assert time.time() < deadline, "the pump never wrote the last change"
+    while True:
+        history = read_history()
+        if (history.lookup("burger", time.time()) or {}).get("priority") == "low" and history.is_final(after):
+            break
+        assert time.time() < deadline, "the pump never wrote the last change, or the answers never became final"
         time.sleep(0.2)
-    history = read_history()
     runs = []
     for n in range(2):
         output, dead = tmp_path / f"out{n}", tmp_path / f"dead{n}"

@@ -369,6 +369,21 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
         self.table = Some(header.table.clone());
         self.starts_ms = header.position_ms;
         if let Some(r) = header.full_load_end_ms {
+            // A Scan that ended before the position (R carried over from an older snapshot):
+            // its start is not known. Changes made during it were applied by the position
+            // unless the Scan ended within W and twice the margin of it.
+            let w = i64::try_from(header.write_window_ms).unwrap_or(i64::MAX);
+            let margin = self
+                .margin_ms
+                .max(i64::try_from(header.clock_margin_ms).unwrap_or(0));
+            if r < header.position_ms && header.position_ms - r < w.saturating_add(2 * margin) {
+                self.refuse(format!(
+                    "the snapshot's Scan ended {} ms before its position, within the write window \
+                     and twice the margin: what it holds of changes made during the Scan cannot \
+                     be told",
+                    header.position_ms - r
+                ));
+            }
             self.scan_read = Some((r.min(header.position_ms), r));
             self.reads_until_ms = self.reads_until_ms.max(r);
         }
@@ -612,10 +627,10 @@ fn settle<T>(
         // After a read: the last change (in sequence order) made before the read began, with
         // its second; it and every change before it in sequence whose second is not later are
         // in the read. One before it in sequence but stamped later disagrees: unknown.
-        let included: Option<(Seq, i64)> = match base {
+        let included: Option<(Seq, i64, i64)> = match base {
             Base::Read(Some((from, _))) => (list.iter())
                 .filter(|v| v.base.is_none() && v.from_ms + 1000 <= from - margin_ms)
-                .filter_map(|v| v.seq.map(|q| (q, v.from_ms)))
+                .filter_map(|v| v.seq.map(|q| (q, v.from_ms, from - margin_ms)))
                 .max_by(|a, b| a.0.cmp(&b.0)),
             _ => None,
         };
@@ -633,14 +648,21 @@ fn settle<T>(
             if older && v.seq == base_seq {
                 continue;
             }
-            if let Some((last, second)) = &included {
+            if let Some((last, second, lo)) = &included {
                 if v.seq.as_ref().is_some_and(|q| q <= last) {
-                    if v.from_ms <= *second {
+                    // (in the read by its own second too, or stamped no later than the one that
+                    // is: in it)
+                    if v.from_ms <= *second || v.from_ms + 1000 <= *lo {
                         continue;
                     }
                     v.state = uncertain(std::mem::replace(&mut v.state, State::Removed));
                     doubtful = true;
-                    kept.push(v);
+                    // (one older than the entry goes after it, as the other older ones)
+                    if older {
+                        after_base.push(v);
+                    } else {
+                        kept.push(v);
+                    }
                     continue;
                 }
             }
@@ -724,6 +746,20 @@ fn settle<T>(
     // Never back in time, and nothing before the start. A later change stamped in an
     // earlier second than the one before it: sequence and creation order disagree, and
     // the follower would read the item; here it is unknown from then.
+    // (a based item has a version from the start: were its first lifted past it, unknown
+    // until then rather than missing)
+    if list.iter().any(|v| v.base.is_some()) && list.first().is_some_and(|v| v.from_ms > starts_ms)
+    {
+        list.insert(
+            0,
+            Version {
+                seq: None,
+                from_ms: starts_ms,
+                state: State::Unknown,
+                base: Some(Base::Change(i64::MIN)),
+            },
+        );
+    }
     // Where they disagree, the item is unknown from the earlier of the seconds (neither order
     // can be trusted there), so a change that appears later never turns an answer into another
     // value, only into unknown.

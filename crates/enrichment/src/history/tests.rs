@@ -398,7 +398,7 @@ fn a_scans_value_is_not_overridden_by_a_change_it_already_reflects() {
         value: Some(0),
         keys_only: false,
     };
-    let mut b = scanned(200_000, 190_000);
+    let mut b = scanned(200_000, 160_000);
     b.file(
         "late",
         file(vec![change(1, &old)], ChangeKind::Dynamodb, ARN),
@@ -409,12 +409,13 @@ fn a_scans_value_is_not_overridden_by_a_change_it_already_reflects() {
         Some("1"),
         "the Scan's value stands"
     );
-    // One made within the margin of the Scan's end: the Scan may or may not hold it.
+    // One made within the margin of the Scan's end (which ended 40 s before the position, R
+    // carried over: more than W and twice the margin): the Scan may or may not hold it.
     let during = Write {
-        at_ms: 188_000,
+        at_ms: 158_000,
         ..old.clone()
     };
-    let mut b = scanned(200_000, 190_000);
+    let mut b = scanned(200_000, 160_000);
     b.file(
         "during",
         file(vec![change(1, &during)], ChangeKind::Dynamodb, ARN),
@@ -456,7 +457,7 @@ fn a_scans_value_is_not_overridden_by_a_change_it_already_reflects() {
         at_ms: 230_000,
         ..old
     };
-    let mut b = scanned(200_000, 190_000);
+    let mut b = scanned(200_000, 160_000);
     b.file(
         "after",
         file(vec![change(1, &after)], ChangeKind::Dynamodb, ARN),
@@ -1058,5 +1059,54 @@ proptest! {
         let (sa, sb) = (SequenceNumber::parse(&a).unwrap(), SequenceNumber::parse(&b).unwrap());
         prop_assert_eq!(Seq::from(&sa).cmp(&Seq::from(&sb)), sa.cmp(&sb));
         prop_assert_eq!(Seq::from(&sa) == Seq::from(&sb), a == b);
+    }
+}
+
+#[test]
+fn a_scan_that_ended_within_the_write_window_of_its_position_refuses() {
+    // R carried over, 10 s before the position (W 20 s, margin 5 s): a change made during the
+    // Scan may have been in a file visible only after the position, so neither an entry nor a
+    // missing one says what the item was.
+    let h = scanned(200_000, 190_000).build(i64::MAX);
+    assert!(matches!(
+        h.lookup_as_of(&"a".to_owned(), 250_000),
+        AsOf::Refused(why) if why.contains("Scan ended")
+    ));
+}
+
+#[test]
+fn an_older_change_stamped_after_a_reread_never_leaves_the_item_missing() {
+    // A re-read (95 s to 96 s, after change 20) gave a = 1; position 100 s. Change 16 (85 s)
+    // was before the read; change 15 (120 s) is older than both in sequence but stamped later.
+    let mut b = builder(0);
+    b.snapshot(
+        &header(100_000),
+        vec![SnapshotEntry {
+            seq: Some(SequenceNumber::parse("20").unwrap()),
+            stamp: Some(change_protocol::EntryStamp::Read {
+                from_ms: 95_000,
+                to_ms: 96_000,
+            }),
+            body: EntryBody::Item(item("a", Some("1"))),
+        }],
+    );
+    let w = |ms: i64, v: u8| Write {
+        at_ms: ms,
+        item: 0,
+        value: Some(v),
+        keys_only: false,
+    };
+    let mut c16 = change(0, &w(85_000, 2));
+    c16.sequence_number = SequenceNumber::parse("16").unwrap();
+    let mut c15 = change(0, &w(120_000, 3));
+    c15.sequence_number = SequenceNumber::parse("15").unwrap();
+    b.file("f", file(vec![c15, c16], ChangeKind::Dynamodb, ARN));
+    let h = b.build(i64::MAX);
+    for t in [100_000, 110_000, 119_999, 120_000, 150_000] {
+        let got = h.lookup_as_of(&"a".to_owned(), t);
+        assert!(
+            matches!(&got, AsOf::Unknown { .. }) || matches!(&got, AsOf::Found(v) if v.1 == "1"),
+            "{t}: {got:?}"
+        );
     }
 }
