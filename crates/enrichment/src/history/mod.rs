@@ -606,7 +606,7 @@ fn settle<T>(
     // Sequence order per item (a snapshot entry's value first when it has none: it is
     // the value as of the history's start); duplicates (a file listed twice, a change
     // a snapshot already holds) once.
-    list.sort_by(|a, b| a.seq.cmp(&b.seq));
+    list.sort_by_key(|v| v.seq);
     list.dedup_by(|later, earlier| later.seq.is_some() && later.seq == earlier.seq);
     // What the snapshot's entry already reflects (the follower's order rule): a change
     // at or before its sequence number; after a read, one made before the read began
