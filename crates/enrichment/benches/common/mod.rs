@@ -6,6 +6,8 @@
 
 use std::collections::HashMap;
 
+pub(crate) mod day;
+
 use change_protocol::{AttributeValue, Item};
 use enrichment::key::ItemKey;
 
