@@ -23,7 +23,11 @@ static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 fn held(
     n: usize,
     files: &[Vec<u8>],
-) -> (isize, isize, enrichment::history::History<common::Product, String>) {
+) -> (
+    isize,
+    isize,
+    enrichment::history::History<common::Product, String>,
+) {
     let snapshot = entries(n);
     // (a reallocation counts in the bytes allocated or deallocated already)
     let net = |c: stats_alloc::Stats| c.bytes_allocated as isize - c.bytes_deallocated as isize;

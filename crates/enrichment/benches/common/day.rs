@@ -116,7 +116,11 @@ pub(crate) fn builder() -> HistoryBuilder<Product, String> {
 }
 
 /// The day's view: the snapshot's entries and every file decoded and placed.
-pub(crate) fn build(n: usize, snapshot: &[SnapshotEntry], files: &[Vec<u8>]) -> History<Product, String> {
+pub(crate) fn build(
+    n: usize,
+    snapshot: &[SnapshotEntry],
+    files: &[Vec<u8>],
+) -> History<Product, String> {
     build_from(n, snapshot.to_vec(), files)
 }
 
@@ -133,4 +137,3 @@ pub(crate) fn build_from(
     }
     b.build(i64::MAX)
 }
-

@@ -188,6 +188,8 @@ pub struct History<T, K> {
     index: Option<HashMap<ItemKey, u32, foldhash::fast::RandomState>>,
     /// Each item's key.
     keys: Vec<ItemKey>,
+    /// Each item's versions as read (kept to settle it again when a later file touches it).
+    raw: Vec<Vec<Version<T>>>,
     /// Each item's versions, oldest first (an item is its index here).
     versions: Vec<Vec<Kept<T>>>,
     /// Each lookup key's number, and the items any of whose versions had it, in primary-key
@@ -232,8 +234,6 @@ pub struct HistoryBuilder<T, K> {
     refusal: Option<(String, String)>,
     /// (the snapshots' fast hasher: item keys are the table's, not attacker-chosen floods)
     changes: HashMap<ItemKey, Vec<Version<T>>, foldhash::fast::RandomState>,
-    /// While a built history is extended: the items the new files touch.
-    touched: Option<Vec<ItemKey>>,
     /// A snapshot from a Scan (its start and end R): an item it has no entry for was not there
     /// when the Scan read, as if it held a tombstone read then.
     scan_read: Option<(i64, i64)>,
@@ -289,7 +289,6 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
             stream: None,
             refusal: None,
             changes: HashMap::default(),
-            touched: None,
             scan_read: None,
             reads_until_ms: i64::MIN,
             look_back_ms: 0,
@@ -500,9 +499,6 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
                 EventName::Remove => State::Removed,
                 EventName::Insert | EventName::Modify => self.state_of(change.new_image),
             };
-            if let Some(touched) = &mut self.touched {
-                touched.push(item_key.clone());
-            }
             self.changes.entry(item_key).or_default().push(Version {
                 seq: Some(Seq::from(&change.sequence_number)),
                 from_ms: second_of(change.approximate_creation_ms),
@@ -529,9 +525,6 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
                     };
                     #[allow(clippy::cast_possible_truncation)]
                     let from_ms = second_of((created * 1000.0) as i64);
-                    if let Some(touched) = &mut self.touched {
-                        touched.push(item_key.clone());
-                    }
                     self.changes.entry(item_key).or_default().push(Version {
                         seq: Some(Seq::from(&seq)),
                         from_ms,
@@ -560,16 +553,19 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
 
     /// The history, final for times at or before `final_through_ms` (the feed's visibility
     /// bound when the files were listed).
-    pub fn build(self, final_through_ms: i64) -> History<T, K> {
-        // Items in primary-key order, so that a lookup key's items are too.
-        let mut keys: Vec<ItemKey> = self.changes.keys().cloned().collect();
-        keys.sort_unstable();
+    pub fn build(mut self, final_through_ms: i64) -> History<T, K> {
+        // Items in primary-key order, so that a lookup key's items are too (the versions as
+        // read move out of the map: later files are staged in it, then moved to their item).
+        let mut items: Vec<(ItemKey, Vec<Version<T>>)> = self.changes.drain().collect();
+        items.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let (keys, raw): (Vec<ItemKey>, Vec<Vec<Version<T>>>) = items.into_iter().unzip();
         let mut history = History {
             inputs: self,
             final_through_ms,
             index: None,
             versions: Vec::with_capacity(keys.len()),
             keys,
+            raw,
             // (the fast hasher the snapshots use: lookup keys are not attacker-chosen floods)
             by_lookup: HashMap::default(),
             unkeyed: Vec::new(),
@@ -591,6 +587,12 @@ fn settle<T>(
     margin_ms: i64,
     scan_read: Option<(i64, i64)>,
 ) -> Vec<Version<T>> {
+    // (an item only the snapshot's entry speaks of: as it is)
+    if let [entry] = raw {
+        if entry.base.is_some() && entry.from_ms >= starts_ms {
+            return vec![entry.clone()];
+        }
+    }
     let mut list: Vec<Version<T>> = raw.to_vec();
     // (an item a Scan snapshot has no entry for: not there when the Scan read it)
     if let Some(read) = scan_read {
@@ -809,8 +811,7 @@ impl<T, K: Clone + Eq + Hash> History<T, K> {
     /// Settles item `index` again from every version read of it, and indexes its lookup keys:
     /// its versions as the history keeps them.
     fn settle(&mut self, index: u32) -> Vec<Kept<T>> {
-        let key = &self.keys[index as usize];
-        let raw = self.inputs.changes.get(key).map_or(&[][..], Vec::as_slice);
+        let raw = self.raw[index as usize].as_slice();
         let list = settle(
             raw,
             self.inputs.starts_ms,
@@ -868,21 +869,20 @@ impl<T, K: Clone + Eq + Hash> History<T, K> {
         files: impl IntoIterator<Item = (String, ChangeFile)>,
         final_through_ms: i64,
     ) {
-        self.inputs.touched = Some(Vec::new());
         for (key, file) in files {
             self.inputs.file(&key, file);
         }
-        let mut touched = self.inputs.touched.take().unwrap_or_default();
-        touched.sort_unstable();
-        touched.dedup();
+        // (the items they touch, in key order: a new one's place is the same every time)
+        let mut staged: Vec<(ItemKey, Vec<Version<T>>)> = self.inputs.changes.drain().collect();
+        staged.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let keys = &self.keys;
         let index = self.index.get_or_insert_with(|| {
             (keys.iter().enumerate())
                 .map(|(i, k)| (k.clone(), u32::try_from(i).unwrap_or(u32::MAX)))
                 .collect()
         });
-        let mut indices = Vec::with_capacity(touched.len());
-        for key in touched {
+        let mut indices = Vec::with_capacity(staged.len());
+        for (key, versions) in staged {
             let i = match index.get(&key) {
                 Some(&i) => i,
                 None => {
@@ -890,9 +890,11 @@ impl<T, K: Clone + Eq + Hash> History<T, K> {
                     self.keys.push(key.clone());
                     index.insert(key, i);
                     self.versions.push(Vec::new());
+                    self.raw.push(Vec::new());
                     i
                 }
             };
+            self.raw[i as usize].extend(versions);
             indices.push(i);
         }
         for index in indices {
