@@ -260,6 +260,20 @@ impl<T, K> std::fmt::Debug for HistoryBuilder<T, K> {
     }
 }
 
+/// The start of a Scan whose start a snapshot does not record: its R was carried over from an
+/// older snapshot (R before the position), so it may have begun any time before R.
+const UNKNOWN_START: i64 = i64::MIN / 4;
+
+/// When a snapshot's Scan began, as far as it says: at its position when the position was taken
+/// before the Scan (R at or after it), unknown when R was carried over from an older one.
+fn scan_start(r: i64, position_ms: i64) -> i64 {
+    if r >= position_ms {
+        position_ms
+    } else {
+        UNKNOWN_START
+    }
+}
+
 /// The start of the second `ms` is in: a change's creation time as the tie rule uses it.
 fn second_of(ms: i64) -> i64 {
     ms.div_euclid(1000) * 1000
@@ -375,15 +389,16 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
             let margin = self
                 .margin_ms
                 .max(i64::try_from(header.clock_margin_ms).unwrap_or(0));
-            if r < header.position_ms && header.position_ms - r < w.saturating_add(2 * margin) {
+            let gap = header.position_ms.saturating_sub(r);
+            if r < header.position_ms && gap < w.saturating_add(margin.saturating_mul(2)) {
                 self.refuse(format!(
                     "the snapshot's Scan ended {} ms before its position, within the write window \
                      and twice the margin: what it holds of changes made during the Scan cannot \
                      be told",
-                    header.position_ms - r
+                    gap
                 ));
             }
-            self.scan_read = Some((r.min(header.position_ms), r));
+            self.scan_read = Some((scan_start(r, header.position_ms), r));
             self.reads_until_ms = self.reads_until_ms.max(r);
         }
         self.based = true;
@@ -414,7 +429,7 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
                 // (a Scan reads between the position, taken before it began, and its end R; a
                 // snapshot that does not say when its Scan ended cannot say what it holds)
                 (None, None) => match header.full_load_end_ms {
-                    Some(r) => Base::Read(Some((r.min(header.position_ms), r))),
+                    Some(r) => Base::Read(Some((scan_start(r, header.position_ms), r))),
                     None => {
                         self.refuse(
                             "the snapshot does not say when its Scan ended (an older \
@@ -556,7 +571,8 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
     pub fn build(mut self, final_through_ms: i64) -> History<T, K> {
         // Items in primary-key order, so that a lookup key's items are too (the versions as
         // read move out of the map: later files are staged in it, then moved to their item).
-        let mut items: Vec<(ItemKey, Vec<Version<T>>)> = self.changes.drain().collect();
+        let mut items: Vec<(ItemKey, Vec<Version<T>>)> =
+            std::mem::take(&mut self.changes).into_iter().collect();
         items.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let (keys, raw): (Vec<ItemKey>, Vec<Vec<Version<T>>>) = items.into_iter().unzip();
         let mut history = History {
@@ -713,6 +729,12 @@ fn settle<T>(
                         // made it either way; before it, the entry's value may already be the
                         // change's (or a later one's): unknown from the position.
                         doubtful = true;
+                        // (a Scan whose start is not known: the change may be an old one
+                        // replayed in a late file, superseded by one before the window: not
+                        // what the item is after it either)
+                        if lo <= UNKNOWN_START {
+                            v.state = uncertain(std::mem::replace(&mut v.state, State::Removed));
+                        }
                     }
                 }
             }
