@@ -732,7 +732,11 @@ fn settle<T>(
                         // (a Scan whose start is not known: the change may be an old one
                         // replayed in a late file, superseded by one before the window: not
                         // what the item is after it either)
-                        if lo <= UNKNOWN_START {
+                        // (nor one that may have come before the read began: a later change
+                        // the follower saw untyped, before the window, may have been read
+                        // over it, and the entry's sequence number does not say so)
+                        let read_from = lo.saturating_add(margin_ms);
+                        if lo <= UNKNOWN_START || v.from_ms < read_from.saturating_add(margin_ms) {
                             v.state = uncertain(std::mem::replace(&mut v.state, State::Removed));
                         }
                     }

@@ -1129,3 +1129,39 @@ fn an_older_change_stamped_after_a_reread_never_leaves_the_item_missing() {
         assert!(matches!(&got, AsOf::Unknown { .. }), "{t}: {got:?}");
     }
 }
+
+#[test]
+fn a_late_change_that_may_precede_a_reread_is_unknown_not_the_value() {
+    // The follower re-read a (1,102.1 s to 1,102.2 s) after an untyped record it saw (seq 120,
+    // a file before the window) and got "3"; the entry keeps seq 100. Change 110 (a = "2",
+    // made at 1,099.5 s) came in a late file: it may precede the read, which then holds "3"
+    // over it. Not "2" from the position: unknown until a later change.
+    let mut b = builder(0);
+    b.snapshot(
+        &header(1_170_000),
+        vec![SnapshotEntry {
+            seq: Some(SequenceNumber::parse("100").unwrap()),
+            stamp: Some(change_protocol::EntryStamp::Read {
+                from_ms: 1_102_100,
+                to_ms: 1_102_200,
+            }),
+            body: EntryBody::Item(item("a", Some("3"))),
+        }],
+    );
+    let mut c = change(
+        0,
+        &Write {
+            at_ms: 1_099_500,
+            item: 0,
+            value: Some(2),
+            keys_only: false,
+        },
+    );
+    c.sequence_number = SequenceNumber::parse("110").unwrap();
+    b.file("late", file(vec![c], ChangeKind::Dynamodb, ARN));
+    let h = b.build(i64::MAX);
+    for t in [1_170_000, 1_200_000] {
+        let got = h.lookup_as_of(&"a".to_owned(), t);
+        assert!(matches!(got, AsOf::Unknown { .. }), "{t}: {got:?}");
+    }
+}
