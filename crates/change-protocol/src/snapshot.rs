@@ -59,6 +59,11 @@ pub struct SnapshotHeader {
     /// R: when the last page of the Scan the snapshot descends from returned (ms). Changes
     /// stamped before R plus the clock margin are applied by a consistent re-read.
     pub full_load_end_ms: Option<i64>,
+    /// When that Scan began (ms, the follower's clock; absent from snapshots written before it
+    /// was recorded): with R, the interval its reads ran in, which as-of answers place changes
+    /// against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full_load_start_ms: Option<i64>,
     /// The largest write window W the follower had seen (ms).
     pub write_window_ms: u64,
     /// The clock margin the follower took L, R and its read stamps with (ms): they are on its
@@ -524,6 +529,7 @@ mod tests {
             ),
             position_ms: 1_000,
             full_load_end_ms: Some(900),
+            full_load_start_ms: Some(800),
             write_window_ms: 20_000,
             clock_margin_ms: 5_000,
             created_ms: 1_100,

@@ -72,6 +72,7 @@ fn bench(c: &mut Criterion) {
         position_ms: START,
         // (the Scan ended before the position: every entry is the item's from there)
         full_load_end_ms: Some(START - 60_000),
+        full_load_start_ms: None,
         write_window_ms: 20_000,
         clock_margin_ms: 0,
         created_ms: START,

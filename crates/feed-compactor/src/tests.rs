@@ -227,3 +227,19 @@ async fn the_first_snapshot_of_each_utc_day_is_kept_under_the_daily_prefix_as_we
     .unwrap_err();
     assert!(err.to_string().contains("DAILY_SNAPSHOT_PREFIX"), "{err}");
 }
+
+#[tokio::test]
+async fn a_snapshot_records_when_its_scan_began_and_ended() {
+    let (table, bucket) = setup();
+    let published = compactor(&table, &bucket).run_once().await.unwrap();
+    let key = published.published.expect("published").key;
+    let body = bucket.object(&key).unwrap();
+    let gz = flate2::bufread::GzDecoder::new(body.as_slice());
+    let reader = change_protocol::SnapshotReader::new(std::io::BufReader::new(gz)).unwrap();
+    let header = reader.header();
+    let (start, end) = (header.full_load_start_ms, header.full_load_end_ms);
+    assert!(
+        matches!((start, end), (Some(s), Some(r)) if s <= r),
+        "{start:?} {end:?}"
+    );
+}

@@ -27,6 +27,7 @@ pub(crate) fn header(n: usize) -> SnapshotHeader {
         stream_arn: Some(ARN.into()),
         position_ms: START,
         full_load_end_ms: Some(START - 60_000),
+        full_load_start_ms: None,
         write_window_ms: 20_000,
         clock_margin_ms: 0,
         created_ms: START,

@@ -264,13 +264,14 @@ impl<T, K> std::fmt::Debug for HistoryBuilder<T, K> {
 /// older snapshot (R before the position), so it may have begun any time before R.
 const UNKNOWN_START: i64 = i64::MIN / 4;
 
-/// When a snapshot's Scan began, as far as it says: at its position when the position was taken
-/// before the Scan (R at or after it), unknown when R was carried over from an older one.
-fn scan_start(r: i64, position_ms: i64) -> i64 {
-    if r >= position_ms {
-        position_ms
-    } else {
-        UNKNOWN_START
+/// When a snapshot's Scan began, as far as it says: the start its header records; without one
+/// (an older compactor's), its position when the position was taken before the Scan (R at or
+/// after it), unknown when R was carried over from an older snapshot.
+fn scan_start(r: i64, position_ms: i64, recorded: Option<i64>) -> i64 {
+    match recorded {
+        Some(start) => start.min(r),
+        None if r >= position_ms => position_ms,
+        None => UNKNOWN_START,
     }
 }
 
@@ -390,7 +391,10 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
                 .margin_ms
                 .max(i64::try_from(header.clock_margin_ms).unwrap_or(0));
             let gap = header.position_ms.saturating_sub(r);
-            if r < header.position_ms && gap < w.saturating_add(margin.saturating_mul(2)) {
+            if header.full_load_start_ms.is_none()
+                && r < header.position_ms
+                && gap < w.saturating_add(margin.saturating_mul(2))
+            {
                 self.refuse(format!(
                     "the snapshot's Scan ended {} ms before its position, within the write window \
                      and twice the margin: what it holds of changes made during the Scan cannot \
@@ -398,7 +402,8 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
                     gap
                 ));
             }
-            self.scan_read = Some((scan_start(r, header.position_ms), r));
+            let start = scan_start(r, header.position_ms, header.full_load_start_ms);
+            self.scan_read = Some((start, r));
             self.reads_until_ms = self.reads_until_ms.max(r);
         }
         self.based = true;
@@ -429,7 +434,10 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
                 // (a Scan reads between the position, taken before it began, and its end R; a
                 // snapshot that does not say when its Scan ended cannot say what it holds)
                 (None, None) => match header.full_load_end_ms {
-                    Some(r) => Base::Read(Some((scan_start(r, header.position_ms), r))),
+                    Some(r) => Base::Read(Some((
+                        scan_start(r, header.position_ms, header.full_load_start_ms),
+                        r,
+                    ))),
                     None => {
                         self.refuse(
                             "the snapshot does not say when its Scan ended (an older \

@@ -156,6 +156,7 @@ fn header(position_ms: i64) -> SnapshotHeader {
         stream_arn: Some(ARN.into()),
         position_ms,
         full_load_end_ms: None,
+        full_load_start_ms: None,
         write_window_ms: 20_000,
         clock_margin_ms: 0,
         created_ms: position_ms,
@@ -1164,4 +1165,45 @@ fn a_late_change_that_may_precede_a_reread_is_unknown_not_the_value() {
         let got = h.lookup_as_of(&"a".to_owned(), t);
         assert!(matches!(got, AsOf::Unknown { .. }), "{t}: {got:?}");
     }
+}
+
+#[test]
+fn a_scan_whose_start_the_snapshot_records_places_changes_against_its_reads() {
+    // R carried over (190 s, 10 s before the position) but the Scan's start recorded (150 s):
+    // a change made before it less the margin (100 s) is in it, one made during it (170 s) may
+    // or may not be; no refusal.
+    let build = |at_ms: i64| {
+        let mut b = builder(0);
+        let mut h = header(200_000);
+        h.full_load_end_ms = Some(190_000);
+        h.full_load_start_ms = Some(150_000);
+        b.snapshot(
+            &h,
+            vec![SnapshotEntry {
+                seq: None,
+                stamp: None,
+                body: EntryBody::Item(item("a", Some("1"))),
+            }],
+        );
+        let w = Write {
+            at_ms,
+            item: 0,
+            value: Some(0),
+            keys_only: false,
+        };
+        b.file("f", file(vec![change(1, &w)], ChangeKind::Dynamodb, ARN));
+        b.build(i64::MAX)
+    };
+    let h = build(100_000);
+    assert!(h.refusal().is_none(), "{:?}", h.refusal());
+    assert!(matches!(h.lookup_as_of(&"a".to_owned(), 250_000), AsOf::Found(v) if v.1 == "1"));
+    // (made during it, before the position: from the position on, what it made it, either way)
+    let h = build(170_000);
+    assert!(matches!(h.lookup_as_of(&"a".to_owned(), 200_000), AsOf::Found(v) if v.1 == "0"));
+    // Without the recorded start the same snapshot refuses (R too close to the position).
+    let mut b = builder(0);
+    let mut h = header(200_000);
+    h.full_load_end_ms = Some(190_000);
+    b.snapshot(&h, vec![]);
+    assert!(b.build(i64::MAX).refusal().is_some());
 }

@@ -260,6 +260,9 @@ where
         self.stream_arn = header.stream_arn.clone();
         self.newest_seen = None;
         self.full_load_end = full_load_end;
+        self.full_load_start = header
+            .full_load_start_ms
+            .and_then(DateTime::from_timestamp_millis);
         Ok(Loaded {
             snapshot,
             from_feed_snapshot: Some(FromFeedSnapshot {
@@ -443,6 +446,7 @@ where
             stream_arn: loader.stream_arn.clone(),
             position_ms: position.timestamp_millis(),
             full_load_end_ms: loader.full_load_end.map(|r| r.timestamp_millis()),
+            full_load_start_ms: loader.full_load_start.map(|r| r.timestamp_millis()),
             write_window_ms: window.as_millis() as u64,
             clock_margin_ms: self.clock_margin().as_millis() as u64,
             created_ms: created.timestamp_millis(),

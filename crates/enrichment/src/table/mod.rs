@@ -89,6 +89,7 @@ where
             stream_arn: None,
             newest_seen: None,
             full_load_end: None,
+            full_load_start: None,
             undecodable: BTreeMap::new(),
             staged_undecodable: std::sync::Mutex::new(Vec::new()),
         };
@@ -115,6 +116,8 @@ pub struct TableLoader<T, K, Tb> {
     /// R: when the last full load's Scan ended (or the Scan a feed snapshot descends from). The
     /// clock margin it was taken with is the feed follower's ([`Cx::clock_margin`]).
     pub(crate) full_load_end: Option<DateTime<Utc>>,
+    /// When that Scan began (written into feed snapshots, for as-of answers).
+    pub(crate) full_load_start: Option<DateTime<Utc>>,
     /// Items that no longer decode into the user's type (a schema change), and why: each is
     /// served at its last good version, if it had one.
     pub(crate) undecodable: BTreeMap<ItemKey, String>,
@@ -202,6 +205,7 @@ where
         }
         Metrics::add(&cx.metrics.scan_loads, 1);
         let total = self.spec.scan_segments.max(1);
+        let start = cx.clock.now();
         let scans = (0..total).map(|segment| scan_segment(self.table.clone(), segment, total));
         let pages = try_join_all(scans).await?;
         let end = cx.clock.now();
@@ -229,6 +233,7 @@ where
         }
         self.states.clear();
         self.full_load_end = Some(end);
+        self.full_load_start = Some(start);
         // The stream the load follows: the table's current one, or a newer one a file already
         // came from (DescribeTable may still name the previous stream for a moment).
         let hint = self.newest_seen.take();
