@@ -269,7 +269,8 @@ const UNKNOWN_START: i64 = i64::MIN / 4;
 /// after it), unknown when R was carried over from an older snapshot.
 fn scan_start(r: i64, position_ms: i64, recorded: Option<i64>) -> i64 {
     match recorded {
-        Some(start) => start.min(r),
+        // (a damaged header's start far in the past reads as unknown, never wraps)
+        Some(start) => start.min(r).max(UNKNOWN_START),
         None if r >= position_ms => position_ms,
         None => UNKNOWN_START,
     }

@@ -209,6 +209,7 @@ where
             });
         }
         let full_load_end = header.full_load_end_ms.map(ms).transpose()?;
+        let full_load_start = header.full_load_start_ms.map(ms).transpose()?;
         // The maximum age exists to check the data against the table itself: a snapshot that
         // descends from a Scan older than that is not a fresh load (the caller Scans).
         // (within the part of it no consumer's jittered maximum age reaches, so that consumers
@@ -260,9 +261,7 @@ where
         self.stream_arn = header.stream_arn.clone();
         self.newest_seen = None;
         self.full_load_end = full_load_end;
-        self.full_load_start = header
-            .full_load_start_ms
-            .and_then(DateTime::from_timestamp_millis);
+        self.full_load_start = full_load_start;
         Ok(Loaded {
             snapshot,
             from_feed_snapshot: Some(FromFeedSnapshot {
