@@ -638,28 +638,20 @@ async fn an_orders_batch_redriven_after_the_reference_changed_rewrites_its_first
         .map(|(i, dish)| serde_json::json!({"dish": dish, "cost": 5, "customer_id": i}).to_string())
         .collect();
     let seq = |i: usize| format!("4959033827149025660855969253836157109592157598913{i:07}");
-    let records: Vec<Value> = (data.iter().enumerate())
-        .map(|(i, d)| {
-            use base64::Engine;
-            serde_json::json!({
-                "kinesis": {
-                    "kinesisSchemaVersion": "1.0",
-                    "partitionKey": "1",
-                    "sequenceNumber": seq(i),
-                    "data": base64::engine::general_purpose::STANDARD.encode(d),
-                    "approximateArrivalTimestamp": arrived.timestamp_millis() as f64 / 1000.0
-                },
-                "eventSource": "aws:kinesis",
-                "eventVersion": "1.0",
-                "eventID": format!("{shard}:{}", seq(i)),
-                "eventName": "aws:kinesis:record",
-                "invokeIdentityArn": "arn:aws:iam::123456789012:role/orders-consumer",
-                "awsRegion": "us-east-1",
-                "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/Orders"
+    // (the event a mapping delivers, as the replay builds it)
+    let event = redrive::replay::ArchivedBatch {
+        shard: shard.to_owned(),
+        stream_arn: "arn:aws:kinesis:us-east-1:123456789012:stream/Orders".to_owned(),
+        records: (data.iter().enumerate())
+            .map(|(i, d)| redrive::replay::ArchivedRecord {
+                sequence_number: seq(i),
+                partition_key: "1".to_owned(),
+                data: d.clone().into_bytes(),
+                arrival_ms: arrived.timestamp_millis(),
             })
-        })
-        .collect();
-    let event = serde_json::json!({ "Records": records });
+            .collect(),
+    }
+    .event("us-east-1");
     let out = unique_name("lake");
     provision::create_bucket(&rig.s3, &out)
         .await

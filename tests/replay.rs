@@ -8,8 +8,9 @@ use std::collections::BTreeMap;
 
 use aws_plumbing::OffsetClock;
 use aws_sdk_dynamodb::types::StreamViewType;
-use base64::Engine;
-use redrive::replay::{replay, replay_config, KinesisArchive, S3Archive};
+use redrive::replay::{
+    replay, replay_config, ArchivedBatch, ArchivedRecord, KinesisArchive, S3Archive,
+};
 use serde_json::{json, Value};
 use test_support::{create_stream, list_keys, read_object, unique_name, FeedRig};
 
@@ -138,7 +139,7 @@ async fn a_day_replayed_as_of_each_orders_arrival_gets_the_value_it_had_then_and
     let shard = "shardId-000000000000";
     let mut customer = 0u64;
     for part in 0..4 {
-        let records: Vec<Value> = (0..12)
+        let records = (0..12)
             .map(|i| {
                 customer += 1;
                 let arrival = start + (part * 12 + i) * HOUR / 2 + 7_000;
@@ -147,27 +148,24 @@ async fn a_day_replayed_as_of_each_orders_arrival_gets_the_value_it_had_then_and
                 } else {
                     "burger"
                 };
-                let seq = format!("49590338271490256608559692538361571095921575989{customer:09}");
                 let data = json!({"dish": dish, "cost": 5, "customer_id": customer}).to_string();
-                json!({
-                    "kinesis": {
-                        "kinesisSchemaVersion": "1.0",
-                        "partitionKey": "1",
-                        "sequenceNumber": seq,
-                        "data": base64::engine::general_purpose::STANDARD.encode(data),
-                        "approximateArrivalTimestamp": arrival as f64 / 1000.0
-                    },
-                    "eventSource": "aws:kinesis",
-                    "eventVersion": "1.0",
-                    "eventID": format!("{shard}:{seq}"),
-                    "eventName": "aws:kinesis:record",
-                    "invokeIdentityArn": "arn:aws:iam::123456789012:role/orders-consumer",
-                    "awsRegion": "us-east-1",
-                    "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/Orders"
-                })
+                ArchivedRecord {
+                    sequence_number: format!(
+                        "49590338271490256608559692538361571095921575989{customer:09}"
+                    ),
+                    partition_key: "1".to_owned(),
+                    data: data.into_bytes(),
+                    arrival_ms: arrival,
+                }
             })
             .collect();
-        let body = json!({ "Records": records }).to_string();
+        // (the archive holds events as a mapping delivers them)
+        let batch = ArchivedBatch {
+            shard: shard.to_owned(),
+            stream_arn: "arn:aws:kinesis:us-east-1:123456789012:stream/Orders".to_owned(),
+            records,
+        };
+        let body = batch.event("us-east-1").to_string();
         rig.s3
             .put_object()
             .bucket(&archive)

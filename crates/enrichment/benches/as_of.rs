@@ -18,6 +18,8 @@ use enrichment::history::{AsOf, HistoryBuilder};
 use enrichment::key::{ItemKey, KeyValue};
 use enrichment::{Ambiguity, Lookup};
 
+mod common;
+
 const N: usize = 100_000;
 const START: i64 = 1_795_650_000_000;
 const ARN: &str = "arn:aws:dynamodb:us-east-1:123456789012:table/T/stream/1";
@@ -64,20 +66,9 @@ fn bench(c: &mut Criterion) {
     let key: LookupKeyFn<Product, String> = Arc::new(|p: &Product| Some(p.item.clone()));
     let mut b = HistoryBuilder::new(&["item", "price"], decode, key, Ambiguity::LowestKey, START);
     let header = SnapshotHeader {
-        kind: change_protocol::SNAPSHOT_KIND.into(),
-        schema: change_protocol::SNAPSHOT_SCHEMA,
         table: "T".into(),
-        key_attributes: vec!["item".into(), "price".into()],
         stream_arn: Some(ARN.into()),
-        position_ms: START,
-        // (the Scan ended before the position: every entry is the item's from there)
-        full_load_end_ms: Some(START - 60_000),
-        full_load_start_ms: None,
-        write_window_ms: 20_000,
-        clock_margin_ms: 0,
-        created_ms: START,
-        items: N as u64,
-        tombstones: 0,
+        ..common::day::header(N)
     };
     b.snapshot(
         &header,
