@@ -182,6 +182,9 @@ pub struct RunReport {
     /// The key of the day's snapshot kept as well (`DAILY_SNAPSHOT_PREFIX`), if this run wrote
     /// it.
     pub daily: Option<String>,
+    /// Why the day's snapshot could not be kept as well, if it could not (the run's snapshot
+    /// and pointer are written all the same).
+    pub daily_error: Option<String>,
     /// Why none was written although the run succeeded (nothing changed, recently published).
     pub skipped: Option<String>,
 }
@@ -283,17 +286,12 @@ where
         let bytes = body.len();
         let key = snapshot_key(&self.config.snapshot_prefix, &self.config.table, now);
         let bucket = &self.config.change_bucket;
-        // The day's first snapshot kept as well, under the daily prefix (its own lifecycle
-        // rule): once per day per environment (a cold start the same day writes one more).
+        // The day's first snapshot kept as well (below, after the pointer: a daily copy that
+        // cannot be written never holds the consumers' snapshot back).
         let today = now.date_naive();
-        if let Some(daily) = &self.config.daily_prefix {
-            if self.daily_written != Some(today) {
-                let daily_key = snapshot_key(daily, &self.config.table, now);
-                self.store.put(bucket, &daily_key, body.clone()).await?;
-                self.daily_written = Some(today);
-                report.daily = Some(daily_key);
-            }
-        }
+        let daily = (self.config.daily_prefix.as_ref())
+            .filter(|_| self.daily_written != Some(today))
+            .map(|prefix| (snapshot_key(prefix, &self.config.table, now), body.clone()));
         // The object first, then the pointer: a pointer never names a snapshot that is not there.
         self.store.put(bucket, &key, body).await?;
         let pointer = SnapshotPointer::to(key.clone(), &header);
@@ -306,6 +304,21 @@ where
             )
             .await?;
         self.last_published = Some((version, now));
+        // The daily copy, under its own prefix and lifecycle rule: once per day per environment
+        // (a cold start the same day writes one more); one that fails is reported and tried
+        // again by the next run that publishes.
+        if let Some((daily_key, daily_body)) = daily {
+            match self.store.put(bucket, &daily_key, daily_body).await {
+                Ok(()) => {
+                    self.daily_written = Some(today);
+                    report.daily = Some(daily_key);
+                }
+                Err(e) => {
+                    tracing::warn!(key = daily_key, error = %e, "the day's snapshot was not kept under the daily prefix; the next run tries again");
+                    report.daily_error = Some(e.to_string());
+                }
+            }
+        }
         let at = DateTime::from_timestamp_millis(header.position_ms);
         self.latest_position = at;
         let position = at.map(|t| t.to_rfc3339()).unwrap_or_default();

@@ -29,8 +29,10 @@
 //! ([`replay_config`]: `ENRICH_AS_OF=arrival` unless the function sets it, or `--live`): the
 //! reference as it was when the orders arrived, from the change feed's history, so the replay
 //! writes byte for byte what an as-of first attempt wrote (for a live function: what it would
-//! have written at the records' arrival), whatever changed since. With `--live` (or a function that holds orders or joins a second reference, which
-//! as-of cannot), it is enriched with the reference as it is at the redrive, like any late
+//! have written at the records' arrival), whatever changed since. An order the history cannot
+//! answer for (older than the history kept, a gap in its window) is dead-lettered with why where a
+//! live redrive would have enriched it with today's row: `--live` for that. With `--live` (or
+//! a function that holds orders or joins a second reference, which as-of cannot), it is enriched with the reference as it is at the redrive, like any late
 //! record: if part of its output was written by the failed attempts and the reference changed
 //! in between, an order can land in a different partition than that partial object. With
 //! `--invoke-orders-consumer` the deployed function decides (its own `ENRICH_AS_OF`).

@@ -217,6 +217,24 @@ pub fn replay_config(
     orders: &impl Fn(&str) -> Option<String>,
     output_prefix: &str,
 ) -> Result<orders_consumer::Config, aws_plumbing::ConfigError> {
+    // (never into the function's own output: the replay's batches are cut otherwise, so its
+    // object names would stand beside the live ones and duplicate their records)
+    let own = orders_consumer::Config::from_lookup(orders)?;
+    let overlaps = |a: &str, b: &str| a.starts_with(b) || b.starts_with(a);
+    if output_prefix.is_empty()
+        || overlaps(output_prefix, &own.output_prefix)
+        || overlaps(output_prefix, &own.dead_letter_prefix)
+    {
+        return Err(aws_plumbing::ConfigError::Invalid {
+            var: "--output-prefix",
+            value: output_prefix.to_owned(),
+            reason: format!(
+                "must be a prefix of its own, apart from the function's OUTPUT_PREFIX {:?} and \
+                 DEAD_LETTER_PREFIX {:?}",
+                own.output_prefix, own.dead_letter_prefix
+            ),
+        });
+    }
     let enriched = format!("{output_prefix}enriched/");
     let dead = format!("{output_prefix}dead-letter/");
     let vars = |var: &str| match var {

@@ -313,3 +313,22 @@ fn orders_batches_are_replayed_as_of_their_arrival_unless_the_function_or_the_ca
     // A function whose variables are wrong is reported as such.
     assert!(crate::replay_config(&vars(&[("UNMATCHED", "ignore")]), false).is_err());
 }
+
+#[test]
+fn a_replay_never_writes_into_the_functions_own_output() {
+    let vars = |var: &str| match var {
+        "REFERENCE_TABLE" => Some("ProductPriority".to_owned()),
+        "CHANGE_BUCKET" | "OUTPUT_BUCKET" => Some("bucket".to_owned()),
+        _ => None,
+    };
+    for prefix in ["", "enriched/", "enriched/replay/", "dead-letter/x/"] {
+        let err = crate::replay::replay_config(&vars, prefix).unwrap_err();
+        assert!(
+            err.to_string().contains("--output-prefix"),
+            "{prefix:?}: {err}"
+        );
+    }
+    let config = crate::replay::replay_config(&vars, "replay/2026-12-06/").unwrap();
+    assert_eq!(config.output_prefix, "replay/2026-12-06/enriched/");
+    assert!(config.as_of.is_some() && config.catalog.is_none());
+}
