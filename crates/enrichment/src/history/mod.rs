@@ -43,6 +43,8 @@ use change_protocol::{
     SnapshotHeader,
 };
 
+use smallvec::SmallVec;
+
 use crate::key::ItemKey;
 use crate::lifecycle::config::{Decoder, LookupKeyFn};
 use crate::snapshot::Ambiguity;
@@ -94,6 +96,13 @@ fn uncertain<T>(state: State<T>) -> State<T> {
         other => other,
     }
 }
+
+/// An item's versions as read (one inline: most items of a day have one).
+type Raw<T> = Vec<Version<T>>;
+
+/// The versions read of each item not yet placed in a history, in the order items were first
+/// read (a snapshot's order: the build then walks its values as they were decoded).
+type Staged<T> = indexmap::IndexMap<ItemKey, Raw<T>, foldhash::fast::RandomState>;
 
 /// One version of an item: valid from `from_ms`.
 #[derive(Debug)]
@@ -189,12 +198,12 @@ pub struct History<T, K> {
     /// Each item's key.
     keys: Vec<ItemKey>,
     /// Each item's versions as read (kept to settle it again when a later file touches it).
-    raw: Vec<Vec<Version<T>>>,
+    raw: Vec<Raw<T>>,
     /// Each item's versions, oldest first (an item is its index here).
-    versions: Vec<Vec<Kept<T>>>,
+    versions: Vec<SmallVec<[Kept<T>; 1]>>,
     /// Each lookup key's number, and the items any of whose versions had it, in primary-key
     /// order.
-    by_lookup: HashMap<K, (u32, Vec<u32>), foldhash::fast::RandomState>,
+    by_lookup: HashMap<K, (u32, SmallVec<[u32; 2]>), foldhash::fast::RandomState>,
     /// Items never seen with a value in the window (only changes without images): their lookup
     /// key is unknown, so while one is unknown, every lookup is.
     unkeyed: Vec<u32>,
@@ -233,7 +242,7 @@ pub struct HistoryBuilder<T, K> {
     /// and the window itself): the lowest key's reason, whatever order files came in.
     refusal: Option<(String, String)>,
     /// (the snapshots' fast hasher: item keys are the table's, not attacker-chosen floods)
-    changes: HashMap<ItemKey, Vec<Version<T>>, foldhash::fast::RandomState>,
+    changes: Staged<T>,
     /// A snapshot from a Scan (its start and end R): an item it has no entry for was not there
     /// when the Scan read, as if it held a tombstone read then.
     scan_read: Option<(i64, i64)>,
@@ -304,7 +313,7 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
             based: false,
             stream: None,
             refusal: None,
-            changes: HashMap::default(),
+            changes: Staged::default(),
             scan_read: None,
             reads_until_ms: i64::MIN,
             look_back_ms: 0,
@@ -415,6 +424,10 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
         if let Some(arn) = &header.stream_arn {
             self.stream = Some(change_protocol::source_label(arn));
         }
+        // (sized once for the entries the header counts, not grown by doubling)
+        let count = header.items.saturating_add(header.tombstones);
+        let count = usize::try_from(count).unwrap_or(0).min(1 << 24);
+        self.changes.reserve(count);
         for entry in entries {
             let Ok(key) = ItemKey::from_item(&self.key_attributes, entry.keys()) else {
                 self.refuse("a snapshot entry without its key attributes".into());
@@ -463,6 +476,7 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
                 None => header.position_ms,
             };
             let versions = self.changes.entry(key).or_default();
+            versions.reserve_exact(1 + usize::from(taken_ms > header.position_ms));
             if taken_ms > header.position_ms {
                 versions.push(Version {
                     seq: None,
@@ -523,12 +537,16 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
                 EventName::Remove => State::Removed,
                 EventName::Insert | EventName::Modify => self.state_of(change.new_image),
             };
-            self.changes.entry(item_key).or_default().push(Version {
-                seq: Some(Seq::from(&change.sequence_number)),
-                from_ms: second_of(change.approximate_creation_ms),
-                state,
-                base: None,
-            });
+            push_version(
+                &mut self.changes,
+                item_key,
+                Version {
+                    seq: Some(Seq::from(&change.sequence_number)),
+                    from_ms: second_of(change.approximate_creation_ms),
+                    state,
+                    base: None,
+                },
+            );
         }
         for opaque in file.opaque {
             // A record the producer could not type says neither when nor what: unless its keys
@@ -549,12 +567,16 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
                     };
                     #[allow(clippy::cast_possible_truncation)]
                     let from_ms = second_of((created * 1000.0) as i64);
-                    self.changes.entry(item_key).or_default().push(Version {
-                        seq: Some(Seq::from(&seq)),
-                        from_ms,
-                        state: State::Unknown,
-                        base: None,
-                    });
+                    push_version(
+                        &mut self.changes,
+                        item_key,
+                        Version {
+                            seq: Some(Seq::from(&seq)),
+                            from_ms,
+                            state: State::Unknown,
+                            base: None,
+                        },
+                    );
                 }
                 _ => self.refuse_at(
                     key,
@@ -578,12 +600,12 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
     /// The history, final for times at or before `final_through_ms` (the feed's visibility
     /// bound when the files were listed).
     pub fn build(mut self, final_through_ms: i64) -> History<T, K> {
-        // Items in primary-key order, so that a lookup key's items are too (the versions as
-        // read move out of the map: later files are staged in it, then moved to their item).
-        let mut items: Vec<(ItemKey, Vec<Version<T>>)> =
-            std::mem::take(&mut self.changes).into_iter().collect();
-        items.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let (keys, raw): (Vec<ItemKey>, Vec<Vec<Version<T>>>) = items.into_iter().unzip();
+        // (the versions as read move out of the map: later files are staged in it, then moved
+        // to their item; items are numbered in the map's order, and a lookup key's items are
+        // kept in primary-key order by `index_key`, whatever their numbers)
+        let (keys, raw): (Vec<ItemKey>, Vec<Raw<T>>) =
+            std::mem::take(&mut self.changes).into_iter().unzip();
+        let keys_len = keys.len();
         let mut history = History {
             inputs: self,
             final_through_ms,
@@ -592,7 +614,7 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
             keys,
             raw,
             // (the fast hasher the snapshots use: lookup keys are not attacker-chosen floods)
-            by_lookup: HashMap::default(),
+            by_lookup: HashMap::with_capacity_and_hasher(keys_len, Default::default()),
             unkeyed: Vec::new(),
         };
         for i in 0..history.keys.len() {
@@ -601,6 +623,14 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
         }
         history
     }
+}
+
+/// Adds a version of item `key`.
+fn push_version<T>(changes: &mut Staged<T>, key: ItemKey, version: Version<T>) {
+    let list = changes.entry(key).or_default();
+    // (grown one at a time: most items have one or two versions, and a version is large)
+    list.reserve_exact(1);
+    list.push(version);
 }
 
 /// One item's versions as read (any order, duplicates included) settled into what a history
@@ -834,7 +864,7 @@ impl<T, K: Clone + Eq + Hash> History<T, K> {
         let (id, items) = self
             .by_lookup
             .entry(k)
-            .or_insert_with(|| (next, Vec::new()));
+            .or_insert_with(|| (next, SmallVec::new()));
         let keys = &self.keys;
         let at = items.partition_point(|&j| keys[j as usize] < keys[index as usize]);
         if items.get(at) != Some(&index) {
@@ -845,8 +875,26 @@ impl<T, K: Clone + Eq + Hash> History<T, K> {
 
     /// Settles item `index` again from every version read of it, and indexes its lookup keys:
     /// its versions as the history keeps them.
-    fn settle(&mut self, index: u32) -> Vec<Kept<T>> {
+    fn settle(&mut self, index: u32) -> SmallVec<[Kept<T>; 1]> {
         let raw = self.raw[index as usize].as_slice();
+        // (an item only the snapshot's entry speaks of, with its value: as it is; most of a
+        // day's items)
+        if let [Version {
+            state: State::Item(value),
+            base: Some(_),
+            from_ms,
+            ..
+        }] = raw
+        {
+            if *from_ms >= self.inputs.starts_ms {
+                let (value, from_ms) = (Arc::clone(value), *from_ms);
+                let id = (self.inputs.lookup_key)(&value).map(|k| self.index_key(k, index));
+                return smallvec::smallvec![Kept {
+                    from_ms,
+                    state: KeptState::Item(value, id),
+                }];
+            }
+        }
         let list = settle(
             raw,
             self.inputs.starts_ms,
@@ -856,7 +904,7 @@ impl<T, K: Clone + Eq + Hash> History<T, K> {
         let mut unknown = false;
         // (a new vector of its exact size: collected in place, it would keep the as-read
         // versions' three-times-larger allocation)
-        let mut kept: Vec<Kept<T>> = Vec::with_capacity(list.len());
+        let mut kept: SmallVec<[Kept<T>; 1]> = SmallVec::with_capacity(list.len());
         for v in list {
             kept.push(Kept {
                 from_ms: v.from_ms,
@@ -908,7 +956,7 @@ impl<T, K: Clone + Eq + Hash> History<T, K> {
             self.inputs.file(&key, file);
         }
         // (the items they touch, in key order: a new one's place is the same every time)
-        let mut staged: Vec<(ItemKey, Vec<Version<T>>)> = self.inputs.changes.drain().collect();
+        let mut staged: Vec<(ItemKey, Raw<T>)> = self.inputs.changes.drain(..).collect();
         staged.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let keys = &self.keys;
         let index = self.index.get_or_insert_with(|| {
@@ -924,11 +972,12 @@ impl<T, K: Clone + Eq + Hash> History<T, K> {
                     let i = u32::try_from(self.keys.len()).unwrap_or(u32::MAX);
                     self.keys.push(key.clone());
                     index.insert(key, i);
-                    self.versions.push(Vec::new());
+                    self.versions.push(SmallVec::new());
                     self.raw.push(Vec::new());
                     i
                 }
             };
+            self.raw[i as usize].reserve_exact(versions.len());
             self.raw[i as usize].extend(versions);
             indices.push(i);
         }
