@@ -274,13 +274,14 @@ impl<T, K> std::fmt::Debug for HistoryBuilder<T, K> {
 const UNKNOWN_START: i64 = i64::MIN / 4;
 
 /// When a snapshot's Scan began, as far as it says: the start its header records; without one
-/// (an older compactor's), its position when the position was taken before the Scan (R at or
-/// after it), unknown when R was carried over from an older snapshot.
-fn scan_start(r: i64, position_ms: i64, recorded: Option<i64>) -> i64 {
+/// (an older compactor's), its position when R is at least two clock margins after it (the
+/// position was then taken before the Scan, even on a compactor whose clock lags or leads by the
+/// margin); unknown otherwise (R carried over from an older snapshot, or too close to tell).
+fn scan_start(r: i64, position_ms: i64, recorded: Option<i64>, margin_ms: i64) -> i64 {
     match recorded {
         // (a damaged header's start far in the past reads as unknown, never wraps)
         Some(start) => start.min(r).max(UNKNOWN_START),
-        None if r >= position_ms => position_ms,
+        None if r >= position_ms.saturating_add(margin_ms.saturating_mul(2)) => position_ms,
         None => UNKNOWN_START,
     }
 }
@@ -412,7 +413,7 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
                     gap
                 ));
             }
-            let start = scan_start(r, header.position_ms, header.full_load_start_ms);
+            let start = scan_start(r, header.position_ms, header.full_load_start_ms, margin);
             self.scan_read = Some((start, r));
             self.reads_until_ms = self.reads_until_ms.max(r);
         }
@@ -449,7 +450,12 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
                 // snapshot that does not say when its Scan ended cannot say what it holds)
                 (None, None) => match header.full_load_end_ms {
                     Some(r) => Base::Read(Some((
-                        scan_start(r, header.position_ms, header.full_load_start_ms),
+                        scan_start(
+                            r,
+                            header.position_ms,
+                            header.full_load_start_ms,
+                            self.margin_ms,
+                        ),
                         r,
                     ))),
                     None => {

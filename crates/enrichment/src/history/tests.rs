@@ -369,10 +369,13 @@ fn an_answer_is_final_once_the_visibility_bound_has_passed_its_time() {
 
 /// A snapshot at `position` whose Scan ended at `r`, holding item a at value 1 (read by the
 /// Scan: no sequence number, no stamp).
+/// A builder from a Scan snapshot of item a = 1 taken at `position`, its Scan ended at `r` (and,
+/// when `r` is not before the position, begun at it, as today's compactor records).
 fn scanned(position: i64, r: i64) -> HistoryBuilder<Value, String> {
     let mut b = builder(0);
     let mut h = header(position);
     h.full_load_end_ms = Some(r);
+    h.full_load_start_ms = (r >= position).then_some(position);
     b.snapshot(
         &h,
         vec![SnapshotEntry {
@@ -1206,4 +1209,43 @@ fn a_scan_whose_start_the_snapshot_records_places_changes_against_its_reads() {
     h.full_load_end_ms = Some(190_000);
     b.snapshot(&h, vec![]);
     assert!(b.build(i64::MAX).refusal().is_some());
+}
+
+#[test]
+fn a_scan_without_its_start_recorded_starts_at_its_position_only_when_r_is_two_margins_after() {
+    // A snapshot of an older compactor (no recorded start), clock margin 5 s, position 200 s; a
+    // change made at 212 s, during the Scan. With R two margins or more after the position, the
+    // Scan began at the position and the change came after its start (plus the margin): from the
+    // change on, the item is its value. With R closer, when the Scan began cannot be told: the
+    // change may have been read over by it, and the item is unknown from the change on too.
+    let build = |r_ms: i64| {
+        let mut b = builder(0);
+        let mut h = header(200_000);
+        h.full_load_end_ms = Some(r_ms);
+        h.clock_margin_ms = 5_000;
+        b.snapshot(
+            &h,
+            vec![SnapshotEntry {
+                seq: None,
+                stamp: None,
+                body: EntryBody::Item(item("a", Some("1"))),
+            }],
+        );
+        let w = Write {
+            at_ms: 212_000,
+            item: 0,
+            value: Some(0),
+            keys_only: false,
+        };
+        b.file("f", file(vec![change(1, &w)], ChangeKind::Dynamodb, ARN));
+        b.build(i64::MAX)
+    };
+    let h = build(215_000);
+    assert!(h.refusal().is_none(), "{:?}", h.refusal());
+    let got = h.lookup_as_of(&"a".to_owned(), 213_000);
+    assert!(matches!(got, AsOf::Found(v) if v.1 == "0"), "{got:?}");
+    let h = build(209_000);
+    assert!(h.refusal().is_none(), "{:?}", h.refusal());
+    let got = h.lookup_as_of(&"a".to_owned(), 213_000);
+    assert!(matches!(got, AsOf::Unknown { .. }), "{got:?}");
 }
