@@ -207,6 +207,9 @@ pub struct History<T, K> {
     /// Items never seen with a value in the window (only changes without images): their lookup
     /// key is unknown, so while one is unknown, every lookup is.
     unkeyed: Vec<u32>,
+    /// Set while a build settles every item: the lists above are appended to, and sorted once
+    /// after.
+    bulk: bool,
 }
 
 impl<T, K> std::fmt::Debug for History<T, K> {
@@ -401,16 +404,18 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
             let margin = self
                 .margin_ms
                 .max(i64::try_from(header.clock_margin_ms).unwrap_or(0));
+            // (nor, without a recorded start, one that ended less than twice the margin after
+            // it: its R may have been carried over all the same, on a clock off by the margin)
             let gap = header.position_ms.saturating_sub(r);
             if header.full_load_start_ms.is_none()
-                && r < header.position_ms
+                && r < header.position_ms.saturating_add(margin.saturating_mul(2))
                 && gap < w.saturating_add(margin.saturating_mul(2))
             {
                 self.refuse(format!(
-                    "the snapshot's Scan ended {} ms before its position, within the write window \
-                     and twice the margin: what it holds of changes made during the Scan cannot \
-                     be told",
-                    gap
+                    "the snapshot's Scan ended {gap} ms before its position (or less than twice \
+                     the margin after it), within the write window and twice the margin, and it \
+                     does not record when the Scan began: what it holds of changes made during \
+                     the Scan cannot be told"
                 ));
             }
             let start = scan_start(r, header.position_ms, header.full_load_start_ms, margin);
@@ -622,11 +627,25 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
             // (the fast hasher the snapshots use: lookup keys are not attacker-chosen floods)
             by_lookup: HashMap::with_capacity_and_hasher(keys_len, Default::default()),
             unkeyed: Vec::new(),
+            bulk: false,
         };
+        // (each lookup key's items, and the unkeyed ones, appended as they come, then put in
+        // primary-key order once: items come in the order they were read, and a key many items
+        // share would cost a shift per insert)
+        history.bulk = true;
         for i in 0..history.keys.len() {
             let kept = history.settle(u32::try_from(i).unwrap_or(u32::MAX));
             history.versions.push(kept);
         }
+        history.bulk = false;
+        let keys = &history.keys;
+        let by_key = |a: &u32, b: &u32| keys[*a as usize].cmp(&keys[*b as usize]);
+        for (_, items) in history.by_lookup.values_mut() {
+            if items.len() > 1 {
+                items.sort_unstable_by(by_key);
+            }
+        }
+        history.unkeyed.sort_unstable_by(by_key);
         history
     }
 }
@@ -634,8 +653,11 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
 /// Adds a version of item `key`.
 fn push_version<T>(changes: &mut Staged<T>, key: ItemKey, version: Version<T>) {
     let list = changes.entry(key).or_default();
-    // (grown one at a time: most items have one or two versions, and a version is large)
-    list.reserve_exact(1);
+    // (grown one at a time while short: most items have one or two versions, and a version is
+    // large; a busy item's list grows as vectors do, not by a copy per version)
+    if list.len() < 2 {
+        list.reserve_exact(1);
+    }
     list.push(version);
 }
 
@@ -669,7 +691,13 @@ fn settle<T>(
     // Sequence order per item (a snapshot entry's value first when it has none: it is
     // the value as of the history's start); duplicates (a file listed twice, a change
     // a snapshot already holds) once.
-    list.sort_by_key(|v| v.seq);
+    // Of two with one sequence number, the one kept is the same whatever order they came in:
+    // a snapshot's entry, else one that does not say what the change made (an untyped record
+    // and a typed one of the same change: unknown, never a guess), else the first.
+    list.sort_by_key(|v| {
+        let known = !matches!(v.state, State::Unknown | State::Uncertain(_));
+        (v.seq, v.base.is_none(), known)
+    });
     list.dedup_by(|later, earlier| later.seq.is_some() && later.seq == earlier.seq);
     // What the snapshot's entry already reflects (the follower's order rule): a change
     // at or before its sequence number; after a read, one made before the read began
@@ -871,6 +899,13 @@ impl<T, K: Clone + Eq + Hash> History<T, K> {
             .by_lookup
             .entry(k)
             .or_insert_with(|| (next, SmallVec::new()));
+        if self.bulk {
+            // (an item's versions are settled together: a repeat is the last one)
+            if items.last() != Some(&index) {
+                items.push(index);
+            }
+            return *id;
+        }
         let keys = &self.keys;
         let at = items.partition_point(|&j| keys[j as usize] < keys[index as usize]);
         if items.get(at) != Some(&index) {
@@ -938,7 +973,9 @@ impl<T, K: Clone + Eq + Hash> History<T, K> {
         }
         // (a change without an image may have changed its lookup key too: while it is unknown,
         // it may have any key; in primary-key order, as a build from all files has them)
-        if unknown {
+        if unknown && self.bulk {
+            self.unkeyed.push(index);
+        } else if unknown {
             let keys = &self.keys;
             let at = (self.unkeyed).partition_point(|&j| keys[j as usize] < keys[index as usize]);
             if self.unkeyed.get(at) != Some(&index) {
@@ -983,7 +1020,6 @@ impl<T, K: Clone + Eq + Hash> History<T, K> {
                     i
                 }
             };
-            self.raw[i as usize].reserve_exact(versions.len());
             self.raw[i as usize].extend(versions);
             indices.push(i);
         }
