@@ -27,6 +27,7 @@ mod enrich;
 mod event;
 mod hold;
 mod join;
+mod kafka;
 mod register;
 mod report;
 mod served;
@@ -60,9 +61,14 @@ use as_of::{enrich_as_of, AsOfTable};
 use decode::{decode, Batch};
 use enrich::enrich;
 use event::InvocationFields;
-pub use event::KinesisInvocation;
+pub use event::{Invocation, KinesisInvocation};
 use hold::{forget_held, hold_step, merge_released, own_held, still_held, write_held, HoldPlan};
 use join::join_objects;
+use kafka::{decode_kafka, KafkaFields};
+pub use kafka::{
+    KafkaBatchItemFailure, KafkaEventError, KafkaEventResponse, KafkaInvocation,
+    KafkaItemIdentifier,
+};
 use register::register_partitions;
 pub use report::{batch_metrics, batch_metrics_with, reference_metrics, NAMESPACE};
 use report::{failure, MetricsOut};
@@ -78,6 +84,12 @@ pub enum HandlerError {
     /// A record of the event comes from another event source.
     #[error("payload is not a Kinesis event: a record has eventSource {0:?}")]
     OtherEventSource(String),
+    /// Not a Kafka event, though its event source says it is one.
+    #[error("payload is not a Kafka event: {0}")]
+    InvalidKafkaEvent(#[source] serde_json::Error),
+    /// A Kafka event whose records are not grouped as Lambda groups them.
+    #[error("payload is not a Kafka event as Lambda sends it: {0}")]
+    KafkaEvent(#[from] KafkaEventError),
     /// A record's data is not base64.
     #[error(
         "payload is not a Kinesis event: Records[{index}].kinesis.data is not base64: {source}"
@@ -89,6 +101,16 @@ pub enum HandlerError {
         #[source]
         source: base64::DecodeError,
     },
+}
+
+/// The response to an invocation, as its event source mapping reads it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(untagged)]
+pub enum Response {
+    /// A Kinesis event's: the record to retry the shard's batch from, if any.
+    Kinesis(KinesisEventResponse),
+    /// A Kafka event's: the partitions to retry, each from a record.
+    Kafka(KafkaEventResponse),
 }
 
 impl From<HandlerError> for Diagnostic {
@@ -113,6 +135,20 @@ pub struct BatchSummary {
     pub flags_at: Vec<String>,
     /// The catalog registration failed (the batch was written all the same).
     pub catalog_error: Option<String>,
+}
+
+impl BatchSummary {
+    /// Adds `other` (another partition's batch of the same invocation) to this summary.
+    fn absorb(&mut self, other: BatchSummary) {
+        self.records += other.records;
+        self.output.absorb(other.output);
+        self.failed = match (self.failed.take(), other.failed) {
+            (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+            (a, b) => a.or(b),
+        };
+        self.flags_at.extend(other.flags_at);
+        self.catalog_error = self.catalog_error.take().or(other.catalog_error);
+    }
 }
 
 /// The reference table's enricher: `Product` items read through `Tb`, following the feed in `Fd`
@@ -363,6 +399,77 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectKeeper>
         let Some(batch) = decode(event, &self.config.legacy_flag_dish)? else {
             return Ok((KinesisEventResponse::default(), BatchSummary::default()));
         };
+        let (retry, summary) = self.handle_decoded(batch).await;
+        let response = match retry {
+            Some(first_sequence) => failure(&first_sequence),
+            None => KinesisEventResponse::default(),
+        };
+        Ok((response, summary))
+    }
+
+    /// Handles one invocation of either kind (the binary does this): a Kinesis event as
+    /// [`OrdersConsumer::handle_invocation`] does, a Kafka event as
+    /// [`OrdersConsumer::handle_kafka_invocation`] does. The response is the one its event
+    /// source mapping reads.
+    pub async fn handle_any(
+        &self,
+        event: Invocation,
+    ) -> Result<(Response, BatchSummary), HandlerError> {
+        match event {
+            Invocation::Kinesis(event) => {
+                let (response, summary) = self.handle_invocation(event).await?;
+                Ok((Response::Kinesis(response), summary))
+            }
+            Invocation::Kafka(event) => {
+                let (response, summary) = self.handle_kafka_invocation(event).await?;
+                Ok((Response::Kafka(response), summary))
+            }
+        }
+    }
+
+    /// Handles a Kafka event given as a parsed JSON value (in-process callers and tests); see
+    /// [`OrdersConsumer::handle_kafka_invocation`].
+    pub async fn handle_kafka_batch(
+        &self,
+        payload: &Value,
+    ) -> Result<(KafkaEventResponse, BatchSummary), HandlerError> {
+        let event = KafkaFields::deserialize(payload).map_err(HandlerError::InvalidKafkaEvent)?;
+        self.handle_kafka_invocation(event.into()).await
+    }
+
+    /// Handles a Kafka event (Amazon MSK's or a self-managed cluster's) and says what it did:
+    /// each topic-partition's records are a batch of their own, through the same steps as a
+    /// Kinesis batch (see the [module](self)), one after another in the order of their names.
+    /// A partition's objects are named from its topic, partition and first offset
+    /// (`<topic>-<partition>-<offset>.jsonl`), so a retry rewrites the same names. A partition
+    /// whose batch cannot complete is reported from its first record (Lambda retries that
+    /// partition from there); the others are acknowledged. The summary adds the partitions'
+    /// up.
+    pub async fn handle_kafka_invocation(
+        &self,
+        event: KafkaInvocation,
+    ) -> Result<(KafkaEventResponse, BatchSummary), HandlerError> {
+        let source = event.event_source.clone();
+        let batches = decode_kafka(event, &self.config.legacy_flag_dish)?;
+        info!(event_source = %source, partitions = batches.len(), "a Kafka event");
+        let mut response = KafkaEventResponse::default();
+        let mut all = BatchSummary::default();
+        for batch in batches {
+            let shard = batch.shard.clone();
+            let (retry, summary) = self.handle_decoded(batch).await;
+            if let Some(offset) = retry {
+                response
+                    .batch_item_failures
+                    .push(KafkaBatchItemFailure::new(&shard, &offset));
+            }
+            all.absorb(summary);
+        }
+        Ok((response, all))
+    }
+
+    /// Steps 2 to 7 for one decoded batch (a Kinesis shard's, or a Kafka topic-partition's):
+    /// the record to retry the batch from when it could not complete, and what it did.
+    async fn handle_decoded(&self, batch: Batch) -> (Option<String>, BatchSummary) {
         // Every record of the batch is in the stream by now: the feed's answers from here on
         // serve both references, at any position in the batch.
         self.feed.new_round();
@@ -393,7 +500,7 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectKeeper>
                     failed: Some(e.to_string()),
                     ..BatchSummary::default()
                 };
-                return Ok((failure(&first_sequence), summary));
+                return (Some(first_sequence), summary);
             }
         }
         let mut summary = BatchSummary {
@@ -411,7 +518,7 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectKeeper>
             {
                 error!(%shard, first_sequence, error = %e, "held orders not read; reporting the batch for retry");
                 summary.failed = Some(format!("held orders not read: {e}"));
-                return Ok((failure(&first_sequence), summary));
+                return (Some(first_sequence), summary);
             }
             // (a retry or redelivery: what other environments decided about its held orders)
             let bucket = &self.config.output_bucket;
@@ -428,7 +535,7 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectKeeper>
             {
                 error!(%shard, first_sequence, error = %e, "held orders not read; reporting the batch for retry");
                 summary.failed = Some(format!("held orders not read: {e}"));
-                return Ok((failure(&first_sequence), summary));
+                return (Some(first_sequence), summary);
             }
             // (versions the watch finds at once are learned now, before the batch's refresh:
             // not taken as brought by this batch, which may delete the row)
@@ -453,7 +560,7 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectKeeper>
                 // The alarms must see a reference that cannot load or refresh.
                 self.report_metrics(&BatchOutput::default()).await;
                 summary.failed = Some(e.to_string());
-                return Ok((failure(&first_sequence), summary));
+                return (Some(first_sequence), summary);
             }
         };
         // 3b. hold: the orders still without a row held (or dead-lettered when the hold is
@@ -486,7 +593,7 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectKeeper>
             if let Err(e) = held {
                 error!(%shard, first_sequence, error = %e, "held orders not written or read; reporting the batch for retry");
                 summary.failed = Some(e);
-                return Ok((failure(&first_sequence), summary));
+                return (Some(first_sequence), summary);
             }
             // (an order whose held object could not be written: dead-lettered with why)
             if !plan.cannot_hold.is_empty() {
@@ -525,7 +632,7 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectKeeper>
                 error!(%shard, first_sequence, error = %e, "held orders not read; reporting the batch for retry");
                 summary.failed = Some(e);
                 summary.output = output;
-                return Ok((failure(&first_sequence), summary));
+                return (Some(first_sequence), summary);
             }
             let again = again.unwrap_or_default();
             crate::output::merge_into(&mut output, again);
@@ -543,7 +650,7 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectKeeper>
             self.report_metrics(&BatchOutput::default()).await;
             summary.failed = Some(e.to_string());
             summary.output = output;
-            return Ok((failure(&first_sequence), summary));
+            return (Some(first_sequence), summary);
         }
         // 5b. the released and expired orders leave the hold (a crash before this releases
         // them again, under the same names)
@@ -563,7 +670,7 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectKeeper>
         // 7. report
         self.report(&shard, records, &output).await;
         summary.output = output;
-        Ok((KinesisEventResponse::default(), summary))
+        (None, summary)
     }
 
     /// Adds to `output` the lines of the orders `plan` releases, to merge into the objects of

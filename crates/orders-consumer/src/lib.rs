@@ -34,7 +34,11 @@ mod partition;
 
 pub use config::{AsOfSettings, Config, Recent, ReferenceObjects};
 pub use deploy::{deployed, DeployedConsumer};
-pub use handler::{BatchSummary, HandlerError, KinesisInvocation, OrdersConsumer};
+pub use handler::{
+    BatchSummary, HandlerError, Invocation, KafkaBatchItemFailure, KafkaEventError,
+    KafkaEventResponse, KafkaInvocation, KafkaItemIdentifier, KinesisInvocation, OrdersConsumer,
+    Response,
+};
 pub use hold::{HoldCounts, HoldSettings};
 
 /// The function's environment for its allocator (mimalloc), set by infra/ and by the local

@@ -3,7 +3,7 @@
 
 use aws_plumbing::{init, sdk_config};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
-use orders_consumer::{Config, KinesisInvocation};
+use orders_consumer::{Config, Invocation};
 
 /// The binary's allocator (the library leaves it to its users). With glibc's malloc each
 /// 5,000-order batch freed megabytes back to the kernel and faulted them in again, and
@@ -22,12 +22,13 @@ async fn main() -> Result<(), Error> {
     let sdk = sdk_config(None).await;
     let consumer = orders_consumer::deployed(config, &sdk).with_embedded_metrics(true);
     let consumer = &consumer;
-    // The event parsed once, straight from the invocation's bytes, into the fields the
-    // consumer reads (each record's data base64-decoded as it is parsed).
+    // The event (Kinesis, or Kafka from Amazon MSK or a self-managed cluster) parsed once,
+    // straight from the invocation's bytes, into the fields the consumer reads (each record's
+    // data base64-decoded as it is parsed); the response is the one its mapping reads.
     lambda_runtime::run(service_fn(
-        move |event: LambdaEvent<KinesisInvocation>| async move {
+        move |event: LambdaEvent<Invocation>| async move {
             consumer
-                .handle_invocation(event.payload)
+                .handle_any(event.payload)
                 .await
                 .map(|(response, _)| response)
         },

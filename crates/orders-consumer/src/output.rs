@@ -138,6 +138,32 @@ pub struct BatchOutput {
 }
 
 impl BatchOutput {
+    /// Adds `other` (another batch's output of the same invocation) to this one: its objects
+    /// and counts.
+    pub(crate) fn absorb(&mut self, other: BatchOutput) {
+        self.objects.extend(other.objects);
+        for (path, n) in other.partitions {
+            *self.partitions.entry(path).or_default() += n;
+        }
+        self.partition_values.extend(other.partition_values);
+        self.enriched += other.enriched;
+        self.passed += other.passed;
+        self.unmatched_dead_lettered += other.unmatched_dead_lettered;
+        self.too_stale += other.too_stale;
+        self.not_answered += other.not_answered;
+        self.dropped += other.dropped;
+        self.invalid += other.invalid;
+        self.flags += other.flags;
+        self.unreadable_flags += other.unreadable_flags;
+        self.held += other.held;
+        self.hold_full += other.hold_full;
+        self.released += other.released;
+        self.expired += other.expired;
+        self.longest_held_ms = self.longest_held_ms.max(other.longest_held_ms);
+        self.already_ended += other.already_ended;
+        self.merges.extend(other.merges);
+    }
+
     /// Records accounted for; equals the batch's record count.
     pub fn accounted(&self) -> usize {
         self.enriched

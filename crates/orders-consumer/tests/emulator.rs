@@ -21,14 +21,14 @@ fn sample() -> Value {
 
 /// The reference table with the original's five items, an empty feed bucket, and the store
 /// the consumers write to.
-struct Rig {
+pub(crate) struct Rig {
     table: ReferenceTable,
     bucket: String,
     sdk: aws_config::SdkConfig,
-    store: MemoryStore,
+    pub(crate) store: MemoryStore,
 }
 
-async fn rig() -> Rig {
+pub(crate) async fn rig() -> Rig {
     let sdk = sdk_config().await;
     let s3 = s3_client(&sdk);
     let table = ReferenceTable::create(
@@ -48,7 +48,7 @@ async fn rig() -> Rig {
 }
 
 impl Rig {
-    fn config(&self, unmatched: Unmatched) -> Config {
+    pub(crate) fn config(&self, unmatched: Unmatched) -> Config {
         Config {
             reference_table: self.table.name.clone(),
             key_attributes: vec!["item".into(), "price".into()],
@@ -73,7 +73,10 @@ impl Rig {
     }
 
     /// A consumer of `config` writing to the rig's store.
-    fn consumer(&self, config: Config) -> OrdersConsumer<DynamoDbTable, S3Feed, MemoryStore> {
+    pub(crate) fn consumer(
+        &self,
+        config: Config,
+    ) -> OrdersConsumer<DynamoDbTable, S3Feed, MemoryStore> {
         let table = DynamoDbTable::new(
             aws_sdk_dynamodb::Client::new(&self.sdk),
             config.reference_table.clone(),
@@ -83,7 +86,7 @@ impl Rig {
     }
 }
 
-fn lines(store: &MemoryStore, key: &str) -> Vec<Value> {
+pub(crate) fn lines(store: &MemoryStore, key: &str) -> Vec<Value> {
     let body = store
         .object("out", key)
         .unwrap_or_else(|| panic!("no object {key}"));

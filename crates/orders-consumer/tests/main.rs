@@ -6,4 +6,5 @@ mod as_of;
 mod emulator;
 mod hold;
 mod init_error;
+mod kafka;
 mod reference_objects;

@@ -1254,7 +1254,10 @@ fn a_scan_without_its_start_recorded_starts_at_its_position_only_when_r_is_two_m
     for r in [209_000, 201_000, 200_000] {
         let h = build(r);
         let got = h.lookup_as_of(&"a".to_owned(), 213_000);
-        assert!(matches!(got, AsOf::Refused(why) if why.contains("Scan began")), "{r}: {got:?}");
+        assert!(
+            matches!(got, AsOf::Refused(why) if why.contains("Scan began")),
+            "{r}: {got:?}"
+        );
     }
 }
 
@@ -1301,8 +1304,16 @@ fn items_sharing_a_lookup_key_answer_by_primary_key_whatever_order_they_were_rea
     for reverse in [true, false] {
         let h = build(Ambiguity::LowestKey, reverse);
         let at = |t: i64| h.lookup_as_of(&"x".to_owned(), t);
-        assert!(matches!(at(150_000), AsOf::Found(v) if v.0 == "b"), "{:?}", at(150_000));
-        assert!(matches!(at(250_000), AsOf::Found(v) if v.0 == "a"), "{:?}", at(250_000));
+        assert!(
+            matches!(at(150_000), AsOf::Found(v) if v.0 == "b"),
+            "{:?}",
+            at(150_000)
+        );
+        assert!(
+            matches!(at(250_000), AsOf::Found(v) if v.0 == "a"),
+            "{:?}",
+            at(250_000)
+        );
         let h = build(Ambiguity::Reject, reverse);
         let got = h.lookup_as_of(&"x".to_owned(), 250_000);
         assert!(matches!(got, AsOf::Ambiguous(4)), "{got:?}");

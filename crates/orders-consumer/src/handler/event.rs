@@ -5,6 +5,8 @@
 use base64::Engine;
 use serde::Deserialize;
 
+use super::kafka::{KafkaFields, KafkaInvocation, KafkaRecord, KAFKA_SOURCES};
+
 /// A Kinesis Lambda event as the consumer reads it, parsed straight from the invocation's
 /// bytes (the binary's payload type): each record's data base64-decoded as it is parsed, its
 /// sequence number, its event source checked, and the first record's shard; every other field
@@ -35,6 +37,87 @@ pub struct KinesisInvocation {
     pub(super) records: Records,
     /// A scheduled invocation: the sweep of the held orders, not a batch.
     pub(super) sweep: bool,
+}
+
+/// An invocation's payload: a Kinesis event (or the scheduled sweep of the held orders), or a
+/// Kafka event (Amazon MSK's or a self-managed cluster's), told apart by their fields (Kinesis'
+/// `Records` list, Kafka's `eventSource` and `records` map) in the one parse. Parsed as
+/// [`KinesisInvocation`] is, from the borrowed text; a payload that is neither fails as a
+/// Kinesis event does, a Kafka event that does not parse with the field's path.
+#[derive(Debug)]
+pub enum Invocation {
+    /// A Kinesis event, or the scheduled sweep.
+    Kinesis(KinesisInvocation),
+    /// A Kafka event.
+    Kafka(KafkaInvocation),
+}
+
+/// The fields that tell the two events apart, each parsed as its own event's type.
+#[derive(Deserialize)]
+struct AnyFields {
+    #[serde(rename = "Records", default)]
+    kinesis: Option<Records>,
+    #[serde(default)]
+    records: Option<std::collections::BTreeMap<String, Vec<KafkaRecord>>>,
+    #[serde(rename = "eventSource", default)]
+    event_source: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for Invocation {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = <&'de serde_json::value::RawValue>::deserialize(d)?;
+        Invocation::from_json(raw.get()).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Invocation {
+    /// The event of the JSON text `text`, or why it is not one.
+    fn from_json(text: &str) -> Result<Invocation, PayloadError> {
+        match serde_json::from_str::<AnyFields>(text) {
+            Ok(AnyFields {
+                kinesis: Some(records),
+                ..
+            }) => {
+                return Ok(Invocation::Kinesis(KinesisInvocation {
+                    records,
+                    sweep: false,
+                }))
+            }
+            Ok(AnyFields {
+                records: Some(records),
+                event_source: Some(event_source),
+                ..
+            }) if KAFKA_SOURCES.contains(&event_source.as_str()) => {
+                return Ok(Invocation::Kafka(KafkaInvocation {
+                    event_source,
+                    partitions: records,
+                }))
+            }
+            _ => {}
+        }
+        // (a Kafka event that does not parse: why, with the field's path)
+        if let Ok(peek) = serde_json::from_str::<EventSourceField>(text) {
+            if peek
+                .event_source
+                .is_some_and(|s| KAFKA_SOURCES.contains(&s.as_str()))
+            {
+                let tracked = &mut serde_json::Deserializer::from_str(text);
+                return match serde_path_to_error::deserialize::<_, KafkaFields>(tracked) {
+                    Err(e) if e.path().to_string() == "." => Err(PayloadError::TopLevel(e)),
+                    Err(e) => Err(PayloadError::AtField(e)),
+                    Ok(fields) => Ok(Invocation::Kafka(fields.into())),
+                };
+            }
+        }
+        KinesisInvocation::from_json(text).map(Invocation::Kinesis)
+    }
+}
+
+/// An event's top-level `eventSource`, alone.
+#[derive(Deserialize)]
+struct EventSourceField {
+    #[serde(rename = "eventSource", default)]
+    event_source: Option<String>,
 }
 
 /// The fields of an EventBridge scheduled event that say it is one.
