@@ -80,6 +80,26 @@ pub enum FlagError {
     /// A Kinesis call failed outright.
     #[error(transparent)]
     Stream(#[from] StreamError),
+    /// A Kafka request failed outright (connecting, authenticating, listing the topic).
+    #[error("Kafka topic {topic}: {message}")]
+    Kafka {
+        /// The topic.
+        topic: String,
+        /// What failed, and why.
+        message: String,
+    },
+    /// Some partitions of the Kafka topic still missed the flags after every attempt.
+    #[error("flags not produced to partitions {partitions:?} of Kafka topic {topic} after {attempts} attempts (last error: {last_error})")]
+    KafkaPartitions {
+        /// The topic.
+        topic: String,
+        /// The partitions that missed them.
+        partitions: Vec<i32>,
+        /// Attempts made per partition.
+        attempts: u32,
+        /// The last error.
+        last_error: String,
+    },
     /// Some shards still missed a flag after every attempt.
     #[error("flags still missing on {missing} shard deliveries after {attempts} attempts (last error: {last_error})")]
     Undelivered {

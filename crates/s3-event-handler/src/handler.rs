@@ -11,6 +11,7 @@ use tracing::{error, info};
 use crate::config::Config;
 use crate::event::{parse_payload, Body, ChangeType, Delivery, EventError, Notification};
 use crate::flags::{FlagError, FlagSender, FlagStream};
+use crate::kafka::Flags;
 
 /// The producer name written into change files.
 pub const PRODUCER: &str = concat!("s3-event-handler ", env!("CARGO_PKG_VERSION"));
@@ -69,17 +70,25 @@ pub struct Handled {
 pub struct S3EventHandler<S, F> {
     config: Config,
     writer: FeedWriter<S>,
-    flags: FlagSender<F>,
+    flags: F,
 }
 
-impl<S: ObjectStore, F: FlagStream> S3EventHandler<S, F> {
-    /// A handler writing through `store` and putting flags on `stream`.
+impl<S: ObjectStore, F: FlagStream> S3EventHandler<S, FlagSender<F>> {
+    /// A handler writing through `store` and putting flags on every open shard of `stream`.
     pub fn new(config: Config, store: S, stream: F, clock: impl Clock) -> Self {
+        S3EventHandler::with_flags(config, store, FlagSender::new(stream), clock)
+    }
+}
+
+impl<S: ObjectStore, F: Flags> S3EventHandler<S, F> {
+    /// A handler writing through `store` and putting flags through `flags` (every shard of a
+    /// Kinesis stream, or every partition of a Kafka topic).
+    pub fn with_flags(config: Config, store: S, flags: F, clock: impl Clock) -> Self {
         let writer = FeedWriter::new(config.feed.clone(), store, clock, PRODUCER);
         S3EventHandler {
             config,
             writer,
-            flags: FlagSender::new(stream),
+            flags,
         }
     }
 
@@ -207,7 +216,7 @@ impl<S: ObjectStore, F: FlagStream> S3EventHandler<S, F> {
 }
 
 /// Served on the Lambda runtime by the function's `main` ([`aws_plumbing::lambda::serve`]).
-impl<S: ObjectStore, F: FlagStream> aws_plumbing::lambda::JsonHandler for S3EventHandler<S, F> {
+impl<S: ObjectStore, F: Flags> aws_plumbing::lambda::JsonHandler for S3EventHandler<S, F> {
     type Response = SqsBatchResponse;
     type Error = HandlerError;
 

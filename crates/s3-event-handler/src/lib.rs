@@ -30,8 +30,10 @@ mod deploy;
 pub mod event;
 pub mod flags;
 pub mod handler;
+pub mod kafka;
 
-pub use config::Config;
-pub use deploy::{deployed, deployed_with_clock};
+pub use config::{Config, FlagTarget};
+pub use deploy::{deployed, deployed_with_clock, DeployedFlags, DeployedHandler};
 pub use flags::{FlagSender, FlagStream, KinesisStream};
 pub use handler::{HandlerError, S3EventHandler, PRODUCER};
+pub use kafka::{Flags, KafkaAuth, KafkaFlags, KafkaTarget};

@@ -4,4 +4,5 @@
 
 mod emulator;
 mod init_error;
+mod kafka;
 mod sample_events;

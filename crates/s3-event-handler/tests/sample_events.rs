@@ -111,7 +111,7 @@ fn config(legacy: Option<&str>) -> Config {
             legacy_flag_key: None,
             write_window: Duration::from_secs(20),
         },
-        flag_stream: "SourceKinesisStream".into(),
+        flags: s3_event_handler::FlagTarget::Kinesis("SourceKinesisStream".into()),
         reference_prefix: "reference/".into(),
         reference_bucket: None,
         legacy_flag_payload: legacy.map(|l| l.as_bytes().to_vec()),
@@ -119,7 +119,7 @@ fn config(legacy: Option<&str>) -> Config {
 }
 
 struct Rig {
-    handler: S3EventHandler<MemoryStore, FakeStream>,
+    handler: S3EventHandler<MemoryStore, s3_event_handler::FlagSender<FakeStream>>,
     store: MemoryStore,
     stream: FakeStream,
 }

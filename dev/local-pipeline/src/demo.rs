@@ -23,7 +23,6 @@ use event_source_mappings::{
 use feed_writer::FeedConfig;
 use futures_util::future::join_all;
 use orders_consumer::DeployedConsumer;
-use s3_event_handler::{KinesisStream, S3EventHandler};
 use serde_json::Value;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -417,7 +416,7 @@ enum Script<S> {
 /// batches run in their own Lambda environment).
 struct Functions {
     change_handler: ChangeHandler<S3Store>,
-    s3_handler: S3EventHandler<S3Store, KinesisStream>,
+    s3_handler: s3_event_handler::DeployedHandler,
     consumers: Vec<DeployedConsumer>,
 }
 
@@ -431,7 +430,7 @@ fn functions(sdk: &aws_config::SdkConfig, names: &Names, shards: usize) -> Resul
     };
     let s3_config = s3_event_handler::Config {
         feed: feed(),
-        flag_stream: names.stream.clone(),
+        flags: s3_event_handler::FlagTarget::Kinesis(names.stream.clone()),
         reference_prefix: names.reference_prefix.clone(),
         reference_bucket: Some(names.bucket.clone()),
         legacy_flag_payload: None,

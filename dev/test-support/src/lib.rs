@@ -17,6 +17,7 @@
 mod emulator;
 mod fault_proxy;
 mod http_fault_proxy;
+mod kafka;
 mod kinesis;
 mod notified_bucket;
 mod reference;
@@ -32,6 +33,7 @@ pub use emulator::{emulator, sdk_config, unique_name};
 pub use event_source_mappings::{dynamodb_stream_event, sqs_event};
 pub use fault_proxy::FaultProxy;
 pub use http_fault_proxy::{Fault, HttpFaultProxy, Rule};
+pub use kafka::{kafka_bootstrap_servers, kafka_client, kafka_records, kafka_topic};
 pub use kinesis::{create_stream, records_per_shard};
 pub use notified_bucket::NotifiedBucket;
 pub use reference::{priorities, ReferenceTable, ORIGINAL_ITEMS};

@@ -18,7 +18,6 @@ use change_handler::ChangeHandler;
 use change_protocol::{ChangeFile, ChangeKey};
 use feed_writer::FeedConfig;
 use local_emulator::provision;
-use s3_event_handler::{KinesisStream, S3EventHandler};
 use serde_json::Value;
 use tokio::sync::Mutex;
 
@@ -234,7 +233,7 @@ pub struct FlagRig {
     pub stream: String,
     /// The s3-event-handler: change files to [`FlagRig::feed_bucket`], flags to
     /// [`FlagRig::stream`].
-    pub handler: S3EventHandler<S3Store, KinesisStream>,
+    pub handler: s3_event_handler::DeployedHandler,
 }
 
 impl FlagRig {
@@ -271,7 +270,7 @@ impl FlagRig {
     pub fn handler_through(
         &self,
         sdk: &aws_config::SdkConfig,
-    ) -> S3EventHandler<S3Store, KinesisStream> {
+    ) -> s3_event_handler::DeployedHandler {
         s3_event_handler::deployed(self.config(), sdk)
     }
 
@@ -305,7 +304,7 @@ impl FlagRig {
 fn config(feed_bucket: &str, stream: &str, reference: &NotifiedBucket) -> s3_event_handler::Config {
     s3_event_handler::Config {
         feed: feed_config(feed_bucket),
-        flag_stream: stream.to_owned(),
+        flags: s3_event_handler::FlagTarget::Kinesis(stream.to_owned()),
         reference_prefix: reference.prefix.clone(),
         reference_bucket: Some(reference.bucket.clone()),
         legacy_flag_payload: None,
