@@ -706,6 +706,7 @@ async fn an_orders_batch_redriven_after_the_reference_changed_rewrites_its_first
         first_arrival: Some(arrived),
         last_arrival: Some(arrived),
         batch_size: data.len(),
+        bootstrap_servers: None,
     };
     destination
         .send(&event_source_mappings::DiscardedBatch {

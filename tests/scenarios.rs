@@ -10,6 +10,7 @@ mod bad_inputs;
 mod enrichment_emulator;
 mod faults;
 mod follower_aws;
+mod kafka;
 mod many_consumers;
 mod orders_consumer_feed;
 mod redelivery;

@@ -22,6 +22,8 @@ pub enum StreamKind {
     DynamoDb,
     /// A Kinesis data stream (`KinesisBatchInfo`).
     Kinesis,
+    /// A Kafka topic's partition, MSK's or a self-managed cluster's (`KafkaBatchInfo`).
+    Kafka,
 }
 
 /// Where a discarded batch was in its stream, as the invocation record states it.
@@ -41,6 +43,8 @@ pub struct BatchInfo {
     pub last_arrival: Option<DateTime<Utc>>,
     /// Records in the batch.
     pub batch_size: usize,
+    /// Kafka: the cluster's bootstrap servers, as the event names them.
+    pub bootstrap_servers: Option<String>,
 }
 
 /// A batch that exhausted its retries, as its invocation record states it.
@@ -117,24 +121,56 @@ impl S3Destination {
             t.map(|t| match kind {
                 // DynamoDB's creation times are whole seconds.
                 StreamKind::DynamoDb => t.to_rfc3339_opts(SecondsFormat::Secs, true),
-                StreamKind::Kinesis => t.to_rfc3339_opts(SecondsFormat::Millis, true),
+                StreamKind::Kinesis | StreamKind::Kafka => {
+                    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+                }
             })
         };
         let mut response = json!({ "statusCode": 200, "executedVersion": "$LATEST" });
         if matches!(last, Invocation::Error(_)) {
             response["functionError"] = json!("Unhandled");
         }
+        let request = json!({
+            "requestId": random_uuid(),
+            "functionArn": self.function_arn,
+            "condition": "RetryAttemptsExhausted",
+            "approximateInvokeCount": invoke_count,
+        });
         let field = match kind {
             StreamKind::DynamoDb => "DDBStreamBatchInfo",
             StreamKind::Kinesis => "KinesisBatchInfo",
+            // (Kafka's: the batch's partition and offsets under `recordsInfo`, offsets as
+            // strings, and the whole event as `payload`, as for the others)
+            StreamKind::Kafka => {
+                let payload_text = payload.to_string();
+                let mut batch_info = json!({
+                    "batchSize": info.batch_size,
+                    "bootstrapServers": info.bootstrap_servers,
+                    "payloadSize": payload_text.len(),
+                    "recordsInfo": {
+                        info.shard_id.clone(): {
+                            "firstRecordOffset": info.start_sequence_number,
+                            "lastRecordOffset": info.end_sequence_number,
+                            "firstRecordTimestamp": time(&info.first_arrival),
+                            "lastRecordTimestamp": time(&info.last_arrival),
+                        }
+                    },
+                });
+                if !info.stream_arn.is_empty() {
+                    batch_info["eventSourceArn"] = json!(info.stream_arn);
+                }
+                return json!({
+                    "requestContext": request,
+                    "responseContext": response,
+                    "version": "1.0",
+                    "timestamp": now.to_rfc3339_opts(SecondsFormat::Millis, true),
+                    "KafkaBatchInfo": batch_info,
+                    "payload": payload_text,
+                });
+            }
         };
         json!({
-            "requestContext": {
-                "requestId": random_uuid(),
-                "functionArn": self.function_arn,
-                "condition": "RetryAttemptsExhausted",
-                "approximateInvokeCount": invoke_count,
-            },
+            "requestContext": request,
             "responseContext": response,
             "version": "1.0",
             "timestamp": now.to_rfc3339_opts(SecondsFormat::Millis, true),
@@ -213,6 +249,7 @@ mod tests {
             first_arrival: Some(at),
             last_arrival: Some(at),
             batch_size: 2,
+            bootstrap_servers: None,
         };
         let payload = json!({"Records": [{"eventID": "1"}, {"eventID": "2"}]});
         let last = Invocation::Error("boom".into());

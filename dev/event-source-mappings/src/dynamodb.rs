@@ -278,6 +278,7 @@ impl StreamMapping<DynamoDbStream> {
             first_arrival: created(shard.pending.first()),
             last_arrival: created(shard.pending.last()),
             batch_size: shard.pending.len(),
+            bootstrap_servers: None,
         };
         let event = dynamodb_stream_event(&self.stream.stream_arn, &shard.pending);
         let batch = DiscardedBatch {

@@ -61,6 +61,7 @@ impl StreamMapping<KinesisShard> {
             first_arrival: arrival(pending.first()),
             last_arrival: arrival(pending.last()),
             batch_size: pending.len(),
+            bootstrap_servers: None,
         }
     }
 
