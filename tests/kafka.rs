@@ -3,12 +3,12 @@
 //! event source mapping's emulation (a poller per partition, batches by size and window, the
 //! event as Lambda builds it) to the real orders consumer; a partition whose objects cannot be
 //! written is retried from the offset it reports, and a batch past its retries goes to the
-//! on-failure destination in Kafka's record shape.
+//! on-failure destination in Kafka's record shape, and the redrive replays it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_plumbing::s3_client;
+use aws_plumbing::{s3_client, OffsetClock, S3Store};
 use aws_sdk_dynamodb::types::StreamViewType;
 use enrichment::sources::{DynamoDbTable, S3Feed};
 use event_source_mappings::{
@@ -17,12 +17,13 @@ use event_source_mappings::{
 };
 use local_emulator::provision;
 use orders_consumer::{Config, OrdersConsumer};
+use redrive::{Action, Deployed, Redriver, S3FailureBucket, Settings};
 use rskafka::client::partition::{Compression, UnknownTopicHandling};
 use rskafka::record::Record;
 use serde_json::Value;
 use test_support::{
-    kafka_bootstrap_servers, kafka_client, kafka_topic, list_keys, read_object, unique_name,
-    FeedRig, MemoryStore,
+    feed_config, kafka_bootstrap_servers, kafka_client, kafka_topic, list_keys, read_object,
+    unique_name, FeedRig, MemoryStore,
 };
 use tokio::sync::watch;
 
@@ -175,7 +176,8 @@ async fn orders_on_four_partitions_are_enriched_per_partition_and_a_failed_write
 }
 
 #[tokio::test]
-async fn a_batch_past_its_retries_goes_to_the_on_failure_destination_in_kafkas_shape() {
+async fn a_batch_past_its_retries_goes_to_the_on_failure_destination_in_kafkas_shape_and_is_redriven(
+) {
     let rig = FeedRig::seeded(StreamViewType::NewAndOldImages).await;
     let store = Arc::new(MemoryStore::new());
     let consumer = consumer(&rig, Arc::clone(&store));
@@ -218,4 +220,41 @@ async fn a_batch_past_its_retries_goes_to_the_on_failure_destination_in_kafkas_s
     let payload: Value = serde_json::from_str(record["payload"].as_str().unwrap()).unwrap();
     assert_eq!(payload["eventSource"], "aws:kafka");
     assert_eq!(payload["records"][&name].as_array().unwrap().len(), 2);
+
+    // The redrive replays it through the deployed consumer (its S3 output this time): the
+    // partition's objects, under the names the first attempt would have had.
+    let out = unique_name("out");
+    provision::create_bucket(&rig.s3, &out).await.unwrap();
+    let orders = Config::from_lookup(&|var: &str| match var {
+        "REFERENCE_TABLE" => Some(rig.table.name.clone()),
+        "CHANGE_BUCKET" => Some(rig.bucket.clone()),
+        "OUTPUT_BUCKET" => Some(out.clone()),
+        _ => None,
+    })
+    .unwrap();
+    let sdk = test_support::sdk_config().await;
+    let functions = Deployed::with_sdk(
+        feed_config(&rig.bucket),
+        Ok(orders),
+        &sdk,
+        &sdk,
+        OffsetClock::default(),
+    );
+    let redriver = Redriver::new(
+        S3FailureBucket::new(S3Store::new(rig.s3.clone()), &bucket),
+        functions,
+        Settings {
+            backoff: Duration::from_millis(10),
+            ..Settings::default()
+        },
+    );
+    let report = redriver.run().await.unwrap();
+    assert_eq!(report.count(Action::Redriven), 1, "{report:?}");
+    let written = list_keys(&rig.s3, &out, "enriched/").await;
+    assert!(
+        written.contains(&format!(
+            "enriched/item=burger/priority=medium/{name}-0.jsonl"
+        )),
+        "{written:?}"
+    );
 }

@@ -20,7 +20,8 @@ const DISHES: usize = 1_000;
 const BATCH: usize = 1_000;
 
 fn order(i: usize) -> String {
-    json!({"dish": format!("dish-{:04}", (i * 7) % DISHES), "cost": 1, "customer_id": i}).to_string()
+    json!({"dish": format!("dish-{:04}", (i * 7) % DISHES), "cost": 1, "customer_id": i})
+        .to_string()
 }
 
 fn b64(s: &str) -> String {
@@ -89,7 +90,10 @@ fn bench(c: &mut Criterion) {
             ("item", &format!("dish-{d:04}")),
             ("priority", ["low", "medium", "high"][d % 3]),
         ]);
-        product.insert("price".into(), change_protocol::AttributeValue::N("100".into()));
+        product.insert(
+            "price".into(),
+            change_protocol::AttributeValue::N("100".into()),
+        );
         table.put(product);
     }
     let config = Config::from_lookup(&|k: &str| match k {

@@ -318,13 +318,17 @@ async fn invoke(
     })
 }
 
-/// `Ok` when a Lambda response has no `batchItemFailures`.
+/// `Ok` when a Lambda response has no `batchItemFailures` (a stream's identifiers are sequence
+/// numbers; a Kafka mapping's, `{partition, offset}` objects: any entry is a failure).
 fn no_failures(response: &Value) -> Result<(), ReplayError> {
-    let failed: Vec<&str> = response["batchItemFailures"]
+    let failed: Vec<String> = response["batchItemFailures"]
         .as_array()
         .map(|a| {
             a.iter()
-                .filter_map(|f| f["itemIdentifier"].as_str())
+                .map(|f| match &f["itemIdentifier"] {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -364,8 +368,11 @@ impl Functions for Deployed {
                     .orders
                     .as_ref()
                     .map_err(|why| ReplayError::NotConfigured(function, why.clone()))?;
-                let r = consumer
-                    .handle_raw(payload)
+                // (a Kinesis event or a Kafka one, parsed as the function parses it)
+                let event: orders_consumer::Invocation =
+                    serde_json::from_str(payload).map_err(ReplayError::Payload)?;
+                let (r, _) = consumer
+                    .handle_any(event)
                     .await
                     .map_err(ReplayError::OrdersConsumer)?;
                 serde_json::to_value(r).map_err(ReplayError::Response)?
@@ -450,5 +457,25 @@ impl FailureBucket for S3FailureBucket {
             .put(&self.bucket, key, body)
             .await
             .map_err(BucketError::Put)
+    }
+}
+
+#[cfg(test)]
+mod kafka_responses {
+    use super::*;
+
+    #[test]
+    fn a_kafka_partial_batch_response_is_a_failure_too() {
+        let kafka = serde_json::json!({"batchItemFailures": [
+            {"itemIdentifier": {"partition": "orders-1", "offset": 7}}
+        ]});
+        let err = no_failures(&kafka).unwrap_err().to_string();
+        assert!(err.contains("orders-1") && err.contains('7'), "{err}");
+        let kinesis = serde_json::json!({"batchItemFailures": [{"itemIdentifier": "4959"}]});
+        assert!(no_failures(&kinesis)
+            .unwrap_err()
+            .to_string()
+            .contains("4959"));
+        assert!(no_failures(&serde_json::json!({"batchItemFailures": []})).is_ok());
     }
 }

@@ -8,7 +8,8 @@ use serde::Deserialize;
 pub enum Function {
     /// A DynamoDB stream batch (`DDBStreamBatchInfo`): the change-handler's.
     ChangeHandler,
-    /// A Kinesis batch (`KinesisBatchInfo`): the orders consumer's.
+    /// A Kinesis batch (`KinesisBatchInfo`) or a Kafka batch (`KafkaBatchInfo`, Amazon MSK or
+    /// self-managed): the orders consumer's.
     OrdersConsumer,
 }
 
@@ -17,9 +18,11 @@ impl Function {
     /// of them (for records that do not parse whole).
     pub fn named_in(bytes: &[u8]) -> Option<Function> {
         let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
-        match (v.get("DDBStreamBatchInfo"), v.get("KinesisBatchInfo")) {
-            (Some(_), None) => Some(Function::ChangeHandler),
-            (None, Some(_)) => Some(Function::OrdersConsumer),
+        let fields = ["DDBStreamBatchInfo", "KinesisBatchInfo", "KafkaBatchInfo"]
+            .map(|f| v.get(f).is_some());
+        match fields {
+            [true, false, false] => Some(Function::ChangeHandler),
+            [false, true, false] | [false, false, true] => Some(Function::OrdersConsumer),
             _ => None,
         }
     }
@@ -61,6 +64,50 @@ struct RequestContext {
     approximate_invoke_count: u64,
 }
 
+/// A Kafka batch's position, as Kafka mappings record it: per topic-partition, its first and
+/// last offsets (strings).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KafkaBatchInfo {
+    batch_size: u64,
+    #[serde(default)]
+    event_source_arn: Option<String>,
+    #[serde(default)]
+    bootstrap_servers: Option<String>,
+    records_info: std::collections::BTreeMap<String, KafkaRecordsInfo>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KafkaRecordsInfo {
+    first_record_offset: String,
+    last_record_offset: String,
+}
+
+impl From<KafkaBatchInfo> for BatchInfo {
+    /// As a stream's position: the topic-partitions (comma-separated) as the shard, the first
+    /// one's first offset and the last one's last offset, the cluster's ARN (MSK) or its
+    /// bootstrap servers (self-managed) as the stream.
+    fn from(k: KafkaBatchInfo) -> BatchInfo {
+        let first = k.records_info.values().next();
+        let last = k.records_info.values().next_back();
+        BatchInfo {
+            shard_id: k.records_info.keys().cloned().collect::<Vec<_>>().join(","),
+            start_sequence_number: first
+                .map(|r| r.first_record_offset.clone())
+                .unwrap_or_default(),
+            end_sequence_number: last
+                .map(|r| r.last_record_offset.clone())
+                .unwrap_or_default(),
+            batch_size: k.batch_size,
+            stream_arn: k
+                .event_source_arn
+                .or(k.bootstrap_servers)
+                .unwrap_or_default(),
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct Raw {
     #[serde(rename = "requestContext")]
@@ -69,6 +116,8 @@ struct Raw {
     ddb: Option<BatchInfo>,
     #[serde(rename = "KinesisBatchInfo")]
     kinesis: Option<BatchInfo>,
+    #[serde(rename = "KafkaBatchInfo")]
+    kafka: Option<KafkaBatchInfo>,
     payload: Option<String>,
 }
 
@@ -95,9 +144,10 @@ pub enum RecordError {
     /// Not the JSON of an invocation record.
     #[error("not an invocation record: {0}")]
     NotARecord(String),
-    /// Neither `DDBStreamBatchInfo` nor `KinesisBatchInfo`: not a stream mapping's record.
+    /// None of `DDBStreamBatchInfo`, `KinesisBatchInfo`, `KafkaBatchInfo` (or more than one):
+    /// not a stream mapping's record.
     #[error(
-        "no DDBStreamBatchInfo or KinesisBatchInfo: not a record of a stream event source mapping"
+        "no DDBStreamBatchInfo, KinesisBatchInfo or KafkaBatchInfo: not a record of a stream event source mapping"
     )]
     UnknownSource,
 }
@@ -107,9 +157,10 @@ impl FailureRecord {
     pub fn parse(bytes: &[u8]) -> Result<FailureRecord, RecordError> {
         let raw: Raw =
             serde_json::from_slice(bytes).map_err(|e| RecordError::NotARecord(e.to_string()))?;
-        let (function, batch) = match (raw.ddb, raw.kinesis) {
-            (Some(b), None) => (Function::ChangeHandler, b),
-            (None, Some(b)) => (Function::OrdersConsumer, b),
+        let (function, batch) = match (raw.ddb, raw.kinesis, raw.kafka) {
+            (Some(b), None, None) => (Function::ChangeHandler, b),
+            (None, Some(b), None) => (Function::OrdersConsumer, b),
+            (None, None, Some(k)) => (Function::OrdersConsumer, k.into()),
             _ => return Err(RecordError::UnknownSource),
         };
         Ok(FailureRecord {
