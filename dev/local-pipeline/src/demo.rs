@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -18,7 +18,8 @@ use aws_plumbing::S3Store;
 use change_handler::ChangeHandler;
 use enrichment::MetricsSnapshot;
 use event_source_mappings::{
-    DynamoDbStreamMapping, Invocation, KinesisShardMapping, MappingStats, S3Destination, SqsMapping,
+    kafka_failures, DynamoDbStreamMapping, Invocation, KafkaEventSource, KafkaPartitionMapping,
+    KinesisShardMapping, MappingStats, S3Destination, SqsMapping,
 };
 use feed_writer::FeedConfig;
 use futures_util::future::join_all;
@@ -27,7 +28,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::generator::{Generator, SentOrder};
+use crate::generator::{Generator, SentOrder, Sink};
 use local_emulator::provision::{
     mappings, provision, set_priority, Clients, Names, Provisioned, REFERENCE_OBJECT,
 };
@@ -48,6 +49,24 @@ pub struct Options {
     /// How long to wait for the consumers at each step (to consume the orders before the
     /// update, and to drain the stream at the end) before giving up.
     pub drain_timeout: Duration,
+    /// Where the orders stream is: the 4-shard Kinesis stream, or a 4-partition Kafka topic.
+    pub source: OrdersSource,
+}
+
+/// Where the orders stream is.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum OrdersSource {
+    /// The Kinesis data stream infra/ declares (4 shards).
+    #[default]
+    Kinesis,
+    /// A Kafka topic (4 partitions, on the broker at `bootstrap_servers`, as an MSK cluster's
+    /// would be): the flags go to every partition, the orders consumer gets Lambda's MSK events.
+    Kafka {
+        /// The broker.
+        bootstrap_servers: Vec<String>,
+        /// The orders topic.
+        topic: String,
+    },
 }
 
 impl Default for Options {
@@ -60,6 +79,7 @@ impl Default for Options {
             s3_change_after: 1000,
             orders_after_flags: 600,
             drain_timeout: Duration::from_secs(60),
+            source: OrdersSource::Kinesis,
         }
     }
 }
@@ -129,6 +149,8 @@ pub struct LiveOptions {
     pub rate: u32,
     /// How long to wait for the consumers to drain the stream after the stop.
     pub drain_timeout: Duration,
+    /// Where the orders stream is.
+    pub source: OrdersSource,
 }
 
 /// The scripted changes: when the demo made them, and where in the orders.
@@ -373,6 +395,7 @@ pub async fn run(
         Script::<std::future::Pending<()>>::Walkthrough(options.clone()),
         options.rate,
         options.drain_timeout,
+        &options.source,
         on_progress,
     )
     .await
@@ -394,6 +417,7 @@ pub async fn live(
         Script::Live(stop),
         options.rate,
         options.drain_timeout,
+        &options.source,
         on_progress,
     )
     .await
@@ -421,7 +445,12 @@ struct Functions {
 }
 
 /// Builds the functions with the configuration infra/ gives them.
-fn functions(sdk: &aws_config::SdkConfig, names: &Names, shards: usize) -> Result<Functions> {
+fn functions(
+    sdk: &aws_config::SdkConfig,
+    names: &Names,
+    shards: usize,
+    source: &OrdersSource,
+) -> Result<Functions> {
     let feed = || FeedConfig {
         bucket: names.bucket.clone(),
         prefix: names.change_prefix.clone(),
@@ -430,7 +459,17 @@ fn functions(sdk: &aws_config::SdkConfig, names: &Names, shards: usize) -> Resul
     };
     let s3_config = s3_event_handler::Config {
         feed: feed(),
-        flags: s3_event_handler::FlagTarget::Kinesis(names.stream.clone()),
+        flags: match source {
+            OrdersSource::Kinesis => s3_event_handler::FlagTarget::Kinesis(names.stream.clone()),
+            OrdersSource::Kafka {
+                bootstrap_servers,
+                topic,
+            } => s3_event_handler::FlagTarget::Kafka(s3_event_handler::KafkaTarget {
+                bootstrap_servers: bootstrap_servers.clone(),
+                topic: topic.clone(),
+                auth: s3_event_handler::KafkaAuth::None,
+            }),
+        },
         reference_prefix: names.reference_prefix.clone(),
         reference_bucket: Some(names.bucket.clone()),
         legacy_flag_payload: None,
@@ -456,9 +495,58 @@ struct Mappings {
     table: DynamoDbStreamMapping,
     queue: SqsMapping,
     shards: Vec<KinesisShardMapping>,
+    /// With the orders on Kafka: one per partition (and no shard's).
+    partitions: Vec<KafkaPartitionMapping>,
 }
 
-fn event_source_mappings(c: &Clients, names: &Names, p: &Provisioned) -> Mappings {
+impl Mappings {
+    /// Orders records the consumers' mappings discarded so far.
+    fn discarded_records(&self) -> u64 {
+        let shards: u64 = self.shards.iter().map(|m| m.discarded_records()).sum();
+        let partitions: u64 = self.partitions.iter().map(|m| m.discarded_records()).sum();
+        shards + partitions
+    }
+}
+
+/// The orders topic's partitions, and a client of its broker.
+struct KafkaOrders {
+    client: Arc<rskafka::client::Client>,
+    bootstrap_servers: Vec<String>,
+    topic: String,
+    partitions: Vec<i32>,
+}
+
+async fn kafka_orders(source: &OrdersSource) -> Result<Option<KafkaOrders>> {
+    let OrdersSource::Kafka {
+        bootstrap_servers,
+        topic,
+    } = source
+    else {
+        return Ok(None);
+    };
+    let client = rskafka::client::ClientBuilder::new(bootstrap_servers.clone())
+        .build()
+        .await
+        .context("connecting to the Kafka broker")?;
+    let partitions: Vec<i32> = (client.list_topics().await.context("listing Kafka topics")?)
+        .into_iter()
+        .find(|t| t.name == *topic)
+        .map(|t| t.partitions.into_iter().collect())
+        .with_context(|| format!("the Kafka topic {topic} does not exist"))?;
+    Ok(Some(KafkaOrders {
+        client: Arc::new(client),
+        bootstrap_servers: bootstrap_servers.clone(),
+        topic: topic.clone(),
+        partitions,
+    }))
+}
+
+fn event_source_mappings(
+    c: &Clients,
+    names: &Names,
+    p: &Provisioned,
+    kafka: Option<&KafkaOrders>,
+) -> Mappings {
     let mappings = mappings();
     // Discarded batches go where infra/'s FailureBucket would hold them: Lambda's invocation
     // records under `aws/lambda/` (in the demo's one bucket), for the redrive to replay.
@@ -482,8 +570,7 @@ fn event_source_mappings(c: &Clients, names: &Names, p: &Provisioned) -> Mapping
             p.queue_arn.clone(),
             mappings.s3_event_handler,
         ),
-        shards: p
-            .shards
+        shards: (if kafka.is_some() { &[][..] } else { &p.shards[..] })
             .iter()
             .map(|s| {
                 KinesisShardMapping::new(
@@ -494,6 +581,28 @@ fn event_source_mappings(c: &Clients, names: &Names, p: &Provisioned) -> Mapping
                     mappings.orders_consumer.clone(),
                 )
                 .with_on_failure(destination("orders-consumer"))
+            })
+            .collect(),
+        // (the template's consumer settings, as for the shards; a Kafka mapping's default
+        // batching window)
+        partitions: (kafka.iter())
+            .flat_map(|k| {
+                k.partitions.iter().map(|&partition| {
+                    KafkaPartitionMapping::new(
+                        Arc::clone(&k.client),
+                        KafkaEventSource::Msk {
+                            cluster_arn: format!(
+                                "arn:aws:kafka:us-east-1:000000000000:cluster/{}/local",
+                                k.topic
+                            ),
+                        },
+                        k.bootstrap_servers.join(","),
+                        k.topic.clone(),
+                        partition,
+                        mappings.orders_consumer.clone(),
+                    )
+                    .with_on_failure(destination("orders-consumer"))
+                })
             })
             .collect(),
     }
@@ -692,7 +801,7 @@ impl Run<'_> {
                 let o = self.observed();
                 (o.progress.consumed, o.progress.flags)
             };
-            let discarded: u64 = mappings.shards.iter().map(|m| m.discarded_records()).sum();
+            let discarded: u64 = mappings.discarded_records();
             let (lost_orders, lost_flags) = if discarded > 0 {
                 discarded_orders_and_flags(&self.c.s3, &self.names.bucket).await?
             } else {
@@ -713,6 +822,13 @@ impl Run<'_> {
     }
 }
 
+/// The topic-partition a Kafka event's records came from (its one group's name).
+fn partition_of(event: &Value) -> String {
+    (event["records"].as_object())
+        .and_then(|r| r.keys().next().cloned())
+        .unwrap_or_default()
+}
+
 /// The shard a Kinesis event's records came from (`shardId:sequenceNumber` event ids).
 fn shard_of(event: &Value) -> String {
     event["Records"][0]["eventID"]
@@ -730,12 +846,21 @@ async fn drive<S: Future<Output = ()>>(
     script: Script<S>,
     rate: u32,
     patience: Duration,
+    source: &OrdersSource,
     on_progress: impl Fn(&Progress),
 ) -> Result<Summary> {
     let c = Clients::new(sdk);
     let p = provision(&c, names).await?;
-    let f = functions(sdk, names, p.shards.len())?;
-    let m = event_source_mappings(&c, names, &p);
+    let kafka = kafka_orders(source).await?;
+    // (one consumer per shard, or per partition: each runs in its own Lambda environment)
+    let streams: Vec<String> = match &kafka {
+        None => p.shards.clone(),
+        Some(k) => (k.partitions.iter())
+            .map(|p| format!("{}-{p}", k.topic))
+            .collect(),
+    };
+    let f = functions(sdk, names, streams.len(), source)?;
+    let m = event_source_mappings(&c, names, &p, kafka.as_ref());
 
     let started = Instant::now();
     let observed = Mutex::new(Observed::default());
@@ -801,14 +926,52 @@ async fn drive<S: Future<Output = ()>>(
                 )
             }),
     );
+    let partition_tasks = join_all(m.partitions.iter().zip(&f.consumers).map(
+        |(mapping, consumer)| {
+            let name = mapping.partition_name();
+            mapping.run(
+                move |event: Value| {
+                    let name = name.clone();
+                    async move {
+                        let result = consumer.handle_kafka_batch(&event).await;
+                        if let Ok((_, summary)) = &result {
+                            if summary.failed.is_none() {
+                                observed_.lock().unwrap_or_else(|e| e.into_inner()).batch(
+                                    partition_of(&event),
+                                    summary,
+                                    started.elapsed(),
+                                );
+                            }
+                        }
+                        Invocation::from_reported(result.map(|(r, _)| {
+                            let r = serde_json::to_value(r).unwrap_or_default();
+                            kafka_failures(&r, &name)
+                        }))
+                    }
+                },
+                stop_rx.clone(),
+            )
+        },
+    ));
+    let sink = match &kafka {
+        None => Sink::Kinesis {
+            client: c.kinesis.clone(),
+            stream: names.stream.clone(),
+        },
+        Some(k) => Sink::Kafka {
+            client: Arc::clone(&k.client),
+            topic: k.topic.clone(),
+            partitions: k.partitions.clone(),
+        },
+    };
 
     let mut run = Run {
         c: &c,
         names,
-        shards: p.shards.len(),
+        shards: streams.len(),
         started,
         patience,
-        generator: Generator::new(c.kinesis.clone(), &names.stream, rate, started),
+        generator: Generator::new(sink, rate, started),
         observed: &observed,
         changes: Changes::default(),
     };
@@ -851,8 +1014,14 @@ async fn drive<S: Future<Output = ()>>(
             }
         }
     };
-    let (table_stats, queue_stats, shard_stats, run, ()) =
-        tokio::join!(table_task, queue_task, shard_tasks, script, ticker);
+    let (table_stats, queue_stats, shard_stats, partition_stats, run, ()) = tokio::join!(
+        table_task,
+        queue_task,
+        shard_tasks,
+        partition_tasks,
+        script,
+        ticker
+    );
     let run = run?;
     let changes = run.changes;
     let sent = run.generator.into_sent();
@@ -878,7 +1047,8 @@ async fn drive<S: Future<Output = ()>>(
     summary
         .mappings
         .push(("s3-event-handler (SQS)".into(), queue_stats?));
-    for (shard, stats) in p.shards.iter().zip(shard_stats) {
+    let consumer_stats = shard_stats.into_iter().chain(partition_stats);
+    for (shard, stats) in streams.iter().zip(consumer_stats) {
         summary
             .mappings
             .push((format!("orders-consumer ({shard})"), stats?));

@@ -1,6 +1,8 @@
-//! Orders like the original's Kinesis Data Generator template.
+//! Orders like the original's Kinesis Data Generator template, into a Kinesis stream or a Kafka
+//! topic.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -13,12 +15,42 @@ use tokio::time::Instant;
 /// The generator's dishes: `donut` is not in the table.
 pub const DISHES: [&str; 5] = ["pizza", "burger", "salad", "donut", "ice-cream"];
 
+/// Where the orders go.
+#[derive(Clone)]
+pub enum Sink {
+    /// A Kinesis data stream (spread over its shards by partition key).
+    Kinesis {
+        /// The client.
+        client: aws_sdk_kinesis::Client,
+        /// The stream's name.
+        stream: String,
+    },
+    /// A Kafka topic (spread over its partitions by customer, as a keyed producer does).
+    Kafka {
+        /// The client.
+        client: Arc<rskafka::client::Client>,
+        /// The topic.
+        topic: String,
+        /// Its partitions.
+        partitions: Vec<i32>,
+    },
+}
+
+impl std::fmt::Debug for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Sink::Kinesis { stream, .. } => write!(f, "Kinesis({stream})"),
+            Sink::Kafka { topic, .. } => write!(f, "Kafka({topic})"),
+        }
+    }
+}
+
 /// An order that was put into the stream.
 #[derive(Clone, Debug)]
 pub struct SentOrder {
-    /// The shard it landed on.
+    /// The shard it landed on (Kafka: its `<topic>-<partition>`).
     pub shard: String,
-    /// Its sequence number.
+    /// Its sequence number (Kafka: its offset).
     pub sequence_number: String,
     /// Its dish.
     pub dish: String,
@@ -32,8 +64,7 @@ pub struct SentOrder {
 /// count ([`Generator::send_until`]) between its scripted changes.
 #[derive(Debug)]
 pub struct Generator {
-    kinesis: aws_sdk_kinesis::Client,
-    stream: String,
+    sink: Sink,
     per_tick: usize,
     rng: fastrand::Rng,
     started: Instant,
@@ -43,16 +74,10 @@ pub struct Generator {
 }
 
 impl Generator {
-    /// A generator of `rate` orders a second into `stream`; `started` is the demo's start.
-    pub fn new(
-        kinesis: aws_sdk_kinesis::Client,
-        stream: &str,
-        rate: u32,
-        started: Instant,
-    ) -> Generator {
+    /// A generator of `rate` orders a second into `sink`; `started` is the demo's start.
+    pub fn new(sink: Sink, rate: u32, started: Instant) -> Generator {
         Generator {
-            kinesis,
-            stream: stream.to_owned(),
+            sink,
             per_tick: (rate / 10).max(1) as usize,
             rng: fastrand::Rng::with_seed(0x5eed),
             started,
@@ -133,35 +158,91 @@ impl Generator {
                 (dish.to_owned(), body.into_bytes(), customer.to_string())
             })
             .collect();
-        let entries = batch
-            .iter()
-            .map(|(_, data, key)| {
-                PutRecordsRequestEntry::builder()
-                    .data(Blob::new(data.clone()))
-                    .partition_key(key)
-                    .build()
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let out = self
-            .kinesis
-            .put_records()
-            .stream_name(&self.stream)
-            .set_records(Some(entries))
-            .send()
-            .await
-            .context("putting orders")?;
-        let at = self.started.elapsed();
-        for ((dish, _, _), r) in batch.iter().zip(out.records()) {
-            if let (Some(shard), Some(seq)) = (r.shard_id(), r.sequence_number()) {
-                let order = SentOrder {
-                    shard: shard.to_owned(),
-                    sequence_number: seq.to_owned(),
-                    dish: dish.clone(),
-                    at,
-                };
-                sent(&order);
-                self.sent.push(order);
+        let at = |started: Instant| started.elapsed();
+        let landed: Vec<(String, String)> = match &self.sink {
+            Sink::Kinesis { client, stream } => {
+                let entries = batch
+                    .iter()
+                    .map(|(_, data, key)| {
+                        PutRecordsRequestEntry::builder()
+                            .data(Blob::new(data.clone()))
+                            .partition_key(key)
+                            .build()
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let out = client
+                    .put_records()
+                    .stream_name(stream)
+                    .set_records(Some(entries))
+                    .send()
+                    .await
+                    .context("putting orders")?;
+                (out.records().iter())
+                    .map(|r| {
+                        let shard = r.shard_id().unwrap_or_default().to_owned();
+                        (shard, r.sequence_number().unwrap_or_default().to_owned())
+                    })
+                    .collect()
             }
+            Sink::Kafka {
+                client,
+                topic,
+                partitions,
+            } => {
+                // (by customer, as a keyed producer partitions; each partition's orders in one
+                // produce request, in order)
+                let partition_of = |key: &str| {
+                    let n: usize = key.bytes().map(usize::from).sum();
+                    partitions[n % partitions.len()]
+                };
+                let mut offsets = vec![(String::new(), String::new()); batch.len()];
+                for &p in partitions {
+                    let mine: Vec<usize> = (0..batch.len())
+                        .filter(|&i| partition_of(&batch[i].2) == p)
+                        .collect();
+                    if mine.is_empty() {
+                        continue;
+                    }
+                    let records = (mine.iter())
+                        .map(|&i| rskafka::record::Record {
+                            key: Some(batch[i].2.clone().into_bytes()),
+                            value: Some(batch[i].1.clone()),
+                            headers: Default::default(),
+                            timestamp: rskafka::chrono::Utc::now(),
+                        })
+                        .collect();
+                    let pc = client
+                        .partition_client(
+                            topic.clone(),
+                            p,
+                            rskafka::client::partition::UnknownTopicHandling::Retry,
+                        )
+                        .await
+                        .context("the orders topic's partition")?;
+                    let assigned = pc
+                        .produce(records, rskafka::client::partition::Compression::NoCompression)
+                        .await
+                        .context("producing orders")?;
+                    for (&i, offset) in mine.iter().zip(assigned) {
+                        offsets[i] = (format!("{topic}-{p}"), offset.to_string());
+                    }
+                }
+                offsets
+            }
+        };
+        let at = at(self.started);
+        for ((dish, _, _), (shard, seq)) in batch.iter().zip(landed) {
+            if shard.is_empty() || seq.is_empty() {
+                continue;
+            }
+            let order = SentOrder {
+                shard,
+                sequence_number: seq,
+                dish: dish.clone(),
+                at,
+            };
+            sent(&order);
+            self.sent.push(order);
         }
         Ok(())
     }

@@ -18,3 +18,4 @@
 pub mod commands;
 pub mod demo;
 pub mod generator;
+pub mod kafka_broker;

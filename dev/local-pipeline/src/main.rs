@@ -8,7 +8,8 @@ use clap::Parser;
 use local_emulator::provision::Names;
 use local_emulator::LocalEmulator;
 use local_pipeline::commands;
-use local_pipeline::demo::{self, LiveOptions, Options, Progress};
+use local_pipeline::demo::{self, LiveOptions, Options, OrdersSource, Progress};
+use local_pipeline::kafka_broker::KafkaBroker;
 
 /// Runs the stream-refdata walkthrough on one machine: orders stream in, the reference data
 /// changes (DynamoDB and S3), and the enriched output follows the change.
@@ -35,6 +36,17 @@ struct Args {
     /// on one emulator.
     #[arg(long)]
     name_suffix: Option<String>,
+    /// Where the orders stream: `kinesis` (the 4-shard stream) or `kafka` (a 4-partition topic
+    /// on a Kafka-protocol broker the run starts on loopback, as an MSK cluster's would be).
+    #[arg(long, value_enum, default_value_t = Source::Kinesis)]
+    source: Source,
+}
+
+/// The orders stream's kind (`--source`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Source {
+    Kinesis,
+    Kafka,
 }
 
 /// The progress line: on a terminal rewritten in place; otherwise printed every 5 s, and (live)
@@ -138,6 +150,35 @@ async fn main() -> Result<()> {
     );
     let sdk = emulator.sdk_config().await;
     let names = names(args.name_suffix.as_deref());
+    // (with `--source kafka`: the broker, for this run, with the 4-partition orders topic)
+    let topic = format!(
+        "orders{}",
+        args.name_suffix
+            .as_deref()
+            .map(|s| format!("-{s}"))
+            .unwrap_or_default()
+    );
+    let broker = match args.source {
+        Source::Kinesis => None,
+        Source::Kafka => Some(KafkaBroker::start(&topic, 4)?),
+    };
+    let source = match &broker {
+        None => OrdersSource::Kinesis,
+        Some(b) => {
+            println!(
+                "orders on Kafka: topic {topic} (4 partitions) on the broker at {} (started for this run)",
+                b.bootstrap_servers.join(",")
+            );
+            OrdersSource::Kafka {
+                bootstrap_servers: b.bootstrap_servers.clone(),
+                topic: topic.clone(),
+            }
+        }
+    };
+    let over = match args.source {
+        Source::Kinesis => "4 shards",
+        Source::Kafka => "4 partitions",
+    };
     let show = Show {
         tty: std::io::stderr().is_terminal(),
         live: args.interactive,
@@ -145,13 +186,14 @@ async fn main() -> Result<()> {
     };
     let s = if args.interactive {
         println!(
-            "{} orders/s over 4 shards until Ctrl-C; the reference data changes when you change it",
+            "{} orders/s over {over} until Ctrl-C; the reference data changes when you change it",
             args.rate
         );
         print_commands(emulator.endpoint(), &names);
         let options = LiveOptions {
             rate: args.rate,
             drain_timeout: Duration::from_secs(60),
+            source: source.clone(),
         };
         let stop = async {
             // Without a signal handler the stop is never asked for: run on.
@@ -163,14 +205,19 @@ async fn main() -> Result<()> {
         demo::live(&sdk, &names, &options, stop, |p| show.show(p)).await?
     } else {
         println!(
-            "{} orders/s over 4 shards; burger medium -> high after {} orders; the S3 reference object changes after {}; {} more orders once every shard met its flag",
-            args.rate, args.update_after, args.s3_change_after, args.orders_after_flags
+            "{} orders/s over {over}; burger medium -> high after {} orders; the S3 reference object changes after {}; {} more orders once every {} met its flag",
+            args.rate,
+            args.update_after,
+            args.s3_change_after,
+            args.orders_after_flags,
+            if broker.is_some() { "partition" } else { "shard" }
         );
         let options = Options {
             rate: args.rate,
             update_after: args.update_after,
             s3_change_after: args.s3_change_after,
             orders_after_flags: args.orders_after_flags,
+            source,
             ..Options::default()
         };
         demo::run(&sdk, &names, &options, |p| show.show(p)).await?
@@ -260,13 +307,17 @@ async fn main() -> Result<()> {
     }
     if let Some(at) = s.s3_change_at {
         println!(
-            "  S3 reference object changed at {:.2} s: {} flags reached the consumers (one per shard)",
+            "  S3 reference object changed at {:.2} s: {} flags reached the consumers (one per {})",
             at.as_secs_f64(),
-            p.flags
+            p.flags,
+            if broker.is_some() { "partition" } else { "shard" }
         );
     }
     if !s.flags_at.is_empty() {
-        println!("  salad's menu category starters -> salads (the S3 object), per shard:");
+        println!(
+            "  salad's menu category starters -> salads (the S3 object), per {}:",
+            if broker.is_some() { "partition" } else { "shard" }
+        );
         for e in s.flag_effects(local_pipeline::demo::NEW_SALAD_CATEGORY) {
             let tail = |seq: &str| seq[seq.len().saturating_sub(8)..].to_owned();
             match &e.first_after {
