@@ -1,14 +1,16 @@
 //! The walkthrough end to end on the local pipeline, as `scripts/demo` runs it (shorter): orders
 //! stream into 4 shards, burger's priority changes midway, an S3 reference object changes, and
 //! the output read back from S3 must follow the change without losing or duplicating an order.
-//! The walkthrough is driven by count of orders, so it asserts the same on a busy machine.
+//! The walkthrough is driven by count of orders, so it asserts the same on a busy machine. The
+//! same walkthrough with the orders on a 4-partition Kafka topic (`scripts/demo --source kafka`)
+//! asserts the same, per partition.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use local_emulator::provision::Names;
-use local_pipeline::demo::{run, Options, Summary};
-use test_support::{sdk_config, unique_name};
+use local_pipeline::demo::{run, Options, OrdersSource, Summary};
+use test_support::{kafka_bootstrap_servers, kafka_client, kafka_topic, sdk_config, unique_name};
 
 fn names() -> Names {
     Names {
@@ -20,13 +22,14 @@ fn names() -> Names {
     }
 }
 
-async fn walkthrough() -> Summary {
+async fn walkthrough(source: OrdersSource) -> Summary {
     let options = Options {
         rate: 40,
         update_after: 120,
         s3_change_after: 240,
         orders_after_flags: 200,
         drain_timeout: Duration::from_secs(120),
+        source,
     };
     run(&sdk_config().await, &names(), &options, |_| {})
         .await
@@ -35,7 +38,29 @@ async fn walkthrough() -> Summary {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn burger_orders_follow_the_update_and_nothing_is_lost() {
-    let s = walkthrough().await;
+    assert_followed(walkthrough(OrdersSource::Kinesis).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_kafka_burger_orders_follow_the_update_and_the_s3_change_reaches_every_partition() {
+    let client = kafka_client().await;
+    let (topic, partitions) = kafka_topic(&client, "orders").await;
+    assert_eq!(partitions.len(), 4);
+    let s = walkthrough(OrdersSource::Kafka {
+        bootstrap_servers: kafka_bootstrap_servers(),
+        topic: topic.clone(),
+    })
+    .await;
+    // (the orders' "shards" are the topic's partitions)
+    let prefix = format!("{topic}-");
+    assert!(s.sent.iter().all(|o| o.shard.starts_with(&prefix)));
+    assert_eq!(s.flags_at.len(), 4, "{:?}", s.flags_at);
+    assert_followed(s);
+}
+
+/// The walkthrough's checks: every order accounted for, the update followed shard by shard (or
+/// partition by partition), the S3 change's flag on every one, the new dish held then released.
+fn assert_followed(s: Summary) {
     let p = &s.progress;
     // Each order's place in the order it was put.
     let sent: HashMap<(String, String), usize> = s

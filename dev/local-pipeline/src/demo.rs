@@ -570,19 +570,23 @@ fn event_source_mappings(
             p.queue_arn.clone(),
             mappings.s3_event_handler,
         ),
-        shards: (if kafka.is_some() { &[][..] } else { &p.shards[..] })
-            .iter()
-            .map(|s| {
-                KinesisShardMapping::new(
-                    c.kinesis.clone(),
-                    names.stream.clone(),
-                    p.stream_arn.clone(),
-                    s.clone(),
-                    mappings.orders_consumer.clone(),
-                )
-                .with_on_failure(destination("orders-consumer"))
-            })
-            .collect(),
+        shards: (if kafka.is_some() {
+            &[][..]
+        } else {
+            &p.shards[..]
+        })
+        .iter()
+        .map(|s| {
+            KinesisShardMapping::new(
+                c.kinesis.clone(),
+                names.stream.clone(),
+                p.stream_arn.clone(),
+                s.clone(),
+                mappings.orders_consumer.clone(),
+            )
+            .with_on_failure(destination("orders-consumer"))
+        })
+        .collect(),
         // (the template's consumer settings, as for the shards; a Kafka mapping's default
         // batching window)
         partitions: (kafka.iter())

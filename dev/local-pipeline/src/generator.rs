@@ -220,7 +220,10 @@ impl Generator {
                         .await
                         .context("the orders topic's partition")?;
                     let assigned = pc
-                        .produce(records, rskafka::client::partition::Compression::NoCompression)
+                        .produce(
+                            records,
+                            rskafka::client::partition::Compression::NoCompression,
+                        )
                         .await
                         .context("producing orders")?;
                     for (&i, offset) in mine.iter().zip(assigned) {

@@ -310,13 +310,21 @@ async fn main() -> Result<()> {
             "  S3 reference object changed at {:.2} s: {} flags reached the consumers (one per {})",
             at.as_secs_f64(),
             p.flags,
-            if broker.is_some() { "partition" } else { "shard" }
+            if broker.is_some() {
+                "partition"
+            } else {
+                "shard"
+            }
         );
     }
     if !s.flags_at.is_empty() {
         println!(
             "  salad's menu category starters -> salads (the S3 object), per {}:",
-            if broker.is_some() { "partition" } else { "shard" }
+            if broker.is_some() {
+                "partition"
+            } else {
+                "shard"
+            }
         );
         for e in s.flag_effects(local_pipeline::demo::NEW_SALAD_CATEGORY) {
             let tail = |seq: &str| seq[seq.len().saturating_sub(8)..].to_owned();
