@@ -257,6 +257,48 @@ fn the_emulated_event_source_mappings_have_the_templates_settings() {
     }
 }
 
+#[test]
+fn the_msk_mapping_has_the_kinesis_mappings_settings() {
+    // With OrdersSource=MSK the orders consumer's mapping is the topic's: the same batch size,
+    // window, retries, record age, partial batch responses, no bisect, the same failure bucket;
+    // and the Kinesis mapping is disabled then.
+    let t = Template::load();
+    let kinesis = t.event_source("OrdersConsumer");
+    let msk = t.properties("OrdersConsumerMskMapping");
+    for setting in [
+        "BatchSize",
+        "MaximumBatchingWindowInSeconds",
+        "MaximumRetryAttempts",
+        "MaximumRecordAgeInSeconds",
+        "StartingPosition",
+    ] {
+        assert_eq!(
+            t.text(&msk[setting]),
+            t.text(&kinesis[setting]),
+            "{setting}"
+        );
+    }
+    assert_eq!(
+        msk["FunctionResponseTypes"],
+        kinesis["FunctionResponseTypes"]
+    );
+    assert_eq!(msk["BisectBatchOnFunctionError"].as_bool(), Some(false));
+    assert_eq!(
+        msk["DestinationConfig"]["OnFailure"]["Destination"],
+        kinesis["DestinationConfig"]["OnFailure"]["Destination"]
+    );
+    assert!(
+        !msk["ProvisionedPollerConfig"].is_null(),
+        "retries need provisioned pollers"
+    );
+    let enabled = format!("{:?}", kinesis["Enabled"]);
+    assert!(
+        enabled.contains("MskOn"),
+        "the Kinesis mapping is off with MSK: {enabled}"
+    );
+    assert_eq!(t.text(t.default("OrdersSource")), "Kinesis");
+}
+
 #[tokio::test]
 async fn what_provisioning_creates_matches_the_template() {
     let t = Template::load();
