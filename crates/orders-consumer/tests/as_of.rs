@@ -55,6 +55,31 @@ fn kinesis_event(first: u64, arrival_ms: i64, data: &[String]) -> Value {
     json!({ "Records": records })
 }
 
+/// The same records as an MSK event of `orders-0` (offsets from `first`), each with `timestamp`
+/// `arrival_ms` (the as-of time of a Kafka record).
+fn kafka_event(first: i64, arrival_ms: i64, data: &[String]) -> Value {
+    let records: Vec<Value> = (data.iter().enumerate())
+        .map(|(i, data)| {
+            json!({
+                "topic": "orders",
+                "partition": 0,
+                "offset": first + i as i64,
+                "timestamp": arrival_ms,
+                "timestampType": "CREATE_TIME",
+                "key": null,
+                "value": base64::engine::general_purpose::STANDARD.encode(data),
+                "headers": []
+            })
+        })
+        .collect();
+    json!({
+        "eventSource": "aws:kafka",
+        "eventSourceArn": "arn:aws:kafka:us-east-1:123456789012:cluster/orders/uuid-1",
+        "bootstrapServers": "b-1.orders.kafka.us-east-1.amazonaws.com:9098",
+        "records": { "orders-0": records }
+    })
+}
+
 fn order(dish: &str, customer: u64) -> String {
     json!({"dish": dish, "cost": 5, "customer_id": customer}).to_string()
 }
@@ -160,17 +185,16 @@ async fn a_batch_is_enriched_as_of_its_arrival_and_a_retry_after_another_change_
     // AND orders that arrived then: burger, pizza, a dish without a row, a record that is not
     // an order
     let arrived = now_ms();
-    let batch = kinesis_event(
-        1,
-        arrived,
-        &[
-            order("burger", 1),
-            order("pizza", 2),
-            order("ramen", 3),
-            "not json".to_owned(),
-            order("burger", 5),
-        ],
-    );
+    let records = [
+        order("burger", 1),
+        order("pizza", 2),
+        order("ramen", 3),
+        "not json".to_owned(),
+        order("burger", 5),
+    ];
+    let batch = kinesis_event(1, arrived, &records);
+    // (and the same orders on Kafka: as of each record's timestamp)
+    let kafka = kafka_event(40, arrived, &records);
     // AND burger's priority changed to high after they arrived, before the batch runs (more
     // than the clock margin after the snapshot's Scan, or the Scan may or may not have seen
     // it: unknown before it)
@@ -181,12 +205,19 @@ async fn a_batch_is_enriched_as_of_its_arrival_and_a_retry_after_another_change_
     // WHEN the binary enriches the batch as of its arrival
     let out = unique_name("as-of-out");
     rig.s3.create_bucket().bucket(&out).send().await.unwrap();
-    let answers = run(&rig, &out, vec![batch.clone()]).await;
-    assert_eq!(answers, [json!({"batchItemFailures": []})]);
+    let answers = run(&rig, &out, vec![batch.clone(), kafka.clone()]).await;
+    assert_eq!(answers, vec![json!({"batchItemFailures": []}); 2]);
 
     // THEN burger is in medium, as it was when the orders arrived; each line says as of when
     let first = objects(&rig.s3, &out).await;
-    let enriched = lines(&first, "enriched/");
+    let all_enriched = lines(&first, "enriched/");
+    let on = |all: &[(String, Value)], stream: &str| -> Vec<(String, Value)> {
+        (all.iter())
+            .filter(|(key, _)| key.contains(stream))
+            .cloned()
+            .collect()
+    };
+    let enriched = on(&all_enriched, SHARD);
     let burgers: Vec<&(String, Value)> = (enriched.iter())
         .filter(|(_, l)| l["item"] == "burger")
         .collect();
@@ -205,8 +236,18 @@ async fn a_batch_is_enriched_as_of_its_arrival_and_a_retry_after_another_change_
         assert!(line.get("provisional").is_none(), "{line}");
     }
     assert_eq!(enriched.len(), 3, "{enriched:?}");
+    // AND on Kafka the same, as of the records' timestamp, under the partition's names
+    let on_kafka = on(&all_enriched, "orders-0-40.jsonl");
+    assert_eq!(on_kafka.len(), 3, "{all_enriched:?}");
+    for (key, line) in on_kafka.iter().filter(|(_, l)| l["item"] == "burger") {
+        assert!(
+            key.starts_with("enriched/item=burger/priority=medium/"),
+            "{key}"
+        );
+        assert_eq!(line["as_of"], json!(arrived), "{line}");
+    }
     // AND the dish without a row and the record that is not an order are dead-lettered
-    let dead = lines(&first, "dead-letter/");
+    let dead = on(&lines(&first, "dead-letter/"), SHARD);
     assert_eq!(dead.len(), 2, "{dead:?}");
     assert!(dead
         .iter()
@@ -216,10 +257,10 @@ async fn a_batch_is_enriched_as_of_its_arrival_and_a_retry_after_another_change_
     next_second().await;
     rig.table.set_priority("burger", "low").await;
     rig.deliver().await.expect("the second update");
-    let answers = run(&rig, &out, vec![batch.clone()]).await;
-    assert_eq!(answers, [json!({"batchItemFailures": []})]);
+    let answers = run(&rig, &out, vec![batch.clone(), kafka.clone()]).await;
+    assert_eq!(answers, vec![json!({"batchItemFailures": []}); 2]);
 
-    // THEN every object is byte for byte what the first attempt wrote
+    // THEN every object is byte for byte what the first attempt wrote (Kafka's too)
     let again = objects(&rig.s3, &out).await;
     assert_eq!(
         again.keys().collect::<Vec<_>>(),
