@@ -335,48 +335,18 @@ fn a_replay_never_writes_into_the_functions_own_output() {
 
 #[test]
 fn a_kafka_mappings_record_parses_as_the_orders_consumers_batch() {
-    // (the S3 destination's record of a Kafka mapping, as AWS documents it: recordsInfo per
+    // (the S3 destination's record of an MSK mapping, as AWS documents it: recordsInfo per
     // topic-partition, offsets as strings, the event as the payload)
-    let payload = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../events/example-msk-orders.json"
-    ))
-    .unwrap();
-    let record = serde_json::json!({
-        "requestContext": {
-            "requestId": "316aa6d0-8154-xmpl-9af7-85d5f4a6bc81",
-            "functionArn": "arn:aws:lambda:us-east-1:123456789012:function:orders-consumer",
-            "condition": "RetryAttemptsExhausted",
-            "approximateInvokeCount": 3
-        },
-        "responseContext": {"statusCode": 200, "executedVersion": "$LATEST"},
-        "version": "1.0",
-        "timestamp": "2026-11-25T09:38:06.021Z",
-        "KafkaBatchInfo": {
-            "batchSize": 7,
-            "eventSourceArn": "arn:aws:kafka:us-east-1:123456789012:cluster/orders-cluster/751d2973-a626-431c-9d4e-d7975eb44dd7-2",
-            "bootstrapServers": "b-1.orders-cluster.a1bcde.c1.kafka.us-east-1.amazonaws.com:9098",
-            "payloadSize": payload.len(),
-            "recordsInfo": {
-                "orders-0": {"firstRecordOffset": "15", "lastRecordOffset": "18",
-                             "firstRecordTimestamp": "2026-11-25T09:38:04.835Z",
-                             "lastRecordTimestamp": "2026-11-25T09:38:05.580Z"},
-                "orders-1": {"firstRecordOffset": "7", "lastRecordOffset": "9",
-                             "firstRecordTimestamp": "2026-11-25T09:38:04.835Z",
-                             "lastRecordTimestamp": "2026-11-25T09:38:05.580Z"}
-            }
-        },
-        "payload": payload
-    });
-    let bytes = serde_json::to_vec(&record).unwrap();
-    assert_eq!(Function::named_in(&bytes), Some(Function::OrdersConsumer));
-    let r = FailureRecord::parse(&bytes).unwrap();
+    let bytes = include_bytes!("../../../events/example-s3-failure-msk.json");
+    let payload = include_str!("../../../events/example-msk-orders.json");
+    assert_eq!(Function::named_in(bytes), Some(Function::OrdersConsumer));
+    let r = FailureRecord::parse(bytes).unwrap();
     assert_eq!(r.function, Function::OrdersConsumer);
-    assert_eq!(r.invoke_count, 3);
+    assert_eq!(r.invoke_count, 101);
     assert_eq!(r.batch.shard_id, "orders-0,orders-1");
     assert_eq!(r.batch.start_sequence_number, "15");
     assert_eq!(r.batch.end_sequence_number, "9");
     assert_eq!(r.batch.batch_size, 7);
     assert!(r.batch.stream_arn.starts_with("arn:aws:kafka:"));
-    assert_eq!(r.payload.as_deref(), Some(payload.as_str()));
+    assert_eq!(r.payload.as_deref(), Some(payload));
 }
