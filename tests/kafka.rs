@@ -108,7 +108,10 @@ async fn deliver(
             let handler = |event: Value| {
                 let name = name.clone();
                 async move {
-                    match consumer.handle_kafka_batch(&event).await {
+                    // (parsed from its text, as the binary parses its payload)
+                    let event: orders_consumer::Invocation =
+                        serde_json::from_str(&event.to_string()).unwrap();
+                    match consumer.handle_any(event).await {
                         Ok((response, _)) => {
                             let response = serde_json::to_value(response).unwrap();
                             Invocation::from_reported(Ok::<_, String>(kafka_failures(

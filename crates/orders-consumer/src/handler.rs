@@ -442,8 +442,8 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectKeeper>
     /// Kinesis batch (see the [module](self)), one after another in the order of their names.
     /// A partition's objects are named from its topic, partition and first offset
     /// (`<topic>-<partition>-<offset>.jsonl`), so a retry rewrites the same names. A partition
-    /// whose batch cannot complete is reported from its first record (Lambda retries that
-    /// partition from there); the others are acknowledged. The summary adds the partitions'
+    /// whose batch cannot complete is reported with every record of its batch, from its first
+    /// (Lambda retries that partition from there); the others are acknowledged. The summary adds the partitions'
     /// up.
     pub async fn handle_kafka_invocation(
         &self,
@@ -456,11 +456,20 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectKeeper>
         let mut all = BatchSummary::default();
         for batch in batches {
             let shard = batch.shard.clone();
+            // (every record of the partition's batch is reported when it fails, from its first:
+            // Lambda retries the partition from the lowest offset named, and a reading of the
+            // response that retried only the records named would still retry them all)
+            let mut offsets: Vec<String> = (batch.inputs.iter())
+                .map(|i| i.sequence_number.clone())
+                .collect();
+            offsets.dedup();
             let (retry, summary) = self.handle_decoded(batch).await;
-            if let Some(offset) = retry {
-                response
-                    .batch_item_failures
-                    .push(KafkaBatchItemFailure::new(&shard, &offset));
+            if retry.is_some() {
+                (response.batch_item_failures).extend(
+                    offsets
+                        .iter()
+                        .map(|o| KafkaBatchItemFailure::new(&shard, o)),
+                );
             }
             all.absorb(summary);
         }

@@ -80,7 +80,8 @@ async fn each_partition_is_enriched_under_names_from_its_topic_partition_and_fir
 }
 
 #[tokio::test]
-async fn a_partition_that_cannot_be_written_is_reported_from_its_first_offset_alone() {
+async fn a_partition_that_cannot_be_written_is_reported_from_its_first_offset_alone_with_its_records(
+) {
     let r = rig().await;
     let consumer = r.consumer(r.config(Unmatched::Reject));
     // (ice-cream is in orders-1 alone)
@@ -91,12 +92,12 @@ async fn a_partition_that_cannot_be_written_is_reported_from_its_first_offset_al
         .unwrap();
     assert_eq!(
         response.batch_item_failures,
-        [KafkaBatchItemFailure {
+        [7, 8, 9].map(|offset| KafkaBatchItemFailure {
             item_identifier: KafkaItemIdentifier {
                 partition: "orders-1".into(),
-                offset: 7,
+                offset,
             }
-        }]
+        })
     );
     assert!(summary.failed.is_some());
     // orders-0 is written (and acknowledged)
@@ -108,7 +109,9 @@ async fn a_partition_that_cannot_be_written_is_reported_from_its_first_offset_al
     assert_eq!(
         serde_json::to_value(orders_consumer::Response::Kafka(response)).unwrap(),
         serde_json::json!({"batchItemFailures": [
-            {"itemIdentifier": {"partition": "orders-1", "offset": 7}}
+            {"itemIdentifier": {"partition": "orders-1", "offset": 7}},
+            {"itemIdentifier": {"partition": "orders-1", "offset": 8}},
+            {"itemIdentifier": {"partition": "orders-1", "offset": 9}}
         ]})
     );
 }

@@ -128,9 +128,9 @@ impl KafkaFlags {
         let mut builder = ClientBuilder::new(self.target.bootstrap_servers.clone())
             .client_id("stream-refdata-s3-event-handler")
             // (a broker that does not answer fails the invocation within Lambda's time, rather
-            // than being retried until it ends)
+            // than being retried until it ends: three attempts of at most 10 s each)
             .backoff_config(rskafka::BackoffConfig {
-                deadline: Some(Duration::from_secs(20)),
+                deadline: Some(Duration::from_secs(10)),
                 ..rskafka::BackoffConfig::default()
             });
         if self.target.auth != KafkaAuth::None {
@@ -184,6 +184,9 @@ impl KafkaFlags {
         let topic = (topics.into_iter())
             .find(|t| t.name == self.target.topic)
             .ok_or_else(|| self.error("list topics", "the topic does not exist"))?;
+        if topic.partitions.is_empty() {
+            return Err(self.error("list topics", "the topic has no partitions"));
+        }
         Ok(topic.partitions.into_iter().collect())
     }
 }

@@ -107,8 +107,12 @@ pub type KafkaPartitionMapping = StreamMapping<KafkaPartition>;
 /// it names for `partition_name` (`<topic>-<n>`), or an identifier of another partition (which
 /// Lambda takes as a failure of the whole batch).
 pub fn kafka_failures(response: &Value, partition_name: &str) -> Vec<String> {
-    let Some(items) = response.get("batchItemFailures").and_then(Value::as_array) else {
-        return Vec::new();
+    // (none, or null: a success; anything else that is not a list: a failure of the whole
+    // batch, as Lambda takes a response it cannot read)
+    let items = match response.get("batchItemFailures") {
+        None | Some(Value::Null) => return Vec::new(),
+        Some(Value::Array(items)) => items,
+        Some(other) => return vec![format!("?{other}")],
     };
     (items.iter())
         .map(|item| {

@@ -937,7 +937,11 @@ async fn drive<S: Future<Output = ()>>(
                 move |event: Value| {
                     let name = name.clone();
                     async move {
-                        let result = consumer.handle_kafka_batch(&event).await;
+                        // (parsed from its text, as the binary parses its payload)
+                        let result = match serde_json::from_str(&event.to_string()) {
+                            Ok(parsed) => consumer.handle_any(parsed).await,
+                            Err(e) => Err(orders_consumer::HandlerError::InvalidKafkaEvent(e)),
+                        };
                         if let Ok((_, summary)) = &result {
                             if summary.failed.is_none() {
                                 observed_.lock().unwrap_or_else(|e| e.into_inner()).batch(

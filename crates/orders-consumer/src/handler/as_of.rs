@@ -161,8 +161,8 @@ fn answer(
         (Record::Order(_), ..) => {
             return not_answered(
                 input,
-                "its Kinesis record has no approximateArrivalTimestamp: enriching as of arrival \
-                 needs it"
+                "its record has no arrival time (a Kinesis record's approximateArrivalTimestamp, \
+                 a Kafka record's timestamp): enriching as of arrival needs it"
                     .into(),
             )
         }
