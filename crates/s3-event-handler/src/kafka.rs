@@ -90,33 +90,46 @@ impl<F: FlagStream> Flags for FlagSender<F> {
     }
 }
 
-/// The flags on a Kafka topic's partitions: a client connected at the first invocation and kept
-/// warm across them.
-pub struct KafkaFlags {
+/// What the flags need of a Kafka topic: its partitions now, and a produce to one of them. On
+/// the cluster it is [`RsKafkaTopic`]; tests pass fakes (a partition that cannot be written).
+pub trait TopicWriter: Send + Sync {
+    /// The topic's name.
+    fn topic(&self) -> &str;
+    /// Its partitions, as the cluster's metadata says now (none is an error).
+    fn partitions(&self) -> impl Future<Output = Result<Vec<i32>, FlagError>> + Send;
+    /// Produces `payloads` to `partition`, in order: how many were written, or why not.
+    fn produce(
+        &self,
+        partition: i32,
+        payloads: &[Vec<u8>],
+    ) -> impl Future<Output = Result<usize, String>> + Send;
+}
+
+/// A topic on a Kafka cluster, through rskafka: a client connected at the first invocation and
+/// kept warm across them (connected again after a failed metadata request).
+pub struct RsKafkaTopic {
     target: KafkaTarget,
     /// Where the IAM token's credentials and region come from.
     sdk: Option<aws_config::SdkConfig>,
     client: Mutex<Option<Arc<Client>>>,
-    attempts: u32,
 }
 
-impl std::fmt::Debug for KafkaFlags {
+impl std::fmt::Debug for RsKafkaTopic {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KafkaFlags")
+        f.debug_struct("RsKafkaTopic")
             .field("target", &self.target)
             .finish_non_exhaustive()
     }
 }
 
-impl KafkaFlags {
-    /// Flags on `target`'s partitions; `sdk` gives the credentials and region of MSK's IAM
-    /// authentication (unused otherwise).
+impl RsKafkaTopic {
+    /// `target`'s topic; `sdk` gives the credentials and region of MSK's IAM authentication
+    /// (unused otherwise).
     pub fn new(target: KafkaTarget, sdk: Option<aws_config::SdkConfig>) -> Self {
-        KafkaFlags {
+        RsKafkaTopic {
             target,
             sdk,
             client: Mutex::new(None),
-            attempts: 3,
         }
     }
 
@@ -177,10 +190,23 @@ impl KafkaFlags {
             message: format!("{operation}: {e}"),
         }
     }
+}
 
-    /// The topic's partitions, as the cluster's metadata says now.
-    async fn partitions(&self, client: &Client) -> Result<Vec<i32>, FlagError> {
-        let topics = (client.list_topics().await).map_err(|e| self.error("list topics", e))?;
+impl TopicWriter for RsKafkaTopic {
+    fn topic(&self) -> &str {
+        &self.target.topic
+    }
+
+    async fn partitions(&self) -> Result<Vec<i32>, FlagError> {
+        let client = self.client().await?;
+        let topics = match client.list_topics().await {
+            Ok(t) => t,
+            Err(e) => {
+                // (a connection gone stale between invocations: connect again next time)
+                *self.client.lock().await = None;
+                return Err(self.error("list topics", e));
+            }
+        };
         let topic = (topics.into_iter())
             .find(|t| t.name == self.target.topic)
             .ok_or_else(|| self.error("list topics", "the topic does not exist"))?;
@@ -189,60 +215,86 @@ impl KafkaFlags {
         }
         Ok(topic.partitions.into_iter().collect())
     }
+
+    async fn produce(&self, partition: i32, payloads: &[Vec<u8>]) -> Result<usize, String> {
+        let client = self.client().await.map_err(|e| e.to_string())?;
+        let now = rskafka::chrono::Utc::now();
+        let records: Vec<Record> = (payloads.iter())
+            .map(|p| Record {
+                key: None,
+                value: Some(p.clone()),
+                headers: Default::default(),
+                timestamp: now,
+            })
+            .collect();
+        let pc = (client)
+            .partition_client(
+                self.target.topic.clone(),
+                partition,
+                UnknownTopicHandling::Error,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let offsets =
+            (pc.produce(records, Compression::NoCompression).await).map_err(|e| e.to_string())?;
+        Ok(offsets.len())
+    }
 }
 
-impl Flags for KafkaFlags {
+/// The flags on a Kafka topic's partitions, through `W` (the cluster's topic by default).
+#[derive(Debug)]
+pub struct KafkaFlags<W = RsKafkaTopic> {
+    writer: W,
+    attempts: u32,
+    /// The pause before a partition's second attempt (doubled before each further one).
+    pause: Duration,
+}
+
+impl KafkaFlags {
+    /// Flags on `target`'s partitions; `sdk` gives the credentials and region of MSK's IAM
+    /// authentication (unused otherwise).
+    pub fn new(target: KafkaTarget, sdk: Option<aws_config::SdkConfig>) -> Self {
+        KafkaFlags::with_writer(RsKafkaTopic::new(target, sdk))
+    }
+}
+
+impl<W: TopicWriter> KafkaFlags<W> {
+    /// Flags through `writer`: three attempts per partition, 200 ms then 400 ms apart.
+    pub fn with_writer(writer: W) -> Self {
+        KafkaFlags {
+            writer,
+            attempts: 3,
+            pause: Duration::from_millis(200),
+        }
+    }
+
+    /// The pause before a partition's second attempt (tests: none).
+    pub fn with_pause(mut self, pause: Duration) -> Self {
+        self.pause = pause;
+        self
+    }
+}
+
+impl<W: TopicWriter> Flags for KafkaFlags<W> {
     async fn send(&self, payloads: &[Vec<u8>]) -> Result<Delivered, FlagError> {
-        let client = match self.client().await {
-            Ok(c) => c,
-            Err(e) => return Err(e),
-        };
-        let partitions = match self.partitions(&client).await {
-            Ok(p) => p,
-            Err(e) => {
-                // (a connection gone stale between invocations: connect again next time)
-                *self.client.lock().await = None;
-                return Err(e);
-            }
-        };
-        let records = || -> Vec<Record> {
-            let now = rskafka::chrono::Utc::now();
-            (payloads.iter())
-                .map(|p| Record {
-                    key: None,
-                    value: Some(p.clone()),
-                    headers: Default::default(),
-                    timestamp: now,
-                })
-                .collect()
-        };
+        let partitions = self.writer.partitions().await?;
+        let topic = self.writer.topic();
         // Every partition at once; each retried on its own.
-        let results = join_all(partitions.iter().map(|&partition| {
-            let client = Arc::clone(&client);
-            let records = records();
-            let topic = self.target.topic.clone();
-            async move {
-                let mut last = String::new();
-                for attempt in 1..=self.attempts {
-                    if attempt > 1 {
-                        tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
-                    }
-                    let produced = async {
-                        let pc = (client)
-                            .partition_client(topic.clone(), partition, UnknownTopicHandling::Error)
-                            .await?;
-                        pc.produce(records.clone(), Compression::NoCompression).await
-                    };
-                    match produced.await {
-                        Ok(offsets) => return (partition, Ok((offsets.len(), attempt - 1))),
-                        Err(e) => {
-                            last = e.to_string();
-                            warn!(%topic, partition, attempt, error = %last, "flag not produced to the partition; retrying");
-                        }
+        let results = join_all(partitions.iter().map(|&partition| async move {
+            let mut last = String::new();
+            for attempt in 1..=self.attempts {
+                if attempt > 1 {
+                    tokio::time::sleep(self.pause * (1 << (attempt - 2))).await;
+                }
+                match self.writer.produce(partition, payloads).await {
+                    Ok(written) => return (partition, Ok((written, attempt - 1))),
+                    Err(e) => {
+                        last = e;
+                        warn!(%topic, partition, attempt, error = %last, "flag not produced to the partition; retrying");
                     }
                 }
-                (partition, Err(last))
             }
+            (partition, Err(last))
         }))
         .await;
         let mut delivered = Delivered::default();
@@ -264,7 +316,7 @@ impl Flags for KafkaFlags {
             Ok(delivered)
         } else {
             Err(FlagError::KafkaPartitions {
-                topic: self.target.topic.clone(),
+                topic: topic.to_owned(),
                 partitions: missing,
                 attempts: self.attempts,
                 last_error,
@@ -314,4 +366,81 @@ fn iam_token(sdk: aws_config::SdkConfig) -> OauthCallback {
             Ok(token)
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Mutex as StdMutex;
+
+    use super::*;
+
+    /// A topic whose partitions fail as told: partition -> failures before it takes a produce.
+    #[derive(Default)]
+    struct FakeTopic {
+        partitions: Vec<i32>,
+        failures: StdMutex<HashMap<i32, u32>>,
+        written: StdMutex<HashMap<i32, Vec<Vec<u8>>>>,
+    }
+
+    impl TopicWriter for FakeTopic {
+        fn topic(&self) -> &str {
+            "orders"
+        }
+        async fn partitions(&self) -> Result<Vec<i32>, FlagError> {
+            Ok(self.partitions.clone())
+        }
+        async fn produce(&self, partition: i32, payloads: &[Vec<u8>]) -> Result<usize, String> {
+            let mut failures = self.failures.lock().unwrap();
+            if let Some(n) = failures.get_mut(&partition).filter(|n| **n > 0) {
+                *n -= 1;
+                return Err("NOT_LEADER_OR_FOLLOWER".into());
+            }
+            (self.written.lock().unwrap().entry(partition).or_default())
+                .extend(payloads.iter().cloned());
+            Ok(payloads.len())
+        }
+    }
+
+    fn topic(partitions: &[i32], failures: &[(i32, u32)]) -> FakeTopic {
+        FakeTopic {
+            partitions: partitions.to_vec(),
+            failures: StdMutex::new(failures.iter().copied().collect()),
+            ..FakeTopic::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn every_flag_goes_to_every_partition_a_failed_produce_retried() {
+        let flags =
+            KafkaFlags::with_writer(topic(&[0, 1, 2, 3], &[(2, 2)])).with_pause(Duration::ZERO);
+        let payloads = vec![b"flag".to_vec(), b"legacy".to_vec()];
+        let delivered = flags.send(&payloads).await.unwrap();
+        assert_eq!((delivered.records, delivered.retried), (8, 2));
+        let written = flags.writer.written.lock().unwrap();
+        for p in 0..4 {
+            assert_eq!(written[&p], payloads, "partition {p}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_partition_that_cannot_be_written_fails_the_send_and_is_named() {
+        // (partition 1 fails every attempt; the others are written)
+        let flags =
+            KafkaFlags::with_writer(topic(&[0, 1, 2], &[(1, 99)])).with_pause(Duration::ZERO);
+        let err = flags.send(&[b"flag".to_vec()]).await.unwrap_err();
+        match &err {
+            FlagError::KafkaPartitions {
+                partitions,
+                attempts,
+                last_error,
+                ..
+            } => {
+                assert_eq!((partitions.as_slice(), *attempts), (&[1][..], 3));
+                assert!(last_error.contains("NOT_LEADER"), "{last_error}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(err.to_string().contains("partitions [1]"), "{err}");
+    }
 }

@@ -36,4 +36,4 @@ pub use config::{Config, FlagTarget};
 pub use deploy::{deployed, deployed_with_clock, DeployedFlags, DeployedHandler};
 pub use flags::{FlagSender, FlagStream, KinesisStream};
 pub use handler::{HandlerError, S3EventHandler, PRODUCER};
-pub use kafka::{Flags, KafkaAuth, KafkaFlags, KafkaTarget};
+pub use kafka::{Flags, KafkaAuth, KafkaFlags, KafkaTarget, RsKafkaTopic, TopicWriter};
