@@ -653,9 +653,9 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
 /// Adds a version of item `key`.
 fn push_version<T>(changes: &mut Staged<T>, key: ItemKey, version: Version<T>) {
     let list = changes.entry(key).or_default();
-    // (grown one at a time while short: most items have one or two versions, and a version is
-    // large; a busy item's list grows as vectors do, not by a copy per version)
-    if list.len() < 2 {
+    // (grown one at a time while short: most items have a few versions, and a version is
+    // large; a busy item's list grows as vectors do past eight, not by a copy per version)
+    if list.len() < 8 {
         list.reserve_exact(1);
     }
     list.push(version);
