@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_plumbing::{s3_client, OffsetClock, S3Store};
+use aws_plumbing::{OffsetClock, S3Store};
 use aws_sdk_dynamodb::types::StreamViewType;
 use enrichment::sources::{DynamoDbTable, S3Feed};
 use event_source_mappings::{
@@ -29,21 +29,8 @@ use tokio::sync::watch;
 
 type Consumer = OrdersConsumer<DynamoDbTable, S3Feed, Arc<MemoryStore>>;
 
-fn consumer(rig: &FeedRig, store: Arc<MemoryStore>) -> Consumer {
-    let config = Config::from_lookup(&|var: &str| match var {
-        "REFERENCE_TABLE" => Some(rig.table.name.clone()),
-        "CHANGE_BUCKET" => Some(rig.bucket.clone()),
-        "OUTPUT_BUCKET" => Some("out".to_owned()),
-        _ => None,
-    })
-    .unwrap();
-    let table = DynamoDbTable::new(
-        aws_sdk_dynamodb::Client::new(&rig.sdk),
-        config.reference_table.clone(),
-    );
-    let feed = S3Feed::new(s3_client(&rig.sdk), rig.bucket.clone());
-    OrdersConsumer::new(config, table, feed, store)
-}
+// (the consumer of a rig's table and feed as `main` builds it, writing to a store)
+use crate::orders_consumer_feed::consumer;
 
 /// `orders` produced to `partition` of `topic`, in order.
 async fn produce(client: &rskafka::client::Client, topic: &str, partition: i32, orders: &[&str]) {

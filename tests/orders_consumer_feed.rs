@@ -22,7 +22,7 @@ fn sample() -> Value {
 
 /// The consumer of `rig`'s table and feed as `main` builds it from its variables (defaults
 /// otherwise), writing to `store`.
-fn consumer(
+pub(crate) fn consumer(
     rig: &FeedRig,
     store: Arc<MemoryStore>,
 ) -> OrdersConsumer<DynamoDbTable, S3Feed, Arc<MemoryStore>> {
