@@ -10,7 +10,7 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::StreamViewType;
 use base64::Engine;
 use serde_json::{json, Value};
-use test_support::{emulator, unique_name, FeedRig, RuntimeApiStub};
+use test_support::{run_function, unique_name, FeedRig};
 
 const SHARD: &str = "shardId-000000000000";
 
@@ -87,37 +87,17 @@ fn order(dish: &str, customer: u64) -> String {
 /// Runs the binary (as of arrival, W = 1 s) on `events`, consuming `rig`'s table and feed and
 /// writing to `out`, until it has answered them all: its answers.
 async fn run(rig: &FeedRig, out: &str, events: Vec<Value>) -> Vec<Value> {
-    let n = events.len();
-    let api = RuntimeApiStub::start_with_events(events).await;
-    let process = tokio::process::Command::new(env!("CARGO_BIN_EXE_orders-consumer"))
-        .env_clear()
-        .env("AWS_LAMBDA_RUNTIME_API", api.address())
-        .env("AWS_LAMBDA_FUNCTION_NAME", "stack-orders-consumer")
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1024")
-        .env("AWS_ENDPOINT_URL", emulator().endpoint())
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("REFERENCE_TABLE", &rig.table.name)
-        .env("CHANGE_BUCKET", &rig.bucket)
-        .env("OUTPUT_BUCKET", out)
-        .env("ENRICH_AS_OF", "arrival")
-        .env("WRITE_WINDOW_SECS", "1")
+    let vars = [
+        ("AWS_LAMBDA_FUNCTION_NAME", "stack-orders-consumer"),
+        ("REFERENCE_TABLE", rig.table.name.as_str()),
+        ("CHANGE_BUCKET", rig.bucket.as_str()),
+        ("OUTPUT_BUCKET", out),
+        ("ENRICH_AS_OF", "arrival"),
+        ("WRITE_WINDOW_SECS", "1"),
         // (the snapshot a second before the orders is their base: its PUT is long done)
-        .env("AS_OF_SNAPSHOT_SETTLE_SECS", "1")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the function runs");
-    tokio::time::timeout(Duration::from_secs(120), process.wait_with_output())
-        .await
-        .expect("the function ends after its events")
-        .expect("the function runs");
-    let answers = api.answers();
-    assert_eq!(answers.len(), n, "{answers:?}");
-    answers
+        ("AS_OF_SNAPSHOT_SETTLE_SECS", "1"),
+    ];
+    run_function(env!("CARGO_BIN_EXE_orders-consumer"), &vars, events).await
 }
 
 /// Every object of `bucket`: key and bytes.

@@ -99,35 +99,21 @@ async fn the_binary_puts_the_flag_on_every_partition_of_the_topic_its_variables_
     let s3 = aws_plumbing::s3_client(&sdk);
     let bucket = test_support::unique_name("feed");
     s3.create_bucket().bucket(&bucket).send().await.unwrap();
-    let api =
-        test_support::RuntimeApiStub::start_with_events(vec![sample_event("example-s3-put.json")])
-            .await;
     let servers = kafka_bootstrap_servers().join(",");
-    let process = tokio::process::Command::new(env!("CARGO_BIN_EXE_s3-event-handler"))
-        .env_clear()
-        .env("AWS_LAMBDA_RUNTIME_API", api.address())
-        .env("AWS_LAMBDA_FUNCTION_NAME", "stack-s3-event-handler")
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
-        .env("AWS_ENDPOINT_URL", test_support::emulator().endpoint())
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("CHANGE_BUCKET", &bucket)
-        .env("REFERENCE_PREFIX", "reference/")
-        .env("FLAG_KAFKA_TOPIC", &topic)
-        .env("KAFKA_BOOTSTRAP_SERVERS", &servers)
-        .env("KAFKA_AUTH", "none")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the function runs");
-    tokio::time::timeout(Duration::from_secs(120), process.wait_with_output())
-        .await
-        .expect("the function ends after its event")
-        .expect("the function runs");
-    let answers = api.answers();
+    let vars = [
+        ("AWS_LAMBDA_FUNCTION_NAME", "stack-s3-event-handler"),
+        ("CHANGE_BUCKET", bucket.as_str()),
+        ("REFERENCE_PREFIX", "reference/"),
+        ("FLAG_KAFKA_TOPIC", topic.as_str()),
+        ("KAFKA_BOOTSTRAP_SERVERS", servers.as_str()),
+        ("KAFKA_AUTH", "none"),
+    ];
+    let answers = test_support::run_function(
+        env!("CARGO_BIN_EXE_s3-event-handler"),
+        &vars,
+        vec![sample_event("example-s3-put.json")],
+    )
+    .await;
     assert_eq!(answers.len(), 1, "{answers:?}");
     assert_eq!(answers[0], serde_json::json!({"batchItemFailures": []}));
     for partition in partitions {

@@ -40,7 +40,7 @@ pub use reference::{priorities, ReferenceTable, ORIGINAL_ITEMS};
 pub use rig::{
     change_files, feed_config, list_keys, read_object, through_proxy, FeedRig, FlagRig, FEED_PREFIX,
 };
-pub use runtime_api::{start_function, RecordedRequest, RuntimeApiStub, StartUp};
+pub use runtime_api::{run_function, start_function, RecordedRequest, RuntimeApiStub, StartUp};
 pub use sample_events::sample_event;
 pub use serve::serve_http;
 pub use streams::{read_stream_records, StreamPump};

@@ -281,6 +281,48 @@ pub async fn start_function(program: &str, vars: &[(&str, &str)]) -> StartUp {
     }
 }
 
+/// Runs the function binary `program` on `events`, as Lambda would in an environment of its
+/// own: the Lambda variables, the emulator's endpoint and credentials, then `vars`; through a
+/// stand-in Runtime API that hands it the events and ends it after the last. Returns its
+/// answers, one per event.
+///
+/// # Panics
+/// If it cannot be started, runs for more than 120 s, or does not answer every event.
+pub async fn run_function(
+    program: &str,
+    vars: &[(&str, &str)],
+    events: Vec<serde_json::Value>,
+) -> Vec<serde_json::Value> {
+    let n = events.len();
+    let api = RuntimeApiStub::start_with_events(events).await;
+    let process = tokio::process::Command::new(program)
+        .env_clear()
+        .env("AWS_LAMBDA_RUNTIME_API", api.address())
+        .env("AWS_LAMBDA_FUNCTION_NAME", "stack-function")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1024")
+        .env("AWS_ENDPOINT_URL", crate::emulator().endpoint())
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .envs(vars.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        process.wait_with_output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{program} did not end after its events within 120 s"))
+    .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    let answers = api.answers();
+    assert_eq!(answers.len(), n, "{answers:?}");
+    answers
+}
+
 impl StartUp {
     /// Asserts that the process failed at start-up with `sentence` (the start of its init error)
     /// in its log, no debug dump of the error, and one request to the Runtime API: `POST
