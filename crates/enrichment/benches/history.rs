@@ -3,7 +3,9 @@
 //! reading and decoding that day's change files twice (the target: building takes less). Its
 //! memory is `--bench history_memory`.
 //!
-//! `cargo bench -p enrichment --bench history` (`BENCH_ITEMS` sets the items and changes)
+//! `cargo bench -p enrichment --bench history` (`BENCH_ITEMS` sets the items and changes); after
+//! criterion's two groups it times the two in turn for fifteen rounds and prints the median
+//! ratio (the figure docs/performance.md reports).
 
 use std::hint::black_box;
 
@@ -54,7 +56,39 @@ fn bench(c: &mut Criterion) {
 
 criterion_group!(benches, bench);
 
+/// The two sides timed in turn, round after round (a machine busy for a while slows both of a
+/// round alike): the median of the rounds' ratios, and their range.
+fn interleaved(rounds: usize) {
+    let n = bench_items();
+    let snapshot = entries(n);
+    let files = day_files(n, n);
+    let mut ratios = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let entries = snapshot.clone();
+        let started = std::time::Instant::now();
+        let view = build_from(n, entries, black_box(&files));
+        let build = started.elapsed();
+        drop(black_box(view));
+        let started = std::time::Instant::now();
+        black_box(decode_files(&files) + decode_files(&files));
+        let twice = started.elapsed();
+        ratios.push(build.as_secs_f64() / twice.as_secs_f64());
+    }
+    ratios.sort_by(f64::total_cmp);
+    println!(
+        "build / decode twice, {rounds} rounds in turn: median {:.2}x (from {:.2}x to {:.2}x; \
+         target < 1x)",
+        ratios[rounds / 2],
+        ratios[0],
+        ratios[rounds - 1]
+    );
+}
+
 fn main() {
     benches();
     Criterion::default().configure_from_args().final_summary();
+    // (not under `cargo test --benches`, which runs each benchmark once)
+    if std::env::args().any(|a| a == "--bench") {
+        interleaved(15);
+    }
 }

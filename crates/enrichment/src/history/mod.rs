@@ -160,7 +160,7 @@ impl<T> Clone for Version<T> {
 }
 
 /// How a snapshot's entry took its value (the follower's stamp, `docs/design.md` 1.3).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Base {
     /// Applied from the image of a change made in this second (its sequence number is the
     /// entry's).
@@ -171,20 +171,40 @@ enum Base {
 }
 
 /// One version of an item as a built history keeps it: from when, and what (with the value's
-/// lookup key, computed once).
+/// lookup key, computed once); with its sequence number and whether it is the snapshot's entry,
+/// so that an item whose versions as read settle into themselves keeps them once ([`Held`]).
 #[derive(Debug)]
 struct Kept<T> {
     from_ms: i64,
-    state: KeptState<T>,
+    /// The value (of [`Kind::Item`] only).
+    value: Option<Arc<T>>,
+    /// The value's lookup key's number in [`History::by_lookup`] ([`NO_KEY`] for none): one
+    /// number per key, not a copy of the key per version.
+    lookup: u32,
+    seq: Option<Seq>,
+    kind: Kind,
+    entry: bool,
 }
 
-#[derive(Debug)]
-enum KeptState<T> {
-    /// The value, and its lookup key's number in [`History::by_lookup`] (one number per key,
-    /// not a copy of the key per version).
-    Item(Arc<T>, Option<u32>),
+/// No lookup key (the value has none, or the version has no value).
+const NO_KEY: u32 = u32::MAX;
+
+/// What a kept version says of its item.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Item,
     Removed,
     Unknown,
+}
+
+/// An item's versions as read, where the kept ones do not already say them.
+#[derive(Debug)]
+enum Held<T> {
+    /// The versions as read are the kept ones, one for one (a settling that changed nothing:
+    /// most items): not held twice. The base of the one that is the snapshot's entry, if any.
+    Same(Option<Base>),
+    /// The versions as read, apart from the kept ones (which settling made of them).
+    Apart(Raw<T>),
 }
 
 /// The versions of every item of a window, and the lookup keys that reach them.
@@ -198,9 +218,10 @@ pub struct History<T, K> {
     /// Each item's key.
     keys: Vec<ItemKey>,
     /// Each item's versions as read (kept to settle it again when a later file touches it).
-    raw: Vec<Raw<T>>,
-    /// Each item's versions, oldest first (an item is its index here).
-    versions: Vec<SmallVec<[Kept<T>; 1]>>,
+    raw: Vec<Held<T>>,
+    /// Each item's versions, oldest first (an item is its index here; exactly sized: a
+    /// version more costs one `Kept`).
+    versions: Vec<Box<[Kept<T>]>>,
     /// Each lookup key's number, and the items any of whose versions had it, in primary-key
     /// order.
     by_lookup: HashMap<K, (u32, SmallVec<[u32; 2]>), foldhash::fast::RandomState>,
@@ -623,7 +644,7 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
             index: None,
             versions: Vec::with_capacity(keys.len()),
             keys,
-            raw,
+            raw: raw.into_iter().map(Held::Apart).collect(),
             // (the fast hasher the snapshots use: lookup keys are not attacker-chosen floods)
             by_lookup: HashMap::with_capacity_and_hasher(keys_len, Default::default()),
             unkeyed: Vec::new(),
@@ -890,6 +911,32 @@ fn settle<T>(
     list
 }
 
+/// Whether `settled` (what [`settle`] made of `raw`) is `raw` itself, one for one in sequence
+/// order, with at most one snapshot entry: then `Some` of that entry's base, and the versions as
+/// read need not be held apart from the kept ones.
+fn settled_as_read<T>(raw: &[Version<T>], settled: &[Version<T>]) -> Option<Option<Base>> {
+    if raw.len() != settled.len()
+        || raw.iter().filter(|v| v.base.is_some()).count() > 1
+        || raw.iter().any(|v| matches!(v.state, State::Uncertain(_)))
+    {
+        return None;
+    }
+    // (in the order settling sorts them: a sequence number each, the entry first among none)
+    let mut sorted: Vec<&Version<T>> = raw.iter().collect();
+    sorted.sort_by_key(|v| (v.seq, v.base.is_none()));
+    let same = sorted.iter().zip(settled).all(|(a, b)| {
+        a.seq == b.seq
+            && a.from_ms == b.from_ms
+            && a.base == b.base
+            && match (&a.state, &b.state) {
+                (State::Item(x), State::Item(y)) => Arc::ptr_eq(x, y),
+                (State::Removed, State::Removed) | (State::Unknown, State::Unknown) => true,
+                _ => false,
+            }
+    });
+    same.then(|| raw.iter().find_map(|v| v.base))
+}
+
 impl<T, K: Clone + Eq + Hash> History<T, K> {
     /// Indexes item `index` under lookup key `k` (in primary-key order: an item added later
     /// goes in its place): the key's number.
@@ -914,63 +961,100 @@ impl<T, K: Clone + Eq + Hash> History<T, K> {
         *id
     }
 
+    /// Item `index`'s versions as read, taken out of the history (to be settled again).
+    fn take_raw(&mut self, index: u32) -> Raw<T> {
+        let i = index as usize;
+        match std::mem::replace(&mut self.raw[i], Held::Apart(Vec::new())) {
+            Held::Apart(raw) => raw,
+            // (each kept version as it was read: in sequence order, which settling keeps for
+            // versions of distinct sequence numbers, whatever order they came in)
+            Held::Same(base) => (self.versions[i].iter())
+                .map(|k| Version {
+                    seq: k.seq,
+                    from_ms: k.from_ms,
+                    state: match (k.kind, &k.value) {
+                        (Kind::Item, Some(value)) => State::Item(Arc::clone(value)),
+                        (Kind::Removed, _) => State::Removed,
+                        _ => State::Unknown,
+                    },
+                    base: if k.entry { base } else { None },
+                })
+                .collect(),
+        }
+    }
+
     /// Settles item `index` again from every version read of it, and indexes its lookup keys:
-    /// its versions as the history keeps them.
-    fn settle(&mut self, index: u32) -> SmallVec<[Kept<T>; 1]> {
-        let raw = self.raw[index as usize].as_slice();
+    /// its versions as the history keeps them (and its versions as read, held apart only when
+    /// settling changed them).
+    fn settle(&mut self, index: u32) -> Box<[Kept<T>]> {
+        let raw = self.take_raw(index);
         // (an item only the snapshot's entry speaks of, with its value: as it is; most of a
         // day's items)
         if let [Version {
             state: State::Item(value),
-            base: Some(_),
+            base: Some(base),
             from_ms,
-            ..
-        }] = raw
+            seq,
+        }] = raw.as_slice()
         {
             if *from_ms >= self.inputs.starts_ms {
-                let (value, from_ms) = (Arc::clone(value), *from_ms);
-                let id = (self.inputs.lookup_key)(&value).map(|k| self.index_key(k, index));
-                return smallvec::smallvec![Kept {
+                let (value, from_ms, seq, base) = (Arc::clone(value), *from_ms, *seq, *base);
+                drop(raw);
+                let lookup =
+                    (self.inputs.lookup_key)(&value).map_or(NO_KEY, |k| self.index_key(k, index));
+                self.raw[index as usize] = Held::Same(Some(base));
+                return Box::new([Kept {
                     from_ms,
-                    state: KeptState::Item(value, id),
-                }];
+                    value: Some(value),
+                    lookup,
+                    seq,
+                    kind: Kind::Item,
+                    entry: true,
+                }]);
             }
         }
         let list = settle(
-            raw,
+            &raw,
             self.inputs.starts_ms,
             self.inputs.margin_ms,
             self.inputs.scan_read,
         );
+        let same = settled_as_read(&raw, &list);
         let mut unknown = false;
-        // (a new vector of its exact size: collected in place, it would keep the as-read
-        // versions' three-times-larger allocation)
-        let mut kept: SmallVec<[Kept<T>; 1]> = SmallVec::with_capacity(list.len());
+        let mut kept = Vec::with_capacity(list.len());
         for v in list {
+            let (kind, value, lookup) = match v.state {
+                State::Item(value) => {
+                    let k = (self.inputs.lookup_key)(&value);
+                    let lookup = k.map_or(NO_KEY, |k| self.index_key(k, index));
+                    (Kind::Item, Some(value), lookup)
+                }
+                State::Removed => (Kind::Removed, None, NO_KEY),
+                State::Unknown => {
+                    unknown = true;
+                    (Kind::Unknown, None, NO_KEY)
+                }
+                State::Uncertain(value) => {
+                    // (its key indexed: a lookup of it is unknown then, not missing)
+                    if let Some(k) = value.as_deref().and_then(|v| (self.inputs.lookup_key)(v)) {
+                        self.index_key(k, index);
+                    }
+                    (Kind::Unknown, None, NO_KEY)
+                }
+            };
             kept.push(Kept {
                 from_ms: v.from_ms,
-                state: match v.state {
-                    State::Item(value) => {
-                        let k = (self.inputs.lookup_key)(&value);
-                        let id = k.map(|k| self.index_key(k, index));
-                        KeptState::Item(value, id)
-                    }
-                    State::Removed => KeptState::Removed,
-                    State::Unknown => {
-                        unknown = true;
-                        KeptState::Unknown
-                    }
-                    State::Uncertain(value) => {
-                        // (its key indexed: a lookup of it is unknown then, not missing)
-                        if let Some(k) = value.as_deref().and_then(|v| (self.inputs.lookup_key)(v))
-                        {
-                            self.index_key(k, index);
-                        }
-                        KeptState::Unknown
-                    }
-                },
+                value,
+                lookup,
+                seq: v.seq,
+                kind,
+                entry: v.base.is_some(),
             });
         }
+        self.raw[index as usize] = match same {
+            Some(base) => Held::Same(base),
+            None => Held::Apart(raw),
+        };
         // (a change without an image may have changed its lookup key too: while it is unknown,
         // it may have any key; in primary-key order, as a build from all files has them)
         if unknown && self.bulk {
@@ -982,7 +1066,7 @@ impl<T, K: Clone + Eq + Hash> History<T, K> {
                 self.unkeyed.insert(at, index);
             }
         }
-        kept
+        kept.into_boxed_slice()
     }
 
     /// Adds change files read after the history was built (late and duplicate ones included,
@@ -1015,15 +1099,17 @@ impl<T, K: Clone + Eq + Hash> History<T, K> {
                     let i = u32::try_from(self.keys.len()).unwrap_or(u32::MAX);
                     self.keys.push(key.clone());
                     index.insert(key, i);
-                    self.versions.push(SmallVec::new());
-                    self.raw.push(Vec::new());
+                    self.versions.push(Box::default());
+                    self.raw.push(Held::Apart(Vec::new()));
                     i
                 }
             };
-            self.raw[i as usize].extend(versions);
-            indices.push(i);
+            indices.push((i, versions));
         }
-        for index in indices {
+        for (index, versions) in indices {
+            let mut raw = self.take_raw(index);
+            raw.extend(versions);
+            self.raw[index as usize] = Held::Apart(raw);
             let kept = self.settle(index);
             self.versions[index as usize] = kept;
         }
@@ -1100,8 +1186,9 @@ impl<T, K: Eq + Hash> History<T, K> {
         // An item that may have this key, unknown at t: the answer is too.
         for item in &self.unkeyed {
             if let Some(Kept {
-                state: KeptState::Unknown,
+                kind: Kind::Unknown,
                 from_ms,
+                ..
             }) = self.at(*item, t_ms)
             {
                 return AsOf::Unknown { since_ms: *from_ms };
@@ -1117,14 +1204,14 @@ impl<T, K: Eq + Hash> History<T, K> {
             let Some(version) = self.at(*item, t_ms) else {
                 continue;
             };
-            match &version.state {
+            match (version.kind, &version.value) {
                 // (an item whose lookup key changed since is not this key's now)
-                KeptState::Item(value, k) if *k == Some(*id) => {
+                (Kind::Item, Some(value)) if version.lookup == *id => {
                     first.get_or_insert(value);
                     count += 1;
                 }
-                KeptState::Item(..) | KeptState::Removed => {}
-                KeptState::Unknown => {
+                (Kind::Item | Kind::Removed, _) => {}
+                (Kind::Unknown, _) => {
                     return AsOf::Unknown {
                         since_ms: version.from_ms,
                     }

@@ -177,6 +177,7 @@ proptest! {
         order in any::<u64>(),
         twice in prop::collection::vec(any::<bool>(), 0..10),
         extend_at in 0usize..12,
+        steps in 1usize..4,
     ) {
         // Writes in time order (the sequence numbers' order).
         let mut writes: Vec<Write> = raw
@@ -249,7 +250,13 @@ proptest! {
             b.file(&key, f);
         }
         let mut history = b.build(i64::MAX);
-        history.extend(later, i64::MAX);
+        // (in one to three extensions: an item settled before is settled again from what it
+        // holds, each time)
+        let per = later.len().div_ceil(steps).max(1);
+        let mut later = later.into_iter().peekable();
+        while later.peek().is_some() {
+            history.extend(later.by_ref().take(per).collect::<Vec<_>>(), i64::MAX);
+        }
         // (the same answers, reasons included, as a history built from all the files at once)
         for (key, f) in all {
             whole.file(&key, f);
