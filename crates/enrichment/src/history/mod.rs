@@ -38,7 +38,7 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::Arc;
 
-use change_protocol::{
+use stream_refdata_protocol::{
     ChangeFile, ChangeKind, EntryBody, EntryStamp, EventName, Item, SequenceNumber, SnapshotEntry,
     SnapshotHeader,
 };
@@ -123,7 +123,7 @@ struct Seq([u8; 20]);
 impl From<&SequenceNumber> for Seq {
     fn from(s: &SequenceNumber) -> Seq {
         let digits = s.as_str().as_bytes();
-        let offset = change_protocol::SEQUENCE_WIDTH.saturating_sub(digits.len());
+        let offset = stream_refdata_protocol::SEQUENCE_WIDTH.saturating_sub(digits.len());
         let digit = |i: usize| {
             i.checked_sub(offset)
                 .and_then(|j| digits.get(j))
@@ -186,7 +186,8 @@ struct Kept<T> {
     entry: bool,
 }
 
-/// No lookup key (the value has none, or the version has no value).
+/// No lookup key (the value has none, or the version has no value). (A history with 2^32 lookup
+/// keys would number its last one so: far past what fits in memory.)
 const NO_KEY: u32 = u32::MAX;
 
 /// What a kept version says of its item.
@@ -333,7 +334,7 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
             ambiguity,
             starts_ms,
             table: None,
-            margin_ms: i64::try_from(change_protocol::WRITE_MARGIN_MS).unwrap_or(5_000),
+            margin_ms: i64::try_from(stream_refdata_protocol::WRITE_MARGIN_MS).unwrap_or(5_000),
             snapshot_look_back_ms: 0,
             based: false,
             stream: None,
@@ -449,7 +450,7 @@ impl<T, K: Clone + Eq + Hash> HistoryBuilder<T, K> {
         self.snapshot_look_back_ms =
             i64::try_from(header.write_window_ms).unwrap_or(0) + self.margin_ms;
         if let Some(arn) = &header.stream_arn {
-            self.stream = Some(change_protocol::source_label(arn));
+            self.stream = Some(stream_refdata_protocol::source_label(arn));
         }
         // (sized once for the entries the header counts, not grown by doubling)
         let count = header.items.saturating_add(header.tombstones);
@@ -915,10 +916,9 @@ fn settle<T>(
 /// order, with at most one snapshot entry: then `Some` of that entry's base, and the versions as
 /// read need not be held apart from the kept ones.
 fn settled_as_read<T>(raw: &[Version<T>], settled: &[Version<T>]) -> Option<Option<Base>> {
-    if raw.len() != settled.len()
-        || raw.iter().filter(|v| v.base.is_some()).count() > 1
-        || raw.iter().any(|v| matches!(v.state, State::Uncertain(_)))
-    {
+    // (an uncertain state is never kept once: kept versions do not tell it from unknown, and
+    // the state match below refuses it)
+    if raw.len() != settled.len() || raw.iter().filter(|v| v.base.is_some()).count() > 1 {
         return None;
     }
     // (in the order settling sorts them: a sequence number each, the entry first among none)

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::io::BufReader;
 use std::time::Duration;
 
-use change_protocol::{parse_key_time, ChangeFile, ChangeKey, SnapshotReader};
+use stream_refdata_protocol::{parse_key_time, ChangeFile, ChangeKey, SnapshotReader};
 
 use super::{History, HistoryBuilder};
 use crate::key::LookupKey;
@@ -121,7 +121,7 @@ fn key_at(source: &HistorySource, ms: i64) -> String {
     format!(
         "{}{}",
         source.feed_prefix,
-        change_protocol::format_key_time(start)
+        stream_refdata_protocol::format_key_time(start)
     )
 }
 
@@ -165,7 +165,7 @@ async fn latest_snapshot<F: FeedSource>(
         // (the last two days first: one page, as a warm consumer asks every batch; all of
         // them when none is there)
         let recent = chrono::DateTime::from_timestamp_millis(at_ms - 2 * 86_400_000)
-            .map(|t| format!("{snapshots}{}", change_protocol::format_key_time(t)))
+            .map(|t| format!("{snapshots}{}", stream_refdata_protocol::format_key_time(t)))
             .unwrap_or_default();
         let mut found = None;
         for after in [recent.as_str(), ""] {
@@ -360,8 +360,8 @@ async fn read_snapshot<F: FeedSource>(
 ) -> Result<
     Result<
         (
-            change_protocol::SnapshotHeader,
-            Vec<change_protocol::SnapshotEntry>,
+            stream_refdata_protocol::SnapshotHeader,
+            Vec<stream_refdata_protocol::SnapshotEntry>,
         ),
         String,
     >,

@@ -6,11 +6,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use change_protocol::{
+use proptest::prelude::*;
+use stream_refdata_protocol::{
     AttributeValue, ChangeFile, ChangeKind, EntryBody, EventName, Item, SequenceNumber,
     SnapshotEntry, SnapshotHeader, Source, StreamChange,
 };
-use proptest::prelude::*;
 
 use super::*;
 use crate::lifecycle::config::DecodeError;
@@ -134,7 +134,7 @@ fn file(changes: Vec<StreamChange>, kind: ChangeKind, arn: &str) -> ChangeFile {
         write_window_ms: 20_000,
         producer: "test".into(),
         source: Source {
-            label: change_protocol::source_label(arn),
+            label: stream_refdata_protocol::source_label(arn),
             table: Some("T".into()),
             stream_arn: Some(arn.into()),
             region: None,
@@ -149,8 +149,8 @@ fn file(changes: Vec<StreamChange>, kind: ChangeKind, arn: &str) -> ChangeFile {
 
 fn header(position_ms: i64) -> SnapshotHeader {
     SnapshotHeader {
-        kind: change_protocol::SNAPSHOT_KIND.into(),
-        schema: change_protocol::SNAPSHOT_SCHEMA,
+        kind: stream_refdata_protocol::SNAPSHOT_KIND.into(),
+        schema: stream_refdata_protocol::SNAPSHOT_SCHEMA,
         table: "T".into(),
         key_attributes: vec!["item".into()],
         stream_arn: Some(ARN.into()),
@@ -205,7 +205,7 @@ proptest! {
             // (each as the follower applied it: the change's sequence number and time)
             let entries = last.into_iter().map(|(i, (seq, value, at))| SnapshotEntry {
                 seq: Some(SequenceNumber::parse(&(1000 + seq).to_string()).unwrap()),
-                stamp: Some(change_protocol::EntryStamp::Change {
+                stamp: Some(stream_refdata_protocol::EntryStamp::Change {
                     created_ms: second_of(at),
                 }),
                 body: match value {
@@ -544,8 +544,8 @@ mod read_from_the_feed {
     fn source() -> HistorySource {
         HistorySource {
             feed_prefix: PREFIX.into(),
-            snapshot_prefix: change_protocol::DEFAULT_SNAPSHOT_PREFIX.into(),
-            daily_prefix: Some(change_protocol::DEFAULT_DAILY_SNAPSHOT_PREFIX.into()),
+            snapshot_prefix: stream_refdata_protocol::DEFAULT_SNAPSHOT_PREFIX.into(),
+            daily_prefix: Some(stream_refdata_protocol::DEFAULT_DAILY_SNAPSHOT_PREFIX.into()),
             table: "ProductPriority".into(),
             look_back: Duration::from_secs(25),
             retention: Some(Duration::from_secs(7 * 86_400)),
@@ -813,7 +813,7 @@ fn a_snapshot_value_taken_after_its_position_counts_from_then_not_from_the_posit
         &header(100_000),
         vec![SnapshotEntry {
             seq: Some(SequenceNumber::parse("1005").unwrap()),
-            stamp: Some(change_protocol::EntryStamp::Change {
+            stamp: Some(stream_refdata_protocol::EntryStamp::Change {
                 created_ms: 102_400,
             }),
             body: EntryBody::Item(item("a", Some("7"))),
@@ -835,7 +835,7 @@ fn applied(made_ms: i64) -> HistoryBuilder<Value, String> {
         &header(20_000),
         vec![SnapshotEntry {
             seq: Some(SequenceNumber::parse("1010").unwrap()),
-            stamp: Some(change_protocol::EntryStamp::Change {
+            stamp: Some(stream_refdata_protocol::EntryStamp::Change {
                 created_ms: made_ms,
             }),
             body: EntryBody::Item(item("a", Some("9"))),
@@ -1108,7 +1108,7 @@ fn an_older_change_stamped_after_a_reread_never_leaves_the_item_missing() {
         &header(100_000),
         vec![SnapshotEntry {
             seq: Some(SequenceNumber::parse("20").unwrap()),
-            stamp: Some(change_protocol::EntryStamp::Read {
+            stamp: Some(stream_refdata_protocol::EntryStamp::Read {
                 from_ms: 95_000,
                 to_ms: 96_000,
             }),
@@ -1152,7 +1152,7 @@ fn a_late_change_that_may_precede_a_reread_is_unknown_not_the_value() {
         &header(1_170_000),
         vec![SnapshotEntry {
             seq: Some(SequenceNumber::parse("100").unwrap()),
-            stamp: Some(change_protocol::EntryStamp::Read {
+            stamp: Some(stream_refdata_protocol::EntryStamp::Read {
                 from_ms: 1_102_100,
                 to_ms: 1_102_200,
             }),
@@ -1367,7 +1367,7 @@ fn a_change_in_two_files_once_typed_once_untyped_answers_the_same_whatever_came_
     let untyped = || {
         let mut f = file(vec![], ChangeKind::Dynamodb, ARN);
         let keys = serde_json::json!({"item": {"S": ITEMS[0]}});
-        f.opaque.push(change_protocol::OpaqueRecord {
+        f.opaque.push(stream_refdata_protocol::OpaqueRecord {
             index: 0,
             reason: "a record the producer could not type".into(),
             sequence_number: Some("1005".into()),
@@ -1394,4 +1394,144 @@ fn a_change_in_two_files_once_typed_once_untyped_answers_the_same_whatever_came_
     let mut warm = warm.build(i64::MAX);
     warm.extend([("a".to_owned(), untyped())], i64::MAX);
     assert_eq!(answers(&warm), expected);
+}
+
+/// A built history extended file by file answers as one built from every file at once, with
+/// the snapshot kinds and changes where settling rewrites versions (Scan snapshots with and
+/// without a recorded start, change- and read-stamped entries, entries taken after the
+/// position, keys-only and untyped changes, equal sequence numbers with other content,
+/// duplicate and late files): an item kept once (its versions as read the same as its kept
+/// ones) is settled again from what it keeps. (From the fresh-context review of that change.)
+mod extended_as_built {
+    use super::*;
+
+    /// A snapshot entry: `kind` 0 a Scan's (no stamp), 1 a change's, 2 a re-read's; value 9 a
+    /// tombstone.
+    fn entry(kind: u8, item_i: usize, v: u8, seq: u8, at: i64) -> SnapshotEntry {
+        let body = if v == 9 {
+            EntryBody::Tombstone(item(ITEMS[item_i], None))
+        } else {
+            EntryBody::Item(item(ITEMS[item_i], Some(&v.to_string())))
+        };
+        let seq = Some(SequenceNumber::parse(&(1000 + u64::from(seq)).to_string()).unwrap());
+        match kind {
+            0 => SnapshotEntry {
+                seq: None,
+                stamp: None,
+                body,
+            },
+            1 => SnapshotEntry {
+                seq,
+                stamp: Some(stream_refdata_protocol::EntryStamp::Change { created_ms: at }),
+                body,
+            },
+            _ => SnapshotEntry {
+                seq,
+                stamp: Some(stream_refdata_protocol::EntryStamp::Read {
+                    from_ms: at,
+                    to_ms: at + 700,
+                }),
+                body,
+            },
+        }
+    }
+
+    /// A file of one change: `kind` 0 typed, 1 keys-only, 2 a record the producer could not type.
+    fn one_change(item_i: usize, v: Option<u8>, seq: u8, at: i64, kind: u8) -> ChangeFile {
+        let w = Write {
+            at_ms: at,
+            item: item_i,
+            value: v,
+            keys_only: kind == 1,
+        };
+        let mut c = change(0, &w);
+        c.sequence_number = SequenceNumber::parse(&(1000 + u64::from(seq)).to_string()).unwrap();
+        if kind == 2 {
+            let mut f = file(vec![], ChangeKind::Dynamodb, ARN);
+            let keys = serde_json::json!({"item": {"S": ITEMS[item_i]}});
+            f.opaque.push(stream_refdata_protocol::OpaqueRecord {
+                index: 0,
+                reason: "untyped".into(),
+                sequence_number: Some((1000 + u64::from(seq)).to_string()),
+                keys: Some(keys.clone()),
+                raw: serde_json::json!({"dynamodb": {
+                    "ApproximateCreationDateTime": (at / 1000) as f64, "Keys": keys}}),
+            });
+            return f;
+        }
+        file(vec![c], ChangeKind::Dynamodb, ARN)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+        #[test]
+        fn a_history_extended_file_by_file_answers_as_one_built_at_once(
+            entries in prop::collection::vec((0u8..3, 0usize..3, 0u8..10, 0u8..12, 80i64..130), 0..4),
+            changes in prop::collection::vec(
+                (0usize..3, prop::option::weighted(0.8, 0u8..4), 0u8..12, 80i64..135,
+                 prop::sample::select(vec![0u8, 0, 0, 1, 2])),
+                1..10,
+            ),
+            r in prop::sample::select(vec![95_000i64, 103_000, 110_000]),
+            start_recorded in any::<bool>(),
+            scan in any::<bool>(),
+            extend_at in 0usize..10,
+            steps in 1usize..4,
+            order in any::<u64>(),
+            twice in prop::collection::vec(any::<bool>(), 0..4),
+        ) {
+            let position = 100_000;
+            let mut h = header(position);
+            if scan {
+                h.full_load_end_ms = Some(r);
+                h.full_load_start_ms = (start_recorded || r < position)
+                    .then_some(if r < position { r - 3000 } else { position });
+            }
+            let entries: Vec<SnapshotEntry> = (entries.into_iter())
+                .map(|(k, i, v, s, at)| entry(if scan { k } else { k.max(1) }, i, v, s, at * 1000 + 300))
+                .collect();
+            let mut files: Vec<(String, ChangeFile)> = (changes.into_iter().enumerate())
+                .map(|(n, (i, v, s, at, kind))| (format!("f{n:02}"), one_change(i, v, s, at * 1000 + 400, kind)))
+                .collect();
+            for (i, again) in twice.iter().enumerate() {
+                if *again && i < files.len() {
+                    let (k, f) = files[i].clone();
+                    files.push((format!("{k}x"), f));
+                }
+            }
+            let mut rng = order;
+            for i in (1..files.len()).rev() {
+                rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                files.swap(i, (rng >> 33) as usize % (i + 1));
+            }
+            let mut b = builder(0);
+            let mut whole = builder(0);
+            b.snapshot(&h, entries.clone());
+            whole.snapshot(&h, entries);
+            let all = files.clone();
+            let later = files.split_off(extend_at.min(files.len()));
+            for (k, f) in files {
+                b.file(&k, f);
+            }
+            let mut history = b.build(i64::MAX);
+            let per = later.len().div_ceil(steps).max(1);
+            let mut later = later.into_iter().peekable();
+            while later.peek().is_some() {
+                history.extend(later.by_ref().take(per).collect::<Vec<_>>(), i64::MAX);
+            }
+            for (k, f) in all {
+                whole.file(&k, f);
+            }
+            let whole = whole.build(i64::MAX);
+            let mut t = 79_000;
+            while t <= 137_000 {
+                for name in ITEMS {
+                    let got = format!("{:?}", history.lookup_as_of(&name.to_owned(), t));
+                    let want = format!("{:?}", whole.lookup_as_of(&name.to_owned(), t));
+                    prop_assert_eq!(got, want, "{} at {}", name, t);
+                }
+                t += 250;
+            }
+        }
+    }
 }
