@@ -5,8 +5,8 @@
 
 use std::collections::HashMap;
 
-use change_protocol::{ChangeFile, ChangeFlag, ChangeKey, SequenceNumber};
 use serde_json::{json, Value};
+use stream_refdata_protocol::{ChangeFile, ChangeFlag, ChangeKey, SequenceNumber};
 
 /// One case: where the input enters, what it is, and what its outcome must mention.
 struct Case {
@@ -73,7 +73,7 @@ fn rows(key: &str, bytes: &[u8]) -> String {
         item: String,
         priority: String,
     }
-    match enrichment::rows::parse_rows::<Row>(key, bytes, None) {
+    match stream_refdata::rows::parse_rows::<Row>(key, bytes, None) {
         Err(e) => format!("error: {e}"),
         Ok(rows) => rows
             .iter()

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::StreamViewType;
-use change_protocol::{head_key, HeadPointer};
-use enrichment::{Classified, Outcome, ReloadReason};
+use stream_refdata::{Classified, Outcome, ReloadReason};
+use stream_refdata_protocol::{head_key, HeadPointer};
 use test_support::{FaultProxy, FeedRig};
 
 use crate::common::{Consumer, FeedConsumers};

@@ -10,8 +10,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use aws_sdk_dynamodb::types::StreamViewType;
-use change_protocol::StreamChange;
 use event_source_mappings::{DynamoDbStreamMapping, Invocation, MappingConfig};
+use stream_refdata_protocol::StreamChange;
 use test_support::{emulator, through_proxy, Fault, FeedRig, HttpFaultProxy, Rule};
 use tokio::sync::watch;
 
@@ -222,7 +222,7 @@ async fn kinesis_throttling_still_gets_every_flag_to_every_shard() {
     for (shard, records) in shards {
         let keys: std::collections::BTreeSet<String> = records
             .iter()
-            .filter_map(|r| change_protocol::ChangeFlag::parse(r))
+            .filter_map(|r| stream_refdata_protocol::ChangeFlag::parse(r))
             .map(|f| f.change.key)
             .collect();
         assert_eq!(
@@ -294,7 +294,7 @@ async fn a_consumer_under_faults_serves_the_last_snapshot_and_converges_when_the
         rig.deliver().await;
         let (_, report) = consumer
             .process_batch(vec!["burger", "pizza"], |d| {
-                enrichment::Classified::Data((*d).to_owned())
+                stream_refdata::Classified::Data((*d).to_owned())
             })
             .await;
         failed += usize::from(report.refreshes[0].error.is_some());

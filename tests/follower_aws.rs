@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::StreamViewType;
-use enrichment::sources::{S3Feed, S3Objects};
-use enrichment::{FeedSettings, ObjectConfig, ObjectEnricher, ReloadReason, SystemClock};
 use local_emulator::provision;
+use stream_refdata::sources::{S3Feed, S3Objects};
+use stream_refdata::{FeedSettings, ObjectConfig, ObjectEnricher, ReloadReason, SystemClock};
 use test_support::{emulator, FeedRig, FlagRig, HttpFaultProxy, Rule, StreamPump};
 
 use crate::common::{consumer, FeedConsumers};

@@ -8,9 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_plumbing::{OffsetClock, S3Store};
 use aws_sdk_dynamodb::types::StreamViewType;
-use enrichment::sources::{DynamoDbTable, S3Feed};
 use event_source_mappings::{
     kafka_failures, Invocation, KafkaEventSource, KafkaPartitionMapping, MappingConfig,
     MappingStats, S3Destination,
@@ -21,6 +19,8 @@ use redrive::{Action, Deployed, Redriver, S3FailureBucket, Settings};
 use rskafka::client::partition::{Compression, UnknownTopicHandling};
 use rskafka::record::Record;
 use serde_json::Value;
+use stream_refdata::sources::{DynamoDbTable, S3Feed};
+use stream_refdata_aws::{OffsetClock, S3Store};
 use test_support::{
     feed_config, kafka_bootstrap_servers, kafka_client, kafka_topic, list_keys, read_object,
     unique_name, FeedRig, MemoryStore,

@@ -5,11 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_plumbing::s3_client;
 use aws_sdk_dynamodb::types::StreamViewType;
-use enrichment::sources::{DynamoDbTable, S3Feed};
 use orders_consumer::{Config, OrdersConsumer};
 use serde_json::Value;
+use stream_refdata::sources::{DynamoDbTable, S3Feed};
+use stream_refdata_aws::s3_client;
 use test_support::{FeedRig, MemoryStore};
 
 fn sample() -> Value {

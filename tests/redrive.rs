@@ -6,15 +6,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use aws_plumbing::{OffsetClock, S3Store};
 use aws_sdk_dynamodb::types::StreamViewType;
-use change_protocol::ChangeKind;
 use event_source_mappings::{
     DynamoDbStreamMapping, Invocation, KinesisShardMapping, MappingConfig, S3Destination,
 };
 use local_emulator::provision;
 use redrive::{Action, Deployed, Redriver, Report, S3FailureBucket, Settings};
 use serde_json::Value;
+use stream_refdata_aws::{OffsetClock, S3Store};
+use stream_refdata_protocol::ChangeKind;
 use test_support::{
     create_stream, emulator, feed_config, list_keys, read_object, through_proxy, unique_name,
     Fault, FeedRig, HttpFaultProxy, Rule,
@@ -247,7 +247,7 @@ async fn an_unreplayable_record_is_reported_and_a_gap_makes_every_consumer_reloa
     .await
     .unwrap();
     assert_eq!(dry.count(Action::WouldAnnounceGap), 1);
-    let gaps = |files: &[(String, change_protocol::ChangeFile)]| {
+    let gaps = |files: &[(String, stream_refdata_protocol::ChangeFile)]| {
         files
             .iter()
             .filter(|(_, f)| f.kind == ChangeKind::Gap)
@@ -588,7 +588,8 @@ async fn the_redrive_names_the_files_it_writes_from_s3s_clock() {
     .unwrap();
     let after = chrono::Utc::now();
     let gap = report.records[0].gap_key.clone().expect("a gap");
-    let parsed = change_protocol::ChangeKey::parse(test_support::FEED_PREFIX, &gap).unwrap();
+    let parsed =
+        stream_refdata_protocol::ChangeKey::parse(test_support::FEED_PREFIX, &gap).unwrap();
     let hour = chrono::Duration::hours(1);
     // The key's time has whole milliseconds.
     assert!(

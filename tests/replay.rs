@@ -6,12 +6,12 @@
 
 use std::collections::BTreeMap;
 
-use aws_plumbing::OffsetClock;
 use aws_sdk_dynamodb::types::StreamViewType;
 use redrive::replay::{
     replay, replay_config, ArchivedBatch, ArchivedRecord, KinesisArchive, S3Archive,
 };
 use serde_json::{json, Value};
+use stream_refdata_aws::OffsetClock;
 use test_support::{create_stream, list_keys, read_object, unique_name, FeedRig};
 
 const HOUR: i64 = 3_600_000;

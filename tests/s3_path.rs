@@ -5,9 +5,11 @@
 use std::time::Duration;
 
 use aws_sdk_kinesis::primitives::Blob;
-use change_protocol::ChangeFlag;
-use enrichment::sources::{S3Feed, S3Objects};
-use enrichment::{Classified, FeedSettings, ObjectConfig, ObjectEnricher, Outcome, SystemClock};
+use stream_refdata::sources::{S3Feed, S3Objects};
+use stream_refdata::{
+    Classified, FeedSettings, ObjectConfig, ObjectEnricher, Outcome, SystemClock,
+};
+use stream_refdata_protocol::ChangeFlag;
 use test_support::FlagRig;
 
 #[derive(Debug, serde::Deserialize)]

@@ -5,11 +5,11 @@
 //! snapshot that loses or rolls back a change: a consumer started from *each* snapshot it
 //! published converges to the table.
 
-use aws_plumbing::s3_client;
 use aws_sdk_dynamodb::types::StreamViewType;
-use change_protocol::{snapshot_pointer_key, DEFAULT_SNAPSHOT_PREFIX};
 use feed_compactor::{Config, DeployedCompactor};
 use std::collections::BTreeMap;
+use stream_refdata_aws::s3_client;
+use stream_refdata_protocol::{snapshot_pointer_key, DEFAULT_SNAPSHOT_PREFIX};
 use test_support::{through_proxy, Fault, FeedRig, HttpFaultProxy, Rule};
 
 use crate::common::{consumer_with, table_view, writes_while, Consumer, Rounds, KEYS};

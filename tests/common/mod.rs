@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use aws_plumbing::s3_client;
-use enrichment::sources::{DynamoDbTable, S3Feed};
-use enrichment::{FeedSettings, Lookup, SystemClock, TableConfig, TableEnricher};
+use stream_refdata::sources::{DynamoDbTable, S3Feed};
+use stream_refdata::{FeedSettings, Lookup, SystemClock, TableConfig, TableEnricher};
+use stream_refdata_aws::s3_client;
 use test_support::{through_proxy, FeedRig};
 use tokio::sync::{watch, Semaphore};
 

@@ -8,8 +8,8 @@
 //!
 //! ```no_run
 //! # async fn example() {
-//! # fn from_env() -> Result<String, aws_plumbing::ConfigError> { Ok(String::new()) }
-//! let config = aws_plumbing::init::or_exit("change-handler", from_env()).await;
+//! # fn from_env() -> Result<String, stream_refdata_aws::ConfigError> { Ok(String::new()) }
+//! let config = stream_refdata_aws::init::or_exit("change-handler", from_env()).await;
 //! # }
 //! ```
 //!

@@ -17,18 +17,21 @@
 //! - `testing` (feature `testing`): `MemoryStore`, the in-memory S3 that every crate's tests
 //!   share.
 //!
-//! It knows nothing of the change feed's format: that is `change-protocol`; writing it is
-//! `feed-writer`.
+//! It knows nothing of the change feed's format: that is `stream-refdata-protocol`; writing it
+//! is `feed-writer`.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod clock;
 mod config;
 pub mod init;
 #[cfg(feature = "lambda")]
+#[cfg_attr(docsrs, doc(cfg(feature = "lambda")))]
 pub mod lambda;
 mod s3;
 mod s3_key;
 mod sdk;
 #[cfg(any(test, feature = "testing"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 pub mod vars;
 

@@ -8,8 +8,8 @@
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
-//! use aws_plumbing::testing::MemoryStore;
-//! use aws_plumbing::ObjectStore;
+//! use stream_refdata_aws::testing::MemoryStore;
+//! use stream_refdata_aws::ObjectStore;
 //!
 //! let store = MemoryStore::new();
 //! store.fail_next(1);

@@ -1,8 +1,8 @@
 //! An init error reaches the Runtime API as Lambda documents it: the path, the error-type
 //! header and the JSON error document, with the sentence that names the variable.
 
-use aws_plumbing::init::{report, InitError, ERROR_TYPE_HEADER, INIT_ERROR_PATH};
-use aws_plumbing::ConfigError;
+use stream_refdata_aws::init::{report, InitError, ERROR_TYPE_HEADER, INIT_ERROR_PATH};
+use stream_refdata_aws::ConfigError;
 use test_support::RuntimeApiStub;
 
 #[tokio::test]

@@ -3,10 +3,10 @@
 
 use std::sync::{Arc, Mutex};
 
-use aws_plumbing::{s3_client, Conditional, MeasureError, ObjectStore, OffsetClock, S3Store};
 use aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_s3::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_s3::error::{BoxError, SdkError};
+use stream_refdata_aws::{s3_client, Conditional, MeasureError, ObjectStore, OffsetClock, S3Store};
 use test_support::{sdk_config, unique_name};
 
 async fn store_with_bucket() -> (S3Store, String) {
@@ -287,7 +287,7 @@ async fn a_conditional_get_tells_not_modified_changed_and_missing_apart() {
 
 #[tokio::test]
 async fn a_conditional_put_writes_only_over_the_object_it_read() {
-    use aws_plumbing::ObjectKeeper;
+    use stream_refdata_aws::ObjectKeeper;
     let (s3, bucket) = store_with_bucket().await;
     let key = "out/a.jsonl";
     // None: only when there is no object.
@@ -325,7 +325,7 @@ async fn a_conditional_put_writes_only_over_the_object_it_read() {
 
 #[tokio::test]
 async fn child_prefixes_are_the_folders_right_under_a_prefix() {
-    use aws_plumbing::ObjectKeeper;
+    use stream_refdata_aws::ObjectKeeper;
     let (s3, bucket) = store_with_bucket().await;
     for key in [
         "held/shard-1/1.json",

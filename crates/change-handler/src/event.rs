@@ -6,12 +6,12 @@
 //! DynamoDB Streams event at all is an error.
 
 use aws_lambda_events::event::dynamodb::EventRecord;
-use change_protocol::{
+use serde::Deserialize;
+use serde_json::Value;
+use stream_refdata_protocol::{
     source_label, ChangeFile, ChangeKind, EventName, Item, OpaqueRecord, SequenceError,
     SequenceNumber, SequenceRange, Source, StreamChange, UserIdentity, SCHEMA_VERSION,
 };
-use serde::Deserialize;
-use serde_json::Value;
 
 /// Why a payload is not a DynamoDB Streams event. Retrying cannot help.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,10 +1,10 @@
 //! The Lambda handler: parse the batch, write one change file, report what failed.
 
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
-use aws_plumbing::{Clock, ObjectStore};
 use feed_writer::{FeedWriter, WriteError};
 use lambda_runtime::Diagnostic;
 use serde_json::Value;
+use stream_refdata_aws::{Clock, ObjectStore};
 use tracing::{error, info, warn};
 
 use crate::event::{parse_event, Batch, EventError};
@@ -14,19 +14,19 @@ use crate::event::{parse_event, Batch, EventError};
 /// it). The binary and the redrive tooling both build it here.
 pub fn deployed(
     config: feed_writer::FeedConfig,
-    sdk: &aws_plumbing::SdkConfig,
-) -> ChangeHandler<aws_plumbing::S3Store> {
-    deployed_with_clock(config, sdk, aws_plumbing::SystemClock)
+    sdk: &stream_refdata_aws::SdkConfig,
+) -> ChangeHandler<stream_refdata_aws::S3Store> {
+    deployed_with_clock(config, sdk, stream_refdata_aws::SystemClock)
 }
 
 /// [`deployed`] with its keys' time from `clock` (outside AWS: S3's time, see
-/// [`aws_plumbing::OffsetClock`]).
+/// [`stream_refdata_aws::OffsetClock`]).
 pub fn deployed_with_clock(
     config: feed_writer::FeedConfig,
-    sdk: &aws_plumbing::SdkConfig,
+    sdk: &stream_refdata_aws::SdkConfig,
     clock: impl Clock,
-) -> ChangeHandler<aws_plumbing::S3Store> {
-    let store = aws_plumbing::S3Store::new(aws_plumbing::s3_client(sdk));
+) -> ChangeHandler<stream_refdata_aws::S3Store> {
+    let store = stream_refdata_aws::S3Store::new(stream_refdata_aws::s3_client(sdk));
     ChangeHandler::new(FeedWriter::new(config, store, clock, PRODUCER))
 }
 
@@ -146,8 +146,8 @@ fn log_batch(batch: &Batch, key: &str, elapsed_ms: u128) {
     );
 }
 
-/// Served on the Lambda runtime by the function's `main` ([`aws_plumbing::lambda::serve`]).
-impl<S: ObjectStore> aws_plumbing::lambda::JsonHandler for ChangeHandler<S> {
+/// Served on the Lambda runtime by the function's `main` ([`stream_refdata_aws::lambda::serve`]).
+impl<S: ObjectStore> stream_refdata_aws::lambda::JsonHandler for ChangeHandler<S> {
     type Response = DynamoDbEventResponse;
     type Error = HandlerError;
 

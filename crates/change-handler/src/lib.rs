@@ -1,7 +1,7 @@
 //! The change-handler Lambda: a DynamoDB Stream in, change files in S3 out.
 //!
 //! It sits on the reference table's stream (any stream view type) and writes one change file
-//! per invocation batch to the change feed, as `change_protocol` defines it; consumers apply the
+//! per invocation batch to the change feed, as `stream_refdata_protocol` defines it; consumers apply the
 //! changes from the file without reading the table again (or re-read the keys, for `KEYS_ONLY`).
 //!
 //! - [`event`]: the pure part, a Lambda payload to the change file's content. One record that
@@ -9,7 +9,7 @@
 //! - [`handler`]: writes the file through `feed_writer` (bounded write window W, pointer object,
 //!   optional legacy marker) and answers with `batchItemFailures`.
 //! - `main.rs`: configuration from the environment (a bad variable is the function's init error,
-//!   through `aws_plumbing::init`), SDK clients from `aws_plumbing`, `lambda_runtime::run`.
+//!   through `stream_refdata_aws::init`), SDK clients from `stream_refdata_aws`, `lambda_runtime::run`.
 //!
 //! # Configuration
 //! | variable | default | meaning |

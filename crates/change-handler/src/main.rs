@@ -1,8 +1,8 @@
 //! The change-handler binary: configuration, clients, runtime. The logic is in the library.
 
-use aws_plumbing::{init, lambda, sdk_config};
 use feed_writer::FeedConfig;
 use lambda_runtime::Error;
+use stream_refdata_aws::{init, lambda, sdk_config};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::StreamViewType;
-use change_protocol::{EventName, HeadPointer};
+use stream_refdata_protocol::{EventName, HeadPointer};
 use test_support::{priorities, unique_name, FeedRig};
 
 /// A table with a stream of `view` type, a feed bucket and the change-handler writing to it
@@ -72,7 +72,7 @@ async fn keys_only_stream_gives_changes_without_images() {
         assert!(c.new_image.is_none() && c.old_image.is_none());
         assert_eq!(
             c.keys["item"],
-            change_protocol::AttributeValue::S("pizza".into())
+            stream_refdata_protocol::AttributeValue::S("pizza".into())
         );
         assert_eq!(c.stream_view_type.as_deref(), Some("KEYS_ONLY"));
     }

@@ -3,11 +3,11 @@
 use std::time::Duration;
 
 use aws_lambda_events::event::streams::DynamoDbEventResponse;
-use aws_plumbing::SystemClock;
 use change_handler::{ChangeHandler, HandlerError, PRODUCER};
-use change_protocol::{ChangeFile, ChangeKey, EventName, HeadPointer};
 use feed_writer::{FeedConfig, FeedWriter};
 use serde_json::json;
+use stream_refdata_aws::SystemClock;
+use stream_refdata_protocol::{ChangeFile, ChangeKey, EventName, HeadPointer};
 use test_support::{priorities, sample_event, MemoryStore};
 
 /// The handler writing to a fresh store, and the store (a clone sharing its objects).
@@ -53,7 +53,7 @@ async fn walkthrough_modify_becomes_a_change_file_with_both_images() {
     assert_eq!(priorities(c), (Some("medium"), Some("high")));
     assert_eq!(
         c.keys["price"],
-        change_protocol::AttributeValue::N("100".into())
+        stream_refdata_protocol::AttributeValue::N("100".into())
     );
     assert_eq!(file.source.table.as_deref(), Some("ProductPriority"));
     assert_eq!(file.write_window_ms, 20_000);

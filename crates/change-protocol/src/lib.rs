@@ -26,7 +26,7 @@
 //! A change file as the change-handler writes it for the original walkthrough's update (burger:
 //! medium to high) plus one record it could not type:
 //! ```
-//! use change_protocol::{ChangeFile, ChangeKind, EventName};
+//! use stream_refdata_protocol::{ChangeFile, ChangeKind, EventName};
 //!
 //! let json = include_str!("../tests/data/example-change-file.json");
 //! let file = ChangeFile::from_slice(json.as_bytes()).unwrap();
@@ -40,6 +40,7 @@
 //! ```json
 #![doc = include_str!("../tests/data/example-change-file.json")]
 //! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod file;
 mod flag;

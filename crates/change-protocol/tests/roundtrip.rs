@@ -2,11 +2,11 @@
 
 use std::collections::HashMap;
 
-use change_protocol::{
+use proptest::prelude::*;
+use stream_refdata_protocol::{
     AttributeValue, ChangeFile, ChangeKind, DecodeError, EventName, Item, OpaqueRecord,
     SequenceNumber, Source, StreamChange,
 };
-use proptest::prelude::*;
 
 fn attribute() -> impl Strategy<Value = AttributeValue> {
     let leaf = prop_oneof![
@@ -70,7 +70,7 @@ fn file(changes: Vec<StreamChange>) -> ChangeFile {
         write_window_ms: 20_000,
         producer: "test".into(),
         source: Source {
-            label: change_protocol::source_label("arn"),
+            label: stream_refdata_protocol::source_label("arn"),
             table: Some("ProductPriority".into()),
             stream_arn: Some("arn".into()),
             region: Some("us-east-1".into()),
@@ -167,5 +167,5 @@ fn the_documented_example_parses() {
     assert_eq!(f.opaque.len(), 1);
     assert_eq!(f.write_window_ms, 20_000);
     let arn = f.source.stream_arn.as_deref().unwrap();
-    assert_eq!(f.source.label, change_protocol::source_label(arn));
+    assert_eq!(f.source.label, stream_refdata_protocol::source_label(arn));
 }

@@ -2,21 +2,21 @@
 //! version (1,000 of them changed once in the window): 1,000 lookups of existing keys each.
 //! The target is an as-of lookup at most 3× a current one.
 //!
-//! `cargo bench -p enrichment --bench as_of`
+//! `cargo bench -p stream-refdata --bench as_of`
 
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::Arc;
 
-use change_protocol::{
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use stream_refdata::config::{DecodeError, Decoder, LookupKeyFn};
+use stream_refdata::history::{AsOf, HistoryBuilder};
+use stream_refdata::key::{ItemKey, KeyValue};
+use stream_refdata::{Ambiguity, Lookup};
+use stream_refdata_protocol::{
     AttributeValue, ChangeFile, ChangeKind, EntryBody, EventName, Item, SequenceNumber,
     SnapshotEntry, SnapshotHeader, Source, StreamChange,
 };
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use enrichment::config::{DecodeError, Decoder, LookupKeyFn};
-use enrichment::history::{AsOf, HistoryBuilder};
-use enrichment::key::{ItemKey, KeyValue};
-use enrichment::{Ambiguity, Lookup};
 
 mod common;
 
@@ -41,7 +41,7 @@ fn item(name: &str, priority: &str) -> Item {
 fn bench(c: &mut Criterion) {
     let names: Vec<String> = (0..N).map(|n| format!("dish-{n}")).collect();
     // The current view.
-    let current = enrichment::testing::snapshot(
+    let current = stream_refdata::testing::snapshot(
         Ambiguity::LowestKey,
         names.iter().map(|name| {
             let key = ItemKey::from_iter([KeyValue::S(name.clone()), KeyValue::N("100".into())]);
@@ -101,7 +101,7 @@ fn bench(c: &mut Criterion) {
             write_window_ms: 20_000,
             producer: "bench".into(),
             source: Source {
-                label: change_protocol::source_label(ARN),
+                label: stream_refdata_protocol::source_label(ARN),
                 table: Some("T".into()),
                 stream_arn: Some(ARN.into()),
                 region: None,

@@ -5,16 +5,16 @@
 //! A third group is the S3-object enricher's first load of as many rows, in one CSV object and
 //! in ten.
 //!
-//! `cargo bench -p enrichment --bench bootstrap`
+//! `cargo bench -p stream-refdata --bench bootstrap`
 
 use std::time::Duration;
 
-use change_protocol::{Item, SnapshotPointer, DEFAULT_SNAPSHOT_PREFIX};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use enrichment::testing::{MemoryBucket, MemoryTable};
-use enrichment::{
+use stream_refdata::testing::{MemoryBucket, MemoryTable};
+use stream_refdata::{
     FeedSettings, ObjectConfig, ObjectEnricher, SystemClock, TableConfig, TableEnricher,
 };
+use stream_refdata_protocol::{Item, SnapshotPointer, DEFAULT_SNAPSHOT_PREFIX};
 
 mod common;
 use common::{bench_items, decoded, key_names, product_item, Product};
@@ -63,11 +63,11 @@ fn publish(table: &MemoryTable, bucket: &MemoryBucket, rt: &tokio::runtime::Runt
     let (gz, header) = follower.write_feed_snapshot(gz, now).unwrap();
     let body = gz.finish().unwrap();
     let size = body.len();
-    let key = change_protocol::snapshot_key(DEFAULT_SNAPSHOT_PREFIX, &header.table, now);
+    let key = stream_refdata_protocol::snapshot_key(DEFAULT_SNAPSHOT_PREFIX, &header.table, now);
     bucket.put(&key, body);
     let pointer = SnapshotPointer::to(key, &header);
     bucket.put(
-        &change_protocol::snapshot_pointer_key(DEFAULT_SNAPSHOT_PREFIX, &header.table),
+        &stream_refdata_protocol::snapshot_pointer_key(DEFAULT_SNAPSHOT_PREFIX, &header.table),
         serde_json::to_vec(&pointer).unwrap(),
     );
     size
@@ -110,7 +110,7 @@ fn bench(c: &mut Criterion) {
     let key = {
         let pointer: SnapshotPointer = serde_json::from_slice(
             &bucket
-                .object(&change_protocol::snapshot_pointer_key(
+                .object(&stream_refdata_protocol::snapshot_pointer_key(
                     DEFAULT_SNAPSHOT_PREFIX,
                     "ProductPriority",
                 ))
@@ -122,7 +122,8 @@ fn bench(c: &mut Criterion) {
     let body = bucket.object(&key).unwrap();
     let read = || {
         let gz = flate2::bufread::GzDecoder::new(body.as_slice());
-        let mut r = change_protocol::SnapshotReader::new(std::io::BufReader::new(gz)).unwrap();
+        let mut r =
+            stream_refdata_protocol::SnapshotReader::new(std::io::BufReader::new(gz)).unwrap();
         let mut entries = Vec::with_capacity(n);
         while let Some(e) = r.next_entry().unwrap() {
             entries.push(e);
@@ -130,11 +131,11 @@ fn bench(c: &mut Criterion) {
         entries
     };
     let names = key_names();
-    let decode = |entries: Vec<change_protocol::SnapshotEntry>| {
+    let decode = |entries: Vec<stream_refdata_protocol::SnapshotEntry>| {
         entries
             .into_iter()
             .map(|e| {
-                let change_protocol::EntryBody::Item(item) = e.body else {
+                let stream_refdata_protocol::EntryBody::Item(item) = e.body else {
                     unreachable!("no tombstones here")
                 };
                 decoded(&names, item)
@@ -157,7 +158,9 @@ fn bench(c: &mut Criterion) {
     stages.bench_function("3 build the indexed snapshot", |b| {
         b.iter_batched(
             || decode(read()),
-            |entries| enrichment::testing::snapshot(enrichment::Ambiguity::LowestKey, entries),
+            |entries| {
+                stream_refdata::testing::snapshot(stream_refdata::Ambiguity::LowestKey, entries)
+            },
             BatchSize::PerIteration,
         )
     });

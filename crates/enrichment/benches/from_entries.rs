@@ -1,13 +1,13 @@
-//! The index build alone: `Snapshot::from_entries` (through `enrichment::testing::snapshot`) on
+//! The index build alone: `Snapshot::from_entries` (through `stream_refdata::testing::snapshot`) on
 //! decoded entries, the step both full-load paths end with. Unique lookup keys, and a variant
 //! where every lookup key is shared by 4 items (groups). `BENCH_ITEMS` sets the number of items
 //! (default 100,000).
 //!
-//! `cargo bench -p enrichment --bench from_entries`
+//! `cargo bench -p stream-refdata --bench from_entries`
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use enrichment::key::{ItemKey, KeyValue};
-use enrichment::Ambiguity;
+use stream_refdata::key::{ItemKey, KeyValue};
+use stream_refdata::Ambiguity;
 
 mod common;
 use common::{bench_items, Entry, Product};
@@ -48,7 +48,7 @@ fn bench(c: &mut Criterion) {
         group.bench_function(name, |b| {
             b.iter_batched(
                 || input.clone(),
-                |e| enrichment::testing::snapshot(ambiguity, e),
+                |e| stream_refdata::testing::snapshot(ambiguity, e),
                 BatchSize::PerIteration,
             )
         });

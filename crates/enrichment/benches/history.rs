@@ -3,14 +3,14 @@
 //! reading and decoding that day's change files twice (the target: building takes less). Its
 //! memory is `--bench history_memory`.
 //!
-//! `cargo bench -p enrichment --bench history` (`BENCH_ITEMS` sets the items and changes); after
+//! `cargo bench -p stream-refdata --bench history` (`BENCH_ITEMS` sets the items and changes); after
 //! criterion's two groups it times the two in turn for fifteen rounds and prints the median
 //! ratio (the figure docs/performance.md reports).
 
 use std::hint::black_box;
 
-use change_protocol::ChangeFile;
 use criterion::{criterion_group, Criterion};
+use stream_refdata_protocol::ChangeFile;
 
 mod common;
 use common::day::{build_from, day_files, entries};

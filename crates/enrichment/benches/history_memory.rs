@@ -3,13 +3,13 @@
 //! view alone, per change, against the change's image as DynamoDB JSON (the target: at most
 //! 2×). Prints one line; not a criterion benchmark.
 //!
-//! `cargo bench -p enrichment --bench history_memory` (`BENCH_ITEMS` sets the items and changes)
+//! `cargo bench -p stream-refdata --bench history_memory` (`BENCH_ITEMS` sets the items and changes)
 
 use std::alloc::System;
 
-use change_protocol::ChangeFile;
-use enrichment::history::AsOf;
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
+use stream_refdata::history::AsOf;
+use stream_refdata_protocol::ChangeFile;
 
 mod common;
 use common::bench_items;
@@ -26,7 +26,7 @@ fn held(
 ) -> (
     isize,
     isize,
-    enrichment::history::History<common::Product, String>,
+    stream_refdata::history::History<common::Product, String>,
 ) {
     let snapshot = entries(n);
     // (a reallocation counts in the bytes allocated or deallocated already)

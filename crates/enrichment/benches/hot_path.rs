@@ -1,16 +1,16 @@
 //! The enrichment hot path, per record: lookup alone; decode + encode of an order (the limit
 //! any consumer pays); decode + lookup + encode (what enrichment costs on top).
 //!
-//! `cargo bench -p enrichment --bench hot_path`. Compare the two `orders/*` figures: the target
+//! `cargo bench -p stream-refdata --bench hot_path`. Compare the two `orders/*` figures: the target
 //! is enrichment at no less than half the speed of the decode+encode limit.
 
 use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use enrichment::key::{ItemKey, KeyValue};
-use enrichment::{Ambiguity, Lookup, Snapshot};
 use serde::{Deserialize, Serialize};
+use stream_refdata::key::{ItemKey, KeyValue};
+use stream_refdata::{Ambiguity, Lookup, Snapshot};
 
 #[derive(Debug)]
 struct Product {
@@ -60,7 +60,7 @@ fn snapshot(extra: usize) -> Snapshot<Product, String> {
                 Some(item),
             )
         });
-    enrichment::testing::snapshot(Ambiguity::LowestKey, entries)
+    stream_refdata::testing::snapshot(Ambiguity::LowestKey, entries)
 }
 
 /// 1,000 orders as the data generator makes them (one dish in six is not in the table).

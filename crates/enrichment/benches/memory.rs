@@ -10,10 +10,10 @@
 //! did before both figures (the 8.6×): the source items are dropped before the "index"
 //! figure's start, so the allocator can reuse their memory for the snapshot.
 //!
-//! `cargo bench -p enrichment --bench memory`
+//! `cargo bench -p stream-refdata --bench memory`
 
-use change_protocol::Item;
-use enrichment::Ambiguity;
+use stream_refdata::Ambiguity;
+use stream_refdata_protocol::Item;
 
 mod common;
 use common::{bench_items, decoded, key_names, product_item, Entry};
@@ -51,7 +51,7 @@ fn main() {
         Some(items)
     };
     let before = rss() as isize;
-    let snapshot = enrichment::testing::snapshot(Ambiguity::LowestKey, entries);
+    let snapshot = stream_refdata::testing::snapshot(Ambiguity::LowestKey, entries);
     let after = rss() as isize;
     let per_item = (after - before) as f64 / n as f64;
     let all = (after - start) as f64 / n as f64;

@@ -3,14 +3,14 @@
 //! changed items: the base is shared and the changes are persistent maps over it, so this is
 //! not a copy of the table).
 //!
-//! `cargo bench -p enrichment --bench refresh`
+//! `cargo bench -p stream-refdata --bench refresh`
 
 use std::hint::black_box;
 
-use change_protocol::Item;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use enrichment::key::{ItemKey, KeyValue};
-use enrichment::{Ambiguity, Snapshot};
+use stream_refdata::key::{ItemKey, KeyValue};
+use stream_refdata::{Ambiguity, Snapshot};
+use stream_refdata_protocol::Item;
 
 mod common;
 use common::{decoded, key_names, product_item, Product};
@@ -23,7 +23,7 @@ fn key(i: usize) -> ItemKey {
 
 fn decode(items: &[Item]) -> Snapshot<Product, String> {
     let names = key_names();
-    enrichment::testing::snapshot(
+    stream_refdata::testing::snapshot(
         Ambiguity::LowestKey,
         items.iter().map(|i| decoded(&names, i.clone())),
     )
@@ -58,7 +58,7 @@ fn bench(c: &mut Criterion) {
                 |mut next| {
                     for p in &changed[..n] {
                         let k = key(p.item[5..].parse().unwrap());
-                        next = enrichment::testing::with_upsert(
+                        next = stream_refdata::testing::with_upsert(
                             next,
                             k,
                             Product {

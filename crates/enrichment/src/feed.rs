@@ -10,8 +10,8 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use change_protocol::{format_key_time, head_key, ChangeFile, ChangeKey, DecodeError};
 use chrono::{DateTime, Utc};
+use stream_refdata_protocol::{format_key_time, head_key, ChangeFile, ChangeKey, DecodeError};
 use tokio::time::Instant;
 use tracing::debug;
 
@@ -50,13 +50,13 @@ impl Default for FeedSettings {
     fn default() -> Self {
         FeedSettings {
             prefix: "change_flags/".into(),
-            write_window: Duration::from_millis(change_protocol::DEFAULT_WRITE_WINDOW_MS),
+            write_window: Duration::from_millis(stream_refdata_protocol::DEFAULT_WRITE_WINDOW_MS),
             clock_margin: Duration::from_secs(5),
             poll_interval: Duration::from_secs(1),
             safety_listing: Duration::from_secs(60),
             use_head_pointer: true,
             retention: Duration::from_secs(7 * 24 * 3600),
-            snapshot_prefix: Some(change_protocol::DEFAULT_SNAPSHOT_PREFIX.into()),
+            snapshot_prefix: Some(stream_refdata_protocol::DEFAULT_SNAPSHOT_PREFIX.into()),
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use change_protocol::{AttributeValue, Item};
+use stream_refdata_protocol::{AttributeValue, Item};
 
 /// What can serve as a lookup key: any hashable, cloneable, thread-safe value (`String`, a
 /// tuple of strings, …). Implemented for every such type.

@@ -45,8 +45,8 @@
 //!
 //! # Example: embedding it in a consumer loop
 //! ```no_run
-//! use enrichment::{Classified, TableEnricher, TableConfig, Outcome, SystemClock};
-//! use enrichment::sources::{DynamoDbTable, S3Feed};
+//! use stream_refdata::{Classified, TableEnricher, TableConfig, Outcome, SystemClock};
+//! use stream_refdata::sources::{DynamoDbTable, S3Feed};
 //!
 //! #[derive(serde::Deserialize)]
 //! struct Product { item: String, priority: String }
@@ -80,8 +80,10 @@
 //! # }
 //! ```
 //!
-//! Without AWS, the in-memory sources of `enrichment::testing` (feature `testing`) stand in for the table
+//! Without AWS, the in-memory sources of `stream_refdata::testing` (feature `testing`) stand in for the table
 //! and the bucket; the examples on [`TableEnricher`], [`ObjectEnricher`] and [`Reader`] use them.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod feed;
 pub mod key;
@@ -94,6 +96,7 @@ pub mod sources;
 mod table;
 
 #[cfg(any(test, feature = "testing"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 #[path = "sources/memory.rs"]
 pub mod testing;
 
@@ -106,7 +109,6 @@ pub mod guide {
     #![doc = include_str!("../docs/objects.md")]
 }
 
-pub use aws_plumbing::{Clock, SystemClock};
 pub use feed::FeedSettings;
 pub use key::LookupKey;
 pub use lifecycle::config::{self, ObjectConfig, TableConfig};
@@ -117,6 +119,7 @@ pub use metrics::MetricsSnapshot;
 pub use objects::{rows, ObjectEnricher};
 pub use policy::{Ambiguity, BadRows, Policies, Unmatched};
 pub use snapshot::{Lookup, Snapshot};
+pub use stream_refdata_aws::{Clock, SystemClock};
 pub use table::{NotCurrent, TableEnricher};
 
 #[cfg(test)]

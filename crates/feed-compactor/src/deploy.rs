@@ -1,8 +1,8 @@
 //! The feed-compactor as deployed: its one composition root, used by the binary and the test
 //! rigs alike.
 
-use aws_plumbing::{s3_client, Clock, S3Store, SdkConfig, SystemClock};
-use enrichment::sources::{DynamoDbTable, S3Feed};
+use stream_refdata::sources::{DynamoDbTable, S3Feed};
+use stream_refdata_aws::{s3_client, Clock, S3Store, SdkConfig, SystemClock};
 
 use crate::{Compactor, Config};
 

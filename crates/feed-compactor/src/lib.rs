@@ -16,18 +16,18 @@
 use std::io::Write;
 use std::time::Duration;
 
-use aws_plumbing::{
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use stream_refdata::sources::{FeedSource, TableSource};
+use stream_refdata::{FeedSettings, NotCurrent, RefreshReport, TableConfig, TableEnricher};
+use stream_refdata_aws::{
     key_attributes_var, number_var, optional_var, required_var, validate_bucket, Clock,
     ConfigError, ObjectStore, SharedClock,
 };
-use change_protocol::{
+use stream_refdata_protocol::{
     snapshot_key, snapshot_pointer_key, Item, SnapshotPointer, DEFAULT_DAILY_SNAPSHOT_PREFIX,
     DEFAULT_SNAPSHOT_PREFIX,
 };
-use chrono::{DateTime, Utc};
-use enrichment::sources::{FeedSource, TableSource};
-use enrichment::{FeedSettings, NotCurrent, RefreshReport, TableConfig, TableEnricher};
-use serde::Serialize;
 use tracing::info;
 
 mod deploy;
@@ -135,7 +135,7 @@ impl Config {
 pub enum CompactError {
     /// The follower's refresh failed: what it holds may miss changes.
     #[error("refresh failed, no snapshot written: {0}")]
-    Refresh(#[source] enrichment::RefreshError),
+    Refresh(#[source] stream_refdata::RefreshError),
     /// The follower's data is not current (a reload pending, nothing loaded).
     #[error("no snapshot written: {0}")]
     NotCurrent(#[from] NotCurrent),
@@ -144,7 +144,7 @@ pub enum CompactError {
     Compress(#[from] std::io::Error),
     /// Writing the snapshot or its pointer failed (the previous snapshot stays the latest).
     #[error(transparent)]
-    Write(#[from] aws_plumbing::StoreError),
+    Write(#[from] stream_refdata_aws::StoreError),
 }
 
 /// A snapshot that was written.
@@ -253,7 +253,7 @@ where
     }
 
     /// The follower's counters (items read, files applied, snapshot loads).
-    pub fn metrics(&self) -> enrichment::MetricsSnapshot {
+    pub fn metrics(&self) -> stream_refdata::MetricsSnapshot {
         self.follower.metrics()
     }
 

@@ -1,10 +1,10 @@
 //! The feed-compactor binary: configuration, clients, then either the Lambda runtime (on a
 //! schedule) or, outside Lambda, one run as a command. The logic is in the library.
 
-use aws_plumbing::{init, sdk_config};
 use feed_compactor::{embedded_metrics, Config};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::Value;
+use stream_refdata_aws::{init, sdk_config};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {

@@ -5,9 +5,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use change_protocol::{snapshot_pointer_key, AttributeValue, SnapshotPointer};
-use enrichment::testing::{MemoryBucket, MemoryTable};
-use enrichment::{FeedSettings, SystemClock, TableConfig, TableEnricher};
+use stream_refdata::testing::{MemoryBucket, MemoryTable};
+use stream_refdata::{FeedSettings, SystemClock, TableConfig, TableEnricher};
+use stream_refdata_protocol::{snapshot_pointer_key, AttributeValue, SnapshotPointer};
 
 use super::*;
 
@@ -170,7 +170,7 @@ async fn the_first_snapshot_of_each_utc_day_is_kept_under_the_daily_prefix_as_we
         // (noon UTC, so a few seconds later is the same day)
         let now = Utc::now();
         let noon = now.date_naive().and_hms_opt(12, 0, 0).unwrap().and_utc();
-        aws_plumbing::OffsetClock::new(noon - now - chrono::Duration::days(days_ago))
+        stream_refdata_aws::OffsetClock::new(noon - now - chrono::Duration::days(days_ago))
     };
     let mut c = Compactor::new(
         config(),
@@ -235,7 +235,7 @@ async fn a_snapshot_records_when_its_scan_began_and_ended() {
     let key = published.published.expect("published").key;
     let body = bucket.object(&key).unwrap();
     let gz = flate2::bufread::GzDecoder::new(body.as_slice());
-    let reader = change_protocol::SnapshotReader::new(std::io::BufReader::new(gz)).unwrap();
+    let reader = stream_refdata_protocol::SnapshotReader::new(std::io::BufReader::new(gz)).unwrap();
     let header = reader.header();
     let (start, end) = (header.full_load_start_ms, header.full_load_end_ms);
     assert!(

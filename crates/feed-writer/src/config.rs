@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use aws_plumbing::{optional_var, required_var, validate_bucket, ConfigError};
-use change_protocol::{DEFAULT_WRITE_WINDOW_MS, WRITE_MARGIN_MS};
+use stream_refdata_aws::{optional_var, required_var, validate_bucket, ConfigError};
+use stream_refdata_protocol::{DEFAULT_WRITE_WINDOW_MS, WRITE_MARGIN_MS};
 
 /// Where and how a producer writes the change feed.
 #[derive(Clone, Debug, PartialEq, Eq)]

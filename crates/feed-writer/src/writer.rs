@@ -2,14 +2,14 @@
 
 use std::time::Duration;
 
-use change_protocol::{
+use chrono::{DateTime, Utc};
+use stream_refdata_protocol::{
     format_key_time, head_key, source_label, ChangeFile, ChangeKey, ChangeKind, HeadPointer,
     SequenceRange, Source, SCHEMA_VERSION,
 };
-use chrono::{DateTime, Utc};
 use tokio::time::{timeout_at, Instant};
 
-use aws_plumbing::{Clock, ObjectStore, SharedClock, StoreError};
+use stream_refdata_aws::{Clock, ObjectStore, SharedClock, StoreError};
 
 use crate::FeedConfig;
 
@@ -179,9 +179,9 @@ fn truncate_to_ms(t: DateTime<Utc>) -> DateTime<Utc> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aws_plumbing::testing::MemoryStore;
-    use change_protocol::{ChangeKind, SequenceNumber, Source};
     use std::sync::atomic::{AtomicI64, Ordering};
+    use stream_refdata_aws::testing::MemoryStore;
+    use stream_refdata_protocol::{ChangeKind, SequenceNumber, Source};
 
     /// A clock that moves one second forward each time it is read.
     struct SteppingClock(AtomicI64);
@@ -209,7 +209,7 @@ mod tests {
             write_window_ms: 0,
             producer: String::new(),
             source: Source {
-                label: change_protocol::source_label("arn"),
+                label: stream_refdata_protocol::source_label("arn"),
                 ..Source::default()
             },
             changes: vec![],
@@ -277,7 +277,7 @@ mod tests {
         assert!(body.changes.is_empty() && body.opaque.is_empty());
         let parsed = ChangeKey::parse("change_flags/", &written.key).unwrap();
         assert_eq!(parsed.unique.as_deref(), Some("redrive-1"));
-        assert_eq!(parsed.label, change_protocol::source_label("gap"));
+        assert_eq!(parsed.label, stream_refdata_protocol::source_label("gap"));
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,20 +1,56 @@
-//! Records aggregated by the Kinesis Producer Library (KPL), and every library that writes its
-//! format, de-aggregated into their user records. Pure.
+//! De-aggregation of Kinesis records aggregated by the Kinesis Producer Library (KPL), and by
+//! every library that writes its format (AWS's `kinesis-aggregation` libraries, Powertools'
+//! producers), into their user records. Pure: no AWS SDK, no I/O.
 //!
 //! An aggregated Kinesis record is the 4 magic bytes `F3 89 9A C2`, a protobuf
 //! `AggregatedRecord` (a table of partition keys, a table of explicit hash keys, and the user
-//! records, each naming its partition key by index), and the MD5 digest of that protobuf body.
-//! A record without the magic bytes is an ordinary record. The protobuf is decoded with `prost`
-//! (the messages are declared here with its derive, so no `protoc` runs at build time) and the
-//! digest checked with the RustCrypto `md-5` crate.
+//! records, each naming its keys by index), and the MD5 digest of that protobuf body. A record
+//! without the magic bytes is an ordinary record ([`Deaggregated::Plain`]). The protobuf is
+//! decoded with `prost` (the messages are declared here with its derive, so no `protoc` runs at
+//! build time) and the digest checked with the RustCrypto `md-5` crate.
 //!
-//! Each user record keeps the Kinesis record's sequence number and gets its index in the
-//! aggregate as its **sub-sequence number**, as the Kinesis Client Library numbers them.
+//! Each user record keeps its Kinesis record's sequence number (the caller's) and gets its index
+//! in the aggregate as its **sub-sequence number**, as the Kinesis Client Library and AWS's
+//! deaggregators number them.
+//!
+//! **Errors are per Kinesis record.** A record that starts with the magic bytes but is not a
+//! valid aggregate (a wrong MD5 trailer, a body that is not the protobuf, a key index out of its
+//! table, no user records) is an [`AggregateError`] for that record alone: de-aggregate each
+//! record of a batch on its own, and report the ones that fail (a partial-batch failure, a
+//! dead letter). AWS's Python deaggregator passes such a record on as if it were an ordinary
+//! one; here it is never mistaken for data.
+//!
+//! ```
+//! use kpl_deaggregation::{deaggregate, Deaggregated};
+//!
+//! // An ordinary record passes through.
+//! assert_eq!(deaggregate(br#"{"dish":"pizza"}"#), Ok(Deaggregated::Plain));
+//!
+//! // An aggregate: one user record "hi" under partition key "k", byte for byte as AWS's
+//! // aggregation library writes it.
+//! let aggregate = [
+//!     0xF3, 0x89, 0x9A, 0xC2, // magic
+//!     0x0A, 0x01, b'k', // partition_key_table: ["k"]
+//!     0x1A, 0x06, 0x08, 0x00, 0x1A, 0x02, b'h', b'i', // records: [{key 0, data "hi"}]
+//!     0x19, 0x87, 0x5F, 0xA5, 0x09, 0xCF, 0xD3, 0x64, // MD5 of the body
+//!     0xDB, 0xCE, 0x25, 0xB3, 0x4F, 0xE3, 0x57, 0x42,
+//! ];
+//! match deaggregate(&aggregate) {
+//!     Ok(Deaggregated::Aggregated(records)) => {
+//!         assert_eq!(records[0].partition_key, "k");
+//!         assert_eq!(records[0].sub_sequence_number, 0);
+//!         assert_eq!(records[0].data, b"hi");
+//!     }
+//!     other => panic!("{other:?}"),
+//! }
+//! ```
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 use md5::{Digest, Md5};
 
 /// The magic bytes that start an aggregated record.
-pub(crate) const MAGIC: [u8; 4] = [0xF3, 0x89, 0x9A, 0xC2];
+pub const MAGIC: [u8; 4] = [0xF3, 0x89, 0x9A, 0xC2];
 const DIGEST_LEN: usize = 16;
 
 /// The KPL's `AggregatedRecord` message.
@@ -52,19 +88,24 @@ struct Tag {
 
 /// One user record of an aggregated Kinesis record.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct UserRecord {
+#[non_exhaustive]
+pub struct UserRecord {
     /// Its own partition key.
-    pub(crate) partition_key: String,
-    /// Its index in the aggregate.
-    pub(crate) sub_sequence: u64,
+    pub partition_key: String,
+    /// Its explicit hash key, when the producer gave one.
+    pub explicit_hash_key: Option<String>,
+    /// Its index in the aggregate: with the Kinesis record's sequence number, its position in
+    /// the stream.
+    pub sub_sequence_number: u64,
     /// Its data.
-    pub(crate) data: Vec<u8>,
+    pub data: Vec<u8>,
 }
 
-/// Why a record with the magic bytes is not a valid aggregate. The whole Kinesis record is
-/// dead-lettered with this reason.
+/// Why a record with the magic bytes is not a valid aggregate: report the whole Kinesis record
+/// with this reason (none of its user records can be trusted).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum AggregateError {
+#[non_exhaustive]
+pub enum AggregateError {
     /// Too short to hold a body and a digest.
     #[error("KPL aggregated record of {0} bytes is too short for its MD5 trailer")]
     TooShort(usize),
@@ -87,11 +128,23 @@ pub(crate) enum AggregateError {
         /// Entries in the partition key table.
         keys: usize,
     },
+    /// A user record names an explicit hash key the table does not have.
+    #[error(
+        "KPL user record {index} names explicit hash key {key_index}, but the table has {keys}"
+    )]
+    ExplicitHashKey {
+        /// The user record's index.
+        index: usize,
+        /// The index it names.
+        key_index: u64,
+        /// Entries in the explicit hash key table.
+        keys: usize,
+    },
 }
 
 /// What a Kinesis record's data holds.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Deaggregated {
+pub enum Deaggregated {
     /// An ordinary record (no magic bytes).
     Plain,
     /// The user records of an aggregate, in order.
@@ -102,7 +155,7 @@ pub(crate) enum Deaggregated {
 ///
 /// # Errors
 /// [`AggregateError`] when the data starts with the magic bytes but is not a valid aggregate.
-pub(crate) fn deaggregate(data: &[u8]) -> Result<Deaggregated, AggregateError> {
+pub fn deaggregate(data: &[u8]) -> Result<Deaggregated, AggregateError> {
     let Some(rest) = data.strip_prefix(&MAGIC) else {
         return Ok(Deaggregated::Plain);
     };
@@ -119,6 +172,7 @@ pub(crate) fn deaggregate(data: &[u8]) -> Result<Deaggregated, AggregateError> {
         return Err(AggregateError::Empty);
     }
     let keys = aggregate.partition_key_table;
+    let hash_keys = aggregate.explicit_hash_key_table;
     aggregate
         .records
         .into_iter()
@@ -132,9 +186,24 @@ pub(crate) fn deaggregate(data: &[u8]) -> Result<Deaggregated, AggregateError> {
                     key_index: r.partition_key_index,
                     keys: keys.len(),
                 })?;
+            let explicit_hash_key = match r.explicit_hash_key_index {
+                None => None,
+                Some(i) => Some(
+                    usize::try_from(i)
+                        .ok()
+                        .and_then(|i| hash_keys.get(i))
+                        .ok_or(AggregateError::ExplicitHashKey {
+                            index,
+                            key_index: i,
+                            keys: hash_keys.len(),
+                        })?
+                        .clone(),
+                ),
+            };
             Ok(UserRecord {
                 partition_key: key.clone(),
-                sub_sequence: index as u64,
+                explicit_hash_key,
+                sub_sequence_number: index as u64,
                 data: r.data,
             })
         })
@@ -193,7 +262,13 @@ mod tests {
         };
         let got: Vec<(&str, u64, &[u8])> = records
             .iter()
-            .map(|r| (r.partition_key.as_str(), r.sub_sequence, r.data.as_slice()))
+            .map(|r| {
+                (
+                    r.partition_key.as_str(),
+                    r.sub_sequence_number,
+                    r.data.as_slice(),
+                )
+            })
             .collect();
         assert_eq!(
             got,

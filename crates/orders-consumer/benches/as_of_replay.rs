@@ -9,9 +9,9 @@
 
 use base64::Engine;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use enrichment::testing::{item, MemoryBucket, MemoryTable};
 use orders_consumer::{Config, OrdersConsumer};
 use serde_json::{json, Value};
+use stream_refdata::testing::{item, MemoryBucket, MemoryTable};
 use test_support::MemoryStore;
 
 /// The binary's allocator (as the function and the replay run).
@@ -39,11 +39,11 @@ fn config(extra: &[(&'static str, &'static str)]) -> Config {
     .unwrap()
 }
 
-fn product(dish: &str, priority: &str) -> change_protocol::Item {
+fn product(dish: &str, priority: &str) -> stream_refdata_protocol::Item {
     let mut product = item(&[("item", dish), ("priority", priority)]);
     product.insert(
         "price".into(),
-        change_protocol::AttributeValue::N("100".into()),
+        stream_refdata_protocol::AttributeValue::N("100".into()),
     );
     product
 }
@@ -101,7 +101,7 @@ fn bench(c: &mut Criterion) {
         table.clone(),
         feed.clone(),
         feed.clone(),
-        aws_plumbing::OffsetClock::new(-chrono::Duration::hours(2)),
+        stream_refdata_aws::OffsetClock::new(-chrono::Duration::hours(2)),
     );
     let published = runtime.block_on(compactor.run_once()).unwrap();
     assert!(published.published.is_some());

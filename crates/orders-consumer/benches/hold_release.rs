@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use base64::Engine;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use enrichment::testing::{item, MemoryBucket, MemoryTable};
 use orders_consumer::{Config, OrdersConsumer};
 use serde_json::{json, Value};
+use stream_refdata::testing::{item, MemoryBucket, MemoryTable};
 use test_support::MemoryStore;
 
 /// Orders released by the measured batch.
@@ -44,11 +44,11 @@ fn config_with(unmatched: &'static str) -> Config {
     .unwrap()
 }
 
-fn product(dish: &str) -> change_protocol::Item {
+fn product(dish: &str) -> stream_refdata_protocol::Item {
     let mut product = item(&[("item", dish), ("priority", "low")]);
     product.insert(
         "price".into(),
-        change_protocol::AttributeValue::N("100".into()),
+        stream_refdata_protocol::AttributeValue::N("100".into()),
     );
     product
 }
@@ -89,8 +89,8 @@ const ARN: &str =
 
 /// Writes `item` as a new row to the feed, as the change-handler does: a change file now, then
 /// the feed's pointer.
-fn write_change(feed: &MemoryBucket, item: change_protocol::Item) {
-    use change_protocol::*;
+fn write_change(feed: &MemoryBucket, item: stream_refdata_protocol::Item) {
+    use stream_refdata_protocol::*;
     let now = chrono::Utc::now();
     let seq = SequenceNumber::parse("100000000000000000001").unwrap();
     let mut keys = item.clone();

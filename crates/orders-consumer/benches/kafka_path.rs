@@ -8,9 +8,9 @@
 
 use base64::Engine;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use enrichment::testing::{item, MemoryBucket, MemoryTable};
 use orders_consumer::{Config, Invocation, OrdersConsumer};
 use serde_json::{json, Value};
+use stream_refdata::testing::{item, MemoryBucket, MemoryTable};
 use test_support::MemoryStore;
 
 #[global_allocator]
@@ -92,7 +92,7 @@ fn bench(c: &mut Criterion) {
         ]);
         product.insert(
             "price".into(),
-            change_protocol::AttributeValue::N("100".into()),
+            stream_refdata_protocol::AttributeValue::N("100".into()),
         );
         table.put(product);
     }

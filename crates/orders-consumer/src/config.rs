@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use aws_plumbing::{key_attributes_var, number_var, optional_var, required_var, ConfigError};
-use enrichment::Unmatched;
+use stream_refdata::Unmatched;
+use stream_refdata_aws::{key_attributes_var, number_var, optional_var, required_var, ConfigError};
 
 /// The orders consumer's settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -160,7 +160,7 @@ impl Config {
             daily_snapshot_prefix: match or_default(
                 get,
                 "DAILY_SNAPSHOT_PREFIX",
-                change_protocol::DEFAULT_DAILY_SNAPSHOT_PREFIX,
+                stream_refdata_protocol::DEFAULT_DAILY_SNAPSHOT_PREFIX,
             ) {
                 p if p.trim() == "none" => None,
                 p => Some(p),
@@ -302,7 +302,7 @@ fn as_of_vars(get: &impl Fn(&str) -> Option<String>) -> Result<Option<AsOfSettin
 /// `SNAPSHOT_PREFIX`: the feed-compactor's default prefix when unset, none when `none`.
 fn snapshot_prefix_var(get: &impl Fn(&str) -> Option<String>) -> Option<String> {
     match optional_var(get, "SNAPSHOT_PREFIX") {
-        None => Some(change_protocol::DEFAULT_SNAPSHOT_PREFIX.to_owned()),
+        None => Some(stream_refdata_protocol::DEFAULT_SNAPSHOT_PREFIX.to_owned()),
         Some(v) if v.trim() == "none" => None,
         Some(v) => Some(v),
     }
@@ -360,7 +360,7 @@ mod tests {
             ("CHANGE_BUCKET", "demo-bucket"),
             ("OUTPUT_BUCKET", "demo-bucket"),
         ];
-        Config::from_lookup(&aws_plumbing::vars::from_pairs(
+        Config::from_lookup(&stream_refdata_aws::vars::from_pairs(
             required.into_iter().chain(pairs.iter().copied()),
         ))
     }

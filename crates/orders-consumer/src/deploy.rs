@@ -2,8 +2,8 @@
 //! the redrive tooling (which replays discarded batches through this same code) both build it
 //! here, so a replay runs with the function's own configuration and clients.
 
-use aws_plumbing::{s3_client, S3Store, SdkConfig};
-use enrichment::sources::{DynamoDbTable, S3Feed, S3Objects};
+use stream_refdata::sources::{DynamoDbTable, S3Feed, S3Objects};
+use stream_refdata_aws::{s3_client, S3Store, SdkConfig};
 
 use crate::catalog::GlueCatalog;
 use crate::{Config, OrdersConsumer};

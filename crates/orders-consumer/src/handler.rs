@@ -37,12 +37,12 @@ mod write;
 use aws_lambda_events::event::streams::KinesisEventResponse;
 use std::sync::Arc;
 
-use aws_plumbing::ObjectKeeper;
-use enrichment::sources::{FeedSource, ObjectSource, SharedFeed, TableSource};
-use enrichment::{
+use stream_refdata::sources::{FeedSource, ObjectSource, SharedFeed, TableSource};
+use stream_refdata::{
     FeedSettings, Health, MetricsSnapshot, ObjectConfig, ObjectEnricher, Outcome, SystemClock,
     TableConfig, TableEnricher, Unmatched,
 };
+use stream_refdata_aws::ObjectKeeper;
 
 use lambda_runtime::Diagnostic;
 use serde::Deserialize;
@@ -161,7 +161,7 @@ type Objects<Fd> = ObjectEnricher<ReferenceRow, String, Fd, SharedFeed<Fd>>;
 
 /// The reference table as `config` describes it: `Product` items by dish, followed through the
 /// change feed (the live enricher's configuration, and the as-of history's).
-fn table_config(config: &Config) -> enrichment::TableConfig<Product, String> {
+fn table_config(config: &Config) -> stream_refdata::TableConfig<Product, String> {
     let keys: Vec<&str> = config.key_attributes.iter().map(String::as_str).collect();
     TableConfig::new(config.reference_table.clone(), &keys, |p: &Product| {
         Some(p.item.clone())
@@ -338,7 +338,7 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectKeeper>
     }
 
     /// The policies the enricher follows (from the configuration).
-    pub async fn policies(&self) -> enrichment::Policies {
+    pub async fn policies(&self) -> stream_refdata::Policies {
         self.enricher.lock().await.policies().clone()
     }
 
@@ -691,7 +691,7 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectKeeper>
         hold: &Hold,
         shard: &str,
         plan: &HoldPlan,
-        menu: Option<&enrichment::Reader<ReferenceRow, String>>,
+        menu: Option<&stream_refdata::Reader<ReferenceRow, String>>,
         output: &mut BatchOutput,
     ) {
         let released = self.released_lines(shard, plan.released.iter(), menu);
@@ -726,7 +726,7 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectKeeper>
         &self,
         shard: &str,
         released: impl Iterator<Item = &'h (crate::hold::Held, Arc<Product>)>,
-        menu: Option<&enrichment::Reader<ReferenceRow, String>>,
+        menu: Option<&stream_refdata::Reader<ReferenceRow, String>>,
     ) -> BatchOutput {
         // By first attempt: its batch's first record (and sub-sequence number).
         type ByFirstAttempt<'a> =
@@ -765,7 +765,7 @@ impl<Tb: TableSource, Fd: FeedSource + ObjectSource + Clone, S: ObjectKeeper>
         hold: &Hold,
         shard: &str,
         plan: &HoldPlan,
-        menu: Option<&enrichment::Reader<ReferenceRow, String>>,
+        menu: Option<&stream_refdata::Reader<ReferenceRow, String>>,
     ) -> Result<BatchOutput, String> {
         let mut released = Vec::new();
         for input in &plan.ended_again {
@@ -851,8 +851,8 @@ mod tests {
     use super::report::STALENESS_UNKNOWN_SECS;
     use super::*;
     use base64::Engine;
-    use enrichment::testing::{MemoryBucket, MemoryTable};
     use std::time::Duration;
+    use stream_refdata::testing::{MemoryBucket, MemoryTable};
     use test_support::MemoryStore;
 
     fn config(pairs: &[(&str, &str)]) -> Config {
@@ -956,10 +956,11 @@ print(json.dumps(out))
     fn products() -> MemoryTable {
         let table = MemoryTable::new(&["item", "price"]);
         for (item, priority) in [("burger", "medium"), ("pizza", "low"), ("salad", "high")] {
-            let mut product = enrichment::testing::item(&[("item", item), ("priority", priority)]);
+            let mut product =
+                stream_refdata::testing::item(&[("item", item), ("priority", priority)]);
             product.insert(
                 "price".into(),
-                change_protocol::AttributeValue::N("100".into()),
+                stream_refdata_protocol::AttributeValue::N("100".into()),
             );
             table.put(product);
         }
@@ -1026,8 +1027,8 @@ print(json.dumps(out))
 
     /// A flag record as the s3-event-handler puts it, for `key` of `bucket` now holding `body`.
     fn flag_record(bucket: &MemoryBucket, key: &str) -> String {
-        let flag = change_protocol::ChangeFlag::new(
-            change_protocol::ObjectChange {
+        let flag = stream_refdata_protocol::ChangeFlag::new(
+            stream_refdata_protocol::ObjectChange {
                 bucket: "ref-bucket".into(),
                 key: key.into(),
                 event_name: "ObjectCreated:Put".into(),
@@ -1132,12 +1133,12 @@ print(json.dumps(out))
         // GIVEN a consumer of the table and the menu objects, warm, its feed idle (a producer
         // wrote its pointer once)
         let feed = MemoryBucket::default();
-        let pointer = change_protocol::HeadPointer {
+        let pointer = stream_refdata_protocol::HeadPointer {
             latest: "change_flags/x".into(),
             written_at: String::new(),
         };
         feed.put(
-            &change_protocol::head_key("change_flags/"),
+            &stream_refdata_protocol::head_key("change_flags/"),
             serde_json::to_vec(&pointer).unwrap(),
         );
         let objects = MemoryBucket::default();
@@ -1243,7 +1244,7 @@ print(json.dumps(out))
             "reference/menu.csv",
             b"item,category\nsalad,salads\n".to_vec(),
         );
-        let change = change_protocol::ObjectChange {
+        let change = stream_refdata_protocol::ObjectChange {
             bucket: "ref-bucket".into(),
             key: "reference/menu.csv".into(),
             event_name: "ObjectCreated:Put".into(),
@@ -1253,25 +1254,25 @@ print(json.dumps(out))
             etag: objects.etag("reference/menu.csv"),
             sequencer: None,
         };
-        let file = change_protocol::ChangeFile {
+        let file = stream_refdata_protocol::ChangeFile {
             schema_version: 1,
-            kind: change_protocol::ChangeKind::S3,
+            kind: stream_refdata_protocol::ChangeKind::S3,
             written_at: String::new(),
             write_window_ms: 20_000,
             producer: "s3-event-handler".into(),
-            source: change_protocol::Source {
-                label: change_protocol::source_label("s3-event-handler"),
+            source: stream_refdata_protocol::Source {
+                label: stream_refdata_protocol::source_label("s3-event-handler"),
                 bucket: Some("ref-bucket".into()),
-                ..change_protocol::Source::default()
+                ..stream_refdata_protocol::Source::default()
             },
             changes: vec![],
             opaque: vec![],
             objects: vec![change],
             reason: None,
         };
-        let key = change_protocol::ChangeKey {
+        let key = stream_refdata_protocol::ChangeKey {
             time: chrono::Utc::now(),
-            label: change_protocol::source_label("s3-event-handler"),
+            label: stream_refdata_protocol::source_label("s3-event-handler"),
             sequences: None,
             unique: Some("menu-1".into()),
         }

@@ -19,9 +19,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use aws_plumbing::{ObjectKeeper, S3Error};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
+use stream_refdata_aws::{ObjectKeeper, S3Error};
 
 use crate::orders::{classify, Product};
 use crate::output::Input;

@@ -27,7 +27,6 @@ mod config;
 mod deploy;
 pub mod handler;
 mod hold;
-mod kpl;
 pub mod orders;
 pub mod output;
 mod partition;

@@ -1,9 +1,9 @@
 //! The orders-consumer binary: configuration, clients, runtime. The logic is in the library.
 #![recursion_limit = "256"]
 
-use aws_plumbing::{init, sdk_config};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use orders_consumer::{Config, Invocation};
+use stream_refdata_aws::{init, sdk_config};
 
 /// The binary's allocator (the library leaves it to its users). With glibc's malloc each
 /// 5,000-order batch freed megabytes back to the kernel and faulted them in again, and

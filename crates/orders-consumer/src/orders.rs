@@ -1,8 +1,8 @@
 //! Order records and what a stream record can be. Pure.
 
-use change_protocol::{ChangeFlag, FLAG_MARKER};
-use enrichment::Classified;
 use serde::{Deserialize, Serialize};
+use stream_refdata::Classified;
+use stream_refdata_protocol::{ChangeFlag, FLAG_MARKER};
 
 /// An order as the original's data generator writes it.
 #[derive(Clone, Debug, PartialEq, Deserialize)]

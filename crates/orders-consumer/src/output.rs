@@ -12,10 +12,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use aws_plumbing::Bytes;
 use base64::Engine;
-use enrichment::{Outcome, UnmatchedReason};
 use serde::Serialize;
+use stream_refdata::{Outcome, UnmatchedReason};
+use stream_refdata_aws::Bytes;
 
 use crate::orders::{Order, Product, Record, ReferenceRow};
 use crate::partition::escape_partition_value;

@@ -41,7 +41,11 @@ pub(crate) fn escape_partition_value(value: &str) -> String {
     while !out.is_char_boundary(cut) {
         cut -= 1;
     }
-    format!("{}~{}", &out[..cut], change_protocol::source_label(value))
+    format!(
+        "{}~{}",
+        &out[..cut],
+        stream_refdata_protocol::source_label(value)
+    )
 }
 
 #[cfg(test)]

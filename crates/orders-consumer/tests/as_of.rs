@@ -265,8 +265,8 @@ async fn a_gap_in_the_window_dead_letters_the_orders_with_why_rather_than_guess(
     let batch = kinesis_event(1, now_ms(), &[order("burger", 1), order("pizza", 2)]);
     let writer = feed_writer::FeedWriter::new(
         test_support::feed_config(&rig.bucket),
-        aws_plumbing::S3Store::new(aws_plumbing::s3_client(&rig.sdk)),
-        aws_plumbing::OffsetClock::default(),
+        stream_refdata_aws::S3Store::new(stream_refdata_aws::s3_client(&rig.sdk)),
+        stream_refdata_aws::OffsetClock::default(),
         "as-of test",
     );
     writer

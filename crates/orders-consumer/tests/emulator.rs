@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use base64::Engine;
 
-use aws_plumbing::s3_client;
 use aws_sdk_dynamodb::types::StreamViewType;
-use enrichment::sources::{DynamoDbTable, S3Feed};
-use enrichment::Unmatched;
 use orders_consumer::{Config, OrdersConsumer, ReferenceObjects};
 use serde_json::Value;
+use stream_refdata::sources::{DynamoDbTable, S3Feed};
+use stream_refdata::Unmatched;
+use stream_refdata_aws::s3_client;
 use test_support::{sample_event, sdk_config, unique_name, MemoryStore, ReferenceTable};
 
 fn sample() -> Value {
@@ -238,8 +238,8 @@ async fn other_payloads_are_invocation_errors() {
 }
 
 /// A reference's health as the enricher reports it.
-fn health(reference: &str, staleness_ms: Option<u64>) -> enrichment::Health {
-    enrichment::Health {
+fn health(reference: &str, staleness_ms: Option<u64>) -> stream_refdata::Health {
+    stream_refdata::Health {
         reference: reference.into(),
         loaded: staleness_ms.is_some(),
         staleness: staleness_ms.map(Duration::from_millis),

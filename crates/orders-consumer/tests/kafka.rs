@@ -3,8 +3,8 @@
 //! first offset, a partition that cannot be written reported from its first offset, bad records
 //! dead-lettered with why.
 
-use enrichment::Unmatched;
 use orders_consumer::{KafkaBatchItemFailure, KafkaItemIdentifier};
+use stream_refdata::Unmatched;
 use test_support::sample_event;
 
 use crate::emulator::{lines, rig};

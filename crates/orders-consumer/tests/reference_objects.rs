@@ -8,10 +8,10 @@
 use std::io::Write;
 use std::time::Duration;
 
-use aws_plumbing::s3_client;
 use aws_sdk_dynamodb::types::StreamViewType;
 use base64::Engine;
 use serde_json::{json, Value};
+use stream_refdata_aws::s3_client;
 use test_support::{emulator, sdk_config, unique_name, ReferenceTable, RuntimeApiStub};
 
 /// A Kinesis event of shard 0 whose records carry `data`, sequence numbers from `first`.
@@ -169,8 +169,8 @@ async fn reference_objects_through_the_binary_keep_text_read_every_member_and_re
         .unwrap()
         .e_tag()
         .map(|e| e.trim_matches('"').to_owned());
-    let flag = change_protocol::ChangeFlag::new(
-        change_protocol::ObjectChange {
+    let flag = stream_refdata_protocol::ChangeFlag::new(
+        stream_refdata_protocol::ObjectChange {
             bucket: feed.clone(),
             key: "reference/mains.csv".into(),
             event_name: "ObjectCreated:Put".into(),

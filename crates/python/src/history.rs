@@ -1,15 +1,15 @@
 //! `TableHistory`: a table as it was at any time of a window (as-of answers, the crate's
-//! `enrichment::history`), read once from the change feed and its snapshots.
+//! `stream_refdata::history`), read once from the change feed and its snapshots.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use enrichment::history::{AsOf, History, HistoryBuilder, HistorySource};
-use enrichment::sources::S3Feed;
-use enrichment::Ambiguity;
 use pyo3::create_exception;
 use pyo3::exceptions::PyLookupError;
 use pyo3::prelude::*;
+use stream_refdata::history::{AsOf, History, HistoryBuilder, HistorySource};
+use stream_refdata::sources::S3Feed;
+use stream_refdata::Ambiguity;
 
 use crate::policies::{not_blank, ArgumentError};
 use crate::runtime::{block_on, sdk_config};
@@ -73,7 +73,8 @@ impl TableHistory {
         if key_attributes.is_empty() || key_attributes.len() > 2 {
             return Err(ArgumentError::KeyAttributes(key_attributes).into());
         }
-        aws_plumbing::validate_bucket("feed_bucket", &feed_bucket).map_err(ArgumentError::from)?;
+        stream_refdata_aws::validate_bucket("feed_bucket", &feed_bucket)
+            .map_err(ArgumentError::from)?;
         if !look_back_seconds.is_finite() || look_back_seconds < 0.0 {
             return Err(pyo3::exceptions::PyValueError::new_err(format!(
                 "look_back_seconds must be a number of seconds, 0 or more (got {look_back_seconds})"
@@ -99,7 +100,7 @@ impl TableHistory {
             retention: Some(Duration::from_secs(retention_days.saturating_mul(86_400))),
         };
         let sdk = sdk_config(py, endpoint_url);
-        let feed = S3Feed::new(aws_plumbing::s3_client(&sdk), feed_bucket);
+        let feed = S3Feed::new(stream_refdata_aws::s3_client(&sdk), feed_bucket);
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

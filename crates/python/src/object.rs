@@ -1,9 +1,9 @@
 //! `ObjectReference`: reference data kept as objects in S3.
 
-use enrichment::sources::{S3Feed, S3Objects};
-use enrichment::{ObjectConfig, ObjectEnricher, SystemClock};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
+use stream_refdata::sources::{S3Feed, S3Objects};
+use stream_refdata::{ObjectConfig, ObjectEnricher, SystemClock};
 
 use crate::policies::{not_blank, Arg, ArgumentError, PolicyArgs};
 use crate::reference::{reference_class, ReadSide};
@@ -44,7 +44,7 @@ reference_class!(
     ) -> PyResult<Self> {
         not_blank("key_column", &key_column)?;
         for (what, b) in [("bucket", &bucket), ("feed_bucket", &feed_bucket)] {
-            aws_plumbing::validate_bucket(what, b).map_err(ArgumentError::from)?;
+            stream_refdata_aws::validate_bucket(what, b).map_err(ArgumentError::from)?;
         }
         let policies = PolicyArgs {
             feed_prefix,
@@ -67,7 +67,7 @@ reference_class!(
         .with_key_column(key_column.clone())
         .with_policies(policies);
         let sdk = sdk_config(py, endpoint_url);
-        let s3 = aws_plumbing::s3_client(&sdk);
+        let s3 = stream_refdata_aws::s3_client(&sdk);
         let enricher = ObjectEnricher::new(
             config,
             S3Objects::new(s3.clone(), bucket),

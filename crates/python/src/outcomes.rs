@@ -1,11 +1,11 @@
 //! What goes back to Python: a refresh's report, the counters, and a batch's outcomes and counts,
 //! as plain dicts, lists and tuples.
 
-use enrichment::{
-    BatchReport, Classified, MetricsSnapshot, Outcome, RefreshReport, UnmatchedReason,
-};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
+use stream_refdata::{
+    BatchReport, Classified, MetricsSnapshot, Outcome, RefreshReport, UnmatchedReason,
+};
 
 use crate::values::PyValue;
 
@@ -49,7 +49,7 @@ pub(crate) fn metrics_to_python<'py>(
 /// A reference's health as a dict (see the `health()` method).
 pub(crate) fn health_to_python<'py>(
     py: Python<'py>,
-    h: &enrichment::Health,
+    h: &stream_refdata::Health,
 ) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("reference", &h.reference)?;

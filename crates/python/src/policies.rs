@@ -8,9 +8,9 @@
 use std::fmt;
 use std::time::{Duration, TryFromFloatSecsError};
 
-use enrichment::{FeedSettings, Policies, Unmatched};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use stream_refdata::{FeedSettings, Policies, Unmatched};
 
 /// A keyword argument whose default is the library's: [`Arg::Default`] when it was left out (the
 /// signature's default, shown as `...`), [`Arg::Given`] with the value otherwise. Extracted as
@@ -153,7 +153,7 @@ pub(crate) enum ArgumentError {
     /// `key_attributes` is not one or two names.
     KeyAttributes(Vec<String>),
     /// A bucket name that S3 would refuse.
-    Bucket(aws_plumbing::ConfigError),
+    Bucket(stream_refdata_aws::ConfigError),
     /// An unknown unmatched policy (the enrichment crate's message).
     Unmatched(String),
     /// A retention too short for the reload rule.
@@ -203,8 +203,8 @@ impl std::error::Error for ArgumentError {
     }
 }
 
-impl From<aws_plumbing::ConfigError> for ArgumentError {
-    fn from(e: aws_plumbing::ConfigError) -> Self {
+impl From<stream_refdata_aws::ConfigError> for ArgumentError {
+    fn from(e: stream_refdata_aws::ConfigError) -> Self {
         ArgumentError::Bucket(e)
     }
 }

@@ -4,9 +4,9 @@
 
 use std::sync::Mutex;
 
-use enrichment::{Classified, Lookup, Reader};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
+use stream_refdata::{Classified, Lookup, Reader};
 
 use crate::values::PyValue;
 

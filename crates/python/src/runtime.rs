@@ -26,7 +26,7 @@ pub(crate) fn block_on<T: Send>(py: Python<'_>, work: impl Future<Output = T> + 
 
 /// The AWS configuration from the environment, with `endpoint_url` (an emulator) when given.
 pub(crate) fn sdk_config(py: Python<'_>, endpoint_url: Option<String>) -> aws_config::SdkConfig {
-    let sdk = block_on(py, aws_plumbing::sdk_config(None));
+    let sdk = block_on(py, stream_refdata_aws::sdk_config(None));
     match endpoint_url {
         Some(url) => sdk.into_builder().endpoint_url(url).build(),
         None => sdk,

@@ -1,9 +1,9 @@
 //! `TableReference`: reference data in a DynamoDB table.
 
-use enrichment::sources::{DynamoDbTable, S3Feed};
-use enrichment::{SystemClock, TableConfig, TableEnricher};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
+use stream_refdata::sources::{DynamoDbTable, S3Feed};
+use stream_refdata::{SystemClock, TableConfig, TableEnricher};
 
 use crate::policies::{not_blank, Arg, ArgumentError, PolicyArgs};
 use crate::reference::{reference_class, ReadSide};
@@ -53,7 +53,8 @@ reference_class!(
         for name in &key_attributes {
             not_blank("key_attributes", name)?;
         }
-        aws_plumbing::validate_bucket("feed_bucket", &feed_bucket).map_err(ArgumentError::from)?;
+        stream_refdata_aws::validate_bucket("feed_bucket", &feed_bucket)
+            .map_err(ArgumentError::from)?;
         let policies = PolicyArgs {
             feed_prefix,
             unmatched,
@@ -74,7 +75,10 @@ reference_class!(
         let enricher = TableEnricher::new(
             config,
             DynamoDbTable::new(aws_sdk_dynamodb::Client::new(&sdk), table),
-            Some(S3Feed::new(aws_plumbing::s3_client(&sdk), feed_bucket)),
+            Some(S3Feed::new(
+                stream_refdata_aws::s3_client(&sdk),
+                feed_bucket,
+            )),
             SystemClock,
         );
         Ok(TableReference {

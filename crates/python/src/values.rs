@@ -9,11 +9,11 @@
 
 use std::sync::Arc;
 
-use change_protocol::{AttributeValue, Item};
-use enrichment::config::{DecodeError, Decoder};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyList, PySet};
+use stream_refdata::config::{DecodeError, Decoder};
+use stream_refdata_protocol::{AttributeValue, Item};
 
 /// A reference value held on the Rust side as the Python object it was converted into.
 pub(crate) trait PyValue: Send + Sync + 'static {

@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 
 use aws_lambda_events::event::s3::S3Event;
-use aws_plumbing::{decode_key, s3_client, KeyDecodeError, S3Store, SdkConfig};
 use clap::Parser;
+use stream_refdata_aws::{decode_key, s3_client, KeyDecodeError, S3Store, SdkConfig};
 
 use crate::{Action, Deployed, Function, Redriver, Report, S3FailureBucket, Settings};
 
@@ -111,7 +111,7 @@ pub enum SetupError {
     },
     /// A variable the functions need is missing or wrong.
     #[error(transparent)]
-    Config(#[from] aws_plumbing::ConfigError),
+    Config(#[from] stream_refdata_aws::ConfigError),
 }
 
 /// A deployed function's environment variables (GetFunctionConfiguration).

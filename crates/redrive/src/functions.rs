@@ -2,15 +2,15 @@
 
 use std::future::Future;
 
-use aws_plumbing::{
-    ConfigError, ObjectStore, OffsetClock, S3Error, S3Store, SdkConfig, StoreError,
-};
 use aws_sdk_lambda::error::{DisplayErrorContext, SdkError};
 use aws_sdk_lambda::operation::invoke::InvokeError;
 use change_handler::ChangeHandler;
 use feed_writer::{FeedConfig, FeedWriter, WriteError};
 use orders_consumer::DeployedConsumer;
 use serde_json::Value;
+use stream_refdata_aws::{
+    ConfigError, ObjectStore, OffsetClock, S3Error, S3Store, SdkConfig, StoreError,
+};
 
 use crate::Function;
 
@@ -195,7 +195,7 @@ impl Deployed {
     /// `CHANGE_PREFIX`, `WRITE_WINDOW_SECS`, `LEGACY_FLAG_KEY`: required, gaps are written
     /// there) and, when set, the orders consumer's (`REFERENCE_TABLE`, `OUTPUT_BUCKET`, …);
     /// without those, orders records are left and reported.
-    pub async fn from_env() -> Result<Deployed, aws_plumbing::ConfigError> {
+    pub async fn from_env() -> Result<Deployed, stream_refdata_aws::ConfigError> {
         let get = |v: &str| std::env::var(v).ok();
         Deployed::from_lookup(&get, &get, false).await
     }
@@ -209,7 +209,7 @@ impl Deployed {
         feed: &impl Fn(&str) -> Option<String>,
         orders: &impl Fn(&str) -> Option<String>,
         live: bool,
-    ) -> Result<Deployed, aws_plumbing::ConfigError> {
+    ) -> Result<Deployed, stream_refdata_aws::ConfigError> {
         let feed = FeedConfig::from_lookup(feed)?;
         let orders = replay_config(orders, live).map(|(config, why_live)| {
             if let Some(why) = why_live {
@@ -228,10 +228,10 @@ impl Deployed {
         orders: Result<orders_consumer::Config, Unconfigured>,
     ) -> Self {
         // The change-handler's own SDK settings: the operation timeout is its write budget.
-        let handler_sdk = aws_plumbing::sdk_config(Some(feed.write_budget())).await;
-        let sdk = aws_plumbing::sdk_config(None).await;
+        let handler_sdk = stream_refdata_aws::sdk_config(Some(feed.write_budget())).await;
+        let sdk = stream_refdata_aws::sdk_config(None).await;
         let probe = format!("{}.redrive-clock-probe", feed.prefix);
-        let s3 = aws_plumbing::s3_client(&sdk);
+        let s3 = stream_refdata_aws::s3_client(&sdk);
         let clock = match OffsetClock::measure(&s3, &feed.bucket, &probe).await {
             Ok(clock) => {
                 if !clock.offset().is_zero() {
@@ -263,7 +263,7 @@ impl Deployed {
             change_handler: change_handler::deployed_with_clock(feed.clone(), handler_sdk, clock),
             gap_writer: FeedWriter::new(
                 feed,
-                S3Store::new(aws_plumbing::s3_client(handler_sdk)),
+                S3Store::new(stream_refdata_aws::s3_client(handler_sdk)),
                 clock,
                 concat!("redrive ", env!("CARGO_PKG_VERSION")),
             ),

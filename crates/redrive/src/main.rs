@@ -3,10 +3,10 @@
 //! and where the functions' variables come from are in the library (`redrive::cli`).
 
 use aws_lambda_events::event::s3::S3Event;
-use aws_plumbing::{init, required_var, sdk_config};
 use clap::Parser;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use redrive::cli::{self, Args, Mode};
+use stream_refdata_aws::{init, required_var, sdk_config};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {

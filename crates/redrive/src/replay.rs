@@ -23,12 +23,12 @@ use std::time::Duration;
 use aws_sdk_kinesis::primitives::DateTime as KinesisTime;
 use aws_sdk_kinesis::types::ShardIteratorType;
 use base64::Engine;
-use enrichment::sources::{FeedSource, ObjectSource, TableSource};
 use orders_consumer::{BatchSummary, OrdersConsumer};
 use serde::Serialize;
 use serde_json::{json, Value};
+use stream_refdata::sources::{FeedSource, ObjectSource, TableSource};
 
-use aws_plumbing::ObjectKeeper;
+use stream_refdata_aws::ObjectKeeper;
 
 /// One record of an archived stream.
 #[derive(Clone, Debug, PartialEq)]
@@ -216,7 +216,7 @@ where
 pub fn replay_config(
     orders: &impl Fn(&str) -> Option<String>,
     output_prefix: &str,
-) -> Result<orders_consumer::Config, aws_plumbing::ConfigError> {
+) -> Result<orders_consumer::Config, stream_refdata_aws::ConfigError> {
     // (never into the function's own output: the replay's batches are cut otherwise, so its
     // object names would stand beside the live ones and duplicate their records)
     let own = orders_consumer::Config::from_lookup(orders)?;
@@ -225,7 +225,7 @@ pub fn replay_config(
         || overlaps(output_prefix, &own.output_prefix)
         || overlaps(output_prefix, &own.dead_letter_prefix)
     {
-        return Err(aws_plumbing::ConfigError::Invalid {
+        return Err(stream_refdata_aws::ConfigError::Invalid {
             var: "--output-prefix",
             value: output_prefix.to_owned(),
             reason: format!(

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use aws_plumbing::{OffsetClock, S3Store};
 use redrive::{Action, Deployed, Function, Redriver, S3FailureBucket, Settings};
+use stream_refdata_aws::{OffsetClock, S3Store};
 use test_support::feed_config;
 
 use crate::common;

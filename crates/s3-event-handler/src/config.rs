@@ -1,7 +1,7 @@
 //! Configuration from the environment.
 
-use aws_plumbing::{optional_var, required_var, ConfigError};
 use feed_writer::FeedConfig;
+use stream_refdata_aws::{optional_var, required_var, ConfigError};
 
 use crate::kafka::{KafkaAuth, KafkaTarget};
 
@@ -150,7 +150,7 @@ mod tests {
             ("FLAG_STREAM", "SourceKinesisStream"),
             ("REFERENCE_PREFIX", "reference/"),
         ];
-        Config::from_lookup(&aws_plumbing::vars::from_pairs(
+        Config::from_lookup(&stream_refdata_aws::vars::from_pairs(
             required.into_iter().chain(pairs.iter().copied()),
         ))
     }
@@ -183,7 +183,7 @@ mod tests {
                 ("KAFKA_BOOTSTRAP_SERVERS", "b-1:9098, b-2:9098"),
             ];
             all.extend_from_slice(pairs);
-            Config::from_lookup(&aws_plumbing::vars::from_pairs(all))
+            Config::from_lookup(&stream_refdata_aws::vars::from_pairs(all))
         };
         let c = kafka(&[("KAFKA_AUTH", "iam")]).unwrap();
         assert_eq!(

@@ -1,7 +1,7 @@
 //! The s3-event-handler as deployed: its one composition root, used by the binary, the local
 //! pipeline and the test rigs alike.
 
-use aws_plumbing::{s3_client, Clock, S3Store, SdkConfig, SystemClock};
+use stream_refdata_aws::{s3_client, Clock, S3Store, SdkConfig, SystemClock};
 
 use crate::config::FlagTarget;
 use crate::flags::{Delivered, FlagError};

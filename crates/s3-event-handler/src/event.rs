@@ -7,9 +7,9 @@
 use std::fmt;
 
 use aws_lambda_events::event::s3::S3EventRecord;
-use change_protocol::ObjectChange;
 use serde::Deserialize;
 use serde_json::Value;
+use stream_refdata_protocol::ObjectChange;
 
 /// Why a payload cannot be handled at all.
 #[derive(Debug, thiserror::Error)]
@@ -79,7 +79,7 @@ impl fmt::Debug for MessageError {
 
 /// Object keys in notifications are URL-encoded; the strict decoder is shared plumbing (the
 /// redrive's notifications need it too).
-pub use aws_plumbing::{decode_key, KeyDecodeError};
+pub use stream_refdata_aws::{decode_key, KeyDecodeError};
 
 /// What a notification record says happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,11 +1,13 @@
 //! The Lambda handler: notifications in, a change file and flags on every shard out.
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse};
-use aws_plumbing::{Clock, ObjectStore};
-use change_protocol::{source_label, ChangeFile, ChangeFlag, ChangeKind, Source, SCHEMA_VERSION};
 use feed_writer::{FeedWriter, WriteError};
 use lambda_runtime::Diagnostic;
 use serde_json::Value;
+use stream_refdata_aws::{Clock, ObjectStore};
+use stream_refdata_protocol::{
+    source_label, ChangeFile, ChangeFlag, ChangeKind, Source, SCHEMA_VERSION,
+};
 use tracing::{error, info};
 
 use crate::config::Config;
@@ -215,8 +217,8 @@ impl<S: ObjectStore, F: Flags> S3EventHandler<S, F> {
     }
 }
 
-/// Served on the Lambda runtime by the function's `main` ([`aws_plumbing::lambda::serve`]).
-impl<S: ObjectStore, F: Flags> aws_plumbing::lambda::JsonHandler for S3EventHandler<S, F> {
+/// Served on the Lambda runtime by the function's `main` ([`stream_refdata_aws::lambda::serve`]).
+impl<S: ObjectStore, F: Flags> stream_refdata_aws::lambda::JsonHandler for S3EventHandler<S, F> {
     type Response = SqsBatchResponse;
     type Error = HandlerError;
 

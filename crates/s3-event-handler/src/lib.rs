@@ -4,7 +4,7 @@
 //! an SQS queue, the recommended wiring, or directly). For each change the handler
 //! 1. writes an S3-kind **change file** to the change feed (the same feed as the DynamoDB
 //!    path), so consumers that poll the feed see it, and then
-//! 2. puts a **change flag** (`change_protocol::ChangeFlag`) on **every open shard** of the data
+//! 2. puts a **change flag** (`stream_refdata_protocol::ChangeFlag`) on **every open shard** of the data
 //!    stream, so a consumer refreshes at exactly that point of its shard — the original put one
 //!    record with a fixed partition key, which reached one shard of four.
 //!

@@ -3,9 +3,9 @@
 // The served future (the runtime over the handler over the SDK) nests deeper than the default.
 #![recursion_limit = "256"]
 
-use aws_plumbing::{init, lambda, sdk_config};
 use lambda_runtime::Error;
 use s3_event_handler::Config;
+use stream_refdata_aws::{init, lambda, sdk_config};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {

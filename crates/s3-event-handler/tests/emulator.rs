@@ -1,7 +1,7 @@
 //! The s3-event-handler against the emulator: a real S3 notification through a real SQS queue,
 //! a real change file, real flags on a real 4-shard Kinesis stream.
 
-use change_protocol::{ChangeFlag, ChangeKind};
+use stream_refdata_protocol::{ChangeFlag, ChangeKind};
 use test_support::{records_per_shard, FlagRig};
 
 /// The reference bucket notifying a queue, a feed bucket, a 4-shard stream and the handler

@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use aws_plumbing::SystemClock;
-use change_protocol::{ChangeFile, ChangeFlag, ChangeKey};
 use feed_writer::FeedConfig;
 use s3_event_handler::{Config, FlagTarget, KafkaAuth, KafkaFlags, KafkaTarget, S3EventHandler};
+use stream_refdata_aws::SystemClock;
+use stream_refdata_protocol::{ChangeFile, ChangeFlag, ChangeKey};
 use test_support::{
     kafka_bootstrap_servers, kafka_client, kafka_records, kafka_topic, sample_event, MemoryStore,
 };
@@ -96,7 +96,7 @@ async fn the_binary_puts_the_flag_on_every_partition_of_the_topic_its_variables_
     let client = kafka_client().await;
     let (topic, partitions) = kafka_topic(&client, "orders").await;
     let sdk = test_support::sdk_config().await;
-    let s3 = aws_plumbing::s3_client(&sdk);
+    let s3 = stream_refdata_aws::s3_client(&sdk);
     let bucket = test_support::unique_name("feed");
     s3.create_bucket().bucket(&bucket).send().await.unwrap();
     let servers = kafka_bootstrap_servers().join(",");

@@ -5,12 +5,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsBatchResponse;
-use aws_plumbing::SystemClock;
-use change_protocol::{ChangeFile, ChangeFlag, ChangeKey, ChangeKind};
 use feed_writer::FeedConfig;
 use s3_event_handler::flags::{Entry, PutResult, Shard, StreamError};
 use s3_event_handler::{Config, FlagStream, HandlerError, S3EventHandler};
 use serde_json::Value;
+use stream_refdata_aws::SystemClock;
+use stream_refdata_protocol::{ChangeFile, ChangeFlag, ChangeKey, ChangeKind};
 use test_support::{sample_event, MemoryStore};
 
 /// A stream of shards; a record goes to the shard whose starting hash key it names. It can

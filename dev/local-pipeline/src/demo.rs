@@ -14,9 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use aws_plumbing::S3Store;
 use change_handler::ChangeHandler;
-use enrichment::MetricsSnapshot;
 use event_source_mappings::{
     kafka_failures, DynamoDbStreamMapping, Invocation, KafkaEventSource, KafkaPartitionMapping,
     KinesisShardMapping, MappingStats, S3Destination, SqsMapping,
@@ -25,6 +23,8 @@ use feed_writer::FeedConfig;
 use futures_util::future::join_all;
 use orders_consumer::DeployedConsumer;
 use serde_json::Value;
+use stream_refdata::MetricsSnapshot;
+use stream_refdata_aws::S3Store;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -255,7 +255,7 @@ pub fn consumer_variables(names: &Names) -> Vec<(&'static str, String)> {
         ("REFERENCE_OBJECTS_FIELD", "menu".into()),
         (
             "SNAPSHOT_PREFIX",
-            change_protocol::DEFAULT_SNAPSHOT_PREFIX.into(),
+            stream_refdata_protocol::DEFAULT_SNAPSHOT_PREFIX.into(),
         ),
     ]
 }
@@ -301,7 +301,7 @@ pub async fn discarded_orders_and_flags(
                 .unwrap_or_default();
             let legacy =
                 serde_json::from_slice::<Value>(&data).is_ok_and(|v| v["dish"] == "CHANGE_FLAG");
-            if change_protocol::ChangeFlag::parse(&data).is_some() || legacy {
+            if stream_refdata_protocol::ChangeFlag::parse(&data).is_some() || legacy {
                 flags += 1;
             } else {
                 orders += 1;
@@ -1082,7 +1082,7 @@ async fn read_back(s3: &aws_sdk_s3::Client, names: &Names, summary: &mut Summary
         for object in page?.contents() {
             let Some(key) = object.key() else { continue };
             if key.starts_with(&names.change_prefix) {
-                if change_protocol::ChangeKey::parse(&names.change_prefix, key).is_ok() {
+                if stream_refdata_protocol::ChangeKey::parse(&names.change_prefix, key).is_ok() {
                     summary.change_files += 1;
                 }
                 continue;

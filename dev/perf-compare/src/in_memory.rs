@@ -10,13 +10,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
-use change_protocol::Item;
-use enrichment::sources::{
+use orders_consumer::{Config, HandlerError, OrdersConsumer};
+use serde_json::Value;
+use stream_refdata::sources::{
     Conditional, DynamoDbTable, FeedSource, ListPage, ObjectBody, ObjectSource, ScanPage,
     SourceError, TableSource,
 };
-use orders_consumer::{Config, HandlerError, OrdersConsumer};
-use serde_json::Value;
+use stream_refdata_protocol::Item;
 use test_support::MemoryStore;
 
 use crate::world::World;
@@ -71,8 +71,8 @@ impl TableSource for InMemoryTable {
     async fn batch_get(
         &self,
         _keys: Vec<Item>,
-    ) -> Result<enrichment::sources::BatchGet, SourceError> {
-        Ok(enrichment::sources::BatchGet::default())
+    ) -> Result<stream_refdata::sources::BatchGet, SourceError> {
+        Ok(stream_refdata::sources::BatchGet::default())
     }
 }
 

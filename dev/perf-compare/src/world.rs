@@ -173,7 +173,7 @@ impl World {
                     .unwrap_or_default();
             }
         }
-        let s3 = aws_plumbing::s3_client(&sdk);
+        let s3 = stream_refdata_aws::s3_client(&sdk);
         let bucket = test_support::unique_name("comparison");
         s3.create_bucket()
             .bucket(&bucket)

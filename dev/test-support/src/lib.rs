@@ -27,8 +27,6 @@ mod sample_events;
 mod serve;
 mod streams;
 
-/// The in-memory S3 every crate's tests share (`aws_plumbing::testing`).
-pub use aws_plumbing::testing::MemoryStore;
 pub use emulator::{emulator, sdk_config, unique_name};
 pub use event_source_mappings::{dynamodb_stream_event, sqs_event};
 pub use fault_proxy::FaultProxy;
@@ -43,4 +41,6 @@ pub use rig::{
 pub use runtime_api::{run_function, start_function, RecordedRequest, RuntimeApiStub, StartUp};
 pub use sample_events::sample_event;
 pub use serve::serve_http;
+/// The in-memory S3 every crate's tests share (`stream_refdata_aws::testing`).
+pub use stream_refdata_aws::testing::MemoryStore;
 pub use streams::{read_stream_records, StreamPump};

@@ -28,7 +28,7 @@ impl NotifiedBucket {
     /// Creates the bucket and queue and subscribes the queue to created, removed and
     /// lifecycle-expired objects under `reference/`.
     pub async fn create(sdk: &aws_config::SdkConfig) -> NotifiedBucket {
-        let s3 = aws_plumbing::s3_client(sdk);
+        let s3 = stream_refdata_aws::s3_client(sdk);
         let sqs = aws_sdk_sqs::Client::new(sdk);
         let bucket = unique_name("reference");
         let prefix = provision::REFERENCE_PREFIX.to_owned();

@@ -70,16 +70,16 @@ impl ReferenceTable {
 
 /// The `priority` of a change's old and new images, as the change file carries them (`None`
 /// where the image or the attribute is missing, or is not a string).
-pub fn priorities(change: &change_protocol::StreamChange) -> (Option<&str>, Option<&str>) {
+pub fn priorities(change: &stream_refdata_protocol::StreamChange) -> (Option<&str>, Option<&str>) {
     (
         priority(change.old_image.as_ref()),
         priority(change.new_image.as_ref()),
     )
 }
 
-fn priority(image: Option<&change_protocol::Item>) -> Option<&str> {
+fn priority(image: Option<&stream_refdata_protocol::Item>) -> Option<&str> {
     match image?.get("priority") {
-        Some(change_protocol::AttributeValue::S(s)) => Some(s),
+        Some(stream_refdata_protocol::AttributeValue::S(s)) => Some(s),
         _ => None,
     }
 }

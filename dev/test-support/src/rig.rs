@@ -11,14 +11,14 @@
 
 use std::time::Duration;
 
-use aws_plumbing::{s3_client, S3Store};
 use aws_sdk_dynamodb::types::StreamViewType;
 use aws_sdk_dynamodbstreams::types::Record;
 use change_handler::ChangeHandler;
-use change_protocol::{ChangeFile, ChangeKey};
 use feed_writer::FeedConfig;
 use local_emulator::provision;
 use serde_json::Value;
+use stream_refdata_aws::{s3_client, S3Store};
+use stream_refdata_protocol::{ChangeFile, ChangeKey};
 use tokio::sync::Mutex;
 
 use crate::{

@@ -4,13 +4,13 @@
 
 use std::sync::Arc;
 
-use change_protocol::{
+use stream_refdata::config::{DecodeError, Decoder, LookupKeyFn};
+use stream_refdata::history::{History, HistoryBuilder};
+use stream_refdata::Ambiguity;
+use stream_refdata_protocol::{
     ChangeFile, ChangeKind, EntryBody, EventName, Item, SequenceNumber, SnapshotEntry,
     SnapshotHeader, Source, StreamChange,
 };
-use enrichment::config::{DecodeError, Decoder, LookupKeyFn};
-use enrichment::history::{History, HistoryBuilder};
-use enrichment::Ambiguity;
 
 use super::{product_item, Product};
 
@@ -20,8 +20,8 @@ const PRIORITIES: [&str; 4] = ["low", "medium", "high", "very high"];
 
 pub(crate) fn header(n: usize) -> SnapshotHeader {
     SnapshotHeader {
-        kind: change_protocol::SNAPSHOT_KIND.into(),
-        schema: change_protocol::SNAPSHOT_SCHEMA,
+        kind: stream_refdata_protocol::SNAPSHOT_KIND.into(),
+        schema: stream_refdata_protocol::SNAPSHOT_SCHEMA,
         table: "ProductPriority".into(),
         key_attributes: vec!["item".into(), "price".into()],
         stream_arn: Some(ARN.into()),
@@ -93,7 +93,7 @@ pub(crate) fn day_files(items: usize, changes: usize) -> Vec<Vec<u8>> {
                 write_window_ms: 20_000,
                 producer: "bench".into(),
                 source: Source {
-                    label: change_protocol::source_label(ARN),
+                    label: stream_refdata_protocol::source_label(ARN),
                     table: Some("ProductPriority".into()),
                     stream_arn: Some(ARN.into()),
                     region: None,

@@ -8,8 +8,8 @@ use std::collections::HashMap;
 
 pub(crate) mod day;
 
-use change_protocol::{AttributeValue, Item};
-use enrichment::key::ItemKey;
+use stream_refdata::key::ItemKey;
+use stream_refdata_protocol::{AttributeValue, Item};
 
 /// A product of the `ProductPriority` table.
 #[derive(Clone, Debug, serde::Deserialize)]

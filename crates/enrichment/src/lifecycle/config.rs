@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use change_protocol::Item;
+use stream_refdata_protocol::Item;
 
 use crate::feed::FeedSettings;
 use crate::policy::{Ambiguity, BadRows, Policies, Unmatched};

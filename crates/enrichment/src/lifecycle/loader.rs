@@ -10,7 +10,7 @@
 
 use std::future::Future;
 
-use change_protocol::ChangeFlag;
+use stream_refdata_protocol::ChangeFlag;
 
 use super::report::{RefreshError, RefreshReport, ReloadReason};
 use crate::feed::Fetched;
@@ -19,7 +19,7 @@ use crate::metrics::Metrics;
 use crate::policy::Policies;
 use crate::snapshot::Snapshot;
 use crate::sources::FeedSource;
-use aws_plumbing::Clock;
+use stream_refdata_aws::Clock;
 
 /// What a loader may use during one step: the policies, the clock margin the data needs, the
 /// counters, the clock, and the report of the refresh it is part of.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use change_protocol::ChangeFlag;
+use stream_refdata_protocol::ChangeFlag;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
@@ -17,10 +17,10 @@ use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::policy::Policies;
 use crate::snapshot::{Lookup, Snapshot};
 use crate::sources::FeedSource;
-use aws_plumbing::{Clock, SharedClock};
 use loader::{Applied, Cx, Loader};
 use outcome::{BatchReport, Classified, Outcome};
 use report::{Health, RefreshError, RefreshReport, ReloadReason};
+use stream_refdata_aws::{Clock, SharedClock};
 
 mod batch;
 pub mod config;
@@ -107,8 +107,8 @@ fn or_dash(value: Option<&impl fmt::Display>) -> String {
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// use enrichment::testing::{item, MemoryBucket, MemoryTable};
-/// use enrichment::{TableEnricher, TableConfig, SystemClock};
+/// use stream_refdata::testing::{item, MemoryBucket, MemoryTable};
+/// use stream_refdata::{TableEnricher, TableConfig, SystemClock};
 ///
 /// #[derive(serde::Deserialize)]
 /// struct Product { item: String, priority: String }

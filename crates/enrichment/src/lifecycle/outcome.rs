@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use change_protocol::ChangeFlag;
+use stream_refdata_protocol::ChangeFlag;
 
 use super::report::RefreshReport;
 

@@ -8,8 +8,8 @@ use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 
-use change_protocol::{ChangeFlag, ChangeKind, ObjectChange};
 use serde::de::DeserializeOwned;
+use stream_refdata_protocol::{ChangeFlag, ChangeKind, ObjectChange};
 use tracing::{info, warn};
 
 use crate::feed::Fetched;
@@ -29,7 +29,7 @@ mod tests;
 
 use crate::snapshot::Snapshot;
 use crate::sources::{FeedSource, ObjectBody, ObjectSource, S3Feed, S3Objects, SourceError};
-use aws_plumbing::Clock;
+use stream_refdata_aws::Clock;
 
 /// A parsed row with its lookup key, or why it is a bad row.
 type KeyedRow<T, K> = Result<(T, Option<K>), RowError>;
@@ -42,8 +42,8 @@ type Rows<T, K> = Vec<(ItemKey, T, Option<K>)>;
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// use enrichment::testing::MemoryBucket;
-/// use enrichment::{ObjectConfig, ObjectEnricher, SystemClock};
+/// use stream_refdata::testing::MemoryBucket;
+/// use stream_refdata::{ObjectConfig, ObjectEnricher, SystemClock};
 ///
 /// #[derive(serde::Deserialize)]
 /// struct Dish { dish: String, category: String }

@@ -8,8 +8,8 @@
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! use std::time::Duration;
-//! use enrichment::testing::{item, MemoryBucket, MemoryTable};
-//! use enrichment::{TableEnricher, TableConfig, FeedSettings, SystemClock};
+//! use stream_refdata::testing::{item, MemoryBucket, MemoryTable};
+//! use stream_refdata::{TableEnricher, TableConfig, FeedSettings, SystemClock};
 //!
 //! #[derive(serde::Deserialize)]
 //! struct Product { item: String, priority: String }
@@ -34,11 +34,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use aws_plumbing::testing::MemoryStore;
-use aws_plumbing::S3Error;
 use std::sync::{Arc, Mutex};
+use stream_refdata_aws::testing::MemoryStore;
+use stream_refdata_aws::S3Error;
 
-use change_protocol::{AttributeValue, Item};
+use stream_refdata_protocol::{AttributeValue, Item};
 
 use crate::key::ItemKey;
 use crate::snapshot::{Ambiguity, Snapshot};
@@ -200,10 +200,10 @@ impl TableSource for MemoryTable {
 const BUCKET: &str = "memory-bucket";
 
 /// A bucket in memory: one bucket of the workspace's in-memory S3
-/// ([`aws_plumbing::testing::MemoryStore`]: objects in key order, quoted ETags that change with
+/// ([`stream_refdata_aws::testing::MemoryStore`]: objects in key order, quoted ETags that change with
 /// the content, listings in pages of 1,000 keys unless set otherwise, counted calls). It serves
 /// both as a change feed ([`FeedSource`]) and as a place for reference objects
-/// ([`ObjectSource`]), and takes writes as an [`ObjectStore`](aws_plumbing::ObjectStore).
+/// ([`ObjectSource`]), and takes writes as an [`ObjectStore`](stream_refdata_aws::ObjectStore).
 #[derive(Clone, Debug, Default)]
 pub struct MemoryBucket {
     store: MemoryStore,
@@ -312,13 +312,13 @@ impl ObjectSource for MemoryBucket {
 
 /// The bucket as an output store too (a producer's or the feed-compactor's writes land in it,
 /// whatever bucket they name: one bucket). Fails like reads when set failing.
-impl aws_plumbing::ObjectStore for MemoryBucket {
+impl stream_refdata_aws::ObjectStore for MemoryBucket {
     fn put(
         &self,
         _bucket: &str,
         key: &str,
-        body: impl Into<aws_plumbing::Bytes> + Send,
-    ) -> impl std::future::Future<Output = Result<(), aws_plumbing::StoreError>> + Send {
+        body: impl Into<stream_refdata_aws::Bytes> + Send,
+    ) -> impl std::future::Future<Output = Result<(), stream_refdata_aws::StoreError>> + Send {
         self.store.put(BUCKET, key, body)
     }
 }

@@ -4,16 +4,16 @@
 //! change feed (ListObjectsV2, GetObject, a conditional GET of the `_head` pointer);
 //! [`ObjectSource`] reads reference objects (ListObjectsV2, GetObject). [`DynamoDbTable`],
 //! [`S3Feed`] and [`S3Objects`] implement them on the AWS SDK; tests pass the in-memory sources
-//! of `enrichment::testing` (feature `testing`) or the same adapters pointed at the local emulator.
+//! of `stream_refdata::testing` (feature `testing`) or the same adapters pointed at the local emulator.
 
 use std::collections::HashMap;
 use std::future::Future;
 
-use aws_plumbing::{S3Error, S3Store};
 use aws_sdk_dynamodb::types::{AttributeValue as SdkValue, KeysAndAttributes};
-use change_protocol::Item;
+use stream_refdata_aws::{S3Error, S3Store};
+use stream_refdata_protocol::Item;
 
-pub use aws_plumbing::{Conditional, ListPage, ObjectBody};
+pub use stream_refdata_aws::{Conditional, ListPage, ObjectBody};
 
 /// A call to a source failed. `operation` names the API call; the message carries the SDK's
 /// whole error chain, and the SDK's error stays the [`source`](std::error::Error::source).
@@ -54,7 +54,7 @@ impl SourceError {
 
     /// Whether the call can never succeed by being retried alone: an S3 object that is
     /// archived or that the consumer may not read (see
-    /// [`S3Error::is_permanent`](aws_plumbing::S3Error::is_permanent)). A reference object
+    /// [`S3Error::is_permanent`](stream_refdata_aws::S3Error::is_permanent)). A reference object
     /// that fails so is rejected (its previous rows keep serving) and read again after a
     /// backoff; any other failure fails the refresh, which is retried.
     pub fn is_permanent(&self) -> bool {
@@ -181,7 +181,7 @@ fn to_sdk(item: Item) -> HashMap<String, SdkValue> {
 
 fn from_sdk(map: HashMap<String, SdkValue>) -> Item {
     map.into_iter()
-        .map(|(k, v)| (k, change_protocol::AttributeValue::from(v)))
+        .map(|(k, v)| (k, stream_refdata_protocol::AttributeValue::from(v)))
         .collect::<HashMap<_, _>>()
         .into()
 }
@@ -281,7 +281,7 @@ pub trait ObjectSource: Send + Sync + 'static {
 }
 
 /// The feed and reference-object reads on the workspace's one S3 adapter
-/// ([`aws_plumbing::S3Store`]), for one bucket. [`S3Feed`] and [`S3Objects`] name it for its two
+/// ([`stream_refdata_aws::S3Store`]), for one bucket. [`S3Feed`] and [`S3Objects`] name it for its two
 /// uses.
 #[derive(Clone, Debug)]
 pub struct S3Bucket {
@@ -295,7 +295,7 @@ pub type S3Feed = S3Bucket;
 pub type S3Objects = S3Bucket;
 
 impl S3Bucket {
-    /// Reads `bucket` with `client` (build it with [`aws_plumbing::s3_client`], which uses
+    /// Reads `bucket` with `client` (build it with [`stream_refdata_aws::s3_client`], which uses
     /// path-style addressing when it talks to an emulator).
     pub fn new(client: aws_sdk_s3::Client, bucket: impl Into<String>) -> Self {
         S3Bucket {

@@ -3,9 +3,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use aws_plumbing::{Clock, SharedClock};
-use change_protocol::{head_key, ChangeKey};
 use chrono::{DateTime, Utc};
+use stream_refdata_aws::{Clock, SharedClock};
+use stream_refdata_protocol::{head_key, ChangeKey};
 use tokio::time::Instant;
 
 use super::{Conditional, FeedSource, ListPage, SourceError};

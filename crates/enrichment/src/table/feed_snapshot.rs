@@ -11,11 +11,11 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::time::Duration;
 
-use change_protocol::{
+use chrono::{DateTime, Utc};
+use stream_refdata_protocol::{
     snapshot_pointer_key, snapshot_schema_readable, EntryBody, EntryStamp, Item, SnapshotHeader,
     SnapshotPointer, SnapshotReader, SnapshotWriter, SNAPSHOT_KIND, SNAPSHOT_SCHEMA,
 };
-use chrono::{DateTime, Utc};
 
 use super::ordering::{ItemState, Stamp};
 use super::{TableEnricher, TableLoader};
@@ -154,7 +154,7 @@ pub(crate) enum SnapshotRefused {
 pub(crate) enum BadEntry {
     /// A line is not readable or not the format's.
     #[error(transparent)]
-    Read(#[from] change_protocol::SnapshotError),
+    Read(#[from] stream_refdata_protocol::SnapshotError),
     /// An entry's keys are not this table's.
     #[error("an entry's keys: {0}")]
     Keys(#[source] KeyError),

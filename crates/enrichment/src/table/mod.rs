@@ -13,11 +13,11 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
-use change_protocol::{
-    ChangeFile, ChangeFlag, ChangeKind, EventName, Item, SequenceNumber, StreamChange,
-};
 use chrono::{DateTime, Utc};
 use futures_util::future::try_join_all;
+use stream_refdata_protocol::{
+    ChangeFile, ChangeFlag, ChangeKind, EventName, Item, SequenceNumber, StreamChange,
+};
 use tracing::warn;
 
 use crate::feed::Fetched;
@@ -37,8 +37,8 @@ mod tests;
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
 use crate::sources::{DynamoDbTable, FeedSource, S3Feed, SourceError, TableSource};
-use aws_plumbing::Clock;
 pub use feed_snapshot::NotCurrent;
+use stream_refdata_aws::Clock;
 
 /// Reference data from a DynamoDB table, kept current from the change feed. The common case
 /// needs only the item type: `TableEnricher<Product>` reads the table through the AWS SDK, follows
@@ -46,8 +46,8 @@ pub use feed_snapshot::NotCurrent;
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// use enrichment::testing::{item, MemoryBucket, MemoryTable};
-/// use enrichment::{Classified, TableEnricher, TableConfig, Outcome, SystemClock};
+/// use stream_refdata::testing::{item, MemoryBucket, MemoryTable};
+/// use stream_refdata::{Classified, TableEnricher, TableConfig, Outcome, SystemClock};
 ///
 /// #[derive(serde::Deserialize)]
 /// struct Product { item: String, priority: String }

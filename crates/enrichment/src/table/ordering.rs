@@ -2,7 +2,7 @@
 //! applies from its image, which is skipped and which needs a consistent re-read; and how a
 //! change file's stream relates to the stream the data follows.
 
-use change_protocol::SequenceNumber;
+use stream_refdata_protocol::SequenceNumber;
 
 /// What the loader knows of an item: the last sequence number applied, and how current its
 /// value is.

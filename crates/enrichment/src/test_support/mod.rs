@@ -9,10 +9,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use change_protocol::{
+use chrono::{DateTime, Utc};
+use stream_refdata_protocol::{
     source_label, AttributeValue, ChangeFile, ChangeKey, ChangeKind, EventName, Item, Source,
 };
-use chrono::{DateTime, Utc};
 
 use crate::testing::{MemoryBucket, MemoryTable};
 use crate::{Classified, Clock, FeedSettings, SystemClock, TableConfig, TableEnricher};

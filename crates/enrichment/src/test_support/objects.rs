@@ -1,7 +1,7 @@
 //! The object consumer's side: reference rows, a seeded bucket, the enricher's constructors, and
 //! flags and gap files as the producers write them.
 
-use change_protocol::{ChangeFlag, ObjectChange};
+use stream_refdata_protocol::{ChangeFlag, ObjectChange};
 
 use super::{every_refresh, flag_at, put_gap_file};
 use crate::config::*;

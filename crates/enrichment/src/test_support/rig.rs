@@ -4,11 +4,11 @@
 
 use std::sync::{Arc, Mutex};
 
-use change_protocol::{
+use chrono::{DateTime, Utc};
+use stream_refdata_protocol::{
     head_key, source_label, AttributeValue, ChangeFile, ChangeKey, ChangeKind, EventName,
     HeadPointer, Item, OpaqueRecord, SequenceNumber, SequenceRange, Source, StreamChange,
 };
-use chrono::{DateTime, Utc};
 
 use super::{
     every_refresh, keys, modify, product, product_config, put_gap_file, Change, ManualClock,
@@ -292,16 +292,16 @@ impl Rig {
         let now = self.clock.now();
         let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         let (gz, header) = follower.write_feed_snapshot(gz, now).expect("current");
-        let key = change_protocol::snapshot_key(
-            change_protocol::DEFAULT_SNAPSHOT_PREFIX,
+        let key = stream_refdata_protocol::snapshot_key(
+            stream_refdata_protocol::DEFAULT_SNAPSHOT_PREFIX,
             &header.table,
             now,
         );
         self.feed.put(&key, gz.finish().unwrap());
-        let pointer = change_protocol::SnapshotPointer::to(key.clone(), &header);
+        let pointer = stream_refdata_protocol::SnapshotPointer::to(key.clone(), &header);
         self.feed.put(
-            &change_protocol::snapshot_pointer_key(
-                change_protocol::DEFAULT_SNAPSHOT_PREFIX,
+            &stream_refdata_protocol::snapshot_pointer_key(
+                stream_refdata_protocol::DEFAULT_SNAPSHOT_PREFIX,
                 &header.table,
             ),
             serde_json::to_vec(&pointer).unwrap(),
@@ -336,11 +336,11 @@ impl Rig {
         }
         assert!(items_rewritten > 0);
         self.feed.put(key, gz.finish().unwrap());
-        let pointer_key = change_protocol::snapshot_pointer_key(
-            change_protocol::DEFAULT_SNAPSHOT_PREFIX,
+        let pointer_key = stream_refdata_protocol::snapshot_pointer_key(
+            stream_refdata_protocol::DEFAULT_SNAPSHOT_PREFIX,
             "ProductPriority",
         );
-        let mut pointer: change_protocol::SnapshotPointer =
+        let mut pointer: stream_refdata_protocol::SnapshotPointer =
             serde_json::from_slice(&self.feed.object(&pointer_key).unwrap()).unwrap();
         pointer.schema = 1;
         self.feed

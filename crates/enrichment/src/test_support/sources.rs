@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use change_protocol::Item;
+use stream_refdata_protocol::Item;
 
 use super::{own_margin, product_config, ManualClock, Product, Rig};
 use crate::sources::*;

@@ -8,8 +8,8 @@
 //! CHANGE_BUCKET=my-feed-bucket cargo run -p feed-writer --bin write-gap -- "batch 4421… discarded by the change-handler mapping"
 //! ```
 
-use aws_plumbing::{s3_client, sdk_config, S3Store, SystemClock};
 use feed_writer::{FeedConfig, FeedWriter};
+use stream_refdata_aws::{s3_client, sdk_config, S3Store, SystemClock};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -12,9 +12,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use enrichment::history::{AsOf, Followed, History, HistoryBuilder, HistorySource};
-use enrichment::sources::FeedSource;
-use enrichment::{FeedSettings, Outcome, TableConfig, Unmatched, UnmatchedReason};
+use stream_refdata::history::{AsOf, Followed, History, HistoryBuilder, HistorySource};
+use stream_refdata::sources::FeedSource;
+use stream_refdata::{FeedSettings, Outcome, TableConfig, Unmatched, UnmatchedReason};
 
 use crate::config::{AsOfSettings, Config, Recent};
 use crate::orders::{Product, Record};
@@ -52,7 +52,7 @@ impl<Fd: FeedSource> AsOfTable<Fd> {
         let source = HistorySource {
             feed_prefix: config.change_prefix.clone(),
             snapshot_prefix: (config.snapshot_prefix.clone())
-                .unwrap_or_else(|| change_protocol::DEFAULT_SNAPSHOT_PREFIX.to_owned()),
+                .unwrap_or_else(|| stream_refdata_protocol::DEFAULT_SNAPSHOT_PREFIX.to_owned()),
             daily_prefix: config.daily_snapshot_prefix.clone(),
             table: config.reference_table.clone(),
             look_back,

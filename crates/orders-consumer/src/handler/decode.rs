@@ -1,9 +1,9 @@
 //! Step 1, decode: the event's records (their data base64-decoded as the event was parsed) into
 //! the batch's inputs, KPL aggregates de-aggregated into their user records, each classified.
 
-use crate::kpl::{deaggregate, Deaggregated};
 use crate::orders::{classify, Record};
 use crate::output::Input;
+use kpl_deaggregation::{deaggregate, Deaggregated};
 
 use super::event::{EventSource, KinesisInvocation, Records};
 use super::HandlerError;
@@ -121,7 +121,7 @@ fn push_inputs(
         Ok(Deaggregated::Aggregated(users)) => inputs.extend(users.into_iter().map(|u| Input {
             record: classify(&u.data, legacy_flag_dish),
             sequence_number: sequence_number.clone(),
-            sub_sequence: Some(u.sub_sequence),
+            sub_sequence: Some(u.sub_sequence_number),
             reference_object: None,
             arrival_ms,
             as_of: None,

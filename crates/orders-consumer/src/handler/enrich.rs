@@ -1,8 +1,8 @@
 //! Step 3, enrich: each order looked up in the reference table, flags refreshing it at their
 //! position in the batch.
 
-use enrichment::sources::{FeedSource, TableSource};
-use enrichment::{Classified, Outcome};
+use stream_refdata::sources::{FeedSource, TableSource};
+use stream_refdata::{Classified, Outcome};
 
 use crate::orders::Product;
 use crate::output::Input;

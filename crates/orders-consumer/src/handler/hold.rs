@@ -7,8 +7,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use aws_plumbing::{ObjectKeeper, StoreError};
-use enrichment::Outcome;
+use stream_refdata::Outcome;
+use stream_refdata_aws::{ObjectKeeper, StoreError};
 use tracing::warn;
 
 use crate::hold::{now_ms, Held, Hold, Tally};
@@ -57,7 +57,7 @@ pub(super) async fn own_held<S: ObjectKeeper>(
     first_sequence: &str,
     inputs: &[Input],
     tags: &mut HashMap<(String, Option<u64>), String>,
-) -> Result<(), aws_plumbing::S3Error> {
+) -> Result<(), stream_refdata_aws::S3Error> {
     if !hold.may_hold(shard, first_sequence) {
         return Ok(());
     }
@@ -400,7 +400,7 @@ pub(super) async fn write_held<S: ObjectKeeper>(
 pub(super) async fn merge_released<S: ObjectKeeper>(
     store: &S,
     bucket: &str,
-    merges: &[(String, aws_plumbing::Bytes)],
+    merges: &[(String, stream_refdata_aws::Bytes)],
 ) -> Result<(), StoreError> {
     /// Tries before the batch fails (and is retried): each failed try means another writer
     /// wrote the object between this one's read and write.
@@ -505,7 +505,7 @@ pub(super) async fn still_held<S: ObjectKeeper>(
     hold: &Hold,
     shard: &str,
     plan: &mut HoldPlan,
-) -> Result<(), aws_plumbing::S3Error> {
+) -> Result<(), stream_refdata_aws::S3Error> {
     let prefix = &hold.settings.prefix;
     let mut gone = Vec::new();
     let mut versioned = Vec::new();

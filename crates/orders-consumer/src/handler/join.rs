@@ -1,8 +1,8 @@
 //! Step 2, join the objects reference: each order gets its row of the second reference (objects
 //! in S3), flags taking effect at their position in the batch.
 
-use enrichment::sources::{FeedSource, ObjectSource};
-use enrichment::{Classified, Outcome};
+use stream_refdata::sources::{FeedSource, ObjectSource};
+use stream_refdata::{Classified, Outcome};
 
 use crate::orders::Record;
 use crate::output::Input;

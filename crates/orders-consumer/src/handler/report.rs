@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};
-use enrichment::{Health, MetricsSnapshot};
 use serde_json::Value;
+use stream_refdata::{Health, MetricsSnapshot};
 
 use crate::output::BatchOutput;
 

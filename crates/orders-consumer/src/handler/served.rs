@@ -1,6 +1,6 @@
 //! What a reference's batch report says of the batch: served, or to be retried.
 
-use enrichment::BatchReport;
+use stream_refdata::BatchReport;
 
 /// The batch's `outcomes` when the reference served it; otherwise why not, as `retry` (a
 /// refresh the batch needs failed: the enricher's reason) or `not_loaded` (the reference was

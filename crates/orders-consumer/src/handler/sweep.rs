@@ -9,8 +9,8 @@
 //! conditional writes and deterministic names (docs/design.md, section 5). It also publishes
 //! the hold's metrics when no batch comes (the age alarm needs them).
 
-use aws_plumbing::ObjectKeeper;
-use enrichment::sources::{FeedSource, ObjectSource, TableSource};
+use stream_refdata::sources::{FeedSource, ObjectSource, TableSource};
+use stream_refdata_aws::ObjectKeeper;
 use tracing::{error, info};
 
 use super::enrich::enrich;

@@ -1,7 +1,7 @@
 //! Step 5, write: the batch's objects put in the output bucket.
 
-use aws_plumbing::{ObjectStore, StoreError};
 use futures_util::{StreamExt, TryStreamExt};
+use stream_refdata_aws::{ObjectStore, StoreError};
 
 use crate::output::BatchOutput;
 

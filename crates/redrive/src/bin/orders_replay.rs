@@ -2,9 +2,9 @@
 //! arrival, into a new output prefix (`redrive::replay`). The orders consumer's variables come
 //! from this process's environment, or from the deployed function (`--orders-consumer`).
 
-use aws_plumbing::{init, s3_client, sdk_config};
 use clap::Parser;
 use redrive::replay::{replay, replay_config, Archive, KinesisArchive, ReplayStop, S3Archive};
+use stream_refdata_aws::{init, s3_client, sdk_config};
 
 /// Enriches a range of an archived orders stream again, as of each record's arrival, into a
 /// new output prefix; run twice, it writes the same bytes.

@@ -18,9 +18,14 @@ pub(crate) const KINESIS_RECORD: &[u8] =
 
 /// The emulator's SDK configuration and S3 client, and two new buckets: the feed and the
 /// failure bucket.
-pub(crate) async fn buckets() -> (aws_plumbing::SdkConfig, aws_sdk_s3::Client, String, String) {
+pub(crate) async fn buckets() -> (
+    stream_refdata_aws::SdkConfig,
+    aws_sdk_s3::Client,
+    String,
+    String,
+) {
     let sdk = sdk_config().await;
-    let s3 = aws_plumbing::s3_client(&sdk);
+    let s3 = stream_refdata_aws::s3_client(&sdk);
     let (feed, failures) = (unique_name("feed"), unique_name("failures"));
     for b in [&feed, &failures] {
         provision::create_bucket(&s3, b)

@@ -11,12 +11,12 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use aws_plumbing::{s3_client, S3Store};
 use clap::Parser;
-use enrichment::sources::{DynamoDbTable, S3Feed};
 use orders_consumer::{Config, OrdersConsumer};
 use perf_compare::workload::{kinesis_batch, Orders};
 use perf_compare::world::{Paths, World};
+use stream_refdata::sources::{DynamoDbTable, S3Feed};
+use stream_refdata_aws::{s3_client, S3Store};
 use test_support::{through_proxy, HttpFaultProxy};
 
 /// Measures a new consumer's first batch with a Scan and with a feed snapshot.

@@ -84,7 +84,7 @@ async fn an_ambiguous_key_is_rejected_with_its_reason_not_held() {
     let mut second = product("burger", "high");
     second.insert(
         "price".into(),
-        change_protocol::AttributeValue::N("200".into()),
+        stream_refdata_protocol::AttributeValue::N("200".into()),
     );
     r.table.put(second);
     r.enricher.refresh().await;

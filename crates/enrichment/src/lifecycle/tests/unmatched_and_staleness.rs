@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use change_protocol::AttributeValue;
+use stream_refdata_protocol::AttributeValue;
 
 use crate::lifecycle::loader::Loader;
 use crate::sources::FeedSource;

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use change_protocol::ChangeFlag;
+use stream_refdata_protocol::ChangeFlag;
 
 use crate::key::*;
 use crate::rows::*;

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use change_protocol::Item;
+use stream_refdata_protocol::Item;
 
 use crate::sources::{FeedSource, TableSource};
 use crate::test_support::*;

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use change_protocol::EventName;
+use stream_refdata_protocol::EventName;
 
 use crate::test_support::*;
 use crate::testing::MemoryTable;

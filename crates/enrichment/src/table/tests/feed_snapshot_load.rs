@@ -87,11 +87,11 @@ async fn a_corrupt_or_foreign_snapshot_falls_back_to_a_scan() {
     // A pointer of another table under this table's name.
     let mut r = rig();
     r.publish_first_snapshot().await;
-    let pointer_key = change_protocol::snapshot_pointer_key(
-        change_protocol::DEFAULT_SNAPSHOT_PREFIX,
+    let pointer_key = stream_refdata_protocol::snapshot_pointer_key(
+        stream_refdata_protocol::DEFAULT_SNAPSHOT_PREFIX,
         "ProductPriority",
     );
-    let mut pointer: change_protocol::SnapshotPointer =
+    let mut pointer: stream_refdata_protocol::SnapshotPointer =
         serde_json::from_slice(&r.feed.object(&pointer_key).unwrap()).unwrap();
     pointer.table = "Other".into();
     r.feed

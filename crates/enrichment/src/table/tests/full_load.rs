@@ -6,7 +6,7 @@
 //! without keys forces a reported full reload; an opaque entry with keys, a re-read of those
 //! keys.
 
-use change_protocol::{AttributeValue, Item, OpaqueRecord};
+use stream_refdata_protocol::{AttributeValue, Item, OpaqueRecord};
 
 use crate::test_support::*;
 use crate::testing::{MemoryBucket, MemoryTable};

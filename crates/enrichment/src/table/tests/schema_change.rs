@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use change_protocol::{AttributeValue, Item};
+use stream_refdata_protocol::{AttributeValue, Item};
 
 use crate::test_support::*;
 use crate::*;
