@@ -1,0 +1,141 @@
+"""The orders enrichment as a PyFlink 2.x job (the line Amazon Managed Service for Apache Flink
+runs: 2.2), on stream_refdata.
+
+A table function (`Enrich`, a UDTF) holds a `stream_refdata.TableReference` per parallel
+instance: loaded in `open()`, then refreshed from the change feed at most once per
+`poll_interval_seconds` as orders pass, and at every in-stream change flag (`dish ==
+"CHANGE_FLAG"`) at its position, so every order after a flag sees the change. Each order comes
+out once: enriched with its priority, or with the reason it was not (an unknown dish, data too
+stale), never dropped; flags are consumed. The SQL around it is the caller's: `build()` takes a
+source table of orders `(dish, cost, customer_id)` and returns the enriched table.
+
+- **Locally** (and in the test, tests/test_flink_job.py) the source is a directory of JSON files
+  that the filesystem connector watches (`--orders-dir`), and the enriched rows are printed as
+  JSON lines as they come (`--collect`).
+- **On Managed Flink** the source is the Kinesis (or MSK) table connector of the application's
+  runtime properties, the sink another; crates/python/README.md shows the deployment.
+
+Each Python worker needs the `stream_refdata` wheel (`pip install`, or on Managed Flink the
+application's `python.requirements`/bundled wheel) and its AWS credentials from the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from pyflink.common import Row
+from pyflink.table import DataTypes, EnvironmentSettings, StreamTableEnvironment, Table, TableEnvironment
+from pyflink.table.expressions import col
+from pyflink.table.udf import TableFunction, udtf
+
+FLAG = "CHANGE_FLAG"
+
+RESULT_TYPES = [
+    DataTypes.STRING(),  # dish
+    DataTypes.DOUBLE(),  # cost
+    DataTypes.BIGINT(),  # customer_id
+    DataTypes.STRING(),  # priority (None when not enriched)
+    DataTypes.STRING(),  # status: enriched, rejected, passed, invalid, …
+    DataTypes.STRING(),  # reason (None when enriched)
+]
+RESULT_NAMES = ["dish", "cost", "customer_id", "priority", "status", "reason"]
+
+
+class Enrich(TableFunction):
+    """One order in, one row out (none for a flag): the order with its reference item's
+    priority, or with why it has none."""
+
+    def __init__(self, table: str, key_attributes: list[str], lookup_attribute: str,
+                 feed_bucket: str, poll_interval_seconds: float = 1.0):
+        self.config = dict(table=table, key_attributes=list(key_attributes),
+                           lookup_attribute=lookup_attribute, feed_bucket=feed_bucket,
+                           poll_interval_seconds=poll_interval_seconds)
+        self.reference = None
+
+    def open(self, function_context):
+        # (imported in the worker: the job's driver does not need the package)
+        from stream_refdata import TableReference
+
+        c = self.config
+        self.reference = TableReference(c["table"], c["key_attributes"], c["lookup_attribute"],
+                                        c["feed_bucket"],
+                                        poll_interval_seconds=c["poll_interval_seconds"])
+        report = self.reference.refresh()
+        if report.get("error"):
+            # (the first load failed: the job restarts the task rather than enrich with nothing)
+            raise RuntimeError(f"the reference could not be loaded: {report['error']}")
+
+    def eval(self, dish, cost, customer_id):
+        order = (dish, cost, customer_id)
+        # One order at a time, in the stream's order: the library refreshes when its interval is
+        # up, and at a flag before the orders after it.
+        outcomes, report = self.reference.enrich_batch(
+            [order], key=lambda o: o[0], is_flag=lambda o: o[0] == FLAG)
+        if report.get("retry"):
+            # (a flag's refresh failed: the order must not be enriched with data older than the
+            # flag; failing the task makes Flink replay from its last checkpoint)
+            raise RuntimeError(f"the refresh at a change flag failed: {report}")
+        status, _, detail = outcomes[0]
+        if status == "flag":
+            return
+        if status == "enriched":
+            yield Row(dish, cost, customer_id, detail.get("priority"), status, None)
+        else:
+            yield Row(dish, cost, customer_id, None, status, str(detail))
+
+
+def build(t_env: TableEnvironment, orders: Table, enrich: Enrich) -> Table:
+    """The enriched orders: each order of `orders` joined laterally with `enrich`."""
+    fn = udtf(enrich, result_types=RESULT_TYPES)
+    return (orders.join_lateral(fn(col("dish"), col("cost"), col("customer_id"))
+                                .alias("o_dish", "o_cost", "o_customer_id", "priority", "status",
+                                       "reason"))
+            .select(col("o_dish").alias("dish"), col("o_cost").alias("cost"),
+                    col("o_customer_id").alias("customer_id"), col("priority"), col("status"),
+                    col("reason")))
+
+
+def local_environment(python: str) -> StreamTableEnvironment:
+    """A local streaming table environment: one slot (orders keep their order), Python workers
+    run by `python`."""
+    t_env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
+    conf = t_env.get_config()
+    conf.set("parallelism.default", "1")
+    conf.set("python.executable", python)
+    conf.set("python.client.executable", python)
+    # (rows go out as each order is processed, not in bundles of a thousand)
+    conf.set("python.fn-execution.bundle.size", "1")
+    conf.set("python.fn-execution.bundle.time", "100")
+    return t_env
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--table", required=True)
+    parser.add_argument("--feed-bucket", required=True)
+    parser.add_argument("--orders-dir", required=True,
+                        help="a directory of JSON files of orders, watched for new ones")
+    parser.add_argument("--poll-interval-seconds", type=float, default=1.0)
+    parser.add_argument("--collect", action="store_true",
+                        help="print the enriched rows as JSON lines as they come")
+    args = parser.parse_args(argv)
+    t_env = local_environment(sys.executable)
+    t_env.execute_sql(f"""
+        CREATE TABLE orders (dish STRING, cost DOUBLE, customer_id BIGINT) WITH (
+          'connector' = 'filesystem', 'path' = 'file://{args.orders_dir}', 'format' = 'json',
+          'source.monitor-interval' = '200ms')""")
+    enriched = build(t_env, t_env.from_path("orders"),
+                     Enrich(args.table, ["item", "price"], "item", args.feed_bucket,
+                            args.poll_interval_seconds))
+    if not args.collect:
+        enriched.execute().print()
+        return
+    with enriched.execute().collect() as rows:
+        for row in rows:
+            print(json.dumps(dict(zip(RESULT_NAMES, row))), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
