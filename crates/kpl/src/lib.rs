@@ -1,6 +1,6 @@
 //! De-aggregation of Kinesis records aggregated by the Kinesis Producer Library (KPL), and by
-//! every library that writes its format (AWS's `kinesis-aggregation` libraries, Powertools'
-//! producers), into their user records. Pure: no AWS SDK, no I/O.
+//! every library that writes its format (AWS's `kinesis-aggregation` libraries), into their user
+//! records. Pure: no AWS SDK, no I/O.
 //!
 //! An aggregated Kinesis record is the 4 magic bytes `F3 89 9A C2`, a protobuf
 //! `AggregatedRecord` (a table of partition keys, a table of explicit hash keys, and the user
@@ -114,7 +114,7 @@ pub enum AggregateError {
     Checksum,
     /// The body is not an `AggregatedRecord`.
     #[error("KPL aggregated record has an invalid protobuf body: {0}")]
-    Protobuf(#[source] prost::DecodeError),
+    Protobuf(#[source] ProtobufError),
     /// The aggregate holds no user record (never written by the KPL; reported, not skipped).
     #[error("KPL aggregated record holds no user records")]
     Empty,
@@ -142,6 +142,19 @@ pub enum AggregateError {
     },
 }
 
+/// Why an aggregate's body is not the protobuf message: the decoder's own error, kept behind a
+/// type of this crate (the decoder's version is not part of this crate's API).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProtobufError(prost::DecodeError);
+
+impl std::fmt::Display for ProtobufError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for ProtobufError {}
+
 /// What a Kinesis record's data holds.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Deaggregated {
@@ -166,8 +179,8 @@ pub fn deaggregate(data: &[u8]) -> Result<Deaggregated, AggregateError> {
     if Md5::digest(body).as_slice() != digest {
         return Err(AggregateError::Checksum);
     }
-    let aggregate =
-        <AggregatedRecord as prost::Message>::decode(body).map_err(AggregateError::Protobuf)?;
+    let aggregate = <AggregatedRecord as prost::Message>::decode(body)
+        .map_err(|e| AggregateError::Protobuf(ProtobufError(e)))?;
     if aggregate.records.is_empty() {
         return Err(AggregateError::Empty);
     }

@@ -12,8 +12,10 @@ source table of orders `(dish, cost, customer_id)` and returns the enriched tabl
 - **Locally** (and in the test, tests/test_flink_job.py) the source is a directory of JSON files
   that the filesystem connector watches (`--orders-dir`), and the enriched rows are printed as
   JSON lines as they come (`--collect`).
-- **On Managed Flink** the source is the Kinesis (or MSK) table connector of the application's
-  runtime properties, the sink another; crates/python/README.md shows the deployment.
+- **On Managed Flink** (no arguments, the application's runtime properties present) orders come
+  from a Kinesis stream and go to another through the Kinesis table connector
+  (`run_on_managed_flink`); crates/python/README.md shows the deployment. Not run on the service
+  from this repository.
 
 Each Python worker needs the `stream_refdata` wheel (`pip install`, or on Managed Flink the
 application's `python.requirements`/bundled wheel) and its AWS credentials from the environment.
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from pyflink.common import Row
@@ -111,7 +114,44 @@ def local_environment(python: str) -> StreamTableEnvironment:
     return t_env
 
 
+APPLICATION_PROPERTIES = "/etc/flink/application_properties.json"
+
+
+def managed_flink_properties(path: str = APPLICATION_PROPERTIES) -> dict | None:
+    """The application's runtime properties on Managed Service for Apache Flink (property groups
+    by id), or None where the file is not (a local run)."""
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return {g["PropertyGroupId"]: g["PropertyMap"] for g in json.load(f)}
+
+
+def run_on_managed_flink(p: dict) -> None:
+    """On Managed Flink: orders from a Kinesis stream, enriched orders to another, both through
+    the Kinesis table connector (bundled with the application), configured by the property group
+    `Enrichment`: table, feed_bucket, orders_stream_arn, output_stream_arn, region, and optionally
+    poll_interval_seconds. (The service sets parallelism and checkpoints, and refuses most
+    configuration set in code: none is.) Not run on the service from this repository."""
+    t_env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
+    columns = "dish STRING, cost DOUBLE, customer_id BIGINT"
+    t_env.execute_sql(f"""
+        CREATE TABLE orders ({columns}) WITH (
+          'connector' = 'kinesis', 'stream.arn' = '{p["orders_stream_arn"]}',
+          'aws.region' = '{p["region"]}', 'source.init.position' = 'LATEST', 'format' = 'json')""")
+    t_env.execute_sql(f"""
+        CREATE TABLE enriched_orders ({columns}, priority STRING, status STRING, reason STRING)
+        WITH ('connector' = 'kinesis', 'stream.arn' = '{p["output_stream_arn"]}',
+              'aws.region' = '{p["region"]}', 'format' = 'json')""")
+    enrich = Enrich(p["table"], ["item", "price"], "item", p["feed_bucket"],
+                    float(p.get("poll_interval_seconds", "1.0")))
+    build(t_env, t_env.from_path("orders"), enrich).execute_insert("enriched_orders")
+
+
 def main(argv: list[str]) -> None:
+    properties = managed_flink_properties()
+    if properties is not None and not argv:
+        run_on_managed_flink(properties["Enrichment"])
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--table", required=True)
     parser.add_argument("--feed-bucket", required=True)

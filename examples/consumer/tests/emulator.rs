@@ -1,8 +1,8 @@
 //! The example consumer against an AWS API emulator (the repository's test command starts moto's
 //! server and sets `AWS_ENDPOINT_URL`; against your own account, leave it unset): a batch of page
 //! views enriched with the users' plans, an unknown user and a record that is not a page view
-//! rejected with why; then a plan changed in the table, announced in the change feed as the
-//! change-handler announces it, seen by the next batch.
+//! rejected with why; then a plan changed in the table: not seen until the change feed announces
+//! it (the table is not read per batch), then seen by the next batch.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -177,6 +177,13 @@ async fn page_views_get_their_users_plan_and_a_changed_plan_is_seen_by_the_next_
         .send()
         .await
         .unwrap();
+    // Not read per batch: until the feed says so, the next batch still gets the plan in memory.
+    let event = kinesis_event(50, &[r#"{"user_id":"bob","page":"/settings"}"#]);
+    let first = event.records[0].kinesis.sequence_number.clone();
+    handler.handle(event).await.unwrap();
+    let enriched = lines(&s3, &output_bucket, &format!("enriched/{first}.jsonl")).await;
+    assert_eq!(enriched[0]["plan"], "free", "{enriched:?}");
+
     let arn = format!(
         "arn:aws:dynamodb:us-east-1:123456789012:table/{table}/stream/2026-12-07T00:00:00.000"
     );
