@@ -165,6 +165,20 @@ fn header(position_ms: i64) -> SnapshotHeader {
     }
 }
 
+/// Adds `later` to a built history in `steps` extensions of about equal size (a warm consumer's
+/// history extended batch by batch).
+fn extend_in_steps(
+    history: &mut History<Value, String>,
+    later: Vec<(String, ChangeFile)>,
+    steps: usize,
+) {
+    let per = later.len().div_ceil(steps).max(1);
+    let mut later = later.into_iter().peekable();
+    while later.peek().is_some() {
+        history.extend(later.by_ref().take(per).collect::<Vec<_>>(), i64::MAX);
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
 
@@ -252,11 +266,7 @@ proptest! {
         let mut history = b.build(i64::MAX);
         // (in one to three extensions: an item settled before is settled again from what it
         // holds, each time)
-        let per = later.len().div_ceil(steps).max(1);
-        let mut later = later.into_iter().peekable();
-        while later.peek().is_some() {
-            history.extend(later.by_ref().take(per).collect::<Vec<_>>(), i64::MAX);
-        }
+        extend_in_steps(&mut history, later, steps);
         // (the same answers, reasons included, as a history built from all the files at once)
         for (key, f) in all {
             whole.file(&key, f);
@@ -1514,11 +1524,7 @@ mod extended_as_built {
                 b.file(&k, f);
             }
             let mut history = b.build(i64::MAX);
-            let per = later.len().div_ceil(steps).max(1);
-            let mut later = later.into_iter().peekable();
-            while later.peek().is_some() {
-                history.extend(later.by_ref().take(per).collect::<Vec<_>>(), i64::MAX);
-            }
+            extend_in_steps(&mut history, later, steps);
             for (k, f) in all {
                 whole.file(&k, f);
             }
