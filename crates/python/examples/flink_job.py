@@ -3,11 +3,14 @@ runs: 2.2), on stream_refdata.
 
 A table function (`Enrich`, a UDTF) holds a `stream_refdata.TableReference` per parallel
 instance: loaded in `open()`, then refreshed from the change feed at most once per
-`poll_interval_seconds` as orders pass, and at every in-stream change flag (`dish ==
-"CHANGE_FLAG"`) at its position, so every order after a flag sees the change. Each order comes
-out once: enriched with its priority, or with the reason it was not (an unknown dish, data too
-stale), never dropped; flags are consumed. The SQL around it is the caller's: `build()` takes a
-source table of orders `(dish, cost, customer_id)` and returns the enriched table.
+`poll_interval_seconds` as orders pass, and at every in-stream change flag at its position, so
+every order after a flag sees the change. A flag is the protocol's (the JSON record with
+`stream_refdata_flag`, as the s3-event-handler puts on every shard: the source table reads that
+field as a column) or the original design's (`dish == "CHANGE_FLAG"`). Each order comes out
+once per run (after a restart from a checkpoint, the orders since it come out again): enriched
+with its priority, or with the reason it was not (an unknown dish, data too stale), never
+dropped; flags are consumed. The SQL around it is the caller's: `build()` takes a source table of
+orders `(dish, cost, customer_id, stream_refdata_flag)` and returns the enriched table.
 
 - **Locally** (and in the test, tests/test_flink_job.py) the source is a directory of JSON files
   that the filesystem connector watches (`--orders-dir`), and the enriched rows are printed as
@@ -26,14 +29,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pathlib
 import sys
 
 from pyflink.common import Row
-from pyflink.table import DataTypes, EnvironmentSettings, StreamTableEnvironment, Table, TableEnvironment
+from pyflink.table import DataTypes, EnvironmentSettings, Table, TableEnvironment
 from pyflink.table.expressions import col
 from pyflink.table.udf import TableFunction, udtf
 
 FLAG = "CHANGE_FLAG"
+# The protocol's flag marker (stream-refdata-protocol's FLAG_MARKER): a column of the source
+# table, null on an order.
+FLAG_MARKER = "stream_refdata_flag"
+SOURCE_COLUMNS = f"dish STRING, cost DOUBLE, customer_id BIGINT, {FLAG_MARKER} INT"
 
 RESULT_TYPES = [
     DataTypes.STRING(),  # dish
@@ -70,12 +78,12 @@ class Enrich(TableFunction):
             # (the first load failed: the job restarts the task rather than enrich with nothing)
             raise RuntimeError(f"the reference could not be loaded: {report['error']}")
 
-    def eval(self, dish, cost, customer_id):
-        order = (dish, cost, customer_id)
+    def eval(self, dish, cost, customer_id, flag_marker):
+        order = (dish, cost, customer_id, flag_marker)
         # One order at a time, in the stream's order: the library refreshes when its interval is
         # up, and at a flag before the orders after it.
         outcomes, report = self.reference.enrich_batch(
-            [order], key=lambda o: o[0], is_flag=lambda o: o[0] == FLAG)
+            [order], key=lambda o: o[0], is_flag=lambda o: o[3] is not None or o[0] == FLAG)
         if report.get("retry"):
             # (a flag's refresh failed: the order must not be enriched with data older than the
             # flag; failing the task makes Flink replay from its last checkpoint)
@@ -92,7 +100,8 @@ class Enrich(TableFunction):
 def build(t_env: TableEnvironment, orders: Table, enrich: Enrich) -> Table:
     """The enriched orders: each order of `orders` joined laterally with `enrich`."""
     fn = udtf(enrich, result_types=RESULT_TYPES)
-    return (orders.join_lateral(fn(col("dish"), col("cost"), col("customer_id"))
+    return (orders.join_lateral(fn(col("dish"), col("cost"), col("customer_id"),
+                                   col(FLAG_MARKER))
                                 .alias("o_dish", "o_cost", "o_customer_id", "priority", "status",
                                        "reason"))
             .select(col("o_dish").alias("dish"), col("o_cost").alias("cost"),
@@ -100,7 +109,7 @@ def build(t_env: TableEnvironment, orders: Table, enrich: Enrich) -> Table:
                     col("reason")))
 
 
-def local_environment(python: str) -> StreamTableEnvironment:
+def local_environment(python: str) -> TableEnvironment:
     """A local streaming table environment: one slot (orders keep their order), Python workers
     run by `python`."""
     t_env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
@@ -135,7 +144,7 @@ def run_on_managed_flink(p: dict) -> None:
     t_env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
     columns = "dish STRING, cost DOUBLE, customer_id BIGINT"
     t_env.execute_sql(f"""
-        CREATE TABLE orders ({columns}) WITH (
+        CREATE TABLE orders ({SOURCE_COLUMNS}) WITH (
           'connector' = 'kinesis', 'stream.arn' = '{p["orders_stream_arn"]}',
           'aws.region' = '{p["region"]}', 'source.init.position' = 'LATEST', 'format' = 'json')""")
     t_env.execute_sql(f"""
@@ -163,8 +172,8 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     t_env = local_environment(sys.executable)
     t_env.execute_sql(f"""
-        CREATE TABLE orders (dish STRING, cost DOUBLE, customer_id BIGINT) WITH (
-          'connector' = 'filesystem', 'path' = 'file://{args.orders_dir}', 'format' = 'json',
+        CREATE TABLE orders ({SOURCE_COLUMNS}) WITH (
+          'connector' = 'filesystem', 'path' = '{pathlib.Path(args.orders_dir).resolve().as_uri()}', 'format' = 'json',
           'source.monitor-interval' = '200ms')""")
     enriched = build(t_env, t_env.from_path("orders"),
                      Enrich(args.table, ["item", "price"], "item", args.feed_bucket,

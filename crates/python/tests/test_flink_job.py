@@ -90,7 +90,7 @@ def test_the_job_follows_a_change_made_mid_stream_at_the_flags_position(referenc
         assert "ramen" in first[2]["reason"]
 
         # Mid-stream: burger's priority changes in the table; the change-handler writes it to
-        # the feed; then an order, the in-stream flag, another order.
+        # the feed; then an order, the original design's in-stream flag, another order.
         reference.set_priority("burger", "high")
         write_orders(orders_dir, "2.json", [
             {"dish": "burger", "cost": 7.5, "customer_id": 4},
@@ -99,7 +99,19 @@ def test_the_job_follows_a_change_made_mid_stream_at_the_flags_position(referenc
         ])
         second = job.take(2)
         assert [(r["customer_id"], r["priority"]) for r in second] == [(4, "medium"), (5, "high")], second
-        # Counts reconcile: 6 records in (one a flag, consumed), 5 rows out, each order once.
-        assert sorted(r["customer_id"] for r in first + second) == [1, 2, 3, 4, 5]
+
+        # Again with the protocol's flag, shaped as the s3-event-handler writes it (a record with
+        # no order fields: consumed as a flag, not an invalid order).
+        reference.set_priority("burger", "low")
+        write_orders(orders_dir, "3.json", [
+            {"dish": "burger", "cost": 7.5, "customer_id": 6},
+            {"stream_refdata_flag": 1, "change": {"bucket": "refdata", "key": "prices.csv",
+                                                  "event": "ObjectCreated:Put"}},
+            {"dish": "burger", "cost": 7.5, "customer_id": 7},
+        ])
+        third = job.take(2)
+        assert [(r["customer_id"], r["priority"]) for r in third] == [(6, "high"), (7, "low")], third
+        # Counts reconcile: 9 records in (two flags, consumed), 7 rows out, each order once.
+        assert sorted(r["customer_id"] for r in first + second + third) == [1, 2, 3, 4, 5, 6, 7]
     finally:
         job.stop()
