@@ -418,6 +418,11 @@ impl S3Store {
     /// The whole object at `bucket/key` with its ETag and `Content-Encoding`; `None` when there
     /// is no such object (HTTP 404).
     ///
+    /// A body that stalls after its headers does not hold the read (and the refresh waiting on
+    /// it) forever: the SDK's stalled-stream protection, on in every behavior version since
+    /// 2024-03-28, ends a download that receives nothing for its grace period (5 s), and the
+    /// read fails as transient.
+    ///
     /// # Errors
     /// [`S3Error`] with operation `GetObject` for any other failure, including a body that
     /// could not be read to its end; [`S3Error::is_permanent`] tells an object that cannot be

@@ -340,3 +340,58 @@ async fn child_prefixes_are_the_folders_right_under_a_prefix() {
     let want = ["held/ended/", "held/shard-1/", "held/shard-2/"];
     assert_eq!(s3.child_prefixes(&bucket, "held/").await.unwrap(), want);
 }
+
+/// A server that answers any request with the headers of a 1,000-byte object and its first 100
+/// bytes, then sends nothing more and keeps the connection open (until the test ends).
+async fn stalling_server() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match socket.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let head = "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nETag: \"stalls\"\r\n\
+                        Content-Type: application/octet-stream\r\n\r\n";
+            let _ = socket.write_all(head.as_bytes()).await;
+            let _ = socket.write_all(&[b'x'; 100]).await;
+            open.push(socket);
+        }
+    });
+    endpoint
+}
+
+#[tokio::test]
+async fn a_body_that_stalls_after_its_headers_fails_as_transient_instead_of_hanging() {
+    // GIVEN a store whose endpoint sends an object's headers and a tenth of its body, then
+    // nothing, on a connection it keeps open (the client as every function builds it: no
+    // timeout of ours, the SDK's defaults)
+    let sdk = sdk_config()
+        .await
+        .into_builder()
+        .endpoint_url(stalling_server().await)
+        .build();
+    let store = S3Store::new(s3_client(&sdk));
+    // WHEN the object is read (the outer limit only turns a hang into a failure of this test)
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        store.get("bucket", "feed/stalls.json"),
+    )
+    .await
+    .expect("the read ended instead of waiting on the stalled body");
+    // THEN it failed, transiently, in the body (the SDK's stalled-stream protection)
+    let e = read.expect_err("a body that never completes is not an object");
+    assert!(!e.is_permanent(), "{e}");
+    assert_eq!(e.operation, "GetObject");
+    assert!(
+        e.message.contains("reading the body of feed/stalls.json"),
+        "{e}"
+    );
+}
