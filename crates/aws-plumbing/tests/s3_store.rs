@@ -371,13 +371,17 @@ async fn stalling_server() -> String {
 #[tokio::test]
 async fn a_body_that_stalls_after_its_headers_fails_as_transient_instead_of_hanging() {
     // GIVEN a store whose endpoint sends an object's headers and a tenth of its body, then
-    // nothing, on a connection it keeps open (the client as every function builds it: no
-    // timeout of ours, the SDK's defaults)
-    let sdk = sdk_config()
-        .await
-        .into_builder()
+    // nothing, on a connection it keeps open; the client with the SDK's defaults and no timeout
+    // at all (not the emulator's configuration, which bounds each attempt)
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            "testing", "testing", None, None, "test",
+        ))
         .endpoint_url(stalling_server().await)
-        .build();
+        .timeout_config(aws_config::timeout::TimeoutConfig::disabled())
+        .load()
+        .await;
     let store = S3Store::new(s3_client(&sdk));
     // WHEN the object is read (the outer limit only turns a hang into a failure of this test)
     let read = tokio::time::timeout(
@@ -386,7 +390,7 @@ async fn a_body_that_stalls_after_its_headers_fails_as_transient_instead_of_hang
     )
     .await
     .expect("the read ended instead of waiting on the stalled body");
-    // THEN it failed, transiently, in the body (the SDK's stalled-stream protection)
+    // THEN it failed, transiently, in the body, ended by the SDK's stalled-stream protection
     let e = read.expect_err("a body that never completes is not an object");
     assert!(!e.is_permanent(), "{e}");
     assert_eq!(e.operation, "GetObject");
@@ -394,4 +398,6 @@ async fn a_body_that_stalls_after_its_headers_fails_as_transient_instead_of_hang
         e.message.contains("reading the body of feed/stalls.json"),
         "{e}"
     );
+    let chain = format!("{e:?}");
+    assert!(chain.contains("ThroughputBelowMinimum"), "{chain}");
 }
